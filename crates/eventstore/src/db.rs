@@ -1,0 +1,187 @@
+//! Connecting: database creation, migrations under a lock, the connection pool.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::StoreError;
+
+mod embedded {
+    refinery::embed_migrations!("../../migrations");
+}
+
+/// Advisory lock keys, one per kind of exclusive work, shared by every crier process.
+pub(crate) const MIGRATION_LOCK: i64 = 0x6372_6965_7201; // "crier" 01
+pub(crate) const SEALER_LOCK: i64 = 0x6372_6965_7202;
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub database_url: String,
+    /// Most connections the pool opens.
+    pub pool_size: usize,
+    /// How long to wait for a connection (to open one, or for one to come free) before
+    /// answering "unavailable".
+    pub connect_timeout: Duration,
+    /// The safety net under LISTEN/NOTIFY: how often idle followers re-read the database.
+    pub poll_interval: Duration,
+    /// Most events the sealer links into the chain in one transaction.
+    pub seal_batch_size: usize,
+}
+
+impl StoreConfig {
+    pub const DEFAULT_URL: &'static str = "postgres://postgres@127.0.0.1:5432/crier";
+
+    pub fn new(database_url: impl Into<String>) -> Self {
+        StoreConfig {
+            database_url: database_url.into(),
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(5),
+            poll_interval: Duration::from_millis(500),
+            seal_batch_size: 2000,
+        }
+    }
+
+    pub(crate) fn pg_config(&self) -> Result<tokio_postgres::Config, StoreError> {
+        pg_config(&self.database_url, self.connect_timeout)
+    }
+}
+
+pub(crate) fn pg_config(url: &str, timeout: Duration) -> Result<tokio_postgres::Config, StoreError> {
+    let mut config = tokio_postgres::Config::from_str(url)
+        .map_err(|e| StoreError::Config(format!("DATABASE_URL is not a PostgreSQL URL: {e}")))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(timeout);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("crier");
+    }
+    Ok(config)
+}
+
+pub(crate) fn build_pool(config: &StoreConfig) -> Result<Pool, StoreError> {
+    let manager = Manager::from_config(
+        config.pg_config()?,
+        NoTls,
+        ManagerConfig {
+            // A broken connection is noticed by the socket; checking every checkout with a
+            // query would cost a round trip per operation.
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(config.pool_size)
+        .wait_timeout(Some(config.connect_timeout))
+        .create_timeout(Some(config.connect_timeout))
+        .recycle_timeout(Some(config.connect_timeout))
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|e| StoreError::Config(e.to_string()))
+}
+
+/// Opens one connection outside the pool (for LISTEN, migrations and administration).
+pub(crate) async fn connect_one(
+    config: &tokio_postgres::Config,
+) -> Result<
+    (
+        tokio_postgres::Client,
+        tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+    ),
+    StoreError,
+> {
+    Ok(config.connect(NoTls).await?)
+}
+
+async fn connect_driven(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client, StoreError> {
+    let (client, connection) = connect_one(config).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "administrative connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// Creates the database named in `url` unless it exists. Safe when several processes race.
+pub async fn ensure_database(url: &str) -> Result<(), StoreError> {
+    let config = pg_config(url, Duration::from_secs(5))?;
+    let Some(name) = config.get_dbname().map(str::to_owned) else {
+        return Ok(());
+    };
+    let mut admin = config.clone();
+    admin.dbname("postgres");
+    let client = connect_driven(&admin).await?;
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await?
+        .is_some();
+    if exists {
+        return Ok(());
+    }
+    let statement = format!("CREATE DATABASE {}", quote_identifier(&name));
+    match client.batch_execute(&statement).await {
+        Ok(()) => {
+            tracing::info!(database = %name, "created database");
+            Ok(())
+        }
+        // Another process created it between our check and our CREATE.
+        Err(e) if matches!(e.code().map(|c| c.code()), Some("42P04" | "23505")) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(crate) fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Applies the embedded migrations, holding an advisory lock so that processes starting
+/// together apply each migration once.
+pub async fn migrate(url: &str) -> Result<(), StoreError> {
+    let config = pg_config(url, Duration::from_secs(5))?;
+    let mut client = connect_driven(&config).await?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let report = embedded::migrations::runner()
+        .run_async(&mut client)
+        .await
+        .map_err(|e| StoreError::Migration(e.to_string()));
+    // Closing the connection would release the lock too; unlock explicitly all the same.
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    for migration in report?.applied_migrations() {
+        tracing::info!(migration = %migration, "applied migration");
+    }
+    Ok(())
+}
+
+fn latest_embedded_version() -> i64 {
+    embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|m| i64::from(m.version()))
+        .max()
+        .unwrap_or(0)
+}
+
+/// Is every migration this build embeds applied?
+pub async fn schema_is_current(client: &tokio_postgres::Client) -> Result<bool, StoreError> {
+    let row = client
+        .query_one(
+            "SELECT to_regclass('refinery_schema_history') IS NOT NULL AS present",
+            &[],
+        )
+        .await?;
+    if !row.get::<_, bool>("present") {
+        return Ok(false);
+    }
+    let row = client
+        .query_one(
+            "SELECT coalesce(max(version), 0)::bigint AS version FROM refinery_schema_history",
+            &[],
+        )
+        .await?;
+    Ok(row.get::<_, i64>("version") >= latest_embedded_version())
+}

@@ -1,0 +1,150 @@
+//! An append-only, hash-chained event store on PostgreSQL.
+//!
+//! It knows streams, stream versions, global positions, hashes and subscribers, and nothing
+//! of what the events mean. See ARCHITECTURE.md at the workspace root for the design and the
+//! canonical byte encoding that the hash chain covers.
+//!
+//! * [`EventStore::append`] appends to one stream atomically with an [`ExpectedVersion`];
+//!   retries of stored event ids are recognised ([`AppendOutcome::already_stored`]).
+//! * The [`sealer`] gives committed events their global `position` and hash-chain link, in an
+//!   order that never lets an event appear before one a reader has already seen.
+//! * [`Subscription`] follows the global log from a durable checkpoint.
+//! * [`verify`] recomputes the chain.
+
+mod append;
+pub mod chain;
+mod db;
+mod error;
+mod model;
+mod read;
+pub mod sealer;
+mod subscription;
+#[cfg(feature = "test-support")]
+pub mod testing;
+pub mod verify;
+mod xid;
+
+pub use append::{AppendError, AppendOutcome, ExpectedVersion, NewEvent};
+pub use chain::Hash;
+pub use db::{ensure_database, migrate, schema_is_current, StoreConfig};
+pub use error::StoreError;
+pub use model::{LoggedEvent, Metadata, RecordedEvent};
+pub use subscription::{load_checkpoint, save_checkpoint, Subscription, SubscriptionOptions};
+pub use verify::{ChainHead, VerifyReport};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use tokio::sync::{watch, Notify};
+
+/// A handle on one event store database. Cheap to clone; clones share the pool and the
+/// process-wide wake-ups.
+#[derive(Clone)]
+pub struct EventStore {
+    pool: Pool,
+    shared: Arc<Shared>,
+}
+
+/// What one process shares among its appenders, its sealer and its subscribers.
+struct Shared {
+    config: StoreConfig,
+    /// Woken after every local append, so the local sealer seals it without waiting to poll.
+    appended: Notify,
+    /// The highest sealed position this process knows of: moved by the local sealer, by
+    /// NOTIFY from other processes' sealers, and by polling.
+    log_head: watch::Sender<u64>,
+}
+
+impl EventStore {
+    /// Connects to an existing, migrated database. See [`ensure_database`] and [`migrate`].
+    pub fn connect(config: StoreConfig) -> Result<Self, StoreError> {
+        let pool = db::build_pool(&config)?;
+        let (log_head, _) = watch::channel(0);
+        Ok(EventStore {
+            pool,
+            shared: Arc::new(Shared {
+                config,
+                appended: Notify::new(),
+                log_head,
+            }),
+        })
+    }
+
+    /// Creates the database when it is missing, applies migrations, then connects.
+    pub async fn open(config: StoreConfig) -> Result<Self, StoreError> {
+        ensure_database(&config.database_url).await?;
+        migrate(&config.database_url).await?;
+        Self::connect(config)
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.shared.config
+    }
+
+    /// The highest sealed position this process has heard of (it may lag the database).
+    pub fn known_log_head(&self) -> u64 {
+        *self.shared.log_head.borrow()
+    }
+
+    /// A receiver that changes whenever the known log head may have moved.
+    pub fn watch_log_head(&self) -> watch::Receiver<u64> {
+        self.shared.log_head.subscribe()
+    }
+
+    pub(crate) fn note_log_head(&self, position: u64) {
+        self.shared.log_head.send_if_modified(|head| {
+            if position > *head {
+                *head = position;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Wakes every local waiter so that it re-reads the database (after a reconnection, when
+    /// notifications may have been missed).
+    pub(crate) fn nudge_subscribers(&self) {
+        self.shared.log_head.send_modify(|_| {});
+    }
+
+    /// Is the database reachable and its schema up to date?
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        if schema_is_current(&client).await? {
+            Ok(())
+        } else {
+            Err(StoreError::SchemaOutdated)
+        }
+    }
+
+    /// Starts the process's background work: the sealer and the listener that turns other
+    /// processes' NOTIFY into local wake-ups. Both stop when `shutdown` is set to true.
+    pub fn spawn_background(&self, shutdown: watch::Receiver<bool>) -> BackgroundTasks {
+        let sealer = tokio::spawn(sealer::run(self.clone(), shutdown.clone()));
+        let listener = tokio::spawn(subscription::listen(self.clone(), shutdown));
+        BackgroundTasks { sealer, listener }
+    }
+
+    pub(crate) fn poll_interval(&self) -> Duration {
+        self.shared.config.poll_interval
+    }
+}
+
+/// The join handles of [`EventStore::spawn_background`].
+pub struct BackgroundTasks {
+    pub sealer: tokio::task::JoinHandle<()>,
+    pub listener: tokio::task::JoinHandle<()>,
+}
+
+impl BackgroundTasks {
+    pub async fn join(self) {
+        let _ = self.sealer.await;
+        let _ = self.listener.await;
+    }
+}

@@ -1,0 +1,91 @@
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::Hash;
+
+/// Who caused an event and in answer to what. Stored with every event.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// The API key id (or `system`, or a CLI user) that caused the event.
+    pub actor: String,
+    #[serde(default)]
+    pub request_id: Option<String>,
+    /// Ties together every event caused, directly or not, by one original request.
+    #[serde(default)]
+    pub correlation_id: Option<Uuid>,
+    /// The event or command that directly caused this one.
+    #[serde(default)]
+    pub causation_id: Option<Uuid>,
+}
+
+impl Metadata {
+    pub fn by(actor: impl Into<String>) -> Self {
+        Metadata {
+            actor: actor.into(),
+            ..Metadata::default()
+        }
+    }
+}
+
+/// An event as stored in its stream. Its global position is given later by the sealer: see
+/// [`LoggedEvent`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedEvent {
+    pub stream_id: String,
+    pub stream_version: u64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: u32,
+    pub data: serde_json::Value,
+    pub metadata: Metadata,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// An event in the global log: sealed, with its position and its link in the hash chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedEvent {
+    pub position: u64,
+    pub prev_hash: Hash,
+    pub hash: Hash,
+    pub event: RecordedEvent,
+}
+
+pub(crate) fn to_u64(value: i64, what: &str) -> Result<u64, crate::StoreError> {
+    u64::try_from(value).map_err(|_| crate::StoreError::Corrupt(format!("negative {what}: {value}")))
+}
+
+pub(crate) fn to_u32(value: i32, what: &str) -> Result<u32, crate::StoreError> {
+    u32::try_from(value).map_err(|_| crate::StoreError::Corrupt(format!("negative {what}: {value}")))
+}
+
+impl RecordedEvent {
+    /// Reads the columns `stream_id, stream_version, event_id, event_type, schema_version,
+    /// data, metadata, recorded_at` by name.
+    pub(crate) fn from_row(row: &tokio_postgres::Row) -> Result<Self, crate::StoreError> {
+        Ok(Self::from_row_with_stored_metadata(row)?.0)
+    }
+
+    /// Also returns the metadata exactly as stored, which the hash chain covers (parsing
+    /// into [`Metadata`] would drop keys it does not know).
+    pub(crate) fn from_row_with_stored_metadata(
+        row: &tokio_postgres::Row,
+    ) -> Result<(Self, serde_json::Value), crate::StoreError> {
+        let stored_metadata: serde_json::Value = row.try_get("metadata")?;
+        let event_id: Uuid = row.try_get("event_id")?;
+        let metadata = serde_json::from_value(stored_metadata.clone()).map_err(|e| {
+            crate::StoreError::Corrupt(format!("metadata of event {event_id}: {e}"))
+        })?;
+        let event = RecordedEvent {
+            stream_id: row.try_get("stream_id")?,
+            stream_version: to_u64(row.try_get("stream_version")?, "stream version")?,
+            event_id,
+            event_type: row.try_get("event_type")?,
+            schema_version: to_u32(row.try_get("schema_version")?, "schema version")?,
+            data: row.try_get("data")?,
+            metadata,
+            recorded_at: row.try_get("recorded_at")?,
+        };
+        Ok((event, stored_metadata))
+    }
+}

@@ -1,0 +1,138 @@
+use deadpool_postgres::GenericClient;
+
+use crate::model::{to_u64, LoggedEvent, RecordedEvent};
+use crate::{EventStore, Hash, StoreError};
+
+/// Columns of `events e` that `RecordedEvent::from_row` reads.
+pub(crate) const EVENT_COLUMNS: &str = "e.stream_id, e.stream_version, e.event_id, e.event_type, \
+     e.schema_version, e.data, e.metadata, e.recorded_at";
+
+/// Most events one read returns.
+pub const MAX_READ_BATCH: usize = 10_000;
+
+fn limit(count: usize) -> i64 {
+    i64::try_from(count.clamp(1, MAX_READ_BATCH)).unwrap_or(1)
+}
+
+fn position_param(position: u64) -> Result<i64, StoreError> {
+    i64::try_from(position).map_err(|_| StoreError::Config(format!("position {position} out of range")))
+}
+
+pub(crate) fn logged_from_row(row: &tokio_postgres::Row) -> Result<LoggedEvent, StoreError> {
+    let hash = |column: &str| -> Result<Hash, StoreError> {
+        let bytes: &[u8] = row.try_get(column)?;
+        Hash::from_slice(bytes).ok_or_else(|| StoreError::Corrupt(format!("{column} is not 32 bytes")))
+    };
+    Ok(LoggedEvent {
+        position: to_u64(row.try_get("position")?, "position")?,
+        prev_hash: hash("prev_hash")?,
+        hash: hash("hash")?,
+        event: RecordedEvent::from_row(row)?,
+    })
+}
+
+/// Reads up to `count` sealed events after `after`, in global order.
+pub(crate) async fn read_log_after<C: GenericClient>(
+    client: &C,
+    after: u64,
+    count: usize,
+) -> Result<Vec<LoggedEvent>, StoreError> {
+    let sql = format!(
+        "SELECT l.position, l.prev_hash, l.hash, {EVENT_COLUMNS} \
+           FROM event_log l JOIN events e ON e.seq = l.seq \
+          WHERE l.position > $1 ORDER BY l.position LIMIT $2"
+    );
+    let statement = client.prepare_cached(&sql).await?;
+    let rows = client
+        .query(&statement, &[&position_param(after)?, &limit(count)])
+        .await?;
+    rows.iter().map(logged_from_row).collect()
+}
+
+impl EventStore {
+    /// Events of `stream_id` from version `from` (inclusive) upwards, at most `count`.
+    /// Includes events not yet sealed into the global log: a stream is readable as soon as
+    /// its append has committed.
+    pub async fn read_stream_forward(
+        &self,
+        stream_id: &str,
+        from: u64,
+        count: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events e \
+              WHERE e.stream_id = $1 AND e.stream_version >= $2 \
+              ORDER BY e.stream_version LIMIT $3"
+        );
+        self.read_stream(&sql, stream_id, from, count).await
+    }
+
+    /// Events of `stream_id` from version `from` (inclusive) downwards, newest first.
+    /// `u64::MAX` starts at the newest event.
+    pub async fn read_stream_backward(
+        &self,
+        stream_id: &str,
+        from: u64,
+        count: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events e \
+              WHERE e.stream_id = $1 AND e.stream_version <= $2 \
+              ORDER BY e.stream_version DESC LIMIT $3"
+        );
+        self.read_stream(&sql, stream_id, from, count).await
+    }
+
+    async fn read_stream(
+        &self,
+        sql: &str,
+        stream_id: &str,
+        from: u64,
+        count: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let from = i64::try_from(from).unwrap_or(i64::MAX);
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(sql).await?;
+        let rows = client
+            .query(&statement, &[&stream_id, &from, &limit(count)])
+            .await?;
+        rows.iter().map(RecordedEvent::from_row).collect()
+    }
+
+    /// The current version of a stream (0 when it has no events).
+    pub async fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT coalesce(max(stream_version), 0) AS version FROM events WHERE stream_id = $1",
+            )
+            .await?;
+        let row = client.query_one(&statement, &[&stream_id]).await?;
+        to_u64(row.try_get("version")?, "stream version")
+    }
+
+    /// Up to `count` events of the global log after position `after`, in order. Only sealed
+    /// events are in the global log; an event appended a moment ago may not be yet.
+    pub async fn read_log(&self, after: u64, count: usize) -> Result<Vec<LoggedEvent>, StoreError> {
+        let client = self.pool.get().await?;
+        read_log_after(&client, after, count).await
+    }
+
+    /// The last sealed position and its hash, if anything is sealed.
+    pub async fn log_head(&self) -> Result<Option<(u64, Hash)>, StoreError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT position, hash FROM event_log ORDER BY position DESC LIMIT 1",
+                &[],
+            )
+            .await?;
+        row.map(|row| {
+            let bytes: &[u8] = row.try_get("hash")?;
+            let hash = Hash::from_slice(bytes)
+                .ok_or_else(|| StoreError::Corrupt("hash is not 32 bytes".into()))?;
+            Ok((to_u64(row.try_get("position")?, "position")?, hash))
+        })
+        .transpose()
+    }
+}

@@ -1,0 +1,222 @@
+//! The sealer gives committed events their global position and hash-chain link.
+//!
+//! Appends only insert into `events`, each with the id of its (top-level) transaction, and
+//! never wait for one another. The sealer, one at a time across every process (an
+//! advisory lock), reads the events of transactions that have *ended* — those whose id is
+//! below `pg_snapshot_xmin` of its snapshot, so no running transaction can add one before
+//! them — in `(transaction_id, seq)` order after the last sealed one, numbers them on from
+//! the last position, chains their hashes, and inserts them into `event_log` in one
+//! transaction. Readers of the global log read `event_log` by position, so a position, once
+//! visible, never gets an event before it. The cost is a short delay between an append's
+//! commit and its position, and one writer of `event_log` instead of many of `events`.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::chain;
+use crate::db::SEALER_LOCK;
+use crate::model::{to_u64, RecordedEvent};
+use crate::read::EVENT_COLUMNS;
+use crate::xid::Xid8;
+use crate::{EventStore, Hash, StoreError};
+
+/// What one call of [`EventStore::seal_pending`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SealReport {
+    /// Events given a position.
+    pub sealed: u64,
+    /// The last sealed position afterwards (0 when the log is empty).
+    pub head: u64,
+    /// Committed events are waiting for an older transaction, still running, to end.
+    pub waiting_for_older_transactions: bool,
+}
+
+struct Batch {
+    sealed: u64,
+    head: u64,
+    waiting: bool,
+    full: bool,
+}
+
+async fn seal_batch(store: &EventStore) -> Result<Batch, StoreError> {
+    let batch_size = i64::try_from(store.config().seal_batch_size.max(1)).unwrap_or(1000);
+    let mut client = store.pool.get().await?;
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SEALER_LOCK])
+        .await?;
+
+    let head = tx
+        .query_opt(
+            "SELECT position, transaction_id, seq, hash FROM event_log ORDER BY position DESC LIMIT 1",
+            &[],
+        )
+        .await?;
+    let (mut position, after_xid, after_seq, mut prev_hash) = match head {
+        Some(row) => {
+            let bytes: &[u8] = row.try_get("hash")?;
+            let hash = Hash::from_slice(bytes)
+                .ok_or_else(|| StoreError::Corrupt("event_log hash is not 32 bytes".into()))?;
+            (
+                to_u64(row.try_get("position")?, "position")?,
+                row.try_get::<_, Xid8>("transaction_id")?,
+                row.try_get::<_, i64>("seq")?,
+                hash,
+            )
+        }
+        None => (0, Xid8(0), 0, Hash::GENESIS),
+    };
+
+    // One statement, so the rows and xmin come from one snapshot.
+    let sql = format!(
+        "SELECT e.seq, e.transaction_id, pg_snapshot_xmin(pg_current_snapshot()) AS xmin, {EVENT_COLUMNS} \
+           FROM events e \
+          WHERE (e.transaction_id, e.seq) > ($1, $2) \
+          ORDER BY e.transaction_id, e.seq LIMIT $3"
+    );
+    let statement = tx.prepare_cached(&sql).await?;
+    let rows = tx
+        .query(&statement, &[&after_xid, &after_seq, &batch_size])
+        .await?;
+
+    let mut positions = Vec::with_capacity(rows.len());
+    let mut seqs = Vec::with_capacity(rows.len());
+    let mut xids = Vec::with_capacity(rows.len());
+    let mut prev_hashes: Vec<Vec<u8>> = Vec::with_capacity(rows.len());
+    let mut hashes: Vec<Vec<u8>> = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let xid: Xid8 = row.try_get("transaction_id")?;
+        let xmin: Xid8 = row.try_get("xmin")?;
+        if xid >= xmin {
+            // This transaction, or an older one still running, may yet commit events that
+            // come before it: stop here and come back once they have ended.
+            break;
+        }
+        let (event, stored_metadata) = RecordedEvent::from_row_with_stored_metadata(row)?;
+        position += 1;
+        let hash = chain::link(&prev_hash, position, &event, &stored_metadata)?;
+        positions.push(i64::try_from(position).map_err(|_| StoreError::Corrupt("position overflow".into()))?);
+        seqs.push(row.try_get::<_, i64>("seq")?);
+        xids.push(xid);
+        prev_hashes.push(prev_hash.0.to_vec());
+        hashes.push(hash.0.to_vec());
+        prev_hash = hash;
+    }
+    let sealed = positions.len();
+    let waiting = sealed < rows.len();
+    let full = rows.len() as i64 == batch_size && !waiting;
+
+    if sealed > 0 {
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO event_log (position, seq, transaction_id, prev_hash, hash) \
+                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::xid8[], $4::bytea[], $5::bytea[])",
+            )
+            .await?;
+        tx.execute(&insert, &[&positions, &seqs, &xids, &prev_hashes, &hashes])
+            .await?;
+        // A hint for other processes' followers; they poll as well, so losing it is harmless.
+        tx.execute("SELECT pg_notify('crier_log', $1)", &[&position.to_string()])
+            .await?;
+    }
+    tx.commit().await?;
+    if sealed > 0 {
+        metrics::counter!("crier_events_sealed_total").increment(sealed as u64);
+        store.note_log_head(position);
+    }
+    Ok(Batch {
+        sealed: sealed as u64,
+        head: position,
+        waiting,
+        full,
+    })
+}
+
+impl EventStore {
+    /// Seals every event that can be sealed now. The background sealer calls this; a
+    /// short-lived process (a CLI command, a test) may call it after appending.
+    pub async fn seal_pending(&self) -> Result<SealReport, StoreError> {
+        let mut report = SealReport::default();
+        loop {
+            let batch = seal_batch(self).await?;
+            report.sealed += batch.sealed;
+            report.head = batch.head;
+            report.waiting_for_older_transactions = batch.waiting;
+            if !batch.full {
+                return Ok(report);
+            }
+        }
+    }
+
+    /// Seals until every event committed before this call has a position, waiting for older
+    /// transactions to end if need be (at most `timeout`).
+    pub async fn seal_all(&self, timeout: Duration) -> Result<SealReport, StoreError> {
+        let deadline = Instant::now() + timeout;
+        let mut total = 0;
+        loop {
+            let mut report = self.seal_pending().await?;
+            total += report.sealed;
+            if !report.waiting_for_older_transactions || Instant::now() >= deadline {
+                report.sealed = total;
+                return Ok(report);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// The background sealer: seals whenever this process appends, whenever another process's
+/// events are found by polling, and retries quickly while events wait for older
+/// transactions.
+pub(crate) async fn run(store: EventStore, mut shutdown: watch::Receiver<bool>) {
+    const QUICK_RETRY_MIN: Duration = Duration::from_millis(2);
+    const QUICK_RETRY_MAX: Duration = Duration::from_millis(50);
+    const ERROR_RETRY_MAX: Duration = Duration::from_secs(5);
+    let mut quick_retry = QUICK_RETRY_MIN;
+    let mut error_retry = Duration::from_millis(100);
+    let mut waiting_since: Option<Instant> = None;
+    let mut last_warning: Option<Instant> = None;
+
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let wait = match store.seal_pending().await {
+            Ok(report) => {
+                error_retry = Duration::from_millis(100);
+                if report.waiting_for_older_transactions {
+                    let since = *waiting_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_secs(10)
+                        && last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+                    {
+                        tracing::warn!(
+                            waiting_secs = since.elapsed().as_secs(),
+                            "events wait for an older transaction of this cluster to end; \
+                             a long-running or idle-in-transaction session delays the global log"
+                        );
+                        last_warning = Some(Instant::now());
+                    }
+                    let wait = quick_retry;
+                    quick_retry = (quick_retry * 2).min(QUICK_RETRY_MAX);
+                    wait
+                } else {
+                    waiting_since = None;
+                    quick_retry = QUICK_RETRY_MIN;
+                    store.poll_interval()
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "sealer could not seal; retrying");
+                let wait = error_retry;
+                error_retry = (error_retry * 2).min(ERROR_RETRY_MAX);
+                wait
+            }
+        };
+        tokio::select! {
+            _ = store.shared.appended.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            changed = shutdown.changed() => if changed.is_err() { break },
+        }
+    }
+    tracing::debug!("sealer stopped");
+}

@@ -1,0 +1,97 @@
+//! A throw-away database per test, so tests run in parallel and leave nothing behind.
+
+use std::time::Duration;
+
+use crate::db::{pg_config, quote_identifier};
+use crate::{migrate, EventStore, StoreConfig};
+
+/// The server tests create their databases on: `CRIER_TEST_DATABASE_URL`, or the local
+/// PostgreSQL.
+pub fn server_url() -> String {
+    std::env::var("CRIER_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A freshly created and migrated database, dropped (with its connections) on drop.
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+async fn admin_execute(sql: &str) -> Result<(), crate::StoreError> {
+    let config = pg_config(&server_url(), Duration::from_secs(10))?;
+    let (client, connection) = crate::db::connect_one(&config).await?;
+    let driver = tokio::spawn(connection);
+    let result = client.batch_execute(sql).await;
+    drop(client);
+    let _ = driver.await;
+    Ok(result?)
+}
+
+impl TestDatabase {
+    /// Creates `crier_test_<random>` and applies the migrations. Panics when PostgreSQL is
+    /// unreachable: a test without its database cannot say anything.
+    pub async fn create() -> TestDatabase {
+        let name = format!("crier_test_{}", uuid::Uuid::new_v4().simple());
+        admin_execute(&format!("CREATE DATABASE {}", quote_identifier(&name)))
+            .await
+            .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
+        let config = pg_config(&server_url(), Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("bad CRIER_TEST_DATABASE_URL: {e}"));
+        let url = url_for(&config, &name);
+        migrate(&url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot migrate test database {name}: {e}"));
+        TestDatabase { name, url }
+    }
+
+    pub fn config(&self) -> StoreConfig {
+        let mut config = StoreConfig::new(self.url.clone());
+        config.pool_size = 8;
+        config.poll_interval = Duration::from_millis(200);
+        config
+    }
+
+    pub fn store(&self) -> EventStore {
+        EventStore::connect(self.config()).unwrap_or_else(|e| panic!("cannot connect: {e}"))
+    }
+}
+
+fn url_for(config: &tokio_postgres::Config, dbname: &str) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_else(|| "127.0.0.1".to_owned());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let user = config.get_user().unwrap_or("postgres");
+    let password = config
+        .get_password()
+        .map(|p| format!(":{}", String::from_utf8_lossy(p)))
+        .unwrap_or_default();
+    format!("postgres://{user}{password}@{host}:{port}/{dbname}")
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_identifier(&self.name));
+        // Drop may run inside a runtime that is shutting down: use a thread of our own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime
+                .block_on(admin_execute(&statement))
+                .map_err(|e| e.to_string())
+        })
+        .join();
+        if let Ok(Err(e)) = dropped {
+            eprintln!("could not drop test database {}: {e}", self.name);
+        }
+    }
+}
