@@ -1,0 +1,601 @@
+//! The event store against a real PostgreSQL, one fresh database per test.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use eventstore::testing::TestDatabase;
+use eventstore::{
+    AppendError, EventStore, ExpectedVersion, LoggedEvent, Metadata, NewEvent, Subscription,
+    SubscriptionOptions,
+};
+use serde_json::json;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+fn event(n: u64) -> NewEvent {
+    NewEvent::new("thing.happened", json!({ "n": n }), Metadata::by("tester"))
+}
+
+async fn admin_client(db: &TestDatabase) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+}
+
+/// Reads the whole global log.
+async fn whole_log(store: &EventStore) -> Vec<LoggedEvent> {
+    let mut all = Vec::new();
+    loop {
+        let batch = store.read_log(all.len() as u64, 1000).await.expect("read log");
+        if batch.is_empty() {
+            return all;
+        }
+        all.extend(batch);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appended_events_are_read_back_forwards_and_backwards_with_their_metadata() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    let mut events: Vec<NewEvent> = (1..=3).map(event).collect();
+    events[1].metadata = Metadata {
+        actor: "key-1".into(),
+        request_id: Some("req-7".into()),
+        correlation_id: Some(Uuid::new_v4()),
+        causation_id: Some(Uuid::new_v4()),
+    };
+    events[2].schema_version = 2;
+    let outcome = store
+        .append("incident-1", ExpectedVersion::NoStream, &events)
+        .await
+        .expect("append");
+    assert_eq!((outcome.first_version, outcome.stream_version, outcome.already_stored), (1, 3, false));
+
+    let forward = store.read_stream_forward("incident-1", 2, 10).await.expect("read");
+    assert_eq!(forward.iter().map(|e| e.stream_version).collect::<Vec<_>>(), vec![2, 3]);
+    assert_eq!(forward[0].metadata, events[1].metadata);
+    assert_eq!(forward[0].data, json!({ "n": 2 }));
+    assert_eq!(forward[1].schema_version, 2);
+    assert_eq!(forward[0].event_id, events[1].event_id);
+
+    let backward = store.read_stream_backward("incident-1", u64::MAX, 2).await.expect("read");
+    assert_eq!(backward.iter().map(|e| e.stream_version).collect::<Vec<_>>(), vec![3, 2]);
+    assert_eq!(store.stream_version("incident-1").await.expect("version"), 3);
+    assert_eq!(store.stream_version("nothing-here").await.expect("version"), 0);
+
+    let report = store.seal_all(Duration::from_secs(10)).await.expect("seal");
+    assert_eq!((report.sealed, report.head), (3, 3));
+    let log = whole_log(&store).await;
+    assert_eq!(log.iter().map(|e| e.position).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(log[0].prev_hash, eventstore::Hash::GENESIS);
+    assert_eq!(log[1].prev_hash, log[0].hash);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_expected_version_appends_nothing_and_tells_the_current_version() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    store
+        .append("s", ExpectedVersion::NoStream, &[event(1), event(2)])
+        .await
+        .expect("first append");
+
+    for expected in [
+        ExpectedVersion::NoStream,
+        ExpectedVersion::Exact(1),
+        ExpectedVersion::Exact(3),
+        ExpectedVersion::Exact(0),
+    ] {
+        match store.append("s", expected, &[event(9)]).await {
+            Err(AppendError::WrongExpectedVersion { current, stream_id, .. }) => {
+                assert_eq!((current, stream_id.as_str()), (2, "s"));
+            }
+            other => panic!("expected a conflict for {expected:?}, got {other:?}"),
+        }
+    }
+    match store.append("other", ExpectedVersion::StreamExists, &[event(1)]).await {
+        Err(AppendError::WrongExpectedVersion { current: 0, .. }) => {}
+        other => panic!("expected a conflict on a missing stream, got {other:?}"),
+    }
+    assert_eq!(store.stream_version("s").await.expect("version"), 2);
+    assert_eq!(store.stream_version("other").await.expect("version"), 0);
+
+    let outcome = store
+        .append("s", ExpectedVersion::Exact(2), &[event(3)])
+        .await
+        .expect("append at the right version");
+    assert_eq!(outcome.stream_version, 3);
+    let outcome = store
+        .append("s", ExpectedVersion::StreamExists, &[event(4)])
+        .await
+        .expect("append to an existing stream");
+    assert_eq!(outcome.stream_version, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_append_is_stored_once_and_says_so() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    let batch = vec![event(1), event(2)];
+    let first = store
+        .append("s", ExpectedVersion::NoStream, &batch)
+        .await
+        .expect("append");
+    assert!(!first.already_stored);
+    store
+        .append("s", ExpectedVersion::Any, &[event(3)])
+        .await
+        .expect("another append");
+
+    // The retry carries the expected version of the first attempt: it must not conflict.
+    let retry = store
+        .append("s", ExpectedVersion::NoStream, &batch)
+        .await
+        .expect("retry");
+    assert!(retry.already_stored);
+    assert_eq!((retry.first_version, retry.stream_version), (1, 3));
+    assert_eq!(store.stream_version("s").await.expect("version"), 3);
+
+    // The same event id with other content, or in another stream, is refused.
+    let mut changed = batch[0].clone();
+    changed.data = json!({ "n": 100 });
+    assert!(matches!(
+        store.append("s", ExpectedVersion::Any, &[changed]).await,
+        Err(AppendError::EventIdReused { event_id }) if event_id == batch[0].event_id
+    ));
+    assert!(matches!(
+        store.append("elsewhere", ExpectedVersion::Any, &[batch[1].clone()]).await,
+        Err(AppendError::EventIdReused { .. })
+    ));
+    // A batch mixing a stored event with a new one is not a retry either.
+    assert!(matches!(
+        store.append("s", ExpectedVersion::Any, &[batch[0].clone(), event(4)]).await,
+        Err(AppendError::EventIdReused { .. })
+    ));
+    assert_eq!(store.stream_version("s").await.expect("version"), 3);
+    assert_eq!(store.stream_version("elsewhere").await.expect("version"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_identical_retries_store_the_events_once() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    let batch = vec![event(1), event(2), event(3)];
+    let attempts = (0..16).map(|_| {
+        let store = store.clone();
+        let batch = batch.clone();
+        tokio::spawn(async move { store.append("s", ExpectedVersion::NoStream, &batch).await })
+    });
+    let mut fresh = 0;
+    for attempt in attempts {
+        let outcome = attempt.await.expect("task").expect("every attempt succeeds");
+        assert_eq!((outcome.first_version, outcome.stream_version), (1, 3));
+        fresh += usize::from(!outcome.already_stored);
+    }
+    assert_eq!(fresh, 1, "exactly one attempt stored the events");
+    assert_eq!(store.read_stream_forward("s", 1, 100).await.expect("read").len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_two_writers_racing_on_one_stream_get_exactly_one_winner_per_version() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    const WRITERS: usize = 32;
+    const VERSIONS: u64 = 10;
+    for version in 0..VERSIONS {
+        let racers = (0..WRITERS).map(|writer| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let e = NewEvent::new("raced", json!({ "writer": writer }), Metadata::by("t"));
+                store.append("contested", ExpectedVersion::Exact(version), &[e]).await
+            })
+        });
+        let mut winners = 0;
+        for racer in racers {
+            match racer.await.expect("task") {
+                Ok(outcome) => {
+                    winners += 1;
+                    assert_eq!(outcome.stream_version, version + 1);
+                }
+                Err(AppendError::WrongExpectedVersion { current, .. }) => {
+                    assert_eq!(current, version + 1, "a loser is told the winner's version");
+                }
+                Err(other) => panic!("unexpected error: {other}"),
+            }
+        }
+        assert_eq!(winners, 1, "version {} had {winners} winners", version + 1);
+    }
+
+    // Writers that accept any version all get in, each at its own version.
+    let writers = (0..WRITERS).map(|writer| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for n in 0..5u64 {
+                let e = NewEvent::new("any", json!({ "writer": writer, "n": n }), Metadata::by("t"));
+                store
+                    .append("contested", ExpectedVersion::Any, &[e])
+                    .await
+                    .expect("append with any version");
+            }
+        })
+    });
+    for writer in writers {
+        writer.await.expect("task");
+    }
+    let stream = store.read_stream_forward("contested", 1, 10_000).await.expect("read");
+    let versions: Vec<u64> = stream.iter().map(|e| e.stream_version).collect();
+    let expected: Vec<u64> = (1..=VERSIONS + WRITERS as u64 * 5).collect();
+    assert_eq!(versions, expected, "versions are dense and unique");
+}
+
+/// Collects `count` events from a subscription.
+async fn collect(mut subscription: Subscription, count: usize) -> Vec<LoggedEvent> {
+    let mut seen = Vec::with_capacity(count);
+    while seen.len() < count {
+        let batch = tokio::time::timeout(Duration::from_secs(60), subscription.next_batch())
+            .await
+            .expect("subscriber starved")
+            .expect("subscriber read");
+        seen.extend(batch);
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_see_every_event_of_concurrent_writers_once_in_one_agreed_order() {
+    let db = TestDatabase::create().await;
+    // Two handles on one database stand for two crier processes, each with its own sealer.
+    let store_a = db.store();
+    let store_b = db.store();
+    let (stop, shutdown) = watch::channel(false);
+    let background_a = store_a.spawn_background(shutdown.clone());
+    let background_b = store_b.spawn_background(shutdown);
+
+    const WRITERS: usize = 32;
+    const EACH: usize = 40;
+    const TOTAL: usize = WRITERS * EACH;
+    let follower_a = tokio::spawn(collect(
+        Subscription::from_position(&store_a, 0, SubscriptionOptions { batch_size: 37 }),
+        TOTAL,
+    ));
+    let follower_b = tokio::spawn(collect(
+        Subscription::from_position(&store_b, 0, SubscriptionOptions::default()),
+        TOTAL,
+    ));
+
+    let writers = (0..WRITERS).map(|writer| {
+        let store = if writer % 2 == 0 { store_a.clone() } else { store_b.clone() };
+        tokio::spawn(async move {
+            let stream = format!("stream-{writer}");
+            let mut ids = Vec::new();
+            for n in 0..EACH {
+                let e = NewEvent::new("w", json!({ "writer": writer, "n": n }), Metadata::by("t"));
+                ids.push(e.event_id);
+                // Some single events, some pairs in one append.
+                store
+                    .append(&stream, ExpectedVersion::Exact(n as u64), &[e])
+                    .await
+                    .expect("append");
+            }
+            ids
+        })
+    });
+    let mut written = HashSet::new();
+    for writer in writers {
+        written.extend(writer.await.expect("writer"));
+    }
+
+    let seen_a = follower_a.await.expect("follower a");
+    let seen_b = follower_b.await.expect("follower b");
+    let _ = stop.send(true);
+    background_a.join().await;
+    background_b.join().await;
+
+    let ids_a: Vec<Uuid> = seen_a.iter().map(|e| e.event.event_id).collect();
+    let ids_b: Vec<Uuid> = seen_b.iter().map(|e| e.event.event_id).collect();
+    assert_eq!(ids_a, ids_b, "every reader sees one order");
+    assert_eq!(ids_a.iter().copied().collect::<HashSet<_>>(), written, "every event seen");
+    assert_eq!(ids_a.len(), TOTAL, "no event seen twice");
+    let positions: Vec<u64> = seen_a.iter().map(|e| e.position).collect();
+    assert_eq!(positions, (1..=TOTAL as u64).collect::<Vec<_>>());
+    // Each stream's events appear in stream order.
+    let mut last_version: BTreeMap<&str, u64> = BTreeMap::new();
+    for e in &seen_a {
+        let previous = last_version.insert(&e.event.stream_id, e.event.stream_version);
+        assert_eq!(previous.unwrap_or(0) + 1, e.event.stream_version);
+    }
+    let report = store_a.verify().await.expect("verify");
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.checked, TOTAL as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_committed_later_by_an_older_transaction_is_never_placed_before_a_seen_position() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    let mut client = store.pool().get().await.expect("client");
+
+    // An older transaction appends and stays open...
+    let mut older = client.transaction().await.expect("begin");
+    store
+        .append_in_transaction(&mut older, "older", ExpectedVersion::NoStream, &[event(1)])
+        .await
+        .expect("append in transaction");
+    // ...while a younger one appends and commits.
+    store
+        .append("younger", ExpectedVersion::NoStream, &[event(2)])
+        .await
+        .expect("append");
+
+    let report = store.seal_pending().await.expect("seal");
+    assert_eq!(report.sealed, 0, "nothing may be sealed while an older writer is open");
+    assert!(report.waiting_for_older_transactions);
+    assert!(store.read_log(0, 10).await.expect("read").is_empty());
+
+    older.commit().await.expect("commit");
+    let report = store.seal_all(Duration::from_secs(10)).await.expect("seal");
+    assert_eq!(report.sealed, 2);
+    let log = whole_log(&store).await;
+    let streams: Vec<&str> = log.iter().map(|e| e.event.stream_id.as_str()).collect();
+    assert_eq!(streams, vec!["older", "younger"], "ordered by transaction");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_polling_during_concurrent_writes_never_finds_an_event_behind_what_it_saw() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    let (stop, shutdown) = watch::channel(false);
+    let background = store.spawn_background(shutdown);
+    const WRITERS: usize = 16;
+    const EACH: usize = 30;
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|writer| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for n in 0..EACH {
+                    let batch: Vec<NewEvent> = (0..(n % 3 + 1) as u64).map(event).collect();
+                    store
+                        .append(&format!("w{writer}"), ExpectedVersion::Any, &batch)
+                        .await
+                        .expect("append");
+                }
+            })
+        })
+        .collect();
+    // Remember everything seen, by repeatedly reading from the last seen position.
+    let mut seen: Vec<LoggedEvent> = Vec::new();
+    let expected_total: usize = WRITERS * (0..EACH).map(|n| n % 3 + 1).sum::<usize>();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while seen.len() < expected_total && tokio::time::Instant::now() < deadline {
+        let after = seen.last().map_or(0, |e| e.position);
+        seen.extend(store.read_log(after, 100).await.expect("read"));
+    }
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let _ = stop.send(true);
+    background.join().await;
+    // Afterwards, the full log must equal what was seen along the way: nothing slipped in.
+    let full = whole_log(&store).await;
+    assert_eq!(full.len(), expected_total);
+    assert_eq!(seen, full);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_refuses_to_update_delete_or_truncate_history_even_for_its_owner() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    store
+        .append("s", ExpectedVersion::Any, &[event(1)])
+        .await
+        .expect("append");
+    store.seal_all(Duration::from_secs(10)).await.expect("seal");
+    // The test connects as the superuser that owns the tables.
+    let client = admin_client(&db).await;
+    for statement in [
+        "UPDATE events SET data = '{\"n\": 2}'",
+        "DELETE FROM events",
+        "TRUNCATE events CASCADE",
+        "UPDATE event_log SET hash = prev_hash",
+        "DELETE FROM event_log",
+        "TRUNCATE event_log",
+    ] {
+        let err = client
+            .batch_execute(statement)
+            .await
+            .expect_err(&format!("{statement} must be refused"));
+        let message = err.as_db_error().map(|e| e.message().to_owned()).unwrap_or_default();
+        assert!(message.contains("append-only"), "{statement}: {err:?}");
+    }
+    let row = client.query_one("SELECT count(*) FROM events", &[]).await.expect("count");
+    assert_eq!(row.get::<_, i64>(0), 1);
+    let row = client.query_one("SELECT data FROM events", &[]).await.expect("data");
+    assert_eq!(row.get::<_, serde_json::Value>(0), json!({ "n": 1 }));
+}
+
+/// Appends `n` events over a few streams and seals them.
+async fn sealed_history(store: &EventStore, n: u64) {
+    for i in 1..=n {
+        store
+            .append(&format!("s{}", i % 3), ExpectedVersion::Any, &[event(i)])
+            .await
+            .expect("append");
+    }
+    let report = store.seal_all(Duration::from_secs(10)).await.expect("seal");
+    assert_eq!(report.head, n);
+}
+
+/// Runs `statement` with triggers and foreign keys switched off, as an intruder with
+/// superuser rights could.
+async fn forge(db: &TestDatabase, statement: &str) {
+    let client = admin_client(db).await;
+    client
+        .batch_execute(&format!(
+            "SET session_replication_role = replica; {statement}; SET session_replication_role = origin;"
+        ))
+        .await
+        .expect("forge");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_accepts_an_untouched_history() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    let empty = store.verify().await.expect("verify");
+    assert!(empty.ok && empty.checked == 0 && empty.head.is_none());
+    sealed_history(&store, 25).await;
+    let report = store.verify().await.expect("verify");
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.checked, 25);
+    let (head_position, head_hash) = store.log_head().await.expect("head").expect("some");
+    let head = report.head.expect("head");
+    assert_eq!((head.position, head.hash), (head_position, head_hash.to_hex()));
+    assert_eq!(report.unsealed, 0);
+}
+
+async fn assert_forgery_found(statement: &str, bad_position: u64) {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    sealed_history(&store, 12).await;
+    forge(&db, statement).await;
+    let report = store.verify().await.expect("verify");
+    assert!(!report.ok, "{statement}: not detected: {report:?}");
+    assert_eq!(report.first_bad_position, Some(bad_position), "{statement}: {report:?}");
+    assert_eq!(report.checked, bad_position - 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_names_the_position_of_forged_data() {
+    assert_forgery_found(
+        "UPDATE events SET data = '{\"n\": 700}' WHERE seq = (SELECT seq FROM event_log WHERE position = 7)",
+        7,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_names_the_position_of_forged_metadata_even_an_added_key() {
+    assert_forgery_found(
+        "UPDATE events SET metadata = metadata || '{\"note\": \"x\"}' WHERE seq = (SELECT seq FROM event_log WHERE position = 4)",
+        4,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_names_the_position_of_a_forged_time_type_or_version() {
+    assert_forgery_found(
+        "UPDATE events SET recorded_at = recorded_at + interval '1 microsecond' WHERE seq = (SELECT seq FROM event_log WHERE position = 9)",
+        9,
+    )
+    .await;
+    assert_forgery_found(
+        "UPDATE events SET event_type = 'other' WHERE seq = (SELECT seq FROM event_log WHERE position = 2)",
+        2,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_names_the_position_of_a_deleted_or_reordered_row() {
+    // A deleted log row leaves a hole.
+    assert_forgery_found("DELETE FROM event_log WHERE position = 5", 5).await;
+    // A deleted event leaves its log row pointing at nothing.
+    assert_forgery_found(
+        "DELETE FROM events WHERE seq = (SELECT seq FROM event_log WHERE position = 6)",
+        6,
+    )
+    .await;
+    // Two events swapped in the global order.
+    assert_forgery_found(
+        "CREATE TEMP TABLE swap AS SELECT \
+            (SELECT seq FROM event_log WHERE position = 3) AS a, \
+            (SELECT seq FROM event_log WHERE position = 8) AS b; \
+         UPDATE event_log SET seq = -1 WHERE position = 3; \
+         UPDATE event_log SET seq = (SELECT a FROM swap) WHERE position = 8; \
+         UPDATE event_log SET seq = (SELECT b FROM swap) WHERE position = 3",
+        3,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_killed_mid_batch_resumes_from_its_checkpoint_without_gap_or_repeat() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    let client = admin_client(&db).await;
+    client
+        .batch_execute("CREATE TABLE seen (position bigint NOT NULL, event_id uuid NOT NULL)")
+        .await
+        .expect("create effects table");
+    sealed_history(&store, 300).await;
+
+    // The subscriber's effect and its checkpoint commit in one transaction.
+    async fn run(store: EventStore) {
+        let mut subscription =
+            Subscription::resume(&store, "counter", SubscriptionOptions { batch_size: 7 })
+                .await
+                .expect("resume");
+        loop {
+            let batch = subscription.next_batch().await.expect("batch");
+            let mut client = store.pool().get().await.expect("client");
+            let tx = client.transaction().await.expect("begin");
+            for e in &batch {
+                tx.execute(
+                    "INSERT INTO seen (position, event_id) VALUES ($1, $2)",
+                    &[&(e.position as i64), &e.event.event_id],
+                )
+                .await
+                .expect("effect");
+                tokio::task::yield_now().await;
+            }
+            eventstore::save_checkpoint(&tx, "counter", subscription.position())
+                .await
+                .expect("checkpoint");
+            tx.commit().await.expect("commit");
+        }
+    }
+
+    // Kill it at arbitrary moments, then let it finish.
+    for delay_ms in [3u64, 11, 5, 17, 2, 23] {
+        let task = tokio::spawn(run(store.clone()));
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        task.abort();
+        let _ = task.await;
+    }
+    let task = tokio::spawn(run(store.clone()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let row = client
+            .query_one("SELECT count(*) FROM seen", &[])
+            .await
+            .expect("count");
+        if row.get::<_, i64>(0) >= 300 || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    task.abort();
+    let rows = client
+        .query("SELECT position FROM seen ORDER BY position", &[])
+        .await
+        .expect("seen");
+    let positions: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(positions, (1..=300).collect::<Vec<i64>>(), "each event exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_gives_a_clear_unavailable_error() {
+    let mut config = eventstore::StoreConfig::new("postgres://postgres@127.0.0.1:1/crier");
+    config.connect_timeout = Duration::from_secs(2);
+    let store = EventStore::connect(config).expect("config is valid");
+    let err = store
+        .append("s", ExpectedVersion::Any, &[event(1)])
+        .await
+        .expect_err("no database there");
+    assert!(matches!(&err, AppendError::Store(e) if e.is_unavailable()), "{err:?}");
+    assert!(store.ready().await.expect_err("not ready").is_unavailable());
+}
