@@ -1,1 +1,86 @@
-fn main(){}
+mod cli;
+mod startup;
+mod telemetry;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use eventstore::{EventStore, StoreConfig};
+
+use cli::{Cli, Command};
+use startup::{Application, Settings};
+
+fn store_config(cli: &Cli) -> StoreConfig {
+    let mut config = StoreConfig::new(cli.database.database_url.clone());
+    config.pool_size = cli.database.db_pool_size.max(1);
+    config
+}
+
+fn not_yet(what: &str) -> anyhow::Result<ExitCode> {
+    eprintln!("crier {what} is not available in this version yet");
+    Ok(ExitCode::from(2))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = store_config(&cli);
+    match cli.command {
+        Command::Serve(args) => {
+            let app = Application::build(Settings {
+                store: config,
+                listen: args.listen,
+                workers: args.workers,
+            })?;
+            println!("crier listening on http://{}", app.address());
+            app.run_until_stopped().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            eventstore::ensure_database(&config.database_url).await?;
+            eventstore::migrate(&config.database_url).await?;
+            println!("database migrated");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify(args) => {
+            let store = EventStore::connect(config)?;
+            let report = store.verify().await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else if report.ok {
+                match &report.head {
+                    Some(head) => println!(
+                        "ok: {} events checked; head {} {}",
+                        report.checked, head.position, head.hash
+                    ),
+                    None => println!("ok: the history is empty"),
+                }
+                if report.unsealed > 0 {
+                    println!("{} committed events are not sealed into the chain yet", report.unsealed);
+                }
+            } else {
+                println!(
+                    "TAMPERED: first bad position {}: {} ({} events before it are good)",
+                    report.first_bad_position.unwrap_or_default(),
+                    report.problem.as_deref().unwrap_or("mismatch"),
+                    report.checked
+                );
+            }
+            Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Keys { .. } => not_yet("keys"),
+        Command::Replay => not_yet("replay"),
+        Command::Export { .. } => not_yet("export"),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("crier: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! The command line: every setting is a flag or an environment variable (the flag wins).
+
+use std::net::SocketAddr;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "crier", version, about = "Incident communications on an append-only, hash-chained event store")]
+pub struct Cli {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Log format.
+    #[arg(long, global = true, env = "CRIER_LOG_FORMAT", value_enum, default_value = "pretty")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL; `serve` and `migrate` create the database when it is missing.
+    #[arg(
+        long,
+        global = true,
+        env = "DATABASE_URL",
+        default_value = eventstore::StoreConfig::DEFAULT_URL
+    )]
+    pub database_url: String,
+    /// Most connections to PostgreSQL this process opens.
+    #[arg(long, global = true, env = "CRIER_DB_POOL_SIZE", default_value_t = 16)]
+    pub db_pool_size: usize,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API (creates and migrates the database first).
+    Serve(ServeArgs),
+    /// Create the database if it is missing and apply the migrations, then exit.
+    Migrate,
+    /// Manage API keys (not available yet: arrives with the publishing API).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Rebuild every read model from the first event (not available yet: arrives with the
+    /// projections).
+    Replay,
+    /// Recompute the hash chain of the whole history; exits 1 and names the first bad
+    /// position when any stored byte was changed.
+    Verify(VerifyArgs),
+    /// Write the whole history as NDJSON (not available yet: arrives with the audit API).
+    Export {
+        /// Start after this global position.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (printed at start).
+    #[arg(long, env = "CRIER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// HTTP worker threads (default: one per core).
+    #[arg(long, env = "CRIER_WORKERS")]
+    pub workers: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key and print its secret once.
+    Create {
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Print the report as JSON (the audit API's shape) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,97 @@
+//! Building and running the server, so that tests can start it on port 0.
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+use actix_web::{middleware, App, HttpServer};
+use eventstore::{EventStore, StoreConfig};
+use tokio::sync::watch;
+
+pub struct Settings {
+    pub store: StoreConfig,
+    pub listen: SocketAddr,
+    pub workers: Option<usize>,
+}
+
+pub struct Application {
+    address: SocketAddr,
+    server: actix_web::dev::Server,
+    store: EventStore,
+}
+
+impl Application {
+    /// Binds the listener and prepares the server; nothing is served until
+    /// [`Application::run_until_stopped`].
+    pub fn build(settings: Settings) -> anyhow::Result<Application> {
+        let store = EventStore::connect(settings.store)?;
+        let listener = TcpListener::bind(settings.listen)?;
+        let address = listener.local_addr()?;
+        let state = api::AppState {
+            store: store.clone(),
+        };
+        api::prometheus_handle();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .wrap(middleware::Compress::default())
+                .configure(api::configure(state.clone()))
+        })
+        .shutdown_timeout(10)
+        .listen(listener)?;
+        if let Some(workers) = settings.workers {
+            server = server.workers(workers);
+        }
+        Ok(Application {
+            address,
+            server: server.run(),
+            store,
+        })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Serves until SIGTERM or SIGINT: then stops accepting, finishes in-flight requests,
+    /// stops the background work and returns.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let (stop, shutdown) = watch::channel(false);
+        let preparation = tokio::spawn(prepare_database(self.store.clone(), shutdown));
+        let served = self.server.await;
+        let _ = stop.send(true);
+        match tokio::time::timeout(Duration::from_secs(10), preparation).await {
+            Ok(Ok(Some(background))) => background.join().await,
+            Ok(_) => {}
+            Err(_) => tracing::warn!("background work did not stop in time"),
+        }
+        tracing::info!("stopped");
+        Ok(served?)
+    }
+}
+
+/// Creates and migrates the database, retrying while it is unreachable (the server answers
+/// `/healthz` meanwhile and `/readyz` says 503), then starts the sealer and the listener.
+async fn prepare_database(
+    store: EventStore,
+    mut shutdown: watch::Receiver<bool>,
+) -> Option<eventstore::BackgroundTasks> {
+    let url = store.config().database_url.clone();
+    let mut retry = Duration::from_millis(200);
+    loop {
+        let prepared = async {
+            eventstore::ensure_database(&url).await?;
+            eventstore::migrate(&url).await
+        }
+        .await;
+        match prepared {
+            Ok(()) => break,
+            Err(e) => tracing::warn!(error = %e, retry_in_ms = retry.as_millis() as u64, "database not ready"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(retry) => {}
+            _ = shutdown.changed() => return None,
+        }
+        retry = (retry * 2).min(Duration::from_secs(5));
+    }
+    tracing::info!("database ready");
+    Some(store.spawn_background(shutdown))
+}
