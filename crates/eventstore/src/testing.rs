@@ -95,3 +95,88 @@ impl Drop for TestDatabase {
         }
     }
 }
+
+/// A TCP proxy in front of PostgreSQL that a test can cut (every connection dropped, new
+/// ones refused) and restore, to play a database outage without touching the shared server.
+pub struct OutageProxy {
+    pub port: u16,
+    up: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl OutageProxy {
+    /// Starts a proxy (up) towards the host and port of [`server_url`].
+    pub async fn start() -> OutageProxy {
+        let config = pg_config(&server_url(), Duration::from_secs(10)).expect("server url");
+        let target_port = config.get_ports().first().copied().unwrap_or(5432);
+        let target = format!("127.0.0.1:{target_port}");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let (up, _) = tokio::sync::watch::channel(true);
+        let up = std::sync::Arc::new(up);
+        let state = up.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !*state.borrow() {
+                    drop(inbound);
+                    continue;
+                }
+                let mut cut = state.subscribe();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        OutageProxy { port, up, accept }
+    }
+
+    /// The URL of `database` through this proxy.
+    pub fn url(&self, database: &TestDatabase) -> String {
+        database.url.replacen(
+            &format!(":{}/", url_port(&database.url)),
+            &format!(":{}/", self.port),
+            1,
+        )
+    }
+
+    pub fn cut(&self) {
+        self.up.send_replace(false);
+    }
+
+    pub fn restore(&self) {
+        self.up.send_replace(true);
+    }
+}
+
+fn url_port(url: &str) -> u16 {
+    pg_config(url, Duration::from_secs(1))
+        .ok()
+        .and_then(|c| c.get_ports().first().copied())
+        .unwrap_or(5432)
+}
+
+impl Drop for OutageProxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+impl TestDatabase {
+    /// A database name reserved for a test that wants crier itself to create it; dropped
+    /// (if it was created) on drop.
+    pub fn reserve() -> TestDatabase {
+        let name = format!("crier_test_{}", uuid::Uuid::new_v4().simple());
+        let config = pg_config(&server_url(), Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("bad CRIER_TEST_DATABASE_URL: {e}"));
+        let url = url_for(&config, &name);
+        TestDatabase { name, url }
+    }
+}
