@@ -1,0 +1,250 @@
+//! The `crier` binary as a user runs it, against a real PostgreSQL.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use eventstore::testing::{OutageProxy, TestDatabase};
+use eventstore::{EventStore, ExpectedVersion, Metadata, NewEvent};
+use serde_json::{json, Value};
+
+fn crier(database_url: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_crier"));
+    command
+        .env("DATABASE_URL", database_url)
+        .env("CRIER_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info");
+    command
+}
+
+async fn output(mut command: Command) -> Output {
+    tokio::task::spawn_blocking(move || command.output().expect("run crier"))
+        .await
+        .expect("join")
+}
+
+/// A running `crier serve` on a free port, killed if the test ends early.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn start(database_url: &str) -> Server {
+        let mut child = crier(database_url)
+            .args(["serve", "--listen", "127.0.0.1:0", "--workers", "2"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start crier serve");
+        let mut first_line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut first_line)
+            .expect("read the listening line");
+        let address = first_line
+            .trim()
+            .strip_prefix("crier listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {first_line:?}"))
+            .to_owned();
+        Server { child, base: address }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        for _ in 0..200 {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("crier serve did not stop within 10 s of SIGTERM");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wait_for_status(client: &reqwest::Client, url: &str, want: u16) -> reqwest::Response {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(response) = client.get(url).send().await {
+            if response.status().as_u16() == want {
+                return response;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{url} never answered {want}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_creates_a_missing_database_and_processes_racing_to_migrate_are_safe() {
+    let db = TestDatabase::reserve();
+    let racers: Vec<_> = (0..4)
+        .map(|_| {
+            let mut command = crier(&db.url);
+            command.arg("migrate");
+            tokio::spawn(output(command))
+        })
+        .collect();
+    for racer in racers {
+        let out = racer.await.expect("join");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .expect("the database exists");
+    tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT count(*), count(DISTINCT version) FROM refinery_schema_history",
+            &[],
+        )
+        .await
+        .expect("history");
+    let (applied, distinct): (i64, i64) = (row.get(0), row.get(1));
+    assert!(applied >= 1);
+    assert_eq!(applied, distinct, "a migration was applied twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reports_a_clean_history_and_names_the_first_forged_position() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    for n in 1..=6 {
+        let e = NewEvent::new("e", json!({ "n": n }), Metadata::by("t"));
+        store
+            .append("s", ExpectedVersion::Any, &[e])
+            .await
+            .expect("append");
+    }
+    store.seal_all(Duration::from_secs(10)).await.expect("seal");
+
+    let mut command = crier(&db.url);
+    command.arg("verify");
+    let out = output(command).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.starts_with("ok: 6 events checked"), "{stdout}");
+
+    let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+        .batch_execute(
+            "SET session_replication_role = replica; \
+             UPDATE events SET data = '{\"n\": 33}' WHERE seq = (SELECT seq FROM event_log WHERE position = 3)",
+        )
+        .await
+        .expect("forge");
+
+    let mut command = crier(&db.url);
+    command.args(["verify", "--json"]);
+    let out = output(command).await;
+    assert_eq!(out.status.code(), Some(1), "verify must fail on a forged row");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("json report");
+    assert_eq!(report["ok"], json!(false));
+    assert_eq!(report["first_bad_position"], json!(3));
+    assert_eq!(report["checked"], json!(2));
+    assert_eq!(report["head"]["position"], json!(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_answers_health_readiness_and_metrics_and_stops_cleanly_on_sigterm() {
+    let db = TestDatabase::reserve();
+    let mut server = Server::start(&db.url);
+    let client = reqwest::Client::new();
+
+    let health = client.get(server.url("/healthz")).send().await.expect("healthz");
+    assert_eq!(health.status(), 200);
+    // Serve created and migrated the database on its own.
+    wait_for_status(&client, &server.url("/readyz"), 200).await;
+
+    // Events appended by another process are sealed by this server's sealer.
+    let store = EventStore::connect(db.config()).expect("connect");
+    let e = NewEvent::new("e", json!({}), Metadata::by("t"));
+    store.append("s", ExpectedVersion::Any, &[e]).await.expect("append");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while store.log_head().await.expect("head").is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "the server's sealer never sealed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let metrics = client.get(server.url("/metrics")).send().await.expect("metrics");
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().await.expect("body");
+    for name in ["crier_events_sealed_total", "crier_db_pool_connections", "crier_log_head_position"] {
+        assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
+    }
+
+    let missing = client.get(server.url("/no/such/route")).send().await.expect("404");
+    assert_eq!(missing.status(), 404);
+    assert_eq!(
+        missing.headers()["content-type"].to_str().expect("ascii"),
+        "application/problem+json"
+    );
+    let problem: Value = missing.json().await.expect("problem json");
+    assert_eq!(problem["status"], json!(404));
+
+    let status = server.terminate();
+    assert!(status.success(), "SIGTERM must end with exit 0, got {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_stays_alive_through_a_database_outage_and_becomes_ready_again_by_itself() {
+    let db = TestDatabase::create().await;
+    let proxy = OutageProxy::start().await;
+    let mut server = Server::start(&proxy.url(&db));
+    let client = reqwest::Client::new();
+    wait_for_status(&client, &server.url("/readyz"), 200).await;
+
+    proxy.cut();
+    let unready = wait_for_status(&client, &server.url("/readyz"), 503).await;
+    assert!(unready.headers().contains_key("retry-after"));
+    let health = client.get(server.url("/healthz")).send().await.expect("healthz");
+    assert_eq!(health.status(), 200, "liveness does not depend on the database");
+
+    proxy.restore();
+    wait_for_status(&client, &server.url("/readyz"), 200).await;
+    assert!(server.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_starts_while_the_database_is_down_and_migrates_once_it_is_up() {
+    let db = TestDatabase::reserve();
+    let proxy = OutageProxy::start().await;
+    proxy.cut();
+    let mut server = Server::start(&proxy.url(&db));
+    let client = reqwest::Client::new();
+    let health = client.get(server.url("/healthz")).send().await.expect("healthz");
+    assert_eq!(health.status(), 200);
+    wait_for_status(&client, &server.url("/readyz"), 503).await;
+
+    proxy.restore();
+    wait_for_status(&client, &server.url("/readyz"), 200).await;
+    assert!(server.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_of_later_issues_say_they_are_not_available_yet() {
+    for args in [&["keys", "create", "--role", "admin"][..], &["replay"], &["export"]] {
+        let mut command = crier("postgres://postgres@127.0.0.1:1/unused");
+        command.args(args);
+        let out = output(command).await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("not available"));
+    }
+}
