@@ -1,1 +1,349 @@
-fn main(){}
+//! Event store throughput against raw PostgreSQL doing the same work, in one run.
+//!
+//!     cargo bench --bench eventstore                 # 3 alternating rounds of 5 s
+//!     cargo bench --bench eventstore -- --seconds 10 --rounds 5
+//!
+//! (a) single-event appends from 8 concurrent writers: `EventStore::append` (expected
+//!     version checked, idempotency checked, sealer running) against a plain autocommit
+//!     INSERT into a table with the same columns and indexes;
+//! (b) appends of 100-event batches from 8 writers, against one 100-row INSERT;
+//! (c) reading the whole log in order (JSON decoded), against a keyset SELECT of the raw table.
+//!
+//! Needs PostgreSQL at CRIER_TEST_DATABASE_URL (default the local one); makes and drops
+//! its own database.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use eventstore::testing::TestDatabase;
+use eventstore::{EventStore, ExpectedVersion, Metadata, NewEvent};
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+const WRITERS: usize = 8;
+const BATCH: usize = 100;
+
+const RAW_TABLE: &str = "
+CREATE TABLE raw_events (
+    seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    transaction_id xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    stream_id text NOT NULL,
+    stream_version bigint NOT NULL,
+    event_id uuid NOT NULL,
+    event_type text NOT NULL,
+    schema_version integer NOT NULL,
+    data jsonb NOT NULL,
+    metadata jsonb NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (stream_id, stream_version),
+    UNIQUE (event_id)
+);
+CREATE INDEX ON raw_events (transaction_id, seq);";
+
+const RAW_INSERT_ONE: &str = "INSERT INTO raw_events \
+    (stream_id, stream_version, event_id, event_type, schema_version, data, metadata) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+const RAW_INSERT_MANY: &str = "INSERT INTO raw_events \
+    (stream_id, stream_version, event_id, event_type, schema_version, data, metadata) \
+    SELECT $1, $2 + i.ord, i.event_id, i.event_type, i.schema_version, i.data, i.metadata \
+      FROM unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[]) \
+           WITH ORDINALITY AS i(event_id, event_type, schema_version, data, metadata, ord) \
+     ORDER BY i.ord";
+
+/// A realistic incident update: a few hundred bytes of JSON.
+fn payload(writer: usize, n: u64) -> Value {
+    json!({
+        "incident_id": format!("inc-{writer}"),
+        "update_id": Uuid::new_v4(),
+        "status": "identified",
+        "message": "We've identified the cause of the sign-in failures. If a user is still experiencing impact, they need to restart their clients to recover.",
+        "client_action": { "kind": "restart_client", "message": "Restart to recover" },
+        "n": n,
+    })
+}
+
+fn metadata() -> Metadata {
+    Metadata {
+        actor: "bench-key".into(),
+        request_id: Some(Uuid::new_v4().to_string()),
+        correlation_id: Some(Uuid::new_v4()),
+        causation_id: None,
+    }
+}
+
+struct Args {
+    seconds: u64,
+    rounds: usize,
+}
+
+fn args() -> Args {
+    let mut args = Args { seconds: 5, rounds: 3 };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--seconds" => args.seconds = it.next().and_then(|v| v.parse().ok()).unwrap_or(5),
+            "--rounds" => args.rounds = it.next().and_then(|v| v.parse().ok()).unwrap_or(3),
+            _ => {} // cargo bench passes --bench
+        }
+    }
+    args
+}
+
+async fn raw_connection(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+}
+
+/// Runs `WRITERS` copies of `work(writer, n)` for `seconds`; returns events per second.
+async fn run_for<F, Fut>(seconds: u64, events_per_call: u64, work: F) -> f64
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|writer| {
+            let (stop, done, work) = (stop.clone(), done.clone(), work.clone());
+            tokio::spawn(async move {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    work(writer, n).await;
+                    n += 1;
+                    done.fetch_add(events_per_call, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.expect("writer");
+    }
+    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// One connection per writer with `sql` prepared on it, as the store's pool has.
+async fn prepared_writers(url: &str, sql: &str) -> Vec<Arc<(tokio_postgres::Client, tokio_postgres::Statement)>> {
+    let mut writers = Vec::new();
+    for _ in 0..WRITERS {
+        let client = raw_connection(url).await;
+        let statement = client.prepare(sql).await.expect("prepare");
+        writers.push(Arc::new((client, statement)));
+    }
+    writers
+}
+
+async fn raw_single(url: &str, round: usize, seconds: u64) -> f64 {
+    let clients = prepared_writers(url, RAW_INSERT_ONE).await;
+    let clients = Arc::new(clients);
+    run_for(seconds, 1, move |writer, n| {
+        let client = clients[writer].clone();
+        async move {
+            let stream = format!("raw-{round}-{writer}");
+            let version = i64::try_from(n + 1).unwrap_or(i64::MAX);
+            let meta = serde_json::to_value(metadata()).expect("metadata");
+            let (client, statement) = &*client;
+            client
+                .execute(
+                    statement,
+                    &[&stream, &version, &Uuid::new_v4(), &"incident.updated", &1i32, &payload(writer, n), &meta],
+                )
+                .await
+                .expect("raw insert");
+        }
+    })
+    .await
+}
+
+async fn raw_batches(url: &str, round: usize, seconds: u64) -> f64 {
+    let clients = prepared_writers(url, RAW_INSERT_MANY).await;
+    let clients = Arc::new(clients);
+    run_for(seconds, BATCH as u64, move |writer, n| {
+        let client = clients[writer].clone();
+        async move {
+            let stream = format!("rawb-{round}-{writer}");
+            let base = i64::try_from(n * BATCH as u64).unwrap_or(i64::MAX);
+            let ids: Vec<Uuid> = (0..BATCH).map(|_| Uuid::new_v4()).collect();
+            let types = vec!["incident.updated"; BATCH];
+            let versions = vec![1i32; BATCH];
+            let data: Vec<Value> = (0..BATCH as u64).map(|i| payload(writer, n * 1000 + i)).collect();
+            let meta: Vec<Value> = (0..BATCH)
+                .map(|_| serde_json::to_value(metadata()).expect("metadata"))
+                .collect();
+            let (client, statement) = &*client;
+            client
+                .execute(statement, &[&stream, &base, &ids, &types, &versions, &data, &meta])
+                .await
+                .expect("raw batch insert");
+        }
+    })
+    .await
+}
+
+async fn store_single(store: &EventStore, round: usize, seconds: u64) -> f64 {
+    let store = store.clone();
+    run_for(seconds, 1, move |writer, n| {
+        let store = store.clone();
+        async move {
+            let event = NewEvent::new("incident.updated", payload(writer, n), metadata());
+            store
+                .append(&format!("store-{round}-{writer}"), ExpectedVersion::Exact(n), &[event])
+                .await
+                .expect("append");
+        }
+    })
+    .await
+}
+
+async fn store_batches(store: &EventStore, round: usize, seconds: u64) -> f64 {
+    let store = store.clone();
+    run_for(seconds, BATCH as u64, move |writer, n| {
+        let store = store.clone();
+        async move {
+            let events: Vec<NewEvent> = (0..BATCH as u64)
+                .map(|i| NewEvent::new("incident.updated", payload(writer, n * 1000 + i), metadata()))
+                .collect();
+            store
+                .append(&format!("storeb-{round}-{writer}"), ExpectedVersion::Exact(n * BATCH as u64), &events)
+                .await
+                .expect("append batch");
+        }
+    })
+    .await
+}
+
+async fn read_whole_log(store: &EventStore) -> (u64, f64) {
+    let start = Instant::now();
+    let mut after = 0;
+    let mut count = 0u64;
+    loop {
+        let batch = store.read_log(after, 5000).await.expect("read");
+        let Some(last) = batch.last() else { break };
+        after = last.position;
+        count += batch.len() as u64;
+    }
+    (count, count as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn read_whole_raw(url: &str) -> (u64, f64) {
+    let client = raw_connection(url).await;
+    let statement = client
+        .prepare(
+            "SELECT seq, stream_id, stream_version, event_id, event_type, schema_version, data, metadata, recorded_at \
+               FROM raw_events WHERE seq > $1 ORDER BY seq LIMIT 5000",
+        )
+        .await
+        .expect("prepare");
+    let start = Instant::now();
+    let mut after = 0i64;
+    let mut count = 0u64;
+    loop {
+        let rows = client.query(&statement, &[&after]).await.expect("read raw");
+        let Some(last) = rows.last() else { break };
+        after = last.get("seq");
+        for row in &rows {
+            // Decode what the store decodes, so both sides do the same work.
+            let _: Value = row.get("data");
+            let _: Value = row.get("metadata");
+            let _: String = row.get("stream_id");
+            let _: chrono_free::Timestamp = row.get("recorded_at");
+        }
+        count += rows.len() as u64;
+    }
+    (count, count as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Decodes a timestamptz without pulling chrono into the root package.
+mod chrono_free {
+    use tokio_postgres::types::{FromSql, Type};
+
+    pub struct Timestamp(#[allow(dead_code)] pub i64);
+
+    impl<'a> FromSql<'a> for Timestamp {
+        fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+            let bytes: [u8; 8] = raw.try_into()?;
+            Ok(Timestamp(i64::from_be_bytes(bytes)))
+        }
+        fn accepts(ty: &Type) -> bool {
+            *ty == Type::TIMESTAMPTZ
+        }
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    let args = args();
+    let db = TestDatabase::create().await;
+    let mut config = db.config();
+    config.pool_size = WRITERS + 2;
+    let store = EventStore::connect(config).expect("store");
+    raw_connection(&db.url).await.batch_execute(RAW_TABLE).await.expect("raw table");
+    let (stop, shutdown) = watch::channel(false);
+    // CRIER_BENCH_SEALER=off measures appends alone; the backlog is then sealed at the end.
+    let sealer_on = std::env::var("CRIER_BENCH_SEALER").map_or(true, |v| v != "off");
+    let background = sealer_on.then(|| store.spawn_background(shutdown));
+
+    println!(
+        "event store benchmark: {WRITERS} writers, {} rounds of {} s per side, alternating",
+        args.rounds, args.seconds
+    );
+    let (mut raw_a, mut store_a, mut raw_b, mut store_b) = (vec![], vec![], vec![], vec![]);
+    for round in 0..args.rounds {
+        raw_a.push(raw_single(&db.url, round, args.seconds).await);
+        store_a.push(store_single(&store, round, args.seconds).await);
+        println!("  round {round} (a) raw {:.0}/s, store {:.0}/s", raw_a[round], store_a[round]);
+    }
+    for round in 0..args.rounds {
+        raw_b.push(raw_batches(&db.url, round, args.seconds).await);
+        store_b.push(store_batches(&store, round, args.seconds).await);
+        println!("  round {round} (b) raw {:.0}/s, store {:.0}/s", raw_b[round], store_b[round]);
+    }
+
+    // Everything appended must be sealed before the log can be read whole.
+    let seal_start = Instant::now();
+    let sealed = store.seal_all(Duration::from_secs(120)).await.expect("seal");
+    let drain = seal_start.elapsed();
+    let _ = stop.send(true);
+    if let Some(background) = background {
+        background.join().await;
+    }
+
+    let (logged, store_read) = read_whole_log(&store).await;
+    let (raw_rows, raw_read) = read_whole_raw(&db.url).await;
+    let (raw_a, store_a, raw_b, store_b) = (median(raw_a), median(store_a), median(raw_b), median(store_b));
+
+    println!();
+    println!("| measurement | raw PostgreSQL | crier event store | ratio |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| (a) single-event appends, {WRITERS} writers (events/s, median) | {raw_a:.0} | {store_a:.0} | {:.2} |",
+        store_a / raw_a
+    );
+    println!(
+        "| (b) {BATCH}-event appends, {WRITERS} writers (events/s, median) | {raw_b:.0} | {store_b:.0} | {:.2} |",
+        store_b / raw_b
+    );
+    println!(
+        "| (c) read the whole log in order (events/s; {logged} events, {raw_rows} raw rows) | {raw_read:.0} | {store_read:.0} | {:.2} |",
+        store_read / raw_read
+    );
+    println!();
+    println!(
+        "sealer backlog at the end of the appends: {} events, sealed in {:.2} s",
+        sealed.sealed,
+        drain.as_secs_f64()
+    );
+}

@@ -124,72 +124,200 @@ fn validate(stream_id: &str, events: &[NewEvent]) -> Result<(), AppendError> {
     Ok(())
 }
 
-const APPEND_SQL: &str = "SELECT outcome, current_version, first_version, detail \
-     FROM append_to_stream($1, $2, $3, $4, $5, $6, $7)";
+/// The fast path: one statement checks the expected version and inserts. It inserts
+/// nothing when the version does not match; a concurrent append that committed the same
+/// stream version (or a retry's event id) first makes it fail with a unique violation. Either
+/// way [`classify`] then says why.
+const INSERT_ONE_SQL: &str = "WITH current AS ( \
+        SELECT coalesce(max(stream_version), 0) AS version FROM events WHERE stream_id = $1) \
+     INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, data, metadata, content_hash) \
+     SELECT $1, current.version + 1, $3, $4, $5, $6, $7, $8 FROM current \
+      WHERE $2::bigint = -1 OR ($2::bigint = -2 AND current.version > 0) OR current.version = $2::bigint \
+     RETURNING stream_version";
 
-/// One call of `append_to_stream`; `Ok(None)` when a concurrent append to the same stream
-/// won the race (the caller retries).
-async fn call_append<C: GenericClient>(
+const INSERT_MANY_SQL: &str = "WITH current AS ( \
+        SELECT coalesce(max(stream_version), 0) AS version FROM events WHERE stream_id = $1) \
+     INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, data, metadata, content_hash) \
+     SELECT $1, current.version + i.ord, i.event_id, i.event_type, i.schema_version, i.data, i.metadata, i.content_hash \
+       FROM current, unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[], $8::bytea[]) \
+            WITH ORDINALITY AS i(event_id, event_type, schema_version, data, metadata, content_hash, ord) \
+      WHERE $2::bigint = -1 OR ($2::bigint = -2 AND current.version > 0) OR current.version = $2::bigint \
+      ORDER BY i.ord \
+     RETURNING stream_version";
+
+/// Which of the events' ids are stored already, where, and with the same type and data?
+const STORED_SQL: &str = "SELECT i.ord, e.stream_id, e.stream_version, \
+            (e.event_type = i.event_type AND e.data = i.data) AS same_content \
+       FROM unnest($1::uuid[], $2::text[], $3::jsonb[]) WITH ORDINALITY AS i(event_id, event_type, data, ord) \
+       JOIN events e ON e.event_id = i.event_id \
+      ORDER BY i.ord";
+
+const CURRENT_VERSION_SQL: &str =
+    "SELECT coalesce(max(stream_version), 0) AS version FROM events WHERE stream_id = $1";
+
+enum Attempt {
+    Appended(AppendOutcome),
+    /// The version did not match, or a unique index refused the insert: see [`classify`].
+    Refused,
+}
+
+fn schema_version_param(event: &NewEvent) -> i32 {
+    // `validate` has checked that it fits.
+    i32::try_from(event.schema_version).unwrap_or(i32::MAX)
+}
+
+async fn try_insert<C: GenericClient>(
     client: &C,
     stream_id: &str,
     expected: ExpectedVersion,
     events: &[NewEvent],
-) -> Result<Option<AppendOutcome>, AppendError> {
+) -> Result<Attempt, AppendError> {
     let expected_code = expected.code()?;
-    let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
-    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-    let versions: Vec<i32> = events
-        .iter()
-        .map(|e| i32::try_from(e.schema_version).unwrap_or(i32::MAX))
-        .collect();
-    let data: Vec<&Value> = events.iter().map(|e| &e.data).collect();
     let metadata = events
         .iter()
         .map(|e| serde_json::to_value(&e.metadata))
         .collect::<Result<Vec<Value>, _>>()
         .map_err(|e| AppendError::Invalid(format!("metadata: {e}")))?;
-
-    let statement = client.prepare_cached(APPEND_SQL).await?;
-    let row = match client
-        .query_one(
-            &statement,
-            &[&stream_id, &expected_code, &ids, &types, &versions, &data, &metadata],
-        )
-        .await
-    {
-        Ok(row) => row,
-        Err(e) if e.code().map(|c| c.code()) == Some("23505") => return Ok(None),
+    let content_hashes = events
+        .iter()
+        .zip(&metadata)
+        .map(|(e, m)| {
+            crate::chain::content_hash(&e.event_id, &e.event_type, e.schema_version, &e.data, m)
+                .map(|h| h.0.to_vec())
+        })
+        .collect::<Result<Vec<Vec<u8>>, _>>()?;
+    let result = if let [event] = events {
+        let statement = client.prepare_cached(INSERT_ONE_SQL).await?;
+        client
+            .query(
+                &statement,
+                &[
+                    &stream_id,
+                    &expected_code,
+                    &event.event_id,
+                    &event.event_type,
+                    &schema_version_param(event),
+                    &event.data,
+                    &metadata[0],
+                    &content_hashes[0],
+                ],
+            )
+            .await
+    } else {
+        let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+        let versions: Vec<i32> = events.iter().map(schema_version_param).collect();
+        let data: Vec<&Value> = events.iter().map(|e| &e.data).collect();
+        let statement = client.prepare_cached(INSERT_MANY_SQL).await?;
+        client
+            .query(
+                &statement,
+                &[
+                    &stream_id,
+                    &expected_code,
+                    &ids,
+                    &types,
+                    &versions,
+                    &data,
+                    &metadata,
+                    &content_hashes,
+                ],
+            )
+            .await
+    };
+    let rows = match result {
+        Ok(rows) => rows,
+        Err(e) if e.code().map(|c| c.code()) == Some("23505") => return Ok(Attempt::Refused),
+        // A data exception (class 22), such as a NUL character that jsonb cannot store, is
+        // the caller's input, not the store failing.
+        Err(e) if e.code().is_some_and(|c| c.code().starts_with("22")) => {
+            let message = e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_owned());
+            return Err(AppendError::Invalid(message));
+        }
         Err(e) => return Err(e.into()),
     };
-    let outcome: &str = row.try_get("outcome")?;
-    let current = row
-        .try_get::<_, Option<i64>>("current_version")?
-        .unwrap_or(0);
-    let current = crate::model::to_u64(current, "stream version")?;
-    let first = row
-        .try_get::<_, Option<i64>>("first_version")?
-        .map(|v| crate::model::to_u64(v, "stream version"))
-        .transpose()?;
-    match (outcome, first) {
-        ("appended", Some(first)) | ("already_stored", Some(first)) => Ok(Some(AppendOutcome {
-            first_version: first,
+    if rows.len() != events.len() {
+        return Ok(Attempt::Refused);
+    }
+    let mut last = 0;
+    for row in &rows {
+        last = last.max(crate::model::to_u64(row.try_get("stream_version")?, "stream version")?);
+    }
+    Ok(Attempt::Appended(AppendOutcome {
+        first_version: last + 1 - events.len() as u64,
+        stream_version: last,
+        already_stored: false,
+    }))
+}
+
+/// Why did the insert write nothing? `Ok(None)`: it lost a race that a retry can win.
+async fn classify<C: GenericClient>(
+    client: &C,
+    stream_id: &str,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+) -> Result<Option<AppendOutcome>, AppendError> {
+    let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    let data: Vec<&Value> = events.iter().map(|e| &e.data).collect();
+    let stored = client
+        .query(STORED_SQL, &[&ids, &types, &data])
+        .await?;
+    let row = client.query_one(CURRENT_VERSION_SQL, &[&stream_id]).await?;
+    let current = crate::model::to_u64(row.try_get("version")?, "stream version")?;
+
+    if stored.is_empty() {
+        let matches = match expected {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::StreamExists => current > 0,
+            ExpectedVersion::NoStream => current == 0,
+            ExpectedVersion::Exact(n) => current == n,
+        };
+        return if matches {
+            Ok(None)
+        } else {
+            Err(AppendError::WrongExpectedVersion {
+                stream_id: stream_id.to_owned(),
+                expected,
+                current,
+            })
+        };
+    }
+
+    // A retry: every event stored, in this stream, in this order, with the same content.
+    let mut base = None;
+    let mut retry = stored.len() == events.len();
+    let mut first_mismatch = None;
+    for (row, (index, event)) in stored.iter().zip(events.iter().enumerate()) {
+        let ord: i64 = row.try_get("ord")?;
+        let version = crate::model::to_u64(row.try_get("stream_version")?, "stream version")?;
+        let same = row.try_get::<_, bool>("same_content")?
+            && row.try_get::<_, &str>("stream_id")? == stream_id
+            && ord == index as i64 + 1;
+        let expected_version = *base.get_or_insert(version.wrapping_sub(index as u64)) + index as u64;
+        if !same || version != expected_version {
+            retry = false;
+            first_mismatch.get_or_insert(event.event_id);
+        }
+    }
+    match (retry, base) {
+        (true, Some(base)) => Ok(Some(AppendOutcome {
+            first_version: base,
             stream_version: current,
-            already_stored: outcome == "already_stored",
+            already_stored: true,
         })),
-        ("wrong_expected_version", _) => Err(AppendError::WrongExpectedVersion {
-            stream_id: stream_id.to_owned(),
-            expected,
-            current,
-        }),
-        ("event_id_reused", _) => {
-            let detail: Option<String> = row.try_get("detail")?;
-            let event_id = detail
-                .as_deref()
-                .and_then(|d| Uuid::parse_str(d).ok())
-                .unwrap_or_default();
+        _ => {
+            // Name a stored id: the first one stored with other content, or else the first
+            // stored one (the batch mixes stored and new events).
+            let event_id = match first_mismatch {
+                Some(id) => id,
+                None => {
+                    let ord: i64 = stored[0].try_get("ord")?;
+                    events[usize::try_from(ord - 1).unwrap_or(0)].event_id
+                }
+            };
             Err(AppendError::EventIdReused { event_id })
         }
-        (other, _) => Err(StoreError::Corrupt(format!("append_to_stream answered {other}")).into()),
     }
 }
 
@@ -216,12 +344,17 @@ impl EventStore {
         validate(stream_id, events)?;
         let client = self.pool.get().await?;
         for _ in 0..MAX_RACE_RETRIES {
-            // Autocommit: the function runs as one transaction, in one round trip.
-            if let Some(outcome) = call_append(&client, stream_id, expected, events).await? {
-                count_appended(&outcome);
-                self.notify_appended();
-                return Ok(outcome);
-            }
+            // Autocommit: the insert is its own transaction, one round trip.
+            let outcome = match try_insert(&client, stream_id, expected, events).await? {
+                Attempt::Appended(outcome) => outcome,
+                Attempt::Refused => match classify(&client, stream_id, expected, events).await? {
+                    Some(outcome) => outcome,
+                    None => continue,
+                },
+            };
+            count_appended(&outcome);
+            self.notify_appended();
+            return Ok(outcome);
         }
         Err(StoreError::Unavailable(format!(
             "stream {stream_id} is too contended: gave up after {MAX_RACE_RETRIES} races"
@@ -244,17 +377,22 @@ impl EventStore {
             // A lost race aborts the statement; the savepoint keeps the caller's
             // transaction usable for the retry.
             let savepoint = transaction.savepoint("crier_append").await?;
-            match call_append(&savepoint, stream_id, expected, events).await {
-                Ok(Some(outcome)) => {
+            let attempt = try_insert(&savepoint, stream_id, expected, events).await;
+            match attempt {
+                Ok(Attempt::Appended(outcome)) => {
                     savepoint.commit().await?;
                     count_appended(&outcome);
                     return Ok(outcome);
                 }
-                Ok(None) => savepoint.rollback().await?,
+                Ok(Attempt::Refused) => savepoint.rollback().await?,
                 Err(e) => {
                     savepoint.rollback().await?;
                     return Err(e);
                 }
+            }
+            if let Some(outcome) = classify(&*transaction, stream_id, expected, events).await? {
+                count_appended(&outcome);
+                return Ok(outcome);
             }
         }
         Err(StoreError::Unavailable(format!(

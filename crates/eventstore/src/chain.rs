@@ -1,32 +1,38 @@
 //! The hash chain: the canonical bytes of an event and how its link is computed.
 //!
-//! For the event at global position `p`:
+//! Two levels, so that the writer (which holds the JSON already) hashes the content and the
+//! sealer links events without decoding their JSON:
 //!
 //! ```text
-//! hash(p) = SHA-256( prev_hash || canonical(p) )      prev_hash = hash(p - 1), or 32 zero bytes for p = 1
+//! content_hash = SHA-256( "crier.content.v1" 0x00
+//!                         || event_id                 16 bytes, RFC 9562 byte order
+//!                         || lp(event_type) || u32be(schema_version)
+//!                         || lp(JCS(data)) || lp(JCS(metadata)) )
 //!
-//! canonical(p) = "crier.event.v1" 0x00
-//!              || u64be(position)
-//!              || lp(stream_id)            || u64be(stream_version)
-//!              || event_id (16 bytes, RFC 9562 order)
-//!              || lp(event_type)           || u32be(schema_version)
-//!              || lp(recorded_at)          RFC 3339, UTC, exactly 6 fractional digits, "Z"
-//!              || lp(JCS(data))            RFC 8785 JSON Canonicalization Scheme
-//!              || lp(JCS(metadata))
-//! lp(bytes) = u32be(len(bytes)) || bytes      strings are UTF-8
+//! hash(p)      = SHA-256( prev_hash                   hash(p - 1); 32 zero bytes for p = 1
+//!                         || "crier.link.v1" 0x00
+//!                         || u64be(p)                 the global position
+//!                         || lp(stream_id) || u64be(stream_version)
+//!                         || lp(recorded_at)          RFC 3339, UTC, 6 fractional digits, "Z"
+//!                         || content_hash )
+//!
+//! lp(bytes) = u32be(length) || bytes;  strings are UTF-8;  JCS = RFC 8785
 //! ```
 //!
-//! Every field an auditor reads is covered, lengths make the encoding unambiguous, and JCS
-//! lets any RFC 8785 implementation reproduce the JSON bytes.
+//! Every field an auditor reads is covered, length prefixes make the encoding unambiguous,
+//! and JCS lets any RFC 8785 implementation reproduce the JSON bytes.
 
 use std::fmt;
 
-use chrono::SecondsFormat;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
-use crate::model::RecordedEvent;
+use crate::StoreError;
 
-pub const DOMAIN_TAG: &[u8] = b"crier.event.v1\0";
+pub const CONTENT_TAG: &[u8] = b"crier.content.v1\0";
+pub const LINK_TAG: &[u8] = b"crier.link.v1\0";
 
 /// A SHA-256 digest.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -62,56 +68,121 @@ impl fmt::Display for Hash {
     }
 }
 
-/// The recorded time as the canonical encoding (and the audit API) writes it.
-pub fn canonical_time(event: &RecordedEvent) -> String {
-    event
-        .recorded_at
-        .to_rfc3339_opts(SecondsFormat::Micros, true)
+/// A recorded time as the chain (and the audit API) writes it.
+pub fn canonical_time(time: &DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-fn put_length_prefixed(out: &mut Vec<u8>, bytes: &[u8]) {
+fn length_prefixed(hasher: &mut Sha256, bytes: &[u8]) {
     // Stored fields are far below 4 GiB (PostgreSQL caps a value at 1 GiB).
     let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(bytes);
+    hasher.update(len.to_be_bytes());
+    hasher.update(bytes);
 }
 
-/// The canonical bytes of `event` at `position`, with its metadata as stored.
-pub fn canonical_bytes(
-    position: u64,
-    event: &RecordedEvent,
-    stored_metadata: &serde_json::Value,
-) -> Result<Vec<u8>, crate::StoreError> {
-    let jcs = |value: &serde_json::Value| {
-        serde_json_canonicalizer::to_vec(value)
-            .map_err(|e| crate::StoreError::Corrupt(format!("event {}: {e}", event.event_id)))
-    };
-    let data = jcs(&event.data)?;
-    let metadata = jcs(stored_metadata)?;
-    let mut out = Vec::with_capacity(128 + data.len() + metadata.len() + event.stream_id.len());
-    out.extend_from_slice(DOMAIN_TAG);
-    out.extend_from_slice(&position.to_be_bytes());
-    put_length_prefixed(&mut out, event.stream_id.as_bytes());
-    out.extend_from_slice(&event.stream_version.to_be_bytes());
-    out.extend_from_slice(event.event_id.as_bytes());
-    put_length_prefixed(&mut out, event.event_type.as_bytes());
-    out.extend_from_slice(&event.schema_version.to_be_bytes());
-    put_length_prefixed(&mut out, canonical_time(event).as_bytes());
-    put_length_prefixed(&mut out, &data);
-    put_length_prefixed(&mut out, &metadata);
-    Ok(out)
+fn jcs(value: &Value) -> Result<Vec<u8>, StoreError> {
+    serde_json_canonicalizer::to_vec(value)
+        .map_err(|e| StoreError::Corrupt(format!("JSON cannot be canonicalised: {e}")))
 }
 
-/// The chain link of `event` at `position` after `prev_hash`.
-pub fn link(
-    prev_hash: &Hash,
-    position: u64,
-    event: &RecordedEvent,
-    stored_metadata: &serde_json::Value,
-) -> Result<Hash, crate::StoreError> {
-    let canonical = canonical_bytes(position, event, stored_metadata)?;
+/// The hash of an event's content.
+pub fn content_hash(
+    event_id: &Uuid,
+    event_type: &str,
+    schema_version: u32,
+    data: &Value,
+    metadata: &Value,
+) -> Result<Hash, StoreError> {
+    let mut hasher = Sha256::new();
+    hasher.update(CONTENT_TAG);
+    hasher.update(event_id.as_bytes());
+    length_prefixed(&mut hasher, event_type.as_bytes());
+    hasher.update(schema_version.to_be_bytes());
+    length_prefixed(&mut hasher, &jcs(data)?);
+    length_prefixed(&mut hasher, &jcs(metadata)?);
+    Ok(Hash(hasher.finalize().into()))
+}
+
+/// What the link of one position covers besides the previous hash.
+pub struct LinkInput<'a> {
+    pub position: u64,
+    pub stream_id: &'a str,
+    pub stream_version: u64,
+    pub recorded_at: &'a DateTime<Utc>,
+    pub content_hash: &'a Hash,
+}
+
+/// The chain link at `input.position` after `prev_hash`.
+pub fn link(prev_hash: &Hash, input: &LinkInput<'_>) -> Hash {
     let mut hasher = Sha256::new();
     hasher.update(prev_hash.0);
-    hasher.update(&canonical);
-    Ok(Hash(hasher.finalize().into()))
+    hasher.update(LINK_TAG);
+    hasher.update(input.position.to_be_bytes());
+    length_prefixed(&mut hasher, input.stream_id.as_bytes());
+    hasher.update(input.stream_version.to_be_bytes());
+    length_prefixed(&mut hasher, canonical_time(input.recorded_at).as_bytes());
+    hasher.update(input.content_hash.0);
+    Hash(hasher.finalize().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn content_hash_ignores_key_order_and_whitespace_but_not_values() {
+        let id = Uuid::nil();
+        let meta = json!({ "actor": "a" });
+        let a = content_hash(&id, "t", 1, &json!({ "x": 1, "y": [true, null] }), &meta).unwrap();
+        let b: Value = serde_json::from_str(r#"{ "y" : [ true , null ] , "x" : 1 }"#).unwrap();
+        let b = content_hash(&id, "t", 1, &b, &meta).unwrap();
+        assert_eq!(a, b);
+        let c = content_hash(&id, "t", 1, &json!({ "x": 2, "y": [true, null] }), &meta).unwrap();
+        assert_ne!(a, c);
+        let d = content_hash(&id, "t", 2, &json!({ "x": 1, "y": [true, null] }), &meta).unwrap();
+        assert_ne!(a, d);
+    }
+
+    #[test]
+    fn length_prefixes_keep_neighbouring_fields_apart() {
+        let time = DateTime::<Utc>::from_timestamp(0, 0).unwrap();
+        let content = Hash::GENESIS;
+        let one = link(
+            &Hash::GENESIS,
+            &LinkInput { position: 1, stream_id: "ab", stream_version: 1, recorded_at: &time, content_hash: &content },
+        );
+        let other = link(
+            &Hash::GENESIS,
+            &LinkInput { position: 1, stream_id: "a", stream_version: 1, recorded_at: &time, content_hash: &content },
+        );
+        assert_ne!(one, other);
+    }
+
+    #[test]
+    fn the_encoding_is_stable() {
+        // A fixed vector, also computed independently (Python hashlib) from the documented
+        // encoding: changing the encoding would break every stored chain.
+        let time = DateTime::<Utc>::from_timestamp(1_700_000_000, 123_456_000).unwrap();
+        assert_eq!(canonical_time(&time), "2023-11-14T22:13:20.123456Z");
+        let content = content_hash(
+            &Uuid::from_u128(1),
+            "incident.declared",
+            1,
+            &json!({ "title": "Sign-in failures", "n": 1.5 }),
+            &json!({ "actor": "key-1", "request_id": null, "correlation_id": null, "causation_id": null }),
+        )
+        .unwrap();
+        let hash = link(
+            &Hash::GENESIS,
+            &LinkInput { position: 1, stream_id: "incident-1", stream_version: 1, recorded_at: &time, content_hash: &content },
+        );
+        assert_eq!(
+            (content.to_hex(), hash.to_hex()),
+            (
+                "80ab9a102876cdc123a65bd395d5d96496c53341de06e5f07dbca74c7ac6e9b2".to_owned(),
+                "6356a47c07537682b67297d0d2afbf5041296ade4de9c2fb0fa95c4664fa5503".to_owned()
+            )
+        );
+    }
 }

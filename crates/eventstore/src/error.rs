@@ -44,8 +44,8 @@ fn is_unavailable(err: &tokio_postgres::Error) -> bool {
         let code = state.code();
         return code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03");
     }
-    // No SQLSTATE: the error came from the socket or the protocol, not from a statement.
-    err.source().is_some_and(|s| s.is::<std::io::Error>()) || err.as_db_error().is_none()
+    // No SQLSTATE: unavailable only if the socket failed (refused, reset, timed out).
+    err.source().is_some_and(|s| s.is::<std::io::Error>())
 }
 
 impl From<tokio_postgres::Error> for StoreError {

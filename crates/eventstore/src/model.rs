@@ -40,6 +40,8 @@ pub struct RecordedEvent {
     pub data: serde_json::Value,
     pub metadata: Metadata,
     pub recorded_at: DateTime<Utc>,
+    /// The writer's hash of the content, as stored (verify recomputes it).
+    pub content_hash: Hash,
 }
 
 /// An event in the global log: sealed, with its position and its link in the hash chain.
@@ -85,6 +87,9 @@ impl RecordedEvent {
             data: row.try_get("data")?,
             metadata,
             recorded_at: row.try_get("recorded_at")?,
+            content_hash: Hash::from_slice(row.try_get("content_hash")?).ok_or_else(|| {
+                crate::StoreError::Corrupt(format!("content hash of event {event_id} is not 32 bytes"))
+            })?,
         };
         Ok((event, stored_metadata))
     }

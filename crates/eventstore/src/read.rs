@@ -5,7 +5,7 @@ use crate::{EventStore, Hash, StoreError};
 
 /// Columns of `events e` that `RecordedEvent::from_row` reads.
 pub(crate) const EVENT_COLUMNS: &str = "e.stream_id, e.stream_version, e.event_id, e.event_type, \
-     e.schema_version, e.data, e.metadata, e.recorded_at";
+     e.schema_version, e.data, e.metadata, e.recorded_at, e.content_hash";
 
 /// Most events one read returns.
 pub const MAX_READ_BATCH: usize = 10_000;

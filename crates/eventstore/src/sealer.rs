@@ -16,8 +16,7 @@ use tokio::sync::watch;
 
 use crate::chain;
 use crate::db::SEALER_LOCK;
-use crate::model::{to_u64, RecordedEvent};
-use crate::read::EVENT_COLUMNS;
+use crate::model::to_u64;
 use crate::xid::Xid8;
 use crate::{EventStore, Hash, StoreError};
 
@@ -67,17 +66,22 @@ async fn seal_batch(store: &EventStore) -> Result<Batch, StoreError> {
         None => (0, Xid8(0), 0, Hash::GENESIS),
     };
 
-    // One statement, so the rows and xmin come from one snapshot.
-    let sql = format!(
-        "SELECT e.seq, e.transaction_id, pg_snapshot_xmin(pg_current_snapshot()) AS xmin, {EVENT_COLUMNS} \
-           FROM events e \
-          WHERE (e.transaction_id, e.seq) > ($1, $2) \
-          ORDER BY e.transaction_id, e.seq LIMIT $3"
-    );
-    let statement = tx.prepare_cached(&sql).await?;
+    // One statement, so the rows and xmin come from one snapshot. Only what the link
+    // covers is read: the content is hashed already.
+    let statement = tx
+        .prepare_cached(
+            "SELECT e.seq, e.transaction_id, pg_snapshot_xmin(pg_current_snapshot()) AS xmin, \
+                    e.stream_id, e.stream_version, e.recorded_at, e.content_hash \
+               FROM events e \
+              WHERE (e.transaction_id, e.seq) > ($1, $2) \
+              ORDER BY e.transaction_id, e.seq LIMIT $3",
+        )
+        .await?;
+    let t0 = Instant::now();
     let rows = tx
         .query(&statement, &[&after_xid, &after_seq, &batch_size])
         .await?;
+    let t_read = t0.elapsed();
 
     let mut positions = Vec::with_capacity(rows.len());
     let mut seqs = Vec::with_capacity(rows.len());
@@ -92,9 +96,19 @@ async fn seal_batch(store: &EventStore) -> Result<Batch, StoreError> {
             // come before it: stop here and come back once they have ended.
             break;
         }
-        let (event, stored_metadata) = RecordedEvent::from_row_with_stored_metadata(row)?;
+        let content_hash = Hash::from_slice(row.try_get("content_hash")?)
+            .ok_or_else(|| StoreError::Corrupt("content hash is not 32 bytes".into()))?;
         position += 1;
-        let hash = chain::link(&prev_hash, position, &event, &stored_metadata)?;
+        let hash = chain::link(
+            &prev_hash,
+            &chain::LinkInput {
+                position,
+                stream_id: row.try_get("stream_id")?,
+                stream_version: to_u64(row.try_get("stream_version")?, "stream version")?,
+                recorded_at: &row.try_get("recorded_at")?,
+                content_hash: &content_hash,
+            },
+        );
         positions.push(i64::try_from(position).map_err(|_| StoreError::Corrupt("position overflow".into()))?);
         seqs.push(row.try_get::<_, i64>("seq")?);
         xids.push(xid);
@@ -102,6 +116,7 @@ async fn seal_batch(store: &EventStore) -> Result<Batch, StoreError> {
         hashes.push(hash.0.to_vec());
         prev_hash = hash;
     }
+    let t_hash = t0.elapsed() - t_read;
     let sealed = positions.len();
     let waiting = sealed < rows.len();
     let full = rows.len() as i64 == batch_size && !waiting;
@@ -120,6 +135,9 @@ async fn seal_batch(store: &EventStore) -> Result<Batch, StoreError> {
             .await?;
     }
     tx.commit().await?;
+    if std::env::var("CRIER_SEAL_TIMING").is_ok() && sealed > 100 {
+        eprintln!("seal {sealed}: read {:?} hash {:?} insert+commit {:?}", t_read, t_hash, t0.elapsed() - t_read - t_hash);
+    }
     if sealed > 0 {
         metrics::counter!("crier_events_sealed_total").increment(sealed as u64);
         store.note_log_head(position);

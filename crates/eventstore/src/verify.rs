@@ -87,14 +87,38 @@ impl EventStore {
                         head,
                     ));
                 }
-                let recomputed = match RecordedEvent::from_row_with_stored_metadata(row) {
-                    Ok((event, metadata)) => chain::link(&prev_hash, position, &event, &metadata),
-                    Err(e) => Err(e),
+                let (event, metadata) = match RecordedEvent::from_row_with_stored_metadata(row) {
+                    Ok(read) => read,
+                    Err(e) => return Ok(bad(position, format!("unreadable event: {e}"), checked, head)),
                 };
-                let recomputed = match recomputed {
+                let content_hash = match chain::content_hash(
+                    &event.event_id,
+                    &event.event_type,
+                    event.schema_version,
+                    &event.data,
+                    &metadata,
+                ) {
                     Ok(hash) => hash,
                     Err(e) => return Ok(bad(position, format!("unreadable event: {e}"), checked, head)),
                 };
+                if content_hash != event.content_hash {
+                    return Ok(bad(
+                        position,
+                        "the stored content does not give the stored content hash".into(),
+                        checked,
+                        head,
+                    ));
+                }
+                let recomputed = chain::link(
+                    &prev_hash,
+                    &chain::LinkInput {
+                        position,
+                        stream_id: &event.stream_id,
+                        stream_version: event.stream_version,
+                        recorded_at: &event.recorded_at,
+                        content_hash: &content_hash,
+                    },
+                );
                 let stored: &[u8] = row.try_get("hash")?;
                 if stored != recomputed.0.as_slice() {
                     return Ok(bad(

@@ -599,3 +599,27 @@ async fn an_unreachable_database_gives_a_clear_unavailable_error() {
     assert!(matches!(&err, AppendError::Store(e) if e.is_unavailable()), "{err:?}");
     assert!(store.ready().await.expect_err("not ready").is_unavailable());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_that_round_trips_through_jsonb_still_verifies_and_nul_characters_are_refused() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    let awkward = json!({
+        "floats": [0.1, 1.5, -0.0, 1e300, 2.5e-8, 100.0],
+        "ints": [0, -1, 9007199254740993u64, u64::MAX, i64::MIN],
+        "text": "é 漢字 🙂 \" \\ \n \u{1f}",
+        "nested": { "b": [], "a": {}, "": null, "ü": true },
+    });
+    let e = NewEvent::new("awkward", awkward.clone(), Metadata::by("t"));
+    store.append("s", ExpectedVersion::Any, &[e]).await.expect("append");
+    store.seal_all(Duration::from_secs(10)).await.expect("seal");
+    let report = store.verify().await.expect("verify");
+    assert!(report.ok, "{report:?}");
+
+    let nul = NewEvent::new("nul", json!({ "text": "a\u{0}b" }), Metadata::by("t"));
+    match store.append("s", ExpectedVersion::Any, &[nul]).await {
+        Err(AppendError::Invalid(message)) => assert!(!message.is_empty()),
+        other => panic!("a NUL character must be refused as invalid input, got {other:?}"),
+    }
+    assert_eq!(store.stream_version("s").await.expect("version"), 1);
+}
