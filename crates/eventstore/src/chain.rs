@@ -80,10 +80,6 @@ fn length_prefixed(hasher: &mut Sha256, bytes: &[u8]) {
     hasher.update(bytes);
 }
 
-fn jcs(value: &Value) -> Result<Vec<u8>, StoreError> {
-    serde_json_canonicalizer::to_vec(value)
-        .map_err(|e| StoreError::Corrupt(format!("JSON cannot be canonicalised: {e}")))
-}
 
 /// The hash of an event's content.
 pub fn content_hash(
@@ -98,8 +94,12 @@ pub fn content_hash(
     hasher.update(event_id.as_bytes());
     length_prefixed(&mut hasher, event_type.as_bytes());
     hasher.update(schema_version.to_be_bytes());
-    length_prefixed(&mut hasher, &jcs(data)?);
-    length_prefixed(&mut hasher, &jcs(metadata)?);
+    let mut json = Vec::with_capacity(512);
+    for value in [data, metadata] {
+        json.clear();
+        crate::jcs::write(value, &mut json);
+        length_prefixed(&mut hasher, &json);
+    }
     Ok(Hash(hasher.finalize().into()))
 }
 

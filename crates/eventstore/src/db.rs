@@ -28,6 +28,9 @@ pub struct StoreConfig {
     pub poll_interval: Duration,
     /// Most events the sealer links into the chain in one transaction.
     pub seal_batch_size: usize,
+    /// How long the sealer lets appends gather after being woken, so that a stream of
+    /// single-event appends is sealed in batches rather than one transaction each.
+    pub seal_delay: Duration,
 }
 
 impl StoreConfig {
@@ -40,6 +43,7 @@ impl StoreConfig {
             connect_timeout: Duration::from_secs(5),
             poll_interval: Duration::from_millis(500),
             seal_batch_size: 2000,
+            seal_delay: Duration::from_millis(2),
         }
     }
 

@@ -15,6 +15,7 @@ mod append;
 pub mod chain;
 mod db;
 mod error;
+mod jcs;
 mod model;
 mod read;
 pub mod sealer;

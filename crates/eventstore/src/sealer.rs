@@ -124,14 +124,16 @@ async fn seal_batch(store: &EventStore) -> Result<Batch, StoreError> {
     if sealed > 0 {
         let insert = tx
             .prepare_cached(
-                "INSERT INTO event_log (position, seq, transaction_id, prev_hash, hash) \
-                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::xid8[], $4::bytea[], $5::bytea[])",
+                // The NOTIFY is a hint for other processes' followers (they poll as well, so
+                // losing it is harmless); sent with the insert to save a round trip.
+                "WITH sealed AS ( \
+                    INSERT INTO event_log (position, seq, transaction_id, prev_hash, hash) \
+                    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::xid8[], $4::bytea[], $5::bytea[]) \
+                    RETURNING 1) \
+                 SELECT pg_notify('crier_log', $6) WHERE EXISTS (SELECT 1 FROM sealed)",
             )
             .await?;
-        tx.execute(&insert, &[&positions, &seqs, &xids, &prev_hashes, &hashes])
-            .await?;
-        // A hint for other processes' followers; they poll as well, so losing it is harmless.
-        tx.execute("SELECT pg_notify('crier_log', $1)", &[&position.to_string()])
+        tx.execute(&insert, &[&positions, &seqs, &xids, &prev_hashes, &hashes, &position.to_string()])
             .await?;
     }
     tx.commit().await?;
@@ -231,7 +233,10 @@ pub(crate) async fn run(store: EventStore, mut shutdown: watch::Receiver<bool>) 
             }
         };
         tokio::select! {
-            _ = store.shared.appended.notified() => {}
+            _ = store.shared.appended.notified() => {
+                // Let the appends of the next moments join this batch.
+                tokio::time::sleep(store.config().seal_delay).await;
+            }
             _ = tokio::time::sleep(wait) => {}
             changed = shutdown.changed() => if changed.is_err() { break },
         }
