@@ -289,6 +289,7 @@ async fn main() {
     let db = TestDatabase::create().await;
     let mut config = db.config();
     config.pool_size = WRITERS + 2;
+
     let store = EventStore::connect(config).expect("store");
     raw_connection(&db.url).await.batch_execute(RAW_TABLE).await.expect("raw table");
     let (stop, shutdown) = watch::channel(false);

@@ -248,3 +248,62 @@ async fn commands_of_later_issues_say_they_are_not_available_yet() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("not available"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_serve_processes_on_one_database_seal_every_event_once_into_one_chain() {
+    let db = TestDatabase::create().await;
+    let mut first = Server::start(&db.url);
+    let mut second = Server::start(&db.url);
+    let client = reqwest::Client::new();
+    wait_for_status(&client, &first.url("/readyz"), 200).await;
+    wait_for_status(&client, &second.url("/readyz"), 200).await;
+
+    // Writers outside both servers: only the servers' sealers give positions.
+    let store = EventStore::connect(db.config()).expect("connect");
+    let writers: Vec<_> = (0..8)
+        .map(|writer| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for n in 0..60u64 {
+                    let e = NewEvent::new("w", json!({ "writer": writer, "n": n }), Metadata::by("t"));
+                    ids.push(e.event_id);
+                    store
+                        .append(&format!("w{writer}"), ExpectedVersion::Exact(n), &[e])
+                        .await
+                        .expect("append");
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut written = std::collections::HashSet::new();
+    for writer in writers {
+        written.extend(writer.await.expect("writer"));
+    }
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let head = store.log_head().await.expect("head").map_or(0, |(p, _)| p);
+        if head as usize >= written.len() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "sealed only {head} of {}", written.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut logged = Vec::new();
+    loop {
+        let batch = store.read_log(logged.len() as u64, 1000).await.expect("read");
+        if batch.is_empty() {
+            break;
+        }
+        logged.extend(batch);
+    }
+    let ids: Vec<_> = logged.iter().map(|e| e.event.event_id).collect();
+    assert_eq!(ids.len(), written.len(), "each event sealed exactly once");
+    assert_eq!(ids.into_iter().collect::<std::collections::HashSet<_>>(), written);
+    let report = store.verify().await.expect("verify");
+    assert!(report.ok, "{report:?}");
+    assert!(first.terminate().success());
+    assert!(second.terminate().success());
+}
