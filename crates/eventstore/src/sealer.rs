@@ -86,11 +86,9 @@ async fn seal_batch(store: &EventStore) -> Result<Batch, StoreError> {
               ORDER BY e.transaction_id, e.seq LIMIT $3",
         )
         .await?;
-    let t0 = Instant::now();
     let rows = tx
         .query(&statement, &[&after_xid, &after_seq, &batch_size])
         .await?;
-    let t_read = t0.elapsed();
 
     let mut positions = Vec::with_capacity(rows.len());
     let mut seqs = Vec::with_capacity(rows.len());
@@ -125,12 +123,11 @@ async fn seal_batch(store: &EventStore) -> Result<Batch, StoreError> {
         hashes.push(hash.0.to_vec());
         prev_hash = hash;
     }
-    let t_hash = t0.elapsed() - t_read;
     let sealed = positions.len();
     let waiting = sealed < rows.len();
     let full = rows.len() as i64 == batch_size && !waiting;
 
-    if sealed > 100 {
+    if sealed > 0 {
         let insert = tx
             .prepare_cached(
                 // The NOTIFY is a hint for other processes' followers (they poll as well, so
@@ -146,10 +143,7 @@ async fn seal_batch(store: &EventStore) -> Result<Batch, StoreError> {
             .await?;
     }
     tx.commit().await?;
-    if std::env::var("CRIER_SEAL_TIMING").is_ok() && sealed > 100 {
-        eprintln!("seal {sealed}: read {:?} hash {:?} insert+commit {:?}", t_read, t_hash, t0.elapsed() - t_read - t_hash);
-    }
-    if sealed > 100 {
+    if sealed > 0 {
         metrics::counter!("crier_events_sealed_total").increment(sealed as u64);
         store.note_log_head(position);
     }
