@@ -80,7 +80,10 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut args = Args { seconds: 5, rounds: 3 };
+    let mut args = Args {
+        seconds: 5,
+        rounds: 3,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -131,7 +134,10 @@ where
 }
 
 /// One connection per writer with `sql` prepared on it, as the store's pool has.
-async fn prepared_writers(url: &str, sql: &str) -> Vec<Arc<(tokio_postgres::Client, tokio_postgres::Statement)>> {
+async fn prepared_writers(
+    url: &str,
+    sql: &str,
+) -> Vec<Arc<(tokio_postgres::Client, tokio_postgres::Statement)>> {
     let mut writers = Vec::new();
     for _ in 0..WRITERS {
         let client = raw_connection(url).await;
@@ -154,7 +160,15 @@ async fn raw_single(url: &str, round: usize, seconds: u64) -> f64 {
             client
                 .execute(
                     statement,
-                    &[&stream, &version, &Uuid::new_v4(), &"incident.updated", &1i32, &payload(writer, n), &meta],
+                    &[
+                        &stream,
+                        &version,
+                        &Uuid::new_v4(),
+                        &"incident.updated",
+                        &1i32,
+                        &payload(writer, n),
+                        &meta,
+                    ],
                 )
                 .await
                 .expect("raw insert");
@@ -174,13 +188,18 @@ async fn raw_batches(url: &str, round: usize, seconds: u64) -> f64 {
             let ids: Vec<Uuid> = (0..BATCH).map(|_| Uuid::new_v4()).collect();
             let types = vec!["incident.updated"; BATCH];
             let versions = vec![1i32; BATCH];
-            let data: Vec<Value> = (0..BATCH as u64).map(|i| payload(writer, n * 1000 + i)).collect();
+            let data: Vec<Value> = (0..BATCH as u64)
+                .map(|i| payload(writer, n * 1000 + i))
+                .collect();
             let meta: Vec<Value> = (0..BATCH)
                 .map(|_| serde_json::to_value(metadata()).expect("metadata"))
                 .collect();
             let (client, statement) = &*client;
             client
-                .execute(statement, &[&stream, &base, &ids, &types, &versions, &data, &meta])
+                .execute(
+                    statement,
+                    &[&stream, &base, &ids, &types, &versions, &data, &meta],
+                )
                 .await
                 .expect("raw batch insert");
         }
@@ -195,7 +214,11 @@ async fn store_single(store: &EventStore, round: usize, seconds: u64) -> f64 {
         async move {
             let event = NewEvent::new("incident.updated", payload(writer, n), metadata());
             store
-                .append(&format!("store-{round}-{writer}"), ExpectedVersion::Exact(n), &[event])
+                .append(
+                    &format!("store-{round}-{writer}"),
+                    ExpectedVersion::Exact(n),
+                    &[event],
+                )
                 .await
                 .expect("append");
         }
@@ -209,10 +232,20 @@ async fn store_batches(store: &EventStore, round: usize, seconds: u64) -> f64 {
         let store = store.clone();
         async move {
             let events: Vec<NewEvent> = (0..BATCH as u64)
-                .map(|i| NewEvent::new("incident.updated", payload(writer, n * 1000 + i), metadata()))
+                .map(|i| {
+                    NewEvent::new(
+                        "incident.updated",
+                        payload(writer, n * 1000 + i),
+                        metadata(),
+                    )
+                })
                 .collect();
             store
-                .append(&format!("storeb-{round}-{writer}"), ExpectedVersion::Exact(n * BATCH as u64), &events)
+                .append(
+                    &format!("storeb-{round}-{writer}"),
+                    ExpectedVersion::Exact(n * BATCH as u64),
+                    &events,
+                )
                 .await
                 .expect("append batch");
         }
@@ -268,7 +301,10 @@ mod chrono_free {
     pub struct Timestamp(#[allow(dead_code)] pub i64);
 
     impl<'a> FromSql<'a> for Timestamp {
-        fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        fn from_sql(
+            _: &Type,
+            raw: &'a [u8],
+        ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
             let bytes: [u8; 8] = raw.try_into()?;
             Ok(Timestamp(i64::from_be_bytes(bytes)))
         }
@@ -291,7 +327,11 @@ async fn main() {
     config.pool_size = WRITERS + 2;
 
     let store = EventStore::connect(config).expect("store");
-    raw_connection(&db.url).await.batch_execute(RAW_TABLE).await.expect("raw table");
+    raw_connection(&db.url)
+        .await
+        .batch_execute(RAW_TABLE)
+        .await
+        .expect("raw table");
     let (stop, shutdown) = watch::channel(false);
     // CRIER_BENCH_SEALER=off measures appends alone; the backlog is then sealed at the end.
     let sealer_on = std::env::var("CRIER_BENCH_SEALER").map_or(true, |v| v != "off");
@@ -305,17 +345,26 @@ async fn main() {
     for round in 0..args.rounds {
         raw_a.push(raw_single(&db.url, round, args.seconds).await);
         store_a.push(store_single(&store, round, args.seconds).await);
-        println!("  round {round} (a) raw {:.0}/s, store {:.0}/s", raw_a[round], store_a[round]);
+        println!(
+            "  round {round} (a) raw {:.0}/s, store {:.0}/s",
+            raw_a[round], store_a[round]
+        );
     }
     for round in 0..args.rounds {
         raw_b.push(raw_batches(&db.url, round, args.seconds).await);
         store_b.push(store_batches(&store, round, args.seconds).await);
-        println!("  round {round} (b) raw {:.0}/s, store {:.0}/s", raw_b[round], store_b[round]);
+        println!(
+            "  round {round} (b) raw {:.0}/s, store {:.0}/s",
+            raw_b[round], store_b[round]
+        );
     }
 
     // Everything appended must be sealed before the log can be read whole.
     let seal_start = Instant::now();
-    let sealed = store.seal_all(Duration::from_secs(120)).await.expect("seal");
+    let sealed = store
+        .seal_all(Duration::from_secs(120))
+        .await
+        .expect("seal");
     let drain = seal_start.elapsed();
     let _ = stop.send(true);
     if let Some(background) = background {
@@ -324,7 +373,12 @@ async fn main() {
 
     let (logged, store_read) = read_whole_log(&store).await;
     let (raw_rows, raw_read) = read_whole_raw(&db.url).await;
-    let (raw_a, store_a, raw_b, store_b) = (median(raw_a), median(store_a), median(raw_b), median(store_b));
+    let (raw_a, store_a, raw_b, store_b) = (
+        median(raw_a),
+        median(store_a),
+        median(raw_b),
+        median(store_b),
+    );
 
     println!();
     println!("| measurement | raw PostgreSQL | crier event store | ratio |");

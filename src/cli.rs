@@ -5,12 +5,22 @@ use std::net::SocketAddr;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "crier", version, about = "Incident communications on an append-only, hash-chained event store")]
+#[command(
+    name = "crier",
+    version,
+    about = "Incident communications on an append-only, hash-chained event store"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub database: DatabaseArgs,
     /// Log format.
-    #[arg(long, global = true, env = "CRIER_LOG_FORMAT", value_enum, default_value = "pretty")]
+    #[arg(
+        long,
+        global = true,
+        env = "CRIER_LOG_FORMAT",
+        value_enum,
+        default_value = "pretty"
+    )]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,

@@ -54,7 +54,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     None => println!("ok: the history is empty"),
                 }
                 if report.unsealed > 0 {
-                    println!("{} committed events are not sealed into the chain yet", report.unsealed);
+                    println!(
+                        "{} committed events are not sealed into the chain yet",
+                        report.unsealed
+                    );
                 }
             } else {
                 println!(
@@ -64,7 +67,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     report.checked
                 );
             }
-            Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Keys { .. } => not_yet("keys"),
         Command::Replay => not_yet("replay"),

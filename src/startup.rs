@@ -84,7 +84,9 @@ async fn prepare_database(
         .await;
         match prepared {
             Ok(()) => break,
-            Err(e) => tracing::warn!(error = %e, retry_in_ms = retry.as_millis() as u64, "database not ready"),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = retry.as_millis() as u64, "database not ready")
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(retry) => {}

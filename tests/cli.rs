@@ -46,7 +46,10 @@ impl Server {
             .strip_prefix("crier listening on ")
             .unwrap_or_else(|| panic!("unexpected first line: {first_line:?}"))
             .to_owned();
-        Server { child, base: address }
+        Server {
+            child,
+            base: address,
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -84,7 +87,10 @@ async fn wait_for_status(client: &reqwest::Client, url: &str, want: u16) -> reqw
                 return response;
             }
         }
-        assert!(tokio::time::Instant::now() < deadline, "{url} never answered {want}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{url} never answered {want}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -101,7 +107,11 @@ async fn migrate_creates_a_missing_database_and_processes_racing_to_migrate_are_
         .collect();
     for racer in racers {
         let out = racer.await.expect("join");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
         .await
@@ -154,7 +164,11 @@ async fn verify_reports_a_clean_history_and_names_the_first_forged_position() {
     let mut command = crier(&db.url);
     command.args(["verify", "--json"]);
     let out = output(command).await;
-    assert_eq!(out.status.code(), Some(1), "verify must fail on a forged row");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "verify must fail on a forged row"
+    );
     let report: Value = serde_json::from_slice(&out.stdout).expect("json report");
     assert_eq!(report["ok"], json!(false));
     assert_eq!(report["first_bad_position"], json!(3));
@@ -168,7 +182,11 @@ async fn serve_answers_health_readiness_and_metrics_and_stops_cleanly_on_sigterm
     let mut server = Server::start(&db.url);
     let client = reqwest::Client::new();
 
-    let health = client.get(server.url("/healthz")).send().await.expect("healthz");
+    let health = client
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .expect("healthz");
     assert_eq!(health.status(), 200);
     // Serve created and migrated the database on its own.
     wait_for_status(&client, &server.url("/readyz"), 200).await;
@@ -176,21 +194,39 @@ async fn serve_answers_health_readiness_and_metrics_and_stops_cleanly_on_sigterm
     // Events appended by another process are sealed by this server's sealer.
     let store = EventStore::connect(db.config()).expect("connect");
     let e = NewEvent::new("e", json!({}), Metadata::by("t"));
-    store.append("s", ExpectedVersion::Any, &[e]).await.expect("append");
+    store
+        .append("s", ExpectedVersion::Any, &[e])
+        .await
+        .expect("append");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while store.log_head().await.expect("head").is_none() {
-        assert!(tokio::time::Instant::now() < deadline, "the server's sealer never sealed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server's sealer never sealed"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let metrics = client.get(server.url("/metrics")).send().await.expect("metrics");
+    let metrics = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics");
     assert_eq!(metrics.status(), 200);
     let text = metrics.text().await.expect("body");
-    for name in ["crier_events_sealed_total", "crier_db_pool_connections", "crier_log_head_position"] {
+    for name in [
+        "crier_events_sealed_total",
+        "crier_db_pool_connections",
+        "crier_log_head_position",
+    ] {
         assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
     }
 
-    let missing = client.get(server.url("/no/such/route")).send().await.expect("404");
+    let missing = client
+        .get(server.url("/no/such/route"))
+        .send()
+        .await
+        .expect("404");
     assert_eq!(missing.status(), 404);
     assert_eq!(
         missing.headers()["content-type"].to_str().expect("ascii"),
@@ -200,7 +236,10 @@ async fn serve_answers_health_readiness_and_metrics_and_stops_cleanly_on_sigterm
     assert_eq!(problem["status"], json!(404));
 
     let status = server.terminate();
-    assert!(status.success(), "SIGTERM must end with exit 0, got {status}");
+    assert!(
+        status.success(),
+        "SIGTERM must end with exit 0, got {status}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,8 +253,16 @@ async fn serve_stays_alive_through_a_database_outage_and_becomes_ready_again_by_
     proxy.cut();
     let unready = wait_for_status(&client, &server.url("/readyz"), 503).await;
     assert!(unready.headers().contains_key("retry-after"));
-    let health = client.get(server.url("/healthz")).send().await.expect("healthz");
-    assert_eq!(health.status(), 200, "liveness does not depend on the database");
+    let health = client
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(
+        health.status(),
+        200,
+        "liveness does not depend on the database"
+    );
 
     proxy.restore();
     wait_for_status(&client, &server.url("/readyz"), 200).await;
@@ -229,7 +276,11 @@ async fn serve_starts_while_the_database_is_down_and_migrates_once_it_is_up() {
     proxy.cut();
     let mut server = Server::start(&proxy.url(&db));
     let client = reqwest::Client::new();
-    let health = client.get(server.url("/healthz")).send().await.expect("healthz");
+    let health = client
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .expect("healthz");
     assert_eq!(health.status(), 200);
     wait_for_status(&client, &server.url("/readyz"), 503).await;
 
@@ -240,7 +291,11 @@ async fn serve_starts_while_the_database_is_down_and_migrates_once_it_is_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_of_later_issues_say_they_are_not_available_yet() {
-    for args in [&["keys", "create", "--role", "admin"][..], &["replay"], &["export"]] {
+    for args in [
+        &["keys", "create", "--role", "admin"][..],
+        &["replay"],
+        &["export"],
+    ] {
         let mut command = crier("postgres://postgres@127.0.0.1:1/unused");
         command.args(args);
         let out = output(command).await;
@@ -266,7 +321,8 @@ async fn two_serve_processes_on_one_database_seal_every_event_once_into_one_chai
             tokio::spawn(async move {
                 let mut ids = Vec::new();
                 for n in 0..60u64 {
-                    let e = NewEvent::new("w", json!({ "writer": writer, "n": n }), Metadata::by("t"));
+                    let e =
+                        NewEvent::new("w", json!({ "writer": writer, "n": n }), Metadata::by("t"));
                     ids.push(e.event_id);
                     store
                         .append(&format!("w{writer}"), ExpectedVersion::Exact(n), &[e])
@@ -288,12 +344,19 @@ async fn two_serve_processes_on_one_database_seal_every_event_once_into_one_chai
         if head as usize >= written.len() {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "sealed only {head} of {}", written.len());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "sealed only {head} of {}",
+            written.len()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut logged = Vec::new();
     loop {
-        let batch = store.read_log(logged.len() as u64, 1000).await.expect("read");
+        let batch = store
+            .read_log(logged.len() as u64, 1000)
+            .await
+            .expect("read");
         if batch.is_empty() {
             break;
         }
@@ -301,7 +364,10 @@ async fn two_serve_processes_on_one_database_seal_every_event_once_into_one_chai
     }
     let ids: Vec<_> = logged.iter().map(|e| e.event.event_id).collect();
     assert_eq!(ids.len(), written.len(), "each event sealed exactly once");
-    assert_eq!(ids.into_iter().collect::<std::collections::HashSet<_>>(), written);
+    assert_eq!(
+        ids.into_iter().collect::<std::collections::HashSet<_>>(),
+        written
+    );
     let report = store.verify().await.expect("verify");
     assert!(report.ok, "{report:?}");
     assert!(first.terminate().success());

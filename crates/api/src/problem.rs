@@ -39,7 +39,11 @@ impl Problem {
 pub async fn not_found(request: HttpRequest) -> HttpResponse {
     Problem::new(
         StatusCode::NOT_FOUND,
-        format!("there is nothing at {} {}", request.method(), request.path()),
+        format!(
+            "there is nothing at {} {}",
+            request.method(),
+            request.path()
+        ),
     )
     .response()
 }

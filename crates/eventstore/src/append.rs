@@ -1,7 +1,7 @@
 use std::collections::HashSet;
 
-use serde_json::Value;
 use deadpool_postgres::GenericClient;
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::{EventStore, Metadata, StoreError};
@@ -178,14 +178,15 @@ async fn try_insert<C: GenericClient>(
         .map(|e| serde_json::to_value(&e.metadata))
         .collect::<Result<Vec<Value>, _>>()
         .map_err(|e| AppendError::Invalid(format!("metadata: {e}")))?;
-    let content_hashes = events
+    let content_hashes: Vec<Vec<u8>> = events
         .iter()
         .zip(&metadata)
         .map(|(e, m)| {
             crate::chain::content_hash(&e.event_id, &e.event_type, e.schema_version, &e.data, m)
-                .map(|h| h.0.to_vec())
+                .0
+                .to_vec()
         })
-        .collect::<Result<Vec<Vec<u8>>, _>>()?;
+        .collect();
     let result = if let [event] = events {
         let statement = client.prepare_cached(INSERT_ONE_SQL).await?;
         client
@@ -231,7 +232,9 @@ async fn try_insert<C: GenericClient>(
         // A data exception (class 22), such as a NUL character that jsonb cannot store, is
         // the caller's input, not the store failing.
         Err(e) if e.code().is_some_and(|c| c.code().starts_with("22")) => {
-            let message = e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_owned());
+            let message = e
+                .as_db_error()
+                .map_or_else(|| e.to_string(), |d| d.message().to_owned());
             return Err(AppendError::Invalid(message));
         }
         Err(e) => return Err(e.into()),
@@ -241,7 +244,10 @@ async fn try_insert<C: GenericClient>(
     }
     let mut last = 0;
     for row in &rows {
-        last = last.max(crate::model::to_u64(row.try_get("stream_version")?, "stream version")?);
+        last = last.max(crate::model::to_u64(
+            row.try_get("stream_version")?,
+            "stream version",
+        )?);
     }
     Ok(Attempt::Appended(AppendOutcome {
         first_version: last + 1 - events.len() as u64,
@@ -260,9 +266,7 @@ async fn classify<C: GenericClient>(
     let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     let data: Vec<&Value> = events.iter().map(|e| &e.data).collect();
-    let stored = client
-        .query(STORED_SQL, &[&ids, &types, &data])
-        .await?;
+    let stored = client.query(STORED_SQL, &[&ids, &types, &data]).await?;
     let row = client.query_one(CURRENT_VERSION_SQL, &[&stream_id]).await?;
     let current = crate::model::to_u64(row.try_get("version")?, "stream version")?;
 
@@ -294,7 +298,8 @@ async fn classify<C: GenericClient>(
         let same = row.try_get::<_, bool>("same_content")?
             && row.try_get::<_, &str>("stream_id")? == stream_id
             && ord == index as i64 + 1;
-        let expected_version = *base.get_or_insert(version.wrapping_sub(index as u64)) + index as u64;
+        let expected_version =
+            *base.get_or_insert(version.wrapping_sub(index as u64)) + index as u64;
         if !same || version != expected_version {
             retry = false;
             first_mismatch.get_or_insert(event.event_id);

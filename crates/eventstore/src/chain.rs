@@ -29,8 +29,6 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::StoreError;
-
 pub const CONTENT_TAG: &[u8] = b"crier.content.v1\0";
 pub const LINK_TAG: &[u8] = b"crier.link.v1\0";
 
@@ -80,7 +78,6 @@ fn length_prefixed(hasher: &mut Sha256, bytes: &[u8]) {
     hasher.update(bytes);
 }
 
-
 /// The hash of an event's content.
 pub fn content_hash(
     event_id: &Uuid,
@@ -88,7 +85,7 @@ pub fn content_hash(
     schema_version: u32,
     data: &Value,
     metadata: &Value,
-) -> Result<Hash, StoreError> {
+) -> Hash {
     let mut hasher = Sha256::new();
     hasher.update(CONTENT_TAG);
     hasher.update(event_id.as_bytes());
@@ -100,7 +97,7 @@ pub fn content_hash(
         crate::jcs::write(value, &mut json);
         length_prefixed(&mut hasher, &json);
     }
-    Ok(Hash(hasher.finalize().into()))
+    Hash(hasher.finalize().into())
 }
 
 /// What the link of one position covers besides the previous hash.
@@ -134,13 +131,13 @@ mod tests {
     fn content_hash_ignores_key_order_and_whitespace_but_not_values() {
         let id = Uuid::nil();
         let meta = json!({ "actor": "a" });
-        let a = content_hash(&id, "t", 1, &json!({ "x": 1, "y": [true, null] }), &meta).unwrap();
+        let a = content_hash(&id, "t", 1, &json!({ "x": 1, "y": [true, null] }), &meta);
         let b: Value = serde_json::from_str(r#"{ "y" : [ true , null ] , "x" : 1 }"#).unwrap();
-        let b = content_hash(&id, "t", 1, &b, &meta).unwrap();
+        let b = content_hash(&id, "t", 1, &b, &meta);
         assert_eq!(a, b);
-        let c = content_hash(&id, "t", 1, &json!({ "x": 2, "y": [true, null] }), &meta).unwrap();
+        let c = content_hash(&id, "t", 1, &json!({ "x": 2, "y": [true, null] }), &meta);
         assert_ne!(a, c);
-        let d = content_hash(&id, "t", 2, &json!({ "x": 1, "y": [true, null] }), &meta).unwrap();
+        let d = content_hash(&id, "t", 2, &json!({ "x": 1, "y": [true, null] }), &meta);
         assert_ne!(a, d);
     }
 
@@ -150,11 +147,23 @@ mod tests {
         let content = Hash::GENESIS;
         let one = link(
             &Hash::GENESIS,
-            &LinkInput { position: 1, stream_id: "ab", stream_version: 1, recorded_at: &time, content_hash: &content },
+            &LinkInput {
+                position: 1,
+                stream_id: "ab",
+                stream_version: 1,
+                recorded_at: &time,
+                content_hash: &content,
+            },
         );
         let other = link(
             &Hash::GENESIS,
-            &LinkInput { position: 1, stream_id: "a", stream_version: 1, recorded_at: &time, content_hash: &content },
+            &LinkInput {
+                position: 1,
+                stream_id: "a",
+                stream_version: 1,
+                recorded_at: &time,
+                content_hash: &content,
+            },
         );
         assert_ne!(one, other);
     }
@@ -171,11 +180,16 @@ mod tests {
             1,
             &json!({ "title": "Sign-in failures", "n": 1.5 }),
             &json!({ "actor": "key-1", "request_id": null, "correlation_id": null, "causation_id": null }),
-        )
-        .unwrap();
+        );
         let hash = link(
             &Hash::GENESIS,
-            &LinkInput { position: 1, stream_id: "incident-1", stream_version: 1, recorded_at: &time, content_hash: &content },
+            &LinkInput {
+                position: 1,
+                stream_id: "incident-1",
+                stream_version: 1,
+                recorded_at: &time,
+                content_hash: &content,
+            },
         );
         assert_eq!(
             (content.to_hex(), hash.to_hex()),

@@ -52,7 +52,10 @@ impl StoreConfig {
     }
 }
 
-pub(crate) fn pg_config(url: &str, timeout: Duration) -> Result<tokio_postgres::Config, StoreError> {
+pub(crate) fn pg_config(
+    url: &str,
+    timeout: Duration,
+) -> Result<tokio_postgres::Config, StoreError> {
     let mut config = tokio_postgres::Config::from_str(url)
         .map_err(|e| StoreError::Config(format!("DATABASE_URL is not a PostgreSQL URL: {e}")))?;
     if config.get_connect_timeout().is_none() {
@@ -97,7 +100,9 @@ pub(crate) async fn connect_one(
     Ok(config.connect(NoTls).await?)
 }
 
-async fn connect_driven(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client, StoreError> {
+async fn connect_driven(
+    config: &tokio_postgres::Config,
+) -> Result<tokio_postgres::Client, StoreError> {
     let (client, connection) = connect_one(config).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {

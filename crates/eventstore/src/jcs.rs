@@ -130,13 +130,35 @@ mod tests {
     }
 
     #[test]
+    // 333333333.33333329 is RFC 8785's own example of a literal that must round.
+    #[allow(clippy::excessive_precision)]
     fn matches_the_rfc_8785_examples_and_edge_cases() {
         let cases = [
             json!(null),
             json!([true, false]),
             json!({ "b": 1, "a": [1, 2, { "d": null, "c": "x" }] }),
-            json!([0.0, -0.0, 1.0, 100.0, 0.1, 1e21, 1e20, 1e-7, 1e-6, 1.5e300, -2.5e-8, 333333333.33333329]),
-            json!([9007199254740993u64, u64::MAX, i64::MIN, -1, 4.9e-324, 1.7976931348623157e308]),
+            json!([
+                0.0,
+                -0.0,
+                1.0,
+                100.0,
+                0.1,
+                1e21,
+                1e20,
+                1e-7,
+                1e-6,
+                1.5e300,
+                -2.5e-8,
+                333333333.33333329
+            ]),
+            json!([
+                9007199254740993u64,
+                u64::MAX,
+                i64::MIN,
+                -1,
+                4.9e-324,
+                1.7976931348623157e308
+            ]),
             json!({ "\u{20ac}": "Euro", "\r": "cr", "1": "one", "\u{1f600}": "smile", "\u{e000}": "private", "\u{80}": "x" }),
             json!("\u{0}\u{1}\u{8}\u{9}\u{a}\u{b}\u{c}\u{d}\u{1f}\u{7f}\u{2028}\"\\/é漢字🙂"),
             json!({ "": { "": [] }, "a\u{0}": {} }),
@@ -151,7 +173,10 @@ mod tests {
 
     impl Lcg {
         fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             self.0 >> 11
         }
 
@@ -161,8 +186,27 @@ mod tests {
 
         fn string(&mut self) -> String {
             const PIECES: &[&str] = &[
-                "a", "b", "Z", "0", " ", "\"", "\\", "\n", "\u{1}", "\u{1f}", "\u{7f}", "é", "ü",
-                "\u{20ac}", "\u{e000}", "\u{fffd}", "\u{ffff}", "\u{10000}", "\u{1f600}", "漢", "\u{2028}",
+                "a",
+                "b",
+                "Z",
+                "0",
+                " ",
+                "\"",
+                "\\",
+                "\n",
+                "\u{1}",
+                "\u{1f}",
+                "\u{7f}",
+                "é",
+                "ü",
+                "\u{20ac}",
+                "\u{e000}",
+                "\u{fffd}",
+                "\u{ffff}",
+                "\u{10000}",
+                "\u{1f600}",
+                "漢",
+                "\u{2028}",
             ];
             (0..self.below(6))
                 .map(|_| PIECES[self.below(PIECES.len() as u64) as usize])
@@ -182,7 +226,11 @@ mod tests {
         }
 
         fn value(&mut self, depth: u32) -> Value {
-            match if depth > 3 { self.below(4) } else { self.below(6) } {
+            match if depth > 3 {
+                self.below(4)
+            } else {
+                self.below(6)
+            } {
                 0 => Value::Null,
                 1 => Value::Bool(self.below(2) == 0),
                 2 => self.number(),
@@ -201,7 +249,7 @@ mod tests {
 
     #[test]
     fn matches_the_reference_implementation_on_ten_thousand_random_documents() {
-        let mut random = Lcg(0x6372_6965_72);
+        let mut random = Lcg(0x0063_7269_6572);
         for _ in 0..10_000 {
             let value = random.value(0);
             assert_eq!(ours(&value), oracle(&value), "for {value}");

@@ -54,11 +54,13 @@ pub struct LoggedEvent {
 }
 
 pub(crate) fn to_u64(value: i64, what: &str) -> Result<u64, crate::StoreError> {
-    u64::try_from(value).map_err(|_| crate::StoreError::Corrupt(format!("negative {what}: {value}")))
+    u64::try_from(value)
+        .map_err(|_| crate::StoreError::Corrupt(format!("negative {what}: {value}")))
 }
 
 pub(crate) fn to_u32(value: i32, what: &str) -> Result<u32, crate::StoreError> {
-    u32::try_from(value).map_err(|_| crate::StoreError::Corrupt(format!("negative {what}: {value}")))
+    u32::try_from(value)
+        .map_err(|_| crate::StoreError::Corrupt(format!("negative {what}: {value}")))
 }
 
 impl RecordedEvent {
@@ -88,7 +90,9 @@ impl RecordedEvent {
             metadata,
             recorded_at: row.try_get("recorded_at")?,
             content_hash: Hash::from_slice(row.try_get("content_hash")?).ok_or_else(|| {
-                crate::StoreError::Corrupt(format!("content hash of event {event_id} is not 32 bytes"))
+                crate::StoreError::Corrupt(format!(
+                    "content hash of event {event_id} is not 32 bytes"
+                ))
             })?,
         };
         Ok((event, stored_metadata))

@@ -15,13 +15,15 @@ fn limit(count: usize) -> i64 {
 }
 
 fn position_param(position: u64) -> Result<i64, StoreError> {
-    i64::try_from(position).map_err(|_| StoreError::Config(format!("position {position} out of range")))
+    i64::try_from(position)
+        .map_err(|_| StoreError::Config(format!("position {position} out of range")))
 }
 
 pub(crate) fn logged_from_row(row: &tokio_postgres::Row) -> Result<LoggedEvent, StoreError> {
     let hash = |column: &str| -> Result<Hash, StoreError> {
         let bytes: &[u8] = row.try_get(column)?;
-        Hash::from_slice(bytes).ok_or_else(|| StoreError::Corrupt(format!("{column} is not 32 bytes")))
+        Hash::from_slice(bytes)
+            .ok_or_else(|| StoreError::Corrupt(format!("{column} is not 32 bytes")))
     };
     Ok(LoggedEvent {
         position: to_u64(row.try_get("position")?, "position")?,

@@ -116,7 +116,9 @@ async fn seal_batch(store: &EventStore) -> Result<Batch, StoreError> {
                 content_hash: &content_hash,
             },
         );
-        positions.push(i64::try_from(position).map_err(|_| StoreError::Corrupt("position overflow".into()))?);
+        positions.push(
+            i64::try_from(position).map_err(|_| StoreError::Corrupt("position overflow".into()))?,
+        );
         seqs.push(row.try_get::<_, i64>("seq")?);
         xids.push(xid);
         prev_hashes.push(prev_hash.0.to_vec());
@@ -139,8 +141,18 @@ async fn seal_batch(store: &EventStore) -> Result<Batch, StoreError> {
                  SELECT pg_notify('crier_log', $6) WHERE EXISTS (SELECT 1 FROM sealed)",
             )
             .await?;
-        tx.execute(&insert, &[&positions, &seqs, &xids, &prev_hashes, &hashes, &position.to_string()])
-            .await?;
+        tx.execute(
+            &insert,
+            &[
+                &positions,
+                &seqs,
+                &xids,
+                &prev_hashes,
+                &hashes,
+                &position.to_string(),
+            ],
+        )
+        .await?;
     }
     tx.commit().await?;
     if sealed > 0 {

@@ -78,7 +78,10 @@ fn url_for(config: &tokio_postgres::Config, dbname: &str) -> String {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_identifier(&self.name));
+        let statement = format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            quote_identifier(&self.name)
+        );
         // Drop may run inside a runtime that is shutting down: use a thread of our own.
         let dropped = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -110,7 +113,9 @@ impl OutageProxy {
         let config = pg_config(&server_url(), Duration::from_secs(10)).expect("server url");
         let target_port = config.get_ports().first().copied().unwrap_or(5432);
         let target = format!("127.0.0.1:{target_port}");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
         let port = listener.local_addr().expect("addr").port();
         let (up, _) = tokio::sync::watch::channel(true);
         let up = std::sync::Arc::new(up);

@@ -47,14 +47,15 @@ impl EventStore {
         let mut checked = 0u64;
         let mut prev_hash = Hash::GENESIS;
         let mut after = 0i64;
-        let bad = |position: u64, problem: String, checked: u64, head: Option<ChainHead>| VerifyReport {
-            ok: false,
-            checked,
-            head,
-            first_bad_position: Some(position),
-            problem: Some(problem),
-            unsealed: 0,
-        };
+        let bad =
+            |position: u64, problem: String, checked: u64, head: Option<ChainHead>| VerifyReport {
+                ok: false,
+                checked,
+                head,
+                first_bad_position: Some(position),
+                problem: Some(problem),
+                unsealed: 0,
+            };
         let head_of = |position: u64, hash: &Hash| {
             (position > 0).then(|| ChainHead {
                 position,
@@ -76,7 +77,12 @@ impl EventStore {
                     ));
                 }
                 if !row.try_get::<_, bool>("present")? {
-                    return Ok(bad(position, "its event row is missing".into(), checked, head));
+                    return Ok(bad(
+                        position,
+                        "its event row is missing".into(),
+                        checked,
+                        head,
+                    ));
                 }
                 let stored_prev: &[u8] = row.try_get("prev_hash")?;
                 if stored_prev != prev_hash.0.as_slice() {
@@ -89,18 +95,22 @@ impl EventStore {
                 }
                 let (event, metadata) = match RecordedEvent::from_row_with_stored_metadata(row) {
                     Ok(read) => read,
-                    Err(e) => return Ok(bad(position, format!("unreadable event: {e}"), checked, head)),
+                    Err(e) => {
+                        return Ok(bad(
+                            position,
+                            format!("unreadable event: {e}"),
+                            checked,
+                            head,
+                        ))
+                    }
                 };
-                let content_hash = match chain::content_hash(
+                let content_hash = chain::content_hash(
                     &event.event_id,
                     &event.event_type,
                     event.schema_version,
                     &event.data,
                     &metadata,
-                ) {
-                    Ok(hash) => hash,
-                    Err(e) => return Ok(bad(position, format!("unreadable event: {e}"), checked, head)),
-                };
+                );
                 if content_hash != event.content_hash {
                     return Ok(bad(
                         position,
@@ -155,7 +165,10 @@ impl EventStore {
             )
             .await?;
         let (xid, seq) = match head {
-            Some(row) => (row.try_get::<_, Xid8>("transaction_id")?, row.try_get::<_, i64>("seq")?),
+            Some(row) => (
+                row.try_get::<_, Xid8>("transaction_id")?,
+                row.try_get::<_, i64>("seq")?,
+            ),
             None => (Xid8(0), 0),
         };
         let row = client

@@ -40,13 +40,23 @@ async fn every_acknowledged_append_survives_a_kill_9_of_the_writer_exactly_once(
         .expect("reader");
         child.kill().expect("SIGKILL");
         let _ = child.wait();
-        assert!(acked.len() >= 200, "writer acknowledged too little: {}", acked.len());
+        assert!(
+            acked.len() >= 200,
+            "writer acknowledged too little: {}",
+            acked.len()
+        );
 
         let store = db.store();
-        store.seal_all(Duration::from_secs(30)).await.expect("seal after crash");
+        store
+            .seal_all(Duration::from_secs(30))
+            .await
+            .expect("seal after crash");
         let mut logged = Vec::new();
         loop {
-            let batch = store.read_log(logged.len() as u64, 5000).await.expect("read");
+            let batch = store
+                .read_log(logged.len() as u64, 5000)
+                .await
+                .expect("read");
             if batch.is_empty() {
                 break;
             }
@@ -100,7 +110,10 @@ async fn operations_fail_as_unavailable_while_the_database_is_away_and_recover_b
     loop {
         match store.append("s", ExpectedVersion::Any, &[event()]).await {
             Ok(outcome) => {
-                assert_eq!(outcome.stream_version, 2, "nothing was half-written during the outage");
+                assert_eq!(
+                    outcome.stream_version, 2,
+                    "nothing was half-written during the outage"
+                );
                 break;
             }
             Err(e) if tokio::time::Instant::now() < deadline => {

@@ -28,7 +28,10 @@ async fn admin_client(db: &TestDatabase) -> tokio_postgres::Client {
 async fn whole_log(store: &EventStore) -> Vec<LoggedEvent> {
     let mut all = Vec::new();
     loop {
-        let batch = store.read_log(all.len() as u64, 1000).await.expect("read log");
+        let batch = store
+            .read_log(all.len() as u64, 1000)
+            .await
+            .expect("read log");
         if batch.is_empty() {
             return all;
         }
@@ -52,24 +55,55 @@ async fn appended_events_are_read_back_forwards_and_backwards_with_their_metadat
         .append("incident-1", ExpectedVersion::NoStream, &events)
         .await
         .expect("append");
-    assert_eq!((outcome.first_version, outcome.stream_version, outcome.already_stored), (1, 3, false));
+    assert_eq!(
+        (
+            outcome.first_version,
+            outcome.stream_version,
+            outcome.already_stored
+        ),
+        (1, 3, false)
+    );
 
-    let forward = store.read_stream_forward("incident-1", 2, 10).await.expect("read");
-    assert_eq!(forward.iter().map(|e| e.stream_version).collect::<Vec<_>>(), vec![2, 3]);
+    let forward = store
+        .read_stream_forward("incident-1", 2, 10)
+        .await
+        .expect("read");
+    assert_eq!(
+        forward.iter().map(|e| e.stream_version).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
     assert_eq!(forward[0].metadata, events[1].metadata);
     assert_eq!(forward[0].data, json!({ "n": 2 }));
     assert_eq!(forward[1].schema_version, 2);
     assert_eq!(forward[0].event_id, events[1].event_id);
 
-    let backward = store.read_stream_backward("incident-1", u64::MAX, 2).await.expect("read");
-    assert_eq!(backward.iter().map(|e| e.stream_version).collect::<Vec<_>>(), vec![3, 2]);
-    assert_eq!(store.stream_version("incident-1").await.expect("version"), 3);
-    assert_eq!(store.stream_version("nothing-here").await.expect("version"), 0);
+    let backward = store
+        .read_stream_backward("incident-1", u64::MAX, 2)
+        .await
+        .expect("read");
+    assert_eq!(
+        backward
+            .iter()
+            .map(|e| e.stream_version)
+            .collect::<Vec<_>>(),
+        vec![3, 2]
+    );
+    assert_eq!(
+        store.stream_version("incident-1").await.expect("version"),
+        3
+    );
+    assert_eq!(
+        store.stream_version("nothing-here").await.expect("version"),
+        0
+    );
 
     let report = store.seal_all(Duration::from_secs(10)).await.expect("seal");
     assert_eq!((report.sealed, report.head), (3, 3));
     let log = whole_log(&store).await;
-    assert_eq!(log.iter().map(|e| e.position).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(
+        log.iter().map(|e| e.position).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
     assert_eq!(log[0].prev_hash, eventstore::Hash::GENESIS);
     assert_eq!(log[1].prev_hash, log[0].hash);
 }
@@ -90,13 +124,18 @@ async fn a_wrong_expected_version_appends_nothing_and_tells_the_current_version(
         ExpectedVersion::Exact(0),
     ] {
         match store.append("s", expected, &[event(9)]).await {
-            Err(AppendError::WrongExpectedVersion { current, stream_id, .. }) => {
+            Err(AppendError::WrongExpectedVersion {
+                current, stream_id, ..
+            }) => {
                 assert_eq!((current, stream_id.as_str()), (2, "s"));
             }
             other => panic!("expected a conflict for {expected:?}, got {other:?}"),
         }
     }
-    match store.append("other", ExpectedVersion::StreamExists, &[event(1)]).await {
+    match store
+        .append("other", ExpectedVersion::StreamExists, &[event(1)])
+        .await
+    {
         Err(AppendError::WrongExpectedVersion { current: 0, .. }) => {}
         other => panic!("expected a conflict on a missing stream, got {other:?}"),
     }
@@ -147,12 +186,16 @@ async fn a_retried_append_is_stored_once_and_says_so() {
         Err(AppendError::EventIdReused { event_id }) if event_id == batch[0].event_id
     ));
     assert!(matches!(
-        store.append("elsewhere", ExpectedVersion::Any, &[batch[1].clone()]).await,
+        store
+            .append("elsewhere", ExpectedVersion::Any, &[batch[1].clone()])
+            .await,
         Err(AppendError::EventIdReused { .. })
     ));
     // A batch mixing a stored event with a new one is not a retry either.
     assert!(matches!(
-        store.append("s", ExpectedVersion::Any, &[batch[0].clone(), event(4)]).await,
+        store
+            .append("s", ExpectedVersion::Any, &[batch[0].clone(), event(4)])
+            .await,
         Err(AppendError::EventIdReused { .. })
     ));
     assert_eq!(store.stream_version("s").await.expect("version"), 3);
@@ -171,12 +214,22 @@ async fn concurrent_identical_retries_store_the_events_once() {
     });
     let mut fresh = 0;
     for attempt in attempts {
-        let outcome = attempt.await.expect("task").expect("every attempt succeeds");
+        let outcome = attempt
+            .await
+            .expect("task")
+            .expect("every attempt succeeds");
         assert_eq!((outcome.first_version, outcome.stream_version), (1, 3));
         fresh += usize::from(!outcome.already_stored);
     }
     assert_eq!(fresh, 1, "exactly one attempt stored the events");
-    assert_eq!(store.read_stream_forward("s", 1, 100).await.expect("read").len(), 3);
+    assert_eq!(
+        store
+            .read_stream_forward("s", 1, 100)
+            .await
+            .expect("read")
+            .len(),
+        3
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,7 +243,9 @@ async fn thirty_two_writers_racing_on_one_stream_get_exactly_one_winner_per_vers
             let store = store.clone();
             tokio::spawn(async move {
                 let e = NewEvent::new("raced", json!({ "writer": writer }), Metadata::by("t"));
-                store.append("contested", ExpectedVersion::Exact(version), &[e]).await
+                store
+                    .append("contested", ExpectedVersion::Exact(version), &[e])
+                    .await
             })
         });
         let mut winners = 0;
@@ -214,7 +269,11 @@ async fn thirty_two_writers_racing_on_one_stream_get_exactly_one_winner_per_vers
         let store = store.clone();
         tokio::spawn(async move {
             for n in 0..5u64 {
-                let e = NewEvent::new("any", json!({ "writer": writer, "n": n }), Metadata::by("t"));
+                let e = NewEvent::new(
+                    "any",
+                    json!({ "writer": writer, "n": n }),
+                    Metadata::by("t"),
+                );
                 store
                     .append("contested", ExpectedVersion::Any, &[e])
                     .await
@@ -225,7 +284,10 @@ async fn thirty_two_writers_racing_on_one_stream_get_exactly_one_winner_per_vers
     for writer in writers {
         writer.await.expect("task");
     }
-    let stream = store.read_stream_forward("contested", 1, 10_000).await.expect("read");
+    let stream = store
+        .read_stream_forward("contested", 1, 10_000)
+        .await
+        .expect("read");
     let versions: Vec<u64> = stream.iter().map(|e| e.stream_version).collect();
     let expected: Vec<u64> = (1..=VERSIONS + WRITERS as u64 * 5).collect();
     assert_eq!(versions, expected, "versions are dense and unique");
@@ -267,7 +329,11 @@ async fn subscribers_see_every_event_of_concurrent_writers_once_in_one_agreed_or
     ));
 
     let writers = (0..WRITERS).map(|writer| {
-        let store = if writer % 2 == 0 { store_a.clone() } else { store_b.clone() };
+        let store = if writer % 2 == 0 {
+            store_a.clone()
+        } else {
+            store_b.clone()
+        };
         tokio::spawn(async move {
             let stream = format!("stream-{writer}");
             let mut ids = Vec::new();
@@ -297,7 +363,11 @@ async fn subscribers_see_every_event_of_concurrent_writers_once_in_one_agreed_or
     let ids_a: Vec<Uuid> = seen_a.iter().map(|e| e.event.event_id).collect();
     let ids_b: Vec<Uuid> = seen_b.iter().map(|e| e.event.event_id).collect();
     assert_eq!(ids_a, ids_b, "every reader sees one order");
-    assert_eq!(ids_a.iter().copied().collect::<HashSet<_>>(), written, "every event seen");
+    assert_eq!(
+        ids_a.iter().copied().collect::<HashSet<_>>(),
+        written,
+        "every event seen"
+    );
     assert_eq!(ids_a.len(), TOTAL, "no event seen twice");
     let positions: Vec<u64> = seen_a.iter().map(|e| e.position).collect();
     assert_eq!(positions, (1..=TOTAL as u64).collect::<Vec<_>>());
@@ -331,7 +401,10 @@ async fn an_event_committed_later_by_an_older_transaction_is_never_placed_before
         .expect("append");
 
     let report = store.seal_pending().await.expect("seal");
-    assert_eq!(report.sealed, 0, "nothing may be sealed while an older writer is open");
+    assert_eq!(
+        report.sealed, 0,
+        "nothing may be sealed while an older writer is open"
+    );
     assert!(report.waiting_for_older_transactions);
     assert!(store.read_log(0, 10).await.expect("read").is_empty());
 
@@ -407,12 +480,21 @@ async fn the_database_refuses_to_update_delete_or_truncate_history_even_for_its_
             .batch_execute(statement)
             .await
             .expect_err(&format!("{statement} must be refused"));
-        let message = err.as_db_error().map(|e| e.message().to_owned()).unwrap_or_default();
+        let message = err
+            .as_db_error()
+            .map(|e| e.message().to_owned())
+            .unwrap_or_default();
         assert!(message.contains("append-only"), "{statement}: {err:?}");
     }
-    let row = client.query_one("SELECT count(*) FROM events", &[]).await.expect("count");
+    let row = client
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .expect("count");
     assert_eq!(row.get::<_, i64>(0), 1);
-    let row = client.query_one("SELECT data FROM events", &[]).await.expect("data");
+    let row = client
+        .query_one("SELECT data FROM events", &[])
+        .await
+        .expect("data");
     assert_eq!(row.get::<_, serde_json::Value>(0), json!({ "n": 1 }));
 }
 
@@ -452,7 +534,10 @@ async fn verify_accepts_an_untouched_history() {
     assert_eq!(report.checked, 25);
     let (head_position, head_hash) = store.log_head().await.expect("head").expect("some");
     let head = report.head.expect("head");
-    assert_eq!((head.position, head.hash), (head_position, head_hash.to_hex()));
+    assert_eq!(
+        (head.position, head.hash),
+        (head_position, head_hash.to_hex())
+    );
     assert_eq!(report.unsealed, 0);
 }
 
@@ -463,7 +548,11 @@ async fn assert_forgery_found(statement: &str, bad_position: u64) {
     forge(&db, statement).await;
     let report = store.verify().await.expect("verify");
     assert!(!report.ok, "{statement}: not detected: {report:?}");
-    assert_eq!(report.first_bad_position, Some(bad_position), "{statement}: {report:?}");
+    assert_eq!(
+        report.first_bad_position,
+        Some(bad_position),
+        "{statement}: {report:?}"
+    );
     assert_eq!(report.checked, bad_position - 1);
 }
 
@@ -584,7 +673,11 @@ async fn a_subscriber_killed_mid_batch_resumes_from_its_checkpoint_without_gap_o
         .await
         .expect("seen");
     let positions: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-    assert_eq!(positions, (1..=300).collect::<Vec<i64>>(), "each event exactly once");
+    assert_eq!(
+        positions,
+        (1..=300).collect::<Vec<i64>>(),
+        "each event exactly once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -596,7 +689,10 @@ async fn an_unreachable_database_gives_a_clear_unavailable_error() {
         .append("s", ExpectedVersion::Any, &[event(1)])
         .await
         .expect_err("no database there");
-    assert!(matches!(&err, AppendError::Store(e) if e.is_unavailable()), "{err:?}");
+    assert!(
+        matches!(&err, AppendError::Store(e) if e.is_unavailable()),
+        "{err:?}"
+    );
     assert!(store.ready().await.expect_err("not ready").is_unavailable());
 }
 
@@ -611,7 +707,10 @@ async fn json_that_round_trips_through_jsonb_still_verifies_and_nul_characters_a
         "nested": { "b": [], "a": {}, "": null, "ü": true },
     });
     let e = NewEvent::new("awkward", awkward.clone(), Metadata::by("t"));
-    store.append("s", ExpectedVersion::Any, &[e]).await.expect("append");
+    store
+        .append("s", ExpectedVersion::Any, &[e])
+        .await
+        .expect("append");
     store.seal_all(Duration::from_secs(10)).await.expect("seal");
     let report = store.verify().await.expect("verify");
     assert!(report.ok, "{report:?}");

@@ -40,7 +40,10 @@ async fn main() -> std::process::ExitCode {
                     Metadata::by("eventstore-writer"),
                 );
                 let id = event.event_id;
-                match store.append(&stream, ExpectedVersion::Exact(version), &[event]).await {
+                match store
+                    .append(&stream, ExpectedVersion::Exact(version), &[event])
+                    .await
+                {
                     Ok(_) => {
                         if acks.send(id).is_err() {
                             return;
@@ -58,7 +61,10 @@ async fn main() -> std::process::ExitCode {
     let mut stdout = std::io::stdout().lock();
     while let Some(id) = acked.recv().await {
         // Flushed line by line: an ack printed is an append acknowledged.
-        if writeln!(stdout, "ack {id}").and_then(|_| stdout.flush()).is_err() {
+        if writeln!(stdout, "ack {id}")
+            .and_then(|_| stdout.flush())
+            .is_err()
+        {
             break;
         }
     }
