@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use eventstore::testing::{OutageProxy, TestDatabase};
+use eventstore::testing::{whole_log, OutageProxy, TestDatabase};
 use eventstore::{EventStore, ExpectedVersion, Metadata, NewEvent};
 use serde_json::{json, Value};
 
@@ -351,17 +351,7 @@ async fn two_serve_processes_on_one_database_seal_every_event_once_into_one_chai
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut logged = Vec::new();
-    loop {
-        let batch = store
-            .read_log(logged.len() as u64, 1000)
-            .await
-            .expect("read");
-        if batch.is_empty() {
-            break;
-        }
-        logged.extend(batch);
-    }
+    let logged = whole_log(&store).await;
     let ids: Vec<_> = logged.iter().map(|e| e.event.event_id).collect();
     assert_eq!(ids.len(), written.len(), "each event sealed exactly once");
     assert_eq!(

@@ -185,3 +185,18 @@ impl TestDatabase {
         TestDatabase { name, url }
     }
 }
+
+/// The whole global log, read in batches.
+pub async fn whole_log(store: &EventStore) -> Vec<crate::LoggedEvent> {
+    let mut all = Vec::new();
+    loop {
+        let batch = store
+            .read_log(all.len() as u64, 5000)
+            .await
+            .unwrap_or_else(|e| panic!("cannot read the log: {e}"));
+        if batch.is_empty() {
+            return all;
+        }
+        all.extend(batch);
+    }
+}

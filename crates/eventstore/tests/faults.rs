@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use eventstore::testing::{OutageProxy, TestDatabase};
+use eventstore::testing::{whole_log, OutageProxy, TestDatabase};
 use eventstore::{AppendError, EventStore, ExpectedVersion, Metadata, NewEvent, StoreConfig};
 use serde_json::json;
 use uuid::Uuid;
@@ -51,17 +51,7 @@ async fn every_acknowledged_append_survives_a_kill_9_of_the_writer_exactly_once(
             .seal_all(Duration::from_secs(30))
             .await
             .expect("seal after crash");
-        let mut logged = Vec::new();
-        loop {
-            let batch = store
-                .read_log(logged.len() as u64, 5000)
-                .await
-                .expect("read");
-            if batch.is_empty() {
-                break;
-            }
-            logged.extend(batch);
-        }
+        let logged = whole_log(&store).await;
         let ids: Vec<Uuid> = logged.iter().map(|e| e.event.event_id).collect();
         let unique: HashSet<Uuid> = ids.iter().copied().collect();
         assert_eq!(unique.len(), ids.len(), "an event is in the log twice");

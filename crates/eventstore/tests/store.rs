@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use eventstore::testing::TestDatabase;
+use eventstore::testing::{whole_log, TestDatabase};
 use eventstore::{
     AppendError, EventStore, ExpectedVersion, LoggedEvent, Metadata, NewEvent, Subscription,
     SubscriptionOptions,
@@ -22,21 +22,6 @@ async fn admin_client(db: &TestDatabase) -> tokio_postgres::Client {
         .expect("connect");
     tokio::spawn(connection);
     client
-}
-
-/// Reads the whole global log.
-async fn whole_log(store: &EventStore) -> Vec<LoggedEvent> {
-    let mut all = Vec::new();
-    loop {
-        let batch = store
-            .read_log(all.len() as u64, 1000)
-            .await
-            .expect("read log");
-        if batch.is_empty() {
-            return all;
-        }
-        all.extend(batch);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
