@@ -85,6 +85,10 @@ pub enum AppendError {
     EventIdReused { event_id: Uuid },
     #[error("invalid append: {0}")]
     Invalid(String),
+    /// Lost the race for the stream's next version too many times in a row (or the caller's
+    /// transaction is not READ COMMITTED, so it cannot see the winners).
+    #[error("stream {stream_id} is too contended: gave up after {MAX_RACE_RETRIES} lost races")]
+    Contended { stream_id: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -99,6 +103,36 @@ impl From<deadpool_postgres::PoolError> for AppendError {
     fn from(err: deadpool_postgres::PoolError) -> Self {
         AppendError::Store(err.into())
     }
+}
+
+/// The largest integer every JSON reader (and the chain's RFC 8785 form, which writes
+/// numbers as IEEE doubles) holds exactly: RFC 7493 (I-JSON).
+const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+/// Refuses integers beyond ±(2^53 - 1): the hash chain covers numbers as doubles, so two
+/// stored integers that share a double could be swapped unnoticed.
+fn check_numbers(data: &Value) -> Result<(), AppendError> {
+    let mut pending = vec![data];
+    while let Some(value) = pending.pop() {
+        match value {
+            Value::Number(n) => {
+                let safe = match (n.as_u64(), n.as_i64()) {
+                    (Some(u), _) => u <= MAX_SAFE_INTEGER,
+                    (None, Some(i)) => i.unsigned_abs() <= MAX_SAFE_INTEGER,
+                    (None, None) => true, // a double: stored and read back exactly
+                };
+                if !safe {
+                    return Err(AppendError::Invalid(format!(
+                        "the integer {n} is beyond ±(2^53 - 1); send it as a string"
+                    )));
+                }
+            }
+            Value::Array(items) => pending.extend(items),
+            Value::Object(members) => pending.extend(members.values()),
+            Value::Null | Value::Bool(_) | Value::String(_) => {}
+        }
+    }
+    Ok(())
 }
 
 fn validate(stream_id: &str, events: &[NewEvent]) -> Result<(), AppendError> {
@@ -120,6 +154,7 @@ fn validate(stream_id: &str, events: &[NewEvent]) -> Result<(), AppendError> {
         if !ids.insert(event.event_id) {
             return invalid(format!("event id {} appears twice", event.event_id));
         }
+        check_numbers(&event.data)?;
     }
     Ok(())
 }
@@ -145,10 +180,11 @@ const INSERT_MANY_SQL: &str = "WITH current AS ( \
       ORDER BY i.ord \
      RETURNING stream_version";
 
-/// Which of the events' ids are stored already, where, and with the same type and data?
+/// Which of the events' ids are stored already, where, and with the same content (type,
+/// schema version, data and metadata, all covered by the content hash)?
 const STORED_SQL: &str = "SELECT i.ord, e.stream_id, e.stream_version, \
-            (e.event_type = i.event_type AND e.data = i.data) AS same_content \
-       FROM unnest($1::uuid[], $2::text[], $3::jsonb[]) WITH ORDINALITY AS i(event_id, event_type, data, ord) \
+            e.content_hash = i.content_hash AS same_content \
+       FROM unnest($1::uuid[], $2::bytea[]) WITH ORDINALITY AS i(event_id, content_hash, ord) \
        JOIN events e ON e.event_id = i.event_id \
       ORDER BY i.ord";
 
@@ -166,19 +202,20 @@ fn schema_version_param(event: &NewEvent) -> i32 {
     i32::try_from(event.schema_version).unwrap_or(i32::MAX)
 }
 
-async fn try_insert<C: GenericClient>(
-    client: &C,
-    stream_id: &str,
-    expected: ExpectedVersion,
-    events: &[NewEvent],
-) -> Result<Attempt, AppendError> {
-    let expected_code = expected.code()?;
+/// What the statements send besides the events themselves: metadata as JSON and the
+/// content hash of each event.
+struct Prepared {
+    metadata: Vec<Value>,
+    content_hashes: Vec<Vec<u8>>,
+}
+
+fn prepare(events: &[NewEvent]) -> Result<Prepared, AppendError> {
     let metadata = events
         .iter()
         .map(|e| serde_json::to_value(&e.metadata))
         .collect::<Result<Vec<Value>, _>>()
         .map_err(|e| AppendError::Invalid(format!("metadata: {e}")))?;
-    let content_hashes: Vec<Vec<u8>> = events
+    let content_hashes = events
         .iter()
         .zip(&metadata)
         .map(|(e, m)| {
@@ -187,6 +224,24 @@ async fn try_insert<C: GenericClient>(
                 .to_vec()
         })
         .collect();
+    Ok(Prepared {
+        metadata,
+        content_hashes,
+    })
+}
+
+async fn try_insert<C: GenericClient>(
+    client: &C,
+    stream_id: &str,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+    prepared: &Prepared,
+) -> Result<Attempt, AppendError> {
+    let expected_code = expected.code()?;
+    let Prepared {
+        metadata,
+        content_hashes,
+    } = prepared;
     let result = if let [event] = events {
         let statement = client.prepare_cached(INSERT_ONE_SQL).await?;
         client
@@ -262,11 +317,12 @@ async fn classify<C: GenericClient>(
     stream_id: &str,
     expected: ExpectedVersion,
     events: &[NewEvent],
+    prepared: &Prepared,
 ) -> Result<Option<AppendOutcome>, AppendError> {
     let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
-    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-    let data: Vec<&Value> = events.iter().map(|e| &e.data).collect();
-    let stored = client.query(STORED_SQL, &[&ids, &types, &data]).await?;
+    let stored = client
+        .query(STORED_SQL, &[&ids, &prepared.content_hashes])
+        .await?;
     let row = client.query_one(CURRENT_VERSION_SQL, &[&stream_id]).await?;
     let current = crate::model::to_u64(row.try_get("version")?, "stream version")?;
 
@@ -289,20 +345,24 @@ async fn classify<C: GenericClient>(
     }
 
     // A retry: every event stored, in this stream, in this order, with the same content.
-    let mut base = None;
     let mut retry = stored.len() == events.len();
-    let mut first_mismatch = None;
-    for (row, (index, event)) in stored.iter().zip(events.iter().enumerate()) {
+    let mut base: Option<u64> = None;
+    let mut first_mismatch: Option<Uuid> = None;
+    let mut first_stored: Option<Uuid> = None;
+    for row in &stored {
         let ord: i64 = row.try_get("ord")?;
+        let index = usize::try_from(ord - 1)
+            .ok()
+            .filter(|i| *i < events.len())
+            .ok_or_else(|| StoreError::Corrupt(format!("ordinality {ord} out of range")))?;
+        let event_id = events[index].event_id;
+        first_stored.get_or_insert(event_id);
         let version = crate::model::to_u64(row.try_get("stream_version")?, "stream version")?;
-        let same = row.try_get::<_, bool>("same_content")?
-            && row.try_get::<_, &str>("stream_id")? == stream_id
-            && ord == index as i64 + 1;
-        let expected_version =
-            *base.get_or_insert(version.wrapping_sub(index as u64)) + index as u64;
-        if !same || version != expected_version {
+        let in_place = row.try_get::<_, &str>("stream_id")? == stream_id
+            && *base.get_or_insert(version.wrapping_sub(index as u64)) + index as u64 == version;
+        if !(row.try_get::<_, bool>("same_content")? && in_place) {
             retry = false;
-            first_mismatch.get_or_insert(event.event_id);
+            first_mismatch.get_or_insert(event_id);
         }
     }
     match (retry, base) {
@@ -311,18 +371,14 @@ async fn classify<C: GenericClient>(
             stream_version: current,
             already_stored: true,
         })),
-        _ => {
-            // Name a stored id: the first one stored with other content, or else the first
-            // stored one (the batch mixes stored and new events).
-            let event_id = match first_mismatch {
-                Some(id) => id,
-                None => {
-                    let ord: i64 = stored[0].try_get("ord")?;
-                    events[usize::try_from(ord - 1).unwrap_or(0)].event_id
-                }
-            };
-            Err(AppendError::EventIdReused { event_id })
-        }
+        // Name the first id stored with other content or elsewhere, or else (a batch mixing
+        // stored and new events) the first stored one.
+        _ => match first_mismatch.or(first_stored) {
+            Some(event_id) => Err(AppendError::EventIdReused { event_id }),
+            None => {
+                Err(StoreError::Corrupt("classified an empty set of stored events".into()).into())
+            }
+        },
     }
 }
 
@@ -347,24 +403,26 @@ impl EventStore {
         events: &[NewEvent],
     ) -> Result<AppendOutcome, AppendError> {
         validate(stream_id, events)?;
+        let prepared = prepare(events)?;
         let client = self.pool.get().await?;
         for _ in 0..MAX_RACE_RETRIES {
             // Autocommit: the insert is its own transaction, one round trip.
-            let outcome = match try_insert(&client, stream_id, expected, events).await? {
+            let outcome = match try_insert(&client, stream_id, expected, events, &prepared).await? {
                 Attempt::Appended(outcome) => outcome,
-                Attempt::Refused => match classify(&client, stream_id, expected, events).await? {
-                    Some(outcome) => outcome,
-                    None => continue,
-                },
+                Attempt::Refused => {
+                    match classify(&client, stream_id, expected, events, &prepared).await? {
+                        Some(outcome) => outcome,
+                        None => continue,
+                    }
+                }
             };
             count_appended(&outcome);
             self.notify_appended();
             return Ok(outcome);
         }
-        Err(StoreError::Unavailable(format!(
-            "stream {stream_id} is too contended: gave up after {MAX_RACE_RETRIES} races"
-        ))
-        .into())
+        Err(AppendError::Contended {
+            stream_id: stream_id.to_owned(),
+        })
     }
 
     /// Appends inside the caller's transaction, so that other writes (read models,
@@ -378,11 +436,17 @@ impl EventStore {
         events: &[NewEvent],
     ) -> Result<AppendOutcome, AppendError> {
         validate(stream_id, events)?;
+        let prepared = prepare(events)?;
+        // The sealer's asynchronous commit is safe only because appends commit synchronously
+        // (see sealer.rs); hold to that whatever the session or database default says.
+        transaction
+            .batch_execute("SET LOCAL synchronous_commit = on")
+            .await?;
         for _ in 0..MAX_RACE_RETRIES {
             // A lost race aborts the statement; the savepoint keeps the caller's
             // transaction usable for the retry.
             let savepoint = transaction.savepoint("crier_append").await?;
-            let attempt = try_insert(&savepoint, stream_id, expected, events).await;
+            let attempt = try_insert(&savepoint, stream_id, expected, events, &prepared).await;
             match attempt {
                 Ok(Attempt::Appended(outcome)) => {
                     savepoint.commit().await?;
@@ -395,15 +459,16 @@ impl EventStore {
                     return Err(e);
                 }
             }
-            if let Some(outcome) = classify(&*transaction, stream_id, expected, events).await? {
+            if let Some(outcome) =
+                classify(&*transaction, stream_id, expected, events, &prepared).await?
+            {
                 count_appended(&outcome);
                 return Ok(outcome);
             }
         }
-        Err(StoreError::Unavailable(format!(
-            "stream {stream_id} is too contended: gave up after {MAX_RACE_RETRIES} races"
-        ))
-        .into())
+        Err(AppendError::Contended {
+            stream_id: stream_id.to_owned(),
+        })
     }
 
     /// Tells this process's sealer that events were committed, so it links them at once

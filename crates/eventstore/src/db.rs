@@ -64,6 +64,13 @@ pub(crate) fn pg_config(
     if config.get_application_name().is_none() {
         config.application_name("crier");
     }
+    // Appends commit synchronously whatever the database's default: the sealer's
+    // asynchronous commit relies on every event it reads being durable (see sealer.rs).
+    let options = match config.get_options() {
+        Some(existing) => format!("{existing} -c synchronous_commit=on"),
+        None => "-c synchronous_commit=on".to_owned(),
+    };
+    config.options(&options);
     Ok(config)
 }
 

@@ -34,15 +34,18 @@ impl StoreError {
     }
 }
 
-/// Connection exceptions (class 08), an administrator or crash shutdown (57P01..57P03) and a
-/// closed or unreachable socket all mean "try again later", not "your request is wrong".
+/// Connection exceptions (class 08), insufficient resources such as too many connections
+/// (class 53), an administrator or crash shutdown (57P01..57P03) and a closed or unreachable
+/// socket all mean "try again later", not "your request is wrong".
 fn is_unavailable(err: &tokio_postgres::Error) -> bool {
     if err.is_closed() {
         return true;
     }
     if let Some(state) = err.code() {
         let code = state.code();
-        return code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03");
+        return code.starts_with("08")
+            || code.starts_with("53")
+            || matches!(code, "57P01" | "57P02" | "57P03");
     }
     // No SQLSTATE: unavailable only if the socket failed (refused, reset, timed out).
     err.source().is_some_and(|s| s.is::<std::io::Error>())

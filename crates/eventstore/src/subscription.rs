@@ -32,7 +32,8 @@ pub async fn load_checkpoint<C: GenericClient>(
 }
 
 /// Stores the checkpoint of `subscription`. Call it in the transaction that stores the
-/// effects of the events up to `position`, so that a crash loses or repeats neither.
+/// effects of the events up to `position`, so that a crash loses or repeats neither. A
+/// checkpoint only moves forwards: an older position is ignored.
 pub async fn save_checkpoint<C: GenericClient>(
     client: &C,
     subscription: &str,
@@ -43,7 +44,8 @@ pub async fn save_checkpoint<C: GenericClient>(
     let statement = client
         .prepare_cached(
             "INSERT INTO subscription_checkpoints (subscription, position) VALUES ($1, $2) \
-             ON CONFLICT (subscription) DO UPDATE SET position = excluded.position, updated_at = now()",
+             ON CONFLICT (subscription) DO UPDATE SET position = excluded.position, updated_at = now() \
+             WHERE subscription_checkpoints.position <= excluded.position",
         )
         .await?;
     client

@@ -39,7 +39,8 @@ impl EventStore {
     pub async fn verify(&self) -> Result<VerifyReport, StoreError> {
         let client = self.pool().get().await?;
         let sql = format!(
-            "SELECT l.position, l.prev_hash, l.hash, e.seq IS NOT NULL AS present, {EVENT_COLUMNS} \
+            "SELECT l.position, l.prev_hash, l.hash, l.seq AS log_seq, l.transaction_id AS log_xid, \
+                    e.transaction_id AS event_xid, e.seq IS NOT NULL AS present, {EVENT_COLUMNS} \
                FROM event_log l LEFT JOIN events e ON e.seq = l.seq \
               WHERE l.position > $1 ORDER BY l.position LIMIT $2"
         );
@@ -47,6 +48,9 @@ impl EventStore {
         let mut checked = 0u64;
         let mut prev_hash = Hash::GENESIS;
         let mut after = 0i64;
+        // The sealer links events in (transaction_id, seq) order and resumes from the last
+        // pair: a pair out of order, or not the event's own, would make it skip events.
+        let mut last_pair: Option<(Xid8, i64)> = None;
         let bad =
             |position: u64, problem: String, checked: u64, head: Option<ChainHead>| VerifyReport {
                 ok: false,
@@ -84,6 +88,27 @@ impl EventStore {
                         head,
                     ));
                 }
+                let pair = (
+                    row.try_get::<_, Xid8>("log_xid")?,
+                    row.try_get::<_, i64>("log_seq")?,
+                );
+                if Some(pair.0) != row.try_get::<_, Option<Xid8>>("event_xid")? {
+                    return Ok(bad(
+                        position,
+                        "the log's transaction id is not its event's".into(),
+                        checked,
+                        head,
+                    ));
+                }
+                if last_pair.is_some_and(|last| pair <= last) {
+                    return Ok(bad(
+                        position,
+                        "out of (transaction, seq) order".into(),
+                        checked,
+                        head,
+                    ));
+                }
+                last_pair = Some(pair);
                 let stored_prev: &[u8] = row.try_get("prev_hash")?;
                 if stored_prev != prev_hash.0.as_slice() {
                     return Ok(bad(
@@ -146,6 +171,26 @@ impl EventStore {
             }
             after = i64::try_from(checked).unwrap_or(i64::MAX);
         }
+        if let Some((seq, position)) = skipped_event(&client, last_pair).await? {
+            // The links up to `position - 1` are right; the event belongs before `position`.
+            let good = position.saturating_sub(1);
+            let row = client
+                .query_opt(
+                    "SELECT hash FROM event_log WHERE position = $1",
+                    &[&i64::try_from(good).unwrap_or(i64::MAX)],
+                )
+                .await?;
+            let head = match row {
+                Some(row) => Hash::from_slice(row.try_get("hash")?).and_then(|h| head_of(good, &h)),
+                None => None,
+            };
+            return Ok(bad(
+                position,
+                format!("event seq {seq} was committed before this position but never linked"),
+                good,
+                head,
+            ));
+        }
         let unsealed = self.count_unsealed(&client).await?;
         Ok(VerifyReport {
             ok: true,
@@ -157,6 +202,7 @@ impl EventStore {
         })
     }
 
+    /// Events committed after the sealer's last linked event, not linked yet (not an error).
     async fn count_unsealed(&self, client: &tokio_postgres::Client) -> Result<u64, StoreError> {
         let head = client
             .query_opt(
@@ -179,4 +225,38 @@ impl EventStore {
             .await?;
         to_u64(row.try_get("n")?, "count")
     }
+}
+
+/// An event that sorts before the chain's last linked event but has no position: the chain
+/// skipped it. Returns its seq and the first position that sorts after it.
+async fn skipped_event(
+    client: &tokio_postgres::Client,
+    last_pair: Option<(Xid8, i64)>,
+) -> Result<Option<(i64, u64)>, StoreError> {
+    let Some((xid, seq)) = last_pair else {
+        return Ok(None);
+    };
+    let row = client
+        .query_opt(
+            "SELECT e.seq, e.transaction_id FROM events e \
+              WHERE (e.transaction_id, e.seq) < ($1, $2) \
+                AND NOT EXISTS (SELECT 1 FROM event_log l WHERE l.seq = e.seq) \
+              ORDER BY e.transaction_id, e.seq LIMIT 1",
+            &[&xid, &seq],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let skipped: (Xid8, i64) = (row.try_get("transaction_id")?, row.try_get("seq")?);
+    let row = client
+        .query_one(
+            "SELECT min(position) AS position FROM event_log WHERE (transaction_id, seq) > ($1, $2)",
+            &[&skipped.0, &skipped.1],
+        )
+        .await?;
+    let position = row
+        .try_get::<_, Option<i64>>("position")?
+        .map_or(Ok(1), |p| to_u64(p, "position"))?;
+    Ok(Some((skipped.1, position)))
 }
