@@ -325,6 +325,13 @@ async fn main() {
     let db = TestDatabase::create().await;
     let mut config = db.config();
     config.pool_size = WRITERS + 2;
+    // CRIER_BENCH_SEAL_DELAY_MS: the sealer's gathering delay (default: the store's).
+    if let Some(ms) = std::env::var("CRIER_BENCH_SEAL_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.seal_delay = Duration::from_millis(ms);
+    }
 
     let store = EventStore::connect(config).expect("store");
     raw_connection(&db.url)
