@@ -79,6 +79,20 @@ impl Drop for Server {
     }
 }
 
+/// `/healthz` answers 200: the process is alive, whatever the database does.
+async fn assert_alive(client: &reqwest::Client, server: &Server) {
+    let health = client
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(
+        health.status(),
+        200,
+        "liveness does not depend on the database"
+    );
+}
+
 async fn wait_for_status(client: &reqwest::Client, url: &str, want: u16) -> reqwest::Response {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -182,12 +196,7 @@ async fn serve_answers_health_readiness_and_metrics_and_stops_cleanly_on_sigterm
     let mut server = Server::start(&db.url);
     let client = reqwest::Client::new();
 
-    let health = client
-        .get(server.url("/healthz"))
-        .send()
-        .await
-        .expect("healthz");
-    assert_eq!(health.status(), 200);
+    assert_alive(&client, &server).await;
     // Serve created and migrated the database on its own.
     wait_for_status(&client, &server.url("/readyz"), 200).await;
 
@@ -253,16 +262,7 @@ async fn serve_stays_alive_through_a_database_outage_and_becomes_ready_again_by_
     proxy.cut();
     let unready = wait_for_status(&client, &server.url("/readyz"), 503).await;
     assert!(unready.headers().contains_key("retry-after"));
-    let health = client
-        .get(server.url("/healthz"))
-        .send()
-        .await
-        .expect("healthz");
-    assert_eq!(
-        health.status(),
-        200,
-        "liveness does not depend on the database"
-    );
+    assert_alive(&client, &server).await;
 
     proxy.restore();
     wait_for_status(&client, &server.url("/readyz"), 200).await;
@@ -276,12 +276,7 @@ async fn serve_starts_while_the_database_is_down_and_migrates_once_it_is_up() {
     proxy.cut();
     let mut server = Server::start(&proxy.url(&db));
     let client = reqwest::Client::new();
-    let health = client
-        .get(server.url("/healthz"))
-        .send()
-        .await
-        .expect("healthz");
-    assert_eq!(health.status(), 200);
+    assert_alive(&client, &server).await;
     wait_for_status(&client, &server.url("/readyz"), 503).await;
 
     proxy.restore();

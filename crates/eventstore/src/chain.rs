@@ -47,11 +47,6 @@ impl Hash {
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
-
-    pub fn from_hex(text: &str) -> Option<Hash> {
-        let bytes = hex::decode(text).ok()?;
-        Hash::from_slice(&bytes)
-    }
 }
 
 impl fmt::Debug for Hash {

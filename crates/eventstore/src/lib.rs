@@ -72,13 +72,6 @@ impl EventStore {
         })
     }
 
-    /// Creates the database when it is missing, applies migrations, then connects.
-    pub async fn open(config: StoreConfig) -> Result<Self, StoreError> {
-        ensure_database(&config.database_url).await?;
-        migrate(&config.database_url).await?;
-        Self::connect(config)
-    }
-
     pub fn pool(&self) -> &Pool {
         &self.pool
     }
