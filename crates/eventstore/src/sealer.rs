@@ -44,8 +44,9 @@ async fn seal_batch(store: &EventStore) -> Result<Batch, StoreError> {
     let tx = client.transaction().await?;
     // Asynchronous commit is safe here, and spares the appenders' WAL flushes: the seal is
     // a deterministic function of durable events. Every event it links belongs to a
-    // transaction older than every running one, so all of them were committed (and, with
-    // synchronous commit, durable) when read. If PostgreSQL crashes before this commit
+    // transaction older than every running one, so all of them were committed, and durable
+    // because appends always commit synchronously (db.rs, append.rs), when read. If
+    // PostgreSQL crashes before this commit
     // reaches disk, the next sealer links exactly these events again, at the same
     // positions, with the same hashes.
     tx.execute(
