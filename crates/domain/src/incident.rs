@@ -1,0 +1,928 @@
+//! Incidents: declared, updated through `investigating`, `identified`, `monitoring`,
+//! closed by `resolved`, reopened, corrected (never erasing), and given a postmortem once
+//! resolved.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::values::{
+    affected_services, labels, text, AffectedService, Audience, ClientAction, Impact, IncidentId,
+    IncidentStatus, UpdateId, MAX_MESSAGE_CHARS, MAX_POSTMORTEM_CHARS, MAX_TITLE_CHARS,
+};
+use crate::{Decider, DomainError, Validation};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Declare(Declare),
+    PostUpdate(PostUpdate),
+    Correct(Correct),
+    Reopen(Reopen),
+    PublishPostmortem(PublishPostmortem),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Declare {
+    pub incident_id: IncidentId,
+    /// The id of the first update, which carries `message`.
+    pub update_id: UpdateId,
+    pub title: String,
+    pub impact: Impact,
+    /// `None`: investigating.
+    pub status: Option<IncidentStatus>,
+    pub message: String,
+    pub affected_services: Vec<AffectedService>,
+    pub regions: Vec<String>,
+    pub audience: Audience,
+    pub client_action: ClientAction,
+    pub author: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostUpdate {
+    pub update_id: UpdateId,
+    pub status: IncidentStatus,
+    pub message: String,
+    pub impact: Option<Impact>,
+    pub affected_services: Option<Vec<AffectedService>>,
+    pub client_action: Option<ClientAction>,
+    pub author: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Correct {
+    pub update_id: UpdateId,
+    pub message: String,
+    pub reason: String,
+    pub author: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reopen {
+    pub update_id: UpdateId,
+    pub message: String,
+    pub author: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishPostmortem {
+    pub body: String,
+    pub author: String,
+    pub at: DateTime<Utc>,
+}
+
+/// What happened to an incident. Stored as `data` of an event whose type is
+/// [`Event::type_name`]; the serialised form (field names, snake_case values) is stable.
+/// Serialises as its payload alone; read back with [`Event::from_stored`], by type name.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Event {
+    Declared(IncidentDeclared),
+    UpdatePosted(IncidentUpdatePosted),
+    UpdateCorrected(UpdateCorrected),
+    Reopened(IncidentReopened),
+    PostmortemPublished(PostmortemPublished),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncidentDeclared {
+    pub incident_id: IncidentId,
+    pub update_id: UpdateId,
+    pub title: String,
+    pub impact: Impact,
+    pub status: IncidentStatus,
+    pub message: String,
+    pub affected_services: Vec<AffectedService>,
+    pub regions: Vec<String>,
+    pub audience: Audience,
+    pub client_action: ClientAction,
+    pub author: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncidentUpdatePosted {
+    pub update_id: UpdateId,
+    pub status: IncidentStatus,
+    pub message: String,
+    /// Present when the update changed it.
+    pub impact: Option<Impact>,
+    pub affected_services: Option<Vec<AffectedService>>,
+    pub client_action: Option<ClientAction>,
+    pub author: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpdateCorrected {
+    pub update_id: UpdateId,
+    /// The new text; the one it replaces stays in the update's corrections.
+    pub message: String,
+    pub reason: String,
+    pub author: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncidentReopened {
+    pub update_id: UpdateId,
+    pub message: String,
+    pub author: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PostmortemPublished {
+    pub body: String,
+    pub author: String,
+    pub at: DateTime<Utc>,
+}
+
+impl Event {
+    /// The stored event type.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Event::Declared(_) => "incident.declared",
+            Event::UpdatePosted(_) => "incident.update_posted",
+            Event::UpdateCorrected(_) => "incident.update_corrected",
+            Event::Reopened(_) => "incident.reopened",
+            Event::PostmortemPublished(_) => "incident.postmortem_published",
+        }
+    }
+
+    /// The schema version of the stored form written today.
+    pub const SCHEMA_VERSION: u32 = 1;
+
+    /// Reads a stored event back by its type (the JSON alone could be ambiguous).
+    pub fn from_stored(
+        type_name: &str,
+        schema_version: u32,
+        data: serde_json::Value,
+    ) -> Result<Event, DecodeError> {
+        if schema_version != Self::SCHEMA_VERSION {
+            return Err(DecodeError::UnknownVersion(
+                type_name.to_owned(),
+                schema_version,
+            ));
+        }
+        let event = match type_name {
+            "incident.declared" => serde_json::from_value(data).map(Event::Declared),
+            "incident.update_posted" => serde_json::from_value(data).map(Event::UpdatePosted),
+            "incident.update_corrected" => serde_json::from_value(data).map(Event::UpdateCorrected),
+            "incident.reopened" => serde_json::from_value(data).map(Event::Reopened),
+            "incident.postmortem_published" => {
+                serde_json::from_value(data).map(Event::PostmortemPublished)
+            }
+            other => return Err(DecodeError::UnknownType(other.to_owned())),
+        };
+        event.map_err(|e| DecodeError::Malformed(type_name.to_owned(), e.to_string()))
+    }
+}
+
+/// A stored event this build cannot read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown event type {0}")]
+    UnknownType(String),
+    #[error("event type {0} has no reader for schema version {1}")]
+    UnknownVersion(String, u32),
+    #[error("event {0} is malformed: {1}")]
+    Malformed(String, String),
+}
+
+/// One correction: the text it replaced, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Correction {
+    pub message: String,
+    pub reason: String,
+    pub created_at: DateTime<Utc>,
+    pub author: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Update {
+    pub id: UpdateId,
+    pub status: IncidentStatus,
+    /// The latest text.
+    pub message: String,
+    pub created_at: DateTime<Utc>,
+    pub author: String,
+    /// Every earlier text, oldest first.
+    pub corrections: Vec<Correction>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Postmortem {
+    pub body: String,
+    pub published_at: DateTime<Utc>,
+    pub author: String,
+}
+
+/// An incident as it stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incident {
+    pub id: IncidentId,
+    pub title: String,
+    pub status: IncidentStatus,
+    pub impact: Impact,
+    pub affected_services: Vec<AffectedService>,
+    pub regions: Vec<String>,
+    pub audience: Audience,
+    pub client_action: ClientAction,
+    pub started_at: DateTime<Utc>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// Oldest first.
+    pub updates: Vec<Update>,
+    pub postmortem: Option<Postmortem>,
+}
+
+/// `None` until declared.
+pub type State = Option<Incident>;
+
+pub struct IncidentDecider;
+
+fn message(value: &str) -> Result<String, DomainError> {
+    text("message", value, MAX_MESSAGE_CHARS)
+}
+
+fn author(value: &str) -> Result<String, DomainError> {
+    text("author", value, MAX_TITLE_CHARS)
+}
+
+fn existing(state: &State) -> Result<&Incident, DomainError> {
+    state
+        .as_ref()
+        .ok_or_else(|| DomainError::NotFound("incident".into()))
+}
+
+fn decide_declare(c: &Declare, state: &State) -> Result<Vec<Event>, DomainError> {
+    if state.is_some() {
+        return Err(DomainError::Conflict(
+            "this incident is declared already".into(),
+        ));
+    }
+    let status = c.status.unwrap_or(IncidentStatus::Investigating);
+    let mut v = Validation::default();
+    let title = v.check(text("title", &c.title, MAX_TITLE_CHARS));
+    let first_message = v.check(message(&c.message));
+    let services = v.check(affected_services(&c.affected_services));
+    let regions = v.check(labels("regions", &c.regions));
+    let audience = v.check(c.audience.validated());
+    let client_action = v.check(c.client_action.validated());
+    let author = v.check(author(&c.author));
+    if status == IncidentStatus::Resolved {
+        v.check::<()>(Err(DomainError::invalid(
+            "status",
+            "an incident is declared open: investigating, identified or monitoring",
+        )));
+    }
+    v.finish()?;
+    match (
+        title,
+        first_message,
+        services,
+        regions,
+        audience,
+        client_action,
+        author,
+    ) {
+        (
+            Some(title),
+            Some(message),
+            Some(services),
+            Some(regions),
+            Some(audience),
+            Some(client_action),
+            Some(author),
+        ) => Ok(vec![Event::Declared(IncidentDeclared {
+            incident_id: c.incident_id,
+            update_id: c.update_id,
+            title,
+            impact: c.impact,
+            status,
+            message,
+            affected_services: services,
+            regions,
+            audience,
+            client_action,
+            author,
+            at: c.at,
+        })]),
+        _ => Err(DomainError::invalid("", "invalid input")),
+    }
+}
+
+fn decide_update(c: &PostUpdate, state: &State) -> Result<Vec<Event>, DomainError> {
+    let incident = existing(state)?;
+    if !incident.status.is_open() {
+        return Err(DomainError::Conflict(
+            "the incident is resolved; reopen it to post an update".into(),
+        ));
+    }
+    if incident.updates.iter().any(|u| u.id == c.update_id) {
+        return Err(DomainError::Conflict(
+            "an update with this id exists".into(),
+        ));
+    }
+    let mut v = Validation::default();
+    let text = v.check(message(&c.message));
+    let services = match &c.affected_services {
+        Some(list) => v.check(affected_services(list)).map(Some),
+        None => Some(None),
+    };
+    let client_action = match &c.client_action {
+        Some(action) => v.check(action.validated()).map(Some),
+        None => Some(None),
+    };
+    let author = v.check(author(&c.author));
+    v.finish()?;
+    match (text, services, client_action, author) {
+        (Some(message), Some(affected_services), Some(client_action), Some(author)) => {
+            Ok(vec![Event::UpdatePosted(IncidentUpdatePosted {
+                update_id: c.update_id,
+                status: c.status,
+                message,
+                impact: c.impact,
+                affected_services,
+                client_action,
+                author,
+                at: c.at,
+            })])
+        }
+        _ => Err(DomainError::invalid("", "invalid input")),
+    }
+}
+
+fn decide_correct(c: &Correct, state: &State) -> Result<Vec<Event>, DomainError> {
+    let incident = existing(state)?;
+    let Some(update) = incident.updates.iter().find(|u| u.id == c.update_id) else {
+        return Err(DomainError::NotFound("update".into()));
+    };
+    let mut v = Validation::default();
+    let new_message = v.check(message(&c.message));
+    let reason = v.check(text("reason", &c.reason, MAX_MESSAGE_CHARS));
+    let author = v.check(author(&c.author));
+    v.finish()?;
+    match (new_message, reason, author) {
+        (Some(message), Some(reason), Some(author)) => {
+            if message == update.message {
+                return Err(DomainError::invalid(
+                    "message",
+                    "is the update's current text already",
+                ));
+            }
+            Ok(vec![Event::UpdateCorrected(UpdateCorrected {
+                update_id: c.update_id,
+                message,
+                reason,
+                author,
+                at: c.at,
+            })])
+        }
+        _ => Err(DomainError::invalid("", "invalid input")),
+    }
+}
+
+fn decide_reopen(c: &Reopen, state: &State) -> Result<Vec<Event>, DomainError> {
+    let incident = existing(state)?;
+    if incident.status.is_open() {
+        return Err(DomainError::Conflict(
+            "the incident is open; only a resolved incident can be reopened".into(),
+        ));
+    }
+    if incident.updates.iter().any(|u| u.id == c.update_id) {
+        return Err(DomainError::Conflict(
+            "an update with this id exists".into(),
+        ));
+    }
+    let mut v = Validation::default();
+    let text = v.check(message(&c.message));
+    let author = v.check(author(&c.author));
+    v.finish()?;
+    match (text, author) {
+        (Some(message), Some(author)) => Ok(vec![Event::Reopened(IncidentReopened {
+            update_id: c.update_id,
+            message,
+            author,
+            at: c.at,
+        })]),
+        _ => Err(DomainError::invalid("", "invalid input")),
+    }
+}
+
+fn decide_postmortem(c: &PublishPostmortem, state: &State) -> Result<Vec<Event>, DomainError> {
+    let incident = existing(state)?;
+    if incident.status.is_open() {
+        return Err(DomainError::Conflict(
+            "a postmortem is published once the incident is resolved".into(),
+        ));
+    }
+    if incident.postmortem.is_some() {
+        return Err(DomainError::Conflict(
+            "the postmortem is published already".into(),
+        ));
+    }
+    let mut v = Validation::default();
+    let body = v.check(text("body", &c.body, MAX_POSTMORTEM_CHARS));
+    let author = v.check(author(&c.author));
+    v.finish()?;
+    match (body, author) {
+        (Some(body), Some(author)) => Ok(vec![Event::PostmortemPublished(PostmortemPublished {
+            body,
+            author,
+            at: c.at,
+        })]),
+        _ => Err(DomainError::invalid("", "invalid input")),
+    }
+}
+
+impl Decider for IncidentDecider {
+    type Command = Command;
+    type Event = Event;
+    type State = State;
+
+    fn decide(command: &Command, state: &State) -> Result<Vec<Event>, DomainError> {
+        match command {
+            Command::Declare(c) => decide_declare(c, state),
+            Command::PostUpdate(c) => decide_update(c, state),
+            Command::Correct(c) => decide_correct(c, state),
+            Command::Reopen(c) => decide_reopen(c, state),
+            Command::PublishPostmortem(c) => decide_postmortem(c, state),
+        }
+    }
+
+    fn evolve(state: State, event: &Event) -> State {
+        match (state, event) {
+            (None, Event::Declared(e)) => Some(Incident {
+                id: e.incident_id,
+                title: e.title.clone(),
+                status: e.status,
+                impact: e.impact,
+                affected_services: e.affected_services.clone(),
+                regions: e.regions.clone(),
+                audience: e.audience.clone(),
+                client_action: e.client_action.clone(),
+                started_at: e.at,
+                resolved_at: None,
+                updates: vec![Update {
+                    id: e.update_id,
+                    status: e.status,
+                    message: e.message.clone(),
+                    created_at: e.at,
+                    author: e.author.clone(),
+                    corrections: Vec::new(),
+                }],
+                postmortem: None,
+            }),
+            (Some(mut incident), Event::UpdatePosted(e)) => {
+                incident.status = e.status;
+                incident.resolved_at = (e.status == IncidentStatus::Resolved).then_some(e.at);
+                if let Some(impact) = e.impact {
+                    incident.impact = impact;
+                }
+                if let Some(services) = &e.affected_services {
+                    incident.affected_services = services.clone();
+                }
+                if let Some(action) = &e.client_action {
+                    incident.client_action = action.clone();
+                }
+                incident.updates.push(Update {
+                    id: e.update_id,
+                    status: e.status,
+                    message: e.message.clone(),
+                    created_at: e.at,
+                    author: e.author.clone(),
+                    corrections: Vec::new(),
+                });
+                Some(incident)
+            }
+            (Some(mut incident), Event::UpdateCorrected(e)) => {
+                if let Some(update) = incident.updates.iter_mut().find(|u| u.id == e.update_id) {
+                    let previous = std::mem::replace(&mut update.message, e.message.clone());
+                    update.corrections.push(Correction {
+                        message: previous,
+                        reason: e.reason.clone(),
+                        created_at: e.at,
+                        author: e.author.clone(),
+                    });
+                }
+                Some(incident)
+            }
+            (Some(mut incident), Event::Reopened(e)) => {
+                incident.status = IncidentStatus::Investigating;
+                incident.resolved_at = None;
+                incident.updates.push(Update {
+                    id: e.update_id,
+                    status: IncidentStatus::Investigating,
+                    message: e.message.clone(),
+                    created_at: e.at,
+                    author: e.author.clone(),
+                    corrections: Vec::new(),
+                });
+                Some(incident)
+            }
+            (Some(mut incident), Event::PostmortemPublished(e)) => {
+                incident.postmortem = Some(Postmortem {
+                    body: e.body.clone(),
+                    published_at: e.at,
+                    author: e.author.clone(),
+                });
+                Some(incident)
+            }
+            // An event that does not fit the state (never produced by `decide`) changes
+            // nothing: history is read, not judged, here.
+            (state, _) => state,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::given::given;
+    use crate::values::{ClientActionKind, ServiceStatus};
+    use chrono::TimeZone;
+    use uuid::Uuid;
+
+    fn at(minute: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 24, 9, minute, 0).unwrap()
+    }
+
+    fn id(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    fn declare() -> Declare {
+        Declare {
+            incident_id: id(1),
+            update_id: id(100),
+            title: "Users cannot sign in to Teams".into(),
+            impact: Impact::Major,
+            status: None,
+            message: "We are investigating reports of sign-in failures.".into(),
+            affected_services: vec![AffectedService {
+                service_id: id(7),
+                status: ServiceStatus::MajorOutage,
+            }],
+            regions: vec!["Europe".into()],
+            audience: Audience::Public,
+            client_action: ClientAction::default(),
+            author: "key-1".into(),
+            at: at(0),
+        }
+    }
+
+    fn declared() -> Event {
+        IncidentDecider::decide(&Command::Declare(declare()), &None)
+            .unwrap()
+            .remove(0)
+    }
+
+    fn update(n: u128, status: IncidentStatus, message: &str) -> PostUpdate {
+        PostUpdate {
+            update_id: id(100 + n),
+            status,
+            message: message.into(),
+            impact: None,
+            affected_services: None,
+            client_action: None,
+            author: "key-1".into(),
+            at: at(n as u32),
+        }
+    }
+
+    fn posted(n: u128, status: IncidentStatus) -> Event {
+        Event::UpdatePosted(IncidentUpdatePosted {
+            update_id: id(100 + n),
+            status,
+            message: format!("update {n}"),
+            impact: None,
+            affected_services: None,
+            client_action: None,
+            author: "key-1".into(),
+            at: at(n as u32),
+        })
+    }
+
+    fn incident(history: &[Event]) -> Incident {
+        IncidentDecider::fold(history).expect("declared")
+    }
+
+    #[test]
+    fn declaring_opens_an_investigating_incident_with_its_first_update() {
+        let events = given::<IncidentDecider>(&[])
+            .when(Command::Declare(declare()))
+            .unwrap();
+        let Event::Declared(e) = &events[0] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(
+            (e.status, e.regions.clone()),
+            (IncidentStatus::Investigating, vec!["europe".to_owned()])
+        );
+        let incident = incident(&events);
+        assert_eq!(incident.updates.len(), 1);
+        assert_eq!(
+            incident.updates[0].message,
+            "We are investigating reports of sign-in failures."
+        );
+        assert_eq!(incident.started_at, at(0));
+    }
+
+    #[test]
+    fn declaring_twice_or_resolved_or_with_bad_fields_is_refused_with_every_field_named() {
+        assert!(matches!(
+            given::<IncidentDecider>(&[declared()]).when(Command::Declare(declare())),
+            Err(DomainError::Conflict(_))
+        ));
+        let mut resolved = declare();
+        resolved.status = Some(IncidentStatus::Resolved);
+        assert!(matches!(
+            given::<IncidentDecider>(&[]).when(Command::Declare(resolved)),
+            Err(DomainError::Invalid(_))
+        ));
+
+        let mut bad = declare();
+        bad.title = " ".into();
+        bad.message = "x".repeat(MAX_MESSAGE_CHARS + 1);
+        bad.regions = vec!["north america".into()];
+        bad.client_action = ClientAction {
+            kind: ClientActionKind::RestartClient,
+            message: String::new(),
+        };
+        bad.affected_services.push(bad.affected_services[0]);
+        let Err(DomainError::Invalid(errors)) =
+            given::<IncidentDecider>(&[]).when(Command::Declare(bad))
+        else {
+            panic!("expected validation errors")
+        };
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "title",
+                "message",
+                "affected_services[1].service_id",
+                "regions[0]",
+                "client_action.message"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_incident_cannot_put_a_service_under_maintenance() {
+        let mut c = declare();
+        c.affected_services[0].status = ServiceStatus::UnderMaintenance;
+        assert!(matches!(
+            given::<IncidentDecider>(&[]).when(Command::Declare(c)),
+            Err(DomainError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn updates_move_freely_among_open_statuses_and_resolving_closes() {
+        let history = vec![
+            declared(),
+            posted(1, IncidentStatus::Monitoring),
+            posted(2, IncidentStatus::Identified),
+        ];
+        assert_eq!(incident(&history).status, IncidentStatus::Identified);
+
+        let mut resolve = update(3, IncidentStatus::Resolved, "If a user is still experiencing impact, they need to restart their clients to recover.");
+        resolve.client_action = Some(ClientAction {
+            kind: ClientActionKind::RestartClient,
+            message: "Restart Teams to recover".into(),
+        });
+        let events = given::<IncidentDecider>(&history)
+            .when(Command::PostUpdate(resolve))
+            .unwrap();
+        let mut all = history.clone();
+        all.extend(events);
+        let resolved = incident(&all);
+        assert_eq!(
+            (resolved.status, resolved.resolved_at),
+            (IncidentStatus::Resolved, Some(at(3)))
+        );
+        assert_eq!(resolved.client_action.kind, ClientActionKind::RestartClient);
+        assert_eq!(resolved.updates.len(), 4);
+
+        assert!(matches!(
+            given::<IncidentDecider>(&all).when(Command::PostUpdate(update(
+                4,
+                IncidentStatus::Monitoring,
+                "more"
+            ))),
+            Err(DomainError::Conflict(_))
+        ));
+    }
+
+    #[test]
+    fn an_update_to_a_missing_incident_is_not_found_and_a_reused_update_id_conflicts() {
+        assert!(matches!(
+            given::<IncidentDecider>(&[]).when(Command::PostUpdate(update(
+                1,
+                IncidentStatus::Identified,
+                "x"
+            ))),
+            Err(DomainError::NotFound(_))
+        ));
+        let mut reused = update(1, IncidentStatus::Identified, "x");
+        reused.update_id = id(100);
+        assert!(matches!(
+            given::<IncidentDecider>(&[declared()]).when(Command::PostUpdate(reused)),
+            Err(DomainError::Conflict(_))
+        ));
+    }
+
+    #[test]
+    fn an_update_can_change_impact_services_and_client_action_and_leaves_them_otherwise() {
+        let mut c = update(1, IncidentStatus::Identified, "Cause identified.");
+        c.impact = Some(Impact::Critical);
+        c.affected_services = Some(vec![]);
+        let events = given::<IncidentDecider>(&[declared()])
+            .when(Command::PostUpdate(c))
+            .unwrap();
+        let mut all = vec![declared()];
+        all.extend(events);
+        let changed = incident(&all);
+        assert_eq!(
+            (changed.impact, changed.affected_services.len()),
+            (Impact::Critical, 0)
+        );
+        all.push(posted(2, IncidentStatus::Monitoring));
+        assert_eq!(
+            incident(&all).impact,
+            Impact::Critical,
+            "unchanged when not given"
+        );
+    }
+
+    #[test]
+    fn a_correction_keeps_every_earlier_text() {
+        let correct = |n: u128, message: &str| {
+            Command::Correct(Correct {
+                update_id: id(100),
+                message: message.into(),
+                reason: format!("typo {n}"),
+                author: "key-2".into(),
+                at: at(10 + n as u32),
+            })
+        };
+        let mut history = vec![declared()];
+        history.extend(
+            given::<IncidentDecider>(&history)
+                .when(correct(1, "We are investigating sign-in failures."))
+                .unwrap(),
+        );
+        history.extend(
+            given::<IncidentDecider>(&history)
+                .when(correct(2, "We are investigating Teams sign-in failures."))
+                .unwrap(),
+        );
+        let update = &incident(&history).updates[0];
+        assert_eq!(
+            update.message,
+            "We are investigating Teams sign-in failures."
+        );
+        let earlier: Vec<&str> = update
+            .corrections
+            .iter()
+            .map(|c| c.message.as_str())
+            .collect();
+        assert_eq!(
+            earlier,
+            vec![
+                "We are investigating reports of sign-in failures.",
+                "We are investigating sign-in failures."
+            ]
+        );
+        assert_eq!(update.corrections[1].reason, "typo 2");
+
+        // The same text again, an unknown update, or no reason are refused.
+        assert!(matches!(
+            given::<IncidentDecider>(&history)
+                .when(correct(3, "We are investigating Teams sign-in failures.")),
+            Err(DomainError::Invalid(_))
+        ));
+        let mut unknown = Correct {
+            update_id: id(999),
+            message: "x".into(),
+            reason: "y".into(),
+            author: "a".into(),
+            at: at(20),
+        };
+        assert!(matches!(
+            given::<IncidentDecider>(&history).when(Command::Correct(unknown.clone())),
+            Err(DomainError::NotFound(_))
+        ));
+        unknown.update_id = id(100);
+        unknown.reason = "".into();
+        assert!(matches!(
+            given::<IncidentDecider>(&history).when(Command::Correct(unknown)),
+            Err(DomainError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn only_a_resolved_incident_is_reopened_or_given_a_postmortem_once() {
+        let reopen = |n: u128| {
+            Command::Reopen(Reopen {
+                update_id: id(200 + n),
+                message: "Failures are back.".into(),
+                author: "key-1".into(),
+                at: at(30),
+            })
+        };
+        let postmortem = || {
+            Command::PublishPostmortem(PublishPostmortem {
+                body: "A certificate expired.".into(),
+                author: "key-1".into(),
+                at: at(40),
+            })
+        };
+        let open = vec![declared()];
+        assert!(matches!(
+            given::<IncidentDecider>(&open).when(reopen(1)),
+            Err(DomainError::Conflict(_))
+        ));
+        assert!(matches!(
+            given::<IncidentDecider>(&open).when(postmortem()),
+            Err(DomainError::Conflict(_))
+        ));
+
+        let mut history = vec![declared(), posted(1, IncidentStatus::Resolved)];
+        history.extend(
+            given::<IncidentDecider>(&history)
+                .when(postmortem())
+                .unwrap(),
+        );
+        assert!(incident(&history).postmortem.is_some());
+        assert!(matches!(
+            given::<IncidentDecider>(&history).when(postmortem()),
+            Err(DomainError::Conflict(_))
+        ));
+
+        history.extend(given::<IncidentDecider>(&history).when(reopen(1)).unwrap());
+        let reopened = incident(&history);
+        assert_eq!(
+            (reopened.status, reopened.resolved_at),
+            (IncidentStatus::Investigating, None)
+        );
+        assert_eq!(
+            reopened.updates.last().map(|u| u.message.as_str()),
+            Some("Failures are back.")
+        );
+        assert!(given::<IncidentDecider>(&history)
+            .when(Command::PostUpdate(update(
+                5,
+                IncidentStatus::Identified,
+                "again"
+            )))
+            .is_ok());
+    }
+
+    #[test]
+    fn stored_events_read_back_by_type_and_refuse_unknown_types_and_versions() {
+        let events = vec![declared(), posted(1, IncidentStatus::Resolved)];
+        for event in &events {
+            let data = serde_json::to_value(event).unwrap();
+            assert_eq!(
+                &Event::from_stored(event.type_name(), Event::SCHEMA_VERSION, data).unwrap(),
+                event
+            );
+        }
+        let data = serde_json::to_value(&events[0]).unwrap();
+        assert!(matches!(
+            Event::from_stored("incident.exploded", 1, data.clone()),
+            Err(DecodeError::UnknownType(_))
+        ));
+        assert!(matches!(
+            Event::from_stored("incident.declared", 9, data.clone()),
+            Err(DecodeError::UnknownVersion(..))
+        ));
+        assert!(matches!(
+            Event::from_stored("incident.postmortem_published", 1, data),
+            Err(DecodeError::Malformed(..))
+        ));
+    }
+
+    #[test]
+    fn the_stored_form_is_stable() {
+        let data = serde_json::to_value(declared()).unwrap();
+        assert_eq!(data["status"], "investigating");
+        assert_eq!(data["impact"], "major");
+        assert_eq!(
+            data["audience"],
+            serde_json::json!({ "visibility": "public" })
+        );
+        assert_eq!(data["affected_services"][0]["status"], "major_outage");
+        assert_eq!(
+            data["client_action"],
+            serde_json::json!({ "kind": "none", "message": "" })
+        );
+        assert_eq!(data["at"], "2026-11-24T09:00:00Z");
+    }
+}

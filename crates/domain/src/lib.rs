@@ -1,0 +1,123 @@
+//! Crier's domain: services, incidents and maintenances as deciders.
+//!
+//! `decide(command, state) → events | error` holds every rule; `evolve(state, event) →
+//! state` folds history. Both are pure: no clock, no I/O, no randomness (ids and times come
+//! in the commands), so replay, time travel and normal reads run the same code.
+
+pub mod incident;
+pub mod maintenance;
+pub mod service;
+pub mod values;
+
+use serde::Serialize;
+
+/// A command the domain refuses. Each maps to one HTTP status in the API.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    /// Invalid input: one entry per offending field (400).
+    #[error("invalid input: {0:?}")]
+    Invalid(Vec<FieldError>),
+    /// No such resource (404).
+    #[error("{0} not found")]
+    NotFound(String),
+    /// Not valid in the resource's current state (409).
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// One invalid field, as problem+json `errors` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl DomainError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        DomainError::Invalid(vec![FieldError {
+            field: field.into(),
+            message: message.into(),
+        }])
+    }
+}
+
+/// Gathers every field error of a command before refusing it, so a client learns all
+/// of them at once.
+#[derive(Debug, Default)]
+pub struct Validation(Vec<FieldError>);
+
+impl Validation {
+    /// Keeps the value of a successful check; records the failure of a failed one.
+    pub fn check<T>(&mut self, result: Result<T, DomainError>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(DomainError::Invalid(errors)) => {
+                self.0.extend(errors);
+                None
+            }
+            Err(other) => {
+                self.0.push(FieldError {
+                    field: String::new(),
+                    message: other.to_string(),
+                });
+                None
+            }
+        }
+    }
+
+    pub fn finish(self) -> Result<(), DomainError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(DomainError::Invalid(self.0))
+        }
+    }
+}
+
+/// The decider pattern: one aggregate's rules and its fold.
+pub trait Decider {
+    type Command;
+    type Event;
+    type State: Default + Clone;
+
+    /// The events `command` causes in `state`, or why it is refused.
+    fn decide(
+        command: &Self::Command,
+        state: &Self::State,
+    ) -> Result<Vec<Self::Event>, DomainError>;
+
+    /// The state after `event`.
+    fn evolve(state: Self::State, event: &Self::Event) -> Self::State;
+
+    /// The state after every event of `history`, in order.
+    fn fold<'a>(history: impl IntoIterator<Item = &'a Self::Event>) -> Self::State
+    where
+        Self::Event: 'a,
+    {
+        history
+            .into_iter()
+            .fold(Self::State::default(), Self::evolve)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod given {
+    //! given(events).when(command).then(events | error)
+    use super::{Decider, DomainError};
+
+    pub struct Scenario<D: Decider> {
+        state: D::State,
+    }
+
+    pub fn given<D: Decider>(history: &[D::Event]) -> Scenario<D> {
+        Scenario {
+            state: D::fold(history),
+        }
+    }
+
+    impl<D: Decider> Scenario<D> {
+        pub fn when(&self, command: D::Command) -> Result<Vec<D::Event>, DomainError> {
+            D::decide(&command, &self.state)
+        }
+    }
+}

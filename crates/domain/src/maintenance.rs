@@ -1,0 +1,1 @@
+//! Maintenances: scheduled, in progress, verifying, completed, or cancelled.

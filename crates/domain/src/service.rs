@@ -1,0 +1,1 @@
+//! Services: created, renamed or regrouped, retired.

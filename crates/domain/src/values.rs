@@ -1,0 +1,350 @@
+//! The values commands carry, validated where they enter the domain.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::DomainError;
+
+pub type ServiceId = Uuid;
+pub type IncidentId = Uuid;
+pub type MaintenanceId = Uuid;
+pub type UpdateId = Uuid;
+
+pub const MAX_TITLE_CHARS: usize = 200;
+pub const MAX_MESSAGE_CHARS: usize = 10_000;
+pub const MAX_POSTMORTEM_CHARS: usize = 100_000;
+pub const MAX_DESCRIPTION_CHARS: usize = 2_000;
+pub const MAX_ACTION_MESSAGE_CHARS: usize = 500;
+pub const MAX_LABEL_CHARS: usize = 64;
+pub const MAX_LIST_LEN: usize = 100;
+
+/// Trimmed text of 1 to `max` characters, without control characters other than line
+/// breaks and tabs (PostgreSQL's jsonb cannot even store NUL).
+pub fn text(field: &str, value: &str, max: usize) -> Result<String, DomainError> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(DomainError::invalid(field, "must not be empty"));
+    }
+    if trimmed.chars().count() > max {
+        return Err(DomainError::invalid(
+            field,
+            format!("must be at most {max} characters"),
+        ));
+    }
+    if trimmed
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(DomainError::invalid(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Like [`text`], but empty is allowed (and gives an empty string).
+pub fn optional_text(field: &str, value: &str, max: usize) -> Result<String, DomainError> {
+    if value.trim().is_empty() {
+        Ok(String::new())
+    } else {
+        text(field, value, max)
+    }
+}
+
+/// A label such as a region or a tenant: 1 to 64 of `a-z 0-9 - _ .`, compared lower-case.
+pub fn label(field: &str, value: &str) -> Result<String, DomainError> {
+    let value = value.trim().to_ascii_lowercase();
+    let valid = !value.is_empty()
+        && value.len() <= MAX_LABEL_CHARS
+        && value.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+        });
+    if valid {
+        Ok(value)
+    } else {
+        Err(DomainError::invalid(
+            field,
+            format!("must be 1 to {MAX_LABEL_CHARS} of a-z, 0-9, '-', '_', '.'"),
+        ))
+    }
+}
+
+/// Distinct labels, in the order first given, at most [`MAX_LIST_LEN`].
+pub fn labels(field: &str, values: &[String]) -> Result<Vec<String>, DomainError> {
+    if values.len() > MAX_LIST_LEN {
+        return Err(DomainError::invalid(
+            field,
+            format!("at most {MAX_LIST_LEN} entries"),
+        ));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(values.len());
+    for (i, value) in values.iter().enumerate() {
+        let value = label(&format!("{field}[{i}]"), value)?;
+        if !out.contains(&value) {
+            out.push(value);
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Impact {
+    None,
+    Minor,
+    Major,
+    Critical,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentStatus {
+    Investigating,
+    Identified,
+    Monitoring,
+    Resolved,
+}
+
+impl IncidentStatus {
+    pub fn is_open(self) -> bool {
+        self != IncidentStatus::Resolved
+    }
+}
+
+/// A service's status as users see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceStatus {
+    Operational,
+    DegradedPerformance,
+    PartialOutage,
+    MajorOutage,
+    UnderMaintenance,
+}
+
+impl ServiceStatus {
+    /// Worse is higher. Maintenance ranks above operational but below any incident
+    /// status: `under_maintenance` shows only when no incident is worse.
+    pub fn severity(self) -> u8 {
+        match self {
+            ServiceStatus::Operational => 0,
+            ServiceStatus::UnderMaintenance => 1,
+            ServiceStatus::DegradedPerformance => 2,
+            ServiceStatus::PartialOutage => 3,
+            ServiceStatus::MajorOutage => 4,
+        }
+    }
+
+    /// The worst of `statuses`, operational when there are none.
+    pub fn worst(statuses: impl IntoIterator<Item = ServiceStatus>) -> ServiceStatus {
+        statuses
+            .into_iter()
+            .max_by_key(|s| s.severity())
+            .unwrap_or(ServiceStatus::Operational)
+    }
+}
+
+/// Who may see a notice.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "visibility", rename_all = "snake_case")]
+pub enum Audience {
+    #[default]
+    Public,
+    Tenants {
+        tenants: Vec<String>,
+    },
+}
+
+impl Audience {
+    pub fn validated(&self) -> Result<Audience, DomainError> {
+        match self {
+            Audience::Public => Ok(Audience::Public),
+            Audience::Tenants { tenants } => {
+                let tenants = labels("audience.tenants", tenants)?;
+                if tenants.is_empty() {
+                    return Err(DomainError::invalid(
+                        "audience.tenants",
+                        "name at least one tenant, or use visibility public",
+                    ));
+                }
+                Ok(Audience::Tenants { tenants })
+            }
+        }
+    }
+
+    /// May a reader of `tenant` (none: anonymous or not tenant-bound) see this?
+    pub fn admits(&self, tenant: Option<&str>) -> bool {
+        match self {
+            Audience::Public => true,
+            Audience::Tenants { tenants } => tenant.is_some_and(|t| tenants.iter().any(|x| x == t)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientActionKind {
+    None,
+    RestartClient,
+    SignInAgain,
+    UpdateClient,
+    ClearCache,
+    RetryLater,
+}
+
+/// What an affected client app should do, machine-readable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientAction {
+    pub kind: ClientActionKind,
+    #[serde(default)]
+    pub message: String,
+}
+
+impl Default for ClientAction {
+    fn default() -> Self {
+        ClientAction {
+            kind: ClientActionKind::None,
+            message: String::new(),
+        }
+    }
+}
+
+impl ClientAction {
+    /// Any action but `none` tells the user what to do in words too.
+    pub fn validated(&self) -> Result<ClientAction, DomainError> {
+        let message = if self.kind == ClientActionKind::None {
+            optional_text(
+                "client_action.message",
+                &self.message,
+                MAX_ACTION_MESSAGE_CHARS,
+            )?
+        } else {
+            text(
+                "client_action.message",
+                &self.message,
+                MAX_ACTION_MESSAGE_CHARS,
+            )?
+        };
+        Ok(ClientAction {
+            kind: self.kind,
+            message,
+        })
+    }
+}
+
+/// A service an incident affects, and how badly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AffectedService {
+    pub service_id: ServiceId,
+    pub status: ServiceStatus,
+}
+
+/// Validates the services an incident affects: distinct, at most [`MAX_LIST_LEN`], and
+/// never `under_maintenance` (that status comes from maintenances only).
+pub fn affected_services(values: &[AffectedService]) -> Result<Vec<AffectedService>, DomainError> {
+    if values.len() > MAX_LIST_LEN {
+        return Err(DomainError::invalid(
+            "affected_services",
+            format!("at most {MAX_LIST_LEN} services"),
+        ));
+    }
+    let mut out: Vec<AffectedService> = Vec::with_capacity(values.len());
+    for (i, value) in values.iter().enumerate() {
+        if value.status == ServiceStatus::UnderMaintenance {
+            return Err(DomainError::invalid(
+                format!("affected_services[{i}].status"),
+                "an incident cannot put a service under maintenance; schedule a maintenance",
+            ));
+        }
+        if out.iter().any(|o| o.service_id == value.service_id) {
+            return Err(DomainError::invalid(
+                format!("affected_services[{i}].service_id"),
+                "listed twice",
+            ));
+        }
+        out.push(*value);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn text_is_trimmed_bounded_and_free_of_control_characters() {
+        assert_eq!(
+            text("t", "  Sign-in failures \n", 200).unwrap(),
+            "Sign-in failures"
+        );
+        assert!(text("t", "   ", 200).is_err());
+        assert!(text("t", &"x".repeat(201), 200).is_err());
+        assert!(
+            text("t", &"é".repeat(200), 200).is_ok(),
+            "characters, not bytes"
+        );
+        assert!(text("t", "a\u{0}b", 200).is_err());
+        assert!(text("t", "line one\nline two\ttab", 200).is_ok());
+    }
+
+    #[test]
+    fn labels_are_lower_case_distinct_and_restricted() {
+        let given = vec!["Europe".to_owned(), "asia".into(), "europe".into()];
+        assert_eq!(labels("regions", &given).unwrap(), vec!["europe", "asia"]);
+        assert!(label("r", "north america").is_err());
+        assert!(label("r", "").is_err());
+        assert!(label("r", &"a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn audience_and_client_action_have_the_contract_shape() {
+        let tenants: Audience =
+            serde_json::from_value(json!({ "visibility": "tenants", "tenants": ["contoso"] }))
+                .unwrap();
+        assert!(
+            tenants.admits(Some("contoso"))
+                && !tenants.admits(Some("fabrikam"))
+                && !tenants.admits(None)
+        );
+        assert_eq!(
+            serde_json::to_value(Audience::Public).unwrap(),
+            json!({ "visibility": "public" })
+        );
+        assert!(Audience::Tenants { tenants: vec![] }.validated().is_err());
+        assert!(serde_json::from_value::<Audience>(json!({ "visibility": "secret" })).is_err());
+
+        let action: ClientAction = serde_json::from_value(
+            json!({ "kind": "restart_client", "message": "Restart to recover" }),
+        )
+        .unwrap();
+        assert!(action.validated().is_ok());
+        let silent = ClientAction {
+            kind: ClientActionKind::RestartClient,
+            message: String::new(),
+        };
+        assert!(silent.validated().is_err(), "an action needs words");
+        assert!(
+            serde_json::from_value::<ClientAction>(json!({ "kind": "reboot_planet" })).is_err()
+        );
+    }
+
+    #[test]
+    fn maintenance_shows_only_when_no_incident_is_worse() {
+        use ServiceStatus::*;
+        assert_eq!(ServiceStatus::worst([]), Operational);
+        assert_eq!(
+            ServiceStatus::worst([UnderMaintenance, Operational]),
+            UnderMaintenance
+        );
+        assert_eq!(
+            ServiceStatus::worst([UnderMaintenance, DegradedPerformance]),
+            DegradedPerformance
+        );
+        assert_eq!(
+            ServiceStatus::worst([PartialOutage, MajorOutage, DegradedPerformance]),
+            MajorOutage
+        );
+    }
+}
