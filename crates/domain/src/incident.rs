@@ -9,7 +9,7 @@ use crate::values::{
     affected_services, labels, text, AffectedService, Audience, ClientAction, Impact, IncidentId,
     IncidentStatus, UpdateId, MAX_MESSAGE_CHARS, MAX_POSTMORTEM_CHARS, MAX_TITLE_CHARS,
 };
-use crate::{Decider, DomainError, Validation};
+use crate::{Decider, DecodeError, DomainError, Validation};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
@@ -180,17 +180,6 @@ impl Event {
         };
         event.map_err(|e| DecodeError::Malformed(type_name.to_owned(), e.to_string()))
     }
-}
-
-/// A stored event this build cannot read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
-    #[error("unknown event type {0}")]
-    UnknownType(String),
-    #[error("event type {0} has no reader for schema version {1}")]
-    UnknownVersion(String, u32),
-    #[error("event {0} is malformed: {1}")]
-    Malformed(String, String),
 }
 
 /// One correction: the text it replaced, and why.

@@ -25,6 +25,17 @@ pub enum DomainError {
     Conflict(String),
 }
 
+/// A stored event this build cannot read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown event type {0}")]
+    UnknownType(String),
+    #[error("event type {0} has no reader for schema version {1}")]
+    UnknownVersion(String, u32),
+    #[error("event {0} is malformed: {1}")]
+    Malformed(String, String),
+}
+
 /// One invalid field, as problem+json `errors` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FieldError {

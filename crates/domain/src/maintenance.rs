@@ -1,1 +1,430 @@
-//! Maintenances: scheduled, in progress, verifying, completed, or cancelled.
+//! Maintenances: planned work, `scheduled → in_progress → verifying → completed`, or
+//! `cancelled` before it completes.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::values::{
+    text, Audience, MaintenanceId, ServiceId, UpdateId, MAX_LIST_LEN, MAX_MESSAGE_CHARS,
+    MAX_TITLE_CHARS,
+};
+use crate::{Decider, DecodeError, DomainError, Validation};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaintenanceStatus {
+    Scheduled,
+    InProgress,
+    Verifying,
+    Completed,
+    Cancelled,
+}
+
+impl MaintenanceStatus {
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            MaintenanceStatus::Completed | MaintenanceStatus::Cancelled
+        )
+    }
+
+    /// May an update move a maintenance from `self` to `next`? An update may also keep the
+    /// status (a progress note). Verification can send the work back to in progress.
+    pub fn may_become(self, next: MaintenanceStatus) -> bool {
+        use MaintenanceStatus::*;
+        match (self, next) {
+            (Completed | Cancelled, _) => false,
+            (_, Cancelled) => true,
+            (from, to) if from == to => true,
+            (Scheduled, InProgress) => true,
+            (InProgress, Verifying | Completed) => true,
+            (Verifying, InProgress | Completed) => true,
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Schedule(Schedule),
+    PostUpdate(PostUpdate),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schedule {
+    pub maintenance_id: MaintenanceId,
+    pub update_id: UpdateId,
+    pub title: String,
+    pub message: String,
+    pub affected_services: Vec<ServiceId>,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub audience: Audience,
+    pub author: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostUpdate {
+    pub update_id: UpdateId,
+    pub status: MaintenanceStatus,
+    pub message: String,
+    pub author: String,
+    pub at: DateTime<Utc>,
+}
+
+/// Serialises as its payload alone; read back by type name.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Event {
+    Scheduled(MaintenanceScheduled),
+    UpdatePosted(MaintenanceUpdatePosted),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaintenanceScheduled {
+    pub maintenance_id: MaintenanceId,
+    pub update_id: UpdateId,
+    pub title: String,
+    pub message: String,
+    pub affected_services: Vec<ServiceId>,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub audience: Audience,
+    pub author: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaintenanceUpdatePosted {
+    pub update_id: UpdateId,
+    pub status: MaintenanceStatus,
+    pub message: String,
+    pub author: String,
+    pub at: DateTime<Utc>,
+}
+
+impl Event {
+    pub const SCHEMA_VERSION: u32 = 1;
+
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Event::Scheduled(_) => "maintenance.scheduled",
+            Event::UpdatePosted(_) => "maintenance.update_posted",
+        }
+    }
+
+    pub fn from_stored(
+        type_name: &str,
+        schema_version: u32,
+        data: serde_json::Value,
+    ) -> Result<Event, DecodeError> {
+        if schema_version != Self::SCHEMA_VERSION {
+            return Err(DecodeError::UnknownVersion(
+                type_name.to_owned(),
+                schema_version,
+            ));
+        }
+        let event = match type_name {
+            "maintenance.scheduled" => serde_json::from_value(data).map(Event::Scheduled),
+            "maintenance.update_posted" => serde_json::from_value(data).map(Event::UpdatePosted),
+            other => return Err(DecodeError::UnknownType(other.to_owned())),
+        };
+        event.map_err(|e| DecodeError::Malformed(type_name.to_owned(), e.to_string()))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaintenanceUpdate {
+    pub id: UpdateId,
+    pub status: MaintenanceStatus,
+    pub message: String,
+    pub created_at: DateTime<Utc>,
+    pub author: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Maintenance {
+    pub id: MaintenanceId,
+    pub title: String,
+    pub status: MaintenanceStatus,
+    pub affected_services: Vec<ServiceId>,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub audience: Audience,
+    /// Oldest first.
+    pub updates: Vec<MaintenanceUpdate>,
+}
+
+pub type State = Option<Maintenance>;
+
+pub struct MaintenanceDecider;
+
+fn services(values: &[ServiceId]) -> Result<Vec<ServiceId>, DomainError> {
+    if values.len() > MAX_LIST_LEN {
+        return Err(DomainError::invalid(
+            "affected_services",
+            format!("at most {MAX_LIST_LEN} services"),
+        ));
+    }
+    let mut out: Vec<ServiceId> = Vec::with_capacity(values.len());
+    for (i, id) in values.iter().enumerate() {
+        if out.contains(id) {
+            return Err(DomainError::invalid(
+                format!("affected_services[{i}]"),
+                "listed twice",
+            ));
+        }
+        out.push(*id);
+    }
+    Ok(out)
+}
+
+impl Decider for MaintenanceDecider {
+    type Command = Command;
+    type Event = Event;
+    type State = State;
+
+    fn decide(command: &Command, state: &State) -> Result<Vec<Event>, DomainError> {
+        match command {
+            Command::Schedule(c) => {
+                if state.is_some() {
+                    return Err(DomainError::Conflict(
+                        "this maintenance is scheduled already".into(),
+                    ));
+                }
+                let mut v = Validation::default();
+                let title = v.check(text("title", &c.title, MAX_TITLE_CHARS));
+                let message = v.check(text("message", &c.message, MAX_MESSAGE_CHARS));
+                let affected = v.check(services(&c.affected_services));
+                let audience = v.check(c.audience.validated());
+                let author = v.check(text("author", &c.author, MAX_TITLE_CHARS));
+                if c.ends_at <= c.starts_at {
+                    v.check::<()>(Err(DomainError::invalid(
+                        "ends_at",
+                        "must be after starts_at",
+                    )));
+                }
+                v.finish()?;
+                match (title, message, affected, audience, author) {
+                    (
+                        Some(title),
+                        Some(message),
+                        Some(affected_services),
+                        Some(audience),
+                        Some(author),
+                    ) => Ok(vec![Event::Scheduled(MaintenanceScheduled {
+                        maintenance_id: c.maintenance_id,
+                        update_id: c.update_id,
+                        title,
+                        message,
+                        affected_services,
+                        starts_at: c.starts_at,
+                        ends_at: c.ends_at,
+                        audience,
+                        author,
+                        at: c.at,
+                    })]),
+                    _ => Err(DomainError::invalid("", "invalid input")),
+                }
+            }
+            Command::PostUpdate(c) => {
+                let maintenance = state
+                    .as_ref()
+                    .ok_or_else(|| DomainError::NotFound("maintenance".into()))?;
+                if maintenance.status.is_finished() {
+                    return Err(DomainError::Conflict(format!(
+                        "the maintenance is {}",
+                        if maintenance.status == MaintenanceStatus::Completed {
+                            "completed"
+                        } else {
+                            "cancelled"
+                        }
+                    )));
+                }
+                if !maintenance.status.may_become(c.status) {
+                    return Err(DomainError::Conflict(format!(
+                        "a maintenance cannot go from {:?} to {:?}",
+                        maintenance.status, c.status
+                    )));
+                }
+                if maintenance.updates.iter().any(|u| u.id == c.update_id) {
+                    return Err(DomainError::Conflict(
+                        "an update with this id exists".into(),
+                    ));
+                }
+                let mut v = Validation::default();
+                let message = v.check(text("message", &c.message, MAX_MESSAGE_CHARS));
+                let author = v.check(text("author", &c.author, MAX_TITLE_CHARS));
+                v.finish()?;
+                match (message, author) {
+                    (Some(message), Some(author)) => {
+                        Ok(vec![Event::UpdatePosted(MaintenanceUpdatePosted {
+                            update_id: c.update_id,
+                            status: c.status,
+                            message,
+                            author,
+                            at: c.at,
+                        })])
+                    }
+                    _ => Err(DomainError::invalid("", "invalid input")),
+                }
+            }
+        }
+    }
+
+    fn evolve(state: State, event: &Event) -> State {
+        match (state, event) {
+            (None, Event::Scheduled(e)) => Some(Maintenance {
+                id: e.maintenance_id,
+                title: e.title.clone(),
+                status: MaintenanceStatus::Scheduled,
+                affected_services: e.affected_services.clone(),
+                starts_at: e.starts_at,
+                ends_at: e.ends_at,
+                audience: e.audience.clone(),
+                updates: vec![MaintenanceUpdate {
+                    id: e.update_id,
+                    status: MaintenanceStatus::Scheduled,
+                    message: e.message.clone(),
+                    created_at: e.at,
+                    author: e.author.clone(),
+                }],
+            }),
+            (Some(mut maintenance), Event::UpdatePosted(e)) => {
+                maintenance.status = e.status;
+                maintenance.updates.push(MaintenanceUpdate {
+                    id: e.update_id,
+                    status: e.status,
+                    message: e.message.clone(),
+                    created_at: e.at,
+                    author: e.author.clone(),
+                });
+                Some(maintenance)
+            }
+            (state, _) => state,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::given::given;
+    use chrono::TimeZone;
+    use uuid::Uuid;
+    use MaintenanceStatus::*;
+
+    fn at(hour: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 28, hour, 0, 0).unwrap()
+    }
+
+    fn schedule() -> Schedule {
+        Schedule {
+            maintenance_id: Uuid::from_u128(1),
+            update_id: Uuid::from_u128(10),
+            title: "Exchange database upgrade".into(),
+            message: "Mail may be delayed for up to ten minutes.".into(),
+            affected_services: vec![Uuid::from_u128(7)],
+            starts_at: at(22),
+            ends_at: at(23),
+            audience: Audience::Public,
+            author: "key-1".into(),
+            at: at(8),
+        }
+    }
+
+    fn scheduled() -> Event {
+        MaintenanceDecider::decide(&Command::Schedule(schedule()), &None)
+            .unwrap()
+            .remove(0)
+    }
+
+    fn update(n: u128, status: MaintenanceStatus) -> Command {
+        Command::PostUpdate(PostUpdate {
+            update_id: Uuid::from_u128(10 + n),
+            status,
+            message: format!("step {n}"),
+            author: "key-1".into(),
+            at: at(22),
+        })
+    }
+
+    /// Applies `statuses` one after another from a scheduled maintenance.
+    fn through(statuses: &[MaintenanceStatus]) -> Result<Vec<Event>, DomainError> {
+        let mut history = vec![scheduled()];
+        for (n, status) in statuses.iter().enumerate() {
+            let events =
+                given::<MaintenanceDecider>(&history).when(update(n as u128 + 1, *status))?;
+            history.extend(events);
+        }
+        Ok(history)
+    }
+
+    #[test]
+    fn a_maintenance_moves_forward_to_completion() {
+        let history = through(&[
+            InProgress, InProgress, Verifying, InProgress, Verifying, Completed,
+        ])
+        .unwrap();
+        let done = MaintenanceDecider::fold(&history).unwrap();
+        assert_eq!((done.status, done.updates.len()), (Completed, 7));
+        assert!(
+            through(&[InProgress, Completed]).is_ok(),
+            "verification may be skipped"
+        );
+        assert!(through(&[Cancelled]).is_ok());
+        assert!(through(&[InProgress, Verifying, Cancelled]).is_ok());
+    }
+
+    #[test]
+    fn a_maintenance_never_goes_back_to_scheduled_skips_the_work_or_changes_once_finished() {
+        for path in [
+            &[Completed][..],
+            &[Verifying],
+            &[InProgress, Scheduled],
+            &[InProgress, Completed, InProgress],
+            &[Cancelled, InProgress],
+            &[Cancelled, Cancelled],
+        ] {
+            assert!(
+                matches!(through(path), Err(DomainError::Conflict(_))),
+                "{path:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn scheduling_checks_its_window_and_fields() {
+        let mut bad = schedule();
+        bad.ends_at = bad.starts_at;
+        bad.title = "".into();
+        bad.affected_services.push(bad.affected_services[0]);
+        let Err(DomainError::Invalid(errors)) =
+            given::<MaintenanceDecider>(&[]).when(Command::Schedule(bad))
+        else {
+            panic!()
+        };
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, vec!["title", "affected_services[1]", "ends_at"]);
+        assert!(matches!(
+            given::<MaintenanceDecider>(&[scheduled()]).when(Command::Schedule(schedule())),
+            Err(DomainError::Conflict(_))
+        ));
+        assert!(matches!(
+            given::<MaintenanceDecider>(&[]).when(update(1, InProgress)),
+            Err(DomainError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn stored_events_read_back_by_type() {
+        for event in through(&[InProgress]).unwrap() {
+            let data = serde_json::to_value(&event).unwrap();
+            assert_eq!(
+                Event::from_stored(event.type_name(), 1, data).unwrap(),
+                event
+            );
+        }
+    }
+}
