@@ -9,7 +9,7 @@ use crate::values::{
     affected_services, labels, text, AffectedService, Audience, ClientAction, Impact, IncidentId,
     IncidentStatus, UpdateId, MAX_MESSAGE_CHARS, MAX_POSTMORTEM_CHARS, MAX_TITLE_CHARS,
 };
-use crate::{Decider, DecodeError, DomainError, Validation};
+use crate::{decode, expect_version, Decider, DecodeError, DomainError, Validation};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
@@ -162,23 +162,15 @@ impl Event {
         schema_version: u32,
         data: serde_json::Value,
     ) -> Result<Event, DecodeError> {
-        if schema_version != Self::SCHEMA_VERSION {
-            return Err(DecodeError::UnknownVersion(
-                type_name.to_owned(),
-                schema_version,
-            ));
+        expect_version(type_name, schema_version, Self::SCHEMA_VERSION)?;
+        match type_name {
+            "incident.declared" => decode(type_name, data, Event::Declared),
+            "incident.update_posted" => decode(type_name, data, Event::UpdatePosted),
+            "incident.update_corrected" => decode(type_name, data, Event::UpdateCorrected),
+            "incident.reopened" => decode(type_name, data, Event::Reopened),
+            "incident.postmortem_published" => decode(type_name, data, Event::PostmortemPublished),
+            other => Err(DecodeError::UnknownType(other.to_owned())),
         }
-        let event = match type_name {
-            "incident.declared" => serde_json::from_value(data).map(Event::Declared),
-            "incident.update_posted" => serde_json::from_value(data).map(Event::UpdatePosted),
-            "incident.update_corrected" => serde_json::from_value(data).map(Event::UpdateCorrected),
-            "incident.reopened" => serde_json::from_value(data).map(Event::Reopened),
-            "incident.postmortem_published" => {
-                serde_json::from_value(data).map(Event::PostmortemPublished)
-            }
-            other => return Err(DecodeError::UnknownType(other.to_owned())),
-        };
-        event.map_err(|e| DecodeError::Malformed(type_name.to_owned(), e.to_string()))
     }
 }
 
@@ -247,6 +239,17 @@ fn existing(state: &State) -> Result<&Incident, DomainError> {
         .ok_or_else(|| DomainError::NotFound("incident".into()))
 }
 
+/// An update id names one update of one incident.
+fn new_update_id(incident: &Incident, update_id: UpdateId) -> Result<(), DomainError> {
+    if incident.updates.iter().any(|u| u.id == update_id) {
+        Err(DomainError::Conflict(
+            "an update with this id exists".into(),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 fn decide_declare(c: &Declare, state: &State) -> Result<Vec<Event>, DomainError> {
     if state.is_some() {
         return Err(DomainError::Conflict(
@@ -256,52 +259,33 @@ fn decide_declare(c: &Declare, state: &State) -> Result<Vec<Event>, DomainError>
     let status = c.status.unwrap_or(IncidentStatus::Investigating);
     let mut v = Validation::default();
     let title = v.check(text("title", &c.title, MAX_TITLE_CHARS));
-    let first_message = v.check(message(&c.message));
-    let services = v.check(affected_services(&c.affected_services));
+    let message = v.check(message(&c.message));
+    let affected_services = v.check(affected_services(&c.affected_services));
     let regions = v.check(labels("regions", &c.regions));
     let audience = v.check(c.audience.validated());
     let client_action = v.check(c.client_action.validated());
     let author = v.check(author(&c.author));
     if status == IncidentStatus::Resolved {
-        v.check::<()>(Err(DomainError::invalid(
+        v.refuse(
             "status",
             "an incident is declared open: investigating, identified or monitoring",
-        )));
+        );
     }
     v.finish()?;
-    match (
+    Ok(vec![Event::Declared(IncidentDeclared {
+        incident_id: c.incident_id,
+        update_id: c.update_id,
         title,
-        first_message,
-        services,
+        impact: c.impact,
+        status,
+        message,
+        affected_services,
         regions,
         audience,
         client_action,
         author,
-    ) {
-        (
-            Some(title),
-            Some(message),
-            Some(services),
-            Some(regions),
-            Some(audience),
-            Some(client_action),
-            Some(author),
-        ) => Ok(vec![Event::Declared(IncidentDeclared {
-            incident_id: c.incident_id,
-            update_id: c.update_id,
-            title,
-            impact: c.impact,
-            status,
-            message,
-            affected_services: services,
-            regions,
-            audience,
-            client_action,
-            author,
-            at: c.at,
-        })]),
-        _ => Err(DomainError::invalid("", "invalid input")),
-    }
+        at: c.at,
+    })])
 }
 
 fn decide_update(c: &PostUpdate, state: &State) -> Result<Vec<Event>, DomainError> {
@@ -311,38 +295,33 @@ fn decide_update(c: &PostUpdate, state: &State) -> Result<Vec<Event>, DomainErro
             "the incident is resolved; reopen it to post an update".into(),
         ));
     }
-    if incident.updates.iter().any(|u| u.id == c.update_id) {
-        return Err(DomainError::Conflict(
-            "an update with this id exists".into(),
-        ));
-    }
+    new_update_id(incident, c.update_id)?;
     let mut v = Validation::default();
-    let text = v.check(message(&c.message));
-    let services = match &c.affected_services {
-        Some(list) => v.check(affected_services(list)).map(Some),
-        None => Some(None),
-    };
-    let client_action = match &c.client_action {
-        Some(action) => v.check(action.validated()).map(Some),
-        None => Some(None),
-    };
+    let message = v.check(message(&c.message));
+    let affected_services = v.check(
+        c.affected_services
+            .as_deref()
+            .map(affected_services)
+            .transpose(),
+    );
+    let client_action = v.check(
+        c.client_action
+            .as_ref()
+            .map(ClientAction::validated)
+            .transpose(),
+    );
     let author = v.check(author(&c.author));
     v.finish()?;
-    match (text, services, client_action, author) {
-        (Some(message), Some(affected_services), Some(client_action), Some(author)) => {
-            Ok(vec![Event::UpdatePosted(IncidentUpdatePosted {
-                update_id: c.update_id,
-                status: c.status,
-                message,
-                impact: c.impact,
-                affected_services,
-                client_action,
-                author,
-                at: c.at,
-            })])
-        }
-        _ => Err(DomainError::invalid("", "invalid input")),
-    }
+    Ok(vec![Event::UpdatePosted(IncidentUpdatePosted {
+        update_id: c.update_id,
+        status: c.status,
+        message,
+        impact: c.impact,
+        affected_services,
+        client_action,
+        author,
+        at: c.at,
+    })])
 }
 
 fn decide_correct(c: &Correct, state: &State) -> Result<Vec<Event>, DomainError> {
@@ -351,28 +330,23 @@ fn decide_correct(c: &Correct, state: &State) -> Result<Vec<Event>, DomainError>
         return Err(DomainError::NotFound("update".into()));
     };
     let mut v = Validation::default();
-    let new_message = v.check(message(&c.message));
+    let message = v.check(message(&c.message));
     let reason = v.check(text("reason", &c.reason, MAX_MESSAGE_CHARS));
     let author = v.check(author(&c.author));
     v.finish()?;
-    match (new_message, reason, author) {
-        (Some(message), Some(reason), Some(author)) => {
-            if message == update.message {
-                return Err(DomainError::invalid(
-                    "message",
-                    "is the update's current text already",
-                ));
-            }
-            Ok(vec![Event::UpdateCorrected(UpdateCorrected {
-                update_id: c.update_id,
-                message,
-                reason,
-                author,
-                at: c.at,
-            })])
-        }
-        _ => Err(DomainError::invalid("", "invalid input")),
+    if message == update.message {
+        return Err(DomainError::invalid(
+            "message",
+            "is the update's current text already",
+        ));
     }
+    Ok(vec![Event::UpdateCorrected(UpdateCorrected {
+        update_id: c.update_id,
+        message,
+        reason,
+        author,
+        at: c.at,
+    })])
 }
 
 fn decide_reopen(c: &Reopen, state: &State) -> Result<Vec<Event>, DomainError> {
@@ -382,24 +356,17 @@ fn decide_reopen(c: &Reopen, state: &State) -> Result<Vec<Event>, DomainError> {
             "the incident is open; only a resolved incident can be reopened".into(),
         ));
     }
-    if incident.updates.iter().any(|u| u.id == c.update_id) {
-        return Err(DomainError::Conflict(
-            "an update with this id exists".into(),
-        ));
-    }
+    new_update_id(incident, c.update_id)?;
     let mut v = Validation::default();
-    let text = v.check(message(&c.message));
+    let message = v.check(message(&c.message));
     let author = v.check(author(&c.author));
     v.finish()?;
-    match (text, author) {
-        (Some(message), Some(author)) => Ok(vec![Event::Reopened(IncidentReopened {
-            update_id: c.update_id,
-            message,
-            author,
-            at: c.at,
-        })]),
-        _ => Err(DomainError::invalid("", "invalid input")),
-    }
+    Ok(vec![Event::Reopened(IncidentReopened {
+        update_id: c.update_id,
+        message,
+        author,
+        at: c.at,
+    })])
 }
 
 fn decide_postmortem(c: &PublishPostmortem, state: &State) -> Result<Vec<Event>, DomainError> {
@@ -418,14 +385,11 @@ fn decide_postmortem(c: &PublishPostmortem, state: &State) -> Result<Vec<Event>,
     let body = v.check(text("body", &c.body, MAX_POSTMORTEM_CHARS));
     let author = v.check(author(&c.author));
     v.finish()?;
-    match (body, author) {
-        (Some(body), Some(author)) => Ok(vec![Event::PostmortemPublished(PostmortemPublished {
-            body,
-            author,
-            at: c.at,
-        })]),
-        _ => Err(DomainError::invalid("", "invalid input")),
-    }
+    Ok(vec![Event::PostmortemPublished(PostmortemPublished {
+        body,
+        author,
+        at: c.at,
+    })])
 }
 
 impl Decider for IncidentDecider {

@@ -58,24 +58,34 @@ impl DomainError {
 pub struct Validation(Vec<FieldError>);
 
 impl Validation {
-    /// Keeps the value of a successful check; records the failure of a failed one.
-    pub fn check<T>(&mut self, result: Result<T, DomainError>) -> Option<T> {
+    /// The value of a successful check. A failed check records its errors and gives
+    /// `T::default()`, a placeholder that [`Validation::finish`] keeps from being used.
+    pub fn check<T: Default>(&mut self, result: Result<T, DomainError>) -> T {
         match result {
-            Ok(value) => Some(value),
+            Ok(value) => value,
             Err(DomainError::Invalid(errors)) => {
                 self.0.extend(errors);
-                None
+                T::default()
             }
             Err(other) => {
                 self.0.push(FieldError {
                     field: String::new(),
                     message: other.to_string(),
                 });
-                None
+                T::default()
             }
         }
     }
 
+    /// Records an error that is not the result of a check.
+    pub fn refuse(&mut self, field: &str, message: &str) {
+        self.0.push(FieldError {
+            field: field.to_owned(),
+            message: message.to_owned(),
+        });
+    }
+
+    /// Refuses the command if any check failed.
     pub fn finish(self) -> Result<(), DomainError> {
         if self.0.is_empty() {
             Ok(())
@@ -83,6 +93,30 @@ impl Validation {
             Err(DomainError::Invalid(self.0))
         }
     }
+}
+
+/// Refuses a schema version other than the one this build reads.
+pub(crate) fn expect_version(
+    type_name: &str,
+    stored: u32,
+    current: u32,
+) -> Result<(), DecodeError> {
+    if stored == current {
+        Ok(())
+    } else {
+        Err(DecodeError::UnknownVersion(type_name.to_owned(), stored))
+    }
+}
+
+/// Reads one event payload of `type_name` and wraps it in its aggregate's event enum.
+pub(crate) fn decode<T: serde::de::DeserializeOwned, E>(
+    type_name: &str,
+    data: serde_json::Value,
+    wrap: fn(T) -> E,
+) -> Result<E, DecodeError> {
+    serde_json::from_value(data)
+        .map(wrap)
+        .map_err(|e| DecodeError::Malformed(type_name.to_owned(), e.to_string()))
 }
 
 /// The decider pattern: one aggregate's rules and its fold.

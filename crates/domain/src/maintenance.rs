@@ -8,7 +8,7 @@ use crate::values::{
     text, Audience, MaintenanceId, ServiceId, UpdateId, MAX_LIST_LEN, MAX_MESSAGE_CHARS,
     MAX_TITLE_CHARS,
 };
-use crate::{Decider, DecodeError, DomainError, Validation};
+use crate::{decode, expect_version, Decider, DecodeError, DomainError, Validation};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -119,18 +119,12 @@ impl Event {
         schema_version: u32,
         data: serde_json::Value,
     ) -> Result<Event, DecodeError> {
-        if schema_version != Self::SCHEMA_VERSION {
-            return Err(DecodeError::UnknownVersion(
-                type_name.to_owned(),
-                schema_version,
-            ));
+        expect_version(type_name, schema_version, Self::SCHEMA_VERSION)?;
+        match type_name {
+            "maintenance.scheduled" => decode(type_name, data, Event::Scheduled),
+            "maintenance.update_posted" => decode(type_name, data, Event::UpdatePosted),
+            other => Err(DecodeError::UnknownType(other.to_owned())),
         }
-        let event = match type_name {
-            "maintenance.scheduled" => serde_json::from_value(data).map(Event::Scheduled),
-            "maintenance.update_posted" => serde_json::from_value(data).map(Event::UpdatePosted),
-            other => return Err(DecodeError::UnknownType(other.to_owned())),
-        };
-        event.map_err(|e| DecodeError::Malformed(type_name.to_owned(), e.to_string()))
     }
 }
 
@@ -196,37 +190,25 @@ impl Decider for MaintenanceDecider {
                 let mut v = Validation::default();
                 let title = v.check(text("title", &c.title, MAX_TITLE_CHARS));
                 let message = v.check(text("message", &c.message, MAX_MESSAGE_CHARS));
-                let affected = v.check(services(&c.affected_services));
+                let affected_services = v.check(services(&c.affected_services));
                 let audience = v.check(c.audience.validated());
                 let author = v.check(text("author", &c.author, MAX_TITLE_CHARS));
                 if c.ends_at <= c.starts_at {
-                    v.check::<()>(Err(DomainError::invalid(
-                        "ends_at",
-                        "must be after starts_at",
-                    )));
+                    v.refuse("ends_at", "must be after starts_at");
                 }
                 v.finish()?;
-                match (title, message, affected, audience, author) {
-                    (
-                        Some(title),
-                        Some(message),
-                        Some(affected_services),
-                        Some(audience),
-                        Some(author),
-                    ) => Ok(vec![Event::Scheduled(MaintenanceScheduled {
-                        maintenance_id: c.maintenance_id,
-                        update_id: c.update_id,
-                        title,
-                        message,
-                        affected_services,
-                        starts_at: c.starts_at,
-                        ends_at: c.ends_at,
-                        audience,
-                        author,
-                        at: c.at,
-                    })]),
-                    _ => Err(DomainError::invalid("", "invalid input")),
-                }
+                Ok(vec![Event::Scheduled(MaintenanceScheduled {
+                    maintenance_id: c.maintenance_id,
+                    update_id: c.update_id,
+                    title,
+                    message,
+                    affected_services,
+                    starts_at: c.starts_at,
+                    ends_at: c.ends_at,
+                    audience,
+                    author,
+                    at: c.at,
+                })])
             }
             Command::PostUpdate(c) => {
                 let maintenance = state
@@ -257,18 +239,13 @@ impl Decider for MaintenanceDecider {
                 let message = v.check(text("message", &c.message, MAX_MESSAGE_CHARS));
                 let author = v.check(text("author", &c.author, MAX_TITLE_CHARS));
                 v.finish()?;
-                match (message, author) {
-                    (Some(message), Some(author)) => {
-                        Ok(vec![Event::UpdatePosted(MaintenanceUpdatePosted {
-                            update_id: c.update_id,
-                            status: c.status,
-                            message,
-                            author,
-                            at: c.at,
-                        })])
-                    }
-                    _ => Err(DomainError::invalid("", "invalid input")),
-                }
+                Ok(vec![Event::UpdatePosted(MaintenanceUpdatePosted {
+                    update_id: c.update_id,
+                    status: c.status,
+                    message,
+                    author,
+                    at: c.at,
+                })])
             }
         }
     }

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::values::{optional_text, text, ServiceId, MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS};
-use crate::{Decider, DomainError, Validation};
+use crate::{decode, expect_version, Decider, DecodeError, DomainError, Validation};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
@@ -90,21 +90,14 @@ impl Event {
         type_name: &str,
         schema_version: u32,
         data: serde_json::Value,
-    ) -> Result<Event, crate::DecodeError> {
-        use crate::DecodeError;
-        if schema_version != Self::SCHEMA_VERSION {
-            return Err(DecodeError::UnknownVersion(
-                type_name.to_owned(),
-                schema_version,
-            ));
+    ) -> Result<Event, DecodeError> {
+        expect_version(type_name, schema_version, Self::SCHEMA_VERSION)?;
+        match type_name {
+            "service.created" => decode(type_name, data, Event::Created),
+            "service.changed" => decode(type_name, data, Event::Changed),
+            "service.retired" => decode(type_name, data, Event::Retired),
+            other => Err(DecodeError::UnknownType(other.to_owned())),
         }
-        let event = match type_name {
-            "service.created" => serde_json::from_value(data).map(Event::Created),
-            "service.changed" => serde_json::from_value(data).map(Event::Changed),
-            "service.retired" => serde_json::from_value(data).map(Event::Retired),
-            other => return Err(DecodeError::UnknownType(other.to_owned())),
-        };
-        event.map_err(|e| DecodeError::Malformed(type_name.to_owned(), e.to_string()))
     }
 }
 
@@ -162,56 +155,47 @@ impl Decider for ServiceDecider {
                 let group = v.check(group(c.group.as_deref()));
                 let author = v.check(text("author", &c.author, MAX_TITLE_CHARS));
                 v.finish()?;
-                match (name, description, group, author) {
-                    (Some(name), Some(description), Some(group), Some(author)) => {
-                        Ok(vec![Event::Created(ServiceCreated {
-                            service_id: c.service_id,
-                            name,
-                            description,
-                            group,
-                            author,
-                            at: c.at,
-                        })])
-                    }
-                    _ => Err(DomainError::invalid("", "invalid input")),
-                }
+                Ok(vec![Event::Created(ServiceCreated {
+                    service_id: c.service_id,
+                    name,
+                    description,
+                    group,
+                    author,
+                    at: c.at,
+                })])
             }
             Command::Change(c) => {
                 let service = live(state)?;
                 let mut v = Validation::default();
+                // A field not given keeps its value.
                 let new_name = match &c.name {
                     Some(n) => v.check(name(n)),
-                    None => Some(service.name.clone()),
+                    None => service.name.clone(),
                 };
                 let new_description = match &c.description {
                     Some(d) => v.check(description(d)),
-                    None => Some(service.description.clone()),
+                    None => service.description.clone(),
                 };
                 let new_group = match &c.group {
                     Some(g) => v.check(group(g.as_deref())),
-                    None => Some(service.group.clone()),
+                    None => service.group.clone(),
                 };
                 let author = v.check(text("author", &c.author, MAX_TITLE_CHARS));
                 v.finish()?;
-                match (new_name, new_description, new_group, author) {
-                    (Some(name), Some(description), Some(group), Some(author)) => {
-                        let unchanged = name == service.name
-                            && description == service.description
-                            && group == service.group;
-                        // Nothing to record: the service already is as asked.
-                        if unchanged {
-                            return Ok(Vec::new());
-                        }
-                        Ok(vec![Event::Changed(ServiceChanged {
-                            name,
-                            description,
-                            group,
-                            author,
-                            at: c.at,
-                        })])
-                    }
-                    _ => Err(DomainError::invalid("", "invalid input")),
+                let unchanged = new_name == service.name
+                    && new_description == service.description
+                    && new_group == service.group;
+                // Nothing to record: the service already is as asked.
+                if unchanged {
+                    return Ok(Vec::new());
                 }
+                Ok(vec![Event::Changed(ServiceChanged {
+                    name: new_name,
+                    description: new_description,
+                    group: new_group,
+                    author,
+                    at: c.at,
+                })])
             }
             Command::Retire(c) => {
                 live(state)?;
