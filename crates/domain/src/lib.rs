@@ -95,25 +95,50 @@ impl Validation {
     }
 }
 
-/// Refuses a schema version other than the one this build reads.
-pub(crate) fn expect_version(
+/// One step of an event's stored form: rewrites a payload of schema version n into
+/// version n + 1, or says why it cannot.
+pub(crate) type Upcast = fn(serde_json::Map<String, serde_json::Value>) -> Result<serde_json::Map<String, serde_json::Value>, String>;
+
+/// Brings a payload of `type_name` stored at schema version `stored` up to the version this
+/// build reads, which is `steps.len() + 1`: `steps[k]` turns version k + 1 into k + 2.
+/// History is never rewritten; old payloads are upgraded each time they are read.
+pub(crate) fn upcast(
     type_name: &str,
     stored: u32,
-    current: u32,
-) -> Result<(), DecodeError> {
-    if stored == current {
-        Ok(())
-    } else {
-        Err(DecodeError::UnknownVersion(type_name.to_owned(), stored))
+    data: serde_json::Value,
+    steps: &[Upcast],
+) -> Result<serde_json::Value, DecodeError> {
+    let current = steps.len() + 1;
+    let first_step = usize::try_from(stored)
+        .ok()
+        .filter(|v| (1..=current).contains(v))
+        .ok_or_else(|| DecodeError::UnknownVersion(type_name.to_owned(), stored))?
+        - 1;
+    if first_step == steps.len() {
+        return Ok(data);
     }
+    let serde_json::Value::Object(mut object) = data else {
+        return Err(DecodeError::Malformed(
+            type_name.to_owned(),
+            "the payload is not a JSON object".into(),
+        ));
+    };
+    for step in &steps[first_step..] {
+        object = step(object).map_err(|e| DecodeError::Malformed(type_name.to_owned(), e))?;
+    }
+    Ok(serde_json::Value::Object(object))
 }
 
-/// Reads one event payload of `type_name` and wraps it in its aggregate's event enum.
+/// Reads one event payload of `type_name`, stored at schema version `stored`, upcast
+/// through `steps` (see [`upcast`]), and wraps it in its aggregate's event enum.
 pub(crate) fn decode<T: serde::de::DeserializeOwned, E>(
     type_name: &str,
+    stored: u32,
     data: serde_json::Value,
+    steps: &[Upcast],
     wrap: fn(T) -> E,
 ) -> Result<E, DecodeError> {
+    let data = upcast(type_name, stored, data, steps)?;
     serde_json::from_value(data)
         .map(wrap)
         .map_err(|e| DecodeError::Malformed(type_name.to_owned(), e.to_string()))
@@ -164,5 +189,35 @@ pub(crate) mod given {
         pub fn when(&self, command: D::Command) -> Result<Vec<D::Event>, DomainError> {
             D::decide(&command, &self.state)
         }
+    }
+}
+
+#[cfg(test)]
+mod upcast_tests {
+    use super::*;
+    use serde_json::{json, Map, Value};
+
+    fn v1_to_v2(mut m: Map<String, Value>) -> Result<Map<String, Value>, String> {
+        let name = m.remove("name").ok_or("no name")?;
+        m.insert("title".into(), name);
+        Ok(m)
+    }
+
+    fn v2_to_v3(mut m: Map<String, Value>) -> Result<Map<String, Value>, String> {
+        m.insert("tags".into(), json!([]));
+        Ok(m)
+    }
+
+    #[test]
+    fn each_old_version_climbs_every_later_step_in_order_and_the_current_one_none() {
+        let steps: [Upcast; 2] = [v1_to_v2, v2_to_v3];
+        let want = json!({"title": "t", "tags": []});
+        assert_eq!(upcast("x", 1, json!({"name": "t"}), &steps).unwrap(), want);
+        assert_eq!(upcast("x", 2, json!({"title": "t"}), &steps).unwrap(), want);
+        assert_eq!(upcast("x", 3, want.clone(), &steps).unwrap(), want);
+        assert!(matches!(
+            upcast("x", 1, json!({"title": "t"}), &steps),
+            Err(DecodeError::Malformed(..))
+        ));
     }
 }

@@ -5,10 +5,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::values::{
-    text, Audience, MaintenanceId, ServiceId, UpdateId, MAX_LIST_LEN, MAX_MESSAGE_CHARS,
+    labels, text, Audience, MaintenanceId, ServiceId, UpdateId, MAX_LIST_LEN, MAX_MESSAGE_CHARS,
     MAX_TITLE_CHARS,
 };
-use crate::{decode, expect_version, Decider, DecodeError, DomainError, Validation};
+use crate::{decode, Decider, DecodeError, DomainError, Validation};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -57,6 +57,8 @@ pub struct Schedule {
     pub title: String,
     pub message: String,
     pub affected_services: Vec<ServiceId>,
+    /// Free labels such as `europe`; empty when the work is not tied to any.
+    pub regions: Vec<String>,
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
     pub audience: Audience,
@@ -88,6 +90,8 @@ pub struct MaintenanceScheduled {
     pub title: String,
     pub message: String,
     pub affected_services: Vec<ServiceId>,
+    /// Free labels such as `europe`; empty when the work is not tied to any.
+    pub regions: Vec<String>,
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
     pub audience: Audience,
@@ -105,7 +109,14 @@ pub struct MaintenanceUpdatePosted {
 }
 
 impl Event {
-    pub const SCHEMA_VERSION: u32 = 1;
+    /// The schema version of the stored form written today. `maintenance.scheduled` v2
+    /// added `regions`; v1 payloads are upcast with none.
+    pub fn schema_version(&self) -> u32 {
+        match self {
+            Event::Scheduled(_) => 2,
+            Event::UpdatePosted(_) => 1,
+        }
+    }
 
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -119,13 +130,25 @@ impl Event {
         schema_version: u32,
         data: serde_json::Value,
     ) -> Result<Event, DecodeError> {
-        expect_version(type_name, schema_version, Self::SCHEMA_VERSION)?;
         match type_name {
-            "maintenance.scheduled" => decode(type_name, data, Event::Scheduled),
-            "maintenance.update_posted" => decode(type_name, data, Event::UpdatePosted),
+            "maintenance.scheduled" => {
+                decode(type_name, schema_version, data, &[scheduled_v1_to_v2], Event::Scheduled)
+            },
+            "maintenance.update_posted" => decode(type_name, schema_version, data, &[], Event::UpdatePosted),
             other => Err(DecodeError::UnknownType(other.to_owned())),
         }
     }
+}
+
+/// v1 named no regions: the work was not tied to any.
+fn scheduled_v1_to_v2(
+    mut v1: serde_json::Map<String, serde_json::Value>,
+) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    if v1.contains_key("regions") {
+        return Err("a version 1 payload has no regions".into());
+    }
+    v1.insert("regions".into(), serde_json::Value::Array(Vec::new()));
+    Ok(v1)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,6 +166,7 @@ pub struct Maintenance {
     pub title: String,
     pub status: MaintenanceStatus,
     pub affected_services: Vec<ServiceId>,
+    pub regions: Vec<String>,
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
     pub audience: Audience,
@@ -191,6 +215,7 @@ impl Decider for MaintenanceDecider {
                 let title = v.check(text("title", &c.title, MAX_TITLE_CHARS));
                 let message = v.check(text("message", &c.message, MAX_MESSAGE_CHARS));
                 let affected_services = v.check(services(&c.affected_services));
+                let regions = v.check(labels("regions", &c.regions));
                 let audience = v.check(c.audience.validated());
                 let author = v.check(text("author", &c.author, MAX_TITLE_CHARS));
                 if c.ends_at <= c.starts_at {
@@ -203,6 +228,7 @@ impl Decider for MaintenanceDecider {
                     title,
                     message,
                     affected_services,
+                    regions,
                     starts_at: c.starts_at,
                     ends_at: c.ends_at,
                     audience,
@@ -257,6 +283,7 @@ impl Decider for MaintenanceDecider {
                 title: e.title.clone(),
                 status: MaintenanceStatus::Scheduled,
                 affected_services: e.affected_services.clone(),
+                regions: e.regions.clone(),
                 starts_at: e.starts_at,
                 ends_at: e.ends_at,
                 audience: e.audience.clone(),
@@ -303,6 +330,7 @@ mod tests {
             title: "Exchange database upgrade".into(),
             message: "Mail may be delayed for up to ten minutes.".into(),
             affected_services: vec![Uuid::from_u128(7)],
+            regions: vec!["europe".into()],
             starts_at: at(22),
             ends_at: at(23),
             audience: Audience::Public,
@@ -399,9 +427,63 @@ mod tests {
         for event in through(&[InProgress]).unwrap() {
             let data = serde_json::to_value(&event).unwrap();
             assert_eq!(
-                Event::from_stored(event.type_name(), 1, data).unwrap(),
+                Event::from_stored(event.type_name(), event.schema_version(), data).unwrap(),
                 event
             );
         }
+    }
+
+    /// A `maintenance.scheduled` payload exactly as schema version 1 wrote it.
+    fn scheduled_v1() -> serde_json::Value {
+        serde_json::json!({
+            "maintenance_id": Uuid::from_u128(1),
+            "update_id": Uuid::from_u128(10),
+            "title": "Exchange database upgrade",
+            "message": "Mail may be delayed for up to ten minutes.",
+            "affected_services": [Uuid::from_u128(7)],
+            "starts_at": "2026-11-28T22:00:00Z",
+            "ends_at": "2026-11-28T23:00:00Z",
+            "audience": {"visibility": "public"},
+            "author": "key-1",
+            "at": "2026-11-28T08:00:00Z"
+        })
+    }
+
+    #[test]
+    fn a_version_1_schedule_is_upcast_with_no_regions_and_folds_like_a_new_one() {
+        let old = Event::from_stored("maintenance.scheduled", 1, scheduled_v1()).unwrap();
+        let Event::Scheduled(ref old_payload) = old else {
+            panic!("read back as {old:?}");
+        };
+        assert!(old_payload.regions.is_empty());
+        let mut today = scheduled();
+        if let Event::Scheduled(ref mut payload) = today {
+            payload.regions.clear();
+        }
+        assert_eq!(old, today);
+        assert_eq!(
+            MaintenanceDecider::fold([&old]),
+            MaintenanceDecider::fold([&today])
+        );
+    }
+
+    #[test]
+    fn versions_this_build_cannot_read_are_refused_not_guessed() {
+        let current = serde_json::to_value(scheduled()).unwrap();
+        for version in [0, 3, u32::MAX] {
+            assert!(matches!(
+                Event::from_stored("maintenance.scheduled", version, current.clone()),
+                Err(DecodeError::UnknownVersion(_, v)) if v == version
+            ));
+        }
+        // A version 1 payload that already has regions is not what version 1 wrote.
+        assert!(matches!(
+            Event::from_stored("maintenance.scheduled", 1, current),
+            Err(DecodeError::Malformed(..))
+        ));
+        assert!(matches!(
+            Event::from_stored("maintenance.scheduled", 1, serde_json::json!([1])),
+            Err(DecodeError::Malformed(..))
+        ));
     }
 }

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::values::{optional_text, text, ServiceId, MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS};
-use crate::{decode, expect_version, Decider, DecodeError, DomainError, Validation};
+use crate::{decode, Decider, DecodeError, DomainError, Validation};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
@@ -76,7 +76,10 @@ pub struct ServiceRetired {
 }
 
 impl Event {
-    pub const SCHEMA_VERSION: u32 = 1;
+    /// The schema version of the stored form written today.
+    pub fn schema_version(&self) -> u32 {
+        1
+    }
 
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -91,11 +94,10 @@ impl Event {
         schema_version: u32,
         data: serde_json::Value,
     ) -> Result<Event, DecodeError> {
-        expect_version(type_name, schema_version, Self::SCHEMA_VERSION)?;
         match type_name {
-            "service.created" => decode(type_name, data, Event::Created),
-            "service.changed" => decode(type_name, data, Event::Changed),
-            "service.retired" => decode(type_name, data, Event::Retired),
+            "service.created" => decode(type_name, schema_version, data, &[], Event::Created),
+            "service.changed" => decode(type_name, schema_version, data, &[], Event::Changed),
+            "service.retired" => decode(type_name, schema_version, data, &[], Event::Retired),
             other => Err(DecodeError::UnknownType(other.to_owned())),
         }
     }
