@@ -166,10 +166,20 @@ impl Event {
     ) -> Result<Event, DecodeError> {
         match type_name {
             "incident.declared" => decode(type_name, schema_version, data, &[], Event::Declared),
-            "incident.update_posted" => decode(type_name, schema_version, data, &[], Event::UpdatePosted),
-            "incident.update_corrected" => decode(type_name, schema_version, data, &[], Event::UpdateCorrected),
+            "incident.update_posted" => {
+                decode(type_name, schema_version, data, &[], Event::UpdatePosted)
+            }
+            "incident.update_corrected" => {
+                decode(type_name, schema_version, data, &[], Event::UpdateCorrected)
+            }
             "incident.reopened" => decode(type_name, schema_version, data, &[], Event::Reopened),
-            "incident.postmortem_published" => decode(type_name, schema_version, data, &[], Event::PostmortemPublished),
+            "incident.postmortem_published" => decode(
+                type_name,
+                schema_version,
+                data,
+                &[],
+                Event::PostmortemPublished,
+            ),
             other => Err(DecodeError::UnknownType(other.to_owned())),
         }
     }

@@ -97,7 +97,9 @@ impl Validation {
 
 /// One step of an event's stored form: rewrites a payload of schema version n into
 /// version n + 1, or says why it cannot.
-pub(crate) type Upcast = fn(serde_json::Map<String, serde_json::Value>) -> Result<serde_json::Map<String, serde_json::Value>, String>;
+pub(crate) type Upcast = fn(
+    serde_json::Map<String, serde_json::Value>,
+) -> Result<serde_json::Map<String, serde_json::Value>, String>;
 
 /// Brings a payload of `type_name` stored at schema version `stored` up to the version this
 /// build reads, which is `steps.len() + 1`: `steps[k]` turns version k + 1 into k + 2.

@@ -21,6 +21,25 @@ pub enum MaintenanceStatus {
 }
 
 impl MaintenanceStatus {
+    /// The stored and served name (the serde form).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MaintenanceStatus::Scheduled => "scheduled",
+            MaintenanceStatus::InProgress => "in_progress",
+            MaintenanceStatus::Verifying => "verifying",
+            MaintenanceStatus::Completed => "completed",
+            MaintenanceStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Is the work under way, so that the services it affects are under maintenance?
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            MaintenanceStatus::InProgress | MaintenanceStatus::Verifying
+        )
+    }
+
     pub fn is_finished(self) -> bool {
         matches!(
             self,
@@ -131,10 +150,16 @@ impl Event {
         data: serde_json::Value,
     ) -> Result<Event, DecodeError> {
         match type_name {
-            "maintenance.scheduled" => {
-                decode(type_name, schema_version, data, &[scheduled_v1_to_v2], Event::Scheduled)
-            },
-            "maintenance.update_posted" => decode(type_name, schema_version, data, &[], Event::UpdatePosted),
+            "maintenance.scheduled" => decode(
+                type_name,
+                schema_version,
+                data,
+                &[scheduled_v1_to_v2],
+                Event::Scheduled,
+            ),
+            "maintenance.update_posted" => {
+                decode(type_name, schema_version, data, &[], Event::UpdatePosted)
+            }
             other => Err(DecodeError::UnknownType(other.to_owned())),
         }
     }
@@ -420,6 +445,13 @@ mod tests {
             given::<MaintenanceDecider>(&[]).when(update(1, InProgress)),
             Err(DomainError::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn status_names_are_the_serde_names() {
+        for status in [Scheduled, InProgress, Verifying, Completed, Cancelled] {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
     }
 
     #[test]

@@ -110,6 +110,16 @@ impl IncidentStatus {
     pub fn is_open(self) -> bool {
         self != IncidentStatus::Resolved
     }
+
+    /// The stored and served name (the serde form).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentStatus::Investigating => "investigating",
+            IncidentStatus::Identified => "identified",
+            IncidentStatus::Monitoring => "monitoring",
+            IncidentStatus::Resolved => "resolved",
+        }
+    }
 }
 
 /// A service's status as users see it.
@@ -124,6 +134,17 @@ pub enum ServiceStatus {
 }
 
 impl ServiceStatus {
+    /// The stored and served name (the serde form).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceStatus::Operational => "operational",
+            ServiceStatus::DegradedPerformance => "degraded_performance",
+            ServiceStatus::PartialOutage => "partial_outage",
+            ServiceStatus::MajorOutage => "major_outage",
+            ServiceStatus::UnderMaintenance => "under_maintenance",
+        }
+    }
+
     /// Worse is higher. Maintenance ranks above operational but below any incident
     /// status: `under_maintenance` shows only when no incident is worse.
     pub fn severity(self) -> u8 {
@@ -328,6 +349,28 @@ mod tests {
         assert!(
             serde_json::from_value::<ClientAction>(json!({ "kind": "reboot_planet" })).is_err()
         );
+    }
+
+    #[test]
+    fn status_names_are_the_serde_names() {
+        use ServiceStatus::*;
+        for status in [
+            Operational,
+            DegradedPerformance,
+            PartialOutage,
+            MajorOutage,
+            UnderMaintenance,
+        ] {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
+        for status in [
+            IncidentStatus::Investigating,
+            IncidentStatus::Identified,
+            IncidentStatus::Monitoring,
+            IncidentStatus::Resolved,
+        ] {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub use chain::Hash;
 pub use db::{ensure_database, migrate, schema_is_current, StoreConfig};
 pub use error::StoreError;
 pub use model::{LoggedEvent, Metadata, RecordedEvent};
+pub use read::{read_log_after, read_stream_forward_with, MAX_READ_BATCH};
 pub use subscription::{load_checkpoint, save_checkpoint, Subscription, SubscriptionOptions};
 pub use verify::{ChainHead, VerifyReport};
 

@@ -33,8 +33,9 @@ pub(crate) fn logged_from_row(row: &tokio_postgres::Row) -> Result<LoggedEvent, 
     })
 }
 
-/// Reads up to `count` sealed events after `after`, in global order.
-pub(crate) async fn read_log_after<C: GenericClient>(
+/// Reads up to `count` sealed events after `after`, in global order, on the caller's
+/// connection or transaction.
+pub async fn read_log_after<C: GenericClient>(
     client: &C,
     after: u64,
     count: usize,
@@ -49,6 +50,37 @@ pub(crate) async fn read_log_after<C: GenericClient>(
         .query(&statement, &[&position_param(after)?, &limit(count)])
         .await?;
     rows.iter().map(logged_from_row).collect()
+}
+
+/// Events of `stream_id` from version `from` (inclusive) upwards, at most `count`, on the
+/// caller's connection or transaction (see [`EventStore::read_stream_forward`]).
+pub async fn read_stream_forward_with<C: GenericClient>(
+    client: &C,
+    stream_id: &str,
+    from: u64,
+    count: usize,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events e \
+          WHERE e.stream_id = $1 AND e.stream_version >= $2 \
+          ORDER BY e.stream_version LIMIT $3"
+    );
+    query_stream(client, &sql, stream_id, from, count).await
+}
+
+async fn query_stream<C: GenericClient>(
+    client: &C,
+    sql: &str,
+    stream_id: &str,
+    from: u64,
+    count: usize,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let from = i64::try_from(from).unwrap_or(i64::MAX);
+    let statement = client.prepare_cached(sql).await?;
+    let rows = client
+        .query(&statement, &[&stream_id, &from, &limit(count)])
+        .await?;
+    rows.iter().map(RecordedEvent::from_row).collect()
 }
 
 impl EventStore {
@@ -92,13 +124,50 @@ impl EventStore {
         from: u64,
         count: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let from = i64::try_from(from).unwrap_or(i64::MAX);
         let client = self.pool.get().await?;
-        let statement = client.prepare_cached(sql).await?;
-        let rows = client
-            .query(&statement, &[&stream_id, &from, &limit(count)])
-            .await?;
-        rows.iter().map(RecordedEvent::from_row).collect()
+        query_stream(&client, sql, stream_id, from, count).await
+    }
+
+    /// The events of `stream_id` that the global log holds at or before `position`, in
+    /// stream order: the stream as a reader at that position saw it. (A stream's events
+    /// take positions in stream order, so this is a prefix of the stream.)
+    pub async fn read_stream_until_position(
+        &self,
+        stream_id: &str,
+        position: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events e JOIN event_log l ON l.seq = e.seq \
+              WHERE e.stream_id = $1 AND l.position <= $2 AND e.stream_version > $3 \
+              ORDER BY e.stream_version LIMIT $4"
+        );
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(&sql).await?;
+        let position = i64::try_from(position).unwrap_or(i64::MAX);
+        let mut events: Vec<RecordedEvent> = Vec::new();
+        loop {
+            // Paged by stream version, so that a long stream is read whole.
+            let after_version = events
+                .last()
+                .map_or(0, |e| i64::try_from(e.stream_version).unwrap_or(i64::MAX));
+            let rows = client
+                .query(
+                    &statement,
+                    &[
+                        &stream_id,
+                        &position,
+                        &after_version,
+                        &limit(MAX_READ_BATCH),
+                    ],
+                )
+                .await?;
+            for row in &rows {
+                events.push(RecordedEvent::from_row(row)?);
+            }
+            if rows.len() < MAX_READ_BATCH {
+                return Ok(events);
+            }
+        }
     }
 
     /// The current version of a stream (0 when it has no events).

@@ -1,0 +1,270 @@
+//! The projection builder: folds the global log into the read models, batch by batch, each
+//! batch in one transaction with the checkpoint that accounts for it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use deadpool_postgres::GenericClient;
+use domain::incident::IncidentDecider;
+use domain::maintenance::MaintenanceDecider;
+use domain::service::ServiceDecider;
+use eventstore::{EventStore, LoggedEvent, RecordedEvent};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::kinds::{parse_stream_id, Kind, StreamKind, Versioned};
+use crate::write::{write_changes, Changes};
+use crate::{ProjectionError, PROJECTIONS_LOCK};
+
+#[derive(Debug, Clone)]
+pub struct BuilderOptions {
+    /// Most events folded in one transaction.
+    pub batch_size: usize,
+}
+
+impl Default for BuilderOptions {
+    fn default() -> Self {
+        BuilderOptions { batch_size: 2_000 }
+    }
+}
+
+/// What one batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    /// Events of the global log read (0: the builder was caught up).
+    pub events: usize,
+    /// The checkpoint after the batch.
+    pub position: u64,
+}
+
+/// Folds the global log into the read-model tables that the transaction's `search_path`
+/// names (the live ones, or a replay's rebuild schema).
+#[derive(Clone)]
+pub struct Builder {
+    store: EventStore,
+    options: BuilderOptions,
+    /// `SET LOCAL search_path` for each batch; `None`: the live tables.
+    search_path: Option<&'static str>,
+}
+
+impl Builder {
+    pub fn new(store: &EventStore, options: BuilderOptions) -> Self {
+        Builder {
+            store: store.clone(),
+            options,
+            search_path: None,
+        }
+    }
+
+    pub(crate) fn into_schema(mut self, search_path: &'static str) -> Self {
+        self.search_path = Some(search_path);
+        self
+    }
+
+    /// Folds the next batch after the checkpoint, in its own transaction.
+    pub async fn apply_next_batch(&self) -> Result<BatchReport, ProjectionError> {
+        let mut client = self.store.pool().get().await?;
+        let transaction = client.transaction().await?;
+        let report = self.apply_batch_in(&transaction).await?;
+        transaction.commit().await?;
+        if report.events > 0 {
+            metrics::counter!("crier_projection_events_total").increment(report.events as u64);
+        }
+        Ok(report)
+    }
+
+    /// Folds batches until the checkpoint reaches the sealed head; answers how many events
+    /// it read.
+    pub async fn catch_up(&self) -> Result<u64, ProjectionError> {
+        let mut total = 0;
+        loop {
+            let report = self.apply_next_batch().await?;
+            total += report.events as u64;
+            if report.events < self.options.batch_size {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Folds the next batch inside the caller's transaction.
+    pub(crate) async fn apply_batch_in<C: GenericClient>(
+        &self,
+        transaction: &C,
+    ) -> Result<BatchReport, ProjectionError> {
+        if let Some(path) = self.search_path {
+            transaction
+                .batch_execute(&format!("SET LOCAL search_path = {path}"))
+                .await?;
+        }
+        transaction
+            .execute(
+                "SELECT pg_advisory_xact_lock_shared($1)",
+                &[&PROJECTIONS_LOCK],
+            )
+            .await?;
+        // The row lock makes builders of several processes take turns, each starting where
+        // the last one committed.
+        let row = transaction
+            .query_one("SELECT position FROM rm_checkpoint FOR UPDATE", &[])
+            .await?;
+        let checkpoint = u64::try_from(row.try_get::<_, i64>("position")?)
+            .map_err(|_| ProjectionError::Corrupt("negative checkpoint".into()))?;
+        let events =
+            eventstore::read_log_after(transaction, checkpoint, self.options.batch_size).await?;
+        let Some(last) = events.last().map(|e| e.position) else {
+            return Ok(BatchReport {
+                events: 0,
+                position: checkpoint,
+            });
+        };
+        for (offset, event) in events.iter().enumerate() {
+            if event.position != checkpoint + 1 + offset as u64 {
+                return Err(ProjectionError::Corrupt(format!(
+                    "the global log jumps from position {} to {}",
+                    checkpoint + offset as u64,
+                    event.position
+                )));
+            }
+        }
+        let changes = fold_batch(transaction, &events).await?;
+        write_changes(transaction, &changes).await?;
+        let position = i64::try_from(last)
+            .map_err(|_| ProjectionError::Corrupt(format!("position {last} is out of range")))?;
+        transaction
+            .execute("UPDATE rm_checkpoint SET position = $1", &[&position])
+            .await?;
+        Ok(BatchReport {
+            events: events.len(),
+            position: last,
+        })
+    }
+}
+
+/// The events of `batch` per projected stream, each in log order.
+type Streams<'a> = HashMap<Uuid, Vec<&'a RecordedEvent>>;
+
+/// The new state of every resource the batch changes.
+async fn fold_batch<C: GenericClient>(
+    transaction: &C,
+    batch: &[LoggedEvent],
+) -> Result<Changes, ProjectionError> {
+    let mut services: Streams = HashMap::new();
+    let mut incidents: Streams = HashMap::new();
+    let mut maintenances: Streams = HashMap::new();
+    for logged in batch {
+        let Some((kind, id)) = parse_stream_id(&logged.event.stream_id) else {
+            continue;
+        };
+        let streams = match kind {
+            StreamKind::Service => &mut services,
+            StreamKind::Incident => &mut incidents,
+            StreamKind::Maintenance => &mut maintenances,
+        };
+        streams.entry(id).or_default().push(&logged.event);
+    }
+    Ok(Changes {
+        services: fold_kind::<ServiceDecider, C>(transaction, services).await?,
+        incidents: fold_kind::<IncidentDecider, C>(transaction, incidents).await?,
+        maintenances: fold_kind::<MaintenanceDecider, C>(transaction, maintenances).await?,
+    })
+}
+
+/// Continues each stream's fold from its read-model row.
+async fn fold_kind<K: Kind, C: GenericClient>(
+    transaction: &C,
+    streams: Streams<'_>,
+) -> Result<Vec<Versioned<K::Resource>>, ProjectionError> {
+    if streams.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = streams.keys().copied().collect();
+    let rows = transaction
+        .query(
+            &format!(
+                "SELECT id, version, state FROM {} WHERE id = ANY($1)",
+                K::TABLE
+            ),
+            &[&ids],
+        )
+        .await?;
+    let mut stored: HashMap<Uuid, (u64, K::State)> = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let id: Uuid = row.try_get("id")?;
+        let version = u64::try_from(row.try_get::<_, i64>("version")?)
+            .map_err(|_| ProjectionError::Corrupt(format!("negative version of {id}")))?;
+        let state: K::Resource = serde_json::from_value(row.try_get("state")?).map_err(|e| {
+            ProjectionError::Corrupt(format!("stored state of {} {id}: {e}", K::NAME))
+        })?;
+        stored.insert(id, (version, Some(state)));
+    }
+    let mut changed = Vec::new();
+    for (id, events) in streams {
+        let (start, state) = stored.remove(&id).unwrap_or((0, None));
+        let (version, state) = fold_stream::<K>(id, start, state, &events)?;
+        if let (true, Some(state)) = (version > start, state) {
+            changed.push(Versioned { id, version, state });
+        }
+    }
+    Ok(changed)
+}
+
+/// Applies the events of one stream that come after `version`, refusing a gap.
+pub(crate) fn fold_stream<K: Kind>(
+    id: Uuid,
+    mut version: u64,
+    mut state: K::State,
+    events: &[&RecordedEvent],
+) -> Result<(u64, K::State), ProjectionError> {
+    for event in events {
+        if event.stream_version <= version {
+            continue; // applied already (inline, or by an earlier batch)
+        }
+        if event.stream_version != version + 1 {
+            return Err(ProjectionError::Corrupt(format!(
+                "{} {id} is at version {version} but the log's next event is version {}",
+                K::NAME,
+                event.stream_version
+            )));
+        }
+        state = K::evolve(state, &K::decode(event)?);
+        version = event.stream_version;
+    }
+    Ok((version, state))
+}
+
+/// The live builder of a `serve` process: catches up whenever the log head moves (and at
+/// every poll interval), until `shutdown`. Several processes may run one each; they take
+/// turns on the checkpoint row.
+pub async fn run(store: EventStore, options: BuilderOptions, mut shutdown: watch::Receiver<bool>) {
+    let builder = Builder::new(&store, options);
+    let mut head = store.watch_log_head();
+    let mut retry = Duration::from_millis(100);
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        head.borrow_and_update();
+        let wait = match builder.catch_up().await {
+            Ok(_) => {
+                retry = Duration::from_millis(100);
+                store.config().poll_interval
+            }
+            Err(e) => {
+                if e.is_unavailable() {
+                    tracing::warn!(error = %e, "projection builder cannot reach the database; retrying");
+                } else {
+                    tracing::error!(error = %e, "projection builder stopped on an event; retrying");
+                }
+                let wait = retry;
+                retry = (retry * 2).min(Duration::from_secs(10));
+                wait
+            }
+        };
+        tokio::select! {
+            changed = head.changed() => if changed.is_err() { tokio::time::sleep(wait).await },
+            _ = tokio::time::sleep(wait) => {}
+            changed = shutdown.changed() => if changed.is_err() { break },
+        }
+    }
+    tracing::debug!("projection builder stopped");
+}

@@ -1,0 +1,151 @@
+//! The three kinds of resource, as the event store sees them: a stream per resource named
+//! `<kind>-<uuid>`, and the domain's events stored by type name and schema version.
+
+use domain::{incident, maintenance, service, Decider, DecodeError};
+use eventstore::RecordedEvent;
+use serde::{de::DeserializeOwned, Serialize};
+use uuid::Uuid;
+
+/// A resource kind: its decider, its stream naming, and how its events are stored.
+pub trait Kind: Decider<State = Option<Self::Resource>> {
+    /// The stream id prefix: a resource's events are in stream `<NAME>-<id>`.
+    const NAME: &'static str;
+    /// The read-model table of its rows.
+    const TABLE: &'static str;
+    /// The resource as it stands (the decider's state once it exists).
+    type Resource: Clone + std::fmt::Debug + PartialEq + Serialize + DeserializeOwned;
+
+    fn decode(event: &RecordedEvent) -> Result<Self::Event, DecodeError>;
+
+    /// The stored type name, schema version and payload of `event`.
+    fn encode(event: &Self::Event) -> Result<(&'static str, u32, serde_json::Value), String>;
+
+    /// Adds a state of this kind to the read-model writes of `changes`.
+    fn add_to(changes: &mut crate::Changes, resource: Versioned<Self::Resource>);
+
+    /// The stream of the resource `id`.
+    fn stream_id(id: Uuid) -> String {
+        format!("{}-{id}", Self::NAME)
+    }
+}
+
+fn encoded<E: Serialize>(
+    type_name: &'static str,
+    version: u32,
+    event: &E,
+) -> Result<(&'static str, u32, serde_json::Value), String> {
+    serde_json::to_value(event)
+        .map(|data| (type_name, version, data))
+        .map_err(|e| format!("{type_name} does not serialise: {e}"))
+}
+
+impl Kind for incident::IncidentDecider {
+    const NAME: &'static str = "incident";
+    const TABLE: &'static str = "rm_incidents";
+    type Resource = incident::Incident;
+
+    fn add_to(changes: &mut crate::Changes, resource: Versioned<Self::Resource>) {
+        changes.incidents.push(resource);
+    }
+
+    fn decode(event: &RecordedEvent) -> Result<incident::Event, DecodeError> {
+        incident::Event::from_stored(&event.event_type, event.schema_version, event.data.clone())
+    }
+
+    fn encode(event: &incident::Event) -> Result<(&'static str, u32, serde_json::Value), String> {
+        encoded(event.type_name(), event.schema_version(), event)
+    }
+}
+
+impl Kind for service::ServiceDecider {
+    const NAME: &'static str = "service";
+    const TABLE: &'static str = "rm_services";
+    type Resource = service::Service;
+
+    fn add_to(changes: &mut crate::Changes, resource: Versioned<Self::Resource>) {
+        changes.services.push(resource);
+    }
+
+    fn decode(event: &RecordedEvent) -> Result<service::Event, DecodeError> {
+        service::Event::from_stored(&event.event_type, event.schema_version, event.data.clone())
+    }
+
+    fn encode(event: &service::Event) -> Result<(&'static str, u32, serde_json::Value), String> {
+        encoded(event.type_name(), event.schema_version(), event)
+    }
+}
+
+impl Kind for maintenance::MaintenanceDecider {
+    const NAME: &'static str = "maintenance";
+    const TABLE: &'static str = "rm_maintenances";
+    type Resource = maintenance::Maintenance;
+
+    fn add_to(changes: &mut crate::Changes, resource: Versioned<Self::Resource>) {
+        changes.maintenances.push(resource);
+    }
+
+    fn decode(event: &RecordedEvent) -> Result<maintenance::Event, DecodeError> {
+        maintenance::Event::from_stored(&event.event_type, event.schema_version, event.data.clone())
+    }
+
+    fn encode(
+        event: &maintenance::Event,
+    ) -> Result<(&'static str, u32, serde_json::Value), String> {
+        encoded(event.type_name(), event.schema_version(), event)
+    }
+}
+
+/// Which kind a stream belongs to, if any (other streams, such as API keys', are not
+/// projected here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StreamKind {
+    Service,
+    Incident,
+    Maintenance,
+}
+
+/// Splits `<kind>-<uuid>` into its kind and id.
+pub fn parse_stream_id(stream_id: &str) -> Option<(StreamKind, Uuid)> {
+    let (name, id) = stream_id.split_once('-')?;
+    let kind = match name {
+        service::ServiceDecider::NAME => StreamKind::Service,
+        incident::IncidentDecider::NAME => StreamKind::Incident,
+        maintenance::MaintenanceDecider::NAME => StreamKind::Maintenance,
+        _ => return None,
+    };
+    // Only the canonical lower-case hyphenated form, so one resource has one stream.
+    let parsed = Uuid::try_parse(id).ok()?;
+    (parsed.hyphenated().to_string() == id).then_some((kind, parsed))
+}
+
+/// A resource as of one version of its stream: what a read-model row holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned<T> {
+    pub id: Uuid,
+    pub version: u64,
+    pub state: T,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_ids_round_trip_and_only_the_canonical_form_parses() {
+        let id = Uuid::from_u128(0xabcd_ef12_3456);
+        let stream = incident::IncidentDecider::stream_id(id);
+        assert_eq!(stream, format!("incident-{id}"));
+        assert_eq!(parse_stream_id(&stream), Some((StreamKind::Incident, id)));
+        assert_eq!(
+            parse_stream_id(&service::ServiceDecider::stream_id(id)),
+            Some((StreamKind::Service, id))
+        );
+        assert_eq!(parse_stream_id(&format!("incident-{}", id.simple())), None);
+        assert_eq!(
+            parse_stream_id(&format!("incident-{}", id.to_string().to_uppercase())),
+            None
+        );
+        assert_eq!(parse_stream_id(&format!("api_key-{id}")), None);
+        assert_eq!(parse_stream_id("incident"), None);
+    }
+}

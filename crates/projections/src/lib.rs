@@ -1,0 +1,82 @@
+//! Crier's read models, derived from the event log by the domain's own `evolve`.
+//!
+//! * [`Publisher::execute`] runs a command: loads the resource's stream, asks the decider,
+//!   appends the events with the expected version, and writes the resource's new state into
+//!   the read models in the same transaction. A write that answered is therefore visible to
+//!   every later read on every process sharing the database (read-your-writes).
+//! * [`Builder`] folds the global log into the same tables from a checkpoint kept in the same
+//!   transaction as the rows it accounts for: it applies events no inline write applied
+//!   (another writer, an older build) and it is how [`replay`] rebuilds everything.
+//! * [`history`] computes a resource as it stood at a time or a global position, with the
+//!   same `evolve`.
+//! * [`queries`] reads the tables, always for a given viewer, so that a tenant's private
+//!   notices never reach anyone else.
+//!
+//! Rows only move to higher stream versions, so applying an event twice, or racing an
+//! inline write, never changes a result.
+
+mod builder;
+pub mod history;
+mod kinds;
+mod publish;
+pub mod queries;
+mod replay;
+#[cfg(feature = "test-support")]
+pub mod testing;
+mod write;
+
+pub use builder::{run as run_builder, BatchReport, Builder, BuilderOptions};
+pub use kinds::{parse_stream_id, Kind, StreamKind, Versioned};
+pub use publish::{CommandError, Publisher, Written};
+pub use replay::{replay, ReplayOptions, ReplayReport};
+pub use write::{write_changes, Changes};
+
+use domain::DecodeError;
+use eventstore::StoreError;
+
+/// Held shared by every transaction that writes read models (inline writes, builder
+/// batches) and exclusively by a replay while it swaps the rebuilt tables in.
+pub(crate) const PROJECTIONS_LOCK: i64 = 0x6372_6965_7203;
+
+/// Every read-model table. A replay rebuilds exactly these (a test checks that the schema
+/// has no other).
+pub const READ_MODEL_TABLES: [&str; 6] = [
+    "rm_services",
+    "rm_incidents",
+    "rm_maintenances",
+    "rm_updates",
+    "rm_service_impacts",
+    "rm_checkpoint",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored event this build cannot read: the builder stops rather than skip it.
+    #[error("a stored event cannot be read: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("read models are inconsistent with the log: {0}")]
+    Corrupt(String),
+    /// Exclusive work (a replay) is already running elsewhere.
+    #[error("{0}")]
+    Busy(String),
+}
+
+impl ProjectionError {
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, ProjectionError::Store(e) if e.is_unavailable())
+    }
+}
+
+impl From<tokio_postgres::Error> for ProjectionError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        ProjectionError::Store(err.into())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for ProjectionError {
+    fn from(err: deadpool_postgres::PoolError) -> Self {
+        ProjectionError::Store(err.into())
+    }
+}

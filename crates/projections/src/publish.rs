@@ -1,0 +1,241 @@
+//! Running a command: the one write path of the product.
+
+use domain::DomainError;
+use eventstore::{AppendError, EventStore, ExpectedVersion, Metadata, NewEvent, StoreError};
+use uuid::Uuid;
+
+use crate::kinds::{Kind, Versioned};
+use crate::write::{write_changes, Changes};
+use crate::{ProjectionError, PROJECTIONS_LOCK};
+
+/// How often a command is decided again after a concurrent write to its resource won the
+/// race, before giving up.
+const MAX_ATTEMPTS: usize = 20;
+
+/// The outcome of a command that was accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Written<R> {
+    /// The resource after the command, at `version`.
+    pub resource: Versioned<R>,
+    /// How many events the command appended (0: it changed nothing).
+    pub events: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The domain refused the command (400, 404 or 409).
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// `If-Match` named another version than the current one (412).
+    #[error("the resource is at version {current}, not {expected}")]
+    VersionMismatch { expected: u64, current: u64 },
+    /// Writers kept winning the race for this resource.
+    #[error("the resource is changing too fast to apply the command; retry")]
+    Contended,
+    /// The store refused the events as malformed (a bug or a payload beyond its limits).
+    #[error("the events were refused: {0}")]
+    Refused(String),
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
+}
+
+impl From<StoreError> for CommandError {
+    fn from(err: StoreError) -> Self {
+        CommandError::Projection(err.into())
+    }
+}
+
+impl From<tokio_postgres::Error> for CommandError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        CommandError::Projection(err.into())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for CommandError {
+    fn from(err: deadpool_postgres::PoolError) -> Self {
+        CommandError::Projection(err.into())
+    }
+}
+
+impl CommandError {
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, CommandError::Projection(e) if e.is_unavailable())
+    }
+}
+
+/// Runs commands against the event store and keeps the read models in step.
+#[derive(Clone)]
+pub struct Publisher {
+    store: EventStore,
+}
+
+enum Attempt<R> {
+    Done(Written<R>),
+    /// Another writer appended to the stream between our read and our append.
+    LostRace,
+}
+
+impl Publisher {
+    pub fn new(store: &EventStore) -> Self {
+        Publisher {
+            store: store.clone(),
+        }
+    }
+
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    /// Decides `command` on resource `id` as it stands and, if it is accepted, appends its
+    /// events and writes the resource's read models in one transaction.
+    ///
+    /// `if_match`: the version the caller last saw; any other current version refuses the
+    /// command with [`CommandError::VersionMismatch`]. Without it, a concurrent write makes
+    /// the command be decided again on the newer state.
+    #[tracing::instrument(level = "debug", skip(self, command, metadata), fields(kind = K::NAME))]
+    pub async fn execute<K: Kind>(
+        &self,
+        id: Uuid,
+        command: &K::Command,
+        if_match: Option<u64>,
+        metadata: &Metadata,
+    ) -> Result<Written<K::Resource>, CommandError> {
+        for _ in 0..MAX_ATTEMPTS {
+            match self.attempt::<K>(id, command, if_match, metadata).await? {
+                Attempt::Done(written) => return Ok(written),
+                Attempt::LostRace => continue,
+            }
+        }
+        Err(CommandError::Contended)
+    }
+
+    async fn attempt<K: Kind>(
+        &self,
+        id: Uuid,
+        command: &K::Command,
+        if_match: Option<u64>,
+        metadata: &Metadata,
+    ) -> Result<Attempt<K::Resource>, CommandError> {
+        let stream_id = K::stream_id(id);
+        let mut client = self.store.pool().get().await?;
+        let mut transaction = client.transaction().await?;
+        // Taken before this transaction writes anything, so that a replay waiting for the
+        // exclusive lock never waits on a transaction that holds back the sealer.
+        transaction
+            .execute(
+                "SELECT pg_advisory_xact_lock_shared($1)",
+                &[&PROJECTIONS_LOCK],
+            )
+            .await?;
+        let (version, state) = load::<K, _>(&transaction, &stream_id, id).await?;
+        if let Some(expected) = if_match {
+            if expected != version {
+                if state.is_none() {
+                    // A resource that does not exist is "not found", whatever version was named.
+                    K::decide(command, &state)?;
+                }
+                return Err(CommandError::VersionMismatch {
+                    expected,
+                    current: version,
+                });
+            }
+        }
+        let events = K::decide(command, &state)?;
+        if events.is_empty() {
+            let resource = state.ok_or_else(|| {
+                ProjectionError::Corrupt(format!("{stream_id}: a no-op command on no resource"))
+            })?;
+            return Ok(Attempt::Done(Written {
+                resource: Versioned {
+                    id,
+                    version,
+                    state: resource,
+                },
+                events: 0,
+            }));
+        }
+        let mut new_events = Vec::with_capacity(events.len());
+        for event in &events {
+            let (type_name, schema_version, data) =
+                K::encode(event).map_err(ProjectionError::Corrupt)?;
+            let mut new_event = NewEvent::new(type_name, data, metadata.clone());
+            new_event.schema_version = schema_version;
+            new_events.push(new_event);
+        }
+        let appended = self
+            .store
+            .append_in_transaction(
+                &mut transaction,
+                &stream_id,
+                ExpectedVersion::Exact(version),
+                &new_events,
+            )
+            .await;
+        match appended {
+            Ok(_) => {}
+            Err(AppendError::WrongExpectedVersion { current, .. }) => {
+                return match if_match {
+                    Some(expected) => Err(CommandError::VersionMismatch { expected, current }),
+                    None => Ok(Attempt::LostRace),
+                };
+            }
+            Err(AppendError::Contended { .. }) => return Ok(Attempt::LostRace),
+            Err(AppendError::Invalid(reason)) => return Err(CommandError::Refused(reason)),
+            Err(AppendError::EventIdReused { event_id }) => {
+                return Err(CommandError::Refused(format!("event id {event_id} reused")))
+            }
+            Err(AppendError::Store(e)) => return Err(e.into()),
+        }
+        let state = events.iter().fold(state, K::evolve).ok_or_else(|| {
+            ProjectionError::Corrupt(format!("{stream_id}: events that create nothing"))
+        })?;
+        let resource = Versioned {
+            id,
+            version: version + events.len() as u64,
+            state,
+        };
+        let mut changes = Changes::default();
+        K::add_to(&mut changes, resource.clone());
+        write_changes(&transaction, &changes).await?;
+        transaction.commit().await?;
+        self.store.notify_appended();
+        Ok(Attempt::Done(Written {
+            resource,
+            events: events.len(),
+        }))
+    }
+}
+
+/// The resource's current version and state, folded from its whole stream.
+pub(crate) async fn load<K: Kind, C: deadpool_postgres::GenericClient>(
+    client: &C,
+    stream_id: &str,
+    id: Uuid,
+) -> Result<(u64, K::State), ProjectionError> {
+    let events = read_whole_stream(client, stream_id).await?;
+    let refs: Vec<_> = events.iter().collect();
+    crate::builder::fold_stream::<K>(id, 0, None, &refs)
+}
+
+/// Every event of a stream, in order (read in pages).
+pub(crate) async fn read_whole_stream<C: deadpool_postgres::GenericClient>(
+    client: &C,
+    stream_id: &str,
+) -> Result<Vec<eventstore::RecordedEvent>, ProjectionError> {
+    let mut events = Vec::new();
+    loop {
+        let from = events.len() as u64 + 1;
+        let page = eventstore::read_stream_forward_with(
+            client,
+            stream_id,
+            from,
+            eventstore::MAX_READ_BATCH,
+        )
+        .await?;
+        let full = page.len() == eventstore::MAX_READ_BATCH;
+        events.extend(page);
+        if !full {
+            return Ok(events);
+        }
+    }
+}

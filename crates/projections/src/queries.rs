@@ -1,0 +1,176 @@
+//! Reading the read models, always on behalf of a viewer, so that a tenant's private
+//! notices (and their effect on service status) never reach anyone outside that tenant.
+
+use deadpool_postgres::GenericClient;
+use domain::incident::Incident;
+use domain::maintenance::Maintenance;
+use domain::service::Service;
+use domain::values::ServiceStatus;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use crate::kinds::Versioned;
+use crate::ProjectionError;
+
+/// Who is reading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Viewer {
+    /// Anonymous, or a key bound to no tenant that may not see private notices: public
+    /// notices only.
+    Public,
+    /// A key bound to a tenant: public notices and that tenant's.
+    Tenant(String),
+    /// A role that sees every tenant's notices (auditors, and publishers who write them).
+    Everyone,
+}
+
+impl Viewer {
+    /// The two parameters of the audience filter `($n OR public OR $m = ANY(tenants))`.
+    fn filter(&self) -> (bool, Option<&str>) {
+        match self {
+            Viewer::Public => (false, None),
+            Viewer::Tenant(tenant) => (false, Some(tenant.as_str())),
+            Viewer::Everyone => (true, None),
+        }
+    }
+}
+
+/// A service with its status as this viewer may know it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceView {
+    pub service: Versioned<Service>,
+    pub status: ServiceStatus,
+}
+
+fn versioned<T: DeserializeOwned>(
+    row: &tokio_postgres::Row,
+) -> Result<Versioned<T>, ProjectionError> {
+    let id: Uuid = row.try_get("id")?;
+    let version = u64::try_from(row.try_get::<_, i64>("version")?)
+        .map_err(|_| ProjectionError::Corrupt(format!("negative version of {id}")))?;
+    let state = serde_json::from_value(row.try_get("state")?)
+        .map_err(|e| ProjectionError::Corrupt(format!("stored state of {id}: {e}")))?;
+    Ok(Versioned { id, version, state })
+}
+
+fn service_status(text: &str) -> Result<ServiceStatus, ProjectionError> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned()))
+        .map_err(|_| ProjectionError::Corrupt(format!("unknown service status {text}")))
+}
+
+/// The worst impact the viewer may see, for each service row `s`.
+const DERIVED_STATUS: &str = "coalesce((SELECT i.status FROM rm_service_impacts i \
+      WHERE i.service_id = s.id AND ($1 OR i.public OR $2 = ANY(i.tenants)) \
+      ORDER BY i.severity DESC LIMIT 1), 'operational') AS status";
+
+fn service_view(row: &tokio_postgres::Row) -> Result<ServiceView, ProjectionError> {
+    Ok(ServiceView {
+        service: versioned(row)?,
+        status: service_status(row.try_get("status")?)?,
+    })
+}
+
+pub async fn service<C: GenericClient>(
+    client: &C,
+    id: Uuid,
+    viewer: &Viewer,
+) -> Result<Option<ServiceView>, ProjectionError> {
+    let (everyone, tenant) = viewer.filter();
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT s.id, s.version, s.state, {DERIVED_STATUS} FROM rm_services s WHERE s.id = $3"
+        ))
+        .await?;
+    let row = client
+        .query_opt(&statement, &[&everyone, &tenant, &id])
+        .await?;
+    row.as_ref().map(service_view).transpose()
+}
+
+/// Every service that is not retired, by group and name.
+pub async fn services<C: GenericClient>(
+    client: &C,
+    viewer: &Viewer,
+) -> Result<Vec<ServiceView>, ProjectionError> {
+    let (everyone, tenant) = viewer.filter();
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT s.id, s.version, s.state, {DERIVED_STATUS} FROM rm_services s \
+              WHERE NOT s.retired ORDER BY s.group_name NULLS FIRST, s.name, s.id"
+        ))
+        .await?;
+    let rows = client.query(&statement, &[&everyone, &tenant]).await?;
+    rows.iter().map(service_view).collect()
+}
+
+pub async fn incident<C: GenericClient>(
+    client: &C,
+    id: Uuid,
+    viewer: &Viewer,
+) -> Result<Option<Versioned<Incident>>, ProjectionError> {
+    let (everyone, tenant) = viewer.filter();
+    let statement = client
+        .prepare_cached(
+            "SELECT id, version, state FROM rm_incidents \
+              WHERE id = $3 AND ($1 OR public OR $2 = ANY(tenants))",
+        )
+        .await?;
+    let row = client
+        .query_opt(&statement, &[&everyone, &tenant, &id])
+        .await?;
+    row.as_ref().map(versioned).transpose()
+}
+
+pub async fn maintenance<C: GenericClient>(
+    client: &C,
+    id: Uuid,
+    viewer: &Viewer,
+) -> Result<Option<Versioned<Maintenance>>, ProjectionError> {
+    let (everyone, tenant) = viewer.filter();
+    let statement = client
+        .prepare_cached(
+            "SELECT id, version, state FROM rm_maintenances \
+              WHERE id = $3 AND ($1 OR public OR $2 = ANY(tenants))",
+        )
+        .await?;
+    let row = client
+        .query_opt(&statement, &[&everyone, &tenant, &id])
+        .await?;
+    row.as_ref().map(versioned).transpose()
+}
+
+/// Which incidents a list shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IncidentState {
+    Open,
+    Resolved,
+    #[default]
+    All,
+}
+
+/// The incidents the viewer may see, newest first, at most `limit`.
+pub async fn incidents<C: GenericClient>(
+    client: &C,
+    viewer: &Viewer,
+    state: IncidentState,
+    limit: usize,
+) -> Result<Vec<Versioned<Incident>>, ProjectionError> {
+    let (everyone, tenant) = viewer.filter();
+    let open: Option<bool> = match state {
+        IncidentState::Open => Some(true),
+        IncidentState::Resolved => Some(false),
+        IncidentState::All => None,
+    };
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let statement = client
+        .prepare_cached(
+            "SELECT id, version, state FROM rm_incidents \
+              WHERE ($1 OR public OR $2 = ANY(tenants)) AND ($3::bool IS NULL OR is_open = $3) \
+              ORDER BY started_at DESC, id DESC LIMIT $4",
+        )
+        .await?;
+    let rows = client
+        .query(&statement, &[&everyone, &tenant, &open, &limit])
+        .await?;
+    rows.iter().map(versioned).collect()
+}

@@ -1,0 +1,259 @@
+//! `crier replay`: rebuilds every read model from the first event.
+//!
+//! The rebuild fills a shadow schema, batch by batch, each batch committed with its
+//! checkpoint, while the live tables keep serving; an interrupted replay resumes where it
+//! stopped. At the end, one transaction holds the projections lock exclusively (inline
+//! writes and builders wait), folds the last events, and swaps the rebuilt tables in.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::GenericClient;
+use eventstore::EventStore;
+
+use crate::builder::{Builder, BuilderOptions};
+use crate::{ProjectionError, PROJECTIONS_LOCK, READ_MODEL_TABLES};
+
+/// Where a replay builds.
+const REBUILD_SCHEMA: &str = "crier_rebuild";
+/// One replay at a time, across processes.
+const REPLAY_LOCK: i64 = 0x6372_6965_7204;
+
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    pub batch_size: usize,
+    /// Start over even if an interrupted replay left a partial rebuild.
+    pub fresh: bool,
+    /// How long the final step waits for older transactions so that every event committed
+    /// before it is sealed and folded.
+    pub seal_timeout: Duration,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        ReplayOptions {
+            batch_size: 5_000,
+            fresh: false,
+            seal_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplayReport {
+    /// Events folded by this run.
+    pub events: u64,
+    /// The position an interrupted replay had reached (0: a fresh start).
+    pub resumed_from: u64,
+    /// The checkpoint of the swapped-in read models.
+    pub position: u64,
+    pub elapsed: Duration,
+}
+
+impl ReplayReport {
+    pub fn events_per_second(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Rebuilds every read model from the log and swaps the result in. `progress` is called
+/// after each committed batch with the position reached.
+pub async fn replay(
+    store: &EventStore,
+    options: &ReplayOptions,
+    mut progress: impl FnMut(u64),
+) -> Result<ReplayReport, ProjectionError> {
+    let started = Instant::now();
+    // Held (on this connection's session) for the whole replay.
+    let guard = store.pool().get().await?;
+    let locked: bool = guard
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&REPLAY_LOCK])
+        .await?
+        .try_get(0)?;
+    if !locked {
+        return Err(ProjectionError::Busy("another replay is running".into()));
+    }
+    let result = rebuild_and_swap(store, options, &mut progress, started).await;
+    let _ = guard
+        .execute("SELECT pg_advisory_unlock($1)", &[&REPLAY_LOCK])
+        .await;
+    result
+}
+
+async fn rebuild_and_swap(
+    store: &EventStore,
+    options: &ReplayOptions,
+    progress: &mut impl FnMut(u64),
+    started: Instant,
+) -> Result<ReplayReport, ProjectionError> {
+    let resumed_from = prepare_rebuild_schema(store, options.fresh).await?;
+    let builder = Builder::new(
+        store,
+        BuilderOptions {
+            batch_size: options.batch_size,
+        },
+    )
+    .into_schema("crier_rebuild, public");
+    let mut events = 0;
+    loop {
+        let batch = builder.apply_next_batch().await?;
+        events += batch.events as u64;
+        progress(batch.position);
+        if batch.events < options.batch_size {
+            break;
+        }
+    }
+
+    let mut client = store.pool().get().await?;
+    let transaction = client.transaction().await?;
+    // No inline write or builder batch is in flight past this point, and none starts.
+    transaction
+        .execute("SELECT pg_advisory_xact_lock($1)", &[&PROJECTIONS_LOCK])
+        .await?;
+    // Every event committed so far gets a position (this transaction has no transaction id
+    // yet, so it holds no event back).
+    let sealed = store.seal_all(options.seal_timeout).await?;
+    if sealed.waiting_for_older_transactions {
+        // Swapping now would leave out acknowledged writes that cannot be sealed yet.
+        return Err(ProjectionError::Busy(
+            "a long-running transaction holds back the global log; the rebuild is kept and \
+             the next replay resumes it"
+                .into(),
+        ));
+    }
+    let position = loop {
+        let batch = builder.apply_batch_in(&transaction).await?;
+        events += batch.events as u64;
+        if batch.events < options.batch_size {
+            break batch.position;
+        }
+    };
+    swap_in(&transaction).await?;
+    transaction.commit().await?;
+    progress(position);
+    Ok(ReplayReport {
+        events,
+        resumed_from,
+        position,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// The schema history version, which tells whether a partial rebuild has today's shape.
+async fn schema_version<C: GenericClient>(client: &C) -> Result<String, ProjectionError> {
+    let row = client
+        .query_one(
+            "SELECT coalesce(max(version), 0)::text FROM refinery_schema_history",
+            &[],
+        )
+        .await?;
+    Ok(format!(
+        "crier read models, migration {}",
+        row.try_get::<_, String>(0)?
+    ))
+}
+
+/// Creates the rebuild schema, or keeps the one an interrupted replay left if it has
+/// today's shape. Answers the position the rebuild has reached.
+async fn prepare_rebuild_schema(store: &EventStore, fresh: bool) -> Result<u64, ProjectionError> {
+    let mut client = store.pool().get().await?;
+    let transaction = client.transaction().await?;
+    let expected = schema_version(&transaction).await?;
+    let found: Option<String> = transaction
+        .query_one(
+            "SELECT obj_description(to_regnamespace($1), 'pg_namespace')",
+            &[&REBUILD_SCHEMA],
+        )
+        .await?
+        .try_get(0)?;
+    if !fresh && found.as_deref() == Some(expected.as_str()) {
+        let row = transaction
+            .query_one(
+                &format!("SELECT position FROM {REBUILD_SCHEMA}.rm_checkpoint"),
+                &[],
+            )
+            .await?;
+        let position = u64::try_from(row.try_get::<_, i64>(0)?)
+            .map_err(|_| ProjectionError::Corrupt("negative rebuild checkpoint".into()))?;
+        transaction.commit().await?;
+        tracing::info!(position, "resuming an interrupted replay");
+        return Ok(position);
+    }
+    let mut ddl = format!(
+        "DROP SCHEMA IF EXISTS {REBUILD_SCHEMA} CASCADE; CREATE SCHEMA {REBUILD_SCHEMA}; \
+         COMMENT ON SCHEMA {REBUILD_SCHEMA} IS '{}';",
+        expected.replace('\'', "''")
+    );
+    for table in READ_MODEL_TABLES {
+        ddl.push_str(&format!(
+            "CREATE TABLE {REBUILD_SCHEMA}.{table} (LIKE public.{table} INCLUDING ALL);"
+        ));
+    }
+    ddl.push_str(&format!(
+        "INSERT INTO {REBUILD_SCHEMA}.rm_checkpoint (position) VALUES (0);"
+    ));
+    transaction.batch_execute(&ddl).await?;
+    transaction.commit().await?;
+    Ok(0)
+}
+
+/// Each index of `schema.table` by what it indexes (so that a rebuilt table's indexes can
+/// take the names the migrations gave the live ones).
+async fn index_names<C: GenericClient>(
+    client: &C,
+    schema: &str,
+    table: &str,
+) -> Result<HashMap<(bool, String), String>, ProjectionError> {
+    let rows = client
+        .query(
+            "SELECT c.relname::text AS name, x.indisunique AS is_unique, \
+                    regexp_replace(pg_get_indexdef(x.indexrelid), '^.* USING ', '') AS definition \
+               FROM pg_index x \
+               JOIN pg_class c ON c.oid = x.indexrelid \
+               JOIN pg_class t ON t.oid = x.indrelid \
+               JOIN pg_namespace n ON n.oid = t.relnamespace \
+              WHERE n.nspname = $1 AND t.relname = $2",
+            &[&schema, &table],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                (row.try_get("is_unique")?, row.try_get("definition")?),
+                row.try_get("name")?,
+            ))
+        })
+        .collect()
+}
+
+/// Replaces each live table by its rebuilt twin, keeping the live index names.
+async fn swap_in<C: GenericClient>(transaction: &C) -> Result<(), ProjectionError> {
+    for table in READ_MODEL_TABLES {
+        let live = index_names(transaction, "public", table).await?;
+        let rebuilt = index_names(transaction, REBUILD_SCHEMA, table).await?;
+        transaction
+            .batch_execute(&format!(
+                "DROP TABLE public.{table}; ALTER TABLE {REBUILD_SCHEMA}.{table} SET SCHEMA public;"
+            ))
+            .await?;
+        for (shape, rebuilt_name) in rebuilt {
+            if let Some(live_name) = live.get(&shape).filter(|name| **name != rebuilt_name) {
+                transaction
+                    .batch_execute(&format!(
+                        "ALTER INDEX public.{} RENAME TO {}",
+                        quote(&rebuilt_name),
+                        quote(live_name)
+                    ))
+                    .await?;
+            }
+        }
+    }
+    transaction
+        .batch_execute(&format!("DROP SCHEMA {REBUILD_SCHEMA}"))
+        .await?;
+    Ok(())
+}
+
+fn quote(identifier: &str) -> String {
+    format!("\"{}\"", identifier.replace('"', "\"\""))
+}

@@ -1,0 +1,282 @@
+//! Realistic, deterministic histories for tests and benchmarks: services, incidents with
+//! updates, corrections, resolutions, reopenings and postmortems, private (tenant) notices,
+//! and maintenances moving through their statuses.
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use domain::incident::{self, IncidentDecider};
+use domain::maintenance::{self, MaintenanceDecider, MaintenanceStatus};
+use domain::service::{self, ServiceDecider};
+use domain::values::{
+    AffectedService, Audience, ClientAction, ClientActionKind, Impact, IncidentStatus,
+    ServiceStatus,
+};
+use eventstore::{EventStore, ExpectedVersion, Metadata, NewEvent};
+use uuid::Uuid;
+
+use crate::{Kind, Publisher};
+
+/// How much history to make.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub services: usize,
+    pub incidents: usize,
+    /// Updates after the declaration, per incident.
+    pub updates_per_incident: usize,
+    pub maintenances: usize,
+}
+
+/// The commands of one resource, in order.
+pub enum Script {
+    Service(Uuid, Vec<service::Command>),
+    Incident(Uuid, Vec<incident::Command>),
+    Maintenance(Uuid, Vec<maintenance::Command>),
+}
+
+fn base_time() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 2, 8, 0, 0)
+        .single()
+        .unwrap_or_default()
+}
+
+fn id(kind: u128, n: usize) -> Uuid {
+    Uuid::from_u128((kind << 64) | n as u128)
+}
+
+/// The same commands for the same shape, every time.
+pub fn scripts(shape: Shape) -> Vec<Script> {
+    let services: Vec<Uuid> = (0..shape.services.max(1)).map(|n| id(1, n)).collect();
+    let mut scripts = Vec::new();
+    for (n, service_id) in services.iter().enumerate() {
+        let at = base_time() + Duration::seconds(n as i64);
+        let mut commands = vec![service::Command::Create(service::Create {
+            service_id: *service_id,
+            name: format!("Service {n}"),
+            description: format!("The service numbered {n}."),
+            group: Some(format!("group {}", n % 3)),
+            author: "admin-key".into(),
+            at,
+        })];
+        if n % 4 == 1 {
+            commands.push(service::Command::Change(service::Change {
+                name: Some(format!("Service {n} (renamed)")),
+                description: None,
+                group: Some(None),
+                author: "admin-key".into(),
+                at: at + Duration::minutes(1),
+            }));
+        }
+        scripts.push(Script::Service(*service_id, commands));
+    }
+    for n in 0..shape.incidents {
+        scripts.push(Script::Incident(
+            id(2, n),
+            incident_script(n, &services, shape),
+        ));
+    }
+    for n in 0..shape.maintenances {
+        scripts.push(Script::Maintenance(
+            id(3, n),
+            maintenance_script(n, &services),
+        ));
+    }
+    scripts
+}
+
+fn audience(n: usize) -> Audience {
+    if n % 5 == 0 {
+        Audience::Tenants {
+            tenants: vec![format!("tenant-{}", n % 3)],
+        }
+    } else {
+        Audience::Public
+    }
+}
+
+fn incident_script(n: usize, services: &[Uuid], shape: Shape) -> Vec<incident::Command> {
+    let start = base_time() + Duration::minutes(n as i64);
+    let statuses = [
+        ServiceStatus::DegradedPerformance,
+        ServiceStatus::PartialOutage,
+        ServiceStatus::MajorOutage,
+    ];
+    let mut affected = vec![AffectedService {
+        service_id: services[n % services.len()],
+        status: statuses[n % 3],
+    }];
+    if n % 2 == 1 && services.len() > 1 {
+        affected.push(AffectedService {
+            service_id: services[(n + 1) % services.len()],
+            status: statuses[(n + 1) % 3],
+        });
+    }
+    let update_id = |k: usize| id(4, n * 1000 + k);
+    let mut commands = vec![incident::Command::Declare(incident::Declare {
+        incident_id: id(2, n),
+        update_id: update_id(0),
+        title: format!(
+            "Users cannot sign in to service {} ({n})",
+            n % services.len()
+        ),
+        impact: [Impact::Minor, Impact::Major, Impact::Critical, Impact::None][n % 4],
+        status: None,
+        message: "We are investigating reports of sign-in failures.".into(),
+        affected_services: affected,
+        regions: vec![["europe", "asia", "global"][n % 3].to_owned()],
+        audience: audience(n),
+        client_action: ClientAction::default(),
+        author: "publisher-key".into(),
+        at: start,
+    })];
+    // Most incidents end resolved; every third stays open.
+    let resolves = n % 3 != 0;
+    let updates = shape.updates_per_incident;
+    for k in 1..=updates {
+        let last = k == updates;
+        let status = if last && resolves {
+            IncidentStatus::Resolved
+        } else {
+            [IncidentStatus::Identified, IncidentStatus::Monitoring][k % 2]
+        };
+        commands.push(incident::Command::PostUpdate(incident::PostUpdate {
+            update_id: update_id(k),
+            status,
+            message: if status == IncidentStatus::Resolved {
+                "If a user is still experiencing impact, they need to restart their clients to recover.".into()
+            } else {
+                format!("Update {k}: we have identified the cause and are applying a fix.")
+            },
+            impact: (k == 1).then_some(Impact::Major),
+            affected_services: None,
+            client_action: (status == IncidentStatus::Resolved).then(|| ClientAction {
+                kind: ClientActionKind::RestartClient,
+                message: "Restart the app to recover.".into(),
+            }),
+            author: "publisher-key".into(),
+            at: start + Duration::seconds(10 * k as i64),
+        }));
+        if k == 1 && n % 4 == 0 {
+            commands.push(incident::Command::Correct(incident::Correct {
+                update_id: update_id(0),
+                message: "We are investigating reports of sign-in failures in Europe.".into(),
+                reason: "The first update did not say where.".into(),
+                author: "publisher-key".into(),
+                at: start + Duration::seconds(10 * k as i64 + 1),
+            }));
+        }
+    }
+    let end = start + Duration::seconds(10 * (updates as i64 + 1));
+    if resolves && updates > 0 && n % 7 == 1 {
+        commands.push(incident::Command::Reopen(incident::Reopen {
+            update_id: update_id(updates + 1),
+            message: "Sign-in failures have returned for some users.".into(),
+            author: "publisher-key".into(),
+            at: end,
+        }));
+    } else if resolves && updates > 0 && n % 2 == 0 {
+        commands.push(incident::Command::PublishPostmortem(
+            incident::PublishPostmortem {
+                body:
+                    "A configuration change removed a certificate; we now check before deploying."
+                        .into(),
+                author: "publisher-key".into(),
+                at: end,
+            },
+        ));
+    }
+    commands
+}
+
+fn maintenance_script(n: usize, services: &[Uuid]) -> Vec<maintenance::Command> {
+    let at = base_time() + Duration::minutes(n as i64);
+    let mut commands = vec![maintenance::Command::Schedule(maintenance::Schedule {
+        maintenance_id: id(3, n),
+        update_id: id(5, n * 10),
+        title: format!("Database upgrade {n}"),
+        message: "Mail may be delayed for up to ten minutes.".into(),
+        affected_services: vec![services[n % services.len()]],
+        regions: vec!["europe".into()],
+        starts_at: at + Duration::hours(1),
+        ends_at: at + Duration::hours(2),
+        audience: audience(n + 1),
+        author: "publisher-key".into(),
+        at,
+    })];
+    let path: &[MaintenanceStatus] = match n % 4 {
+        0 => &[],
+        1 => &[MaintenanceStatus::InProgress],
+        2 => &[
+            MaintenanceStatus::InProgress,
+            MaintenanceStatus::Verifying,
+            MaintenanceStatus::Completed,
+        ],
+        _ => &[MaintenanceStatus::Cancelled],
+    };
+    for (k, status) in path.iter().enumerate() {
+        commands.push(maintenance::Command::PostUpdate(maintenance::PostUpdate {
+            update_id: id(5, n * 10 + k + 1),
+            status: *status,
+            message: format!("The work is {}.", status.as_str().replace('_', " ")),
+            author: "publisher-key".into(),
+            at: at + Duration::hours(1) + Duration::minutes(k as i64 * 10),
+        }));
+    }
+    commands
+}
+
+/// Runs every script through the publisher (inline read models), one command at a time.
+pub async fn publish(publisher: &Publisher, shape: Shape) {
+    for script in scripts(shape) {
+        match script {
+            Script::Service(id, commands) => run::<ServiceDecider>(publisher, id, &commands).await,
+            Script::Incident(id, commands) => {
+                run::<IncidentDecider>(publisher, id, &commands).await
+            }
+            Script::Maintenance(id, commands) => {
+                run::<MaintenanceDecider>(publisher, id, &commands).await
+            }
+        }
+    }
+}
+
+async fn run<K: Kind>(publisher: &Publisher, id: Uuid, commands: &[K::Command]) {
+    for command in commands {
+        publisher
+            .execute::<K>(id, command, None, &Metadata::by("test"))
+            .await
+            .unwrap_or_else(|e| panic!("{} {id}: {e}", K::NAME));
+    }
+}
+
+/// Decides every script in memory and appends each resource's events in one append,
+/// without touching the read models: the fast way to make a large history, which the
+/// builder then folds.
+pub async fn append_directly(store: &EventStore, shape: Shape) {
+    for script in scripts(shape) {
+        match script {
+            Script::Service(id, commands) => append::<ServiceDecider>(store, id, &commands).await,
+            Script::Incident(id, commands) => append::<IncidentDecider>(store, id, &commands).await,
+            Script::Maintenance(id, commands) => {
+                append::<MaintenanceDecider>(store, id, &commands).await
+            }
+        }
+    }
+}
+
+async fn append<K: Kind>(store: &EventStore, id: Uuid, commands: &[K::Command]) {
+    let mut state = K::State::default();
+    let mut events = Vec::new();
+    for command in commands {
+        let decided = K::decide(command, &state).unwrap_or_else(|e| panic!("{}: {e}", K::NAME));
+        for event in decided {
+            state = K::evolve(state, &event);
+            let (type_name, version, data) = K::encode(&event).unwrap_or_else(|e| panic!("{e}"));
+            let mut new_event = NewEvent::new(type_name, data, Metadata::by("test"));
+            new_event.schema_version = version;
+            events.push(new_event);
+        }
+    }
+    store
+        .append(&K::stream_id(id), ExpectedVersion::NoStream, &events)
+        .await
+        .unwrap_or_else(|e| panic!("append {} {id}: {e}", K::NAME));
+}

@@ -1,0 +1,379 @@
+//! Writing resource states into the read-model tables, in bulk: one statement per table
+//! for any number of resources, the same code for one command and for a replay batch.
+//!
+//! A row only ever moves to a higher version (the upsert's `WHERE`), and a resource's
+//! derived rows (its updates, its service impacts) are replaced only when its row was, so
+//! writing a state twice, or an older one after a newer, changes nothing.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use domain::incident::Incident;
+use domain::maintenance::Maintenance;
+use domain::service::Service;
+use domain::values::{Audience, ServiceStatus};
+use uuid::Uuid;
+
+use crate::kinds::Versioned;
+use crate::ProjectionError;
+
+/// Resource states to write, at most one per resource.
+#[derive(Debug, Default, Clone)]
+pub struct Changes {
+    pub services: Vec<Versioned<Service>>,
+    pub incidents: Vec<Versioned<Incident>>,
+    pub maintenances: Vec<Versioned<Maintenance>>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty() && self.incidents.is_empty() && self.maintenances.is_empty()
+    }
+}
+
+fn version(v: &Versioned<impl Sized>) -> Result<i64, ProjectionError> {
+    i64::try_from(v.version).map_err(|_| {
+        ProjectionError::Corrupt(format!("version {} of {} is out of range", v.version, v.id))
+    })
+}
+
+fn state_json<T: serde::Serialize>(v: &Versioned<T>) -> Result<serde_json::Value, ProjectionError> {
+    serde_json::to_value(&v.state)
+        .map_err(|e| ProjectionError::Corrupt(format!("state of {} does not serialise: {e}", v.id)))
+}
+
+fn is_public(audience: &Audience) -> bool {
+    matches!(audience, Audience::Public)
+}
+
+/// Writes every state of `changes` whose row is older (or missing).
+pub async fn write_changes<C: GenericClient>(
+    client: &C,
+    changes: &Changes,
+) -> Result<(), ProjectionError> {
+    if !changes.services.is_empty() {
+        write_services(client, &changes.services).await?;
+    }
+    if !changes.incidents.is_empty() {
+        write_incidents(client, &changes.incidents).await?;
+    }
+    if !changes.maintenances.is_empty() {
+        write_maintenances(client, &changes.maintenances).await?;
+    }
+    Ok(())
+}
+
+async fn write_services<C: GenericClient>(
+    client: &C,
+    services: &[Versioned<Service>],
+) -> Result<(), ProjectionError> {
+    let ids: Vec<Uuid> = services.iter().map(|s| s.id).collect();
+    let versions = services
+        .iter()
+        .map(version)
+        .collect::<Result<Vec<_>, _>>()?;
+    let names: Vec<&str> = services.iter().map(|s| s.state.name.as_str()).collect();
+    let groups: Vec<Option<&str>> = services.iter().map(|s| s.state.group.as_deref()).collect();
+    let created: Vec<DateTime<Utc>> = services.iter().map(|s| s.state.created_at).collect();
+    let retired: Vec<bool> = services
+        .iter()
+        .map(|s| s.state.retired_at.is_some())
+        .collect();
+    let states = services
+        .iter()
+        .map(state_json)
+        .collect::<Result<Vec<_>, _>>()?;
+    let statement = client
+        .prepare_cached(
+            "INSERT INTO rm_services AS r (id, version, name, group_name, created_at, retired, state) \
+             SELECT * FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::text[], \
+                                  $5::timestamptz[], $6::bool[], $7::jsonb[]) \
+             ON CONFLICT (id) DO UPDATE SET version = excluded.version, name = excluded.name, \
+                 group_name = excluded.group_name, created_at = excluded.created_at, \
+                 retired = excluded.retired, state = excluded.state \
+             WHERE r.version < excluded.version",
+        )
+        .await?;
+    client
+        .execute(
+            &statement,
+            &[
+                &ids, &versions, &names, &groups, &created, &retired, &states,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Runs an upsert and answers the ids whose rows it wrote.
+async fn upserted<C: GenericClient>(
+    client: &C,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<HashSet<Uuid>, ProjectionError> {
+    let statement = client.prepare_cached(sql).await?;
+    let rows = client.query(&statement, params).await?;
+    rows.iter()
+        .map(|row| row.try_get::<_, Uuid>(0).map_err(ProjectionError::from))
+        .collect()
+}
+
+/// One derived row per update of a resource, for the feeds.
+#[derive(Default)]
+struct UpdateRows<'a> {
+    update_ids: Vec<Uuid>,
+    resource_ids: Vec<Uuid>,
+    titles: Vec<&'a str>,
+    statuses: Vec<&'static str>,
+    messages: Vec<&'a str>,
+    created: Vec<DateTime<Utc>>,
+}
+
+/// One derived row per service an open incident or active maintenance affects.
+#[derive(Default)]
+struct ImpactRows {
+    service_ids: Vec<Uuid>,
+    source_ids: Vec<Uuid>,
+    statuses: Vec<&'static str>,
+    severities: Vec<i16>,
+}
+
+impl ImpactRows {
+    fn push(&mut self, service_id: Uuid, source_id: Uuid, status: ServiceStatus) {
+        self.service_ids.push(service_id);
+        self.source_ids.push(source_id);
+        self.statuses.push(status.as_str());
+        self.severities.push(i16::from(status.severity()));
+    }
+}
+
+/// Replaces the derived rows of the resources in `written`, taking their audience from the
+/// resource rows just written (so a derived row never disagrees with its resource).
+async fn replace_derived<C: GenericClient>(
+    client: &C,
+    kind: &str,
+    parent_table: &str,
+    written: &[Uuid],
+    updates: &UpdateRows<'_>,
+    impacts: &ImpactRows,
+) -> Result<(), ProjectionError> {
+    let delete_updates = client
+        .prepare_cached("DELETE FROM rm_updates WHERE resource_id = ANY($1)")
+        .await?;
+    client.execute(&delete_updates, &[&written]).await?;
+    let delete_impacts = client
+        .prepare_cached("DELETE FROM rm_service_impacts WHERE source_id = ANY($1)")
+        .await?;
+    client.execute(&delete_impacts, &[&written]).await?;
+    if !updates.update_ids.is_empty() {
+        let sql = format!(
+            "INSERT INTO rm_updates (update_id, resource_kind, resource_id, title, status, \
+                                     message, created_at, public, tenants) \
+             SELECT u.update_id, $7, u.resource_id, u.title, u.status, u.message, u.created_at, \
+                    p.public, p.tenants \
+               FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
+                           $6::timestamptz[]) \
+                    AS u(update_id, resource_id, title, status, message, created_at) \
+               JOIN {parent_table} p ON p.id = u.resource_id"
+        );
+        let statement = client.prepare_cached(&sql).await?;
+        client
+            .execute(
+                &statement,
+                &[
+                    &updates.update_ids,
+                    &updates.resource_ids,
+                    &updates.titles,
+                    &updates.statuses,
+                    &updates.messages,
+                    &updates.created,
+                    &kind,
+                ],
+            )
+            .await?;
+    }
+    if !impacts.service_ids.is_empty() {
+        let sql = format!(
+            "INSERT INTO rm_service_impacts (service_id, source_id, source_kind, status, \
+                                             severity, public, tenants) \
+             SELECT i.service_id, i.source_id, $5, i.status, i.severity, p.public, p.tenants \
+               FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int2[]) \
+                    AS i(service_id, source_id, status, severity) \
+               JOIN {parent_table} p ON p.id = i.source_id"
+        );
+        let statement = client.prepare_cached(&sql).await?;
+        client
+            .execute(
+                &statement,
+                &[
+                    &impacts.service_ids,
+                    &impacts.source_ids,
+                    &impacts.statuses,
+                    &impacts.severities,
+                    &kind,
+                ],
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+async fn write_incidents<C: GenericClient>(
+    client: &C,
+    incidents: &[Versioned<Incident>],
+) -> Result<(), ProjectionError> {
+    let ids: Vec<Uuid> = incidents.iter().map(|i| i.id).collect();
+    let versions = incidents
+        .iter()
+        .map(version)
+        .collect::<Result<Vec<_>, _>>()?;
+    let statuses: Vec<&str> = incidents.iter().map(|i| i.state.status.as_str()).collect();
+    let open: Vec<bool> = incidents.iter().map(|i| i.state.status.is_open()).collect();
+    let started: Vec<DateTime<Utc>> = incidents.iter().map(|i| i.state.started_at).collect();
+    let resolved: Vec<Option<DateTime<Utc>>> =
+        incidents.iter().map(|i| i.state.resolved_at).collect();
+    let public: Vec<bool> = incidents
+        .iter()
+        .map(|i| is_public(&i.state.audience))
+        .collect();
+    let states = incidents
+        .iter()
+        .map(state_json)
+        .collect::<Result<Vec<_>, _>>()?;
+    // Arrays of differing lengths per row cannot be passed as one SQL array; they are read
+    // back out of the state.
+    let written = upserted(
+        client,
+        "INSERT INTO rm_incidents AS r (id, version, status, is_open, started_at, resolved_at, \
+                                        regions, service_ids, public, tenants, state) \
+         SELECT t.id, t.version, t.status, t.is_open, t.started_at, t.resolved_at, \
+                ARRAY(SELECT jsonb_array_elements_text(t.state->'regions')), \
+                ARRAY(SELECT (a->>'service_id')::uuid \
+                        FROM jsonb_array_elements(t.state->'affected_services') a), \
+                t.public, \
+                ARRAY(SELECT jsonb_array_elements_text(t.state->'audience'->'tenants')), \
+                t.state \
+           FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::bool[], $5::timestamptz[], \
+                       $6::timestamptz[], $7::bool[], $8::jsonb[]) \
+                AS t(id, version, status, is_open, started_at, resolved_at, public, state) \
+         ON CONFLICT (id) DO UPDATE SET version = excluded.version, status = excluded.status, \
+             is_open = excluded.is_open, started_at = excluded.started_at, \
+             resolved_at = excluded.resolved_at, regions = excluded.regions, \
+             service_ids = excluded.service_ids, public = excluded.public, \
+             tenants = excluded.tenants, state = excluded.state \
+         WHERE r.version < excluded.version \
+         RETURNING r.id",
+        &[
+            &ids, &versions, &statuses, &open, &started, &resolved, &public, &states,
+        ],
+    )
+    .await?;
+    if written.is_empty() {
+        return Ok(());
+    }
+    let mut updates = UpdateRows::default();
+    let mut impacts = ImpactRows::default();
+    for incident in incidents.iter().filter(|i| written.contains(&i.id)) {
+        for update in &incident.state.updates {
+            updates.update_ids.push(update.id);
+            updates.resource_ids.push(incident.id);
+            updates.titles.push(&incident.state.title);
+            updates.statuses.push(update.status.as_str());
+            updates.messages.push(&update.message);
+            updates.created.push(update.created_at);
+        }
+        if incident.state.status.is_open() {
+            for affected in &incident.state.affected_services {
+                impacts.push(affected.service_id, incident.id, affected.status);
+            }
+        }
+    }
+    let written: Vec<Uuid> = written.into_iter().collect();
+    replace_derived(
+        client,
+        "incident",
+        "rm_incidents",
+        &written,
+        &updates,
+        &impacts,
+    )
+    .await
+}
+
+async fn write_maintenances<C: GenericClient>(
+    client: &C,
+    maintenances: &[Versioned<Maintenance>],
+) -> Result<(), ProjectionError> {
+    let ids: Vec<Uuid> = maintenances.iter().map(|m| m.id).collect();
+    let versions = maintenances
+        .iter()
+        .map(version)
+        .collect::<Result<Vec<_>, _>>()?;
+    let statuses: Vec<&str> = maintenances
+        .iter()
+        .map(|m| m.state.status.as_str())
+        .collect();
+    let starts: Vec<DateTime<Utc>> = maintenances.iter().map(|m| m.state.starts_at).collect();
+    let ends: Vec<DateTime<Utc>> = maintenances.iter().map(|m| m.state.ends_at).collect();
+    let public: Vec<bool> = maintenances
+        .iter()
+        .map(|m| is_public(&m.state.audience))
+        .collect();
+    let states = maintenances
+        .iter()
+        .map(state_json)
+        .collect::<Result<Vec<_>, _>>()?;
+    let written = upserted(
+        client,
+        "INSERT INTO rm_maintenances AS r (id, version, status, starts_at, ends_at, regions, \
+                                           service_ids, public, tenants, state) \
+         SELECT t.id, t.version, t.status, t.starts_at, t.ends_at, \
+                ARRAY(SELECT jsonb_array_elements_text(t.state->'regions')), \
+                ARRAY(SELECT s::uuid FROM jsonb_array_elements_text(t.state->'affected_services') s), \
+                t.public, \
+                ARRAY(SELECT jsonb_array_elements_text(t.state->'audience'->'tenants')), \
+                t.state \
+           FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::timestamptz[], \
+                       $5::timestamptz[], $6::bool[], $7::jsonb[]) \
+                AS t(id, version, status, starts_at, ends_at, public, state) \
+         ON CONFLICT (id) DO UPDATE SET version = excluded.version, status = excluded.status, \
+             starts_at = excluded.starts_at, ends_at = excluded.ends_at, \
+             regions = excluded.regions, service_ids = excluded.service_ids, \
+             public = excluded.public, tenants = excluded.tenants, state = excluded.state \
+         WHERE r.version < excluded.version \
+         RETURNING r.id",
+        &[&ids, &versions, &statuses, &starts, &ends, &public, &states],
+    )
+    .await?;
+    if written.is_empty() {
+        return Ok(());
+    }
+    let mut updates = UpdateRows::default();
+    let mut impacts = ImpactRows::default();
+    for maintenance in maintenances.iter().filter(|m| written.contains(&m.id)) {
+        for update in &maintenance.state.updates {
+            updates.update_ids.push(update.id);
+            updates.resource_ids.push(maintenance.id);
+            updates.titles.push(&maintenance.state.title);
+            updates.statuses.push(update.status.as_str());
+            updates.messages.push(&update.message);
+            updates.created.push(update.created_at);
+        }
+        if maintenance.state.status.is_active() {
+            for service_id in &maintenance.state.affected_services {
+                impacts.push(*service_id, maintenance.id, ServiceStatus::UnderMaintenance);
+            }
+        }
+    }
+    let written: Vec<Uuid> = written.into_iter().collect();
+    replace_derived(
+        client,
+        "maintenance",
+        "rm_maintenances",
+        &written,
+        &updates,
+        &impacts,
+    )
+    .await
+}

@@ -1,0 +1,751 @@
+//! Read models on a real PostgreSQL: read-your-writes, derived service status under
+//! concurrency, tenancy, the builder, replay and time travel.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use domain::incident::{self, IncidentDecider};
+use domain::maintenance::{self, MaintenanceDecider, MaintenanceStatus};
+use domain::service::{self, ServiceDecider};
+use domain::values::{
+    AffectedService, Audience, ClientAction, Impact, IncidentStatus, ServiceStatus,
+};
+use domain::DomainError;
+use eventstore::testing::TestDatabase;
+use eventstore::{EventStore, Metadata};
+use projections::history::{self, AsOf};
+use projections::queries::{self, Viewer};
+use projections::testing::{self, Shape};
+use projections::{
+    Builder, BuilderOptions, CommandError, Publisher, ReplayOptions, READ_MODEL_TABLES,
+};
+use uuid::Uuid;
+
+fn at(minute: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 24, 9, minute, 0).unwrap()
+}
+
+fn by() -> Metadata {
+    Metadata::by("publisher-key")
+}
+
+async fn create_service(publisher: &Publisher, name: &str) -> Uuid {
+    let id = Uuid::new_v4();
+    let command = service::Command::Create(service::Create {
+        service_id: id,
+        name: name.into(),
+        description: String::new(),
+        group: None,
+        author: "admin".into(),
+        at: at(0),
+    });
+    publisher
+        .execute::<ServiceDecider>(id, &command, None, &by())
+        .await
+        .unwrap();
+    id
+}
+
+fn declare(id: Uuid, affected: Vec<AffectedService>, audience: Audience) -> incident::Command {
+    incident::Command::Declare(incident::Declare {
+        incident_id: id,
+        update_id: Uuid::new_v4(),
+        title: "Users cannot sign in".into(),
+        impact: Impact::Major,
+        status: None,
+        message: "We are investigating.".into(),
+        affected_services: affected,
+        regions: vec!["europe".into()],
+        audience,
+        client_action: ClientAction::default(),
+        author: "publisher".into(),
+        at: at(1),
+    })
+}
+
+fn post(status: IncidentStatus, minute: u32) -> incident::Command {
+    incident::Command::PostUpdate(incident::PostUpdate {
+        update_id: Uuid::new_v4(),
+        status,
+        message: format!("Now {}.", status.as_str()),
+        impact: None,
+        affected_services: None,
+        client_action: None,
+        author: "publisher".into(),
+        at: at(minute),
+    })
+}
+
+fn hit(service_id: Uuid, status: ServiceStatus) -> Vec<AffectedService> {
+    vec![AffectedService { service_id, status }]
+}
+
+async fn status_for(store: &EventStore, service_id: Uuid, viewer: &Viewer) -> ServiceStatus {
+    let client = store.pool().get().await.unwrap();
+    queries::service(&client, service_id, viewer)
+        .await
+        .unwrap()
+        .unwrap()
+        .status
+}
+
+/// Every read-model table's rows, as text, in key order.
+async fn snapshot(store: &EventStore) -> BTreeMap<&'static str, Vec<String>> {
+    let client = store.pool().get().await.unwrap();
+    let mut tables = BTreeMap::new();
+    for table in READ_MODEL_TABLES {
+        let rows = client
+            .query(&format!("SELECT t::text FROM {table} t ORDER BY 1"), &[])
+            .await
+            .unwrap();
+        tables.insert(table, rows.iter().map(|r| r.get::<_, String>(0)).collect());
+    }
+    tables
+}
+
+async fn index_names(store: &EventStore) -> Vec<String> {
+    let client = store.pool().get().await.unwrap();
+    client
+        .query(
+            "SELECT indexname::text FROM pg_indexes WHERE schemaname = 'public' \
+               AND tablename LIKE 'rm\\_%' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_write_is_visible_to_the_next_read_on_another_process_at_once() {
+    let db = TestDatabase::create().await;
+    let (writer, reader) = (db.store(), db.store());
+    let publisher = Publisher::new(&writer);
+    let service_id = create_service(&publisher, "Teams").await;
+    let id = Uuid::new_v4();
+    let written = publisher
+        .execute::<IncidentDecider>(
+            id,
+            &declare(
+                id,
+                hit(service_id, ServiceStatus::MajorOutage),
+                Audience::Public,
+            ),
+            None,
+            &by(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((written.resource.version, written.events), (1, 1));
+
+    // No sealing, no builder: the read models were written with the events.
+    let client = reader.pool().get().await.unwrap();
+    let read = queries::incident(&client, id, &Viewer::Public)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read, written.resource);
+    assert_eq!(
+        status_for(&reader, service_id, &Viewer::Public).await,
+        ServiceStatus::MajorOutage
+    );
+
+    let resolved = publisher
+        .execute::<IncidentDecider>(id, &post(IncidentStatus::Resolved, 5), Some(1), &by())
+        .await
+        .unwrap();
+    assert_eq!(resolved.resource.version, 2);
+    let read = queries::incident(&client, id, &Viewer::Public)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (read.version, read.state.status),
+        (2, IncidentStatus::Resolved)
+    );
+    assert_eq!(
+        status_for(&reader, service_id, &Viewer::Public).await,
+        ServiceStatus::Operational
+    );
+}
+
+#[tokio::test]
+async fn concurrent_incidents_on_one_service_give_the_worst_open_status() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    let publisher = Publisher::new(&store);
+    let service_id = create_service(&publisher, "Exchange Online").await;
+    let statuses = [
+        ServiceStatus::DegradedPerformance,
+        ServiceStatus::PartialOutage,
+        ServiceStatus::MajorOutage,
+    ];
+    // 24 incidents on the same service, declared at once by writers on two pools.
+    let second = Publisher::new(&db.store());
+    let mut tasks = Vec::new();
+    for n in 0..24 {
+        let publisher = if n % 2 == 0 {
+            publisher.clone()
+        } else {
+            second.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            let id = Uuid::new_v4();
+            let status = statuses[n % 3];
+            publisher
+                .execute::<IncidentDecider>(
+                    id,
+                    &declare(id, hit(service_id, status), Audience::Public),
+                    None,
+                    &by(),
+                )
+                .await
+                .unwrap();
+            (id, status)
+        }));
+    }
+    let mut incidents = Vec::new();
+    for task in tasks {
+        incidents.push(task.await.unwrap());
+    }
+    assert_eq!(
+        status_for(&store, service_id, &Viewer::Public).await,
+        ServiceStatus::MajorOutage
+    );
+
+    // Resolve every major outage concurrently, plus one partial one: partial remains.
+    let mut tasks = Vec::new();
+    let mut partial_resolved = false;
+    for (id, status) in &incidents {
+        let resolve = match status {
+            ServiceStatus::MajorOutage => true,
+            ServiceStatus::PartialOutage if !partial_resolved => {
+                partial_resolved = true;
+                true
+            }
+            _ => false,
+        };
+        if resolve {
+            let (publisher, id) = (publisher.clone(), *id);
+            tasks.push(tokio::spawn(async move {
+                publisher
+                    .execute::<IncidentDecider>(id, &post(IncidentStatus::Resolved, 9), None, &by())
+                    .await
+                    .unwrap();
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(
+        status_for(&store, service_id, &Viewer::Public).await,
+        ServiceStatus::PartialOutage
+    );
+
+    // A maintenance in progress shows only once no incident is worse.
+    let maintenance_id = Uuid::new_v4();
+    let schedule = maintenance::Command::Schedule(maintenance::Schedule {
+        maintenance_id,
+        update_id: Uuid::new_v4(),
+        title: "Database upgrade".into(),
+        message: "Mail may be delayed.".into(),
+        affected_services: vec![service_id],
+        regions: vec![],
+        starts_at: at(30),
+        ends_at: at(50),
+        audience: Audience::Public,
+        author: "publisher".into(),
+        at: at(2),
+    });
+    publisher
+        .execute::<MaintenanceDecider>(maintenance_id, &schedule, None, &by())
+        .await
+        .unwrap();
+    let start = maintenance::Command::PostUpdate(maintenance::PostUpdate {
+        update_id: Uuid::new_v4(),
+        status: MaintenanceStatus::InProgress,
+        message: "Started.".into(),
+        author: "publisher".into(),
+        at: at(30),
+    });
+    publisher
+        .execute::<MaintenanceDecider>(maintenance_id, &start, None, &by())
+        .await
+        .unwrap();
+    assert_eq!(
+        status_for(&store, service_id, &Viewer::Public).await,
+        ServiceStatus::PartialOutage
+    );
+    let open: Vec<Uuid> = {
+        let client = store.pool().get().await.unwrap();
+        queries::incidents(&client, &Viewer::Public, queries::IncidentState::Open, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|i| i.id)
+            .collect()
+    };
+    for id in open {
+        publisher
+            .execute::<IncidentDecider>(id, &post(IncidentStatus::Resolved, 40), None, &by())
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        status_for(&store, service_id, &Viewer::Public).await,
+        ServiceStatus::UnderMaintenance
+    );
+}
+
+#[tokio::test]
+async fn a_private_notice_and_its_effect_on_status_reach_only_its_tenant() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    let publisher = Publisher::new(&store);
+    let service_id = create_service(&publisher, "Teams").await;
+    let id = Uuid::new_v4();
+    let private = Audience::Tenants {
+        tenants: vec!["contoso".into()],
+    };
+    publisher
+        .execute::<IncidentDecider>(
+            id,
+            &declare(id, hit(service_id, ServiceStatus::MajorOutage), private),
+            None,
+            &by(),
+        )
+        .await
+        .unwrap();
+    let client = store.pool().get().await.unwrap();
+    for (viewer, sees) in [
+        (Viewer::Public, false),
+        (Viewer::Tenant("fabrikam".into()), false),
+        (Viewer::Tenant("contoso".into()), true),
+        (Viewer::Everyone, true),
+    ] {
+        let found = queries::incident(&client, id, &viewer).await.unwrap();
+        assert_eq!(found.is_some(), sees, "{viewer:?}");
+        let listed = queries::incidents(&client, &viewer, queries::IncidentState::All, 10)
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), usize::from(sees), "{viewer:?}");
+        let status = status_for(&store, service_id, &viewer).await;
+        let want = if sees {
+            ServiceStatus::MajorOutage
+        } else {
+            ServiceStatus::Operational
+        };
+        assert_eq!(status, want, "{viewer:?}");
+    }
+    // Every derived row carries the audience of its notice.
+    let rows = client
+        .query(
+            "SELECT public, tenants FROM rm_updates UNION ALL SELECT public, tenants FROM rm_service_impacts",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    for row in rows {
+        assert!(!row.get::<_, bool>(0));
+        assert_eq!(row.get::<_, Vec<String>>(1), vec!["contoso".to_owned()]);
+    }
+}
+
+#[tokio::test]
+async fn if_match_refuses_a_stale_version_and_writes_nothing() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    let publisher = Publisher::new(&store);
+    let id = Uuid::new_v4();
+    publisher
+        .execute::<IncidentDecider>(id, &declare(id, vec![], Audience::Public), None, &by())
+        .await
+        .unwrap();
+    publisher
+        .execute::<IncidentDecider>(id, &post(IncidentStatus::Identified, 3), Some(1), &by())
+        .await
+        .unwrap();
+    let stale = publisher
+        .execute::<IncidentDecider>(id, &post(IncidentStatus::Monitoring, 4), Some(1), &by())
+        .await;
+    assert!(
+        matches!(
+            stale,
+            Err(CommandError::VersionMismatch {
+                expected: 1,
+                current: 2
+            })
+        ),
+        "{stale:?}"
+    );
+    assert_eq!(
+        store
+            .stream_version(&format!("incident-{id}"))
+            .await
+            .unwrap(),
+        2
+    );
+    let client = store.pool().get().await.unwrap();
+    let read = queries::incident(&client, id, &Viewer::Public)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (read.version, read.state.status),
+        (2, IncidentStatus::Identified)
+    );
+
+    // An unknown incident is not found, whatever version is named.
+    let missing = Uuid::new_v4();
+    let result = publisher
+        .execute::<IncidentDecider>(
+            missing,
+            &post(IncidentStatus::Identified, 3),
+            Some(4),
+            &by(),
+        )
+        .await;
+    assert!(
+        matches!(result, Err(CommandError::Domain(DomainError::NotFound(_)))),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_updates_without_if_match_all_land_in_some_order() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    let publisher = Publisher::new(&store);
+    let id = Uuid::new_v4();
+    publisher
+        .execute::<IncidentDecider>(id, &declare(id, vec![], Audience::Public), None, &by())
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for n in 0..16 {
+        let publisher = publisher.clone();
+        let status = [IncidentStatus::Identified, IncidentStatus::Monitoring][n % 2];
+        tasks.push(tokio::spawn(async move {
+            publisher
+                .execute::<IncidentDecider>(id, &post(status, 10), None, &by())
+                .await
+                .unwrap()
+        }));
+    }
+    let mut versions = Vec::new();
+    for task in tasks {
+        versions.push(task.await.unwrap().resource.version);
+    }
+    versions.sort_unstable();
+    assert_eq!(versions, (2..=17).collect::<Vec<u64>>());
+    let client = store.pool().get().await.unwrap();
+    let read = queries::incident(&client, id, &Viewer::Public)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((read.version, read.state.updates.len()), (17, 17));
+}
+
+#[tokio::test]
+async fn the_builder_folds_events_appended_without_read_models_and_twice_changes_nothing() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    let shape = Shape {
+        services: 5,
+        incidents: 40,
+        updates_per_incident: 4,
+        maintenances: 8,
+    };
+    testing::append_directly(&store, shape).await;
+    store.seal_all(Duration::from_secs(10)).await.unwrap();
+    let builder = Builder::new(&store, BuilderOptions { batch_size: 37 });
+    let events = builder.catch_up().await.unwrap();
+    assert_eq!(events, store.log_head().await.unwrap().unwrap().0);
+    let built = snapshot(&store).await;
+
+    // The same history published command by command, with inline read models, gives the
+    // same tables.
+    let inline = TestDatabase::create().await;
+    let inline_store = inline.store();
+    testing::publish(&Publisher::new(&inline_store), shape).await;
+    inline_store
+        .seal_all(Duration::from_secs(10))
+        .await
+        .unwrap();
+    Builder::new(&inline_store, BuilderOptions::default())
+        .catch_up()
+        .await
+        .unwrap();
+    assert_eq!(snapshot(&inline_store).await, built);
+
+    // Folding the log again from the start applies nothing twice.
+    let client = store.pool().get().await.unwrap();
+    client
+        .execute("UPDATE rm_checkpoint SET position = 0", &[])
+        .await
+        .unwrap();
+    builder.catch_up().await.unwrap();
+    assert_eq!(snapshot(&store).await, built);
+}
+
+#[tokio::test]
+async fn a_builder_aborted_at_any_moment_resumes_without_applying_anything_twice() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    let shape = Shape {
+        services: 4,
+        incidents: 60,
+        updates_per_incident: 5,
+        maintenances: 6,
+    };
+    testing::append_directly(&store, shape).await;
+    store.seal_all(Duration::from_secs(10)).await.unwrap();
+    let head = store.log_head().await.unwrap().unwrap().0;
+
+    // Abort the builder task after varying delays, mid-transaction or not.
+    for round in 0..12u64 {
+        let builder = Builder::new(&store, BuilderOptions { batch_size: 25 });
+        let task = tokio::spawn(async move { builder.catch_up().await });
+        tokio::time::sleep(Duration::from_millis(3 + round * 7)).await;
+        task.abort();
+        let _ = task.await;
+    }
+    Builder::new(&store, BuilderOptions { batch_size: 25 })
+        .catch_up()
+        .await
+        .unwrap();
+
+    let reference = TestDatabase::create().await;
+    let reference_store = reference.store();
+    testing::append_directly(&reference_store, shape).await;
+    reference_store
+        .seal_all(Duration::from_secs(10))
+        .await
+        .unwrap();
+    Builder::new(&reference_store, BuilderOptions::default())
+        .catch_up()
+        .await
+        .unwrap();
+    let (got, want) = (snapshot(&store).await, snapshot(&reference_store).await);
+    assert_eq!(got["rm_checkpoint"], want["rm_checkpoint"]);
+    assert_eq!(got, want);
+    assert_eq!(want["rm_checkpoint"], vec![format!("(t,{head})")]);
+}
+
+#[tokio::test]
+async fn replay_rebuilds_every_table_exactly_as_it_was() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    let publisher = Publisher::new(&store);
+    testing::publish(
+        &publisher,
+        Shape {
+            services: 6,
+            incidents: 30,
+            updates_per_incident: 3,
+            maintenances: 8,
+        },
+    )
+    .await;
+    store.seal_all(Duration::from_secs(10)).await.unwrap();
+    Builder::new(&store, BuilderOptions::default())
+        .catch_up()
+        .await
+        .unwrap();
+    let before = snapshot(&store).await;
+    let indexes = index_names(&store).await;
+    assert!(before["rm_updates"].len() > 100 && !before["rm_service_impacts"].is_empty());
+
+    let mut positions = Vec::new();
+    let options = ReplayOptions {
+        batch_size: 50,
+        ..ReplayOptions::default()
+    };
+    let report = projections::replay(&store, &options, |p| positions.push(p))
+        .await
+        .unwrap();
+    assert_eq!(report.resumed_from, 0);
+    assert_eq!(report.events, report.position);
+    assert!(positions.len() > 3 && positions.windows(2).all(|w| w[0] <= w[1]));
+    assert_eq!(snapshot(&store).await, before);
+    assert_eq!(
+        index_names(&store).await,
+        indexes,
+        "index names survive the swap"
+    );
+
+    // The rebuilt tables are the live ones: writes and the builder go on working.
+    let service_id = create_service(&publisher, "After replay").await;
+    assert_eq!(
+        status_for(&store, service_id, &Viewer::Public).await,
+        ServiceStatus::Operational
+    );
+    let again = projections::replay(&store, &ReplayOptions::default(), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(again.position, report.position + 1);
+}
+
+#[tokio::test]
+async fn the_read_model_list_names_every_table_of_the_schema() {
+    let db = TestDatabase::create().await;
+    let client = db.store().pool().get().await.unwrap();
+    let tables: Vec<String> = client
+        .query(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' \
+               AND tablename LIKE 'rm\\_%' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut listed: Vec<String> = READ_MODEL_TABLES.iter().map(|t| t.to_string()).collect();
+    listed.sort();
+    assert_eq!(tables, listed);
+}
+
+#[tokio::test]
+async fn writes_wait_while_a_replay_swaps_and_land_in_the_rebuilt_tables() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    let publisher = Publisher::new(&store);
+    testing::publish(
+        &publisher,
+        Shape {
+            services: 3,
+            incidents: 20,
+            updates_per_incident: 3,
+            maintenances: 2,
+        },
+    )
+    .await;
+    let service_id = create_service(&publisher, "Busy").await;
+
+    // Writers keep declaring incidents while replays run.
+    let writer = {
+        let publisher = publisher.clone();
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for _ in 0..60 {
+                let id = Uuid::new_v4();
+                publisher
+                    .execute::<IncidentDecider>(
+                        id,
+                        &declare(
+                            id,
+                            hit(service_id, ServiceStatus::PartialOutage),
+                            Audience::Public,
+                        ),
+                        None,
+                        &by(),
+                    )
+                    .await
+                    .unwrap();
+                ids.push(id);
+            }
+            ids
+        })
+    };
+    for _ in 0..3 {
+        projections::replay(
+            &store,
+            &ReplayOptions {
+                batch_size: 20,
+                ..ReplayOptions::default()
+            },
+            |_| {},
+        )
+        .await
+        .unwrap();
+    }
+    let ids = writer.await.unwrap();
+    let client = store.pool().get().await.unwrap();
+    for id in ids {
+        assert!(
+            queries::incident(&client, id, &Viewer::Public)
+                .await
+                .unwrap()
+                .is_some(),
+            "{id} lost"
+        );
+    }
+    drop(client);
+    store.seal_all(Duration::from_secs(10)).await.unwrap();
+    Builder::new(&store, BuilderOptions::default())
+        .catch_up()
+        .await
+        .unwrap();
+    let live = snapshot(&store).await;
+    projections::replay(&store, &ReplayOptions::default(), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(snapshot(&store).await, live);
+}
+
+#[tokio::test]
+async fn as_of_gives_the_incident_as_it_stood_at_each_position_and_time() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    let publisher = Publisher::new(&store);
+    let id = Uuid::new_v4();
+    let mut states = Vec::new();
+    let written = publisher
+        .execute::<IncidentDecider>(id, &declare(id, vec![], Audience::Public), None, &by())
+        .await
+        .unwrap();
+    states.push(written.resource);
+    for (status, minute) in [
+        (IncidentStatus::Identified, 3),
+        (IncidentStatus::Resolved, 7),
+    ] {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let written = publisher
+            .execute::<IncidentDecider>(id, &post(status, minute), None, &by())
+            .await
+            .unwrap();
+        states.push(written.resource);
+    }
+    store.seal_all(Duration::from_secs(10)).await.unwrap();
+
+    // Not there before its first event; then each version at its own position and time.
+    assert_eq!(
+        history::as_of::<IncidentDecider>(&store, id, AsOf::Position(0))
+            .await
+            .unwrap(),
+        None
+    );
+    let events = store
+        .read_stream_forward(&format!("incident-{id}"), 1, 10)
+        .await
+        .unwrap();
+    let log = eventstore::testing::whole_log(&store).await;
+    for (event, state) in events.iter().zip(&states) {
+        let position = log
+            .iter()
+            .find(|l| l.event.event_id == event.event_id)
+            .unwrap()
+            .position;
+        let by_position = history::as_of::<IncidentDecider>(&store, id, AsOf::Position(position))
+            .await
+            .unwrap();
+        assert_eq!(by_position.as_ref(), Some(state));
+        let by_time = history::as_of::<IncidentDecider>(&store, id, AsOf::Time(event.recorded_at))
+            .await
+            .unwrap();
+        assert_eq!(by_time.as_ref(), Some(state));
+    }
+    let before = events[0].recorded_at - chrono::Duration::microseconds(1);
+    assert_eq!(
+        history::as_of::<IncidentDecider>(&store, id, AsOf::Time(before))
+            .await
+            .unwrap(),
+        None
+    );
+}
