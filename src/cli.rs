@@ -58,9 +58,9 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Rebuild every read model from the first event (not available yet: arrives with the
-    /// projections).
-    Replay,
+    /// Rebuild every read model from the first event, then swap the result in. The live
+    /// read models keep serving meanwhile; an interrupted replay resumes where it stopped.
+    Replay(ReplayArgs),
     /// Recompute the hash chain of the whole history; exits 1 and names the first bad
     /// position when any stored byte was changed.
     Verify(VerifyArgs),
@@ -93,6 +93,16 @@ pub enum KeysCommand {
         #[arg(long)]
         name: Option<String>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Events folded per transaction (each one a resumable step).
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub batch_size: u64,
+    /// Start over even if an interrupted replay left a partial rebuild.
+    #[arg(long)]
+    pub fresh: bool,
 }
 
 #[derive(Debug, Args)]

@@ -74,7 +74,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Keys { .. } => not_yet("keys"),
-        Command::Replay => not_yet("replay"),
+        Command::Replay(args) => {
+            let store = EventStore::connect(config)?;
+            let options = projections::ReplayOptions {
+                batch_size: usize::try_from(args.batch_size)?,
+                fresh: args.fresh,
+                ..projections::ReplayOptions::default()
+            };
+            let report = projections::replay(&store, &options, |position| {
+                println!("rebuilt up to position {position}");
+            })
+            .await?;
+            if report.resumed_from > 0 {
+                println!(
+                    "resumed an interrupted replay at position {}",
+                    report.resumed_from
+                );
+            }
+            println!(
+                "replayed {} events in {:.2} s ({:.0} events/s); read models at position {}",
+                report.events,
+                report.elapsed.as_secs_f64(),
+                report.events_per_second(),
+                report.position
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Export { .. } => not_yet("export"),
     }
 }

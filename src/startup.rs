@@ -59,7 +59,10 @@ impl Application {
         let served = self.server.await;
         let _ = stop.send(true);
         match tokio::time::timeout(Duration::from_secs(10), preparation).await {
-            Ok(Ok(Some(background))) => background.join().await,
+            Ok(Ok(Some(background))) => {
+                background.store.join().await;
+                let _ = background.builder.await;
+            }
             Ok(_) => {}
             Err(_) => tracing::warn!("background work did not stop in time"),
         }
@@ -68,12 +71,21 @@ impl Application {
     }
 }
 
+/// The process's background work once the database is ready.
+struct Background {
+    /// The sealer and the NOTIFY listener.
+    store: eventstore::BackgroundTasks,
+    /// The projection builder.
+    builder: tokio::task::JoinHandle<()>,
+}
+
 /// Creates and migrates the database, retrying while it is unreachable (the server answers
-/// `/healthz` meanwhile and `/readyz` says 503), then starts the sealer and the listener.
+/// `/healthz` meanwhile and `/readyz` says 503), then starts the sealer, the listener and
+/// the projection builder.
 async fn prepare_database(
     store: EventStore,
     mut shutdown: watch::Receiver<bool>,
-) -> Option<eventstore::BackgroundTasks> {
+) -> Option<Background> {
     let url = store.config().database_url.clone();
     let mut retry = Duration::from_millis(200);
     loop {
@@ -95,5 +107,13 @@ async fn prepare_database(
         retry = (retry * 2).min(Duration::from_secs(5));
     }
     tracing::info!("database ready");
-    Some(store.spawn_background(shutdown))
+    let builder = tokio::spawn(projections::run_builder(
+        store.clone(),
+        projections::BuilderOptions::default(),
+        shutdown.clone(),
+    ));
+    Some(Background {
+        store: store.spawn_background(shutdown),
+        builder,
+    })
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use eventstore::testing::{whole_log, OutageProxy, TestDatabase};
 use eventstore::{EventStore, ExpectedVersion, Metadata, NewEvent};
+use projections::testing::{read_model_snapshot, Shape};
+use projections::{Builder, BuilderOptions};
 use serde_json::{json, Value};
 
 fn crier(database_url: &str) -> Command {
@@ -286,11 +288,7 @@ async fn serve_starts_while_the_database_is_down_and_migrates_once_it_is_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_of_later_issues_say_they_are_not_available_yet() {
-    for args in [
-        &["keys", "create", "--role", "admin"][..],
-        &["replay"],
-        &["export"],
-    ] {
+    for args in [&["keys", "create", "--role", "admin"][..], &["export"]] {
         let mut command = crier("postgres://postgres@127.0.0.1:1/unused");
         command.args(args);
         let out = output(command).await;
@@ -357,4 +355,114 @@ async fn two_serve_processes_on_one_database_seal_every_event_once_into_one_chai
     assert!(report.ok, "{report:?}");
     assert!(first.terminate().success());
     assert!(second.terminate().success());
+}
+
+/// A history of about 5,000 events, appended directly, with its live read models built.
+async fn seeded_read_models(db: &TestDatabase) -> EventStore {
+    let shape = Shape {
+        services: 20,
+        incidents: 700,
+        updates_per_incident: 5,
+        maintenances: 40,
+    };
+    seeded_with(db, shape).await;
+    EventStore::connect(db.config()).expect("connect")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_killed_mid_way_resumes_and_ends_with_exactly_the_live_read_models() {
+    let db = TestDatabase::create().await;
+    let store = seeded_read_models(&db).await;
+    let live = read_model_snapshot(&store).await;
+
+    let mut child = crier(&db.url)
+        .args(["replay", "--batch-size", "25"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start crier replay");
+    let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut reached = 0;
+    for line in lines {
+        let line = line.expect("read");
+        if let Some(position) = line.strip_prefix("rebuilt up to position ") {
+            reached = position.parse::<u64>().expect("position");
+            if reached >= 500 {
+                break;
+            }
+        }
+    }
+    assert!(reached >= 500, "the replay ended before it could be killed");
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+
+    let mut command = crier(&db.url);
+    command.args(["replay", "--batch-size", "1000"]);
+    let out = output(command).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let resumed: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("resumed an interrupted replay at position "))
+        .unwrap_or_else(|| panic!("did not resume: {stdout}"))
+        .parse()
+        .expect("position");
+    assert!(
+        resumed >= reached,
+        "resumed at {resumed}, killed after {reached}"
+    );
+    assert!(stdout.contains("events/s"), "{stdout}");
+    assert_eq!(read_model_snapshot(&store).await, live);
+    let client = store.pool().get().await.expect("connect");
+    let leftover = client
+        .query_one("SELECT to_regnamespace('crier_rebuild') IS NULL", &[])
+        .await
+        .expect("query");
+    assert!(
+        leftover.get::<_, bool>(0),
+        "the rebuild schema is dropped after the swap"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_folds_events_that_another_writer_appended_into_the_read_models() {
+    let db = TestDatabase::create().await;
+    let server = Server::start(&db.url);
+    let client = reqwest::Client::new();
+    wait_for_status(&client, &server.url("/readyz"), 200).await;
+    let store = EventStore::connect(db.config()).expect("connect");
+    let shape = Shape {
+        services: 3,
+        incidents: 30,
+        updates_per_incident: 3,
+        maintenances: 3,
+    };
+    projections::testing::append_directly(&store, shape).await;
+    let expected = {
+        let reference = TestDatabase::create().await;
+        seeded_with(&reference, shape).await
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while read_model_snapshot(&store).await != expected {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server's builder did not fold the events"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The read models that `shape`'s history gives when built directly.
+async fn seeded_with(
+    db: &TestDatabase,
+    shape: Shape,
+) -> std::collections::BTreeMap<&'static str, Vec<String>> {
+    let store = EventStore::connect(db.config()).expect("connect");
+    projections::testing::append_directly(&store, shape).await;
+    store.seal_all(Duration::from_secs(20)).await.expect("seal");
+    Builder::new(&store, BuilderOptions::default())
+        .catch_up()
+        .await
+        .expect("build");
+    read_model_snapshot(&store).await
 }

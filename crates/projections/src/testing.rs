@@ -13,7 +13,7 @@ use domain::values::{
 use eventstore::{EventStore, ExpectedVersion, Metadata, NewEvent};
 use uuid::Uuid;
 
-use crate::{Kind, Publisher};
+use crate::{Kind, Publisher, READ_MODEL_TABLES};
 
 /// How much history to make.
 #[derive(Debug, Clone, Copy)]
@@ -279,4 +279,24 @@ async fn append<K: Kind>(store: &EventStore, id: Uuid, commands: &[K::Command]) 
         .append(&K::stream_id(id), ExpectedVersion::NoStream, &events)
         .await
         .unwrap_or_else(|e| panic!("append {} {id}: {e}", K::NAME));
+}
+
+/// Every read-model table's rows as text, in order: equal snapshots mean equal read models.
+pub async fn read_model_snapshot(
+    store: &EventStore,
+) -> std::collections::BTreeMap<&'static str, Vec<String>> {
+    let client = store
+        .pool()
+        .get()
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let mut tables = std::collections::BTreeMap::new();
+    for table in READ_MODEL_TABLES {
+        let rows = client
+            .query(&format!("SELECT t::text FROM {table} t ORDER BY 1"), &[])
+            .await
+            .unwrap_or_else(|e| panic!("read {table}: {e}"));
+        tables.insert(table, rows.iter().map(|r| r.get::<_, String>(0)).collect());
+    }
+    tables
 }

@@ -90,18 +90,8 @@ async fn status_for(store: &EventStore, service_id: Uuid, viewer: &Viewer) -> Se
         .status
 }
 
-/// Every read-model table's rows, as text, in key order.
 async fn snapshot(store: &EventStore) -> BTreeMap<&'static str, Vec<String>> {
-    let client = store.pool().get().await.unwrap();
-    let mut tables = BTreeMap::new();
-    for table in READ_MODEL_TABLES {
-        let rows = client
-            .query(&format!("SELECT t::text FROM {table} t ORDER BY 1"), &[])
-            .await
-            .unwrap();
-        tables.insert(table, rows.iter().map(|r| r.get::<_, String>(0)).collect());
-    }
-    tables
+    testing::read_model_snapshot(store).await
 }
 
 async fn index_names(store: &EventStore) -> Vec<String> {
