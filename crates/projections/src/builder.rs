@@ -91,6 +91,44 @@ impl Builder {
         &self,
         transaction: &C,
     ) -> Result<BatchReport, ProjectionError> {
+        let checkpoint = self.lock_checkpoint(transaction).await?;
+        let events =
+            eventstore::read_log_after(transaction, checkpoint, self.options.batch_size).await?;
+        self.apply_events(transaction, checkpoint, &events).await
+    }
+
+    /// Folds `events`, read ahead by the caller, in a transaction of their own: the
+    /// checkpoint must be just before the first of them. Such a transaction commits
+    /// asynchronously, which suits rebuilds only: a crash loses at most the last batches,
+    /// checkpoint included, and they are folded again.
+    pub(crate) async fn apply_read_ahead(
+        &self,
+        events: &[LoggedEvent],
+    ) -> Result<BatchReport, ProjectionError> {
+        let mut client = self.store.pool().get().await?;
+        let transaction = client.transaction().await?;
+        transaction
+            .batch_execute("SET LOCAL synchronous_commit = off")
+            .await?;
+        let checkpoint = self.lock_checkpoint(&transaction).await?;
+        if let Some(first) = events.first() {
+            if first.position != checkpoint + 1 {
+                return Err(ProjectionError::Busy(format!(
+                    "the checkpoint moved to {checkpoint} while events from {} were read ahead",
+                    first.position
+                )));
+            }
+        }
+        let report = self.apply_events(&transaction, checkpoint, events).await?;
+        transaction.commit().await?;
+        Ok(report)
+    }
+
+    /// Takes this builder's turn: the projections lock (shared) and the checkpoint row.
+    async fn lock_checkpoint<C: GenericClient>(
+        &self,
+        transaction: &C,
+    ) -> Result<u64, ProjectionError> {
         if let Some(path) = self.search_path {
             transaction
                 .batch_execute(&format!("SET LOCAL search_path = {path}"))
@@ -107,10 +145,17 @@ impl Builder {
         let row = transaction
             .query_one("SELECT position FROM rm_checkpoint FOR UPDATE", &[])
             .await?;
-        let checkpoint = u64::try_from(row.try_get::<_, i64>("position")?)
-            .map_err(|_| ProjectionError::Corrupt("negative checkpoint".into()))?;
-        let events =
-            eventstore::read_log_after(transaction, checkpoint, self.options.batch_size).await?;
+        u64::try_from(row.try_get::<_, i64>("position")?)
+            .map_err(|_| ProjectionError::Corrupt("negative checkpoint".into()))
+    }
+
+    /// Folds `events`, which follow `checkpoint`, and moves the checkpoint past them.
+    async fn apply_events<C: GenericClient>(
+        &self,
+        transaction: &C,
+        checkpoint: u64,
+        events: &[LoggedEvent],
+    ) -> Result<BatchReport, ProjectionError> {
         let Some(last) = events.last().map(|e| e.position) else {
             return Ok(BatchReport {
                 events: 0,
@@ -126,7 +171,7 @@ impl Builder {
                 )));
             }
         }
-        let changes = fold_batch(transaction, &events).await?;
+        let changes = fold_batch(transaction, events).await?;
         write_changes(transaction, &changes).await?;
         let position = i64::try_from(last)
             .map_err(|_| ProjectionError::Corrupt(format!("position {last} is out of range")))?;

@@ -94,15 +94,22 @@ async fn rebuild_and_swap(
         },
     )
     .into_schema("crier_rebuild, public");
+    // The log is read ahead on another connection while each batch is written: sealed
+    // history never changes, so what is read ahead stays valid.
+    let (read_ahead, mut batches) = tokio::sync::mpsc::channel(2);
+    let reader = tokio::spawn(read_ahead_from(
+        store.clone(),
+        resumed_from,
+        options.batch_size,
+        read_ahead,
+    ));
     let mut events = 0;
-    loop {
-        let batch = builder.apply_next_batch().await?;
-        events += batch.events as u64;
-        progress(batch.position);
-        if batch.events < options.batch_size {
-            break;
-        }
+    while let Some(batch) = batches.recv().await {
+        let report = builder.apply_read_ahead(&batch?).await?;
+        events += report.events as u64;
+        progress(report.position);
     }
+    let _ = reader.await;
 
     let mut client = store.pool().get().await?;
     let transaction = client.transaction().await?;
@@ -137,6 +144,36 @@ async fn rebuild_and_swap(
         position,
         elapsed: started.elapsed(),
     })
+}
+
+/// Sends the sealed log after `position` in batches until it reaches the head.
+async fn read_ahead_from(
+    store: EventStore,
+    mut position: u64,
+    batch_size: usize,
+    batches: tokio::sync::mpsc::Sender<Result<Vec<eventstore::LoggedEvent>, ProjectionError>>,
+) {
+    loop {
+        let batch = store.read_log(position, batch_size).await;
+        let (last, full) = match &batch {
+            Ok(events) => (
+                events.last().map(|e| e.position),
+                events.len() == batch_size,
+            ),
+            Err(_) => (None, false),
+        };
+        let batch = batch.map_err(ProjectionError::from);
+        if batch.as_ref().is_ok_and(|events| events.is_empty()) {
+            return;
+        }
+        if batches.send(batch).await.is_err() {
+            return; // the rebuild stopped
+        }
+        match last {
+            Some(last) if full => position = last,
+            _ => return,
+        }
+    }
 }
 
 /// The schema history version, which tells whether a partial rebuild has today's shape.
