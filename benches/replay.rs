@@ -11,10 +11,13 @@
 //! Needs PostgreSQL at CRIER_TEST_DATABASE_URL (default the local one); makes and drops
 //! its own database.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{median, read_whole_log};
+
 use eventstore::testing::TestDatabase;
-use eventstore::EventStore;
 use projections::testing::{append_directly, read_model_snapshot, Shape};
 use projections::{Builder, BuilderOptions, ReplayOptions};
 
@@ -41,24 +44,6 @@ fn args() -> Args {
         }
     }
     args
-}
-
-async fn read_whole_log(store: &EventStore) -> (u64, f64) {
-    let start = Instant::now();
-    let mut after = 0;
-    let mut count = 0u64;
-    loop {
-        let batch = store.read_log(after, 5000).await.expect("read");
-        let Some(last) = batch.last() else { break };
-        after = last.position;
-        count += batch.len() as u64;
-    }
-    (count, count as f64 / start.elapsed().as_secs_f64())
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
-    values[values.len() / 2]
 }
 
 #[tokio::main]

@@ -93,12 +93,8 @@ impl EventStore {
         from: u64,
         count: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events e \
-              WHERE e.stream_id = $1 AND e.stream_version >= $2 \
-              ORDER BY e.stream_version LIMIT $3"
-        );
-        self.read_stream(&sql, stream_id, from, count).await
+        let client = self.pool.get().await?;
+        read_stream_forward_with(&client, stream_id, from, count).await
     }
 
     /// Events of `stream_id` from version `from` (inclusive) downwards, newest first.

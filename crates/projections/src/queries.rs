@@ -103,17 +103,20 @@ pub async fn services<C: GenericClient>(
     rows.iter().map(service_view).collect()
 }
 
-pub async fn incident<C: GenericClient>(
+/// One notice-carrying row of `table` (`rm_incidents`, `rm_maintenances`) if the viewer
+/// may see it.
+async fn visible<C: GenericClient, T: DeserializeOwned>(
     client: &C,
+    table: &str,
     id: Uuid,
     viewer: &Viewer,
-) -> Result<Option<Versioned<Incident>>, ProjectionError> {
+) -> Result<Option<Versioned<T>>, ProjectionError> {
     let (everyone, tenant) = viewer.filter();
     let statement = client
-        .prepare_cached(
-            "SELECT id, version, state FROM rm_incidents \
-              WHERE id = $3 AND ($1 OR public OR $2 = ANY(tenants))",
-        )
+        .prepare_cached(&format!(
+            "SELECT id, version, state FROM {table} \
+              WHERE id = $3 AND ($1 OR public OR $2 = ANY(tenants))"
+        ))
         .await?;
     let row = client
         .query_opt(&statement, &[&everyone, &tenant, &id])
@@ -121,22 +124,20 @@ pub async fn incident<C: GenericClient>(
     row.as_ref().map(versioned).transpose()
 }
 
+pub async fn incident<C: GenericClient>(
+    client: &C,
+    id: Uuid,
+    viewer: &Viewer,
+) -> Result<Option<Versioned<Incident>>, ProjectionError> {
+    visible(client, "rm_incidents", id, viewer).await
+}
+
 pub async fn maintenance<C: GenericClient>(
     client: &C,
     id: Uuid,
     viewer: &Viewer,
 ) -> Result<Option<Versioned<Maintenance>>, ProjectionError> {
-    let (everyone, tenant) = viewer.filter();
-    let statement = client
-        .prepare_cached(
-            "SELECT id, version, state FROM rm_maintenances \
-              WHERE id = $3 AND ($1 OR public OR $2 = ANY(tenants))",
-        )
-        .await?;
-    let row = client
-        .query_opt(&statement, &[&everyone, &tenant, &id])
-        .await?;
-    row.as_ref().map(versioned).transpose()
+    visible(client, "rm_maintenances", id, viewer).await
 }
 
 /// Which incidents a list shows.
