@@ -63,7 +63,7 @@ CREATE TABLE rm_updates (
     created_at      timestamptz NOT NULL,
     public          boolean     NOT NULL,
     tenants         text[]      NOT NULL,
-    PRIMARY KEY (resource_id, update_id)
+    PRIMARY KEY (resource_kind, resource_id, update_id)
 );
 CREATE INDEX rm_updates_recent ON rm_updates (created_at DESC, update_id DESC);
 
@@ -76,9 +76,9 @@ CREATE TABLE rm_service_impacts (
     severity        smallint    NOT NULL,
     public          boolean     NOT NULL,
     tenants         text[]      NOT NULL,
-    PRIMARY KEY (service_id, source_id)
+    PRIMARY KEY (service_id, source_kind, source_id)
 );
-CREATE INDEX rm_service_impacts_source ON rm_service_impacts (source_id);
+CREATE INDEX rm_service_impacts_source ON rm_service_impacts (source_kind, source_id);
 
 -- The global position up to which the projection builder has folded the log. One row,
 -- moved in the same transaction as the read-model rows it accounts for.

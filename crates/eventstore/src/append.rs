@@ -426,7 +426,8 @@ impl EventStore {
     }
 
     /// Appends inside the caller's transaction, so that other writes (read models,
-    /// idempotency records) commit or roll back with the events. Call
+    /// idempotency records) commit or roll back with the events. The append must be the
+    /// transaction's first write (reads before it are fine); other writes follow it. Call
     /// [`EventStore::notify_appended`] after committing.
     pub async fn append_in_transaction(
         &self,
@@ -439,9 +440,22 @@ impl EventStore {
         let prepared = prepare(events)?;
         // The sealer's asynchronous commit is safe only because appends commit synchronously
         // (see sealer.rs); hold to that whatever the session or database default says.
-        transaction
-            .batch_execute("SET LOCAL synchronous_commit = on")
+        // And the transaction must not have written yet: the log orders transactions by id,
+        // and one that took its id before reading the stream's version could be sealed
+        // ahead of the version it builds on (a stream's events would then have positions
+        // out of stream order).
+        let row = transaction
+            .query_one(
+                "SELECT set_config('synchronous_commit', 'on', true), \
+                        pg_current_xact_id_if_assigned() IS NULL AS fresh",
+                &[],
+            )
             .await?;
+        if !row.try_get::<_, bool>("fresh")? {
+            return Err(AppendError::Invalid(
+                "append_in_transaction must come before any other write of the transaction".into(),
+            ));
+        }
         for _ in 0..MAX_RACE_RETRIES {
             // A lost race aborts the statement; the savepoint keeps the caller's
             // transaction usable for the retry.

@@ -826,3 +826,38 @@ async fn a_checkpoint_never_moves_backwards() {
         Some(12)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_in_a_transaction_that_already_wrote_is_refused_so_stream_order_holds() {
+    // A transaction that took its id before reading the stream could be sealed ahead of
+    // the version it builds on.
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    let mut client = store.pool().get().await.expect("client");
+    let mut tx = client.transaction().await.expect("begin");
+    tx.batch_execute("CREATE TEMPORARY TABLE scratch (n int); INSERT INTO scratch VALUES (1)")
+        .await
+        .expect("write");
+    let refused = store
+        .append_in_transaction(&mut tx, "s", ExpectedVersion::Any, &[event(1)])
+        .await;
+    assert!(
+        matches!(refused, Err(AppendError::Invalid(_))),
+        "{refused:?}"
+    );
+    tx.rollback().await.expect("rollback");
+
+    // Reads first, then the append, then other writes: accepted.
+    let mut tx = client.transaction().await.expect("begin");
+    tx.query_one("SELECT count(*) FROM events", &[])
+        .await
+        .expect("read");
+    store
+        .append_in_transaction(&mut tx, "s", ExpectedVersion::NoStream, &[event(1)])
+        .await
+        .expect("append");
+    tx.batch_execute("CREATE TEMPORARY TABLE scratch (n int)")
+        .await
+        .expect("write after");
+    tx.commit().await.expect("commit");
+}

@@ -48,12 +48,18 @@ pub struct Builder {
 }
 
 impl Builder {
-    pub fn new(store: &EventStore, options: BuilderOptions) -> Self {
+    pub fn new(store: &EventStore, mut options: BuilderOptions) -> Self {
+        // A batch larger than one log read would end catching up early.
+        options.batch_size = options.batch_size.clamp(1, eventstore::MAX_READ_BATCH);
         Builder {
             store: store.clone(),
             options,
             search_path: None,
         }
+    }
+
+    pub(crate) fn batch_size(&self) -> usize {
+        self.options.batch_size
     }
 
     pub(crate) fn into_schema(mut self, search_path: &'static str) -> Self {
@@ -273,6 +279,13 @@ pub(crate) fn fold_stream<K: Kind>(
         }
         state = K::evolve(state, &K::decode(event)?);
         version = event.stream_version;
+        if state.as_ref().is_some_and(|s| K::resource_id(s) != id) {
+            return Err(ProjectionError::Corrupt(format!(
+                "stream {} holds another {}",
+                K::stream_id(id),
+                K::NAME
+            )));
+        }
     }
     Ok((version, state))
 }
@@ -289,10 +302,10 @@ pub async fn run(store: EventStore, options: BuilderOptions, mut shutdown: watch
             break;
         }
         head.borrow_and_update();
-        let wait = match builder.catch_up().await {
+        let wait_for_head = match builder.catch_up().await {
             Ok(_) => {
                 retry = Duration::from_millis(100);
-                store.config().poll_interval
+                true
             }
             Err(e) => {
                 if e.is_unavailable() {
@@ -300,15 +313,26 @@ pub async fn run(store: EventStore, options: BuilderOptions, mut shutdown: watch
                 } else {
                     tracing::error!(error = %e, "projection builder stopped on an event; retrying");
                 }
-                let wait = retry;
-                retry = (retry * 2).min(Duration::from_secs(10));
-                wait
+                false
             }
         };
-        tokio::select! {
-            changed = head.changed() => if changed.is_err() { tokio::time::sleep(wait).await },
-            _ = tokio::time::sleep(wait) => {}
-            changed = shutdown.changed() => if changed.is_err() { break },
+        if wait_for_head {
+            tokio::select! {
+                changed = head.changed() => {
+                    if changed.is_err() {
+                        tokio::time::sleep(store.config().poll_interval).await;
+                    }
+                }
+                _ = tokio::time::sleep(store.config().poll_interval) => {}
+                changed = shutdown.changed() => if changed.is_err() { break },
+            }
+        } else {
+            // After a failure, back off whatever the log head does.
+            tokio::select! {
+                _ = tokio::time::sleep(retry) => {}
+                changed = shutdown.changed() => if changed.is_err() { break },
+            }
+            retry = (retry * 2).min(Duration::from_secs(10));
         }
     }
     tracing::debug!("projection builder stopped");

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use crate::builder::fold_stream;
 use crate::kinds::{Kind, Versioned};
 use crate::publish::read_whole_stream;
+use crate::queries::{for_viewer, Notice, Viewer};
 use crate::ProjectionError;
 
 /// A point in history.
@@ -41,12 +42,17 @@ impl FromStr for AsOf {
     }
 }
 
-/// Resource `id` of kind `K` as it stood at `as_of`; `None` if it did not exist yet.
+/// Resource `id` of kind `K` as it stood at `as_of`, as `viewer` may see it; `None` if it
+/// did not exist yet or the viewer may not see it.
 pub async fn as_of<K: Kind>(
     store: &EventStore,
     id: Uuid,
     as_of: AsOf,
-) -> Result<Option<Versioned<K::Resource>>, ProjectionError> {
+    viewer: &Viewer,
+) -> Result<Option<Versioned<K::Resource>>, ProjectionError>
+where
+    K::Resource: Notice,
+{
     let stream_id = K::stream_id(id);
     let events = match as_of {
         AsOf::Position(position) => {
@@ -69,7 +75,7 @@ pub async fn as_of<K: Kind>(
     };
     let refs: Vec<_> = events.iter().collect();
     let (version, state) = fold_stream::<K>(id, 0, None, &refs)?;
-    Ok(state.map(|state| Versioned { id, version, state }))
+    Ok(state.and_then(|state| for_viewer(Versioned { id, version, state }, viewer)))
 }
 
 #[cfg(test)]

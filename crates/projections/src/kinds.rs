@@ -20,6 +20,9 @@ pub trait Kind: Decider<State = Option<Self::Resource>> {
     /// The stored type name, schema version and payload of `event`.
     fn encode(event: &Self::Event) -> Result<(&'static str, u32, serde_json::Value), String>;
 
+    /// The id the resource names itself by (its stream must carry the same).
+    fn resource_id(resource: &Self::Resource) -> Uuid;
+
     /// Adds a state of this kind to the read-model writes of `changes`.
     fn add_to(changes: &mut crate::Changes, resource: Versioned<Self::Resource>);
 
@@ -44,6 +47,10 @@ impl Kind for incident::IncidentDecider {
     const TABLE: &'static str = "rm_incidents";
     type Resource = incident::Incident;
 
+    fn resource_id(resource: &Self::Resource) -> Uuid {
+        resource.id
+    }
+
     fn add_to(changes: &mut crate::Changes, resource: Versioned<Self::Resource>) {
         changes.incidents.push(resource);
     }
@@ -62,6 +69,10 @@ impl Kind for service::ServiceDecider {
     const TABLE: &'static str = "rm_services";
     type Resource = service::Service;
 
+    fn resource_id(resource: &Self::Resource) -> Uuid {
+        resource.id
+    }
+
     fn add_to(changes: &mut crate::Changes, resource: Versioned<Self::Resource>) {
         changes.services.push(resource);
     }
@@ -79,6 +90,10 @@ impl Kind for maintenance::MaintenanceDecider {
     const NAME: &'static str = "maintenance";
     const TABLE: &'static str = "rm_maintenances";
     type Resource = maintenance::Maintenance;
+
+    fn resource_id(resource: &Self::Resource) -> Uuid {
+        resource.id
+    }
 
     fn add_to(changes: &mut crate::Changes, resource: Versioned<Self::Resource>) {
         changes.maintenances.push(resource);

@@ -141,15 +141,22 @@ impl Publisher {
             }
         }
         let events = K::decide(command, &state)?;
+        let new_state = events.iter().fold(state, K::evolve).ok_or_else(|| {
+            ProjectionError::Corrupt(format!("{stream_id}: the command leaves no resource"))
+        })?;
+        if K::resource_id(&new_state) != id {
+            return Err(CommandError::Refused(format!(
+                "the command is for {} {} but was sent to {id}",
+                K::NAME,
+                K::resource_id(&new_state)
+            )));
+        }
         if events.is_empty() {
-            let resource = state.ok_or_else(|| {
-                ProjectionError::Corrupt(format!("{stream_id}: a no-op command on no resource"))
-            })?;
             return Ok(Attempt::Done(Written {
                 resource: Versioned {
                     id,
                     version,
-                    state: resource,
+                    state: new_state,
                 },
                 events: 0,
             }));
@@ -186,13 +193,10 @@ impl Publisher {
             }
             Err(AppendError::Store(e)) => return Err(e.into()),
         }
-        let state = events.iter().fold(state, K::evolve).ok_or_else(|| {
-            ProjectionError::Corrupt(format!("{stream_id}: events that create nothing"))
-        })?;
         let resource = Versioned {
             id,
             version: version + events.len() as u64,
-            state,
+            state: new_state,
         };
         let mut changes = Changes::default();
         K::add_to(&mut changes, resource.clone());

@@ -5,7 +5,7 @@ use deadpool_postgres::GenericClient;
 use domain::incident::Incident;
 use domain::maintenance::Maintenance;
 use domain::service::Service;
-use domain::values::ServiceStatus;
+use domain::values::{Audience, ServiceStatus};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
@@ -25,6 +25,23 @@ pub enum Viewer {
 }
 
 impl Viewer {
+    /// May this viewer see a notice for `audience`?
+    pub fn may_see(&self, audience: &Audience) -> bool {
+        match self {
+            Viewer::Public => audience.admits(None),
+            Viewer::Tenant(tenant) => audience.admits(Some(tenant)),
+            Viewer::Everyone => true,
+        }
+    }
+
+    /// The audience as this viewer may know it: a tenant learns of no other tenant a
+    /// notice is shared with.
+    pub fn redact(&self, audience: &mut Audience) {
+        if let (Viewer::Tenant(tenant), Audience::Tenants { tenants }) = (self, audience) {
+            tenants.retain(|t| t == tenant);
+        }
+    }
+
     /// The two parameters of the audience filter `($n OR public OR $m = ANY(tenants))`.
     fn filter(&self) -> (bool, Option<&str>) {
         match self {
@@ -33,6 +50,39 @@ impl Viewer {
             Viewer::Everyone => (true, None),
         }
     }
+}
+
+/// A resource that carries a notice, and so an audience.
+pub trait Notice {
+    fn audience(&self) -> &Audience;
+    fn audience_mut(&mut self) -> &mut Audience;
+}
+
+impl Notice for Incident {
+    fn audience(&self) -> &Audience {
+        &self.audience
+    }
+    fn audience_mut(&mut self) -> &mut Audience {
+        &mut self.audience
+    }
+}
+
+impl Notice for Maintenance {
+    fn audience(&self) -> &Audience {
+        &self.audience
+    }
+    fn audience_mut(&mut self) -> &mut Audience {
+        &mut self.audience
+    }
+}
+
+/// `notice` as `viewer` may see it, or `None` if it may not.
+pub fn for_viewer<T: Notice>(mut notice: Versioned<T>, viewer: &Viewer) -> Option<Versioned<T>> {
+    if !viewer.may_see(notice.state.audience()) {
+        return None;
+    }
+    viewer.redact(notice.state.audience_mut());
+    Some(notice)
 }
 
 /// A service with its status as this viewer may know it.
@@ -105,7 +155,7 @@ pub async fn services<C: GenericClient>(
 
 /// One notice-carrying row of `table` (`rm_incidents`, `rm_maintenances`) if the viewer
 /// may see it.
-async fn visible<C: GenericClient, T: DeserializeOwned>(
+async fn visible<C: GenericClient, T: DeserializeOwned + Notice>(
     client: &C,
     table: &str,
     id: Uuid,
@@ -121,7 +171,12 @@ async fn visible<C: GenericClient, T: DeserializeOwned>(
     let row = client
         .query_opt(&statement, &[&everyone, &tenant, &id])
         .await?;
-    row.as_ref().map(versioned).transpose()
+    // The SQL filter and this one agree; this one also redacts.
+    Ok(row
+        .as_ref()
+        .map(versioned)
+        .transpose()?
+        .and_then(|notice| for_viewer(notice, viewer)))
 }
 
 pub async fn incident<C: GenericClient>(
@@ -173,5 +228,9 @@ pub async fn incidents<C: GenericClient>(
     let rows = client
         .query(&statement, &[&everyone, &tenant, &open, &limit])
         .await?;
-    rows.iter().map(versioned).collect()
+    let mut visible = Vec::with_capacity(rows.len());
+    for row in &rows {
+        visible.extend(for_viewer(versioned(row)?, viewer));
+    }
+    Ok(visible)
 }

@@ -64,9 +64,10 @@ pub async fn replay(
     mut progress: impl FnMut(u64),
 ) -> Result<ReplayReport, ProjectionError> {
     let started = Instant::now();
-    // Held (on this connection's session) for the whole replay.
-    let guard = store.pool().get().await?;
-    let locked: bool = guard
+    // A session lock on a connection taken out of the pool: it ends with this replay
+    // (closing the connection releases it even if this future is dropped).
+    let session = deadpool_postgres::Object::take(store.pool().get().await?);
+    let locked: bool = session
         .query_one("SELECT pg_try_advisory_lock($1)", &[&REPLAY_LOCK])
         .await?
         .try_get(0)?;
@@ -74,9 +75,12 @@ pub async fn replay(
         return Err(ProjectionError::Busy("another replay is running".into()));
     }
     let result = rebuild_and_swap(store, options, &mut progress, started).await;
-    let _ = guard
+    // Closing the connection releases the lock too, but only once the server notices; a
+    // replay that starts right after this one must find it free.
+    let _ = session
         .execute("SELECT pg_advisory_unlock($1)", &[&REPLAY_LOCK])
         .await;
+    drop(session);
     result
 }
 
@@ -86,7 +90,7 @@ async fn rebuild_and_swap(
     progress: &mut impl FnMut(u64),
     started: Instant,
 ) -> Result<ReplayReport, ProjectionError> {
-    let resumed_from = prepare_rebuild_schema(store, options.fresh).await?;
+    let (resumed_from, shape) = prepare_rebuild_schema(store, options.fresh).await?;
     let builder = Builder::new(
         store,
         BuilderOptions {
@@ -94,13 +98,14 @@ async fn rebuild_and_swap(
         },
     )
     .into_schema("crier_rebuild, public");
+    let batch_size = builder.batch_size();
     // The log is read ahead on another connection while each batch is written: sealed
     // history never changes, so what is read ahead stays valid.
     let (read_ahead, mut batches) = tokio::sync::mpsc::channel(2);
     let reader = tokio::spawn(read_ahead_from(
         store.clone(),
         resumed_from,
-        options.batch_size,
+        batch_size,
         read_ahead,
     ));
     let mut events = 0;
@@ -110,16 +115,36 @@ async fn rebuild_and_swap(
         progress(report.position);
     }
     let _ = reader.await;
+    {
+        let client = store.pool().get().await?;
+        for table in READ_MODEL_TABLES {
+            // Planner statistics for the tables about to serve.
+            client
+                .batch_execute(&format!("ANALYZE {REBUILD_SCHEMA}.{table}"))
+                .await?;
+        }
+    }
+    // Wait for older transactions now, before anyone waits on us.
+    store.seal_all(options.seal_timeout).await?;
 
     let mut client = store.pool().get().await?;
     let transaction = client.transaction().await?;
+    // Writers queue behind the exclusive lock; never make them wait long.
+    transaction
+        .batch_execute("SET LOCAL lock_timeout = '10s'")
+        .await?;
     // No inline write or builder batch is in flight past this point, and none starts.
     transaction
         .execute("SELECT pg_advisory_xact_lock($1)", &[&PROJECTIONS_LOCK])
         .await?;
+    if schema_version(&transaction).await? != shape {
+        return Err(ProjectionError::Busy(
+            "the database was migrated during the replay; run it again".into(),
+        ));
+    }
     // Every event committed so far gets a position (this transaction has no transaction id
     // yet, so it holds no event back).
-    let sealed = store.seal_all(options.seal_timeout).await?;
+    let sealed = store.seal_pending().await?;
     if sealed.waiting_for_older_transactions {
         // Swapping now would leave out acknowledged writes that cannot be sealed yet.
         return Err(ProjectionError::Busy(
@@ -131,7 +156,7 @@ async fn rebuild_and_swap(
     let position = loop {
         let batch = builder.apply_batch_in(&transaction).await?;
         events += batch.events as u64;
-        if batch.events < options.batch_size {
+        if batch.events < batch_size {
             break batch.position;
         }
     };
@@ -191,8 +216,11 @@ async fn schema_version<C: GenericClient>(client: &C) -> Result<String, Projecti
 }
 
 /// Creates the rebuild schema, or keeps the one an interrupted replay left if it has
-/// today's shape. Answers the position the rebuild has reached.
-async fn prepare_rebuild_schema(store: &EventStore, fresh: bool) -> Result<u64, ProjectionError> {
+/// today's shape. Answers the position the rebuild has reached and the shape.
+async fn prepare_rebuild_schema(
+    store: &EventStore,
+    fresh: bool,
+) -> Result<(u64, String), ProjectionError> {
     let mut client = store.pool().get().await?;
     let transaction = client.transaction().await?;
     let expected = schema_version(&transaction).await?;
@@ -214,7 +242,7 @@ async fn prepare_rebuild_schema(store: &EventStore, fresh: bool) -> Result<u64, 
             .map_err(|_| ProjectionError::Corrupt("negative rebuild checkpoint".into()))?;
         transaction.commit().await?;
         tracing::info!(position, "resuming an interrupted replay");
-        return Ok(position);
+        return Ok((position, expected));
     }
     let mut ddl = format!(
         "DROP SCHEMA IF EXISTS {REBUILD_SCHEMA} CASCADE; CREATE SCHEMA {REBUILD_SCHEMA}; \
@@ -231,7 +259,7 @@ async fn prepare_rebuild_schema(store: &EventStore, fresh: bool) -> Result<u64, 
     ));
     transaction.batch_execute(&ddl).await?;
     transaction.commit().await?;
-    Ok(0)
+    Ok((0, expected))
 }
 
 /// Each index of `schema.table` by what it indexes (so that a rebuilt table's indexes can
@@ -263,9 +291,53 @@ async fn index_names<C: GenericClient>(
         .collect()
 }
 
-/// Replaces each live table by its rebuilt twin, keeping the live index names.
+/// Gives the rebuilt `table` the live one's owner and privileges (`LIKE` copies neither),
+/// so that roles that used the live tables can use the rebuilt ones.
+async fn copy_owner_and_grants<C: GenericClient>(
+    transaction: &C,
+    table: &str,
+) -> Result<(), ProjectionError> {
+    let live = format!("public.{table}");
+    let owner: String = transaction
+        .query_one(
+            "SELECT quote_ident(pg_get_userbyid(relowner)) FROM pg_class WHERE oid = $1::text::regclass",
+            &[&live],
+        )
+        .await?
+        .try_get(0)?;
+    transaction
+        .batch_execute(&format!(
+            "ALTER TABLE {REBUILD_SCHEMA}.{table} OWNER TO {owner}"
+        ))
+        .await?;
+    let grants = transaction
+        .query(
+            "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' \
+                         ELSE quote_ident(pg_get_userbyid(a.grantee)) END AS grantee, \
+                    string_agg(a.privilege_type, ', ') AS privileges \
+               FROM pg_class c, aclexplode(c.relacl) a \
+              WHERE c.oid = $1::text::regclass AND a.grantee <> c.relowner \
+              GROUP BY 1",
+            &[&live],
+        )
+        .await?;
+    for grant in grants {
+        let grantee: String = grant.try_get("grantee")?;
+        let privileges: String = grant.try_get("privileges")?;
+        transaction
+            .batch_execute(&format!(
+                "GRANT {privileges} ON {REBUILD_SCHEMA}.{table} TO {grantee}"
+            ))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Replaces each live table by its rebuilt twin, keeping the live owner, privileges and
+/// index names.
 async fn swap_in<C: GenericClient>(transaction: &C) -> Result<(), ProjectionError> {
     for table in READ_MODEL_TABLES {
+        copy_owner_and_grants(transaction, table).await?;
         let live = index_names(transaction, "public", table).await?;
         let rebuilt = index_names(transaction, REBUILD_SCHEMA, table).await?;
         transaction

@@ -18,7 +18,8 @@ use uuid::Uuid;
 use crate::kinds::Versioned;
 use crate::ProjectionError;
 
-/// Resource states to write, at most one per resource.
+/// Resource states to write. At most one per resource: a statement cannot upsert one row
+/// twice.
 #[derive(Debug, Default, Clone)]
 pub struct Changes {
     pub services: Vec<Versioned<Service>>,
@@ -159,13 +160,15 @@ async fn replace_derived<C: GenericClient>(
     impacts: &ImpactRows,
 ) -> Result<(), ProjectionError> {
     let delete_updates = client
-        .prepare_cached("DELETE FROM rm_updates WHERE resource_id = ANY($1)")
+        .prepare_cached("DELETE FROM rm_updates WHERE resource_kind = $2 AND resource_id = ANY($1)")
         .await?;
-    client.execute(&delete_updates, &[&written]).await?;
+    client.execute(&delete_updates, &[&written, &kind]).await?;
     let delete_impacts = client
-        .prepare_cached("DELETE FROM rm_service_impacts WHERE source_id = ANY($1)")
+        .prepare_cached(
+            "DELETE FROM rm_service_impacts WHERE source_kind = $2 AND source_id = ANY($1)",
+        )
         .await?;
-    client.execute(&delete_impacts, &[&written]).await?;
+    client.execute(&delete_impacts, &[&written, &kind]).await?;
     if !updates.update_ids.is_empty() {
         let sql = format!(
             "INSERT INTO rm_updates (update_id, resource_kind, resource_id, title, status, \

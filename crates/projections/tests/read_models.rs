@@ -11,14 +11,14 @@ use domain::service::{self, ServiceDecider};
 use domain::values::{
     AffectedService, Audience, ClientAction, Impact, IncidentStatus, ServiceStatus,
 };
-use domain::DomainError;
+use domain::{Decider, DomainError};
 use eventstore::testing::TestDatabase;
 use eventstore::{EventStore, Metadata};
 use projections::history::{self, AsOf};
 use projections::queries::{self, Viewer};
 use projections::testing::{self, Shape};
 use projections::{
-    Builder, BuilderOptions, CommandError, Publisher, ReplayOptions, READ_MODEL_TABLES,
+    Builder, BuilderOptions, CommandError, Kind, Publisher, ReplayOptions, READ_MODEL_TABLES,
 };
 use uuid::Uuid;
 
@@ -344,6 +344,120 @@ async fn a_private_notice_and_its_effect_on_status_reach_only_its_tenant() {
         assert!(!row.get::<_, bool>(0));
         assert_eq!(row.get::<_, Vec<String>>(1), vec!["contoso".to_owned()]);
     }
+
+    // Time travel filters the same way.
+    store.seal_all(Duration::from_secs(10)).await.unwrap();
+    let now = AsOf::Time(Utc::now());
+    assert!(
+        history::as_of::<IncidentDecider>(&store, id, now, &Viewer::Public)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        history::as_of::<IncidentDecider>(&store, id, now, &Viewer::Tenant("contoso".into()))
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // A notice shared with two tenants: each sees it, and neither learns of the other.
+    let shared_id = Uuid::new_v4();
+    let shared = Audience::Tenants {
+        tenants: vec!["contoso".into(), "fabrikam".into()],
+    };
+    publisher
+        .execute::<IncidentDecider>(
+            shared_id,
+            &declare(shared_id, vec![], shared.clone()),
+            None,
+            &by(),
+        )
+        .await
+        .unwrap();
+    for tenant in ["contoso", "fabrikam"] {
+        let viewer = Viewer::Tenant(tenant.into());
+        let seen = queries::incident(&client, shared_id, &viewer)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            seen.state.audience,
+            Audience::Tenants {
+                tenants: vec![tenant.into()]
+            }
+        );
+        let listed = queries::incidents(&client, &viewer, queries::IncidentState::All, 10)
+            .await
+            .unwrap();
+        assert!(listed.iter().all(|i| i.state.audience.admits(Some(tenant))
+            && !matches!(&i.state.audience, Audience::Tenants { tenants } if tenants.len() > 1)));
+        let past =
+            history::as_of::<IncidentDecider>(&store, shared_id, AsOf::Time(Utc::now()), &viewer)
+                .await
+                .unwrap()
+                .unwrap();
+        assert_eq!(
+            past.state.audience,
+            Audience::Tenants {
+                tenants: vec![tenant.into()]
+            }
+        );
+    }
+    let everyone = queries::incident(&client, shared_id, &Viewer::Everyone)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(everyone.state.audience, shared);
+}
+
+#[tokio::test]
+async fn rows_the_builder_derives_carry_their_notices_audience() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    testing::append_directly(
+        &store,
+        Shape {
+            services: 4,
+            incidents: 40,
+            updates_per_incident: 3,
+            maintenances: 10,
+        },
+    )
+    .await;
+    store.seal_all(Duration::from_secs(10)).await.unwrap();
+    Builder::new(&store, BuilderOptions::default())
+        .catch_up()
+        .await
+        .unwrap();
+    let client = store.pool().get().await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM rm_updates u JOIN rm_incidents i ON i.id = u.resource_id \
+                      WHERE u.resource_kind = 'incident' AND (u.public, u.tenants) <> (i.public, i.tenants)) \
+                  + (SELECT count(*) FROM rm_updates u JOIN rm_maintenances m ON m.id = u.resource_id \
+                      WHERE u.resource_kind = 'maintenance' AND (u.public, u.tenants) <> (m.public, m.tenants)) \
+                  + (SELECT count(*) FROM rm_service_impacts x JOIN rm_incidents i ON i.id = x.source_id \
+                      WHERE (x.public, x.tenants) <> (i.public, i.tenants)) AS disagreeing, \
+                    (SELECT count(*) FROM rm_updates WHERE NOT public AND cardinality(tenants) > 0) AS private",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>("disagreeing"), 0);
+    assert!(row.get::<_, i64>("private") > 0);
+    // Private incidents do not move the public status of the services they affect.
+    for view in queries::services(&client, &Viewer::Public).await.unwrap() {
+        let public_worst = client
+            .query_one(
+                "SELECT coalesce(max(severity), 0::int2) FROM rm_service_impacts WHERE service_id = $1 AND public",
+                &[&view.service.id],
+            )
+            .await
+            .unwrap()
+            .get::<_, i16>(0);
+        assert_eq!(i16::from(view.status.severity()), public_worst);
+    }
 }
 
 #[tokio::test]
@@ -550,6 +664,12 @@ async fn replay_rebuilds_every_table_exactly_as_it_was() {
     let before = snapshot(&store).await;
     let indexes = index_names(&store).await;
     assert!(before["rm_updates"].len() > 100 && !before["rm_service_impacts"].is_empty());
+    let client = store.pool().get().await.unwrap();
+    client
+        .batch_execute("GRANT SELECT ON rm_incidents TO PUBLIC")
+        .await
+        .unwrap();
+    drop(client);
 
     let mut positions = Vec::new();
     let options = ReplayOptions {
@@ -602,7 +722,119 @@ async fn the_read_model_list_names_every_table_of_the_schema() {
 }
 
 #[tokio::test]
-async fn writes_wait_while_a_replay_swaps_and_land_in_the_rebuilt_tables() {
+async fn a_write_in_flight_when_a_replay_swaps_is_waited_for_and_kept() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    let publisher = Publisher::new(&store);
+    testing::publish(
+        &publisher,
+        Shape {
+            services: 3,
+            incidents: 20,
+            updates_per_incident: 3,
+            maintenances: 2,
+        },
+    )
+    .await;
+
+    // A writer as the Publisher writes: shared projections lock, append, read models; held
+    // open while the replay reaches its swap.
+    let id = Uuid::new_v4();
+    let mut client = store.pool().get().await.unwrap();
+    let mut writer = client.transaction().await.unwrap();
+    writer
+        .execute(
+            "SELECT pg_advisory_xact_lock_shared($1)",
+            &[&0x6372_6965_7203_i64],
+        )
+        .await
+        .unwrap();
+    let command = declare(id, vec![], Audience::Public);
+    let event = match IncidentDecider::decide(&command, &None).unwrap().remove(0) {
+        incident::Event::Declared(e) => incident::Event::Declared(e),
+        other => panic!("{other:?}"),
+    };
+    let (type_name, version, data) = IncidentDecider::encode(&event).unwrap();
+    let mut new_event = eventstore::NewEvent::new(type_name, data, by());
+    new_event.schema_version = version;
+    store
+        .append_in_transaction(
+            &mut writer,
+            &format!("incident-{id}"),
+            eventstore::ExpectedVersion::NoStream,
+            &[new_event],
+        )
+        .await
+        .unwrap();
+    let mut changes = projections::Changes::default();
+    IncidentDecider::add_to(
+        &mut changes,
+        projections::Versioned {
+            id,
+            version: 1,
+            state: IncidentDecider::fold([&event]).unwrap(),
+        },
+    );
+    projections::write_changes(&writer, &changes).await.unwrap();
+
+    let replay = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            projections::replay(
+                &store,
+                &ReplayOptions {
+                    batch_size: 20,
+                    ..ReplayOptions::default()
+                },
+                |_| {},
+            )
+            .await
+        })
+    };
+    // Wait until the replay queues for the exclusive lock behind the writer.
+    let observer = store.pool().get().await.unwrap();
+    for attempt in 0.. {
+        let waiting: i64 = observer
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        assert!(attempt < 500, "the replay never waited for the writer");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!replay.is_finished());
+    writer.commit().await.unwrap();
+    replay.await.unwrap().unwrap();
+
+    let read = queries::incident(&observer, id, &Viewer::Public)
+        .await
+        .unwrap();
+    assert_eq!(
+        read.map(|i| i.version),
+        Some(1),
+        "the write acknowledged during the swap is kept"
+    );
+    drop(observer);
+    drop(client);
+    Builder::new(&store, BuilderOptions::default())
+        .catch_up()
+        .await
+        .unwrap();
+    let live = snapshot(&store).await;
+    projections::replay(&store, &ReplayOptions::default(), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(snapshot(&store).await, live);
+}
+
+#[tokio::test]
+async fn writers_racing_replays_lose_nothing() {
     let db = TestDatabase::create().await;
     let store = db.store();
     let publisher = Publisher::new(&store);
@@ -617,8 +849,6 @@ async fn writes_wait_while_a_replay_swaps_and_land_in_the_rebuilt_tables() {
     )
     .await;
     let service_id = create_service(&publisher, "Busy").await;
-
-    // Writers keep declaring incidents while replays run.
     let writer = {
         let publisher = publisher.clone();
         tokio::spawn(async move {
@@ -666,17 +896,6 @@ async fn writes_wait_while_a_replay_swaps_and_land_in_the_rebuilt_tables() {
             "{id} lost"
         );
     }
-    drop(client);
-    store.seal_all(Duration::from_secs(10)).await.unwrap();
-    Builder::new(&store, BuilderOptions::default())
-        .catch_up()
-        .await
-        .unwrap();
-    let live = snapshot(&store).await;
-    projections::replay(&store, &ReplayOptions::default(), |_| {})
-        .await
-        .unwrap();
-    assert_eq!(snapshot(&store).await, live);
 }
 
 #[tokio::test]
@@ -706,7 +925,7 @@ async fn as_of_gives_the_incident_as_it_stood_at_each_position_and_time() {
 
     // Not there before its first event; then each version at its own position and time.
     assert_eq!(
-        history::as_of::<IncidentDecider>(&store, id, AsOf::Position(0))
+        history::as_of::<IncidentDecider>(&store, id, AsOf::Position(0), &Viewer::Public)
             .await
             .unwrap(),
         None
@@ -722,18 +941,28 @@ async fn as_of_gives_the_incident_as_it_stood_at_each_position_and_time() {
             .find(|l| l.event.event_id == event.event_id)
             .unwrap()
             .position;
-        let by_position = history::as_of::<IncidentDecider>(&store, id, AsOf::Position(position))
-            .await
-            .unwrap();
+        let by_position = history::as_of::<IncidentDecider>(
+            &store,
+            id,
+            AsOf::Position(position),
+            &Viewer::Public,
+        )
+        .await
+        .unwrap();
         assert_eq!(by_position.as_ref(), Some(state));
-        let by_time = history::as_of::<IncidentDecider>(&store, id, AsOf::Time(event.recorded_at))
-            .await
-            .unwrap();
+        let by_time = history::as_of::<IncidentDecider>(
+            &store,
+            id,
+            AsOf::Time(event.recorded_at),
+            &Viewer::Public,
+        )
+        .await
+        .unwrap();
         assert_eq!(by_time.as_ref(), Some(state));
     }
     let before = events[0].recorded_at - chrono::Duration::microseconds(1);
     assert_eq!(
-        history::as_of::<IncidentDecider>(&store, id, AsOf::Time(before))
+        history::as_of::<IncidentDecider>(&store, id, AsOf::Time(before), &Viewer::Public)
             .await
             .unwrap(),
         None
