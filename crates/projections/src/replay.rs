@@ -118,9 +118,20 @@ async fn rebuild_and_swap(
     {
         let client = store.pool().get().await?;
         for table in READ_MODEL_TABLES {
-            // Planner statistics for the tables about to serve.
+            // Planner statistics for the tables about to serve, on the columns queries
+            // filter and sort by (sampling the state documents would cost more than the
+            // rest of the replay).
+            let columns: String = client
+                .query_one(
+                    "SELECT string_agg(quote_ident(column_name), ', ') \
+                       FROM information_schema.columns \
+                      WHERE table_schema = $1 AND table_name = $2 AND data_type <> 'jsonb'",
+                    &[&REBUILD_SCHEMA, &table],
+                )
+                .await?
+                .try_get(0)?;
             client
-                .batch_execute(&format!("ANALYZE {REBUILD_SCHEMA}.{table}"))
+                .batch_execute(&format!("ANALYZE {REBUILD_SCHEMA}.{table} ({columns})"))
                 .await?;
         }
     }
@@ -224,13 +235,15 @@ async fn prepare_rebuild_schema(
     let mut client = store.pool().get().await?;
     let transaction = client.transaction().await?;
     let expected = schema_version(&transaction).await?;
-    let found: Option<String> = transaction
+    let row = transaction
         .query_one(
-            "SELECT obj_description(to_regnamespace($1), 'pg_namespace')",
+            "SELECT to_regnamespace($1) IS NOT NULL AS present, \
+                    obj_description(to_regnamespace($1), 'pg_namespace') AS shape",
             &[&REBUILD_SCHEMA],
         )
-        .await?
-        .try_get(0)?;
+        .await?;
+    let present: bool = row.try_get("present")?;
+    let found: Option<String> = row.try_get("shape")?;
     if !fresh && found.as_deref() == Some(expected.as_str()) {
         let row = transaction
             .query_one(
@@ -244,11 +257,15 @@ async fn prepare_rebuild_schema(
         tracing::info!(position, "resuming an interrupted replay");
         return Ok((position, expected));
     }
-    let mut ddl = format!(
-        "DROP SCHEMA IF EXISTS {REBUILD_SCHEMA} CASCADE; CREATE SCHEMA {REBUILD_SCHEMA}; \
-         COMMENT ON SCHEMA {REBUILD_SCHEMA} IS '{}';",
+    let mut ddl = if present {
+        format!("DROP SCHEMA {REBUILD_SCHEMA} CASCADE;")
+    } else {
+        String::new()
+    };
+    ddl.push_str(&format!(
+        "CREATE SCHEMA {REBUILD_SCHEMA}; COMMENT ON SCHEMA {REBUILD_SCHEMA} IS '{}';",
         expected.replace('\'', "''")
-    );
+    ));
     for table in READ_MODEL_TABLES {
         ddl.push_str(&format!(
             "CREATE TABLE {REBUILD_SCHEMA}.{table} (LIKE public.{table} INCLUDING ALL);"
