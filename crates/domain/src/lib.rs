@@ -4,6 +4,7 @@
 //! state` folds history. Both are pure: no clock, no I/O, no randomness (ids and times come
 //! in the commands), so replay, time travel and normal reads run the same code.
 
+pub mod api_key;
 pub mod incident;
 pub mod maintenance;
 pub mod service;

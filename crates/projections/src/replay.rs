@@ -16,6 +16,8 @@ use crate::{ProjectionError, PROJECTIONS_LOCK, READ_MODEL_TABLES};
 
 /// Where a replay builds.
 const REBUILD_SCHEMA: &str = "crier_rebuild";
+/// How long the locked step waits for older transactions (writers wait meanwhile).
+const SEAL_WAIT_UNDER_LOCK: Duration = Duration::from_secs(2);
 /// One replay at a time, across processes.
 const REPLAY_LOCK: i64 = 0x6372_6965_7204;
 
@@ -154,8 +156,9 @@ async fn rebuild_and_swap(
         ));
     }
     // Every event committed so far gets a position (this transaction has no transaction id
-    // yet, so it holds no event back).
-    let sealed = store.seal_pending().await?;
+    // yet, so it holds no event back). Transaction ids are cluster-wide: any short
+    // transaction anywhere delays sealing for a moment, so wait a little, not forever.
+    let sealed = store.seal_all(SEAL_WAIT_UNDER_LOCK).await?;
     if sealed.waiting_for_older_transactions {
         // Swapping now would leave out acknowledged writes that cannot be sealed yet.
         return Err(ProjectionError::Busy(
