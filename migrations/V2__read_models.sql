@@ -80,6 +80,20 @@ CREATE TABLE rm_service_impacts (
 );
 CREATE INDEX rm_service_impacts_source ON rm_service_impacts (source_kind, source_id);
 
+-- API keys, matched by the SHA-256 of the secret a request presents (never the secret).
+-- Not unique: a forged history with two keys of one hash must not stop the builder; a
+-- request matching more than one live key is refused.
+CREATE TABLE rm_api_keys (
+    id              uuid        PRIMARY KEY,
+    version         bigint      NOT NULL,
+    secret_sha256   text        NOT NULL,
+    role            text        NOT NULL,
+    tenant          text,
+    revoked         boolean     NOT NULL,
+    state           jsonb       NOT NULL
+);
+CREATE INDEX rm_api_keys_secret ON rm_api_keys (secret_sha256);
+
 -- The global position up to which the projection builder has folded the log. One row,
 -- moved in the same transaction as the read-model rows it accounts for.
 CREATE TABLE rm_checkpoint (

@@ -53,7 +53,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Create the database if it is missing and apply the migrations, then exit.
     Migrate,
-    /// Manage API keys (not available yet: arrives with the publishing API).
+    /// Manage API keys.
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
@@ -74,6 +74,10 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// Make sure an admin key with exactly this secret exists (idempotent), so that a fresh
+    /// deployment can be driven by scripts. At least 16 characters.
+    #[arg(long, env = "CRIER_BOOTSTRAP_ADMIN_KEY", hide_env_values = true)]
+    pub bootstrap_admin_key: Option<String>,
     /// Address to listen on; port 0 picks a free port (printed at start).
     #[arg(long, env = "CRIER_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -84,15 +88,36 @@ pub struct ServeArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Create an API key and print its secret once.
+    /// Create an API key and print it as JSON, its secret (`key`) shown this once only.
     Create {
-        #[arg(long)]
-        role: String,
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// Bind the key to one tenant: it then sees public notices and that tenant's only.
         #[arg(long)]
         tenant: Option<String>,
-        #[arg(long)]
-        name: Option<String>,
+        /// What the key is for (shown in key lists).
+        #[arg(long, default_value = "created with crier keys create")]
+        name: String,
     },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    Admin,
+    Publisher,
+    Auditor,
+    Reader,
+}
+
+impl From<RoleArg> for domain::api_key::Role {
+    fn from(role: RoleArg) -> Self {
+        match role {
+            RoleArg::Admin => Self::Admin,
+            RoleArg::Publisher => Self::Publisher,
+            RoleArg::Auditor => Self::Auditor,
+            RoleArg::Reader => Self::Reader,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

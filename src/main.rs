@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use eventstore::{EventStore, StoreConfig};
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, KeysCommand};
 use startup::{Application, Settings};
 
 fn store_config(cli: &Cli) -> StoreConfig {
@@ -29,6 +29,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 store: config,
                 listen: args.listen,
                 workers: args.workers,
+                bootstrap_admin_key: args.bootstrap_admin_key,
             })?;
             println!("crier listening on http://{}", app.address());
             app.run_until_stopped().await?;
@@ -73,7 +74,36 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
-        Command::Keys { .. } => not_yet("keys"),
+        Command::Keys {
+            command: KeysCommand::Create { role, tenant, name },
+        } => {
+            eventstore::ensure_database(&config.database_url).await?;
+            eventstore::migrate(&config.database_url).await?;
+            let store = EventStore::connect(config)?;
+            let publisher = projections::Publisher::new(&store);
+            let issued = projections::access::issue_key(
+                &publisher,
+                &name,
+                role.into(),
+                tenant.as_deref(),
+                "cli",
+            )
+            .await?;
+            let key = &issued.key.state;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "id": key.id,
+                    "name": key.name,
+                    "role": key.role,
+                    "tenant": key.tenant,
+                    "key": issued.secret,
+                }))?
+            );
+            // Give the key its place in the global log before exiting.
+            store.seal_all(std::time::Duration::from_secs(5)).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Replay(args) => {
             let store = EventStore::connect(config)?;
             let options = projections::ReplayOptions {

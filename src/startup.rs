@@ -1,6 +1,8 @@
 //! Building and running the server, so that tests can start it on port 0.
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{middleware, App, HttpServer};
@@ -11,12 +13,15 @@ pub struct Settings {
     pub store: StoreConfig,
     pub listen: SocketAddr,
     pub workers: Option<usize>,
+    pub bootstrap_admin_key: Option<String>,
 }
 
 pub struct Application {
     address: SocketAddr,
     server: actix_web::dev::Server,
     store: EventStore,
+    bootstrap_admin_key: Option<String>,
+    prepared: Arc<AtomicBool>,
 }
 
 impl Application {
@@ -26,8 +31,10 @@ impl Application {
         let store = EventStore::connect(settings.store)?;
         let listener = TcpListener::bind(settings.listen)?;
         let address = listener.local_addr()?;
+        let prepared = Arc::new(AtomicBool::new(false));
         let state = api::AppState {
             store: store.clone(),
+            prepared: prepared.clone(),
         };
         api::prometheus_handle();
         let mut server = HttpServer::new(move || {
@@ -44,6 +51,8 @@ impl Application {
             address,
             server: server.run(),
             store,
+            bootstrap_admin_key: settings.bootstrap_admin_key,
+            prepared,
         })
     }
 
@@ -55,7 +64,12 @@ impl Application {
     /// stops the background work and returns.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let (stop, shutdown) = watch::channel(false);
-        let preparation = tokio::spawn(prepare_database(self.store.clone(), shutdown));
+        let preparation = tokio::spawn(prepare_database(
+            self.store.clone(),
+            self.bootstrap_admin_key,
+            self.prepared,
+            shutdown,
+        ));
         let served = self.server.await;
         let _ = stop.send(true);
         match tokio::time::timeout(Duration::from_secs(10), preparation).await {
@@ -71,6 +85,19 @@ impl Application {
     }
 }
 
+async fn ensure_bootstrap_admin(store: &EventStore, secret: &str) -> anyhow::Result<()> {
+    use projections::access::Bootstrap;
+    let publisher = projections::Publisher::new(store);
+    match projections::access::ensure_bootstrap_admin(&publisher, secret).await? {
+        Bootstrap::Created => tracing::info!("created the bootstrap admin key"),
+        Bootstrap::Present => tracing::debug!("the bootstrap admin key exists"),
+        Bootstrap::Revoked => tracing::warn!(
+            "the bootstrap admin key was revoked; it is not re-created (set another secret)"
+        ),
+    }
+    Ok(())
+}
+
 /// The process's background work once the database is ready.
 struct Background {
     /// The sealer and the NOTIFY listener.
@@ -84,6 +111,8 @@ struct Background {
 /// the projection builder.
 async fn prepare_database(
     store: EventStore,
+    bootstrap_admin_key: Option<String>,
+    prepared: Arc<AtomicBool>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Option<Background> {
     let url = store.config().database_url.clone();
@@ -91,7 +120,11 @@ async fn prepare_database(
     loop {
         let prepared = async {
             eventstore::ensure_database(&url).await?;
-            eventstore::migrate(&url).await
+            eventstore::migrate(&url).await?;
+            if let Some(secret) = &bootstrap_admin_key {
+                ensure_bootstrap_admin(&store, secret).await?;
+            }
+            Ok::<(), anyhow::Error>(())
         }
         .await;
         match prepared {
@@ -107,6 +140,7 @@ async fn prepare_database(
         retry = (retry * 2).min(Duration::from_secs(5));
     }
     tracing::info!("database ready");
+    prepared.store(true, Ordering::Release);
     let builder = tokio::spawn(projections::run_builder(
         store.clone(),
         projections::BuilderOptions::default(),

@@ -11,8 +11,16 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// Readiness: the database answers and its schema is this build's.
+/// Readiness: the process has prepared the database (migrated it, made the bootstrap key),
+/// and the database answers with this build's schema.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if !state.prepared.load(std::sync::atomic::Ordering::Acquire) {
+        return Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: preparing the database",
+        )
+        .response();
+    }
     match state.store.ready().await {
         Ok(()) => HttpResponse::Ok().json(json!({ "status": "ready" })),
         Err(e) => {

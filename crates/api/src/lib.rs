@@ -4,6 +4,9 @@ mod health;
 mod metrics;
 pub mod problem;
 
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
 use actix_web::web;
 use eventstore::EventStore;
 
@@ -13,6 +16,9 @@ pub use metrics::prometheus_handle;
 #[derive(Clone)]
 pub struct AppState {
     pub store: EventStore,
+    /// Set once the process has prepared the database (migrations, bootstrap key) and
+    /// started its background work; until then the process is not ready.
+    pub prepared: Arc<AtomicBool>,
 }
 
 /// Registers every route and the problem+json answer for unknown ones.

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use deadpool_postgres::GenericClient;
+use domain::api_key::ApiKeyDecider;
 use domain::incident::IncidentDecider;
 use domain::maintenance::MaintenanceDecider;
 use domain::service::ServiceDecider;
@@ -199,6 +200,7 @@ async fn fold_batch<C: GenericClient>(
     transaction: &C,
     batch: &[LoggedEvent],
 ) -> Result<Changes, ProjectionError> {
+    let mut api_keys: Streams = HashMap::new();
     let mut services: Streams = HashMap::new();
     let mut incidents: Streams = HashMap::new();
     let mut maintenances: Streams = HashMap::new();
@@ -207,6 +209,7 @@ async fn fold_batch<C: GenericClient>(
             continue;
         };
         let streams = match kind {
+            StreamKind::ApiKey => &mut api_keys,
             StreamKind::Service => &mut services,
             StreamKind::Incident => &mut incidents,
             StreamKind::Maintenance => &mut maintenances,
@@ -214,6 +217,7 @@ async fn fold_batch<C: GenericClient>(
         streams.entry(id).or_default().push(&logged.event);
     }
     Ok(Changes {
+        api_keys: fold_kind::<ApiKeyDecider, C>(transaction, api_keys).await?,
         services: fold_kind::<ServiceDecider, C>(transaction, services).await?,
         incidents: fold_kind::<IncidentDecider, C>(transaction, incidents).await?,
         maintenances: fold_kind::<MaintenanceDecider, C>(transaction, maintenances).await?,

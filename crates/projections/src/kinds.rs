@@ -1,7 +1,7 @@
 //! The three kinds of resource, as the event store sees them: a stream per resource named
 //! `<kind>-<uuid>`, and the domain's events stored by type name and schema version.
 
-use domain::{incident, maintenance, service, Decider, DecodeError};
+use domain::{api_key, incident, maintenance, service, Decider, DecodeError};
 use eventstore::RecordedEvent;
 use serde::{de::DeserializeOwned, Serialize};
 use uuid::Uuid;
@@ -110,10 +110,32 @@ impl Kind for maintenance::MaintenanceDecider {
     }
 }
 
-/// Which kind a stream belongs to, if any (other streams, such as API keys', are not
-/// projected here).
+impl Kind for api_key::ApiKeyDecider {
+    const NAME: &'static str = "api_key";
+    const TABLE: &'static str = "rm_api_keys";
+    type Resource = api_key::ApiKey;
+
+    fn resource_id(resource: &Self::Resource) -> Uuid {
+        resource.id
+    }
+
+    fn add_to(changes: &mut crate::Changes, resource: Versioned<Self::Resource>) {
+        changes.api_keys.push(resource);
+    }
+
+    fn decode(event: &RecordedEvent) -> Result<api_key::Event, DecodeError> {
+        api_key::Event::from_stored(&event.event_type, event.schema_version, event.data.clone())
+    }
+
+    fn encode(event: &api_key::Event) -> Result<(&'static str, u32, serde_json::Value), String> {
+        encoded(event.type_name(), event.schema_version(), event)
+    }
+}
+
+/// Which kind a stream belongs to, if any (streams of other names are not projected).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StreamKind {
+    ApiKey,
     Service,
     Incident,
     Maintenance,
@@ -123,6 +145,7 @@ pub enum StreamKind {
 pub fn parse_stream_id(stream_id: &str) -> Option<(StreamKind, Uuid)> {
     let (name, id) = stream_id.split_once('-')?;
     let kind = match name {
+        api_key::ApiKeyDecider::NAME => StreamKind::ApiKey,
         service::ServiceDecider::NAME => StreamKind::Service,
         incident::IncidentDecider::NAME => StreamKind::Incident,
         maintenance::MaintenanceDecider::NAME => StreamKind::Maintenance,
@@ -160,7 +183,11 @@ mod tests {
             parse_stream_id(&format!("incident-{}", id.to_string().to_uppercase())),
             None
         );
-        assert_eq!(parse_stream_id(&format!("api_key-{id}")), None);
+        assert_eq!(
+            parse_stream_id(&format!("api_key-{id}")),
+            Some((StreamKind::ApiKey, id))
+        );
+        assert_eq!(parse_stream_id(&format!("webhook-{id}")), None);
         assert_eq!(parse_stream_id("incident"), None);
     }
 }

@@ -15,6 +15,7 @@
 //! Rows only move to higher stream versions, so applying an event twice, or racing an
 //! inline write, never changes a result.
 
+pub mod access;
 mod builder;
 pub mod history;
 mod kinds;
@@ -40,7 +41,8 @@ pub(crate) const PROJECTIONS_LOCK: i64 = 0x6372_6965_7203;
 
 /// Every read-model table. A replay rebuilds exactly these (a test checks that the schema
 /// has no other).
-pub const READ_MODEL_TABLES: [&str; 6] = [
+pub const READ_MODEL_TABLES: [&str; 7] = [
+    "rm_api_keys",
     "rm_services",
     "rm_incidents",
     "rm_maintenances",

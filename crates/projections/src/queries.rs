@@ -2,6 +2,7 @@
 //! notices (and their effect on service status) never reach anyone outside that tenant.
 
 use deadpool_postgres::GenericClient;
+use domain::api_key::ApiKey;
 use domain::incident::Incident;
 use domain::maintenance::Maintenance;
 use domain::service::Service;
@@ -233,4 +234,24 @@ pub async fn incidents<C: GenericClient>(
         visible.extend(for_viewer(versioned(row)?, viewer));
     }
     Ok(visible)
+}
+
+/// The live (not revoked) key whose secret has this SHA-256, if exactly one has. Read from
+/// the database on every call, so a revocation takes effect at once on every process.
+pub async fn live_key_by_secret_hash<C: GenericClient>(
+    client: &C,
+    secret_sha256: &str,
+) -> Result<Option<Versioned<ApiKey>>, ProjectionError> {
+    let statement = client
+        .prepare_cached(
+            "SELECT id, version, state FROM rm_api_keys \
+              WHERE secret_sha256 = $1 AND NOT revoked LIMIT 2",
+        )
+        .await?;
+    let rows = client.query(&statement, &[&secret_sha256]).await?;
+    match rows.as_slice() {
+        [row] => versioned(row).map(Some),
+        // None, or an ambiguous match (only a forged history has one): no key.
+        _ => Ok(None),
+    }
 }

@@ -3,6 +3,7 @@
 //! and maintenances moving through their statuses.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use domain::api_key::{self, ApiKeyDecider, Role};
 use domain::incident::{self, IncidentDecider};
 use domain::maintenance::{self, MaintenanceDecider, MaintenanceStatus};
 use domain::service::{self, ServiceDecider};
@@ -27,6 +28,7 @@ pub struct Shape {
 
 /// The commands of one resource, in order.
 pub enum Script {
+    ApiKey(Uuid, Vec<api_key::Command>),
     Service(Uuid, Vec<service::Command>),
     Incident(Uuid, Vec<incident::Command>),
     Maintenance(Uuid, Vec<maintenance::Command>),
@@ -45,7 +47,7 @@ fn id(kind: u128, n: usize) -> Uuid {
 /// The same commands for the same shape, every time.
 pub fn scripts(shape: Shape) -> Vec<Script> {
     let services: Vec<Uuid> = (0..shape.services.max(1)).map(|n| id(1, n)).collect();
-    let mut scripts = Vec::new();
+    let mut scripts = key_scripts();
     for (n, service_id) in services.iter().enumerate() {
         let at = base_time() + Duration::seconds(n as i64);
         let mut commands = vec![service::Command::Create(service::Create {
@@ -80,6 +82,38 @@ pub fn scripts(shape: Shape) -> Vec<Script> {
         ));
     }
     scripts
+}
+
+/// An admin key, a publisher bound to a tenant, and a reader key that was revoked.
+fn key_scripts() -> Vec<Script> {
+    let roles = [
+        (Role::Admin, None, false),
+        (Role::Publisher, Some("tenant-1"), false),
+        (Role::Reader, Some("tenant-2"), true),
+    ];
+    roles
+        .into_iter()
+        .enumerate()
+        .map(|(n, (role, tenant, revoked))| {
+            let at = base_time() - Duration::days(1) + Duration::minutes(n as i64);
+            let mut commands = vec![api_key::Command::Create(api_key::Create {
+                key_id: id(6, n),
+                name: format!("{} key", role.as_str()),
+                role,
+                tenant: tenant.map(str::to_owned),
+                secret_sha256: format!("{n:064x}"),
+                author: "bootstrap".into(),
+                at,
+            })];
+            if revoked {
+                commands.push(api_key::Command::Revoke(api_key::Revoke {
+                    author: "admin-key".into(),
+                    at: at + Duration::hours(1),
+                }));
+            }
+            Script::ApiKey(id(6, n), commands)
+        })
+        .collect()
 }
 
 fn audience(n: usize) -> Audience {
@@ -227,6 +261,7 @@ fn maintenance_script(n: usize, services: &[Uuid]) -> Vec<maintenance::Command> 
 pub async fn publish(publisher: &Publisher, shape: Shape) {
     for script in scripts(shape) {
         match script {
+            Script::ApiKey(id, commands) => run::<ApiKeyDecider>(publisher, id, &commands).await,
             Script::Service(id, commands) => run::<ServiceDecider>(publisher, id, &commands).await,
             Script::Incident(id, commands) => {
                 run::<IncidentDecider>(publisher, id, &commands).await
@@ -253,6 +288,7 @@ async fn run<K: Kind>(publisher: &Publisher, id: Uuid, commands: &[K::Command]) 
 pub async fn append_directly(store: &EventStore, shape: Shape) {
     for script in scripts(shape) {
         match script {
+            Script::ApiKey(id, commands) => append::<ApiKeyDecider>(store, id, &commands).await,
             Script::Service(id, commands) => append::<ServiceDecider>(store, id, &commands).await,
             Script::Incident(id, commands) => append::<IncidentDecider>(store, id, &commands).await,
             Script::Maintenance(id, commands) => {

@@ -9,6 +9,7 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
+use domain::api_key::ApiKey;
 use domain::incident::Incident;
 use domain::maintenance::Maintenance;
 use domain::service::Service;
@@ -22,6 +23,7 @@ use crate::ProjectionError;
 /// twice.
 #[derive(Debug, Default, Clone)]
 pub struct Changes {
+    pub api_keys: Vec<Versioned<ApiKey>>,
     pub services: Vec<Versioned<Service>>,
     pub incidents: Vec<Versioned<Incident>>,
     pub maintenances: Vec<Versioned<Maintenance>>,
@@ -29,7 +31,10 @@ pub struct Changes {
 
 impl Changes {
     pub fn is_empty(&self) -> bool {
-        self.services.is_empty() && self.incidents.is_empty() && self.maintenances.is_empty()
+        self.api_keys.is_empty()
+            && self.services.is_empty()
+            && self.incidents.is_empty()
+            && self.maintenances.is_empty()
     }
 }
 
@@ -53,6 +58,9 @@ pub async fn write_changes<C: GenericClient>(
     client: &C,
     changes: &Changes,
 ) -> Result<(), ProjectionError> {
+    if !changes.api_keys.is_empty() {
+        write_api_keys(client, &changes.api_keys).await?;
+    }
     if !changes.services.is_empty() {
         write_services(client, &changes.services).await?;
     }
@@ -62,6 +70,42 @@ pub async fn write_changes<C: GenericClient>(
     if !changes.maintenances.is_empty() {
         write_maintenances(client, &changes.maintenances).await?;
     }
+    Ok(())
+}
+
+async fn write_api_keys<C: GenericClient>(
+    client: &C,
+    keys: &[Versioned<ApiKey>],
+) -> Result<(), ProjectionError> {
+    let ids: Vec<Uuid> = keys.iter().map(|k| k.id).collect();
+    let versions = keys.iter().map(version).collect::<Result<Vec<_>, _>>()?;
+    let hashes: Vec<&str> = keys
+        .iter()
+        .map(|k| k.state.secret_sha256.as_str())
+        .collect();
+    let roles: Vec<&str> = keys.iter().map(|k| k.state.role.as_str()).collect();
+    let tenants: Vec<Option<&str>> = keys.iter().map(|k| k.state.tenant.as_deref()).collect();
+    let revoked: Vec<bool> = keys.iter().map(|k| k.state.revoked_at.is_some()).collect();
+    let states = keys.iter().map(state_json).collect::<Result<Vec<_>, _>>()?;
+    let statement = client
+        .prepare_cached(
+            "INSERT INTO rm_api_keys AS r (id, version, secret_sha256, role, tenant, revoked, state) \
+             SELECT * FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::text[], $5::text[], \
+                                  $6::bool[], $7::jsonb[]) \
+             ON CONFLICT (id) DO UPDATE SET version = excluded.version, \
+                 secret_sha256 = excluded.secret_sha256, role = excluded.role, \
+                 tenant = excluded.tenant, revoked = excluded.revoked, state = excluded.state \
+             WHERE r.version < excluded.version",
+        )
+        .await?;
+    client
+        .execute(
+            &statement,
+            &[
+                &ids, &versions, &hashes, &roles, &tenants, &revoked, &states,
+            ],
+        )
+        .await?;
     Ok(())
 }
 

@@ -968,3 +968,55 @@ async fn as_of_gives_the_incident_as_it_stood_at_each_position_and_time() {
         None
     );
 }
+
+#[tokio::test]
+async fn a_key_authenticates_by_its_secret_hash_until_revoked_on_every_process() {
+    use domain::api_key::{self, ApiKeyDecider, Role};
+    let db = TestDatabase::create().await;
+    let (admin_process, other_process) = (db.store(), db.store());
+    let publisher = Publisher::new(&admin_process);
+    let id = Uuid::new_v4();
+    let hash = "7".repeat(64);
+    let create = api_key::Command::Create(api_key::Create {
+        key_id: id,
+        name: "reader for contoso".into(),
+        role: Role::Reader,
+        tenant: Some("contoso".into()),
+        secret_sha256: hash.clone(),
+        author: "admin".into(),
+        at: at(0),
+    });
+    publisher
+        .execute::<ApiKeyDecider>(id, &create, None, &by())
+        .await
+        .unwrap();
+    let client = other_process.pool().get().await.unwrap();
+    let key = queries::live_key_by_secret_hash(&client, &hash)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (key.id, key.state.role, key.state.tenant.as_deref()),
+        (id, Role::Reader, Some("contoso"))
+    );
+    assert!(queries::live_key_by_secret_hash(&client, &"8".repeat(64))
+        .await
+        .unwrap()
+        .is_none());
+
+    let revoke = api_key::Command::Revoke(api_key::Revoke {
+        author: "admin".into(),
+        at: at(1),
+    });
+    publisher
+        .execute::<ApiKeyDecider>(id, &revoke, None, &by())
+        .await
+        .unwrap();
+    assert!(
+        queries::live_key_by_secret_hash(&client, &hash)
+            .await
+            .unwrap()
+            .is_none(),
+        "revoked at once"
+    );
+}
