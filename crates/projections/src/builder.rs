@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::kinds::{parse_stream_id, Kind, StreamKind, Versioned};
+use crate::queries::versioned;
 use crate::write::{write_changes, Changes};
 use crate::{ProjectionError, PROJECTIONS_LOCK};
 
@@ -243,14 +244,9 @@ async fn fold_kind<K: Kind, C: GenericClient>(
         )
         .await?;
     let mut stored: HashMap<Uuid, (u64, K::State)> = HashMap::with_capacity(rows.len());
-    for row in rows {
-        let id: Uuid = row.try_get("id")?;
-        let version = u64::try_from(row.try_get::<_, i64>("version")?)
-            .map_err(|_| ProjectionError::Corrupt(format!("negative version of {id}")))?;
-        let state: K::Resource = serde_json::from_value(row.try_get("state")?).map_err(|e| {
-            ProjectionError::Corrupt(format!("stored state of {} {id}: {e}", K::NAME))
-        })?;
-        stored.insert(id, (version, Some(state)));
+    for row in &rows {
+        let row: Versioned<K::Resource> = versioned(row)?;
+        stored.insert(row.id, (row.version, Some(row.state)));
     }
     let mut changed = Vec::new();
     for (id, events) in streams {

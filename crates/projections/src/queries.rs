@@ -93,7 +93,8 @@ pub struct ServiceView {
     pub status: ServiceStatus,
 }
 
-fn versioned<T: DeserializeOwned>(
+/// Reads the `id, version, state` columns of a resource row.
+pub(crate) fn versioned<T: DeserializeOwned>(
     row: &tokio_postgres::Row,
 ) -> Result<Versioned<T>, ProjectionError> {
     let id: Uuid = row.try_get("id")?;

@@ -22,6 +22,14 @@ use projections::{
 };
 use uuid::Uuid;
 
+/// A small history of every kind, for tests that need some rows.
+const SMALL: Shape = Shape {
+    services: 3,
+    incidents: 20,
+    updates_per_incident: 3,
+    maintenances: 2,
+};
+
 fn at(minute: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 24, 9, minute, 0).unwrap()
 }
@@ -726,16 +734,7 @@ async fn a_write_in_flight_when_a_replay_swaps_is_waited_for_and_kept() {
     let db = TestDatabase::create().await;
     let store = db.store();
     let publisher = Publisher::new(&store);
-    testing::publish(
-        &publisher,
-        Shape {
-            services: 3,
-            incidents: 20,
-            updates_per_incident: 3,
-            maintenances: 2,
-        },
-    )
-    .await;
+    testing::publish(&publisher, SMALL).await;
 
     // A writer as the Publisher writes: shared projections lock, append, read models; held
     // open while the replay reaches its swap.
@@ -838,16 +837,7 @@ async fn writers_racing_replays_lose_nothing() {
     let db = TestDatabase::create().await;
     let store = db.store();
     let publisher = Publisher::new(&store);
-    testing::publish(
-        &publisher,
-        Shape {
-            services: 3,
-            incidents: 20,
-            updates_per_incident: 3,
-            maintenances: 2,
-        },
-    )
-    .await;
+    testing::publish(&publisher, SMALL).await;
     let service_id = create_service(&publisher, "Busy").await;
     let writer = {
         let publisher = publisher.clone();
