@@ -81,6 +81,17 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port (printed at start).
     #[arg(long, env = "CRIER_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Writes per second allowed to one API key, with a burst of twice that; 0: no limit.
+    #[arg(long, env = "CRIER_WRITE_RATE_LIMIT", default_value_t = 50)]
+    pub write_rate_limit: u32,
+    /// Failed authentications per minute allowed from one client address; past it the
+    /// address gets 429 until its budget refills. 0: no limit.
+    #[arg(long, env = "CRIER_AUTH_FAILURE_LIMIT", default_value_t = 30)]
+    pub auth_failure_limit: u32,
+    /// Reads per second allowed from one client address, with a burst of twice that;
+    /// 0 (the default): no limit (public reads are meant to be cached by a CDN).
+    #[arg(long, env = "CRIER_READ_RATE_LIMIT", default_value_t = 0)]
+    pub read_rate_limit: u32,
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "CRIER_WORKERS")]
     pub workers: Option<usize>,

@@ -30,6 +30,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 listen: args.listen,
                 workers: args.workers,
                 bootstrap_admin_key: args.bootstrap_admin_key,
+                limits: api::LimitSettings {
+                    writes_per_second: args.write_rate_limit,
+                    auth_failures_per_minute: args.auth_failure_limit,
+                    reads_per_second: args.read_rate_limit,
+                },
             })?;
             println!("crier listening on http://{}", app.address());
             app.run_until_stopped().await?;

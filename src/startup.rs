@@ -14,6 +14,7 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub workers: Option<usize>,
     pub bootstrap_admin_key: Option<String>,
+    pub limits: api::LimitSettings,
 }
 
 pub struct Application {
@@ -22,6 +23,7 @@ pub struct Application {
     store: EventStore,
     bootstrap_admin_key: Option<String>,
     prepared: Arc<AtomicBool>,
+    limits: Arc<api::Limits>,
 }
 
 impl Application {
@@ -32,14 +34,13 @@ impl Application {
         let listener = TcpListener::bind(settings.listen)?;
         let address = listener.local_addr()?;
         let prepared = Arc::new(AtomicBool::new(false));
-        let state = api::AppState {
-            store: store.clone(),
-            prepared: prepared.clone(),
-        };
+        let state = api::AppState::new(store.clone(), prepared.clone(), settings.limits);
+        let limits = state.limits.clone();
         api::prometheus_handle();
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(middleware::Compress::default())
+                .wrap(middleware::from_fn(api::observe::middleware))
                 .configure(api::configure(state.clone()))
         })
         .shutdown_timeout(10)
@@ -53,6 +54,7 @@ impl Application {
             store,
             bootstrap_admin_key: settings.bootstrap_admin_key,
             prepared,
+            limits,
         })
     }
 
@@ -68,8 +70,9 @@ impl Application {
             self.store.clone(),
             self.bootstrap_admin_key,
             self.prepared,
-            shutdown,
+            shutdown.clone(),
         ));
+        let housekeeping = tokio::spawn(housekeeping(self.store.clone(), self.limits, shutdown));
         let served = self.server.await;
         let _ = stop.send(true);
         match tokio::time::timeout(Duration::from_secs(10), preparation).await {
@@ -80,6 +83,7 @@ impl Application {
             Ok(_) => {}
             Err(_) => tracing::warn!("background work did not stop in time"),
         }
+        let _ = housekeeping.await;
         tracing::info!("stopped");
         Ok(served?)
     }
@@ -96,6 +100,40 @@ async fn ensure_bootstrap_admin(store: &EventStore, secret: &str) -> anyhow::Res
         ),
     }
     Ok(())
+}
+
+/// Every minute: forgets idle rate-limit entries; every hour: deletes idempotency records
+/// past their retention.
+async fn housekeeping(
+    store: EventStore,
+    limits: Arc<api::Limits>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut minutes = 0u64;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+            _ = shutdown.changed() => return,
+        }
+        limits.forget_idle();
+        minutes += 1;
+        if minutes % 60 == 1 {
+            let forgotten = async {
+                let client = store.pool().get().await?;
+                projections::idempotency::forget_older_than(
+                    &client,
+                    projections::idempotency::RETENTION,
+                )
+                .await
+            }
+            .await;
+            match forgotten {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(records = n, "deleted expired idempotency records"),
+                Err(e) => tracing::warn!(error = %e, "could not delete idempotency records"),
+            }
+        }
+    }
 }
 
 /// The process's background work once the database is ready.

@@ -1,7 +1,7 @@
 //! The `crier` binary as a user runs it, against a real PostgreSQL.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use eventstore::testing::{whole_log, OutageProxy, TestDatabase};
@@ -10,110 +10,9 @@ use projections::testing::{read_model_snapshot, Shape};
 use projections::{Builder, BuilderOptions};
 use serde_json::{json, Value};
 
-fn crier(database_url: &str) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_crier"));
-    command
-        .env("DATABASE_URL", database_url)
-        .env("CRIER_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info");
-    command
-}
+mod support;
 
-async fn output(mut command: Command) -> Output {
-    tokio::task::spawn_blocking(move || command.output().expect("run crier"))
-        .await
-        .expect("join")
-}
-
-/// A running `crier serve` on a free port, killed if the test ends early.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    fn start(database_url: &str) -> Server {
-        Server::start_with(crier(database_url))
-    }
-
-    fn start_with(mut command: Command) -> Server {
-        let mut child = command
-            .args(["serve", "--listen", "127.0.0.1:0", "--workers", "2"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start crier serve");
-        let mut first_line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut first_line)
-            .expect("read the listening line");
-        let address = first_line
-            .trim()
-            .strip_prefix("crier listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {first_line:?}"))
-            .to_owned();
-        Server {
-            child,
-            base: address,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill -TERM");
-        assert!(status.success());
-        for _ in 0..200 {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("crier serve did not stop within 10 s of SIGTERM");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `/healthz` answers 200: the process is alive, whatever the database does.
-async fn assert_alive(client: &reqwest::Client, server: &Server) {
-    let health = client
-        .get(server.url("/healthz"))
-        .send()
-        .await
-        .expect("healthz");
-    assert_eq!(
-        health.status(),
-        200,
-        "liveness does not depend on the database"
-    );
-}
-
-async fn wait_for_status(client: &reqwest::Client, url: &str, want: u16) -> reqwest::Response {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(response) = client.get(url).send().await {
-            if response.status().as_u16() == want {
-                return response;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{url} never answered {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_creates_a_missing_database_and_processes_racing_to_migrate_are_safe() {

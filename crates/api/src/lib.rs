@@ -1,33 +1,150 @@
 //! Crier's HTTP surface. The only crate that knows HTTP.
+//!
+//! Every handler authenticates the caller ([`auth::Caller`]), checks its role, parses the
+//! body itself (so that a bad key is a 401 before a bad body is a 400), and runs commands
+//! through [`http::execute`], which applies `If-Match`, `Idempotency-Key` and the write rate
+//! limit around the one write path, [`projections::Publisher`].
 
+pub mod auth;
 mod health;
+pub mod http;
+pub mod limits;
 mod metrics;
+pub mod observe;
+pub mod openapi;
 pub mod problem;
+mod routes;
+pub mod views;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use actix_web::web;
 use eventstore::EventStore;
+use projections::Publisher;
+use utoipa_swagger_ui::SwaggerUi;
 
+pub use limits::{LimitSettings, Limits};
 pub use metrics::prometheus_handle;
+
+use problem::ApiError;
+use routes::{incidents, keys, maintenances, services};
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub store: EventStore,
+    pub publisher: Publisher,
     /// Set once the process has prepared the database (migrations, bootstrap key) and
     /// started its background work; until then the process is not ready.
     pub prepared: Arc<AtomicBool>,
+    pub limits: Arc<Limits>,
 }
 
-/// Registers every route and the problem+json answer for unknown ones.
+impl AppState {
+    pub fn new(store: EventStore, prepared: Arc<AtomicBool>, limits: LimitSettings) -> Self {
+        AppState {
+            publisher: Publisher::new(&store),
+            store,
+            prepared,
+            limits: Arc::new(Limits::new(limits)),
+        }
+    }
+}
+
+fn method_not_allowed() -> actix_web::Route {
+    web::to(observe::method_not_allowed)
+}
+
+/// Registers every route, the documentation and the problem+json answers for requests no
+/// route takes. Wrap the app in [`observe::middleware`].
 pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(web::Data::new(state))
+            .app_data(web::PayloadConfig::new(http::MAX_BODY_BYTES))
+            .app_data(
+                web::QueryConfig::default()
+                    .error_handler(|e, _| ApiError::BadRequest(format!("bad query: {e}")).into()),
+            )
+            .app_data(web::PathConfig::default().error_handler(|e, _| {
+                ApiError::BadRequest(format!("bad path: {e} (ids are UUIDs)")).into()
+            }))
             .route("/healthz", web::get().to(health::healthz))
             .route("/readyz", web::get().to(health::readyz))
             .route("/metrics", web::get().to(metrics::metrics))
+            .service(
+                web::resource("/v1/api-keys")
+                    .route(web::post().to(keys::create))
+                    .route(web::get().to(keys::list))
+                    .default_service(method_not_allowed()),
+            )
+            .service(
+                web::resource("/v1/api-keys/{id}")
+                    .route(web::get().to(keys::get))
+                    .route(web::delete().to(keys::revoke))
+                    .default_service(method_not_allowed()),
+            )
+            .service(
+                web::resource("/v1/services")
+                    .route(web::post().to(services::create))
+                    .route(web::get().to(services::list))
+                    .default_service(method_not_allowed()),
+            )
+            .service(
+                web::resource("/v1/services/{id}")
+                    .route(web::get().to(services::get))
+                    .route(web::patch().to(services::change))
+                    .route(web::delete().to(services::retire))
+                    .default_service(method_not_allowed()),
+            )
+            .service(
+                web::resource("/v1/incidents")
+                    .route(web::post().to(incidents::declare))
+                    .route(web::get().to(incidents::list))
+                    .default_service(method_not_allowed()),
+            )
+            .service(
+                web::resource("/v1/incidents/{id}")
+                    .route(web::get().to(incidents::get))
+                    .default_service(method_not_allowed()),
+            )
+            .service(
+                web::resource("/v1/incidents/{id}/updates")
+                    .route(web::post().to(incidents::post_update))
+                    .default_service(method_not_allowed()),
+            )
+            .service(
+                web::resource("/v1/incidents/{id}/updates/{update_id}/corrections")
+                    .route(web::post().to(incidents::correct))
+                    .default_service(method_not_allowed()),
+            )
+            .service(
+                web::resource("/v1/incidents/{id}/reopen")
+                    .route(web::post().to(incidents::reopen))
+                    .default_service(method_not_allowed()),
+            )
+            .service(
+                web::resource("/v1/incidents/{id}/postmortem")
+                    .route(web::post().to(incidents::postmortem))
+                    .default_service(method_not_allowed()),
+            )
+            .service(
+                web::resource("/v1/maintenances")
+                    .route(web::post().to(maintenances::schedule))
+                    .route(web::get().to(maintenances::list))
+                    .default_service(method_not_allowed()),
+            )
+            .service(
+                web::resource("/v1/maintenances/{id}")
+                    .route(web::get().to(maintenances::get))
+                    .default_service(method_not_allowed()),
+            )
+            .service(
+                web::resource("/v1/maintenances/{id}/updates")
+                    .route(web::post().to(maintenances::post_update))
+                    .default_service(method_not_allowed()),
+            )
+            .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi::document()))
             .default_service(web::to(problem::not_found));
     }
 }

@@ -1,18 +1,45 @@
-//! RFC 9457 problem details, the body of every error answer.
+//! RFC 9457 problem details: the body of every error answer, and the one error type of the
+//! handlers.
+
+use std::time::Duration;
 
 use actix_web::http::{header, StatusCode};
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use domain::{DomainError, FieldError};
+use projections::{CommandError, ProjectionError};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
-#[derive(Debug, Clone, Serialize)]
+/// How long a client should wait after a 503 before trying again.
+const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 2;
+
+/// An RFC 9457 problem.
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Problem {
+    /// `about:blank`: the status code says what went wrong; `title` is its phrase.
     #[serde(rename = "type")]
+    #[schema(example = "about:blank")]
     pub kind: String,
+    #[schema(example = "Bad Request")]
     pub title: String,
+    #[schema(example = 400)]
     pub status: u16,
+    /// What went wrong with this request, for people.
     pub detail: String,
+    /// Every invalid field, when the request was refused as invalid.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<ProblemField>)]
+    pub errors: Vec<FieldError>,
+}
+
+/// One invalid field of a request.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProblemField {
+    /// The field's path in the body (`affected_services[0].status`) or the parameter.
+    pub field: String,
+    pub message: String,
 }
 
 impl Problem {
@@ -22,6 +49,7 @@ impl Problem {
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
             detail: detail.into(),
+            errors: Vec::new(),
         }
     }
 
@@ -30,12 +58,172 @@ impl Problem {
         let mut builder = HttpResponse::build(status);
         builder.insert_header((header::CONTENT_TYPE, CONTENT_TYPE));
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            builder.insert_header((header::RETRY_AFTER, "2"));
+            builder.insert_header((
+                header::RETRY_AFTER,
+                UNAVAILABLE_RETRY_AFTER_SECS.to_string(),
+            ));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            builder.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
         builder.json(self)
     }
 }
 
+/// Every way a request can fail, each with its status code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400 without field details (a bad header or query).
+    #[error("{0}")]
+    BadRequest(String),
+    /// 400 with the invalid fields.
+    #[error("the request is invalid")]
+    Invalid(Vec<FieldError>),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("If-Match names version {expected}, but the resource is at version {current}")]
+    PreconditionFailed { expected: u64, current: u64 },
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("this Idempotency-Key was already used for a different request")]
+    IdempotencyKeyReused,
+    #[error("too many requests; retry in {} s", retry_after.as_secs().max(1))]
+    RateLimited { retry_after: Duration },
+    #[error("{0}")]
+    Unavailable(String),
+    /// A fault of the server; the detail is logged, never shown.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::Invalid(vec![FieldError {
+            field: field.into(),
+            message: message.into(),
+        }])
+    }
+
+    pub fn problem(&self) -> Problem {
+        let mut problem = Problem::new(self.status_code(), self.to_string());
+        match self {
+            ApiError::Invalid(errors) => {
+                problem.detail = match errors.as_slice() {
+                    [one] if one.field.is_empty() => one.message.clone(),
+                    [one] => format!("{}: {}", one.field, one.message),
+                    _ => format!("{} fields are invalid", errors.len()),
+                };
+                problem.errors = errors.clone();
+            }
+            ApiError::Internal(_) => {
+                problem.detail = "the server failed to handle this request".into();
+            }
+            _ => {}
+        }
+        problem
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) | ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let ApiError::Internal(detail) = self {
+            tracing::error!(error = %detail, "request failed");
+        }
+        let mut response = self.problem().response();
+        if let ApiError::RateLimited { retry_after } = self {
+            // Whole seconds, rounded up: a client that waits that long gets through.
+            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            if let Ok(value) = header::HeaderValue::from_str(&seconds.max(1).to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(err: DomainError) -> Self {
+        match err {
+            DomainError::Invalid(errors) => ApiError::Invalid(errors),
+            DomainError::NotFound(what) => ApiError::NotFound(format!("no such {what}")),
+            DomainError::Conflict(why) => ApiError::Conflict(why),
+        }
+    }
+}
+
+impl From<ProjectionError> for ApiError {
+    fn from(err: ProjectionError) -> Self {
+        if err.is_unavailable() {
+            return ApiError::Unavailable(err.to_string());
+        }
+        match err {
+            ProjectionError::Busy(why) => ApiError::Unavailable(why),
+            ProjectionError::Store(eventstore::StoreError::SchemaOutdated) => {
+                ApiError::Unavailable("the database is being migrated".into())
+            }
+            ProjectionError::Store(ref store)
+                if matches!(
+                    store.sql_state(),
+                    // Serialization failure, deadlock, statement or lock timeout, cancel.
+                    Some("40001" | "40P01" | "57014" | "55P03")
+                ) =>
+            {
+                ApiError::Unavailable(format!("the database is busy: {err}"))
+            }
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(err: CommandError) -> Self {
+        match err {
+            CommandError::Domain(e) => e.into(),
+            CommandError::VersionMismatch { expected, current } => {
+                ApiError::PreconditionFailed { expected, current }
+            }
+            CommandError::IdempotencyKeyReused => ApiError::IdempotencyKeyReused,
+            CommandError::Contended => ApiError::Unavailable(
+                "the resource is changing too fast to apply this command; retry".into(),
+            ),
+            CommandError::Refused(why) => ApiError::Internal(why),
+            CommandError::Projection(e) => e.into(),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for ApiError {
+    fn from(err: deadpool_postgres::PoolError) -> Self {
+        ProjectionError::from(err).into()
+    }
+}
+
+/// The answer for every path no route matches.
 pub async fn not_found(request: HttpRequest) -> HttpResponse {
     Problem::new(
         StatusCode::NOT_FOUND,

@@ -187,6 +187,7 @@ impl Event {
 
 /// One correction: the text it replaced, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Correction {
     pub message: String,
     pub reason: String,
@@ -195,7 +196,9 @@ pub struct Correction {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Update {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
     pub id: UpdateId,
     pub status: IncidentStatus,
     /// The latest text.
@@ -207,6 +210,7 @@ pub struct Update {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Postmortem {
     pub body: String,
     pub published_at: DateTime<Utc>,
@@ -215,7 +219,9 @@ pub struct Postmortem {
 
 /// An incident as it stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Incident {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
     pub id: IncidentId,
     pub title: String,
     pub status: IncidentStatus,

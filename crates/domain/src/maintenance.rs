@@ -12,6 +12,7 @@ use crate::{decode, Decider, DecodeError, DomainError, Validation};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum MaintenanceStatus {
     Scheduled,
     InProgress,
@@ -177,7 +178,9 @@ fn scheduled_v1_to_v2(
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MaintenanceUpdate {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
     pub id: UpdateId,
     pub status: MaintenanceStatus,
     pub message: String,
@@ -186,10 +189,13 @@ pub struct MaintenanceUpdate {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Maintenance {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
     pub id: MaintenanceId,
     pub title: String,
     pub status: MaintenanceStatus,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>, format = Uuid))]
     pub affected_services: Vec<ServiceId>,
     pub regions: Vec<String>,
     pub starts_at: DateTime<Utc>,

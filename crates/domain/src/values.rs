@@ -90,6 +90,7 @@ pub fn labels(field: &str, values: &[String]) -> Result<Vec<String>, DomainError
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Impact {
     None,
     Minor,
@@ -99,6 +100,7 @@ pub enum Impact {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum IncidentStatus {
     Investigating,
     Identified,
@@ -125,6 +127,7 @@ impl IncidentStatus {
 /// A service's status as users see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ServiceStatus {
     Operational,
     DegradedPerformance,
@@ -169,6 +172,7 @@ impl ServiceStatus {
 /// Who may see a notice.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "visibility", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Audience {
     #[default]
     Public,
@@ -205,6 +209,7 @@ impl Audience {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ClientActionKind {
     None,
     RestartClient,
@@ -216,6 +221,7 @@ pub enum ClientActionKind {
 
 /// What an affected client app should do, machine-readable.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClientAction {
     pub kind: ClientActionKind,
     #[serde(default)]
@@ -256,7 +262,9 @@ impl ClientAction {
 
 /// A service an incident affects, and how badly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AffectedService {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
     pub service_id: ServiceId,
     pub status: ServiceStatus,
 }

@@ -18,6 +18,7 @@
 pub mod access;
 mod builder;
 pub mod history;
+pub mod idempotency;
 mod kinds;
 mod publish;
 pub mod queries;
@@ -28,7 +29,7 @@ mod write;
 
 pub use builder::{run as run_builder, BatchReport, Builder, BuilderOptions};
 pub use kinds::{parse_stream_id, Kind, StreamKind, Versioned};
-pub use publish::{CommandError, Publisher, Written};
+pub use publish::{CommandError, Once, Outcome, Publisher, Written};
 pub use replay::{replay, ReplayOptions, ReplayReport};
 pub use write::{write_changes, Changes};
 

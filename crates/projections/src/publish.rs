@@ -4,6 +4,7 @@ use domain::DomainError;
 use eventstore::{AppendError, EventStore, ExpectedVersion, Metadata, NewEvent, StoreError};
 use uuid::Uuid;
 
+use crate::idempotency::{self, IdempotentRequest, Recall, StoredAnswer};
 use crate::kinds::{Kind, Versioned};
 use crate::write::{write_changes, Changes};
 use crate::{ProjectionError, PROJECTIONS_LOCK};
@@ -21,6 +22,22 @@ pub struct Written<R> {
     pub events: usize,
 }
 
+/// What [`Publisher::execute_once`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome<R> {
+    /// The command ran now (and its answer is recorded).
+    Written(Written<R>),
+    /// The same request was answered before: this is its answer, and nothing was written.
+    Replayed(StoredAnswer),
+}
+
+/// A request sent with an idempotency key, and how to render its answer for the record.
+pub struct Once<'a, R> {
+    pub request: &'a IdempotentRequest,
+    /// The answer the caller will give for this write, recorded with it.
+    pub answer: &'a (dyn Fn(&Written<R>) -> StoredAnswer + Sync),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
     /// The domain refused the command (400, 404 or 409).
@@ -29,6 +46,9 @@ pub enum CommandError {
     /// `If-Match` named another version than the current one (412).
     #[error("the resource is at version {current}, not {expected}")]
     VersionMismatch { expected: u64, current: u64 },
+    /// The idempotency key was used before for another request (422).
+    #[error("this Idempotency-Key was used for another request")]
+    IdempotencyKeyReused,
     /// Writers kept winning the race for this resource.
     #[error("the resource is changing too fast to apply the command; retry")]
     Contended,
@@ -71,6 +91,7 @@ pub struct Publisher {
 
 enum Attempt<R> {
     Done(Written<R>),
+    Replayed(StoredAnswer),
     /// Another writer appended to the stream between our read and our append.
     LostRace,
 }
@@ -100,9 +121,38 @@ impl Publisher {
         if_match: Option<u64>,
         metadata: &Metadata,
     ) -> Result<Written<K::Resource>, CommandError> {
+        match self
+            .execute_once::<K>(id, command, if_match, metadata, None)
+            .await?
+        {
+            Outcome::Written(written) => Ok(written),
+            Outcome::Replayed(_) => Err(CommandError::Refused(
+                "a replayed answer without an idempotency key".into(),
+            )),
+        }
+    }
+
+    /// [`Publisher::execute`], at most once per idempotency key: with `once`, a request
+    /// answered before gets its recorded answer and writes nothing, and the answer of a new
+    /// one is recorded in the transaction of its events (after them), so that a crash can
+    /// never leave the write without its record or the reverse. A concurrent duplicate
+    /// waits for the first one and then gets its answer.
+    #[tracing::instrument(level = "debug", skip_all, fields(kind = K::NAME, %id))]
+    pub async fn execute_once<K: Kind>(
+        &self,
+        id: Uuid,
+        command: &K::Command,
+        if_match: Option<u64>,
+        metadata: &Metadata,
+        once: Option<Once<'_, K::Resource>>,
+    ) -> Result<Outcome<K::Resource>, CommandError> {
         for _ in 0..MAX_ATTEMPTS {
-            match self.attempt::<K>(id, command, if_match, metadata).await? {
-                Attempt::Done(written) => return Ok(written),
+            match self
+                .attempt::<K>(id, command, if_match, metadata, once.as_ref())
+                .await?
+            {
+                Attempt::Done(written) => return Ok(Outcome::Written(written)),
+                Attempt::Replayed(answer) => return Ok(Outcome::Replayed(answer)),
                 Attempt::LostRace => continue,
             }
         }
@@ -115,6 +165,7 @@ impl Publisher {
         command: &K::Command,
         if_match: Option<u64>,
         metadata: &Metadata,
+        once: Option<&Once<'_, K::Resource>>,
     ) -> Result<Attempt<K::Resource>, CommandError> {
         let stream_id = K::stream_id(id);
         let mut client = self.store.pool().get().await?;
@@ -127,6 +178,13 @@ impl Publisher {
                 &[&PROJECTIONS_LOCK],
             )
             .await?;
+        if let Some(once) = once {
+            match idempotency::recall(&transaction, once.request).await? {
+                Recall::Fresh => {}
+                Recall::Answered(answer) => return Ok(Attempt::Replayed(answer)),
+                Recall::OtherRequest => return Err(CommandError::IdempotencyKeyReused),
+            }
+        }
         let (version, state) = load::<K, _>(&transaction, &stream_id, id).await?;
         if let Some(expected) = if_match {
             if expected != version {
@@ -152,14 +210,23 @@ impl Publisher {
             )));
         }
         if events.is_empty() {
-            return Ok(Attempt::Done(Written {
+            let written = Written {
                 resource: Versioned {
                     id,
                     version,
                     state: new_state,
                 },
                 events: 0,
-            }));
+            };
+            if let Some(once) = once {
+                if !idempotency::remember(&transaction, once.request, &(once.answer)(&written))
+                    .await?
+                {
+                    return Ok(Attempt::LostRace);
+                }
+                transaction.commit().await?;
+            }
+            return Ok(Attempt::Done(written));
         }
         let mut new_events = Vec::with_capacity(events.len());
         for event in &events {
@@ -201,12 +268,20 @@ impl Publisher {
         let mut changes = Changes::default();
         K::add_to(&mut changes, resource.clone());
         write_changes(&transaction, &changes).await?;
-        transaction.commit().await?;
-        self.store.notify_appended();
-        Ok(Attempt::Done(Written {
+        let written = Written {
             resource,
             events: events.len(),
-        }))
+        };
+        if let Some(once) = once {
+            // A concurrent request under the same key recorded its answer first: drop this
+            // write (by not committing it) and answer with that one on the next attempt.
+            if !idempotency::remember(&transaction, once.request, &(once.answer)(&written)).await? {
+                return Ok(Attempt::LostRace);
+            }
+        }
+        transaction.commit().await?;
+        self.store.notify_appended();
+        Ok(Attempt::Done(written))
     }
 }
 

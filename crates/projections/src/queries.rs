@@ -1,6 +1,7 @@
 //! Reading the read models, always on behalf of a viewer, so that a tenant's private
 //! notices (and their effect on service status) never reach anyone outside that tenant.
 
+use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use domain::api_key::ApiKey;
 use domain::incident::Incident;
@@ -255,4 +256,269 @@ pub async fn live_key_by_secret_hash<C: GenericClient>(
         // None, or an ambiguous match (only a forged history has one): no key.
         _ => Ok(None),
     }
+}
+
+/// One page of a list, and whether rows follow it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub has_more: bool,
+}
+
+impl<T> Page<T> {
+    /// `rows` fetched with a limit of `limit + 1`: the extra row only says that more follow.
+    fn of(mut items: Vec<T>, limit: usize) -> Self {
+        let has_more = items.len() > limit;
+        items.truncate(limit);
+        Page { items, has_more }
+    }
+}
+
+fn fetch_limit(limit: usize) -> i64 {
+    i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX)
+}
+
+/// Which incidents a list shows, and from where.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IncidentFilter {
+    pub state: IncidentState,
+    /// Only incidents affecting this service.
+    pub service_id: Option<Uuid>,
+    /// Only incidents that concern this region: those listing it, those listing `global`,
+    /// and those tied to no region at all.
+    pub region: Option<String>,
+    /// Start after this incident of the previous page (its `started_at` and id).
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+}
+
+/// The label of notices that concern every region.
+pub const GLOBAL_REGION: &str = "global";
+
+/// The incidents the viewer may see that match `filter`, newest first.
+pub async fn incidents_page<C: GenericClient>(
+    client: &C,
+    viewer: &Viewer,
+    filter: &IncidentFilter,
+    limit: usize,
+) -> Result<Page<Versioned<Incident>>, ProjectionError> {
+    let (everyone, tenant) = viewer.filter();
+    let open: Option<bool> = match filter.state {
+        IncidentState::Open => Some(true),
+        IncidentState::Resolved => Some(false),
+        IncidentState::All => None,
+    };
+    let (after_time, after_id) = filter.after.unzip();
+    let statement = client
+        .prepare_cached(
+            "SELECT id, version, state FROM rm_incidents \
+              WHERE ($1 OR public OR $2 = ANY(tenants)) \
+                AND ($3::bool IS NULL OR is_open = $3) \
+                AND ($4::uuid IS NULL OR $4 = ANY(service_ids)) \
+                AND ($5::text IS NULL OR $5 = ANY(regions) OR $6 = ANY(regions) \
+                     OR cardinality(regions) = 0) \
+                AND ($7::timestamptz IS NULL OR (started_at, id) < ($7, $8::uuid)) \
+              ORDER BY started_at DESC, id DESC LIMIT $9",
+        )
+        .await?;
+    let rows = client
+        .query(
+            &statement,
+            &[
+                &everyone,
+                &tenant,
+                &open,
+                &filter.service_id,
+                &filter.region,
+                &GLOBAL_REGION,
+                &after_time,
+                &after_id,
+                &fetch_limit(limit),
+            ],
+        )
+        .await?;
+    let mut visible = Vec::with_capacity(rows.len());
+    for row in &rows {
+        visible.extend(for_viewer(versioned(row)?, viewer));
+    }
+    Ok(Page::of(visible, limit))
+}
+
+/// Which maintenances a list shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MaintenanceState {
+    /// Scheduled, not started.
+    Upcoming,
+    /// In progress or verifying.
+    Active,
+    /// Completed or cancelled.
+    Completed,
+    #[default]
+    All,
+}
+
+impl MaintenanceState {
+    fn statuses(self) -> Option<Vec<&'static str>> {
+        use domain::maintenance::MaintenanceStatus as S;
+        let statuses = match self {
+            MaintenanceState::Upcoming => vec![S::Scheduled],
+            MaintenanceState::Active => vec![S::InProgress, S::Verifying],
+            MaintenanceState::Completed => vec![S::Completed, S::Cancelled],
+            MaintenanceState::All => return None,
+        };
+        Some(statuses.into_iter().map(S::as_str).collect())
+    }
+}
+
+/// The maintenances the viewer may see in `state`, latest start first, after the
+/// maintenance `after` (its `starts_at` and id) of the previous page.
+pub async fn maintenances_page<C: GenericClient>(
+    client: &C,
+    viewer: &Viewer,
+    state: MaintenanceState,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: usize,
+) -> Result<Page<Versioned<Maintenance>>, ProjectionError> {
+    let (everyone, tenant) = viewer.filter();
+    let statuses = state.statuses();
+    let (after_time, after_id) = after.unzip();
+    let statement = client
+        .prepare_cached(
+            "SELECT id, version, state FROM rm_maintenances \
+              WHERE ($1 OR public OR $2 = ANY(tenants)) \
+                AND ($3::text[] IS NULL OR status = ANY($3)) \
+                AND ($4::timestamptz IS NULL OR (starts_at, id) < ($4, $5::uuid)) \
+              ORDER BY starts_at DESC, id DESC LIMIT $6",
+        )
+        .await?;
+    let rows = client
+        .query(
+            &statement,
+            &[
+                &everyone,
+                &tenant,
+                &statuses,
+                &after_time,
+                &after_id,
+                &fetch_limit(limit),
+            ],
+        )
+        .await?;
+    let mut visible = Vec::with_capacity(rows.len());
+    for row in &rows {
+        visible.extend(for_viewer(versioned(row)?, viewer));
+    }
+    Ok(Page::of(visible, limit))
+}
+
+/// The sort key of a service in lists: its group (none first), its name, its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSortKey {
+    pub group: String,
+    pub name: String,
+    pub id: Uuid,
+}
+
+impl ServiceSortKey {
+    pub fn of(service: &Versioned<Service>) -> Self {
+        ServiceSortKey {
+            group: service.state.group.clone().unwrap_or_default(),
+            name: service.state.name.clone(),
+            id: service.id,
+        }
+    }
+}
+
+/// The services that are not retired, by group and name, after `after`.
+pub async fn services_page<C: GenericClient>(
+    client: &C,
+    viewer: &Viewer,
+    after: Option<&ServiceSortKey>,
+    limit: usize,
+) -> Result<Page<ServiceView>, ProjectionError> {
+    let (everyone, tenant) = viewer.filter();
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT s.id, s.version, s.state, {DERIVED_STATUS} FROM rm_services s \
+              WHERE NOT s.retired \
+                AND ($3::text IS NULL \
+                     OR (coalesce(s.group_name, ''), s.name, s.id) > ($3, $4::text, $5::uuid)) \
+              ORDER BY coalesce(s.group_name, ''), s.name, s.id LIMIT $6"
+        ))
+        .await?;
+    let rows = client
+        .query(
+            &statement,
+            &[
+                &everyone,
+                &tenant,
+                &after.map(|a| a.group.as_str()),
+                &after.map(|a| a.name.as_str()),
+                &after.map(|a| a.id),
+                &fetch_limit(limit),
+            ],
+        )
+        .await?;
+    let views = rows.iter().map(service_view).collect::<Result<_, _>>()?;
+    Ok(Page::of(views, limit))
+}
+
+/// Of `ids`, those naming no live (existing, not retired) service.
+pub async fn unknown_services<C: GenericClient>(
+    client: &C,
+    ids: &[Uuid],
+) -> Result<Vec<Uuid>, ProjectionError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let statement = client
+        .prepare_cached("SELECT id FROM rm_services WHERE id = ANY($1) AND NOT retired")
+        .await?;
+    let rows = client.query(&statement, &[&ids]).await?;
+    let live: Vec<Uuid> = rows
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()?;
+    Ok(ids
+        .iter()
+        .filter(|id| !live.contains(id))
+        .copied()
+        .collect())
+}
+
+/// API keys by name, after `after` (a name and id), only those of `tenant` when given.
+pub async fn api_keys_page<C: GenericClient>(
+    client: &C,
+    tenant: Option<&str>,
+    after: Option<(&str, Uuid)>,
+    limit: usize,
+) -> Result<Page<Versioned<ApiKey>>, ProjectionError> {
+    let (after_name, after_id) = after.unzip();
+    let statement = client
+        .prepare_cached(
+            "SELECT id, version, state FROM rm_api_keys \
+              WHERE ($1::text IS NULL OR tenant = $1) \
+                AND ($2::text IS NULL OR (state->>'name', id) > ($2, $3::uuid)) \
+              ORDER BY state->>'name', id LIMIT $4",
+        )
+        .await?;
+    let rows = client
+        .query(
+            &statement,
+            &[&tenant, &after_name, &after_id, &fetch_limit(limit)],
+        )
+        .await?;
+    let keys = rows.iter().map(versioned).collect::<Result<_, _>>()?;
+    Ok(Page::of(keys, limit))
+}
+
+/// An API key by id, revoked or not.
+pub async fn api_key<C: GenericClient>(
+    client: &C,
+    id: Uuid,
+) -> Result<Option<Versioned<ApiKey>>, ProjectionError> {
+    let statement = client
+        .prepare_cached("SELECT id, version, state FROM rm_api_keys WHERE id = $1")
+        .await?;
+    let row = client.query_opt(&statement, &[&id]).await?;
+    row.as_ref().map(versioned).transpose()
 }

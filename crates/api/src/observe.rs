@@ -1,0 +1,132 @@
+//! The middleware every request passes: a request id (taken from `X-Request-Id` when the
+//! caller sent a sane one, made otherwise) in a tracing span around the request and in the
+//! answer; Prometheus metrics by route and status; and problem+json for every error answer,
+//! including those actix makes itself (unknown method, unreadable body, …).
+
+use std::time::Instant;
+
+use actix_web::body::{self, BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
+use actix_web::{Error, HttpMessage, HttpResponse};
+use tracing::Instrument;
+
+use crate::problem::{Problem, CONTENT_TYPE};
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+const MAX_REQUEST_ID_LEN: usize = 128;
+/// Largest actix error text kept in a problem's detail.
+const MAX_DETAIL_BYTES: usize = 4 * 1024;
+
+/// The id of the request being served, in its extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+fn request_id(request: &ServiceRequest) -> String {
+    request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= MAX_REQUEST_ID_LEN
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+pub async fn middleware(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let started = Instant::now();
+    let id = request_id(&request);
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let method = request.method().clone();
+    let route = request
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let span = tracing::info_span!("request", request_id = %id, %method, path = %request.path());
+    let response = async {
+        let response = next.call(request).await?;
+        problem_for_every_error(response).await
+    }
+    .instrument(span.clone())
+    .await;
+    let mut response = match response {
+        Ok(response) => response,
+        Err(e) => return Err(e),
+    };
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
+    }
+    let status = response.status();
+    let elapsed = started.elapsed();
+    let labels = [
+        ("method", method.to_string()),
+        ("route", route),
+        ("status", status.as_str().to_owned()),
+    ];
+    metrics::counter!("crier_http_requests_total", &labels).increment(1);
+    metrics::histogram!("crier_http_request_duration_seconds", &labels)
+        .record(elapsed.as_secs_f64());
+    span.in_scope(|| {
+        tracing::info!(
+            target: "crier::access",
+            status = status.as_u16(),
+            elapsed_ms = elapsed.as_secs_f64() * 1000.0,
+            "served"
+        )
+    });
+    Ok(response)
+}
+
+/// An error answer that is not problem+json yet (actix's own) becomes one, keeping its
+/// status, its headers (`Allow`, …) and its text as the detail.
+async fn problem_for_every_error(
+    response: ServiceResponse<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == CONTENT_TYPE.as_bytes());
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return Ok(response.map_into_boxed_body());
+    }
+    let (request, response) = response.into_parts();
+    let (head, body) = response.into_parts();
+    let text = body::to_bytes_limited(body, MAX_DETAIL_BYTES)
+        .await
+        .ok()
+        .and_then(|r| r.ok())
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .filter(|t| !t.is_empty());
+    let detail = match (status, text) {
+        (StatusCode::INTERNAL_SERVER_ERROR, _) => "the server failed to handle this request".into(),
+        (_, Some(text)) => text,
+        (_, None) => status.canonical_reason().unwrap_or("error").to_lowercase(),
+    };
+    let mut problem = Problem::new(status, detail).response();
+    for (name, value) in head.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            problem.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    Ok(ServiceResponse::new(request, problem))
+}
+
+/// The answer for a known path with a method it does not have.
+pub async fn method_not_allowed() -> HttpResponse {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this path does not support this method",
+    )
+    .response()
+}

@@ -1,0 +1,86 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations. It is served at
+//! `/openapi.json` and committed as `openapi/openapi.json` (a test keeps the two equal).
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes::{incidents, keys, maintenances, services};
+use crate::{health, metrics, problem};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Crier",
+        description = "Incident communications: publish incidents, updates, corrections, \
+maintenances and postmortems; read them as their audience may see them. Every change is an \
+event in an append-only, hash-chained history.\n\n\
+Errors are RFC 9457 `application/problem+json`. Every resource carries its `version`, served \
+as `ETag`; writes accept `If-Match` (412 on mismatch) and `Idempotency-Key` on POST (the same \
+key and body get the first answer with `Idempotent-Replayed: true`; another body, 422).",
+        license(name = "MIT OR Apache-2.0")
+    ),
+    paths(
+        health::healthz,
+        health::readyz,
+        metrics::metrics,
+        keys::create,
+        keys::list,
+        keys::get,
+        keys::revoke,
+        services::create,
+        services::list,
+        services::get,
+        services::change,
+        services::retire,
+        incidents::declare,
+        incidents::list,
+        incidents::get,
+        incidents::post_update,
+        incidents::correct,
+        incidents::reopen,
+        incidents::postmortem,
+        maintenances::schedule,
+        maintenances::list,
+        maintenances::get,
+        maintenances::post_update,
+    ),
+    components(schemas(
+        problem::Problem,
+        problem::ProblemField,
+        incidents::IncidentListState,
+        maintenances::MaintenanceListState
+    )),
+    modifiers(&BearerKey),
+    tags(
+        (name = "operations", description = "Health, readiness and metrics"),
+        (name = "api-keys", description = "API keys (admin)"),
+        (name = "services", description = "What users use, with a status derived from incidents and maintenances"),
+        (name = "incidents", description = "Unplanned outages and their timelines"),
+        (name = "maintenances", description = "Planned work"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerKey;
+
+impl Modify for BearerKey {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API key (`crier_…`) from `POST /v1/api-keys` or `crier keys create`",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The document as served and committed.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}

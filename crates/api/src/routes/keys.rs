@@ -1,0 +1,228 @@
+//! `/v1/api-keys`: admins create, list and revoke keys. A tenant-bound admin manages its own
+//! tenant's keys only.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Utc;
+use domain::api_key::{self, ApiKeyDecider};
+use projections::access::{new_secret, secret_sha256};
+use projections::queries;
+use serde::Deserialize;
+use utoipa::IntoParams;
+use uuid::Uuid;
+
+use crate::auth::{Caller, Permission};
+use crate::http::{self, Answer};
+use crate::problem::{ApiError, Problem};
+use crate::views::{ApiKeyBody, ApiKeyPage, CreatedApiKey, NewApiKey};
+use crate::AppState;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Page size, 1 to 500 (default 50).
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Create an API key; its secret (`key`) is in this answer only.
+#[utoipa::path(
+    operation_id = "create_api_key", post, path = "/v1/api-keys", tag = "api-keys",
+    request_body = NewApiKey,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retry safely: the same key and body get the first answer")),
+    responses(
+        (status = 201, description = "Created; the only answer that shows the secret", body = CreatedApiKey,
+            headers(("Location" = String), ("ETag" = String))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: Caller,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let key = caller.require(Permission::ManageKeys)?;
+    let new: NewApiKey = http::json_body(&request, &body)?;
+    let tenant = match (caller.tenant(), new.tenant) {
+        (None, tenant) => tenant,
+        (Some(own), None) => Some(own.to_owned()),
+        (Some(own), Some(asked)) if asked.trim().eq_ignore_ascii_case(own) => Some(own.to_owned()),
+        (Some(own), Some(_)) => {
+            return Err(ApiError::Forbidden(format!(
+                "a key bound to tenant {own} creates keys of that tenant only"
+            )))
+        }
+    };
+    let secret = new_secret()?;
+    let id = Uuid::new_v4();
+    let command = api_key::Command::Create(api_key::Create {
+        key_id: id,
+        name: new.name,
+        role: new.role,
+        tenant,
+        secret_sha256: secret_sha256(&secret),
+        author: key.id.to_string(),
+        at: Utc::now(),
+    });
+    let render = |created: &projections::Versioned<api_key::ApiKey>| {
+        serde_json::to_string(&CreatedApiKey {
+            id: created.id,
+            name: created.state.name.clone(),
+            role: created.state.role,
+            tenant: created.state.tenant.clone(),
+            key: secret.clone(),
+        })
+        .unwrap_or_default()
+    };
+    http::execute::<ApiKeyDecider>(
+        &state,
+        &request,
+        &body,
+        key,
+        id,
+        &command,
+        Answer {
+            status: StatusCode::CREATED,
+            location: Some(format!("/v1/api-keys/{id}")),
+            render: &render,
+        },
+    )
+    .await
+}
+
+/// List API keys by name (never their secrets).
+#[utoipa::path(
+    operation_id = "list_api_keys", get, path = "/v1/api-keys", tag = "api-keys",
+    params(ListQuery),
+    responses(
+        (status = 200, body = ApiKeyPage),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::ManageKeys)?;
+    let limit = http::page_limit(query.limit)?;
+    let after: Option<(String, Uuid)> = http::decode_cursor(query.cursor.as_deref())?;
+    let client = state.store.pool().get().await?;
+    let page = queries::api_keys_page(
+        &client,
+        caller.tenant(),
+        after.as_ref().map(|(name, id)| (name.as_str(), *id)),
+        limit,
+    )
+    .await?;
+    let next_cursor = page
+        .has_more
+        .then(|| page.items.last())
+        .flatten()
+        .map(|last| http::encode_cursor(&(&last.state.name, last.id)));
+    Ok(HttpResponse::Ok().json(ApiKeyPage {
+        items: page.items.into_iter().map(ApiKeyBody::from).collect(),
+        next_cursor,
+    }))
+}
+
+async fn visible_key(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<projections::Versioned<api_key::ApiKey>, ApiError> {
+    let client = state.store.pool().get().await?;
+    queries::api_key(&client, id)
+        .await?
+        .filter(|key| caller.tenant().is_none() || key.state.tenant.as_deref() == caller.tenant())
+        .ok_or_else(|| ApiError::NotFound("no such API key".into()))
+}
+
+/// One API key (never its secret).
+#[utoipa::path(
+    operation_id = "get_api_key", get, path = "/v1/api-keys/{id}", tag = "api-keys",
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, body = ApiKeyBody, headers(("ETag" = String))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::ManageKeys)?;
+    let key = visible_key(&state, &caller, *id).await?;
+    Ok(http::resource(
+        StatusCode::OK,
+        key.version,
+        &ApiKeyBody::from(key),
+    ))
+}
+
+/// Revoke an API key: every process refuses it from the next request on.
+#[utoipa::path(
+    operation_id = "revoke_api_key", delete, path = "/v1/api-keys/{id}", tag = "api-keys",
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, description = "Revoked (or already revoked)", body = ApiKeyBody, headers(("ETag" = String))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 412, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn revoke(
+    state: web::Data<AppState>,
+    caller: Caller,
+    request: HttpRequest,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let key = caller.require(Permission::ManageKeys)?;
+    visible_key(&state, &caller, *id).await?;
+    let command = api_key::Command::Revoke(api_key::Revoke {
+        author: key.id.to_string(),
+        at: Utc::now(),
+    });
+    let render = |revoked: &projections::Versioned<api_key::ApiKey>| {
+        serde_json::to_string(&ApiKeyBody::from(revoked.clone())).unwrap_or_default()
+    };
+    http::execute::<ApiKeyDecider>(
+        &state,
+        &request,
+        b"",
+        key,
+        *id,
+        &command,
+        Answer {
+            status: StatusCode::OK,
+            location: None,
+            render: &render,
+        },
+    )
+    .await
+}

@@ -1,0 +1,242 @@
+//! `/v1/maintenances`: publishers schedule planned work and move it through its statuses;
+//! anyone reads the ones they may see.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use domain::maintenance::{self, Maintenance, MaintenanceDecider};
+use projections::queries::{self, for_viewer, MaintenanceState, Viewer};
+use projections::Versioned;
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::http::{self, Answer};
+use crate::problem::{ApiError, Problem};
+use crate::routes::incidents::{known_services, publisher, Publisher};
+use crate::views::{MaintenanceBody, MaintenancePage, NewMaintenance, NewMaintenanceUpdate};
+use crate::AppState;
+
+/// Which maintenances a list shows.
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MaintenanceListState {
+    /// Scheduled, not started.
+    Upcoming,
+    /// In progress or verifying.
+    Active,
+    /// Completed or cancelled.
+    Completed,
+    #[default]
+    All,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// `upcoming`, `active`, `completed` (completed or cancelled) or `all` (default).
+    pub state: Option<MaintenanceListState>,
+    /// Page size, 1 to 500 (default 50).
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+fn render(viewer: Viewer) -> impl Fn(&Versioned<Maintenance>) -> String + Sync {
+    move |maintenance: &Versioned<Maintenance>| {
+        for_viewer(maintenance.clone(), &viewer)
+            .map(MaintenanceBody::from)
+            .and_then(|body| serde_json::to_string(&body).ok())
+            .unwrap_or_default()
+    }
+}
+
+async fn run(
+    state: &AppState,
+    request: &HttpRequest,
+    body: &[u8],
+    publisher: &Publisher<'_>,
+    id: Uuid,
+    command: maintenance::Command,
+) -> Result<HttpResponse, ApiError> {
+    http::execute::<MaintenanceDecider>(
+        state,
+        request,
+        body,
+        publisher.key,
+        id,
+        &command,
+        Answer {
+            status: StatusCode::CREATED,
+            location: Some(format!("/v1/maintenances/{id}")),
+            render: &render(publisher.viewer()),
+        },
+    )
+    .await
+}
+
+/// Schedule planned work.
+#[utoipa::path(
+    operation_id = "schedule_maintenance", post, path = "/v1/maintenances", tag = "maintenances",
+    request_body = NewMaintenance,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retry safely: the same key and body get the first answer")),
+    responses(
+        (status = 201, body = MaintenanceBody, headers(("Location" = String), ("ETag" = String))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn schedule(
+    state: web::Data<AppState>,
+    caller: Caller,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let publisher = publisher(&caller)?;
+    let new: NewMaintenance = http::json_body(&request, &body)?;
+    let audience = publisher.audience(new.audience)?;
+    known_services(&state, new.affected_services.iter().copied()).await?;
+    let id = Uuid::new_v4();
+    let command = maintenance::Command::Schedule(maintenance::Schedule {
+        maintenance_id: id,
+        update_id: Uuid::new_v4(),
+        title: new.title,
+        message: new.message,
+        affected_services: new.affected_services,
+        regions: new.regions,
+        starts_at: new.starts_at,
+        ends_at: new.ends_at,
+        audience,
+        author: publisher.key.state.name.clone(),
+        at: Utc::now(),
+    });
+    run(&state, &request, &body, &publisher, id, command).await
+}
+
+/// Post an update: move the work to its next status, or note progress in the same one.
+#[utoipa::path(
+    operation_id = "post_maintenance_update", post, path = "/v1/maintenances/{id}/updates", tag = "maintenances",
+    request_body = NewMaintenanceUpdate,
+    params(("id" = Uuid, Path),
+        ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if the maintenance changed since"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retry safely: the same key and body get the first answer")),
+    responses(
+        (status = 201, description = "The maintenance with the new update", body = MaintenanceBody, headers(("Location" = String), ("ETag" = String))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 412, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn post_update(
+    state: web::Data<AppState>,
+    caller: Caller,
+    request: HttpRequest,
+    id: web::Path<Uuid>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let publisher = publisher(&caller)?;
+    let update: NewMaintenanceUpdate = http::json_body(&request, &body)?;
+    if publisher.tenant.is_some() {
+        let client = state.store.pool().get().await?;
+        // Read unredacted: the tenant's view would hide the other tenants it is shared with.
+        let found = queries::maintenance(&client, *id, &Viewer::Everyone).await?;
+        let audience = found.as_ref().map(|m| &m.state.audience);
+        publisher.may_write(audience.filter(|a| publisher.viewer().may_see(a)))?;
+    }
+    let command = maintenance::Command::PostUpdate(maintenance::PostUpdate {
+        update_id: Uuid::new_v4(),
+        status: update.status,
+        message: update.message,
+        author: publisher.key.state.name.clone(),
+        at: Utc::now(),
+    });
+    run(&state, &request, &body, &publisher, *id, command).await
+}
+
+/// The maintenances the caller may see, latest start first.
+#[utoipa::path(
+    operation_id = "list_maintenances", get, path = "/v1/maintenances", tag = "maintenances",
+    params(ListQuery),
+    responses(
+        (status = 200, body = MaintenancePage),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ),
+    security((), ("bearer" = []))
+)]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    state.limits.allow_read(caller.client_ip)?;
+    let limit = http::page_limit(query.limit)?;
+    let filter = match query.state.unwrap_or_default() {
+        MaintenanceListState::Upcoming => MaintenanceState::Upcoming,
+        MaintenanceListState::Active => MaintenanceState::Active,
+        MaintenanceListState::Completed => MaintenanceState::Completed,
+        MaintenanceListState::All => MaintenanceState::All,
+    };
+    let after = http::decode_cursor::<(DateTime<Utc>, Uuid)>(query.cursor.as_deref())?;
+    let client = state.store.pool().get().await?;
+    let page = queries::maintenances_page(&client, &caller.viewer(), filter, after, limit).await?;
+    let next_cursor = page
+        .has_more
+        .then(|| page.items.last())
+        .flatten()
+        .map(|last| http::encode_cursor(&(last.state.starts_at, last.id)));
+    Ok(HttpResponse::Ok().json(MaintenancePage {
+        items: page.items.into_iter().map(MaintenanceBody::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// One maintenance with its updates.
+#[utoipa::path(
+    operation_id = "get_maintenance", get, path = "/v1/maintenances/{id}", tag = "maintenances",
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, body = MaintenanceBody, headers(("ETag" = String))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ),
+    security((), ("bearer" = []))
+)]
+pub async fn get(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    state.limits.allow_read(caller.client_ip)?;
+    let client = state.store.pool().get().await?;
+    let maintenance = queries::maintenance(&client, *id, &caller.viewer())
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such maintenance".into()))?;
+    Ok(http::resource(
+        StatusCode::OK,
+        maintenance.version,
+        &MaintenanceBody::from(maintenance),
+    ))
+}

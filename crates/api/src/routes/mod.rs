@@ -1,0 +1,6 @@
+//! The `/v1` handlers, one module per resource.
+
+pub mod incidents;
+pub mod keys;
+pub mod maintenances;
+pub mod services;

@@ -1,0 +1,280 @@
+//! `/v1/services`: admins create, change and retire services; anyone reads them, with the
+//! status derived from the incidents and maintenances the caller may see.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Utc;
+use domain::service::{self, Service, ServiceDecider};
+use domain::values::ServiceStatus;
+use projections::queries::{self, ServiceSortKey, ServiceView};
+use projections::Versioned;
+use serde::Deserialize;
+use utoipa::IntoParams;
+use uuid::Uuid;
+
+use crate::auth::{Caller, Permission};
+use crate::http::{self, Answer};
+use crate::problem::{ApiError, Problem};
+use crate::views::{NewService, ServiceBody, ServiceChanges, ServicePage};
+use crate::AppState;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Page size, 1 to 500 (default 50).
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Services are shared by every tenant, so only an admin bound to no tenant manages them.
+fn service_admin(caller: &Caller) -> Result<&Versioned<domain::api_key::ApiKey>, ApiError> {
+    let key = caller.require(Permission::ManageServices)?;
+    if let Some(tenant) = caller.tenant() {
+        return Err(ApiError::Forbidden(format!(
+            "services are shared by every tenant; a key bound to tenant {tenant} may not change them"
+        )));
+    }
+    Ok(key)
+}
+
+fn body_with(status: ServiceStatus) -> impl Fn(&Versioned<Service>) -> String + Sync {
+    move |service: &Versioned<Service>| {
+        serde_json::to_string(&ServiceBody::from(ServiceView {
+            service: service.clone(),
+            status,
+        }))
+        .unwrap_or_default()
+    }
+}
+
+/// Create a service.
+#[utoipa::path(
+    operation_id = "create_service", post, path = "/v1/services", tag = "services",
+    request_body = NewService,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retry safely: the same key and body get the first answer")),
+    responses(
+        (status = 201, body = ServiceBody, headers(("Location" = String), ("ETag" = String))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: Caller,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let key = service_admin(&caller)?;
+    let new: NewService = http::json_body(&request, &body)?;
+    let id = Uuid::new_v4();
+    let command = service::Command::Create(service::Create {
+        service_id: id,
+        name: new.name,
+        description: new.description,
+        group: new.group,
+        author: key.state.name.clone(),
+        at: Utc::now(),
+    });
+    http::execute::<ServiceDecider>(
+        &state,
+        &request,
+        &body,
+        key,
+        id,
+        &command,
+        Answer {
+            status: StatusCode::CREATED,
+            location: Some(format!("/v1/services/{id}")),
+            render: &body_with(ServiceStatus::Operational),
+        },
+    )
+    .await
+}
+
+/// The status the caller sees for service `id` now (the answer of a write shows it; a
+/// service's own commands never change it).
+async fn current_status(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<ServiceStatus, ApiError> {
+    let client = state.store.pool().get().await?;
+    Ok(queries::service(&client, id, &caller.viewer())
+        .await?
+        .map_or(ServiceStatus::Operational, |view| view.status))
+}
+
+/// Rename, describe or regroup a service: only the fields present change.
+#[utoipa::path(
+    operation_id = "change_service", patch, path = "/v1/services/{id}", tag = "services",
+    request_body = ServiceChanges,
+    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if the service changed since")),
+    responses(
+        (status = 200, body = ServiceBody, headers(("ETag" = String))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 412, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn change(
+    state: web::Data<AppState>,
+    caller: Caller,
+    request: HttpRequest,
+    id: web::Path<Uuid>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let key = service_admin(&caller)?;
+    let changes: ServiceChanges = http::json_body(&request, &body)?;
+    let command = service::Command::Change(service::Change {
+        name: changes.name,
+        description: changes.description,
+        group: changes.group,
+        author: key.state.name.clone(),
+        at: Utc::now(),
+    });
+    let status = current_status(&state, &caller, *id).await?;
+    http::execute::<ServiceDecider>(
+        &state,
+        &request,
+        &body,
+        key,
+        *id,
+        &command,
+        Answer {
+            status: StatusCode::OK,
+            location: None,
+            render: &body_with(status),
+        },
+    )
+    .await
+}
+
+/// Retire a service: it leaves the lists; its history stays.
+#[utoipa::path(
+    operation_id = "retire_service", delete, path = "/v1/services/{id}", tag = "services",
+    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if the service changed since")),
+    responses(
+        (status = 200, body = ServiceBody, headers(("ETag" = String))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 412, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn retire(
+    state: web::Data<AppState>,
+    caller: Caller,
+    request: HttpRequest,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let key = service_admin(&caller)?;
+    let command = service::Command::Retire(service::Retire {
+        author: key.state.name.clone(),
+        at: Utc::now(),
+    });
+    let status = current_status(&state, &caller, *id).await?;
+    http::execute::<ServiceDecider>(
+        &state,
+        &request,
+        b"",
+        key,
+        *id,
+        &command,
+        Answer {
+            status: StatusCode::OK,
+            location: None,
+            render: &body_with(status),
+        },
+    )
+    .await
+}
+
+/// The services in use, by group and name, with their derived status.
+#[utoipa::path(
+    operation_id = "list_services", get, path = "/v1/services", tag = "services",
+    params(ListQuery),
+    responses(
+        (status = 200, body = ServicePage),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ),
+    security((), ("bearer" = []))
+)]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    state.limits.allow_read(caller.client_ip)?;
+    let limit = http::page_limit(query.limit)?;
+    let after: Option<(String, String, Uuid)> = http::decode_cursor(query.cursor.as_deref())?;
+    let after = after.map(|(group, name, id)| ServiceSortKey { group, name, id });
+    let client = state.store.pool().get().await?;
+    let page = queries::services_page(&client, &caller.viewer(), after.as_ref(), limit).await?;
+    let next_cursor = page
+        .has_more
+        .then(|| page.items.last())
+        .flatten()
+        .map(|last| {
+            let key = ServiceSortKey::of(&last.service);
+            http::encode_cursor(&(key.group, key.name, key.id))
+        });
+    Ok(HttpResponse::Ok().json(ServicePage {
+        items: page.items.into_iter().map(ServiceBody::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// One service, with its derived status (retired ones too, with `retired_at`).
+#[utoipa::path(
+    operation_id = "get_service", get, path = "/v1/services/{id}", tag = "services",
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, body = ServiceBody, headers(("ETag" = String))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ),
+    security((), ("bearer" = []))
+)]
+pub async fn get(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    state.limits.allow_read(caller.client_ip)?;
+    let client = state.store.pool().get().await?;
+    let view = queries::service(&client, *id, &caller.viewer())
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such service".into()))?;
+    Ok(http::resource(
+        StatusCode::OK,
+        view.service.version,
+        &ServiceBody::from(view),
+    ))
+}

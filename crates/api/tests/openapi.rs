@@ -1,0 +1,121 @@
+//! The committed OpenAPI document is the one the code generates, and a validator accepts it.
+//!
+//! After changing the API, regenerate it with
+//! `CRIER_UPDATE_OPENAPI=1 cargo nextest run -p api --test openapi`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn committed_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../openapi/openapi.json")
+}
+
+fn generated() -> String {
+    let mut text = api::openapi::document()
+        .to_pretty_json()
+        .expect("the document serialises");
+    text.push('\n');
+    text
+}
+
+#[test]
+fn the_committed_document_is_the_generated_one() {
+    let path = committed_path();
+    let generated = generated();
+    if std::env::var_os("CRIER_UPDATE_OPENAPI").is_some() {
+        std::fs::write(&path, &generated).expect("write openapi/openapi.json");
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "openapi/openapi.json is stale: regenerate it with \
+         CRIER_UPDATE_OPENAPI=1 cargo nextest run -p api --test openapi"
+    );
+}
+
+#[test]
+fn the_document_is_openapi_3_1_and_every_operation_is_complete() {
+    let document: serde_json::Value = serde_json::from_str(&generated()).unwrap();
+    assert_eq!(document["openapi"], "3.1.0");
+    let paths = document["paths"].as_object().unwrap();
+    for path in [
+        "/v1/api-keys",
+        "/v1/api-keys/{id}",
+        "/v1/services",
+        "/v1/services/{id}",
+        "/v1/incidents",
+        "/v1/incidents/{id}",
+        "/v1/incidents/{id}/updates",
+        "/v1/incidents/{id}/updates/{update_id}/corrections",
+        "/v1/incidents/{id}/reopen",
+        "/v1/incidents/{id}/postmortem",
+        "/v1/maintenances",
+        "/v1/maintenances/{id}",
+        "/v1/maintenances/{id}/updates",
+    ] {
+        let operations = paths[path].as_object().unwrap_or_else(|| panic!("{path}"));
+        for (method, operation) in operations {
+            let responses = operation["responses"].as_object().unwrap();
+            assert!(
+                responses.keys().any(|s| s.starts_with('2')),
+                "{method} {path} has no success answer"
+            );
+            for status in ["400", "503"] {
+                assert!(
+                    responses.contains_key(status),
+                    "{method} {path} lacks {status}"
+                );
+            }
+            assert!(
+                operation["security"].is_array(),
+                "{method} {path} names no security"
+            );
+            if method == "post" || method == "patch" {
+                assert!(
+                    operation["requestBody"].is_object() || path.ends_with("}"),
+                    "{method} {path} has no request body"
+                );
+            }
+        }
+    }
+}
+
+/// A Python virtual environment with `openapi-spec-validator` (from PyPI), made once in the
+/// target directory.
+fn validator() -> PathBuf {
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/openapi-validator");
+    let program = target.join("bin/openapi-spec-validator");
+    if program.exists() {
+        return program;
+    }
+    let made = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&target)
+        .status()
+        .expect("python3 makes a virtual environment");
+    assert!(made.success());
+    let installed = Command::new(target.join("bin/pip"))
+        .args(["install", "--quiet", "openapi-spec-validator==0.9.0"])
+        .status()
+        .expect("pip runs");
+    assert!(
+        installed.success(),
+        "pip could not install openapi-spec-validator"
+    );
+    program
+}
+
+#[test]
+fn a_validator_accepts_the_committed_document() {
+    let output = Command::new(validator())
+        .arg(committed_path())
+        .output()
+        .expect("run openapi-spec-validator");
+    assert!(
+        output.status.success(),
+        "openapi-spec-validator rejects openapi/openapi.json:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -1,0 +1,119 @@
+//! Idempotency records: the stored answer of a request sent with an `Idempotency-Key`,
+//! written in the transaction of the write it answers (see [`crate::Publisher::execute_once`]).
+
+use std::time::Duration;
+
+use deadpool_postgres::GenericClient;
+use uuid::Uuid;
+
+use crate::ProjectionError;
+
+/// How long an answer is kept at least; a background task deletes older ones.
+pub const RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A request that carried an `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotentRequest {
+    /// The API key that sent it: each caller has its own key space.
+    pub api_key_id: Uuid,
+    pub key: String,
+    /// Tells the same request from another one sent under the same key.
+    pub request_sha256: String,
+}
+
+/// An answer as it was given, to be given again byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAnswer {
+    pub status: u16,
+    pub location: Option<String>,
+    pub etag: Option<String>,
+    pub body: String,
+}
+
+/// What the records say about a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Recall {
+    /// Never answered under this key.
+    Fresh,
+    /// Answered before: give this answer again.
+    Answered(StoredAnswer),
+    /// The key was used for another request.
+    OtherRequest,
+}
+
+pub(crate) async fn recall<C: GenericClient>(
+    client: &C,
+    request: &IdempotentRequest,
+) -> Result<Recall, ProjectionError> {
+    let statement = client
+        .prepare_cached(
+            "SELECT request_sha256, status, location, etag, body FROM api_idempotency \
+              WHERE api_key_id = $1 AND idempotency_key = $2",
+        )
+        .await?;
+    let Some(row) = client
+        .query_opt(&statement, &[&request.api_key_id, &request.key])
+        .await?
+    else {
+        return Ok(Recall::Fresh);
+    };
+    if row.try_get::<_, &str>("request_sha256")? != request.request_sha256 {
+        return Ok(Recall::OtherRequest);
+    }
+    let status = u16::try_from(row.try_get::<_, i16>("status")?)
+        .map_err(|_| ProjectionError::Corrupt("negative stored status".into()))?;
+    Ok(Recall::Answered(StoredAnswer {
+        status,
+        location: row.try_get("location")?,
+        etag: row.try_get("etag")?,
+        body: row.try_get("body")?,
+    }))
+}
+
+/// Records `answer`; `false` when a concurrent transaction recorded an answer under the
+/// same key first (this one must then be rolled back).
+pub(crate) async fn remember<C: GenericClient>(
+    client: &C,
+    request: &IdempotentRequest,
+    answer: &StoredAnswer,
+) -> Result<bool, ProjectionError> {
+    let status = i16::try_from(answer.status)
+        .map_err(|_| ProjectionError::Corrupt(format!("status {}", answer.status)))?;
+    let statement = client
+        .prepare_cached(
+            "INSERT INTO api_idempotency \
+               (api_key_id, idempotency_key, request_sha256, status, location, etag, body) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        )
+        .await?;
+    let inserted = client
+        .execute(
+            &statement,
+            &[
+                &request.api_key_id,
+                &request.key,
+                &request.request_sha256,
+                &status,
+                &answer.location,
+                &answer.etag,
+                &answer.body,
+            ],
+        )
+        .await?;
+    Ok(inserted == 1)
+}
+
+/// Deletes the answers older than `retention`; returns how many.
+pub async fn forget_older_than<C: GenericClient>(
+    client: &C,
+    retention: Duration,
+) -> Result<u64, ProjectionError> {
+    let seconds = retention.as_secs_f64();
+    Ok(client
+        .execute(
+            "DELETE FROM api_idempotency \
+              WHERE created_at < now() - make_interval(secs => $1)",
+            &[&seconds],
+        )
+        .await?)
+}

@@ -1,0 +1,1073 @@
+//! The publishing REST API end to end: the real `crier serve` against a fresh database,
+//! driven as a client would.
+
+use std::collections::HashSet;
+use std::process::Command;
+
+use eventstore::testing::{OutageProxy, TestDatabase};
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+mod support;
+
+use support::*;
+
+const ADMIN_SECRET: &str = "crier-test-bootstrap-admin-secret";
+const RESTART: &str =
+    "If a user is still experiencing impact, they need to restart their clients to recover.";
+
+/// A server with a bootstrap admin key, ready to serve.
+struct Api {
+    server: Server,
+    http: reqwest::Client,
+}
+
+/// An answer: status, headers and JSON body (`Null` when empty or not JSON).
+#[derive(Debug)]
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    #[track_caller]
+    fn expect(self, status: u16) -> Value {
+        assert_eq!(self.status.as_u16(), status, "{:#?}", self.body);
+        self.body
+    }
+
+    /// Asserts an RFC 9457 problem with this status.
+    #[track_caller]
+    fn problem(self, status: u16) -> Value {
+        assert_eq!(self.status.as_u16(), status, "{:#?}", self.body);
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "{status}: {:#?}",
+            self.body
+        );
+        assert_eq!(self.body["status"], status);
+        assert!(self.body["title"].is_string() && self.body["detail"].is_string());
+        self.body
+    }
+}
+
+fn serve(db_url: &str, extra_env: &[(&str, &str)]) -> Server {
+    let mut command: Command = crier(db_url);
+    command.env("CRIER_BOOTSTRAP_ADMIN_KEY", ADMIN_SECRET);
+    for (name, value) in extra_env {
+        command.env(name, value);
+    }
+    Server::start_with(command)
+}
+
+impl Api {
+    async fn start(db: &TestDatabase) -> Api {
+        Api::start_with(db, &[("CRIER_WRITE_RATE_LIMIT", "0")]).await
+    }
+
+    async fn start_with(db: &TestDatabase, env: &[(&str, &str)]) -> Api {
+        Api::on(serve(&db.url, env)).await
+    }
+
+    async fn on(server: Server) -> Api {
+        let http = reqwest::Client::new();
+        wait_for_status(&http, &server.url("/readyz"), 200).await;
+        Api { server, http }
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Answer {
+        let mut request = self.http.request(method, self.server.url(path));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.expect("send");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("body");
+        Answer {
+            status,
+            headers,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        }
+    }
+
+    async fn get(&self, path: &str, key: Option<&str>) -> Answer {
+        self.send(Method::GET, path, key, &[], None).await
+    }
+
+    async fn post(&self, path: &str, key: &str, body: Value) -> Answer {
+        self.send(Method::POST, path, Some(key), &[], Some(&body))
+            .await
+    }
+
+    /// Creates a key and returns its secret.
+    async fn key(&self, role: &str, tenant: Option<&str>) -> String {
+        let created = self
+            .post(
+                "/v1/api-keys",
+                ADMIN_SECRET,
+                json!({"name": format!("{role} {tenant:?}"), "role": role, "tenant": tenant}),
+            )
+            .await
+            .expect(201);
+        created["key"].as_str().expect("secret").to_owned()
+    }
+
+    async fn service(&self, name: &str) -> String {
+        let created = self
+            .post(
+                "/v1/services",
+                ADMIN_SECRET,
+                json!({"name": name, "group": "Microsoft 365"}),
+            )
+            .await
+            .expect(201);
+        created["id"].as_str().expect("id").to_owned()
+    }
+
+    async fn declare(&self, key: &str, body: Value) -> Value {
+        self.post("/v1/incidents", key, body).await.expect(201)
+    }
+}
+
+fn outage(service_id: &str) -> Value {
+    json!({
+        "title": "Users cannot sign in to Microsoft Teams",
+        "impact": "major",
+        "message": "We are investigating reports of sign-in failures.",
+        "affected_services": [{"service_id": service_id, "status": "major_outage"}],
+        "regions": ["europe"],
+        "client_action": {"kind": "retry_later", "message": "Try again in a few minutes."}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_outage_goes_through_its_whole_lifecycle() {
+    let db = TestDatabase::create().await;
+    let api = Api::start(&db).await;
+    let teams = api.service("Microsoft Teams").await;
+    let comms = api.key("publisher", None).await;
+
+    let declared = api.post("/v1/incidents", &comms, outage(&teams)).await;
+    assert_eq!(declared.status, 201);
+    let id = declared.body["id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        declared.header("location"),
+        Some(format!("/v1/incidents/{id}").as_str())
+    );
+    assert_eq!(declared.header("etag"), Some("\"1\""));
+    assert_eq!(declared.body["status"], "investigating");
+    assert_eq!(declared.body["version"], 1);
+    let service = api
+        .get(&format!("/v1/services/{teams}"), None)
+        .await
+        .expect(200);
+    assert_eq!(service["status"], "major_outage");
+
+    let identified = api
+        .post(
+            &format!("/v1/incidents/{id}/updates"),
+            &comms,
+            json!({"status": "identified", "message": "A configuration change broke token refresh."}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(identified["version"], 2);
+    let resolved = api
+        .post(
+            &format!("/v1/incidents/{id}/updates"),
+            &comms,
+            json!({"status": "resolved", "message": "The change was rolled back.",
+                   "client_action": {"kind": "restart_client", "message": RESTART}}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(resolved["status"], "resolved");
+    assert_eq!(
+        resolved["client_action"],
+        json!({"kind": "restart_client", "message": RESTART})
+    );
+    assert!(resolved["resolved_at"].is_string());
+    let service = api
+        .get(&format!("/v1/services/{teams}"), None)
+        .await
+        .expect(200);
+    assert_eq!(
+        service["status"], "operational",
+        "a resolved incident affects nothing"
+    );
+
+    // A correction keeps the earlier text.
+    let update_id = resolved["updates"][1]["id"]
+        .as_str()
+        .expect("update id")
+        .to_owned();
+    let corrected = api
+        .post(
+            &format!("/v1/incidents/{id}/updates/{update_id}/corrections"),
+            &comms,
+            json!({"message": "A certificate rotation broke token refresh.", "reason": "root cause"}),
+        )
+        .await
+        .expect(201);
+    let update = &corrected["updates"][1];
+    assert_eq!(
+        update["message"],
+        "A certificate rotation broke token refresh."
+    );
+    assert_eq!(
+        update["corrections"][0]["message"],
+        "A configuration change broke token refresh."
+    );
+
+    let postmortem = api
+        .post(
+            &format!("/v1/incidents/{id}/postmortem"),
+            &comms,
+            json!({"body": "## What happened\nAn expired certificate…"}),
+        )
+        .await
+        .expect(201);
+    assert!(postmortem["postmortem"]["body"]
+        .as_str()
+        .unwrap()
+        .starts_with("## What happened"));
+
+    let reopened = api
+        .post(
+            &format!("/v1/incidents/{id}/reopen"),
+            &comms,
+            json!({"message": "Failures are back in Europe."}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(reopened["status"], "investigating");
+    assert!(reopened["resolved_at"].is_null());
+
+    // Every reader sees the same incident, the timeline oldest first.
+    let now = api.get(&format!("/v1/incidents/{id}"), None).await;
+    assert_eq!(
+        now.header("etag"),
+        Some(format!("\"{}\"", reopened["version"]).as_str())
+    );
+    let now = now.expect(200);
+    assert_eq!(now, reopened);
+    let statuses: Vec<_> = now["updates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["status"].clone())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            json!("investigating"),
+            json!("identified"),
+            json!("resolved"),
+            json!("investigating")
+        ]
+    );
+
+    // As it stood after the resolution, by position.
+    let open = api.get("/v1/incidents?state=open", None).await.expect(200);
+    assert_eq!(open["items"].as_array().unwrap().len(), 1);
+    let resolved_only = api
+        .get("/v1/incidents?state=resolved", None)
+        .await
+        .expect(200);
+    assert!(resolved_only["items"].as_array().unwrap().is_empty());
+    let then = api
+        .get(
+            &format!("/v1/incidents/{id}?as_of=2000-01-01T00:00:00Z"),
+            None,
+        )
+        .await;
+    then.problem(404);
+    let now_by_time = api
+        .get(
+            &format!("/v1/incidents/{id}?as_of=2999-01-01T00:00:00Z"),
+            None,
+        )
+        .await
+        .expect(200);
+    assert_eq!(now_by_time, now);
+
+    // The history names who did what; the API key secrets appear nowhere in it.
+    let store = db.store();
+    let log = eventstore::testing::whole_log(&store).await;
+    let dump = serde_json::to_string(
+        &log.iter()
+            .map(|e| (&e.event.data, &e.event.metadata))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    assert!(!dump.contains(&comms) && !dump.contains(ADMIN_SECRET));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_of_the_contract_is_a_problem_with_its_status() {
+    let db = TestDatabase::create().await;
+    let api = Api::start_with(
+        &db,
+        &[
+            ("CRIER_WRITE_RATE_LIMIT", "20"),
+            ("CRIER_AUTH_FAILURE_LIMIT", "5"),
+        ],
+    )
+    .await;
+    let teams = api.service("Microsoft Teams").await;
+    let comms = api.key("publisher", None).await;
+    let reader = api.key("reader", None).await;
+    let incident = api.declare(&comms, outage(&teams)).await;
+    let id = incident["id"].as_str().unwrap().to_owned();
+    let json = [("content-type", "application/json")];
+
+    // 400: malformed JSON, wrong type, unknown enum value, unknown field, bad query, bad id.
+    let malformed = api
+        .http
+        .post(api.server.url("/v1/incidents"))
+        .bearer_auth(&comms)
+        .header("content-type", "application/json")
+        .body("{\"title\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 400);
+    let mut wrong = outage(&teams);
+    wrong["impact"] = json!("apocalyptic");
+    let problem = api.post("/v1/incidents", &comms, wrong).await.problem(400);
+    assert_eq!(problem["errors"][0]["field"], "impact", "{problem}");
+    let mut wrong = outage(&teams);
+    wrong["regions"] = json!("europe");
+    api.post("/v1/incidents", &comms, wrong).await.problem(400);
+    let mut wrong = outage(&teams);
+    wrong["client_acton"] = json!({"kind": "none"});
+    api.post("/v1/incidents", &comms, wrong).await.problem(400);
+    let mut empty_title = outage(&teams);
+    empty_title["title"] = json!("   ");
+    let problem = api
+        .post("/v1/incidents", &comms, empty_title)
+        .await
+        .problem(400);
+    assert_eq!(problem["errors"][0]["field"], "title");
+    let mut unknown_service = outage(&teams);
+    unknown_service["affected_services"][0]["service_id"] = json!(uuid::Uuid::new_v4());
+    api.post("/v1/incidents", &comms, unknown_service)
+        .await
+        .problem(400);
+    api.get("/v1/incidents?limit=0", None).await.problem(400);
+    api.get("/v1/incidents?limit=many", None).await.problem(400);
+    api.get("/v1/incidents?state=sideways", None)
+        .await
+        .problem(400);
+    api.get("/v1/incidents?cursor=garbage", None)
+        .await
+        .problem(400);
+    api.get("/v1/incidents/not-a-uuid", None).await.problem(400);
+    api.get(&format!("/v1/incidents/{id}?as_of=yesterday"), None)
+        .await
+        .problem(400);
+
+    // 401: missing, malformed, unknown, revoked.
+    let missing = api
+        .send(
+            Method::POST,
+            "/v1/incidents",
+            None,
+            &[],
+            Some(&outage(&teams)),
+        )
+        .await;
+    assert_eq!(missing.header("www-authenticate"), Some("Bearer"));
+    missing.problem(401);
+    api.send(
+        Method::GET,
+        "/v1/incidents",
+        None,
+        &[("authorization", "Basic Zm9vOmJhcg==")],
+        None,
+    )
+    .await
+    .problem(401);
+    api.get("/v1/incidents", Some("crier_not_a_key"))
+        .await
+        .problem(401);
+    let doomed = api.key("reader", None).await;
+    let doomed_id = api
+        .get("/v1/api-keys?limit=500", Some(ADMIN_SECRET))
+        .await
+        .expect(200)["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["role"] == "reader")
+        .map(|k| k["id"].as_str().unwrap().to_owned())
+        .collect::<Vec<_>>();
+    for key_id in &doomed_id {
+        api.send(
+            Method::DELETE,
+            &format!("/v1/api-keys/{key_id}"),
+            Some(ADMIN_SECRET),
+            &[],
+            None,
+        )
+        .await
+        .expect(200);
+    }
+    api.get("/v1/incidents", Some(&doomed)).await.problem(401);
+    api.get("/v1/incidents", Some(&reader)).await.problem(401);
+
+    // 403: a reader may not publish; a publisher may not manage keys or services.
+    let publisher_key = api.key("reader", None).await;
+    api.post("/v1/incidents", &publisher_key, outage(&teams))
+        .await
+        .problem(403);
+    api.post(
+        "/v1/api-keys",
+        &comms,
+        json!({"name": "x", "role": "admin"}),
+    )
+    .await
+    .problem(403);
+    api.post("/v1/services", &comms, json!({"name": "x"}))
+        .await
+        .problem(403);
+
+    // 404: unknown route, unknown resource; 405 for a method a path does not have.
+    api.get("/v1/nothing-here", None).await.problem(404);
+    api.get(&format!("/v1/incidents/{}", uuid::Uuid::new_v4()), None)
+        .await
+        .problem(404);
+    api.post(
+        &format!("/v1/incidents/{}/updates", uuid::Uuid::new_v4()),
+        &comms,
+        json!({"status": "identified", "message": "m"}),
+    )
+    .await
+    .problem(404);
+    api.send(Method::PUT, "/v1/incidents", Some(&comms), &[], None)
+        .await
+        .problem(405);
+
+    // 409: updating a resolved incident.
+    let updates = format!("/v1/incidents/{id}/updates");
+    api.post(
+        &updates,
+        &comms,
+        json!({"status": "resolved", "message": "Fixed."}),
+    )
+    .await
+    .expect(201);
+    api.post(
+        &updates,
+        &comms,
+        json!({"status": "identified", "message": "m"}),
+    )
+    .await
+    .problem(409);
+
+    // 412: If-Match on an older version writes nothing.
+    let reopen = format!("/v1/incidents/{id}/reopen");
+    let body = json!({"message": "again"});
+    let stale = api
+        .send(
+            Method::POST,
+            &reopen,
+            Some(&comms),
+            &[("if-match", "\"1\"")],
+            Some(&body),
+        )
+        .await;
+    stale.problem(412);
+    assert_eq!(
+        api.get(&format!("/v1/incidents/{id}"), None)
+            .await
+            .expect(200)["status"],
+        "resolved"
+    );
+    api.send(
+        Method::POST,
+        &reopen,
+        Some(&comms),
+        &[("if-match", "seven")],
+        Some(&body),
+    )
+    .await
+    .problem(400);
+
+    // 413 and 415.
+    let mut huge = outage(&teams);
+    huge["message"] = json!("x".repeat(70 * 1024));
+    api.post("/v1/incidents", &comms, huge).await.problem(413);
+    let text = api
+        .http
+        .post(api.server.url("/v1/incidents"))
+        .bearer_auth(&comms)
+        .header("content-type", "text/plain")
+        .body(outage(&teams).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(text.status(), 415);
+    assert_eq!(text.headers()["content-type"], "application/problem+json");
+    let _ = json;
+
+    // 422: an idempotency key reused with another body.
+    let once = [("idempotency-key", "declare-1")];
+    api.send(
+        Method::POST,
+        "/v1/incidents",
+        Some(&comms),
+        &once,
+        Some(&outage(&teams)),
+    )
+    .await
+    .expect(201);
+    let mut other = outage(&teams);
+    other["title"] = json!("Another incident");
+    api.send(
+        Method::POST,
+        "/v1/incidents",
+        Some(&comms),
+        &once,
+        Some(&other),
+    )
+    .await
+    .problem(422);
+
+    // 429: writes over the key's rate (20/s, burst 40), with Retry-After.
+    let mut limited = None;
+    for _ in 0..200 {
+        let answer = api
+            .post(
+                &updates,
+                &comms,
+                json!({"status": "identified", "message": "m"}),
+            )
+            .await;
+        if answer.status == 429 {
+            limited = Some(answer);
+            break;
+        }
+    }
+    let limited = limited.expect("the write rate limit never answered 429");
+    assert!(limited.header("retry-after").is_some());
+    limited.problem(429);
+    // … and failed authentications from one address (5 a minute), even with a good key after.
+    let mut refused = false;
+    for _ in 0..8 {
+        if api.get("/v1/incidents", Some("crier_wrong")).await.status == 429 {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "failed authentications were never limited");
+    api.get("/v1/incidents", Some(&comms)).await.problem(429);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_answers_503_with_retry_after_and_the_server_recovers() {
+    let db = TestDatabase::create().await;
+    let proxy = OutageProxy::start().await;
+    let api = Api::on(serve(&proxy.url(&db), &[])).await;
+    let teams = api.service("Microsoft Teams").await;
+    proxy.cut();
+    let down = api.get(&format!("/v1/services/{teams}"), None).await;
+    assert!(down.header("retry-after").is_some());
+    down.problem(503);
+    api.post("/v1/services", ADMIN_SECRET, json!({"name": "Exchange"}))
+        .await
+        .problem(503);
+    assert_eq!(api.get("/healthz", None).await.status, 200);
+    proxy.restore();
+    wait_for_status(
+        &api.http,
+        &api.server.url(&format!("/v1/services/{teams}")),
+        200,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_private_notice_reaches_that_tenant_only_on_every_read() {
+    let db = TestDatabase::create().await;
+    let api = Api::start(&db).await;
+    let teams = api.service("Microsoft Teams").await;
+    let comms = api.key("publisher", None).await;
+    let contoso = api.key("reader", Some("contoso")).await;
+    let fabrikam = api.key("reader", Some("fabrikam")).await;
+    let unbound_reader = api.key("reader", None).await;
+    let contoso_publisher = api.key("publisher", Some("contoso")).await;
+
+    let mut private = outage(&teams);
+    private["audience"] = json!({"visibility": "tenants", "tenants": ["contoso", "northwind"]});
+    let secret = api.declare(&comms, private).await;
+    let id = secret["id"].as_str().unwrap();
+    let maintenance = api
+        .post(
+            "/v1/maintenances",
+            &comms,
+            json!({
+            "title": "Contoso tenant migration", "message": "Planned.",
+            "affected_services": [teams], "starts_at": "2030-01-01T00:00:00Z",
+            "ends_at": "2030-01-01T02:00:00Z",
+            "audience": {"visibility": "tenants", "tenants": ["contoso"]}}),
+        )
+        .await
+        .expect(201);
+    let maintenance_id = maintenance["id"].as_str().unwrap();
+
+    for outsider in [None, Some(fabrikam.as_str()), Some(unbound_reader.as_str())] {
+        api.get(&format!("/v1/incidents/{id}"), outsider)
+            .await
+            .problem(404);
+        api.get(
+            &format!("/v1/incidents/{id}?as_of=2999-01-01T00:00:00Z"),
+            outsider,
+        )
+        .await
+        .problem(404);
+        api.get(&format!("/v1/maintenances/{maintenance_id}"), outsider)
+            .await
+            .problem(404);
+        for list in [
+            "/v1/incidents",
+            "/v1/incidents?state=open",
+            "/v1/maintenances",
+            "/v1/maintenances?state=upcoming",
+        ] {
+            let items = api.get(list, outsider).await.expect(200);
+            assert_eq!(items["items"], json!([]), "{list} for {outsider:?}");
+        }
+        let service = api
+            .get(&format!("/v1/services/{teams}"), outsider)
+            .await
+            .expect(200);
+        assert_eq!(
+            service["status"], "operational",
+            "the private outage does not show"
+        );
+        let services = api.get("/v1/services", outsider).await.expect(200);
+        assert_eq!(services["items"][0]["status"], "operational");
+    }
+
+    let seen = api
+        .get(&format!("/v1/incidents/{id}"), Some(&contoso))
+        .await
+        .expect(200);
+    assert_eq!(
+        seen["audience"],
+        json!({"visibility": "tenants", "tenants": ["contoso"]}),
+        "a tenant does not learn which other tenants a notice is shared with"
+    );
+    assert_eq!(
+        api.get("/v1/incidents", Some(&contoso)).await.expect(200)["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        api.get("/v1/maintenances", Some(&contoso))
+            .await
+            .expect(200)["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        api.get(&format!("/v1/services/{teams}"), Some(&contoso))
+            .await
+            .expect(200)["status"],
+        "major_outage"
+    );
+
+    // A tenant-bound publisher writes to its own tenant only.
+    let own = api.declare(&contoso_publisher, outage(&teams)).await;
+    assert_eq!(
+        own["audience"],
+        json!({"visibility": "tenants", "tenants": ["contoso"]})
+    );
+    let mut public = outage(&teams);
+    public["audience"] = json!({"visibility": "public"});
+    api.post("/v1/incidents", &contoso_publisher, public)
+        .await
+        .problem(403);
+    api.post(
+        &format!("/v1/incidents/{id}/updates"),
+        &contoso_publisher,
+        json!({"status": "identified", "message": "m"}),
+    )
+    .await
+    .problem(403);
+    api.get(
+        &format!("/v1/incidents/{}", own["id"].as_str().unwrap()),
+        Some(&fabrikam),
+    )
+    .await
+    .problem(404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_concurrent_writers_with_one_if_match_exactly_one_wins() {
+    let db = TestDatabase::create().await;
+    let api = std::sync::Arc::new(Api::start(&db).await);
+    let teams = api.service("Microsoft Teams").await;
+    let comms = api.key("publisher", None).await;
+    let incident = api.declare(&comms, outage(&teams)).await;
+    let updates = format!("/v1/incidents/{}/updates", incident["id"].as_str().unwrap());
+    let racers: Vec<_> = (0..16)
+        .map(|i| {
+            let (api, comms, updates) = (api.clone(), comms.clone(), updates.clone());
+            tokio::spawn(async move {
+                let body = json!({"status": "identified", "message": format!("racer {i}")});
+                api.send(
+                    Method::POST,
+                    &updates,
+                    Some(&comms),
+                    &[("if-match", "\"1\"")],
+                    Some(&body),
+                )
+                .await
+                .status
+                .as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for racer in racers {
+        statuses.push(racer.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 412).count(),
+        15,
+        "{statuses:?}"
+    );
+    let now = api
+        .get(
+            &format!("/v1/incidents/{}", incident["id"].as_str().unwrap()),
+            None,
+        )
+        .await
+        .expect(200);
+    assert_eq!(now["version"], 2);
+    assert_eq!(now["updates"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_retry_racing_its_original_writes_once_and_answers_the_same() {
+    let db = TestDatabase::create().await;
+    let api = std::sync::Arc::new(Api::start(&db).await);
+    let teams = api.service("Microsoft Teams").await;
+    let comms = api.key("publisher", None).await;
+    let incident = api.declare(&comms, outage(&teams)).await;
+    let id = incident["id"].as_str().unwrap().to_owned();
+
+    for (path, body, idempotency_key) in [
+        ("/v1/incidents".to_owned(), outage(&teams), "declare-once"),
+        (
+            format!("/v1/incidents/{id}/updates"),
+            json!({"status": "identified", "message": "Found it."}),
+            "update-once",
+        ),
+    ] {
+        let racers: Vec<_> = (0..8)
+            .map(|_| {
+                let (api, comms, path, body) =
+                    (api.clone(), comms.clone(), path.clone(), body.clone());
+                tokio::spawn(async move {
+                    api.send(
+                        Method::POST,
+                        &path,
+                        Some(&comms),
+                        &[("idempotency-key", idempotency_key)],
+                        Some(&body),
+                    )
+                    .await
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for racer in racers {
+            answers.push(racer.await.unwrap());
+        }
+        let first = answers
+            .iter()
+            .find(|a| a.header("idempotent-replayed").is_none())
+            .expect("an original");
+        for answer in &answers {
+            assert_eq!(answer.status, 201, "{:?}", answer.body);
+            assert_eq!(
+                answer.body, first.body,
+                "every retry gets the original answer"
+            );
+            assert_eq!(answer.header("etag"), first.header("etag"));
+        }
+        assert_eq!(
+            answers
+                .iter()
+                .filter(|a| a.header("idempotent-replayed") == Some("true"))
+                .count(),
+            7
+        );
+    }
+    let incidents = api.get("/v1/incidents", None).await.expect(200);
+    assert_eq!(
+        incidents["items"].as_array().unwrap().len(),
+        2,
+        "one declared by the racers"
+    );
+    let now = api
+        .get(&format!("/v1/incidents/{id}"), None)
+        .await
+        .expect(200);
+    assert_eq!(
+        now["updates"].as_array().unwrap().len(),
+        2,
+        "one update posted by the racers"
+    );
+    // Keys are per API key: another caller's same key is its own.
+    let other = api.key("publisher", None).await;
+    api.send(
+        Method::POST,
+        "/v1/incidents",
+        Some(&other),
+        &[("idempotency-key", "declare-once")],
+        Some(&outage(&teams)),
+    )
+    .await
+    .expect(201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_page_with_cursors_through_every_item_once() {
+    let db = TestDatabase::create().await;
+    let api = Api::start(&db).await;
+    let teams = api.service("Microsoft Teams").await;
+    for name in ["Exchange Online", "SharePoint", "OneDrive", "Outlook"] {
+        api.service(name).await;
+    }
+    let comms = api.key("publisher", None).await;
+    let mut declared = HashSet::new();
+    for _ in 0..7 {
+        declared.insert(
+            api.declare(&comms, outage(&teams)).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    for (list, total) in [
+        ("/v1/incidents?limit=3", 7),
+        ("/v1/services?limit=2", 5),
+        ("/v1/api-keys?limit=1", 2),
+    ] {
+        let mut seen = Vec::new();
+        let mut path = list.to_owned();
+        loop {
+            let page = api.get(&path, Some(ADMIN_SECRET)).await.expect(200);
+            seen.extend(
+                page["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i["id"].as_str().unwrap().to_owned()),
+            );
+            match page["next_cursor"].as_str() {
+                Some(cursor) => path = format!("{list}&cursor={cursor}"),
+                None => break,
+            }
+        }
+        let distinct: HashSet<_> = seen.iter().cloned().collect();
+        assert_eq!((seen.len(), distinct.len()), (total, total), "{list}");
+    }
+    let europe = api
+        .get(
+            &format!("/v1/incidents?region=Europe&service_id={teams}&limit=500"),
+            None,
+        )
+        .await
+        .expect(200);
+    assert_eq!(europe["items"].as_array().unwrap().len(), 7);
+    let asia = api.get("/v1/incidents?region=asia", None).await.expect(200);
+    assert_eq!(asia["items"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_serve_processes_on_one_database_answer_consistently() {
+    let db = TestDatabase::create().await;
+    let first = Api::start(&db).await;
+    let second = Api::start(&db).await;
+    let teams = first.service("Microsoft Teams").await;
+    let comms = first.key("publisher", None).await;
+    for round in 0..5 {
+        let (writer, reader) = if round % 2 == 0 {
+            (&first, &second)
+        } else {
+            (&second, &first)
+        };
+        let incident = writer.declare(&comms, outage(&teams)).await;
+        let id = incident["id"].as_str().unwrap();
+        let updated = writer
+            .post(
+                &format!("/v1/incidents/{id}/updates"),
+                &comms,
+                json!({"status": "monitoring", "message": "m"}),
+            )
+            .await
+            .expect(201);
+        // Read-your-writes on the other process, at once.
+        let seen = reader
+            .get(&format!("/v1/incidents/{id}"), None)
+            .await
+            .expect(200);
+        assert_eq!(seen, updated);
+    }
+    // A key revoked through one process is refused by the other at once.
+    let reader_key = first.key("reader", None).await;
+    second
+        .get("/v1/incidents", Some(&reader_key))
+        .await
+        .expect(200);
+    let keys = first
+        .get("/v1/api-keys", Some(ADMIN_SECRET))
+        .await
+        .expect(200);
+    let reader_id = keys["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["role"] == "reader")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    first
+        .send(
+            Method::DELETE,
+            &format!("/v1/api-keys/{reader_id}"),
+            Some(ADMIN_SECRET),
+            &[],
+            None,
+        )
+        .await
+        .expect(200);
+    second
+        .get("/v1/incidents", Some(&reader_key))
+        .await
+        .problem(401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_has_a_request_id_and_metrics_count_requests_by_route() {
+    let db = TestDatabase::create().await;
+    let api = Api::start(&db).await;
+    let given = api
+        .send(
+            Method::GET,
+            "/v1/services",
+            None,
+            &[("x-request-id", "trace-me-42")],
+            None,
+        )
+        .await;
+    assert_eq!(given.header("x-request-id"), Some("trace-me-42"));
+    let made = api.get("/v1/nothing", None).await;
+    assert!(made
+        .header("x-request-id")
+        .is_some_and(|id| uuid::Uuid::parse_str(id).is_ok()));
+    api.service("Microsoft Teams").await;
+    let metrics = api
+        .http
+        .get(api.server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "crier_http_requests_total{method=\"GET\",route=\"/v1/services\",status=\"200\"}"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("crier_http_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("crier_db_pool_connections"));
+    assert!(metrics.contains("crier_events_appended_total"));
+
+    // The request id is in the event's metadata.
+    let created = api
+        .send(
+            Method::POST,
+            "/v1/services",
+            Some(ADMIN_SECRET),
+            &[("x-request-id", "svc-create-1")],
+            Some(&json!({"name": "Exchange"})),
+        )
+        .await
+        .expect(201);
+    let stream = format!("service-{}", created["id"].as_str().unwrap());
+    let store = db.store();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let event = loop {
+        // Sealed into the global log shortly after the answer.
+        let log = eventstore::testing::whole_log(&store).await;
+        if let Some(logged) = log.into_iter().find(|e| e.event.stream_id == stream) {
+            break logged.event;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never sealed");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(event.metadata.request_id.as_deref(), Some("svc-create-1"));
+    assert_eq!(
+        event.metadata.actor.len(),
+        36,
+        "the actor is the API key id"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_openapi_document_is_the_committed_one_and_docs_are_served() {
+    let db = TestDatabase::create().await;
+    let api = Api::start(&db).await;
+    let served = api.get("/openapi.json", None).await.expect(200);
+    let committed: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(served, committed);
+    let docs = api.http.get(api.server.url("/docs/")).send().await.unwrap();
+    assert_eq!(docs.status(), 200);
+    assert!(docs.text().await.unwrap().contains("swagger"));
+}
