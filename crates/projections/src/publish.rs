@@ -285,25 +285,43 @@ impl Publisher {
     }
 }
 
-/// The resource's current version and state, folded from its whole stream.
+/// The resource's current version and state: its read-model row (a snapshot written by the
+/// same `evolve`) folded forward with any events of its stream the row does not hold yet
+/// (appended by another writer and not folded by the builder yet). A write then costs the
+/// same for a long timeline as for a short one; the append's expected version still guards
+/// against a stale snapshot.
 pub(crate) async fn load<K: Kind, C: deadpool_postgres::GenericClient>(
     client: &C,
     stream_id: &str,
     id: Uuid,
 ) -> Result<(u64, K::State), ProjectionError> {
-    let events = read_whole_stream(client, stream_id).await?;
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT id, version, state FROM {} WHERE id = $1",
+            K::TABLE
+        ))
+        .await?;
+    let (start, snapshot) = match client.query_opt(&statement, &[&id]).await? {
+        Some(row) => {
+            let row: Versioned<K::Resource> = crate::queries::versioned(&row)?;
+            (row.version, Some(row.state))
+        }
+        None => (0, None),
+    };
+    let events = read_stream_after(client, stream_id, start).await?;
     let refs: Vec<_> = events.iter().collect();
-    crate::builder::fold_stream::<K>(id, 0, None, &refs)
+    crate::builder::fold_stream::<K>(id, start, snapshot, &refs)
 }
 
-/// Every event of a stream, in order (read in pages).
-pub(crate) async fn read_whole_stream<C: deadpool_postgres::GenericClient>(
+/// Every event of a stream after version `after`, in order (read in pages).
+async fn read_stream_after<C: deadpool_postgres::GenericClient>(
     client: &C,
     stream_id: &str,
+    after: u64,
 ) -> Result<Vec<eventstore::RecordedEvent>, ProjectionError> {
     let mut events = Vec::new();
     loop {
-        let from = events.len() as u64 + 1;
+        let from = after + events.len() as u64 + 1;
         let page = eventstore::read_stream_forward_with(
             client,
             stream_id,
@@ -317,4 +335,12 @@ pub(crate) async fn read_whole_stream<C: deadpool_postgres::GenericClient>(
             return Ok(events);
         }
     }
+}
+
+/// Every event of a stream, in order (read in pages).
+pub(crate) async fn read_whole_stream<C: deadpool_postgres::GenericClient>(
+    client: &C,
+    stream_id: &str,
+) -> Result<Vec<eventstore::RecordedEvent>, ProjectionError> {
+    read_stream_after(client, stream_id, 0).await
 }

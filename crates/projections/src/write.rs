@@ -193,8 +193,11 @@ impl ImpactRows {
     }
 }
 
-/// Replaces the derived rows of the resources in `written`, taking their audience from the
-/// resource rows just written (so a derived row never disagrees with its resource).
+/// Brings the derived rows of the resources in `written` in line with their states, taking
+/// their audience from the resource rows just written (so a derived row never disagrees with
+/// its resource). Timelines only grow, so update rows are upserted (an unchanged one is not
+/// rewritten: a write costs what changed, not the length of the timeline); impacts, which
+/// come and go with the resource's status, are replaced.
 async fn replace_derived<C: GenericClient>(
     client: &C,
     kind: &str,
@@ -203,10 +206,6 @@ async fn replace_derived<C: GenericClient>(
     updates: &UpdateRows<'_>,
     impacts: &ImpactRows,
 ) -> Result<(), ProjectionError> {
-    let delete_updates = client
-        .prepare_cached("DELETE FROM rm_updates WHERE resource_kind = $2 AND resource_id = ANY($1)")
-        .await?;
-    client.execute(&delete_updates, &[&written, &kind]).await?;
     let delete_impacts = client
         .prepare_cached(
             "DELETE FROM rm_service_impacts WHERE source_kind = $2 AND source_id = ANY($1)",
@@ -222,7 +221,15 @@ async fn replace_derived<C: GenericClient>(
                FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
                            $6::timestamptz[]) \
                     AS u(update_id, resource_id, title, status, message, created_at) \
-               JOIN {parent_table} p ON p.id = u.resource_id"
+               JOIN {parent_table} p ON p.id = u.resource_id \
+             ON CONFLICT (resource_kind, resource_id, update_id) DO UPDATE SET \
+                 title = excluded.title, status = excluded.status, message = excluded.message, \
+                 created_at = excluded.created_at, public = excluded.public, \
+                 tenants = excluded.tenants \
+             WHERE (rm_updates.title, rm_updates.status, rm_updates.message, \
+                    rm_updates.created_at, rm_updates.public, rm_updates.tenants) \
+                   IS DISTINCT FROM (excluded.title, excluded.status, excluded.message, \
+                    excluded.created_at, excluded.public, excluded.tenants)"
         );
         let statement = client.prepare_cached(&sql).await?;
         client

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Load benchmark of the publishing API (issue 4), with its baselines measured in the same run:
+#
+#   writes: POST /v1/incidents/{id}/updates (random incident of 200) against pgbench inserting
+#           a row of the same size in autocommit, with as many clients;
+#   reads:  GET /v1/incidents/{id} against nginx serving the same bytes from a file.
+#
+# Usage: benches/api/load.sh [seconds per run, default 10] [connections, default 16]
+# Needs wrk, nginx and pgbench (Debian: apt-get install wrk nginx-light postgresql-client).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+SECONDS_PER_RUN="${1:-10}"
+CONNECTIONS="${2:-16}"
+PGURL="${PGURL:-postgres://postgres@127.0.0.1:5432}"
+DB=crier_bench_api
+PORT=18090
+NGINX_PORT=18091
+ADMIN="bench-admin-secret-0123456789"
+WORK="$(mktemp -d)"
+BASE="http://127.0.0.1:$PORT"
+
+cleanup() {
+    [[ -n "${CRIER_PID:-}" ]] && kill "$CRIER_PID" 2>/dev/null || true
+    [[ -f "$WORK/nginx.pid" ]] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+    wait 2>/dev/null || true
+    psql "$PGURL/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+cargo build --release --quiet --bin crier
+psql "$PGURL/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
+
+DATABASE_URL="$PGURL/$DB" CRIER_BOOTSTRAP_ADMIN_KEY="$ADMIN" CRIER_WRITE_RATE_LIMIT=0 \
+    RUST_LOG=warn target/release/crier serve --listen "127.0.0.1:$PORT" >"$WORK/crier.log" 2>&1 &
+CRIER_PID=$!
+for _ in $(seq 1 100); do
+    curl -sf "$BASE/readyz" >/dev/null && break
+    sleep 0.2
+done
+
+post() { # path key body
+    curl -sf -X POST "$BASE$1" -H "Authorization: Bearer $2" -H 'Content-Type: application/json' -d "$3"
+}
+json_field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+
+SERVICE=$(post /v1/services "$ADMIN" '{"name":"Microsoft Teams"}' | json_field id)
+KEY=$(post /v1/api-keys "$ADMIN" '{"name":"bench publisher","role":"publisher"}' | json_field key)
+for i in $(seq 1 200); do
+    post /v1/incidents "$KEY" "{\"title\":\"Bench incident $i\",\"impact\":\"major\",\"message\":\"Investigating.\",\"affected_services\":[{\"service_id\":\"$SERVICE\",\"status\":\"partial_outage\"}],\"regions\":[\"europe\"]}" |
+        json_field id
+done >"$WORK/ids"
+READ_ID=$(head -1 "$WORK/ids")
+
+wrk_run() { # label, wrk args...
+    local label="$1"
+    shift
+    wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency "$@" >"$WORK/$label.txt"
+    local rps p99 errors
+    rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/$label.txt")
+    p99=$(awk '$1 == "99%" {print $2}' "$WORK/$label.txt")
+    errors=$(awk '/Non-2xx/ {print $5}' "$WORK/$label.txt")
+    echo "$label $rps $p99 ${errors:-0}"
+}
+
+# Writes.
+CRIER_BENCH_IDS="$WORK/ids" CRIER_BENCH_KEY="$KEY" \
+    wrk_run crier_updates -s benches/api/post_update.lua "$BASE" >"$WORK/w.txt"
+psql "$PGURL/$DB" -qc "CREATE TABLE bench_insert (id bigserial PRIMARY KEY, stream text, data jsonb)"
+cat >"$WORK/insert.sql" <<'SQL'
+INSERT INTO bench_insert (stream, data) VALUES ('incident-' || :client_id, '{"status":"monitoring","message":"Mitigation progressing in Europe, step 1.","author":"bench publisher","update_id":"5c7b6a52-51b8-4a53-9f34-4d59a7b07a60","at":"2026-11-24T10:00:00Z"}');
+SQL
+pgbench -n -c "$CONNECTIONS" -j 2 -T "$SECONDS_PER_RUN" -f "$WORK/insert.sql" "$PGURL/$DB" >"$WORK/pgbench.txt" 2>&1
+PG_TPS=$(awk '/^tps/ {print $3}' "$WORK/pgbench.txt")
+PG_P99="n/a"
+
+# Reads: the same incident's bytes from crier and from nginx.
+curl -sf "$BASE/v1/incidents/$READ_ID" -o "$WORK/incident.json"
+mkdir -p "$WORK/www"
+cp "$WORK/incident.json" "$WORK/www/incident.json"
+cat >"$WORK/nginx.conf" <<CONF
+worker_processes 2;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx.err;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    default_type application/json;
+    client_body_temp_path $WORK;
+    proxy_temp_path $WORK;
+    fastcgi_temp_path $WORK;
+    uwsgi_temp_path $WORK;
+    scgi_temp_path $WORK;
+    server { listen 127.0.0.1:$NGINX_PORT; root $WORK/www; }
+}
+CONF
+nginx -c "$WORK/nginx.conf"
+wrk_run crier_reads "$BASE/v1/incidents/$READ_ID" >"$WORK/r.txt"
+wrk_run nginx_reads "http://127.0.0.1:$NGINX_PORT/incident.json" >"$WORK/n.txt"
+
+read -r _ W_RPS W_P99 W_ERR <"$WORK/w.txt"
+read -r _ R_RPS R_P99 R_ERR <"$WORK/r.txt"
+read -r _ N_RPS N_P99 N_ERR <"$WORK/n.txt"
+UPDATES=$(psql "$PGURL/$DB" -Atc "SELECT count(*) FROM events WHERE event_type = 'incident.update_posted'")
+
+echo
+echo "$(nproc) cores; ${SECONDS_PER_RUN} s per run; ${CONNECTIONS} connections; incident body $(wc -c <"$WORK/incident.json") bytes"
+printf '%-42s %12s %10s %8s\n' "measurement" "requests/s" "p99" "non-2xx"
+printf '%-42s %12s %10s %8s\n' "POST /v1/incidents/{id}/updates (crier)" "$W_RPS" "$W_P99" "$W_ERR"
+printf '%-42s %12s %10s %8s\n' "pgbench single-row insert (baseline)" "$PG_TPS" "$PG_P99" "-"
+printf '%-42s %12s %10s %8s\n' "GET /v1/incidents/{id} (crier)" "$R_RPS" "$R_P99" "$R_ERR"
+printf '%-42s %12s %10s %8s\n' "nginx, same bytes from a file (baseline)" "$N_RPS" "$N_P99" "$N_ERR"
+python3 - "$W_RPS" "$PG_TPS" "$R_RPS" "$N_RPS" <<'PY'
+import sys
+w, pg, r, n = map(float, sys.argv[1:])
+print(f"ratios: updates/pgbench inserts {w / pg:.2f}; reads/nginx {r / n:.2f}")
+PY
+echo "update events stored: $UPDATES"
