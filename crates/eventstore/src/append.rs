@@ -444,13 +444,13 @@ impl EventStore {
         // and one that took its id before reading the stream's version could be sealed
         // ahead of the version it builds on (a stream's events would then have positions
         // out of stream order).
-        let row = transaction
-            .query_one(
+        let statement = transaction
+            .prepare_cached(
                 "SELECT set_config('synchronous_commit', 'on', true), \
                         pg_current_xact_id_if_assigned() IS NULL AS fresh",
-                &[],
             )
             .await?;
+        let row = transaction.query_one(&statement, &[]).await?;
         if !row.try_get::<_, bool>("fresh")? {
             return Err(AppendError::Invalid(
                 "append_in_transaction must come before any other write of the transaction".into(),

@@ -171,21 +171,30 @@ impl Publisher {
         let mut client = self.store.pool().get().await?;
         let mut transaction = client.transaction().await?;
         // Taken before this transaction writes anything, so that a replay waiting for the
-        // exclusive lock never waits on a transaction that holds back the sealer.
-        transaction
-            .execute(
-                "SELECT pg_advisory_xact_lock_shared($1)",
-                &[&PROJECTIONS_LOCK],
-            )
-            .await?;
-        if let Some(once) = once {
-            match idempotency::recall(&transaction, once.request).await? {
-                Recall::Fresh => {}
-                Recall::Answered(answer) => return Ok(Attempt::Replayed(answer)),
-                Recall::OtherRequest => return Err(CommandError::IdempotencyKeyReused),
+        // exclusive lock never waits on a transaction that holds back the sealer. The reads
+        // are sent with it in one pipeline: the server runs them in order, after the lock.
+        let lock = async {
+            let statement = transaction
+                .prepare_cached("SELECT pg_advisory_xact_lock_shared($1)")
+                .await?;
+            transaction
+                .execute(&statement, &[&PROJECTIONS_LOCK])
+                .await
+                .map_err(ProjectionError::from)
+        };
+        let recall = async {
+            match once {
+                Some(once) => idempotency::recall(&transaction, once.request).await,
+                None => Ok(Recall::Fresh),
             }
+        };
+        let load = load::<K, _>(&transaction, &stream_id, id);
+        let (_, recalled, (version, state)) = futures_util::try_join!(lock, recall, load)?;
+        match recalled {
+            Recall::Fresh => {}
+            Recall::Answered(answer) => return Ok(Attempt::Replayed(answer)),
+            Recall::OtherRequest => return Err(CommandError::IdempotencyKeyReused),
         }
-        let (version, state) = load::<K, _>(&transaction, &stream_id, id).await?;
         if let Some(expected) = if_match {
             if expected != version {
                 if state.is_none() {
