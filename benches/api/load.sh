@@ -51,7 +51,12 @@ for i in $(seq 1 200); do
     post /v1/incidents "$KEY" "{\"title\":\"Bench incident $i\",\"impact\":\"major\",\"message\":\"Investigating.\",\"affected_services\":[{\"service_id\":\"$SERVICE\",\"status\":\"partial_outage\"}],\"regions\":[\"europe\"]}" |
         json_field id
 done >"$WORK/ids"
-READ_ID=$(head -1 "$WORK/ids")
+# The incident the read runs fetch: a typical timeline of five updates, not one of those the
+# write run grows.
+READ_ID=$(post /v1/incidents "$KEY" "{\"title\":\"Users cannot sign in to Teams\",\"impact\":\"major\",\"message\":\"We are investigating reports of sign-in failures.\",\"affected_services\":[{\"service_id\":\"$SERVICE\",\"status\":\"major_outage\"}],\"regions\":[\"europe\"]}" | json_field id)
+for status in identified monitoring monitoring resolved; do
+    post "/v1/incidents/$READ_ID/updates" "$KEY" "{\"status\":\"$status\",\"message\":\"A certificate rotation broke token refresh; the change is being rolled back region by region.\",\"client_action\":{\"kind\":\"restart_client\",\"message\":\"If a user is still experiencing impact, they need to restart their clients to recover.\"}}" >/dev/null
+done
 
 wrk_run() { # label, wrk args...
     local label="$1"
