@@ -1067,7 +1067,10 @@ async fn the_served_openapi_document_is_the_committed_one_and_docs_are_served() 
     )
     .unwrap();
     assert_eq!(served, committed);
-    let docs = api.http.get(api.server.url("/docs/")).send().await.unwrap();
-    assert_eq!(docs.status(), 200);
-    assert!(docs.text().await.unwrap().contains("swagger"));
+    for path in ["/docs/", "/docs"] {
+        // `/docs` redirects to `/docs/`, which reqwest follows.
+        let docs = api.http.get(api.server.url(path)).send().await.unwrap();
+        assert_eq!(docs.status(), 200, "{path}");
+        assert!(docs.text().await.unwrap().contains("swagger"), "{path}");
+    }
 }
