@@ -235,3 +235,329 @@ pub async fn not_found(request: HttpRequest) -> HttpResponse {
     )
     .response()
 }
+
+/// The error answers of the operations, by kind of operation, for the OpenAPI document.
+/// Every answer with a key can be 429 (the failed-authentication limit of its address).
+#[allow(dead_code)] // Read by utoipa only.
+pub mod documented {
+    use utoipa::IntoResponses;
+
+    use super::Problem;
+
+    /// Creating a resource (`POST` of a new one).
+    #[derive(IntoResponses)]
+    pub enum CreateProblems {
+        #[response(
+            status = 400,
+            description = "Malformed JSON, invalid fields or a bad parameter",
+            content_type = "application/problem+json"
+        )]
+        BadRequest(Problem),
+        #[response(
+            status = 401,
+            description = "Missing, malformed, unknown or revoked key",
+            content_type = "application/problem+json"
+        )]
+        Unauthorized(Problem),
+        #[response(
+            status = 403,
+            description = "The key's role (or tenant) may not do this",
+            content_type = "application/problem+json"
+        )]
+        Forbidden(Problem),
+        #[response(
+            status = 413,
+            description = "Body over 64 KiB",
+            content_type = "application/problem+json"
+        )]
+        TooLarge(Problem),
+        #[response(
+            status = 415,
+            description = "Body not application/json",
+            content_type = "application/problem+json"
+        )]
+        UnsupportedMediaType(Problem),
+        #[response(
+            status = 422,
+            description = "Idempotency-Key reused with another request",
+            content_type = "application/problem+json"
+        )]
+        KeyReused(Problem),
+        #[response(
+            status = 429,
+            description = "Rate limited; see Retry-After",
+            content_type = "application/problem+json"
+        )]
+        RateLimited(Problem),
+        #[response(
+            status = 503,
+            description = "Database unreachable; see Retry-After",
+            content_type = "application/problem+json"
+        )]
+        Unavailable(Problem),
+    }
+
+    /// A command on an existing resource (`POST` or `PATCH` with a body).
+    #[derive(IntoResponses)]
+    pub enum CommandProblems {
+        #[response(
+            status = 400,
+            description = "Malformed JSON, invalid fields or a bad parameter",
+            content_type = "application/problem+json"
+        )]
+        BadRequest(Problem),
+        #[response(
+            status = 401,
+            description = "Missing, malformed, unknown or revoked key",
+            content_type = "application/problem+json"
+        )]
+        Unauthorized(Problem),
+        #[response(
+            status = 403,
+            description = "The key's role (or tenant) may not do this",
+            content_type = "application/problem+json"
+        )]
+        Forbidden(Problem),
+        #[response(
+            status = 404,
+            description = "No such resource, or not visible to this caller",
+            content_type = "application/problem+json"
+        )]
+        NotFound(Problem),
+        #[response(
+            status = 409,
+            description = "Not valid in the resource's current state",
+            content_type = "application/problem+json"
+        )]
+        Conflict(Problem),
+        #[response(
+            status = 412,
+            description = "If-Match names another version than the current one",
+            content_type = "application/problem+json"
+        )]
+        PreconditionFailed(Problem),
+        #[response(
+            status = 413,
+            description = "Body over 64 KiB",
+            content_type = "application/problem+json"
+        )]
+        TooLarge(Problem),
+        #[response(
+            status = 415,
+            description = "Body not application/json",
+            content_type = "application/problem+json"
+        )]
+        UnsupportedMediaType(Problem),
+        #[response(
+            status = 422,
+            description = "Idempotency-Key reused with another request",
+            content_type = "application/problem+json"
+        )]
+        KeyReused(Problem),
+        #[response(
+            status = 429,
+            description = "Rate limited; see Retry-After",
+            content_type = "application/problem+json"
+        )]
+        RateLimited(Problem),
+        #[response(
+            status = 503,
+            description = "Database unreachable; see Retry-After",
+            content_type = "application/problem+json"
+        )]
+        Unavailable(Problem),
+    }
+
+    /// Retiring or revoking a resource (`DELETE`).
+    #[derive(IntoResponses)]
+    pub enum RemoveProblems {
+        #[response(
+            status = 400,
+            description = "Malformed JSON, invalid fields or a bad parameter",
+            content_type = "application/problem+json"
+        )]
+        BadRequest(Problem),
+        #[response(
+            status = 401,
+            description = "Missing, malformed, unknown or revoked key",
+            content_type = "application/problem+json"
+        )]
+        Unauthorized(Problem),
+        #[response(
+            status = 403,
+            description = "The key's role (or tenant) may not do this",
+            content_type = "application/problem+json"
+        )]
+        Forbidden(Problem),
+        #[response(
+            status = 404,
+            description = "No such resource, or not visible to this caller",
+            content_type = "application/problem+json"
+        )]
+        NotFound(Problem),
+        #[response(
+            status = 409,
+            description = "Not valid in the resource's current state",
+            content_type = "application/problem+json"
+        )]
+        Conflict(Problem),
+        #[response(
+            status = 412,
+            description = "If-Match names another version than the current one",
+            content_type = "application/problem+json"
+        )]
+        PreconditionFailed(Problem),
+        #[response(
+            status = 429,
+            description = "Rate limited; see Retry-After",
+            content_type = "application/problem+json"
+        )]
+        RateLimited(Problem),
+        #[response(
+            status = 503,
+            description = "Database unreachable; see Retry-After",
+            content_type = "application/problem+json"
+        )]
+        Unavailable(Problem),
+    }
+
+    /// Listing what only admins may list.
+    #[derive(IntoResponses)]
+    pub enum AdminListProblems {
+        #[response(
+            status = 400,
+            description = "Malformed JSON, invalid fields or a bad parameter",
+            content_type = "application/problem+json"
+        )]
+        BadRequest(Problem),
+        #[response(
+            status = 401,
+            description = "Missing, malformed, unknown or revoked key",
+            content_type = "application/problem+json"
+        )]
+        Unauthorized(Problem),
+        #[response(
+            status = 403,
+            description = "The key's role (or tenant) may not do this",
+            content_type = "application/problem+json"
+        )]
+        Forbidden(Problem),
+        #[response(
+            status = 429,
+            description = "Rate limited; see Retry-After",
+            content_type = "application/problem+json"
+        )]
+        RateLimited(Problem),
+        #[response(
+            status = 503,
+            description = "Database unreachable; see Retry-After",
+            content_type = "application/problem+json"
+        )]
+        Unavailable(Problem),
+    }
+
+    /// Reading one thing only admins may read.
+    #[derive(IntoResponses)]
+    pub enum AdminGetProblems {
+        #[response(
+            status = 400,
+            description = "Malformed JSON, invalid fields or a bad parameter",
+            content_type = "application/problem+json"
+        )]
+        BadRequest(Problem),
+        #[response(
+            status = 401,
+            description = "Missing, malformed, unknown or revoked key",
+            content_type = "application/problem+json"
+        )]
+        Unauthorized(Problem),
+        #[response(
+            status = 403,
+            description = "The key's role (or tenant) may not do this",
+            content_type = "application/problem+json"
+        )]
+        Forbidden(Problem),
+        #[response(
+            status = 404,
+            description = "No such resource, or not visible to this caller",
+            content_type = "application/problem+json"
+        )]
+        NotFound(Problem),
+        #[response(
+            status = 429,
+            description = "Rate limited; see Retry-After",
+            content_type = "application/problem+json"
+        )]
+        RateLimited(Problem),
+        #[response(
+            status = 503,
+            description = "Database unreachable; see Retry-After",
+            content_type = "application/problem+json"
+        )]
+        Unavailable(Problem),
+    }
+
+    /// Listing notices (anyone; a key adds its tenant's).
+    #[derive(IntoResponses)]
+    pub enum PublicListProblems {
+        #[response(
+            status = 400,
+            description = "Malformed JSON, invalid fields or a bad parameter",
+            content_type = "application/problem+json"
+        )]
+        BadRequest(Problem),
+        #[response(
+            status = 401,
+            description = "Missing, malformed, unknown or revoked key",
+            content_type = "application/problem+json"
+        )]
+        Unauthorized(Problem),
+        #[response(
+            status = 429,
+            description = "Rate limited; see Retry-After",
+            content_type = "application/problem+json"
+        )]
+        RateLimited(Problem),
+        #[response(
+            status = 503,
+            description = "Database unreachable; see Retry-After",
+            content_type = "application/problem+json"
+        )]
+        Unavailable(Problem),
+    }
+
+    /// Reading one notice (anyone; a key adds its tenant's).
+    #[derive(IntoResponses)]
+    pub enum PublicGetProblems {
+        #[response(
+            status = 400,
+            description = "Malformed JSON, invalid fields or a bad parameter",
+            content_type = "application/problem+json"
+        )]
+        BadRequest(Problem),
+        #[response(
+            status = 401,
+            description = "Missing, malformed, unknown or revoked key",
+            content_type = "application/problem+json"
+        )]
+        Unauthorized(Problem),
+        #[response(
+            status = 404,
+            description = "No such resource, or not visible to this caller",
+            content_type = "application/problem+json"
+        )]
+        NotFound(Problem),
+        #[response(
+            status = 429,
+            description = "Rate limited; see Retry-After",
+            content_type = "application/problem+json"
+        )]
+        RateLimited(Problem),
+        #[response(
+            status = 503,
+            description = "Database unreachable; see Retry-After",
+            content_type = "application/problem+json"
+        )]
+        Unavailable(Problem),
+    }
+}

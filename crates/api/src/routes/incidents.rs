@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::auth::{Caller, Permission};
 use crate::http::{self, Answer};
-use crate::problem::{ApiError, Problem};
+use crate::problem::ApiError;
 use crate::views::{
     IncidentBody, IncidentPage, NewCorrection, NewIncident, NewIncidentUpdate, NewPostmortem,
     Reopening,
@@ -201,14 +201,7 @@ async fn run(
     params(("Idempotency-Key" = Option<String>, Header, description = "Retry safely: the same key and body get the first answer")),
     responses(
         (status = 201, body = IncidentBody, headers(("Location" = String), ("ETag" = String))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        crate::problem::documented::CreateProblems,
     ),
     security(("bearer" = []))
 )]
@@ -259,17 +252,7 @@ pub async fn declare(
         ("Idempotency-Key" = Option<String>, Header, description = "Retry safely: the same key and body get the first answer")),
     responses(
         (status = 201, description = "The incident with the new update", body = IncidentBody, headers(("Location" = String), ("ETag" = String))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 412, body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        crate::problem::documented::CommandProblems,
     ),
     security(("bearer" = []))
 )]
@@ -317,17 +300,7 @@ pub async fn post_update(
         ("Idempotency-Key" = Option<String>, Header, description = "Retry safely: the same key and body get the first answer")),
     responses(
         (status = 201, description = "The incident with the corrected update", body = IncidentBody, headers(("Location" = String), ("ETag" = String))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 412, body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        crate::problem::documented::CommandProblems,
     ),
     security(("bearer" = []))
 )]
@@ -370,17 +343,7 @@ pub async fn correct(
         ("Idempotency-Key" = Option<String>, Header, description = "Retry safely: the same key and body get the first answer")),
     responses(
         (status = 200, description = "The reopened incident", body = IncidentBody, headers(("Location" = String), ("ETag" = String))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 412, body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        crate::problem::documented::CommandProblems,
     ),
     security(("bearer" = []))
 )]
@@ -421,17 +384,7 @@ pub async fn reopen(
         ("Idempotency-Key" = Option<String>, Header, description = "Retry safely: the same key and body get the first answer")),
     responses(
         (status = 201, description = "The incident with its postmortem", body = IncidentBody, headers(("Location" = String), ("ETag" = String))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 412, body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        crate::problem::documented::CommandProblems,
     ),
     security(("bearer" = []))
 )]
@@ -468,10 +421,7 @@ pub async fn postmortem(
     params(ListQuery),
     responses(
         (status = 200, body = IncidentPage),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        crate::problem::documented::PublicListProblems,
     ),
     security((), ("bearer" = []))
 )]
@@ -516,11 +466,7 @@ pub async fn list(
     params(("id" = Uuid, Path), GetQuery),
     responses(
         (status = 200, body = IncidentBody, headers(("ETag" = String))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such incident, not visible to this caller, or not declared yet at as_of", body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        crate::problem::documented::PublicGetProblems,
     ),
     security((), ("bearer" = []))
 )]

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::auth::{Caller, Permission};
 use crate::http::{self, Answer};
-use crate::problem::{ApiError, Problem};
+use crate::problem::ApiError;
 use crate::views::{ApiKeyBody, ApiKeyPage, CreatedApiKey, NewApiKey};
 use crate::AppState;
 
@@ -34,14 +34,7 @@ pub struct ListQuery {
     responses(
         (status = 201, description = "Created; the only answer that shows the secret", body = CreatedApiKey,
             headers(("Location" = String), ("ETag" = String))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        crate::problem::documented::CreateProblems,
     ),
     security(("bearer" = []))
 )]
@@ -106,10 +99,7 @@ pub async fn create(
     params(ListQuery),
     responses(
         (status = 200, body = ApiKeyPage),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        crate::problem::documented::AdminListProblems,
     ),
     security(("bearer" = []))
 )]
@@ -158,11 +148,7 @@ async fn visible_key(
     params(("id" = Uuid, Path)),
     responses(
         (status = 200, body = ApiKeyBody, headers(("ETag" = String))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        crate::problem::documented::AdminGetProblems,
     ),
     security(("bearer" = []))
 )]
@@ -186,13 +172,7 @@ pub async fn get(
     params(("id" = Uuid, Path)),
     responses(
         (status = 200, description = "Revoked (or already revoked)", body = ApiKeyBody, headers(("ETag" = String))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 412, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        crate::problem::documented::RemoveProblems,
     ),
     security(("bearer" = []))
 )]

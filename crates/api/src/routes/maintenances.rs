@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::http::{self, Answer};
-use crate::problem::{ApiError, Problem};
+use crate::problem::ApiError;
 use crate::routes::incidents::{known_services, publisher, Publisher};
 use crate::views::{MaintenanceBody, MaintenancePage, NewMaintenance, NewMaintenanceUpdate};
 use crate::AppState;
@@ -83,14 +83,7 @@ async fn run(
     params(("Idempotency-Key" = Option<String>, Header, description = "Retry safely: the same key and body get the first answer")),
     responses(
         (status = 201, body = MaintenanceBody, headers(("Location" = String), ("ETag" = String))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        crate::problem::documented::CreateProblems,
     ),
     security(("bearer" = []))
 )]
@@ -130,17 +123,7 @@ pub async fn schedule(
         ("Idempotency-Key" = Option<String>, Header, description = "Retry safely: the same key and body get the first answer")),
     responses(
         (status = 201, description = "The maintenance with the new update", body = MaintenanceBody, headers(("Location" = String), ("ETag" = String))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 412, body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        crate::problem::documented::CommandProblems,
     ),
     security(("bearer" = []))
 )]
@@ -176,10 +159,7 @@ pub async fn post_update(
     params(ListQuery),
     responses(
         (status = 200, body = MaintenancePage),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        crate::problem::documented::PublicListProblems,
     ),
     security((), ("bearer" = []))
 )]
@@ -216,11 +196,7 @@ pub async fn list(
     params(("id" = Uuid, Path)),
     responses(
         (status = 200, body = MaintenanceBody, headers(("ETag" = String))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        crate::problem::documented::PublicGetProblems,
     ),
     security((), ("bearer" = []))
 )]

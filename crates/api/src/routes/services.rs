@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::auth::{Caller, Permission};
 use crate::http::{self, Answer};
-use crate::problem::{ApiError, Problem};
+use crate::problem::ApiError;
 use crate::views::{NewService, ServiceBody, ServiceChanges, ServicePage};
 use crate::AppState;
 
@@ -55,14 +55,7 @@ fn body_with(status: ServiceStatus) -> impl Fn(&Versioned<Service>) -> String + 
     params(("Idempotency-Key" = Option<String>, Header, description = "Retry safely: the same key and body get the first answer")),
     responses(
         (status = 201, body = ServiceBody, headers(("Location" = String), ("ETag" = String))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        crate::problem::documented::CreateProblems,
     ),
     security(("bearer" = []))
 )]
@@ -119,16 +112,7 @@ async fn current_status(
     params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if the service changed since")),
     responses(
         (status = 200, body = ServiceBody, headers(("ETag" = String))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 412, body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        crate::problem::documented::CommandProblems,
     ),
     security(("bearer" = []))
 )]
@@ -171,14 +155,7 @@ pub async fn change(
     params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if the service changed since")),
     responses(
         (status = 200, body = ServiceBody, headers(("ETag" = String))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 412, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        crate::problem::documented::RemoveProblems,
     ),
     security(("bearer" = []))
 )]
@@ -216,10 +193,7 @@ pub async fn retire(
     params(ListQuery),
     responses(
         (status = 200, body = ServicePage),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        crate::problem::documented::PublicListProblems,
     ),
     security((), ("bearer" = []))
 )]
@@ -254,11 +228,7 @@ pub async fn list(
     params(("id" = Uuid, Path)),
     responses(
         (status = 200, body = ServiceBody, headers(("ETag" = String))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        crate::problem::documented::PublicGetProblems,
     ),
     security((), ("bearer" = []))
 )]
