@@ -33,14 +33,22 @@ pub fn new_secret() -> Result<String, CommandError> {
     Ok(format!("{SECRET_PREFIX}{}", hex::encode(bytes)))
 }
 
-/// Creates a key with a fresh secret.
-pub async fn issue_key(
-    publisher: &Publisher,
+/// The command that creates a key with a fresh secret, and that secret.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub id: Uuid,
+    pub command: api_key::Command,
+    pub secret: String,
+}
+
+/// Makes a fresh secret and the command that creates its key (whose events hold only the
+/// secret's SHA-256).
+pub fn new_key(
     name: &str,
     role: Role,
     tenant: Option<&str>,
-    actor: &str,
-) -> Result<IssuedKey, CommandError> {
+    author: &str,
+) -> Result<NewKey, CommandError> {
     let secret = new_secret()?;
     let id = Uuid::new_v4();
     let command = api_key::Command::Create(api_key::Create {
@@ -49,15 +57,31 @@ pub async fn issue_key(
         role,
         tenant: tenant.map(str::to_owned),
         secret_sha256: secret_sha256(&secret),
-        author: actor.to_owned(),
+        author: author.to_owned(),
         at: Utc::now(),
     });
+    Ok(NewKey {
+        id,
+        command,
+        secret,
+    })
+}
+
+/// Creates a key with a fresh secret.
+pub async fn issue_key(
+    publisher: &Publisher,
+    name: &str,
+    role: Role,
+    tenant: Option<&str>,
+    actor: &str,
+) -> Result<IssuedKey, CommandError> {
+    let new = new_key(name, role, tenant, actor)?;
     let written = publisher
-        .execute::<ApiKeyDecider>(id, &command, None, &Metadata::by(actor))
+        .execute::<ApiKeyDecider>(new.id, &new.command, None, &Metadata::by(actor))
         .await?;
     Ok(IssuedKey {
         key: written.resource,
-        secret,
+        secret: new.secret,
     })
 }
 

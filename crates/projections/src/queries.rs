@@ -214,28 +214,11 @@ pub async fn incidents<C: GenericClient>(
     state: IncidentState,
     limit: usize,
 ) -> Result<Vec<Versioned<Incident>>, ProjectionError> {
-    let (everyone, tenant) = viewer.filter();
-    let open: Option<bool> = match state {
-        IncidentState::Open => Some(true),
-        IncidentState::Resolved => Some(false),
-        IncidentState::All => None,
+    let filter = IncidentFilter {
+        state,
+        ..IncidentFilter::default()
     };
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let statement = client
-        .prepare_cached(
-            "SELECT id, version, state FROM rm_incidents \
-              WHERE ($1 OR public OR $2 = ANY(tenants)) AND ($3::bool IS NULL OR is_open = $3) \
-              ORDER BY started_at DESC, id DESC LIMIT $4",
-        )
-        .await?;
-    let rows = client
-        .query(&statement, &[&everyone, &tenant, &open, &limit])
-        .await?;
-    let mut visible = Vec::with_capacity(rows.len());
-    for row in &rows {
-        visible.extend(for_viewer(versioned(row)?, viewer));
-    }
-    Ok(visible)
+    Ok(incidents_page(client, viewer, &filter, limit).await?.items)
 }
 
 /// The live (not revoked) key whose secret has this SHA-256, if exactly one has. Read from

@@ -99,11 +99,14 @@ impl Publisher<'_> {
         }
     }
 
-    /// Refuses a command on a notice this key may not write: 404 when it may not even see
-    /// it (`None`), 403 when it is shared beyond the key's tenant. Audiences never change,
+    /// Refuses a command on a notice this key may not write, given the notice's whole
+    /// (unredacted) audience, `None` if there is no such notice: 404 when the key may not
+    /// even see it, 403 when it is shared beyond the key's tenant. Audiences never change,
     /// so the check holds for the write that follows.
     pub(crate) fn may_write(&self, audience: Option<&Audience>) -> Result<(), ApiError> {
-        let audience = audience.ok_or_else(|| ApiError::NotFound("no such notice".into()))?;
+        let audience = audience
+            .filter(|a| self.viewer().may_see(a))
+            .ok_or_else(|| ApiError::NotFound("no such notice".into()))?;
         let Some(tenant) = self.tenant else {
             return Ok(());
         };
@@ -129,8 +132,7 @@ async fn may_write_incident(
     let client = state.store.pool().get().await?;
     // Read unredacted: the tenant's view would hide the other tenants it is shared with.
     let incident = queries::incident(&client, id, &Viewer::Everyone).await?;
-    let audience = incident.as_ref().map(|i| &i.state.audience);
-    publisher.may_write(audience.filter(|a| publisher.viewer().may_see(a)))
+    publisher.may_write(incident.as_ref().map(|i| &i.state.audience))
 }
 
 /// 400 naming every affected service that does not exist (or is retired).

@@ -5,7 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use domain::api_key::{self, ApiKeyDecider};
-use projections::access::{new_secret, secret_sha256};
+use projections::access::new_key;
 use projections::queries;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -45,8 +45,8 @@ pub async fn create(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let key = caller.require(Permission::ManageKeys)?;
-    let new: NewApiKey = http::json_body(&request, &body)?;
-    let tenant = match (caller.tenant(), new.tenant) {
+    let asked: NewApiKey = http::json_body(&request, &body)?;
+    let tenant = match (caller.tenant(), asked.tenant) {
         (None, tenant) => tenant,
         (Some(own), None) => Some(own.to_owned()),
         (Some(own), Some(asked)) if asked.trim().eq_ignore_ascii_case(own) => Some(own.to_owned()),
@@ -56,17 +56,13 @@ pub async fn create(
             )))
         }
     };
-    let secret = new_secret()?;
-    let id = Uuid::new_v4();
-    let command = api_key::Command::Create(api_key::Create {
-        key_id: id,
-        name: new.name,
-        role: new.role,
-        tenant,
-        secret_sha256: secret_sha256(&secret),
-        author: key.id.to_string(),
-        at: Utc::now(),
-    });
+    let made = new_key(
+        &asked.name,
+        asked.role,
+        tenant.as_deref(),
+        &key.id.to_string(),
+    )?;
+    let (id, secret) = (made.id, made.secret.clone());
     let render = |created: &projections::Versioned<api_key::ApiKey>| {
         serde_json::to_string(&CreatedApiKey {
             id: created.id,
@@ -83,7 +79,7 @@ pub async fn create(
         &body,
         key,
         id,
-        &command,
+        &made.command,
         Answer {
             status: StatusCode::CREATED,
             location: Some(format!("/v1/api-keys/{id}")),
