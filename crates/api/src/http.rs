@@ -1,6 +1,8 @@
 //! What every handler shares: reading bodies and headers, cursors, and running a command
 //! with `If-Match`, `Idempotency-Key`, rate limits and the answer's headers.
 
+use std::sync::Mutex;
+
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -8,6 +10,7 @@ use base64::Engine as _;
 use domain::api_key::ApiKey;
 use eventstore::Metadata;
 use projections::idempotency::{IdempotentRequest, StoredAnswer};
+use projections::queries::Page;
 use projections::{Kind, Once, Outcome, Versioned, Written};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -176,6 +179,14 @@ pub fn encode_cursor<T: Serialize>(key: &T) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(key).unwrap_or_default())
 }
 
+/// The cursor of the page after `page`: its last item's sort key, or `None` on the last page.
+pub fn next_cursor<T, K: Serialize>(page: &Page<T>, sort_key: impl Fn(&T) -> K) -> Option<String> {
+    page.has_more
+        .then(|| page.items.last())
+        .flatten()
+        .map(|last| encode_cursor(&sort_key(last)))
+}
+
 pub fn decode_cursor<T: DeserializeOwned>(cursor: Option<&str>) -> Result<Option<T>, ApiError> {
     let Some(cursor) = cursor else {
         return Ok(None);
@@ -236,9 +247,16 @@ pub async fn execute<K: Kind>(
         etag: Some(etag(written.resource.version)),
         body: (answer.render)(&written.resource),
     };
+    // The answer recorded by the attempt that committed, so that it is rendered once.
+    let recorded: Mutex<Option<StoredAnswer>> = Mutex::new(None);
+    let record = |written: &Written<K::Resource>| {
+        let stored = store_answer(written);
+        *recorded.lock().unwrap_or_else(|e| e.into_inner()) = Some(stored.clone());
+        stored
+    };
     let once = idempotent.as_ref().map(|request| Once {
         request,
-        answer: &store_answer,
+        answer: &record,
     });
     let metadata = metadata(request, key);
     let outcome = state
@@ -246,7 +264,10 @@ pub async fn execute<K: Kind>(
         .execute_once::<K>(id, command, if_match, &metadata, once)
         .await?;
     let (stored, replayed) = match outcome {
-        Outcome::Written(written) => (store_answer(&written), false),
+        Outcome::Written(written) => {
+            let recorded = recorded.into_inner().unwrap_or_else(|e| e.into_inner());
+            (recorded.unwrap_or_else(|| store_answer(&written)), false)
+        }
         Outcome::Replayed(stored) => (stored, true),
     };
     Ok(replay(stored, replayed))
@@ -266,4 +287,28 @@ fn replay(stored: StoredAnswer, replayed: bool) -> HttpResponse {
         response.insert_header((IDEMPOTENT_REPLAYED, "true"));
     }
     response.body(stored.body)
+}
+
+/// The headers of a command on an existing resource, for the OpenAPI document.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Read by utoipa only; handlers read the headers with `if_match` and
+                    // `idempotency_key`.
+pub struct CommandHeaders {
+    /// The ETag last seen; 412 if the resource changed since.
+    #[param(rename = "If-Match")]
+    pub if_match: Option<String>,
+    /// Retry safely: the same key and body get the first answer.
+    #[param(rename = "Idempotency-Key")]
+    pub idempotency_key: Option<String>,
+}
+
+/// The header of a request that creates a resource, for the OpenAPI document.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Read by utoipa only.
+pub struct CreateHeaders {
+    /// Retry safely: the same key and body get the first answer.
+    #[param(rename = "Idempotency-Key")]
+    pub idempotency_key: Option<String>,
 }

@@ -51,16 +51,12 @@ pub async fn middleware(
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());
     let span = tracing::info_span!("request", request_id = %id, %method, path = %request.path());
-    let response = async {
+    let mut response = async {
         let response = next.call(request).await?;
         problem_for_every_error(response).await
     }
     .instrument(span.clone())
-    .await;
-    let mut response = match response {
-        Ok(response) => response,
-        Err(e) => return Err(e),
-    };
+    .await?;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response
             .headers_mut()

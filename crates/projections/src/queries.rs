@@ -257,6 +257,18 @@ impl<T> Page<T> {
     }
 }
 
+/// The notices of `rows` that `viewer` may see, as it may see them.
+fn visible_rows<T: DeserializeOwned + Notice>(
+    rows: &[tokio_postgres::Row],
+    viewer: &Viewer,
+) -> Result<Vec<Versioned<T>>, ProjectionError> {
+    let mut visible = Vec::with_capacity(rows.len());
+    for row in rows {
+        visible.extend(for_viewer(versioned(row)?, viewer));
+    }
+    Ok(visible)
+}
+
 fn fetch_limit(limit: usize) -> i64 {
     i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX)
 }
@@ -319,11 +331,7 @@ pub async fn incidents_page<C: GenericClient>(
             ],
         )
         .await?;
-    let mut visible = Vec::with_capacity(rows.len());
-    for row in &rows {
-        visible.extend(for_viewer(versioned(row)?, viewer));
-    }
-    Ok(Page::of(visible, limit))
+    Ok(Page::of(visible_rows(&rows, viewer)?, limit))
 }
 
 /// Which maintenances a list shows.
@@ -386,11 +394,7 @@ pub async fn maintenances_page<C: GenericClient>(
             ],
         )
         .await?;
-    let mut visible = Vec::with_capacity(rows.len());
-    for row in &rows {
-        visible.extend(for_viewer(versioned(row)?, viewer));
-    }
-    Ok(Page::of(visible, limit))
+    Ok(Page::of(visible_rows(&rows, viewer)?, limit))
 }
 
 /// The sort key of a service in lists: its group (none first), its name, its id.

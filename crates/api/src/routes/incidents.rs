@@ -200,7 +200,7 @@ async fn run(
 #[utoipa::path(
     operation_id = "declare_incident", post, path = "/v1/incidents", tag = "incidents",
     request_body = NewIncident,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Retry safely: the same key and body get the first answer")),
+    params(http::CreateHeaders),
     responses(
         (status = 201, body = IncidentBody, headers(("Location" = String), ("ETag" = String))),
         crate::problem::documented::CreateProblems,
@@ -250,8 +250,7 @@ pub async fn declare(
     operation_id = "post_incident_update", post, path = "/v1/incidents/{id}/updates", tag = "incidents",
     request_body = NewIncidentUpdate,
     params(("id" = Uuid, Path),
-        ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if the incident changed since"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Retry safely: the same key and body get the first answer")),
+        http::CommandHeaders),
     responses(
         (status = 201, description = "The incident with the new update", body = IncidentBody, headers(("Location" = String), ("ETag" = String))),
         crate::problem::documented::CommandProblems,
@@ -298,8 +297,7 @@ pub async fn post_update(
     operation_id = "correct_incident_update", post, path = "/v1/incidents/{id}/updates/{update_id}/corrections", tag = "incidents",
     request_body = NewCorrection,
     params(("id" = Uuid, Path), ("update_id" = Uuid, Path),
-        ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if the incident changed since"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Retry safely: the same key and body get the first answer")),
+        http::CommandHeaders),
     responses(
         (status = 201, description = "The incident with the corrected update", body = IncidentBody, headers(("Location" = String), ("ETag" = String))),
         crate::problem::documented::CommandProblems,
@@ -341,8 +339,7 @@ pub async fn correct(
     operation_id = "reopen_incident", post, path = "/v1/incidents/{id}/reopen", tag = "incidents",
     request_body = Reopening,
     params(("id" = Uuid, Path),
-        ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if the incident changed since"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Retry safely: the same key and body get the first answer")),
+        http::CommandHeaders),
     responses(
         (status = 200, description = "The reopened incident", body = IncidentBody, headers(("Location" = String), ("ETag" = String))),
         crate::problem::documented::CommandProblems,
@@ -382,8 +379,7 @@ pub async fn reopen(
     operation_id = "publish_postmortem", post, path = "/v1/incidents/{id}/postmortem", tag = "incidents",
     request_body = NewPostmortem,
     params(("id" = Uuid, Path),
-        ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if the incident changed since"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Retry safely: the same key and body get the first answer")),
+        http::CommandHeaders),
     responses(
         (status = 201, description = "The incident with its postmortem", body = IncidentBody, headers(("Location" = String), ("ETag" = String))),
         crate::problem::documented::CommandProblems,
@@ -451,11 +447,7 @@ pub async fn list(
     };
     let client = state.store.pool().get().await?;
     let page = queries::incidents_page(&client, &caller.viewer(), &filter, limit).await?;
-    let next_cursor = page
-        .has_more
-        .then(|| page.items.last())
-        .flatten()
-        .map(|last| http::encode_cursor(&(last.state.started_at, last.id)));
+    let next_cursor = http::next_cursor(&page, |last| (last.state.started_at, last.id));
     Ok(HttpResponse::Ok().json(IncidentPage {
         items: page.items.into_iter().map(IncidentBody::from).collect(),
         next_cursor,

@@ -30,7 +30,7 @@ pub struct ListQuery {
 #[utoipa::path(
     operation_id = "create_api_key", post, path = "/v1/api-keys", tag = "api-keys",
     request_body = NewApiKey,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Retry safely: the same key and body get the first answer")),
+    params(http::CreateHeaders),
     responses(
         (status = 201, description = "Created; the only answer that shows the secret", body = CreatedApiKey,
             headers(("Location" = String), ("ETag" = String))),
@@ -115,11 +115,7 @@ pub async fn list(
         limit,
     )
     .await?;
-    let next_cursor = page
-        .has_more
-        .then(|| page.items.last())
-        .flatten()
-        .map(|last| http::encode_cursor(&(&last.state.name, last.id)));
+    let next_cursor = http::next_cursor(&page, |last| (last.state.name.clone(), last.id));
     Ok(HttpResponse::Ok().json(ApiKeyPage {
         items: page.items.into_iter().map(ApiKeyBody::from).collect(),
         next_cursor,

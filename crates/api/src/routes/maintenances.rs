@@ -80,7 +80,7 @@ async fn run(
 #[utoipa::path(
     operation_id = "schedule_maintenance", post, path = "/v1/maintenances", tag = "maintenances",
     request_body = NewMaintenance,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Retry safely: the same key and body get the first answer")),
+    params(http::CreateHeaders),
     responses(
         (status = 201, body = MaintenanceBody, headers(("Location" = String), ("ETag" = String))),
         crate::problem::documented::CreateProblems,
@@ -119,8 +119,7 @@ pub async fn schedule(
     operation_id = "post_maintenance_update", post, path = "/v1/maintenances/{id}/updates", tag = "maintenances",
     request_body = NewMaintenanceUpdate,
     params(("id" = Uuid, Path),
-        ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if the maintenance changed since"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Retry safely: the same key and body get the first answer")),
+        http::CommandHeaders),
     responses(
         (status = 201, description = "The maintenance with the new update", body = MaintenanceBody, headers(("Location" = String), ("ETag" = String))),
         crate::problem::documented::CommandProblems,
@@ -178,11 +177,7 @@ pub async fn list(
     let after = http::decode_cursor::<(DateTime<Utc>, Uuid)>(query.cursor.as_deref())?;
     let client = state.store.pool().get().await?;
     let page = queries::maintenances_page(&client, &caller.viewer(), filter, after, limit).await?;
-    let next_cursor = page
-        .has_more
-        .then(|| page.items.last())
-        .flatten()
-        .map(|last| http::encode_cursor(&(last.state.starts_at, last.id)));
+    let next_cursor = http::next_cursor(&page, |last| (last.state.starts_at, last.id));
     Ok(HttpResponse::Ok().json(MaintenancePage {
         items: page.items.into_iter().map(MaintenanceBody::from).collect(),
         next_cursor,

@@ -52,7 +52,7 @@ fn body_with(status: ServiceStatus) -> impl Fn(&Versioned<Service>) -> String + 
 #[utoipa::path(
     operation_id = "create_service", post, path = "/v1/services", tag = "services",
     request_body = NewService,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Retry safely: the same key and body get the first answer")),
+    params(http::CreateHeaders),
     responses(
         (status = 201, body = ServiceBody, headers(("Location" = String), ("ETag" = String))),
         crate::problem::documented::CreateProblems,
@@ -109,7 +109,7 @@ async fn current_status(
 #[utoipa::path(
     operation_id = "change_service", patch, path = "/v1/services/{id}", tag = "services",
     request_body = ServiceChanges,
-    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if the service changed since")),
+    params(("id" = Uuid, Path), http::CommandHeaders),
     responses(
         (status = 200, body = ServiceBody, headers(("ETag" = String))),
         crate::problem::documented::CommandProblems,
@@ -152,7 +152,7 @@ pub async fn change(
 /// Retire a service: it leaves the lists; its history stays.
 #[utoipa::path(
     operation_id = "retire_service", delete, path = "/v1/services/{id}", tag = "services",
-    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "The ETag last seen; 412 if the service changed since")),
+    params(("id" = Uuid, Path), http::CommandHeaders),
     responses(
         (status = 200, body = ServiceBody, headers(("ETag" = String))),
         crate::problem::documented::RemoveProblems,
@@ -208,14 +208,10 @@ pub async fn list(
     let after = after.map(|(group, name, id)| ServiceSortKey { group, name, id });
     let client = state.store.pool().get().await?;
     let page = queries::services_page(&client, &caller.viewer(), after.as_ref(), limit).await?;
-    let next_cursor = page
-        .has_more
-        .then(|| page.items.last())
-        .flatten()
-        .map(|last| {
-            let key = ServiceSortKey::of(&last.service);
-            http::encode_cursor(&(key.group, key.name, key.id))
-        });
+    let next_cursor = http::next_cursor(&page, |last| {
+        let key = ServiceSortKey::of(&last.service);
+        (key.group, key.name, key.id)
+    });
     Ok(HttpResponse::Ok().json(ServicePage {
         items: page.items.into_iter().map(ServiceBody::from).collect(),
         next_cursor,
