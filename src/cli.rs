@@ -1,6 +1,7 @@
 //! The command line: every setting is a flag or an environment variable (the flag wins).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -64,11 +65,39 @@ pub enum Command {
     /// Recompute the hash chain of the whole history; exits 1 and names the first bad
     /// position when any stored byte was changed.
     Verify(VerifyArgs),
-    /// Write the whole history as NDJSON (not available yet: arrives with the audit API).
-    Export {
-        /// Start after this global position.
-        #[arg(long, default_value_t = 0)]
-        after: u64,
+    /// Write the sealed history to standard output as NDJSON, one CloudEvent per line, in
+    /// global order, up to the head sealed when it starts (constant memory).
+    Export(ExportArgs),
+    /// Signed checkpoints of the chain head (see `verify --checkpoint`).
+    Checkpoint {
+        #[command(subcommand)]
+        command: CheckpointCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Start after this global position (0: from the first event).
+    #[arg(long, default_value_t = 0)]
+    pub after: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CheckpointCommand {
+    /// Make a new Ed25519 signing key: write it (PKCS#8 PEM, readable by its owner only)
+    /// to FILE and print its public key (base64 of the raw 32 bytes).
+    Keygen {
+        /// Where to write the private key; refused if the file exists.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Recompute the chain (from this key's previous checkpoint), sign its head, store the
+    /// checkpoint (served at /v1/audit/checkpoint) and print it as JSON. Exits 1, signing
+    /// nothing, when the chain does not verify.
+    Sign {
+        /// Ed25519 private key, PKCS#8 PEM (e.g. `openssl genpkey -algorithm ed25519`).
+        #[arg(long, env = "CRIER_CHECKPOINT_KEY_FILE")]
+        key: PathBuf,
     },
 }
 
@@ -95,6 +124,14 @@ pub struct ServeArgs {
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "CRIER_WORKERS")]
     pub workers: Option<usize>,
+    /// Ed25519 private key (PKCS#8 PEM) to sign the chain head with: every
+    /// `--checkpoint-interval` seconds, when the head has moved, the chain is recomputed
+    /// from the previous checkpoint and the new head signed. Without it nothing is signed.
+    #[arg(long, env = "CRIER_CHECKPOINT_KEY_FILE")]
+    pub checkpoint_key: Option<PathBuf>,
+    /// Seconds between checkpoints (with `--checkpoint-key`).
+    #[arg(long, env = "CRIER_CHECKPOINT_INTERVAL", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub checkpoint_interval: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,4 +183,12 @@ pub struct VerifyArgs {
     /// Print the report as JSON (the audit API's shape) instead of text.
     #[arg(long)]
     pub json: bool,
+    /// A signed checkpoint kept earlier (the JSON of /v1/audit/checkpoint or `crier
+    /// checkpoint sign`): also prove that today's history extends the one it signed.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// The key the checkpoint must be signed by: base64 of its 32 bytes, or a PEM public
+    /// key file. Without it, the key named in the checkpoint is printed for you to compare.
+    #[arg(long, requires = "checkpoint")]
+    pub public_key: Option<String>,
 }

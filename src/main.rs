@@ -1,3 +1,4 @@
+mod audit;
 mod cli;
 mod startup;
 mod telemetry;
@@ -7,18 +8,13 @@ use std::process::ExitCode;
 use clap::Parser;
 use eventstore::{EventStore, StoreConfig};
 
-use cli::{Cli, Command, KeysCommand};
+use cli::{CheckpointCommand, Cli, Command, KeysCommand};
 use startup::{Application, Settings};
 
 fn store_config(cli: &Cli) -> StoreConfig {
     let mut config = StoreConfig::new(cli.database.database_url.clone());
     config.pool_size = cli.database.db_pool_size.max(1);
     config
-}
-
-fn not_yet(what: &str) -> anyhow::Result<ExitCode> {
-    eprintln!("crier {what} is not available in this version yet");
-    Ok(ExitCode::from(2))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -35,6 +31,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     auth_failures_per_minute: args.auth_failure_limit,
                     reads_per_second: args.read_rate_limit,
                 },
+                checkpoints: match &args.checkpoint_key {
+                    Some(path) => Some(startup::CheckpointSettings {
+                        key: eventstore::checkpoint::load_signing_key(path)?,
+                        interval: std::time::Duration::from_secs(args.checkpoint_interval),
+                    }),
+                    None => None,
+                },
             })?;
             println!("crier listening on http://{}", app.address());
             app.run_until_stopped().await?;
@@ -48,36 +51,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Verify(args) => {
             let store = EventStore::connect(config)?;
-            let report = store.verify().await?;
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else if report.ok {
-                match &report.head {
-                    Some(head) => println!(
-                        "ok: {} events checked; head {} {}",
-                        report.checked, head.position, head.hash
-                    ),
-                    None => println!("ok: the history is empty"),
-                }
-                if report.unsealed > 0 {
-                    println!(
-                        "{} committed events are not sealed into the chain yet",
-                        report.unsealed
-                    );
-                }
-            } else {
-                println!(
-                    "TAMPERED: first bad position {}: {} ({} events before it are good)",
-                    report.first_bad_position.unwrap_or_default(),
-                    report.problem.as_deref().unwrap_or("mismatch"),
-                    report.checked
-                );
-            }
-            Ok(if report.ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            audit::verify(&store, &args).await
         }
         Command::Keys {
             command: KeysCommand::Create { role, tenant, name },
@@ -135,7 +109,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Export { .. } => not_yet("export"),
+        Command::Export(args) => {
+            let store = EventStore::connect(config)?;
+            audit::export(&store, args.after).await
+        }
+        Command::Checkpoint {
+            command: CheckpointCommand::Keygen { out },
+        } => audit::keygen(&out),
+        Command::Checkpoint {
+            command: CheckpointCommand::Sign { key },
+        } => {
+            let key = eventstore::checkpoint::load_signing_key(&key)?;
+            let store = EventStore::connect(config)?;
+            audit::sign(&store, &key).await
+        }
     }
 }
 

@@ -15,6 +15,13 @@ pub struct Settings {
     pub workers: Option<usize>,
     pub bootstrap_admin_key: Option<String>,
     pub limits: api::LimitSettings,
+    pub checkpoints: Option<CheckpointSettings>,
+}
+
+/// Signing the chain head periodically.
+pub struct CheckpointSettings {
+    pub key: ed25519_dalek::SigningKey,
+    pub interval: Duration,
 }
 
 pub struct Application {
@@ -24,6 +31,7 @@ pub struct Application {
     bootstrap_admin_key: Option<String>,
     prepared: Arc<AtomicBool>,
     limits: Arc<api::Limits>,
+    checkpoints: Option<CheckpointSettings>,
 }
 
 impl Application {
@@ -55,6 +63,7 @@ impl Application {
             bootstrap_admin_key: settings.bootstrap_admin_key,
             prepared,
             limits,
+            checkpoints: settings.checkpoints,
         })
     }
 
@@ -70,6 +79,7 @@ impl Application {
             self.store.clone(),
             self.bootstrap_admin_key,
             self.prepared,
+            self.checkpoints,
             shutdown.clone(),
         ));
         let housekeeping = tokio::spawn(housekeeping(self.store.clone(), self.limits, shutdown));
@@ -79,6 +89,9 @@ impl Application {
             Ok(Ok(Some(background))) => {
                 background.store.join().await;
                 let _ = background.builder.await;
+                if let Some(signer) = background.signer {
+                    let _ = signer.await;
+                }
             }
             Ok(_) => {}
             Err(_) => tracing::warn!("background work did not stop in time"),
@@ -142,6 +155,8 @@ struct Background {
     store: eventstore::BackgroundTasks,
     /// The projection builder.
     builder: tokio::task::JoinHandle<()>,
+    /// The checkpoint signer, when a key is configured.
+    signer: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Creates and migrates the database, retrying while it is unreachable (the server answers
@@ -151,6 +166,7 @@ async fn prepare_database(
     store: EventStore,
     bootstrap_admin_key: Option<String>,
     prepared: Arc<AtomicBool>,
+    checkpoints: Option<CheckpointSettings>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Option<Background> {
     let url = store.config().database_url.clone();
@@ -184,8 +200,40 @@ async fn prepare_database(
         projections::BuilderOptions::default(),
         shutdown.clone(),
     ));
+    let signer = checkpoints
+        .map(|settings| tokio::spawn(sign_checkpoints(store.clone(), settings, shutdown.clone())));
     Some(Background {
         store: store.spawn_background(shutdown),
         builder,
+        signer,
     })
+}
+
+/// Signs the chain head at once and then every interval, when it has moved. Each signing
+/// recomputes the chain from the previous checkpoint; a chain that does not verify is never
+/// signed, and is reported at error level every time.
+async fn sign_checkpoints(
+    store: EventStore,
+    settings: CheckpointSettings,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use eventstore::checkpoint::SignOutcome;
+    loop {
+        match store.sign_checkpoint(&settings.key).await {
+            Ok(SignOutcome::Signed(signed)) => {
+                tracing::info!(position = signed.position, hash = %signed.hash, "signed a checkpoint")
+            }
+            Ok(SignOutcome::Unchanged(_) | SignOutcome::EmptyHistory) => {}
+            Ok(SignOutcome::Refused(report)) => tracing::error!(
+                first_bad_position = report.first_bad_position,
+                problem = report.problem.as_deref().unwrap_or_default(),
+                "the hash chain does not verify: no checkpoint signed"
+            ),
+            Err(e) => tracing::warn!(error = %e, "could not sign a checkpoint"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(settings.interval) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
 }

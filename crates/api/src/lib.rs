@@ -28,7 +28,7 @@ pub use limits::{LimitSettings, Limits};
 pub use metrics::prometheus_handle;
 
 use problem::ApiError;
-use routes::{incidents, keys, maintenances, services};
+use routes::{audit, incidents, keys, maintenances, services};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -142,6 +142,31 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
             .service(
                 web::resource("/v1/maintenances/{id}/updates")
                     .route(web::post().to(maintenances::post_update))
+                    .default_service(method_not_allowed()),
+            )
+            .service(
+                web::resource("/v1/audit/events")
+                    .route(web::get().to(audit::events))
+                    .default_service(method_not_allowed()),
+            )
+            .service(
+                web::resource("/v1/audit/streams/{stream_id}/events")
+                    .route(web::get().to(audit::stream_events))
+                    .default_service(method_not_allowed()),
+            )
+            .service(
+                web::resource("/v1/audit/verify")
+                    .route(web::get().to(audit::verify))
+                    .default_service(method_not_allowed()),
+            )
+            .service(
+                web::resource("/v1/audit/export")
+                    .route(web::get().to(audit::export))
+                    .default_service(method_not_allowed()),
+            )
+            .service(
+                web::resource("/v1/audit/checkpoint")
+                    .route(web::get().to(audit::checkpoint))
                     .default_service(method_not_allowed()),
             )
             .route(

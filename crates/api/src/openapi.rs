@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{incidents, keys, maintenances, services};
+use crate::routes::{audit, incidents, keys, maintenances, services};
 use crate::{health, metrics, problem};
 
 #[derive(OpenApi)]
@@ -43,6 +43,11 @@ key and body get the first answer with `Idempotent-Replayed: true`; another body
         maintenances::list,
         maintenances::get,
         maintenances::post_update,
+        audit::events,
+        audit::stream_events,
+        audit::verify,
+        audit::export,
+        audit::checkpoint,
     ),
     components(schemas(
         problem::Problem,
@@ -57,6 +62,7 @@ key and body get the first answer with `Idempotent-Replayed: true`; another body
         (name = "services", description = "What users use, with a status derived from incidents and maintenances"),
         (name = "incidents", description = "Unplanned outages and their timelines"),
         (name = "maintenances", description = "Planned work"),
+        (name = "audit", description = "The hash-chained history for auditors, its verification and export, and signed checkpoints of it"),
     )
 )]
 pub struct ApiDoc;

@@ -217,6 +217,12 @@ impl From<CommandError> for ApiError {
     }
 }
 
+impl From<eventstore::StoreError> for ApiError {
+    fn from(err: eventstore::StoreError) -> Self {
+        ProjectionError::Store(err).into()
+    }
+}
+
 impl From<deadpool_postgres::PoolError> for ApiError {
     fn from(err: deadpool_postgres::PoolError) -> Self {
         ProjectionError::from(err).into()

@@ -312,3 +312,145 @@ mod tests {
         assert!(serde_json::from_value::<NewIncident>(typo).is_err());
     }
 }
+
+/// Who caused an event and in answer to what.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AuditMetadata {
+    /// The API key id (or `system`, or a CLI user) that caused the event.
+    pub actor: String,
+    /// The `X-Request-Id` of the request that caused it.
+    pub request_id: Option<String>,
+    pub correlation_id: Option<Uuid>,
+    pub causation_id: Option<Uuid>,
+}
+
+/// One event of the history, as stored, with its place in the global log and the chain.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AuditEvent {
+    /// Global position: 1, 2, 3… without gaps.
+    pub position: u64,
+    pub stream_id: String,
+    pub stream_version: u64,
+    pub event_id: Uuid,
+    /// The event type, e.g. `incident.declared`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub schema_version: u32,
+    /// The event's payload, exactly as stored.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+    pub metadata: AuditMetadata,
+    /// When it was stored: RFC 3339 UTC with microseconds, as the chain hashes it.
+    pub recorded_at: String,
+    /// Lower-case hex SHA-256 link of the previous position (zeros at position 1).
+    pub prev_hash: String,
+    /// Lower-case hex SHA-256 link of this position.
+    pub hash: String,
+}
+
+impl From<eventstore::LoggedEvent> for AuditEvent {
+    fn from(logged: eventstore::LoggedEvent) -> Self {
+        let event = logged.event;
+        AuditEvent {
+            position: logged.position,
+            stream_id: event.stream_id,
+            stream_version: event.stream_version,
+            event_id: event.event_id,
+            event_type: event.event_type,
+            schema_version: event.schema_version,
+            data: event.data,
+            metadata: AuditMetadata {
+                actor: event.metadata.actor,
+                request_id: event.metadata.request_id,
+                correlation_id: event.metadata.correlation_id,
+                causation_id: event.metadata.causation_id,
+            },
+            recorded_at: eventstore::chain::canonical_time(&event.recorded_at),
+            prev_hash: logged.prev_hash.to_hex(),
+            hash: logged.hash.to_hex(),
+        }
+    }
+}
+
+/// A page of the history.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AuditEventPage {
+    pub events: Vec<AuditEvent>,
+    /// Pass as `after` for the next page: the global position (or, for one stream, the
+    /// stream version) of the last event here, or `after` itself when the page is empty,
+    /// which means the end has been reached for now.
+    pub next_after: u64,
+}
+
+/// The last link of the chain that verified.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ChainHeadBody {
+    pub position: u64,
+    /// Lower-case hex of the SHA-256 link.
+    pub hash: String,
+}
+
+/// The result of recomputing the hash chain from the stored bytes.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct VerificationBody {
+    /// Every link recomputed matches, positions run without gaps, and no committed event
+    /// was left out.
+    pub ok: bool,
+    /// Positions verified (from 1).
+    pub checked: u64,
+    /// The last good link: the head of the chain when `ok`; null when nothing is sealed.
+    pub head: Option<ChainHeadBody>,
+    /// The first position whose stored bytes do not give its stored link, or that is
+    /// missing; null when `ok`.
+    pub first_bad_position: Option<u64>,
+    /// What is wrong there.
+    pub problem: Option<String>,
+    /// Committed events the sealer has not given a position yet (not an error).
+    pub unsealed: u64,
+}
+
+impl From<eventstore::VerifyReport> for VerificationBody {
+    fn from(report: eventstore::VerifyReport) -> Self {
+        VerificationBody {
+            ok: report.ok,
+            checked: report.checked,
+            head: report.head.map(|head| ChainHeadBody {
+                position: head.position,
+                hash: head.hash,
+            }),
+            first_bad_position: report.first_bad_position,
+            problem: report.problem,
+            unsealed: report.unsealed,
+        }
+    }
+}
+
+/// "The chain had `hash` at `position`", signed with Crier's Ed25519 key. Keep it: `crier
+/// verify --checkpoint FILE` later proves that the history still extends it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CheckpointBody {
+    pub position: u64,
+    /// Lower-case hex of the link at `position`.
+    pub hash: String,
+    /// RFC 3339 UTC with microseconds, as in the signed text.
+    pub signed_at: String,
+    /// Base64 of the raw 32-byte Ed25519 public key.
+    pub public_key: String,
+    /// Base64 of the Ed25519 signature of `message`.
+    pub signature: String,
+    /// The exact text that was signed (UTF-8, each line ending in a line feed).
+    pub message: String,
+}
+
+impl From<eventstore::checkpoint::SignedCheckpoint> for CheckpointBody {
+    fn from(signed: eventstore::checkpoint::SignedCheckpoint) -> Self {
+        CheckpointBody {
+            message: signed.message(),
+            position: signed.position,
+            hash: signed.hash,
+            signed_at: signed.signed_at,
+            public_key: signed.public_key,
+            signature: signed.signature,
+        }
+    }
+}

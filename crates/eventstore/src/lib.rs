@@ -13,8 +13,10 @@
 
 mod append;
 pub mod chain;
+pub mod checkpoint;
 mod db;
 mod error;
+pub mod export;
 mod jcs;
 mod model;
 mod read;

@@ -166,6 +166,30 @@ impl EventStore {
         }
     }
 
+    /// Up to `count` sealed events of `stream_id` after version `after_version`, in stream
+    /// order, with their positions and links (the audit view of one stream: a stream's
+    /// sealed events are a prefix of it).
+    pub async fn read_stream_sealed(
+        &self,
+        stream_id: &str,
+        after_version: u64,
+        count: usize,
+    ) -> Result<Vec<LoggedEvent>, StoreError> {
+        let sql = format!(
+            "SELECT l.position, l.prev_hash, l.hash, {EVENT_COLUMNS} \
+               FROM events e JOIN event_log l ON l.seq = e.seq \
+              WHERE e.stream_id = $1 AND e.stream_version > $2 \
+              ORDER BY e.stream_version LIMIT $3"
+        );
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(&sql).await?;
+        let after_version = i64::try_from(after_version).unwrap_or(i64::MAX);
+        let rows = client
+            .query(&statement, &[&stream_id, &after_version, &limit(count)])
+            .await?;
+        rows.iter().map(logged_from_row).collect()
+    }
+
     /// The current version of a stream (0 when it has no events).
     pub async fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError> {
         let client = self.pool.get().await?;

@@ -1,16 +1,22 @@
 //! Recomputing the hash chain from the stored bytes.
+//!
+//! Rows are read in batches by position; while one batch is hashed on a blocking thread the
+//! next is read, so the database and the hashing work at the same time (and a long
+//! verification never stalls the async workers of the process that runs it).
 
-use serde::Serialize;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
 
 use crate::chain;
-use crate::model::{to_u64, RecordedEvent};
-use crate::read::EVENT_COLUMNS;
-use crate::xid::Xid8;
+use crate::model::{to_u64, Metadata};
+use crate::xid::{RawJson, Xid8};
 use crate::{EventStore, Hash, StoreError};
 
-const VERIFY_BATCH: i64 = 5_000;
+const VERIFY_BATCH: i64 = 10_000;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainHead {
     pub position: u64,
     /// Lower-case hex of the SHA-256 link.
@@ -34,144 +40,260 @@ pub struct VerifyReport {
     pub unsealed: u64,
 }
 
+/// Where recomputation stands: the last good position and its link, and the
+/// `(transaction_id, seq)` it sealed.
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    checked: u64,
+    prev_hash: Hash,
+    last_pair: Option<(Xid8, i64)>,
+}
+
+impl Progress {
+    fn head(&self) -> Option<ChainHead> {
+        head_of(self.checked, &self.prev_hash)
+    }
+
+    fn bad(&self, position: u64, problem: impl Into<String>) -> VerifyReport {
+        VerifyReport {
+            ok: false,
+            checked: self.checked,
+            head: self.head(),
+            first_bad_position: Some(position),
+            problem: Some(problem.into()),
+            unsealed: 0,
+        }
+    }
+}
+
+fn head_of(position: u64, hash: &Hash) -> Option<ChainHead> {
+    (position > 0).then(|| ChainHead {
+        position,
+        hash: hash.to_hex(),
+    })
+}
+
+/// One log row and its event exactly as stored, owned so that another thread can hash it.
+struct ChainRow {
+    position: i64,
+    prev_hash: Vec<u8>,
+    hash: Vec<u8>,
+    pair: (Xid8, i64),
+    event_xid: Option<Xid8>,
+    /// `None` when the log row's event row is missing.
+    event: Option<StoredEvent>,
+}
+
+struct StoredEvent {
+    stream_id: String,
+    stream_version: i64,
+    event_id: Uuid,
+    event_type: String,
+    schema_version: i32,
+    data: String,
+    metadata: String,
+    recorded_at: DateTime<Utc>,
+    content_hash: Vec<u8>,
+}
+
+impl ChainRow {
+    fn from_row(row: &tokio_postgres::Row) -> Result<Self, StoreError> {
+        let event = if row.try_get::<_, bool>("present")? {
+            Some(StoredEvent {
+                stream_id: row.try_get("stream_id")?,
+                stream_version: row.try_get("stream_version")?,
+                event_id: row.try_get("event_id")?,
+                event_type: row.try_get("event_type")?,
+                schema_version: row.try_get("schema_version")?,
+                data: row.try_get::<_, RawJson>("data")?.0.to_owned(),
+                metadata: row.try_get::<_, RawJson>("metadata")?.0.to_owned(),
+                recorded_at: row.try_get("recorded_at")?,
+                content_hash: row.try_get("content_hash")?,
+            })
+        } else {
+            None
+        };
+        Ok(ChainRow {
+            position: row.try_get("position")?,
+            prev_hash: row.try_get("prev_hash")?,
+            hash: row.try_get("hash")?,
+            pair: (row.try_get("log_xid")?, row.try_get("log_seq")?),
+            event_xid: row.try_get("event_xid")?,
+            event,
+        })
+    }
+}
+
+/// Checks one batch after `progress`: what the chain covers, and what the sealer relies on
+/// (its event's transaction id, `(transaction_id, seq)` order). Pure computation.
+fn check_batch(mut progress: Progress, rows: &[ChainRow]) -> Result<Progress, VerifyReport> {
+    for row in rows {
+        let expected = progress.checked + 1;
+        let position = u64::try_from(row.position).unwrap_or(0);
+        if position != expected {
+            return Err(progress.bad(
+                expected,
+                format!("position {expected} is missing (next is {})", row.position),
+            ));
+        }
+        let Some(event) = &row.event else {
+            return Err(progress.bad(position, "its event row is missing"));
+        };
+        // The sealer links events in (transaction_id, seq) order and resumes from the last
+        // pair: a pair out of order, or not the event's own, would make it skip events.
+        if Some(row.pair.0) != row.event_xid {
+            return Err(progress.bad(position, "the log's transaction id is not its event's"));
+        }
+        if progress.last_pair.is_some_and(|last| row.pair <= last) {
+            return Err(progress.bad(position, "out of (transaction, seq) order"));
+        }
+        if row.prev_hash.as_slice() != progress.prev_hash.0.as_slice() {
+            return Err(progress.bad(
+                position,
+                "prev_hash is not the hash of the previous position",
+            ));
+        }
+        let content_hash = match recompute_content_hash(event) {
+            Ok(hash) => hash,
+            Err(problem) => {
+                return Err(progress.bad(position, format!("unreadable event: {problem}")))
+            }
+        };
+        if content_hash.0.as_slice() != event.content_hash.as_slice() {
+            return Err(progress.bad(
+                position,
+                "the stored content does not give the stored content hash",
+            ));
+        }
+        let recomputed = chain::link(
+            &progress.prev_hash,
+            &chain::LinkInput {
+                position,
+                stream_id: &event.stream_id,
+                stream_version: u64::try_from(event.stream_version).unwrap_or(0),
+                recorded_at: &event.recorded_at,
+                content_hash: &content_hash,
+            },
+        );
+        if row.hash.as_slice() != recomputed.0.as_slice() {
+            return Err(progress.bad(position, "the stored event does not give the stored hash"));
+        }
+        progress = Progress {
+            checked: position,
+            prev_hash: recomputed,
+            last_pair: Some(row.pair),
+        };
+    }
+    Ok(progress)
+}
+
+fn recompute_content_hash(event: &StoredEvent) -> Result<Hash, String> {
+    let schema_version = u32::try_from(event.schema_version)
+        .map_err(|_| format!("negative schema version {}", event.schema_version))?;
+    if event.stream_version < 1 {
+        return Err(format!("stream version {}", event.stream_version));
+    }
+    let data: Value = serde_json::from_str(&event.data).map_err(|e| format!("data: {e}"))?;
+    let metadata: Value =
+        serde_json::from_str(&event.metadata).map_err(|e| format!("metadata: {e}"))?;
+    // The hash covers the metadata as stored, but it must still be metadata.
+    Metadata::deserialize(&metadata).map_err(|e| format!("metadata: {e}"))?;
+    Ok(chain::content_hash(
+        &event.event_id,
+        &event.event_type,
+        schema_version,
+        &data,
+        &metadata,
+    ))
+}
+
 impl EventStore {
     /// Recomputes every link of the chain, in position order, from the stored bytes.
     pub async fn verify(&self) -> Result<VerifyReport, StoreError> {
+        self.verify_after(0, Hash::GENESIS).await
+    }
+
+    /// Recomputes the links after `position`, trusting that its link is `hash` (a
+    /// checkpoint verified earlier): the stored link there must be `hash`. Position 0 with
+    /// [`Hash::GENESIS`] verifies the whole chain.
+    pub async fn verify_after(
+        &self,
+        position: u64,
+        hash: Hash,
+    ) -> Result<VerifyReport, StoreError> {
         let client = self.pool().get().await?;
-        let sql = format!(
-            "SELECT l.position, l.prev_hash, l.hash, l.seq AS log_seq, l.transaction_id AS log_xid, \
-                    e.transaction_id AS event_xid, e.seq IS NOT NULL AS present, {EVENT_COLUMNS} \
-               FROM event_log l LEFT JOIN events e ON e.seq = l.seq \
-              WHERE l.position > $1 ORDER BY l.position LIMIT $2"
-        );
-        let statement = client.prepare(&sql).await?;
-        let mut checked = 0u64;
-        let mut prev_hash = Hash::GENESIS;
-        let mut after = 0i64;
-        // The sealer links events in (transaction_id, seq) order and resumes from the last
-        // pair: a pair out of order, or not the event's own, would make it skip events.
-        let mut last_pair: Option<(Xid8, i64)> = None;
-        let bad =
-            |position: u64, problem: String, checked: u64, head: Option<ChainHead>| VerifyReport {
-                ok: false,
-                checked,
-                head,
-                first_bad_position: Some(position),
-                problem: Some(problem),
-                unsealed: 0,
-            };
-        let head_of = |position: u64, hash: &Hash| {
-            (position > 0).then(|| ChainHead {
-                position,
-                hash: hash.to_hex(),
-            })
+        let mut progress = Progress {
+            checked: position,
+            prev_hash: hash,
+            last_pair: None,
         };
-        loop {
-            let rows = client.query(&statement, &[&after, &VERIFY_BATCH]).await?;
-            for row in &rows {
-                let expected = checked + 1;
-                let head = head_of(checked, &prev_hash);
-                let position = to_u64(row.try_get("position")?, "position")?;
-                if position != expected {
-                    return Ok(bad(
-                        expected,
-                        format!("position {expected} is missing (next is {position})"),
-                        checked,
-                        head,
-                    ));
-                }
-                if !row.try_get::<_, bool>("present")? {
-                    return Ok(bad(
-                        position,
-                        "its event row is missing".into(),
-                        checked,
-                        head,
-                    ));
-                }
-                let pair = (
-                    row.try_get::<_, Xid8>("log_xid")?,
-                    row.try_get::<_, i64>("log_seq")?,
-                );
-                if Some(pair.0) != row.try_get::<_, Option<Xid8>>("event_xid")? {
-                    return Ok(bad(
-                        position,
-                        "the log's transaction id is not its event's".into(),
-                        checked,
-                        head,
-                    ));
-                }
-                if last_pair.is_some_and(|last| pair <= last) {
-                    return Ok(bad(
-                        position,
-                        "out of (transaction, seq) order".into(),
-                        checked,
-                        head,
-                    ));
-                }
-                last_pair = Some(pair);
-                let stored_prev: &[u8] = row.try_get("prev_hash")?;
-                if stored_prev != prev_hash.0.as_slice() {
-                    return Ok(bad(
-                        position,
-                        "prev_hash is not the hash of the previous position".into(),
-                        checked,
-                        head,
-                    ));
-                }
-                let (event, metadata) = match RecordedEvent::from_row_with_stored_metadata(row) {
-                    Ok(read) => read,
-                    Err(e) => {
-                        return Ok(bad(
-                            position,
-                            format!("unreadable event: {e}"),
-                            checked,
-                            head,
-                        ))
-                    }
-                };
-                let content_hash = chain::content_hash(
-                    &event.event_id,
-                    &event.event_type,
-                    event.schema_version,
-                    &event.data,
-                    &metadata,
-                );
-                if content_hash != event.content_hash {
-                    return Ok(bad(
-                        position,
-                        "the stored content does not give the stored content hash".into(),
-                        checked,
-                        head,
-                    ));
-                }
-                let recomputed = chain::link(
-                    &prev_hash,
-                    &chain::LinkInput {
-                        position,
-                        stream_id: &event.stream_id,
-                        stream_version: event.stream_version,
-                        recorded_at: &event.recorded_at,
-                        content_hash: &content_hash,
-                    },
-                );
-                let stored: &[u8] = row.try_get("hash")?;
-                if stored != recomputed.0.as_slice() {
-                    return Ok(bad(
-                        position,
-                        "the stored event does not give the stored hash".into(),
-                        checked,
-                        head,
-                    ));
-                }
-                prev_hash = recomputed;
-                checked = position;
+        if position > 0 {
+            let row = client
+                .query_opt(
+                    "SELECT hash, transaction_id, seq FROM event_log WHERE position = $1",
+                    &[&i64::try_from(position).unwrap_or(i64::MAX)],
+                )
+                .await?;
+            let start = Progress {
+                checked: position - 1,
+                prev_hash: Hash::GENESIS,
+                last_pair: None,
+            };
+            let Some(row) = row else {
+                return Ok(VerifyReport {
+                    head: None,
+                    ..start.bad(position, format!("position {position} is missing"))
+                });
+            };
+            if row.try_get::<_, &[u8]>("hash")? != hash.0.as_slice() {
+                return Ok(VerifyReport {
+                    head: None,
+                    ..start.bad(position, "the stored link is not the trusted one")
+                });
             }
-            if (rows.len() as i64) < VERIFY_BATCH {
-                break;
-            }
-            after = i64::try_from(checked).unwrap_or(i64::MAX);
+            progress.last_pair = Some((row.try_get("transaction_id")?, row.try_get("seq")?));
         }
-        if let Some((seq, position)) = skipped_event(&client, last_pair).await? {
+        let statement = client
+            .prepare(
+                "SELECT l.position, l.prev_hash, l.hash, l.seq AS log_seq, \
+                        l.transaction_id AS log_xid, e.transaction_id AS event_xid, \
+                        e.seq IS NOT NULL AS present, e.stream_id, e.stream_version, \
+                        e.event_id, e.event_type, e.schema_version, e.data, e.metadata, \
+                        e.recorded_at, e.content_hash \
+                   FROM event_log l LEFT JOIN events e ON e.seq = l.seq \
+                  WHERE l.position > $1 ORDER BY l.position LIMIT $2",
+            )
+            .await?;
+        let fetch = |after: i64| {
+            let (client, statement) = (&client, &statement);
+            async move {
+                let rows = client.query(statement, &[&after, &VERIFY_BATCH]).await?;
+                rows.iter()
+                    .map(ChainRow::from_row)
+                    .collect::<Result<Vec<_>, StoreError>>()
+            }
+        };
+        let mut batch = fetch(i64::try_from(position).unwrap_or(i64::MAX)).await?;
+        while !batch.is_empty() {
+            let last_read = batch.last().map_or(0, |row| row.position);
+            let more = batch.len() as i64 == VERIFY_BATCH;
+            let checking = tokio::task::spawn_blocking(move || check_batch(progress, &batch));
+            let reading = async {
+                if more {
+                    fetch(last_read).await
+                } else {
+                    Ok(Vec::new())
+                }
+            };
+            let (checked, next) = tokio::join!(checking, reading);
+            progress = match checked {
+                Ok(Ok(progress)) => progress,
+                Ok(Err(report)) => return Ok(report),
+                Err(e) => return Err(StoreError::Corrupt(format!("verification failed: {e}"))),
+            };
+            batch = next?;
+        }
+        if let Some((seq, position)) = skipped_event(&client, progress.last_pair).await? {
             // The links up to `position - 1` are right; the event belongs before `position`.
             let good = position.saturating_sub(1);
             let row = client
@@ -184,18 +306,22 @@ impl EventStore {
                 Some(row) => Hash::from_slice(row.try_get("hash")?).and_then(|h| head_of(good, &h)),
                 None => None,
             };
-            return Ok(bad(
-                position,
-                format!("event seq {seq} was committed before this position but never linked"),
-                good,
+            return Ok(VerifyReport {
+                ok: false,
+                checked: good,
                 head,
-            ));
+                first_bad_position: Some(position),
+                problem: Some(format!(
+                    "event seq {seq} was committed before this position but never linked"
+                )),
+                unsealed: 0,
+            });
         }
         let unsealed = self.count_unsealed(&client).await?;
         Ok(VerifyReport {
             ok: true,
-            checked,
-            head: head_of(checked, &prev_hash),
+            checked: progress.checked,
+            head: progress.head(),
             first_bad_position: None,
             problem: None,
             unsealed,

@@ -1,4 +1,5 @@
-//! PostgreSQL's `xid8` (a 64-bit, epoch-extended transaction id) for tokio-postgres.
+//! PostgreSQL types tokio-postgres does not read the way the store needs: `xid8` (a 64-bit,
+//! epoch-extended transaction id) and `json`/`jsonb` as unparsed text.
 
 use std::error::Error;
 
@@ -33,4 +34,28 @@ impl ToSql for Xid8 {
     }
 
     to_sql_checked!();
+}
+
+/// The text of a `json` or `jsonb` value, unparsed: a `jsonb` arrives in binary as a version
+/// byte followed by its text, so taking it as is costs nothing, where decoding it into a
+/// `serde_json::Value` is most of the cost of reading an event.
+#[derive(Debug, Clone, Copy)]
+pub struct RawJson<'a>(pub &'a str);
+
+impl<'a> FromSql<'a> for RawJson<'a> {
+    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn Error + Sync + Send>> {
+        let text = if *ty == Type::JSONB {
+            match raw.split_first() {
+                Some((1, text)) => text,
+                _ => return Err("unsupported jsonb encoding version".into()),
+            }
+        } else {
+            raw
+        };
+        Ok(RawJson(std::str::from_utf8(text)?))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::JSONB || *ty == Type::JSON
+    }
 }

@@ -1,5 +1,6 @@
 //! The `/v1` handlers, one module per resource.
 
+pub mod audit;
 pub mod incidents;
 pub mod keys;
 pub mod maintenances;

@@ -1,0 +1,205 @@
+//! The whole history as NDJSON, one CloudEvents 1.0 structured JSON object per line, for
+//! `GET /v1/audit/export` and `crier export`.
+//!
+//! Each line carries everything the chain covers, so an auditor can recompute it from the
+//! export alone (see ARCHITECTURE.md, "How an auditor verifies"):
+//!
+//! ```json
+//! {"specversion":"1.0","id":"<event id>","source":"/v1/audit/streams/<stream id>",
+//!  "type":"incident.declared","subject":"<stream id>","time":"<recorded at>",
+//!  "datacontenttype":"application/json","position":1,"streamversion":1,"schemaversion":1,
+//!  "actor":"…","requestid":"…","correlationid":"…","causationid":"…",
+//!  "prevhash":"<hex>","hash":"<hex>","data":{…}}
+//! ```
+//!
+//! Extension attributes are lower-case letters only, as CloudEvents requires; metadata
+//! fields that are null are left out.
+//!
+//! Memory stays constant however long the history: rows stream from the database (one
+//! query per batch, so no snapshot is held for the whole export) and leave as chunks of a
+//! few tens of kilobytes; a slow reader slows the query instead of filling memory. The export
+//! ends at the head that was sealed when it began.
+
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio_postgres::{RowStream, Statement};
+use uuid::Uuid;
+
+use crate::chain::canonical_time;
+use crate::xid::RawJson;
+use crate::{EventStore, StoreError};
+
+/// Rows one query reads.
+const EXPORT_BATCH: i64 = 10_000;
+/// Bytes gathered before a chunk is handed on.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// What a path segment keeps unescaped (RFC 3986 unreserved characters).
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `source` of an exported event: the audit URL of its stream.
+pub fn stream_source(stream_id: &str) -> String {
+    format!(
+        "/v1/audit/streams/{}",
+        utf8_percent_encode(stream_id, PATH_SEGMENT)
+    )
+}
+
+#[derive(Serialize)]
+struct ExportLine<'a> {
+    specversion: &'static str,
+    id: Uuid,
+    source: String,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    subject: &'a str,
+    time: String,
+    datacontenttype: &'static str,
+    position: i64,
+    streamversion: i64,
+    schemaversion: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actor: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    requestid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    correlationid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    causationid: Option<&'a str>,
+    prevhash: String,
+    hash: String,
+    data: &'a RawValue,
+}
+
+const EXPORT_SQL: &str = "SELECT l.position, l.prev_hash, l.hash, e.stream_id, e.stream_version, \
+        e.event_id, e.event_type, e.schema_version, e.data, e.recorded_at, \
+        e.metadata->>'actor' AS actor, e.metadata->>'request_id' AS request_id, \
+        e.metadata->>'correlation_id' AS correlation_id, \
+        e.metadata->>'causation_id' AS causation_id \
+   FROM event_log l JOIN events e ON e.seq = l.seq \
+  WHERE l.position > $1 AND l.position <= $2 ORDER BY l.position LIMIT $3";
+
+/// Appends one event's line (with its newline) to `out`; answers its position.
+fn write_line(row: &tokio_postgres::Row, out: &mut Vec<u8>) -> Result<i64, StoreError> {
+    let stream_id: &str = row.try_get("stream_id")?;
+    let data: RawJson = row.try_get("data")?;
+    let data: &RawValue = serde_json::from_str(data.0)
+        .map_err(|e| StoreError::Corrupt(format!("stored data is not JSON: {e}")))?;
+    let position: i64 = row.try_get("position")?;
+    let line = ExportLine {
+        specversion: "1.0",
+        id: row.try_get("event_id")?,
+        source: stream_source(stream_id),
+        event_type: row.try_get("event_type")?,
+        subject: stream_id,
+        time: canonical_time(&row.try_get("recorded_at")?),
+        datacontenttype: "application/json",
+        position,
+        streamversion: row.try_get("stream_version")?,
+        schemaversion: row.try_get("schema_version")?,
+        actor: row.try_get("actor")?,
+        requestid: row.try_get("request_id")?,
+        correlationid: row.try_get("correlation_id")?,
+        causationid: row.try_get("causation_id")?,
+        prevhash: hex::encode(row.try_get::<_, &[u8]>("prev_hash")?),
+        hash: hex::encode(row.try_get::<_, &[u8]>("hash")?),
+        data,
+    };
+    serde_json::to_writer(&mut *out, &line)
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode position {position}: {e}")))?;
+    out.push(b'\n');
+    Ok(position)
+}
+
+/// The state of one export between chunks.
+struct Export {
+    store: EventStore,
+    connection: Option<(deadpool_postgres::Object, Statement)>,
+    rows: Option<Pin<Box<RowStream>>>,
+    rows_this_batch: usize,
+    after: i64,
+    /// The head when the export began; it ends there.
+    until: i64,
+    finished: bool,
+}
+
+impl Export {
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, StoreError> {
+        let mut out = Vec::with_capacity(CHUNK_BYTES + 8 * 1024);
+        while !self.finished && out.len() < CHUNK_BYTES {
+            let (client, statement) = match &self.connection {
+                Some(connection) => connection,
+                None => {
+                    let client = self.store.pool().get().await?;
+                    let head = client
+                        .query_one(
+                            "SELECT coalesce(max(position), 0) AS head FROM event_log",
+                            &[],
+                        )
+                        .await?;
+                    self.until = head.try_get("head")?;
+                    let statement = client.prepare(EXPORT_SQL).await?;
+                    self.connection.insert((client, statement))
+                }
+            };
+            let rows = match &mut self.rows {
+                Some(rows) => rows,
+                None if self.after >= self.until => {
+                    self.finished = true;
+                    break;
+                }
+                None => {
+                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+                        [&self.after, &self.until, &EXPORT_BATCH];
+                    let rows = client.query_raw(statement, params).await?;
+                    self.rows_this_batch = 0;
+                    self.rows.insert(Box::pin(rows))
+                }
+            };
+            match rows.next().await {
+                Some(row) => {
+                    self.after = write_line(&row?, &mut out)?;
+                    self.rows_this_batch += 1;
+                }
+                None => {
+                    self.rows = None;
+                    if self.rows_this_batch == 0 {
+                        return Err(StoreError::Corrupt(format!(
+                            "the log has no positions after {} up to its head {}",
+                            self.after, self.until
+                        )));
+                    }
+                }
+            }
+        }
+        Ok((!out.is_empty()).then(|| Bytes::from(out)))
+    }
+}
+
+impl EventStore {
+    /// The sealed history after `after`, up to the head at the start, as NDJSON chunks of
+    /// CloudEvents (see the module documentation). Nothing is read until it is polled.
+    pub fn export(&self, after: u64) -> impl Stream<Item = Result<Bytes, StoreError>> + Send {
+        let export = Export {
+            store: self.clone(),
+            connection: None,
+            rows: None,
+            rows_this_batch: 0,
+            after: i64::try_from(after).unwrap_or(i64::MAX),
+            until: 0,
+            finished: false,
+        };
+        futures_util::stream::try_unfold(export, |mut export| async move {
+            Ok(export.next_chunk().await?.map(|chunk| (chunk, export)))
+        })
+    }
+}
