@@ -190,17 +190,6 @@ async fn serve_starts_while_the_database_is_down_and_migrates_once_it_is_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commands_of_later_issues_say_they_are_not_available_yet() {
-    for args in [&["export"][..]] {
-        let mut command = crier("postgres://postgres@127.0.0.1:1/unused");
-        command.args(args);
-        let out = output(command).await;
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("not available"));
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_serve_processes_on_one_database_seal_every_event_once_into_one_chain() {
     let db = TestDatabase::create().await;
     let mut first = Server::start(&db.url);
