@@ -82,7 +82,10 @@ async fn main() {
     };
     let started = Instant::now();
     append_directly(&store, shape).await;
-    store.seal_all(Duration::from_secs(120)).await.expect("seal");
+    store
+        .seal_all(Duration::from_secs(120))
+        .await
+        .expect("seal");
     let events = store.log_head().await.expect("head").map_or(0, |(p, _)| p);
     println!(
         "history: {events} events ({} incidents), made in {:.1} s",
