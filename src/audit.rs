@@ -22,7 +22,7 @@ fn print_report(report: &VerifyReport) {
         }
         if report.unsealed > 0 {
             println!(
-                "{} committed events are not sealed into the chain yet",
+                "{} committed events are beyond the verified head (not sealed yet, or sealed while verifying)",
                 report.unsealed
             );
         }

@@ -363,6 +363,8 @@ async fn the_export_is_cloudevents_equal_to_the_audit_listing_and_verifies_indep
     }
     let head = settled_head(&api, &auditor).await;
     let listing = audit_log(&api, &auditor, 1000).await;
+    // The bootstrap key, two keys, the service, five incidents of two events.
+    assert_eq!(head, 14);
     assert_eq!(listing.len() as u64, head);
 
     let over_http = http_export(&api, &auditor, 0).await;
@@ -598,6 +600,8 @@ async fn a_signed_checkpoint_proves_the_history_extends_it_and_catches_a_rewritt
             .await;
     }
     let head = settled_head(&api, &auditor).await;
+    // The bootstrap key, two keys, the service, three incidents.
+    assert_eq!(head, 7);
     let kept = checkpoint_at(&api, head).await;
     assert_eq!(kept["position"], head);
     assert_eq!(kept["public_key"], public_key.as_str());

@@ -405,7 +405,8 @@ pub struct VerificationBody {
     pub first_bad_position: Option<u64>,
     /// What is wrong there.
     pub problem: Option<String>,
-    /// Committed events the sealer has not given a position yet (not an error).
+    /// Committed events the verification did not reach: not given a position yet, or given
+    /// one after it read the log (not an error). 0: it covered everything committed.
     pub unsealed: u64,
 }
 

@@ -36,7 +36,8 @@ pub struct VerifyReport {
     pub first_bad_position: Option<u64>,
     /// What is wrong at `first_bad_position`.
     pub problem: Option<String>,
-    /// Committed events not yet given a position by the sealer (not an error).
+    /// Committed events the verification did not reach: not given a position by the sealer
+    /// yet, or given one after the verification read the log (not an error).
     pub unsealed: u64,
 }
 
@@ -349,7 +350,7 @@ impl EventStore {
                 unsealed: 0,
             });
         }
-        let unsealed = self.count_unsealed(&client).await?;
+        let unsealed = self.count_unverified(&client, progress.last_pair).await?;
         Ok(VerifyReport {
             ok: true,
             checked: progress.checked,
@@ -360,21 +361,16 @@ impl EventStore {
         })
     }
 
-    /// Events committed after the sealer's last linked event, not linked yet (not an error).
-    async fn count_unsealed(&self, client: &tokio_postgres::Client) -> Result<u64, StoreError> {
-        let head = client
-            .query_opt(
-                "SELECT transaction_id, seq FROM event_log ORDER BY position DESC LIMIT 1",
-                &[],
-            )
-            .await?;
-        let (xid, seq) = match head {
-            Some(row) => (
-                row.try_get::<_, Xid8>("transaction_id")?,
-                row.try_get::<_, i64>("seq")?,
-            ),
-            None => (Xid8(0), 0),
-        };
+    /// Committed events beyond the last verified one: not sealed yet, or sealed after this
+    /// verification read the log (not an error). Counted after the verified pair, not after
+    /// the log's current last row, so that `unsealed == 0` means the verification covered
+    /// every event committed before it ended.
+    async fn count_unverified(
+        &self,
+        client: &tokio_postgres::Client,
+        last_pair: Option<(Xid8, i64)>,
+    ) -> Result<u64, StoreError> {
+        let (xid, seq) = last_pair.unwrap_or((Xid8(0), 0));
         let row = client
             .query_one(
                 "SELECT count(*) AS n FROM events WHERE (transaction_id, seq) > ($1, $2)",
