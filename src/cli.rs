@@ -124,6 +124,14 @@ pub struct ServeArgs {
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "CRIER_WORKERS")]
     pub workers: Option<usize>,
+    /// The page's name in the Statuspage API and the feeds.
+    #[arg(long, env = "CRIER_PAGE_NAME", default_value = "Service status")]
+    pub page_name: String,
+    /// The URL clients reach this server at (behind a proxy: the proxy's), used for the
+    /// absolute links of the feeds and the Statuspage API. Default: http:// and the listen
+    /// address.
+    #[arg(long, env = "CRIER_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Ed25519 private key (PKCS#8 PEM) to sign the chain head with: every
     /// `--checkpoint-interval` seconds, when the head has moved, the chain is recomputed
     /// from the previous checkpoint and the new head signed. Without it nothing is signed.

@@ -31,6 +31,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     auth_failures_per_minute: args.auth_failure_limit,
                     reads_per_second: args.read_rate_limit,
                 },
+                page_name: args.page_name.clone(),
+                public_url: args.public_url.clone(),
                 checkpoints: match &args.checkpoint_key {
                     Some(path) => Some(startup::CheckpointSettings {
                         key: eventstore::checkpoint::load_signing_key(path)?,

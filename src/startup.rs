@@ -16,6 +16,8 @@ pub struct Settings {
     pub bootstrap_admin_key: Option<String>,
     pub limits: api::LimitSettings,
     pub checkpoints: Option<CheckpointSettings>,
+    pub page_name: String,
+    pub public_url: Option<String>,
 }
 
 /// Signing the chain head periodically.
@@ -42,7 +44,12 @@ impl Application {
         let listener = TcpListener::bind(settings.listen)?;
         let address = listener.local_addr()?;
         let prepared = Arc::new(AtomicBool::new(false));
-        let state = api::AppState::new(store.clone(), prepared.clone(), settings.limits);
+        let public_url = settings
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{address}"));
+        let page = api::PublicPage::new(&settings.page_name, &public_url);
+        let state = api::AppState::new(store.clone(), prepared.clone(), settings.limits, page);
         let limits = state.limits.clone();
         api::prometheus_handle();
         let mut server = HttpServer::new(move || {

@@ -6,6 +6,7 @@
 //! limit around the one write path, [`projections::Publisher`].
 
 pub mod auth;
+mod feeds;
 mod health;
 pub mod http;
 pub mod limits;
@@ -13,7 +14,9 @@ mod metrics;
 pub mod observe;
 pub mod openapi;
 pub mod problem;
+mod published;
 mod routes;
+pub mod statuspage;
 pub mod views;
 
 use std::sync::atomic::AtomicBool;
@@ -26,9 +29,10 @@ use utoipa_swagger_ui::SwaggerUi;
 
 pub use limits::{LimitSettings, Limits};
 pub use metrics::prometheus_handle;
+pub use statuspage::PublicPage;
 
 use problem::ApiError;
-use routes::{audit, incidents, keys, maintenances, services};
+use routes::{audit, incidents, keys, maintenances, public, services};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -39,21 +43,45 @@ pub struct AppState {
     /// started its background work; until then the process is not ready.
     pub prepared: Arc<AtomicBool>,
     pub limits: Arc<Limits>,
+    /// The public page the Statuspage API and the feeds describe.
+    pub page: Arc<PublicPage>,
+    pub statuspage: Arc<published::Published<statuspage::StatusDocuments>>,
+    pub feeds: Arc<published::Published<feeds::FeedDocuments>>,
 }
 
 impl AppState {
-    pub fn new(store: EventStore, prepared: Arc<AtomicBool>, limits: LimitSettings) -> Self {
+    pub fn new(
+        store: EventStore,
+        prepared: Arc<AtomicBool>,
+        limits: LimitSettings,
+        page: PublicPage,
+    ) -> Self {
         AppState {
             publisher: Publisher::new(&store),
             store,
             prepared,
             limits: Arc::new(Limits::new(limits)),
+            page: Arc::new(page),
+            statuspage: Arc::default(),
+            feeds: Arc::default(),
         }
     }
 }
 
 fn method_not_allowed() -> actix_web::Route {
     web::to(observe::method_not_allowed)
+}
+
+/// A resource answering GET (and so HEAD) with `handler`, 405 otherwise.
+fn get_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::get().to(handler))
+        .default_service(method_not_allowed())
 }
 
 /// Registers every route, the documentation and the problem+json answers for requests no
@@ -169,6 +197,28 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                     .route(web::get().to(audit::checkpoint))
                     .default_service(method_not_allowed()),
             )
+            .service(get_only("/api/v2/summary.json", public::summary))
+            .service(get_only("/api/v2/status.json", public::status))
+            .service(get_only("/api/v2/components.json", public::components))
+            .service(get_only("/api/v2/incidents.json", public::incidents))
+            .service(get_only(
+                "/api/v2/incidents/unresolved.json",
+                public::unresolved,
+            ))
+            .service(get_only(
+                "/api/v2/scheduled-maintenances.json",
+                public::maintenances,
+            ))
+            .service(get_only(
+                "/api/v2/scheduled-maintenances/upcoming.json",
+                public::upcoming,
+            ))
+            .service(get_only(
+                "/api/v2/scheduled-maintenances/active.json",
+                public::active,
+            ))
+            .service(get_only("/v1/feed.atom", public::atom))
+            .service(get_only("/v1/feed.rss", public::rss))
             .route(
                 "/docs",
                 web::get().to(|| async {

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, incidents, keys, maintenances, services};
+use crate::routes::{audit, incidents, keys, maintenances, public, services};
 use crate::{health, metrics, problem};
 
 #[derive(OpenApi)]
@@ -48,6 +48,16 @@ key and body get the first answer with `Idempotent-Replayed: true`; another body
         audit::verify,
         audit::export,
         audit::checkpoint,
+        public::summary,
+        public::status,
+        public::components,
+        public::incidents,
+        public::unresolved,
+        public::maintenances,
+        public::upcoming,
+        public::active,
+        public::atom,
+        public::rss,
     ),
     components(schemas(
         problem::Problem,
@@ -62,6 +72,8 @@ key and body get the first answer with `Idempotent-Replayed: true`; another body
         (name = "services", description = "What users use, with a status derived from incidents and maintenances"),
         (name = "incidents", description = "Unplanned outages and their timelines"),
         (name = "maintenances", description = "Planned work"),
+        (name = "statuspage", description = "Atlassian Statuspage's public Status API v2, for the widgets and integrations that read it: public notices only, cacheable (ETag, 304)"),
+        (name = "feeds", description = "Atom and RSS feeds of public updates"),
         (name = "audit", description = "The hash-chained history for auditors, its verification and export, and signed checkpoints of it"),
     )
 )]

@@ -532,6 +532,23 @@ pub mod documented {
         Unavailable(Problem),
     }
 
+    /// Reading a public document (Statuspage, feeds).
+    #[derive(IntoResponses)]
+    pub enum PublicDocumentProblems {
+        #[response(
+            status = 429,
+            description = "Rate limited; see Retry-After",
+            content_type = "application/problem+json"
+        )]
+        RateLimited(Problem),
+        #[response(
+            status = 503,
+            description = "Database unreachable and nothing rendered yet; see Retry-After",
+            content_type = "application/problem+json"
+        )]
+        Unavailable(Problem),
+    }
+
     /// Reading one notice (anyone; a key adds its tenant's).
     #[derive(IntoResponses)]
     pub enum PublicGetProblems {

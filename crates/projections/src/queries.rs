@@ -509,3 +509,52 @@ pub async fn api_key<C: GenericClient>(
     let row = client.query_opt(&statement, &[&id]).await?;
     row.as_ref().map(versioned).transpose()
 }
+
+/// One update of an incident or a maintenance, as the feeds show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentUpdate {
+    /// `incident` or `maintenance`.
+    pub resource_kind: String,
+    pub resource_id: Uuid,
+    pub update_id: Uuid,
+    /// The resource's title.
+    pub title: String,
+    /// The status the update set.
+    pub status: String,
+    /// Its latest text (corrections replace it).
+    pub message: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The newest updates of incidents and maintenances the viewer may see, newest first.
+pub async fn recent_updates<C: GenericClient>(
+    client: &C,
+    viewer: &Viewer,
+    limit: usize,
+) -> Result<Vec<RecentUpdate>, ProjectionError> {
+    let (everyone, tenant) = viewer.filter();
+    let statement = client
+        .prepare_cached(
+            "SELECT resource_kind, resource_id, update_id, title, status, message, created_at \
+               FROM rm_updates WHERE ($1 OR public OR $2 = ANY(tenants)) \
+              ORDER BY created_at DESC, update_id DESC LIMIT $3",
+        )
+        .await?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = client
+        .query(&statement, &[&everyone, &tenant, &limit])
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(RecentUpdate {
+                resource_kind: row.try_get("resource_kind")?,
+                resource_id: row.try_get("resource_id")?,
+                update_id: row.try_get("update_id")?,
+                title: row.try_get("title")?,
+                status: row.try_get("status")?,
+                message: row.try_get("message")?,
+                created_at: row.try_get("created_at")?,
+            })
+        })
+        .collect()
+}

@@ -4,4 +4,5 @@ pub mod audit;
 pub mod incidents;
 pub mod keys;
 pub mod maintenances;
+pub mod public;
 pub mod services;

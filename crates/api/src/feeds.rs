@@ -1,0 +1,203 @@
+//! `/v1/feed.atom` (RFC 4287) and `/v1/feed.rss` (RSS 2.0): one entry per update of a
+//! public incident or maintenance, newest first, for ordinary feed readers.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use projections::queries::{self, RecentUpdate, Viewer};
+use quick_xml::events::{BytesDecl, BytesText, Event};
+use quick_xml::Writer;
+
+use crate::problem::ApiError;
+use crate::published::Document;
+use crate::statuspage::PublicPage;
+
+/// Entries in a feed.
+const ENTRIES: usize = 50;
+
+pub struct FeedDocuments {
+    pub atom: Document,
+    pub rss: Document,
+}
+
+/// XML 1.0 cannot carry most control characters, even escaped: they are left out.
+fn xml_text(text: &str) -> BytesText<'_> {
+    let allowed = |c: char| {
+        matches!(c, '\t' | '\n' | '\r')
+            || (!c.is_control() && c != '\u{FFFE}' && c != '\u{FFFF}')
+            || ('\u{7F}'..='\u{9F}').contains(&c)
+    };
+    if text.chars().all(allowed) {
+        BytesText::new(text)
+    } else {
+        BytesText::from_escaped(quick_xml::escape::escape(
+            text.chars().filter(|c| allowed(*c)).collect::<String>(),
+        ))
+    }
+}
+
+fn status_name(status: &str) -> String {
+    let spaced = status.replace('_', " ");
+    let mut chars = spaced.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => spaced,
+    }
+}
+
+fn entry_title(update: &RecentUpdate) -> String {
+    format!("{} — {}", update.title, status_name(&update.status))
+}
+
+fn resource_url(page: &PublicPage, update: &RecentUpdate) -> String {
+    let collection = match update.resource_kind.as_str() {
+        "maintenance" => "maintenances",
+        _ => "incidents",
+    };
+    format!("{}/v1/{collection}/{}", page.url, update.resource_id)
+}
+
+fn atom_time(at: &DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn simple<W: std::io::Write>(
+    writer: &mut Writer<W>,
+    name: &str,
+    text: &str,
+) -> std::io::Result<()> {
+    writer
+        .create_element(name)
+        .write_text_content(xml_text(text))?;
+    Ok(())
+}
+
+fn atom(
+    page: &PublicPage,
+    updates: &[RecentUpdate],
+    updated: &DateTime<Utc>,
+) -> std::io::Result<Vec<u8>> {
+    let mut writer = Writer::new(Vec::with_capacity(4096 + updates.len() * 600));
+    writer.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
+    let self_url = format!("{}/v1/feed.atom", page.url);
+    writer
+        .create_element("feed")
+        .with_attribute(("xmlns", "http://www.w3.org/2005/Atom"))
+        .write_inner_content(|w| {
+            simple(w, "id", &self_url)?;
+            simple(w, "title", &page.name)?;
+            simple(w, "subtitle", "Incidents and maintenances")?;
+            simple(w, "updated", &atom_time(updated))?;
+            w.create_element("link")
+                .with_attribute(("rel", "self"))
+                .with_attribute(("type", "application/atom+xml"))
+                .with_attribute(("href", self_url.as_str()))
+                .write_empty()?;
+            w.create_element("link")
+                .with_attribute(("rel", "alternate"))
+                .with_attribute(("href", page.url.as_str()))
+                .write_empty()?;
+            w.create_element("author")
+                .write_inner_content(|w| simple(w, "name", &page.name))?;
+            w.create_element("generator")
+                .write_text_content(BytesText::new("Crier"))?;
+            for update in updates {
+                w.create_element("entry").write_inner_content(|w| {
+                    simple(w, "id", &format!("urn:uuid:{}", update.update_id))?;
+                    simple(w, "title", &entry_title(update))?;
+                    simple(w, "updated", &atom_time(&update.created_at))?;
+                    simple(w, "published", &atom_time(&update.created_at))?;
+                    w.create_element("link")
+                        .with_attribute(("rel", "alternate"))
+                        .with_attribute(("href", resource_url(page, update).as_str()))
+                        .write_empty()?;
+                    w.create_element("category")
+                        .with_attribute(("term", update.resource_kind.as_str()))
+                        .write_empty()?;
+                    w.create_element("category")
+                        .with_attribute(("term", update.status.as_str()))
+                        .write_empty()?;
+                    w.create_element("content")
+                        .with_attribute(("type", "text"))
+                        .write_text_content(xml_text(&update.message))?;
+                    Ok(())
+                })?;
+            }
+            Ok(())
+        })?;
+    Ok(writer.into_inner())
+}
+
+fn rss(
+    page: &PublicPage,
+    updates: &[RecentUpdate],
+    updated: &DateTime<Utc>,
+) -> std::io::Result<Vec<u8>> {
+    let mut writer = Writer::new(Vec::with_capacity(4096 + updates.len() * 600));
+    writer.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
+    let self_url = format!("{}/v1/feed.rss", page.url);
+    writer
+        .create_element("rss")
+        .with_attribute(("version", "2.0"))
+        .with_attribute(("xmlns:atom", "http://www.w3.org/2005/Atom"))
+        .write_inner_content(|w| {
+            w.create_element("channel").write_inner_content(|w| {
+                simple(w, "title", &page.name)?;
+                simple(w, "link", &page.url)?;
+                simple(
+                    w,
+                    "description",
+                    &format!("{}: incidents and maintenances", page.name),
+                )?;
+                w.create_element("atom:link")
+                    .with_attribute(("href", self_url.as_str()))
+                    .with_attribute(("rel", "self"))
+                    .with_attribute(("type", "application/rss+xml"))
+                    .write_empty()?;
+                simple(w, "lastBuildDate", &updated.to_rfc2822())?;
+                simple(w, "generator", "Crier")?;
+                for update in updates {
+                    w.create_element("item").write_inner_content(|w| {
+                        simple(w, "title", &entry_title(update))?;
+                        simple(w, "link", &resource_url(page, update))?;
+                        simple(w, "description", &update.message)?;
+                        w.create_element("guid")
+                            .with_attribute(("isPermaLink", "false"))
+                            .write_text_content(BytesText::new(&format!(
+                                "urn:uuid:{}",
+                                update.update_id
+                            )))?;
+                        simple(w, "pubDate", &update.created_at.to_rfc2822())?;
+                        simple(w, "category", &update.resource_kind)?;
+                        Ok(())
+                    })?;
+                }
+                Ok(())
+            })?;
+            Ok(())
+        })?;
+    Ok(writer.into_inner())
+}
+
+/// Reads the newest public updates once and renders both feeds.
+pub async fn render(
+    store: &eventstore::EventStore,
+    page: &PublicPage,
+) -> Result<FeedDocuments, ApiError> {
+    let client = store.pool().get().await?;
+    let updates = queries::recent_updates(&client, &Viewer::Public, ENTRIES).await?;
+    // An empty feed still needs an `updated`: the newest update, or a fixed time (so that
+    // its validator stays the same).
+    let updated = updates
+        .first()
+        .map_or(DateTime::<Utc>::UNIX_EPOCH, |u| u.created_at);
+    let failed = |e: std::io::Error| ApiError::Internal(format!("cannot render a feed: {e}"));
+    Ok(FeedDocuments {
+        atom: Document::new(
+            atom(page, &updates, &updated).map_err(failed)?,
+            "application/atom+xml; charset=utf-8",
+        ),
+        rss: Document::new(
+            rss(page, &updates, &updated).map_err(failed)?,
+            "application/rss+xml; charset=utf-8",
+        ),
+    })
+}

@@ -1,0 +1,113 @@
+//! The documents everyone reads alike: the Statuspage v2 API and the feeds. Public notices
+//! only, whatever key is sent; served from the in-memory rendering (see `published`).
+
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use crate::feeds::{self, FeedDocuments};
+use crate::problem::ApiError;
+use crate::published::Document;
+use crate::statuspage::{self, StatusDocuments};
+use crate::AppState;
+
+async fn status_document(
+    state: &AppState,
+    request: &HttpRequest,
+    pick: fn(&StatusDocuments) -> &Document,
+) -> Result<HttpResponse, ApiError> {
+    state
+        .limits
+        .allow_read(request.peer_addr().map(|a| a.ip()))?;
+    let head = state.store.known_log_head();
+    let documents = state
+        .statuspage
+        .get(head, || statuspage::render(&state.store, &state.page))
+        .await?;
+    Ok(pick(&documents).respond(request))
+}
+
+async fn feed(
+    state: &AppState,
+    request: &HttpRequest,
+    pick: fn(&FeedDocuments) -> &Document,
+) -> Result<HttpResponse, ApiError> {
+    state
+        .limits
+        .allow_read(request.peer_addr().map(|a| a.ip()))?;
+    let head = state.store.known_log_head();
+    let documents = state
+        .feeds
+        .get(head, || feeds::render(&state.store, &state.page))
+        .await?;
+    Ok(pick(&documents).respond(request))
+}
+
+macro_rules! documented {
+    ($(#[$doc:meta])* $name:ident, $path:literal, $id:literal, $tag:literal, $body:ty, $content:literal, $get:expr, $source:ident) => {
+        $(#[$doc])*
+        #[utoipa::path(
+            operation_id = $id, get, path = $path, tag = $tag,
+            params(("If-None-Match" = Option<String>, Header, description = "An ETag of an earlier answer: 304 if unchanged")),
+            responses(
+                (status = 200, body = $body, content_type = $content,
+                    headers(("ETag" = String), ("Cache-Control" = String, description = "public, max-age=5"))),
+                (status = 304, description = "Not modified since the ETag sent"),
+                crate::problem::documented::PublicDocumentProblems,
+            )
+        )]
+        pub async fn $name(state: web::Data<AppState>, request: HttpRequest) -> Result<HttpResponse, ApiError> {
+            $source(&state, &request, $get).await
+        }
+    };
+}
+
+documented!(
+    /// Statuspage v2: the page, its components, unresolved incidents, upcoming and active
+    /// maintenances, and the overall status.
+    summary, "/api/v2/summary.json", "statuspage_summary", "statuspage",
+    crate::statuspage::SpSummary, "application/json", |d| &d.summary, status_document
+);
+documented!(
+    /// Statuspage v2: the overall status (`indicator` none, minor, major or critical).
+    status, "/api/v2/status.json", "statuspage_status", "statuspage",
+    crate::statuspage::SpStatusDocument, "application/json", |d| &d.status, status_document
+);
+documented!(
+    /// Statuspage v2: every component (service, and group of services).
+    components, "/api/v2/components.json", "statuspage_components", "statuspage",
+    crate::statuspage::SpComponents, "application/json", |d| &d.components, status_document
+);
+documented!(
+    /// Statuspage v2: the 50 most recent incidents.
+    incidents, "/api/v2/incidents.json", "statuspage_incidents", "statuspage",
+    crate::statuspage::SpIncidents, "application/json", |d| &d.incidents, status_document
+);
+documented!(
+    /// Statuspage v2: the unresolved incidents.
+    unresolved, "/api/v2/incidents/unresolved.json", "statuspage_unresolved_incidents", "statuspage",
+    crate::statuspage::SpIncidents, "application/json", |d| &d.unresolved, status_document
+);
+documented!(
+    /// Statuspage v2: the 50 most recent scheduled maintenances.
+    maintenances, "/api/v2/scheduled-maintenances.json", "statuspage_maintenances", "statuspage",
+    crate::statuspage::SpMaintenances, "application/json", |d| &d.maintenances, status_document
+);
+documented!(
+    /// Statuspage v2: maintenances scheduled and not started.
+    upcoming, "/api/v2/scheduled-maintenances/upcoming.json", "statuspage_upcoming_maintenances", "statuspage",
+    crate::statuspage::SpMaintenances, "application/json", |d| &d.upcoming, status_document
+);
+documented!(
+    /// Statuspage v2: maintenances in progress or verifying.
+    active, "/api/v2/scheduled-maintenances/active.json", "statuspage_active_maintenances", "statuspage",
+    crate::statuspage::SpMaintenances, "application/json", |d| &d.active, status_document
+);
+documented!(
+    /// Atom 1.0 feed of the 50 newest updates of public incidents and maintenances.
+    atom, "/v1/feed.atom", "feed_atom", "feeds",
+    String, "application/atom+xml", |d| &d.atom, feed
+);
+documented!(
+    /// RSS 2.0 feed of the 50 newest updates of public incidents and maintenances.
+    rss, "/v1/feed.rss", "feed_rss", "feeds",
+    String, "application/rss+xml", |d| &d.rss, feed
+);
