@@ -107,7 +107,7 @@ async fn main() {
 
         let start = Instant::now();
         let (mut lines, mut bytes) = (0u64, 0u64);
-        let mut chunks = std::pin::pin!(store.export(0));
+        let mut chunks = std::pin::pin!(store.export(0, events, "http://127.0.0.1:8080"));
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk.expect("export");
             lines += chunk.iter().filter(|b| **b == b'\n').count() as u64;

@@ -4,8 +4,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use ed25519_dalek::SigningKey;
-use eventstore::checkpoint::{self, SignOutcome, SignedCheckpoint};
+use eventstore::checkpoint::{self, SignOutcome, SignedCheckpoint, SigningKey};
 use eventstore::{EventStore, VerifyReport};
 use futures_util::StreamExt;
 
@@ -45,7 +44,7 @@ fn exit(ok: bool) -> ExitCode {
 }
 
 /// The key the checkpoint must be signed by: base64, PEM text, or a PEM file.
-fn trusted_key(given: &str) -> anyhow::Result<ed25519_dalek::VerifyingKey> {
+fn trusted_key(given: &str) -> anyhow::Result<checkpoint::VerifyingKey> {
     let path = Path::new(given);
     let text = if path.is_file() {
         std::fs::read_to_string(path)?
@@ -95,9 +94,10 @@ pub async fn verify(store: &EventStore, args: &VerifyArgs) -> anyhow::Result<Exi
     Ok(exit(report.ok))
 }
 
-pub async fn export(store: &EventStore, after: u64) -> anyhow::Result<ExitCode> {
+pub async fn export(store: &EventStore, after: u64, base: &str) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout();
-    let mut chunks = std::pin::pin!(store.export(after));
+    let until = store.log_head().await?.map_or(0, |(position, _)| position);
+    let mut chunks = std::pin::pin!(store.export(after, until, base));
     while let Some(chunk) = chunks.next().await {
         match out.write_all(&chunk?) {
             Ok(()) => {}
@@ -132,7 +132,8 @@ pub fn keygen(out: &Path) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn sign(store: &EventStore, key: &SigningKey) -> anyhow::Result<ExitCode> {
-    match store.sign_checkpoint(key).await? {
+    // A one-off signing trusts nothing stored: it recomputes the whole chain.
+    match store.sign_checkpoint(key, None).await? {
         SignOutcome::Signed(signed) | SignOutcome::Unchanged(signed) => {
             println!("{}", serde_json::to_string_pretty(&signed)?);
             Ok(ExitCode::SUCCESS)
@@ -144,6 +145,15 @@ pub async fn sign(store: &EventStore, key: &SigningKey) -> anyhow::Result<ExitCo
         SignOutcome::Refused(report) => {
             print_report(&report);
             eprintln!("refused to sign: the chain does not verify");
+            Ok(ExitCode::from(1))
+        }
+        SignOutcome::Contradicted(stored) => {
+            eprintln!(
+                "refused to sign: the stored checkpoint of this key at position {} is not its \
+                 signature of today's link there (a forged row, or a history rewritten and \
+                 re-linked since it was signed)",
+                stored.position
+            );
             Ok(ExitCode::from(1))
         }
     }

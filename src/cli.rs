@@ -23,6 +23,11 @@ pub struct Cli {
         default_value = "pretty"
     )]
     pub log_format: LogFormat,
+    /// The URL clients reach the server at (behind a proxy: the proxy's), for the absolute
+    /// links of the feeds, the Statuspage API and the CloudEvents `source` of exports.
+    /// Default: `serve` uses http:// and its listen address; `export` http://127.0.0.1:8080.
+    #[arg(long, global = true, env = "CRIER_PUBLIC_URL")]
+    pub public_url: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -127,11 +132,6 @@ pub struct ServeArgs {
     /// The page's name in the Statuspage API and the feeds.
     #[arg(long, env = "CRIER_PAGE_NAME", default_value = "Service status")]
     pub page_name: String,
-    /// The URL clients reach this server at (behind a proxy: the proxy's), used for the
-    /// absolute links of the feeds and the Statuspage API. Default: http:// and the listen
-    /// address.
-    #[arg(long, env = "CRIER_PUBLIC_URL")]
-    pub public_url: Option<String>,
     /// Ed25519 private key (PKCS#8 PEM) to sign the chain head with: every
     /// `--checkpoint-interval` seconds, when the head has moved, the chain is recomputed
     /// from the previous checkpoint and the new head signed. Without it nothing is signed.

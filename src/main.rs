@@ -32,7 +32,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     reads_per_second: args.read_rate_limit,
                 },
                 page_name: args.page_name.clone(),
-                public_url: args.public_url.clone(),
+                public_url: cli.public_url.clone(),
                 checkpoints: match &args.checkpoint_key {
                     Some(path) => Some(startup::CheckpointSettings {
                         key: eventstore::checkpoint::load_signing_key(path)?,
@@ -113,7 +113,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Export(args) => {
             let store = EventStore::connect(config)?;
-            audit::export(&store, args.after).await
+            let base = cli
+                .public_url
+                .clone()
+                .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
+            audit::export(&store, args.after, &base).await
         }
         Command::Checkpoint {
             command: CheckpointCommand::Keygen { out },

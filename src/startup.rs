@@ -22,7 +22,7 @@ pub struct Settings {
 
 /// Signing the chain head periodically.
 pub struct CheckpointSettings {
-    pub key: ed25519_dalek::SigningKey,
+    pub key: eventstore::checkpoint::SigningKey,
     pub interval: Duration,
 }
 
@@ -49,7 +49,8 @@ impl Application {
             .clone()
             .unwrap_or_else(|| format!("http://{address}"));
         let page = api::PublicPage::new(&settings.page_name, &public_url);
-        let state = api::AppState::new(store.clone(), prepared.clone(), settings.limits, page);
+        let mut state = api::AppState::new(store.clone(), prepared.clone(), settings.limits, page);
+        state.checkpoint_key = settings.checkpoints.as_ref().map(|c| c.key.verifying_key());
         let limits = state.limits.clone();
         api::prometheus_handle();
         let mut server = HttpServer::new(move || {
@@ -216,17 +217,32 @@ async fn prepare_database(
     })
 }
 
-/// Signs the chain head at once and then every interval, when it has moved. Each signing
-/// recomputes the chain from the previous checkpoint; a chain that does not verify is never
-/// signed, and is reported at error level every time.
+/// How often the signer recomputes the whole chain rather than only what follows its last
+/// checkpoint, so that a change to older history is reported too.
+const FULL_VERIFICATION_EVERY: Duration = Duration::from_secs(3600);
+
+/// Signs the chain head at once and then every interval. Each signing recomputes the chain
+/// after the last checkpoint this process verified (kept in memory), and the whole chain at
+/// start and every hour; a chain that does not verify is never signed, and is reported at
+/// error level every time.
 async fn sign_checkpoints(
     store: EventStore,
     settings: CheckpointSettings,
     mut shutdown: watch::Receiver<bool>,
 ) {
     use eventstore::checkpoint::SignOutcome;
+    let mut trusted: Option<(u64, eventstore::Hash)> = None;
+    let mut full_verification = std::time::Instant::now();
     loop {
-        match store.sign_checkpoint(&settings.key).await {
+        if full_verification.elapsed() >= FULL_VERIFICATION_EVERY {
+            trusted = None;
+            full_verification = std::time::Instant::now();
+        }
+        let outcome = store.sign_checkpoint(&settings.key, trusted).await;
+        if let Ok(SignOutcome::Signed(signed) | SignOutcome::Unchanged(signed)) = &outcome {
+            trusted = signed.link().ok().map(|link| (signed.position, link));
+        }
+        match outcome {
             Ok(SignOutcome::Signed(signed)) => {
                 tracing::info!(position = signed.position, hash = %signed.hash, "signed a checkpoint")
             }
@@ -235,6 +251,11 @@ async fn sign_checkpoints(
                 first_bad_position = report.first_bad_position,
                 problem = report.problem.as_deref().unwrap_or_default(),
                 "the hash chain does not verify: no checkpoint signed"
+            ),
+            Ok(SignOutcome::Contradicted(stored)) => tracing::error!(
+                position = stored.position,
+                "this key's stored checkpoint is not its signature of today's link there \
+                 (forged, or the history rewritten): no checkpoint signed"
             ),
             Err(e) => tracing::warn!(error = %e, "could not sign a checkpoint"),
         }

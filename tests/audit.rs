@@ -71,6 +71,7 @@ async fn settled_head(api: &Api, key: &str) -> u64 {
     panic!("events stayed unsealed");
 }
 
+/// The export over HTTP; checks that it reaches the head it announces.
 async fn http_export(api: &Api, key: &str, after: u64) -> String {
     let response = api
         .http
@@ -87,12 +88,31 @@ async fn http_export(api: &Api, key: &str, after: u64) -> String {
             .and_then(|v| v.to_str().ok()),
         Some("application/x-ndjson")
     );
-    response.text().await.expect("body")
+    let head: u64 = response
+        .headers()
+        .get("crier-export-head")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Crier-Export-Head");
+    let body = response.text().await.expect("body");
+    let last = body
+        .lines()
+        .last()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap()["position"].clone());
+    assert_eq!(
+        last.and_then(|p| p.as_u64()).unwrap_or(after),
+        head.max(after)
+    );
+    body
 }
+
+const PUBLIC_URL: &str = "https://status.contoso.example";
 
 async fn cli_export(db: &TestDatabase, after: u64) -> String {
     let mut command = crier(&db.url);
-    command.args(["export", "--after", &after.to_string()]);
+    command
+        .env("CRIER_PUBLIC_URL", PUBLIC_URL)
+        .args(["export", "--after", &after.to_string()]);
     let out = output(command).await;
     assert!(out.status.success(), "{out:?}");
     String::from_utf8(out.stdout).expect("utf-8")
@@ -155,7 +175,10 @@ fn cloud_event_as_audit_event(line: &str) -> Value {
         );
     }
     let stream = event["subject"].as_str().unwrap();
-    assert_eq!(event["source"], format!("/v1/audit/streams/{stream}"));
+    assert_eq!(
+        event["source"],
+        format!("{PUBLIC_URL}/v1/audit/streams/{stream}")
+    );
     json!({
         "position": event["position"],
         "stream_id": stream,
@@ -247,7 +270,7 @@ async fn the_audit_log_pages_in_order_without_gaps_or_repeats_under_concurrent_w
     for pair in followed.windows(2) {
         assert_eq!(pair[1]["prev_hash"], pair[0]["hash"]);
     }
-    let whole = audit_log(&api, &auditor, 1000).await;
+    let whole = audit_log(&api, &auditor, 500).await;
     assert_eq!(followed, whole);
     // Bootstrap key, two keys, a service, and 4 writers × 8 incidents × 3 events.
     assert_eq!(whole.len(), 1 + 2 + 1 + 4 * 8 * 3);
@@ -316,11 +339,30 @@ async fn only_unbound_auditors_and_admins_read_the_history_and_bad_parameters_ar
     for key in [&auditor, ADMIN_SECRET] {
         api.get("/v1/audit/events", Some(key)).await.expect(200);
     }
-    for query in ["limit=0", "limit=1001", "after=-1", "after=x", "limit=ten"] {
+    for query in [
+        "limit=0",
+        "limit=501",
+        "after=-1",
+        "after=x",
+        "limit=ten",
+        "after=9223372036854775808",
+    ] {
         api.get(&format!("/v1/audit/events?{query}"), Some(&auditor))
             .await
             .problem(400);
+        api.get(
+            &format!("/v1/audit/streams/s/events?{query}"),
+            Some(&auditor),
+        )
+        .await
+        .problem(400);
     }
+    api.get("/v1/audit/export?after=9223372036854775808", Some(&auditor))
+        .await
+        .problem(400);
+    api.get("/v1/audit/streams/a%00b/events", Some(&auditor))
+        .await
+        .problem(400);
     api.get("/v1/audit/streams/nothing-here/events", Some(&auditor))
         .await
         .expect(200);
@@ -340,7 +382,14 @@ async fn only_unbound_auditors_and_admins_read_the_history_and_bad_parameters_ar
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_export_is_cloudevents_equal_to_the_audit_listing_and_verifies_independently() {
     let db = TestDatabase::create().await;
-    let api = Api::start(&db).await;
+    let api = Api::start_with(
+        &db,
+        &[
+            ("CRIER_WRITE_RATE_LIMIT", "0"),
+            ("CRIER_PUBLIC_URL", PUBLIC_URL),
+        ],
+    )
+    .await;
     let auditor = api.key("auditor", None).await;
     let publisher = api.key("publisher", None).await;
     let service = api.service("Exchange Online").await;
@@ -362,7 +411,7 @@ async fn the_export_is_cloudevents_equal_to_the_audit_listing_and_verifies_indep
         .expect(201);
     }
     let head = settled_head(&api, &auditor).await;
-    let listing = audit_log(&api, &auditor, 1000).await;
+    let listing = audit_log(&api, &auditor, 500).await;
     // The bootstrap key, two keys, the service, five incidents of two events.
     assert_eq!(head, 14);
     assert_eq!(listing.len() as u64, head);
@@ -742,5 +791,128 @@ async fn a_signed_checkpoint_proves_the_history_extends_it_and_catches_a_rewritt
         .as_str()
         .unwrap()
         .contains("events were removed"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Appends events straight to the store and seals them.
+async fn append_all(store: &eventstore::EventStore, stream: &str, data: Vec<Value>) {
+    use eventstore::{ExpectedVersion, Metadata, NewEvent};
+    let events: Vec<NewEvent> = data
+        .into_iter()
+        .map(|d| NewEvent::new("test.event", d, Metadata::by("auditor-test")))
+        .collect();
+    store
+        .append(stream, ExpectedVersion::Any, &events)
+        .await
+        .expect("append");
+    store.seal_all(Duration::from_secs(10)).await.expect("seal");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_independent_verifier_agrees_on_awkward_json() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    append_all(
+        &store,
+        "awkward-1",
+        vec![
+            json!({"float": 1.5, "tiny": 1e-7, "small": 0.000001, "big": 1e16, "huge": 1.7976931348623157e308,
+                   "negative": -2.25, "zero": -0.0, "whole": 100.0, "max_int": 9007199254740991i64}),
+            json!({"\u{1F600}": "astral key", "\u{FFFF}": "last BMP key", "é": "accented", "a": {"z": 1, "b": [true, null]}}),
+            json!({"text": "quote \" backslash \\ newline \n tab \t bell \u{7} unicode \u{2028} ☃ 😀"}),
+            json!([1, "two", {"three": 3.0}]),
+        ],
+    )
+    .await;
+    let report = store.verify().await.unwrap();
+    assert!(report.ok, "{report:?}");
+    let head = report.head.unwrap();
+    let (code, said) = independent_verification(&cli_export(&db, 0).await, None).await;
+    assert_eq!(code, 0, "{said}");
+    assert_eq!(
+        said.trim(),
+        format!(
+            "ok: {} events; head {} {}",
+            head.position, head.position, head.hash
+        )
+    );
+    // An export that starts later builds on the link its first line names.
+    let (code, said) = independent_verification(&cli_export(&db, 2).await, None).await;
+    assert_eq!(code, 0, "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_signer_trusts_no_stored_checkpoint_and_never_signs_a_changed_past() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    let dir = std::env::temp_dir().join(format!("crier-signer-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("key.pem");
+    let (key, pem) = eventstore::checkpoint::generate_signing_key().unwrap();
+    std::fs::write(&key_file, pem).unwrap();
+    let sign = || {
+        let mut command = crier(&db.url);
+        command.args(["checkpoint", "sign", "--key"]).arg(&key_file);
+        output(command)
+    };
+    append_all(&store, "s", (0..5).map(|n| json!({"n": n})).collect()).await;
+    let signed = sign().await;
+    assert!(signed.status.success(), "{signed:?}");
+    let first: Value = serde_json::from_slice(&signed.stdout).unwrap();
+    assert_eq!(first["position"], 5);
+
+    // Someone plants a checkpoint row for this key at the next head, with a signature that
+    // is not one: the signer does not take it for its own, and nothing serves it.
+    append_all(&store, "s", (5..8).map(|n| json!({"n": n})).collect()).await;
+    let head = store.log_head().await.unwrap().unwrap();
+    let forger = forger(&db).await;
+    forger
+        .execute(
+            "INSERT INTO chain_checkpoints (position, hash, signed_at, public_key, signature) \
+             VALUES ($1, $2, now(), $3, $4)",
+            &[
+                &(head.0 as i64),
+                &head.1 .0.as_slice(),
+                &key.verifying_key().to_bytes().as_slice(),
+                &[0u8; 64].as_slice(),
+            ],
+        )
+        .await
+        .unwrap();
+    let refused = sign().await;
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("a forged row"),
+        "{refused:?}"
+    );
+    let served = store
+        .latest_checkpoint(Some(&key.verifying_key()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(served.position, 5, "the forged row is never served");
+    assert_eq!(
+        store
+            .latest_checkpoint(None)
+            .await
+            .unwrap()
+            .unwrap()
+            .position,
+        5
+    );
+
+    // An event before the signed position changed without re-linking: a signing (which
+    // recomputes everything, trusting no stored checkpoint) refuses.
+    append_all(&store, "s", vec![json!({"n": 8})]).await;
+    forger
+        .batch_execute(
+            "UPDATE events SET data = '{\"n\": 99}' \
+              WHERE seq = (SELECT seq FROM event_log WHERE position = 2)",
+        )
+        .await
+        .unwrap();
+    let refused = sign().await;
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(String::from_utf8_lossy(&refused.stdout).contains("TAMPERED: first bad position 2"));
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -26,9 +26,11 @@ def jcs_number(value):
     if isinstance(value, bool):
         raise ValueError("not a number")
     if isinstance(value, int):
-        if abs(value) > 2**53 - 1:
-            raise ValueError(f"integer {value} beyond what a double holds exactly")
-        return str(value)
+        if abs(value) <= 2**53 - 1:
+            return str(value)
+        # RFC 8785 numbers are doubles: a larger integer is written as its double is
+        # (PostgreSQL prints 1e16 as 10000000000000000).
+        value = float(value)
     if value != value or value in (float("inf"), float("-inf")):
         raise ValueError("NaN and infinities have no JSON form")
     if value == 0:
@@ -119,8 +121,13 @@ def main(argv):
         if event.get("specversion") != "1.0":
             print(f"BAD line {number}: not a CloudEvents 1.0 event")
             return 1
-        if prev is None:  # the first line: trust the link it builds on
+        if prev is None:
+            # The first line: at position 1 the chain starts from 32 zero bytes; an export
+            # that starts later builds on the link it names (check that one elsewhere).
             prev, position = bytes.fromhex(event["prevhash"]), event["position"] - 1
+            if position == 0 and prev != bytes(32):
+                print("BAD at position 1: prevhash is not 32 zero bytes")
+                return 1
         at = event["position"]
         if at != position + 1:
             print(f"BAD at position {position + 1}: missing (next is {at})")

@@ -47,7 +47,16 @@ pub struct AppState {
     pub page: Arc<PublicPage>,
     pub statuspage: Arc<published::Published<statuspage::StatusDocuments>>,
     pub feeds: Arc<published::Published<feeds::FeedDocuments>>,
+    /// The key this process signs checkpoints with: the public checkpoint endpoint serves
+    /// only its signatures. `None`: any key's valid signature.
+    pub checkpoint_key: Option<eventstore::checkpoint::VerifyingKey>,
+    /// Reads of the whole history (verify, export) running at once in this process: each
+    /// holds a database connection for seconds or longer.
+    pub whole_history_reads: Arc<tokio::sync::Semaphore>,
 }
+
+/// Whole-history reads (verify, export) one process runs at once.
+pub const WHOLE_HISTORY_READS: usize = 2;
 
 impl AppState {
     pub fn new(
@@ -64,6 +73,8 @@ impl AppState {
             page: Arc::new(page),
             statuspage: Arc::default(),
             feeds: Arc::default(),
+            checkpoint_key: None,
+            whole_history_reads: Arc::new(tokio::sync::Semaphore::new(WHOLE_HISTORY_READS)),
         }
     }
 }

@@ -17,8 +17,8 @@
 //! ```
 //!
 //! (each line ends with a line feed). The signer recomputes the chain before it signs: from
-//! position 1 the first time, then from its own previous checkpoint. A tampered history is
-//! never signed.
+//! position 1, or from a checkpoint the same process verified earlier (held in memory,
+//! never read back from the database). A chain that does not verify is never signed.
 
 use std::path::Path;
 
@@ -26,7 +26,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use chrono::{DateTime, SubsecRound, Utc};
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey};
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signature, Signer};
+pub use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 use crate::chain::canonical_time;
@@ -173,12 +174,16 @@ pub fn generate_signing_key() -> Result<(SigningKey, String), StoreError> {
 pub enum SignOutcome {
     /// The chain was recomputed up to its head and the head signed.
     Signed(SignedCheckpoint),
-    /// The head has not moved since this key's latest checkpoint.
+    /// The chain was recomputed up to its head, which this key had signed already.
     Unchanged(SignedCheckpoint),
     /// Nothing is sealed yet.
     EmptyHistory,
     /// The chain does not verify: nothing was signed.
     Refused(VerifyReport),
+    /// The chain verifies, but this key's stored checkpoint at its head is not this key's
+    /// signature of its link there: the row was forged, or the history rewritten and
+    /// re-linked after it was signed. Nothing was signed.
+    Contradicted(SignedCheckpoint),
 }
 
 /// What [`EventStore::check_checkpoint`] found.
@@ -209,45 +214,52 @@ fn checkpoint_from_row(row: &tokio_postgres::Row) -> Result<SignedCheckpoint, St
 }
 
 impl EventStore {
-    /// The most recent signed checkpoint (highest position), by any key.
-    pub async fn latest_checkpoint(&self) -> Result<Option<SignedCheckpoint>, StoreError> {
+    /// The most recent checkpoint (highest position) whose signature holds, by `key` when
+    /// one is given, by any key otherwise. Rows that do not verify are skipped: the table is
+    /// only as trustworthy as the database, the signatures are what count.
+    pub async fn latest_checkpoint(
+        &self,
+        key: Option<&VerifyingKey>,
+    ) -> Result<Option<SignedCheckpoint>, StoreError> {
         let client = self.pool().get().await?;
-        let row = client
-            .query_opt(
+        let key_bytes = key.map(|k| k.to_bytes().to_vec());
+        let rows = client
+            .query(
                 &format!(
                     "SELECT {CHECKPOINT_COLUMNS} FROM chain_checkpoints \
-                      ORDER BY position DESC, signed_at DESC LIMIT 1"
+                      WHERE $1::bytea IS NULL OR public_key = $1 \
+                      ORDER BY position DESC, signed_at DESC LIMIT 20"
                 ),
-                &[],
+                &[&key_bytes],
             )
             .await?;
-        row.as_ref().map(checkpoint_from_row).transpose()
+        for row in &rows {
+            let checkpoint = checkpoint_from_row(row)?;
+            match checkpoint.check_signature(key) {
+                Ok(()) => return Ok(Some(checkpoint)),
+                Err(e) => tracing::error!(
+                    position = checkpoint.position,
+                    error = %e,
+                    "a stored checkpoint does not verify: skipped"
+                ),
+            }
+        }
+        Ok(None)
     }
 
-    /// Recomputes the chain (from `key`'s previous checkpoint, or from position 1) and, if
-    /// it holds, signs and stores its head.
-    pub async fn sign_checkpoint(&self, key: &SigningKey) -> Result<SignOutcome, StoreError> {
+    /// Recomputes the chain and, if it holds, signs and stores its head.
+    ///
+    /// `trusted` is a checkpoint this process verified itself earlier (kept in memory, not
+    /// read back from the database, which is what a checkpoint guards against): the links
+    /// after it are recomputed. Without it, the whole chain is.
+    pub async fn sign_checkpoint(
+        &self,
+        key: &SigningKey,
+        trusted: Option<(u64, Hash)>,
+    ) -> Result<SignOutcome, StoreError> {
         let public_key = key.verifying_key().to_bytes();
-        let previous = {
-            let client = self.pool().get().await?;
-            let row = client
-                .query_opt(
-                    &format!(
-                        "SELECT {CHECKPOINT_COLUMNS} FROM chain_checkpoints \
-                          WHERE public_key = $1 ORDER BY position DESC LIMIT 1"
-                    ),
-                    &[&public_key.as_slice()],
-                )
-                .await?;
-            row.as_ref().map(checkpoint_from_row).transpose()?
-        };
-        let report = match &previous {
-            Some(previous) => {
-                let link = previous
-                    .link()
-                    .map_err(|e| StoreError::Corrupt(format!("stored checkpoint: {e}")))?;
-                self.verify_after(previous.position, link).await?
-            }
+        let report = match trusted {
+            Some((position, hash)) => self.verify_after(position, hash).await?,
             None => self.verify().await?,
         };
         if !report.ok {
@@ -256,9 +268,6 @@ impl EventStore {
         let Some(head) = &report.head else {
             return Ok(SignOutcome::EmptyHistory);
         };
-        if let Some(previous) = previous.filter(|p| p.position == head.position) {
-            return Ok(SignOutcome::Unchanged(previous));
-        }
         let link = hex::decode(&head.hash)
             .ok()
             .and_then(|bytes| Hash::from_slice(&bytes))
@@ -271,14 +280,13 @@ impl EventStore {
             .decode(&checkpoint.signature)
             .map_err(|e| StoreError::Corrupt(format!("signature: {e}")))?;
         let client = self.pool().get().await?;
-        // Another process with the same key may have signed this head a moment ago; either
-        // signature is as good.
-        client
+        let position = i64::try_from(head.position).unwrap_or(i64::MAX);
+        let inserted = client
             .execute(
                 "INSERT INTO chain_checkpoints (position, hash, signed_at, public_key, signature) \
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
                 &[
-                    &i64::try_from(head.position).unwrap_or(i64::MAX),
+                    &position,
                     &link.0.as_slice(),
                     &signed_at,
                     &public_key.as_slice(),
@@ -286,7 +294,29 @@ impl EventStore {
                 ],
             )
             .await?;
-        Ok(SignOutcome::Signed(checkpoint))
+        if inserted == 1 {
+            return Ok(SignOutcome::Signed(checkpoint));
+        }
+        // This key has a checkpoint at this position already: another process signed the
+        // same head a moment ago, or someone planted a row. Only a valid signature of this
+        // very link by this key is accepted.
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT {CHECKPOINT_COLUMNS} FROM chain_checkpoints \
+                      WHERE public_key = $1 AND position = $2"
+                ),
+                &[&public_key.as_slice(), &position],
+            )
+            .await?;
+        let stored = checkpoint_from_row(&row)?;
+        if stored.hash == checkpoint.hash
+            && stored.check_signature(Some(&key.verifying_key())).is_ok()
+        {
+            Ok(SignOutcome::Unchanged(stored))
+        } else {
+            Ok(SignOutcome::Contradicted(stored))
+        }
     }
 
     /// Does today's history extend the one `checkpoint` vouches for? Checks the signature
@@ -305,7 +335,7 @@ impl EventStore {
         if let Err(e) = checkpoint.check_signature(trusted) {
             return Ok(refuse(e.to_string(), None));
         }
-        let report = self.verify().await?;
+        let (report, link_at_position) = self.verify_with_link_at(checkpoint.position).await?;
         if !report.ok {
             let problem = format!(
                 "today's chain does not verify (first bad position {})",
@@ -320,15 +350,8 @@ impl EventStore {
             );
             return Ok(refuse(problem, Some(report)));
         }
-        let client = self.pool().get().await?;
-        let row = client
-            .query_one(
-                "SELECT hash FROM event_log WHERE position = $1",
-                &[&i64::try_from(checkpoint.position).unwrap_or(i64::MAX)],
-            )
-            .await?;
-        let stored: &[u8] = row.try_get("hash")?;
-        if hex::encode(stored) != checkpoint.hash {
+        // The link recomputed from position 1, not the stored one.
+        if link_at_position.map(|h| h.to_hex()).as_deref() != Some(checkpoint.hash.as_str()) {
             let problem = format!(
                 "the link at position {} is not the signed one: the history up to it was rewritten",
                 checkpoint.position

@@ -5,7 +5,7 @@
 //! export alone (see ARCHITECTURE.md, "The export: the chain's inputs as CloudEvents"):
 //!
 //! ```json
-//! {"specversion":"1.0","id":"<event id>","source":"/v1/audit/streams/<stream id>",
+//! {"specversion":"1.0","id":"<event id>","source":"<public URL>/v1/audit/streams/<stream id>",
 //!  "type":"incident.declared","subject":"<stream id>","time":"<recorded at>",
 //!  "datacontenttype":"application/json","position":1,"streamversion":1,"schemaversion":1,
 //!  "actor":"…","requestid":"…","correlationid":"…","causationid":"…",
@@ -18,7 +18,7 @@
 //! Memory stays constant however long the history: rows stream from the database (one
 //! query per batch, so no snapshot is held for the whole export) and leave as chunks of a
 //! few tens of kilobytes; a slow reader slows the query instead of filling memory. The export
-//! ends at the head that was sealed when it began.
+//! ends at the head the caller read when it began.
 
 use std::pin::Pin;
 
@@ -46,10 +46,11 @@ const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-/// `source` of an exported event: the audit URL of its stream.
-pub fn stream_source(stream_id: &str) -> String {
+/// `source` of an exported event: the audit URL of its stream under `base` (the public
+/// URL, without a trailing slash).
+pub fn stream_source(base: &str, stream_id: &str) -> String {
     format!(
-        "/v1/audit/streams/{}",
+        "{base}/v1/audit/streams/{}",
         utf8_percent_encode(stream_id, PATH_SEGMENT)
     )
 }
@@ -89,7 +90,11 @@ const EXPORT_SQL: &str = "SELECT l.position, l.prev_hash, l.hash, e.stream_id, e
   WHERE l.position > $1 ORDER BY l.position LIMIT $2";
 
 /// Appends one event's line (with its newline) to `out`; answers its position.
-fn write_line(row: &tokio_postgres::Row, out: &mut Vec<u8>) -> Result<i64, StoreError> {
+fn write_line(
+    row: &tokio_postgres::Row,
+    source_base: &str,
+    out: &mut Vec<u8>,
+) -> Result<i64, StoreError> {
     let stream_id: &str = row.try_get("stream_id")?;
     let data: RawJson = row.try_get("data")?;
     let data: &RawValue = serde_json::from_str(data.0)
@@ -98,7 +103,7 @@ fn write_line(row: &tokio_postgres::Row, out: &mut Vec<u8>) -> Result<i64, Store
     let line = ExportLine {
         specversion: "1.0",
         id: row.try_get("event_id")?,
-        source: stream_source(stream_id),
+        source: stream_source(source_base, stream_id),
         event_type: row.try_get("event_type")?,
         subject: stream_id,
         time: canonical_time(&row.try_get("recorded_at")?),
@@ -123,11 +128,12 @@ fn write_line(row: &tokio_postgres::Row, out: &mut Vec<u8>) -> Result<i64, Store
 /// The state of one export between chunks.
 struct Export {
     store: EventStore,
+    source_base: String,
     connection: Option<(deadpool_postgres::Object, Statement)>,
     rows: Option<Pin<Box<RowStream>>>,
     rows_this_batch: usize,
     after: i64,
-    /// The head when the export began; it ends there.
+    /// The last position exported.
     until: i64,
     finished: bool,
 }
@@ -140,13 +146,6 @@ impl Export {
                 Some(connection) => connection,
                 None => {
                     let client = self.store.pool().get().await?;
-                    let head = client
-                        .query_one(
-                            "SELECT coalesce(max(position), 0) AS head FROM event_log",
-                            &[],
-                        )
-                        .await?;
-                    self.until = head.try_get("head")?;
                     let statement = client.prepare(EXPORT_SQL).await?;
                     self.connection.insert((client, statement))
                 }
@@ -171,7 +170,15 @@ impl Export {
             };
             match rows.next().await {
                 Some(row) => {
-                    self.after = write_line(&row?, &mut out)?;
+                    let expected = self.after + 1;
+                    let position = write_line(&row?, &self.source_base, &mut out)?;
+                    // Positions are dense: a hole means a log row without its event.
+                    if position != expected {
+                        return Err(StoreError::Corrupt(format!(
+                            "position {expected} is missing from the log or its event"
+                        )));
+                    }
+                    self.after = position;
                     self.rows_this_batch += 1;
                 }
                 None => {
@@ -190,16 +197,24 @@ impl Export {
 }
 
 impl EventStore {
-    /// The sealed history after `after`, up to the head at the start, as NDJSON chunks of
-    /// CloudEvents (see the module documentation). Nothing is read until it is polled.
-    pub fn export(&self, after: u64) -> impl Stream<Item = Result<Bytes, StoreError>> + Send {
+    /// The sealed history after `after` up to `until` (the head when the export begins:
+    /// see [`EventStore::log_head`]), as NDJSON chunks of CloudEvents whose `source` is
+    /// under `source_base` (see the module documentation). Nothing is read until it is
+    /// polled. A missing position ends the stream with an error.
+    pub fn export(
+        &self,
+        after: u64,
+        until: u64,
+        source_base: &str,
+    ) -> impl Stream<Item = Result<Bytes, StoreError>> + Send {
         let export = Export {
             store: self.clone(),
+            source_base: source_base.trim_end_matches('/').to_owned(),
             connection: None,
             rows: None,
             rows_this_batch: 0,
             after: i64::try_from(after).unwrap_or(i64::MAX),
-            until: 0,
+            until: i64::try_from(until).unwrap_or(i64::MAX),
             finished: false,
         };
         futures_util::stream::try_unfold(export, |mut export| async move {

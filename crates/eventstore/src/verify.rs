@@ -48,6 +48,9 @@ struct Progress {
     checked: u64,
     prev_hash: Hash,
     last_pair: Option<(Xid8, i64)>,
+    /// A position whose recomputed link is wanted, and that link once reached.
+    probe: Option<u64>,
+    probed: Option<Hash>,
 }
 
 impl Progress {
@@ -181,10 +184,14 @@ fn check_batch(mut progress: Progress, rows: &[ChainRow]) -> Result<Progress, Ve
         if row.hash.as_slice() != recomputed.0.as_slice() {
             return Err(progress.bad(position, "the stored event does not give the stored hash"));
         }
+        if progress.probe == Some(position) {
+            progress.probed = Some(recomputed);
+        }
         progress = Progress {
             checked: position,
             prev_hash: recomputed,
             last_pair: Some(row.pair),
+            ..progress
         };
     }
     Ok(progress)
@@ -229,8 +236,19 @@ fn recompute_content_hash(event: &StoredEvent) -> Result<Hash, String> {
     let data: Value = serde_json::from_str(&event.data).map_err(|e| format!("data: {e}"))?;
     let metadata: Value =
         serde_json::from_str(&event.metadata).map_err(|e| format!("metadata: {e}"))?;
-    // The hash covers the metadata as stored, but it must still be metadata.
+    // The hash covers the metadata as stored, but it must be exactly what the store writes
+    // (the export carries these four fields and nothing else).
     Metadata::deserialize(&metadata).map_err(|e| format!("metadata: {e}"))?;
+    let keys: Option<Vec<&str>> = metadata
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect());
+    let mut keys = keys.ok_or("metadata is not an object")?;
+    keys.sort_unstable();
+    if keys != ["actor", "causation_id", "correlation_id", "request_id"] {
+        return Err(format!(
+            "metadata must hold exactly actor, request_id, correlation_id and causation_id, not {keys:?}"
+        ));
+    }
     Ok(chain::content_hash(
         &event.event_id,
         &event.event_type,
@@ -254,11 +272,31 @@ impl EventStore {
         position: u64,
         hash: Hash,
     ) -> Result<VerifyReport, StoreError> {
+        Ok(self.verify_from(position, hash, None).await?.0)
+    }
+
+    /// Recomputes the whole chain and also answers the link it recomputed at `position`
+    /// (none if the chain does not reach it or breaks before).
+    pub async fn verify_with_link_at(
+        &self,
+        position: u64,
+    ) -> Result<(VerifyReport, Option<Hash>), StoreError> {
+        self.verify_from(0, Hash::GENESIS, Some(position)).await
+    }
+
+    async fn verify_from(
+        &self,
+        position: u64,
+        hash: Hash,
+        probe: Option<u64>,
+    ) -> Result<(VerifyReport, Option<Hash>), StoreError> {
         let client = self.pool().get().await?;
         let mut progress = Progress {
             checked: position,
             prev_hash: hash,
             last_pair: None,
+            probe,
+            probed: None,
         };
         if position > 0 {
             let row = client
@@ -270,19 +308,27 @@ impl EventStore {
             let start = Progress {
                 checked: position - 1,
                 prev_hash: Hash::GENESIS,
-                last_pair: None,
+                ..progress
             };
             let Some(row) = row else {
-                return Ok(VerifyReport {
-                    head: None,
-                    ..start.bad(position, format!("position {position} is missing"))
-                });
+                let report = start.bad(position, format!("position {position} is missing"));
+                return Ok((
+                    VerifyReport {
+                        head: None,
+                        ..report
+                    },
+                    None,
+                ));
             };
             if row.try_get::<_, &[u8]>("hash")? != hash.0.as_slice() {
-                return Ok(VerifyReport {
-                    head: None,
-                    ..start.bad(position, "the stored link is not the trusted one")
-                });
+                let report = start.bad(position, "the stored link is not the trusted one");
+                return Ok((
+                    VerifyReport {
+                        head: None,
+                        ..report
+                    },
+                    None,
+                ));
             }
             progress.last_pair = Some((row.try_get("transaction_id")?, row.try_get("seq")?));
         }
@@ -321,7 +367,7 @@ impl EventStore {
             let (checked, next) = tokio::join!(checking, reading);
             progress = match checked {
                 Ok(Ok(progress)) => progress,
-                Ok(Err(report)) => return Ok(report),
+                Ok(Err(report)) => return Ok((report, None)),
                 Err(e) => return Err(StoreError::Corrupt(format!("verification failed: {e}"))),
             };
             batch = next?;
@@ -339,7 +385,7 @@ impl EventStore {
                 Some(row) => Hash::from_slice(row.try_get("hash")?).and_then(|h| head_of(good, &h)),
                 None => None,
             };
-            return Ok(VerifyReport {
+            let report = VerifyReport {
                 ok: false,
                 checked: good,
                 head,
@@ -348,17 +394,19 @@ impl EventStore {
                     "event seq {seq} was committed before this position but never linked"
                 )),
                 unsealed: 0,
-            });
+            };
+            return Ok((report, None));
         }
         let unsealed = self.count_unverified(&client, progress.last_pair).await?;
-        Ok(VerifyReport {
+        let report = VerifyReport {
             ok: true,
             checked: progress.checked,
             head: progress.head(),
             first_bad_position: None,
             problem: None,
             unsealed,
-        })
+        };
+        Ok((report, progress.probed))
     }
 
     /// Committed events beyond the last verified one: not sealed yet, or sealed after this

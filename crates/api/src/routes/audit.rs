@@ -9,19 +9,17 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::auth::{Caller, Permission};
+use crate::http;
 use crate::problem::ApiError;
 use crate::views::{AuditEvent, AuditEventPage, CheckpointBody, VerificationBody};
 use crate::AppState;
-
-const DEFAULT_AUDIT_PAGE: usize = 100;
-const MAX_AUDIT_PAGE: usize = 1000;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct LogQuery {
     /// Start after this global position (default 0: from the first event).
     pub after: Option<u64>,
-    /// Page size, 1 to 1000 (default 100).
+    /// Page size, 1 to 500 (default 50).
     pub limit: Option<i64>,
 }
 
@@ -30,7 +28,7 @@ pub struct LogQuery {
 pub struct StreamQuery {
     /// Start after this stream version (default 0: from the first event).
     pub after: Option<u64>,
-    /// Page size, 1 to 1000 (default 100).
+    /// Page size, 1 to 500 (default 50).
     pub limit: Option<i64>,
 }
 
@@ -52,15 +50,38 @@ fn auditor(caller: &Caller) -> Result<(), ApiError> {
     }
 }
 
-fn audit_limit(limit: Option<i64>) -> Result<usize, ApiError> {
-    match limit {
-        None => Ok(DEFAULT_AUDIT_PAGE),
-        Some(n) if (1..=MAX_AUDIT_PAGE as i64).contains(&n) => Ok(n as usize),
-        Some(_) => Err(ApiError::invalid(
-            "limit",
-            format!("must be between 1 and {MAX_AUDIT_PAGE}"),
+/// A position or version from the query: stored as a PostgreSQL bigint.
+fn after_param(after: Option<u64>) -> Result<u64, ApiError> {
+    match after {
+        Some(n) if n > i64::MAX as u64 => Err(ApiError::invalid(
+            "after",
+            format!("must be at most {}", i64::MAX),
         )),
+        other => Ok(other.unwrap_or(0)),
     }
+}
+
+/// A stream id as the store accepts them: 1 to 200 characters, no control characters.
+fn stream_param(stream_id: &str) -> Result<&str, ApiError> {
+    let length = stream_id.chars().count();
+    if !(1..=200).contains(&length) || stream_id.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "stream_id",
+            "must be 1 to 200 characters without control characters",
+        ));
+    }
+    Ok(stream_id)
+}
+
+/// A turn to read the whole history, or 429 while this process runs enough of them.
+fn whole_history_turn(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    state
+        .whole_history_reads
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::RateLimited {
+            retry_after: std::time::Duration::from_secs(5),
+        })
 }
 
 /// The global log in order: every event of every tenant with its position and links.
@@ -79,8 +100,8 @@ pub async fn events(
     query: web::Query<LogQuery>,
 ) -> Result<HttpResponse, ApiError> {
     auditor(&caller)?;
-    let limit = audit_limit(query.limit)?;
-    let after = query.after.unwrap_or(0);
+    let limit = http::page_limit(query.limit)?;
+    let after = after_param(query.after)?;
     let events = state.store.read_log(after, limit).await?;
     let next_after = events.last().map_or(after, |e| e.position);
     Ok(HttpResponse::Ok().json(AuditEventPage {
@@ -107,11 +128,12 @@ pub async fn stream_events(
     query: web::Query<StreamQuery>,
 ) -> Result<HttpResponse, ApiError> {
     auditor(&caller)?;
-    let limit = audit_limit(query.limit)?;
-    let after = query.after.unwrap_or(0);
+    let limit = http::page_limit(query.limit)?;
+    let after = after_param(query.after)?;
+    let stream_id = stream_param(&stream_id)?;
     let events = state
         .store
-        .read_stream_sealed(&stream_id, after, limit)
+        .read_stream_sealed(stream_id, after, limit)
         .await?;
     let next_after = events.last().map_or(after, |e| e.event.stream_version);
     Ok(HttpResponse::Ok().json(AuditEventPage {
@@ -132,18 +154,21 @@ pub async fn stream_events(
 )]
 pub async fn verify(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
     auditor(&caller)?;
+    let _turn = whole_history_turn(&state)?;
     let report = state.store.verify().await?;
     Ok(HttpResponse::Ok().json(VerificationBody::from(report)))
 }
 
 /// The history as NDJSON, one CloudEvents 1.0 JSON object per line in global order, up to
-/// the head when the export began. Streamed: an error after the first line ends the body
-/// early (the last line then lacks its newline or the chunked body its end).
+/// the head when the export began (its position is in `Crier-Export-Head`). Streamed: an
+/// error after the answer started aborts it (the chunked body has no end), and a reader
+/// can always check that the last line is at that head.
 #[utoipa::path(
     operation_id = "export_history", get, path = "/v1/audit/export", tag = "audit",
     params(ExportQuery),
     responses(
         (status = 200, content_type = "application/x-ndjson", body = String,
+            headers(("Crier-Export-Head" = u64, description = "The last position the export holds")),
             description = "One CloudEvent per line: `id` the event id, `type` its type, `subject` its stream, `time` when stored, extensions `position`, `streamversion`, `schemaversion`, `actor`, `requestid`, `correlationid`, `causationid`, `prevhash`, `hash`; `data` the payload"),
         crate::problem::documented::AdminListProblems,
     ),
@@ -155,15 +180,27 @@ pub async fn export(
     query: web::Query<ExportQuery>,
 ) -> Result<HttpResponse, ApiError> {
     auditor(&caller)?;
-    // Fail with a 503 before the answer starts if the database is down.
-    state.store.log_head().await?;
+    let after = after_param(query.after)?;
+    let turn = whole_history_turn(&state)?;
+    // Read before the answer starts: a database that is down is a 503, not a cut body.
+    let head = state
+        .store
+        .log_head()
+        .await?
+        .map_or(0, |(position, _)| position);
     let chunks = state
         .store
-        .export(query.after.unwrap_or(0))
-        .inspect_err(|e| tracing::warn!(error = %e, "export ended early"));
+        .export(after, head.max(after), &state.page.url)
+        .inspect_err(|e| tracing::warn!(error = %e, "export ended early"))
+        // The turn is given back when the answer ends (or its reader goes away).
+        .map_ok(move |chunk| {
+            let _ = &turn;
+            chunk
+        });
     Ok(HttpResponse::Ok()
         .content_type("application/x-ndjson")
         .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header(("Crier-Export-Head", head.to_string()))
         .streaming(chunks))
 }
 
@@ -182,9 +219,13 @@ pub async fn checkpoint(
     caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
     state.limits.allow_read(caller.client_ip)?;
-    let signed = state.store.latest_checkpoint().await?.ok_or_else(|| {
-        ApiError::NotFound("no checkpoint has been signed (serve with --checkpoint-key)".into())
-    })?;
+    let signed = state
+        .store
+        .latest_checkpoint(state.checkpoint_key.as_ref())
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound("no checkpoint has been signed (serve with --checkpoint-key)".into())
+        })?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "public, max-age=10"))
         .json(CheckpointBody::from(signed)))
