@@ -508,6 +508,12 @@ async fn public_documents_are_cacheable_and_change_when_the_history_does() {
             .await;
         assert_eq!(other.status, 200);
     }
+    let head = api
+        .send(Method::HEAD, "/api/v2/summary.json", None, &[], None)
+        .await;
+    assert_eq!(head.status, 200);
+    assert!(head.header("etag").is_some());
+    assert_eq!(head.body, Value::Null, "HEAD has no body");
     let before = api.get("/api/v2/status.json", None).await;
     let etag = before.header("etag").unwrap().to_owned();
     api.declare(

@@ -86,12 +86,13 @@ fn method_not_allowed() -> actix_web::Route {
 /// A resource answering GET (and so HEAD) with `handler`, 405 otherwise.
 fn get_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
 where
-    F: actix_web::Handler<Args>,
+    F: actix_web::Handler<Args> + Clone,
     Args: actix_web::FromRequest + 'static,
     F::Output: actix_web::Responder + 'static,
 {
     web::resource(path)
-        .route(web::get().to(handler))
+        .route(web::get().to(handler.clone()))
+        .route(web::head().to(handler))
         .default_service(method_not_allowed())
 }
 

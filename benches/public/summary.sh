@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Load benchmark of the Statuspage API (issue: subscriptions), with its baseline measured in
+# the same run: GET /api/v2/summary.json from a release `crier serve` against nginx serving
+# the same bytes from a file, with wrk. Also the conditional GET a polling widget makes
+# (If-None-Match with the current ETag: 304).
+#
+# The page: 30 services in 5 groups, 3 unresolved incidents with 4 updates each, 20
+# resolved ones, an active and an upcoming maintenance.
+#
+# Usage: benches/public/summary.sh [seconds per run, default 10] [connections, default 64]
+# Needs wrk and nginx (Debian: apt-get install wrk nginx-light).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+SECONDS_PER_RUN="${1:-10}"
+CONNECTIONS="${2:-64}"
+PGURL="${PGURL:-postgres://postgres@127.0.0.1:5432}"
+DB=crier_bench_public
+PORT=18092
+NGINX_PORT=18093
+ADMIN="bench-admin-secret-0123456789"
+WORK="$(mktemp -d)"
+BASE="http://127.0.0.1:$PORT"
+
+cleanup() {
+    [[ -n "${CRIER_PID:-}" ]] && kill "$CRIER_PID" 2>/dev/null || true
+    [[ -f "$WORK/nginx.pid" ]] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+    wait 2>/dev/null || true
+    psql "$PGURL/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+cargo build --release --quiet --bin crier
+psql "$PGURL/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
+
+DATABASE_URL="$PGURL/$DB" CRIER_BOOTSTRAP_ADMIN_KEY="$ADMIN" CRIER_WRITE_RATE_LIMIT=0 \
+    CRIER_PUBLIC_URL="https://status.contoso.example" RUST_LOG=warn \
+    target/release/crier serve --listen "127.0.0.1:$PORT" >"$WORK/crier.log" 2>&1 &
+CRIER_PID=$!
+for _ in $(seq 1 100); do
+    curl -sf "$BASE/readyz" >/dev/null && break
+    sleep 0.2
+done
+
+post() { # path key body
+    curl -sf -X POST "$BASE$1" -H "Authorization: Bearer $2" -H 'Content-Type: application/json' -d "$3"
+}
+json_field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+
+KEY=$(post /v1/api-keys "$ADMIN" '{"name":"bench publisher","role":"publisher"}' | json_field key)
+: >"$WORK/services"
+for group in "Microsoft 365" "Azure" "Dynamics" "Power Platform" "Developer"; do
+    for n in 1 2 3 4 5 6; do
+        post /v1/services "$ADMIN" "{\"name\":\"$group service $n\",\"group\":\"$group\",\"description\":\"What users of $group use, part $n.\"}" | json_field id >>"$WORK/services"
+    done
+done
+mapfile -t SERVICES <"$WORK/services"
+incident() { # index, final status
+    local id
+    id=$(post /v1/incidents "$KEY" "{\"title\":\"Users cannot reach service $1\",\"impact\":\"major\",\"message\":\"We are investigating reports of failures.\",\"affected_services\":[{\"service_id\":\"${SERVICES[$1]}\",\"status\":\"partial_outage\"},{\"service_id\":\"${SERVICES[$(($1 + 1))]}\",\"status\":\"degraded_performance\"}]}" | json_field id)
+    for status in identified monitoring "$2"; do
+        post "/v1/incidents/$id/updates" "$KEY" "{\"status\":\"$status\",\"message\":\"A configuration change is being rolled back region by region; we will update within the hour.\",\"client_action\":{\"kind\":\"restart_client\",\"message\":\"If a user is still experiencing impact, they need to restart their clients to recover.\"}}" >/dev/null
+    done
+}
+for i in $(seq 0 19); do incident "$i" resolved; done
+for i in 20 23 26; do incident "$i" monitoring; done
+START=$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)
+END=$(date -u -d '+3 hour' +%Y-%m-%dT%H:%M:%SZ)
+NOW=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+post /v1/maintenances "$KEY" "{\"title\":\"Database upgrade\",\"message\":\"Planned upgrade.\",\"affected_services\":[\"${SERVICES[3]}\"],\"starts_at\":\"$START\",\"ends_at\":\"$END\"}" >/dev/null
+ACTIVE=$(post /v1/maintenances "$KEY" "{\"title\":\"Network maintenance\",\"message\":\"Planned.\",\"affected_services\":[\"${SERVICES[7]}\"],\"starts_at\":\"$NOW\",\"ends_at\":\"$END\"}" | json_field id)
+post "/v1/maintenances/$ACTIVE/updates" "$KEY" '{"status":"in_progress","message":"Started."}' >/dev/null
+sleep 1.5
+
+curl -sf "$BASE/api/v2/summary.json" -o "$WORK/summary.json"
+ETAG=$(curl -sf -D - -o /dev/null "$BASE/api/v2/summary.json" | awk 'tolower($1) == "etag:" {print $2}' | tr -d '\r')
+mkdir -p "$WORK/www"
+cp "$WORK/summary.json" "$WORK/www/summary.json"
+cat >"$WORK/nginx.conf" <<CONF
+worker_processes 2;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx.err;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    default_type application/json;
+    client_body_temp_path $WORK;
+    proxy_temp_path $WORK;
+    fastcgi_temp_path $WORK;
+    uwsgi_temp_path $WORK;
+    scgi_temp_path $WORK;
+    server { listen 127.0.0.1:$NGINX_PORT; root $WORK/www; }
+}
+CONF
+nginx -c "$WORK/nginx.conf"
+
+wrk_run() { # label, wrk args...
+    local label="$1"
+    shift
+    wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency "$@" >"$WORK/$label.txt"
+    local rps p99 errors
+    rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/$label.txt")
+    p99=$(awk '$1 == "99%" {print $2}' "$WORK/$label.txt")
+    errors=$(awk '/Non-2xx/ {print $5}' "$WORK/$label.txt")
+    echo "$label $rps $p99 ${errors:-0}"
+}
+wrk_run crier "$BASE/api/v2/summary.json" >"$WORK/c.txt"
+wrk_run nginx "http://127.0.0.1:$NGINX_PORT/summary.json" >"$WORK/n.txt"
+wrk_run crier_304 -H "If-None-Match: $ETAG" "$BASE/api/v2/summary.json" >"$WORK/c304.txt"
+
+read -r _ C_RPS C_P99 _ <"$WORK/c.txt"
+read -r _ N_RPS N_P99 _ <"$WORK/n.txt"
+read -r _ E_RPS E_P99 _ <"$WORK/c304.txt"
+RSS=$(awk '/VmRSS/ {print $2}' "/proc/$CRIER_PID/status")
+
+echo
+echo "$(nproc) cores; ${SECONDS_PER_RUN} s per run; ${CONNECTIONS} connections; summary.json $(wc -c <"$WORK/summary.json") bytes"
+printf '%-48s %12s %10s\n' "measurement" "requests/s" "p99"
+printf '%-48s %12s %10s\n' "GET /api/v2/summary.json (crier)" "$C_RPS" "$C_P99"
+printf '%-48s %12s %10s\n' "nginx, same bytes from a file (baseline)" "$N_RPS" "$N_P99"
+printf '%-48s %12s %10s\n' "GET with If-None-Match: 304 (crier)" "$E_RPS" "$E_P99"
+python3 - "$C_RPS" "$N_RPS" <<'PY'
+import sys
+c, n = map(float, sys.argv[1:])
+print(f"ratio crier/nginx {c / n:.2f} (target >= 0.6: {'met' if c / n >= 0.6 else 'NOT met'})")
+PY
+echo "crier resident memory after the runs: $((RSS / 1024)) MiB"
