@@ -129,6 +129,13 @@ pub struct ServeArgs {
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "CRIER_WORKERS")]
     pub workers: Option<usize>,
+    /// Notices one `/v1/stream` subscriber may fall behind before it is closed (it then
+    /// resumes from the log with `Last-Event-ID`).
+    #[arg(long, env = "CRIER_STREAM_BUFFER", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub stream_buffer: u64,
+    /// Seconds between the comments that keep an idle `/v1/stream` open.
+    #[arg(long, env = "CRIER_STREAM_HEARTBEAT", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub stream_heartbeat: u64,
     /// The page's name in the Statuspage API and the feeds.
     #[arg(long, env = "CRIER_PAGE_NAME", default_value = "Service status")]
     pub page_name: String,

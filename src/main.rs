@@ -32,6 +32,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     reads_per_second: args.read_rate_limit,
                 },
                 page_name: args.page_name.clone(),
+                stream_buffer: usize::try_from(args.stream_buffer)?,
+                stream_heartbeat: std::time::Duration::from_secs(args.stream_heartbeat),
                 public_url: cli.public_url.clone(),
                 checkpoints: match &args.checkpoint_key {
                     Some(path) => Some(startup::CheckpointSettings {

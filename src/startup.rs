@@ -18,6 +18,8 @@ pub struct Settings {
     pub checkpoints: Option<CheckpointSettings>,
     pub page_name: String,
     pub public_url: Option<String>,
+    pub stream_buffer: usize,
+    pub stream_heartbeat: Duration,
 }
 
 /// Signing the chain head periodically.
@@ -34,6 +36,7 @@ pub struct Application {
     prepared: Arc<AtomicBool>,
     limits: Arc<api::Limits>,
     checkpoints: Option<CheckpointSettings>,
+    notices: Arc<api::stream::NoticeHub>,
 }
 
 impl Application {
@@ -50,8 +53,14 @@ impl Application {
             .unwrap_or_else(|| format!("http://{address}"));
         let page = api::PublicPage::new(&settings.page_name, &public_url);
         let mut state = api::AppState::new(store.clone(), prepared.clone(), settings.limits, page);
+        state.notices = Arc::new(api::stream::NoticeHub::new(
+            settings.stream_buffer,
+            settings.stream_heartbeat,
+            &public_url,
+        ));
         state.checkpoint_key = settings.checkpoints.as_ref().map(|c| c.key.verifying_key());
         let limits = state.limits.clone();
+        let notices = state.notices.clone();
         api::prometheus_handle();
         let mut server = HttpServer::new(move || {
             App::new()
@@ -72,6 +81,7 @@ impl Application {
             prepared,
             limits,
             checkpoints: settings.checkpoints,
+            notices,
         })
     }
 
@@ -83,11 +93,15 @@ impl Application {
     /// stops the background work and returns.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let (stop, shutdown) = watch::channel(false);
+        // actix stops accepting on SIGTERM/SIGINT and waits for open answers; event streams
+        // never end by themselves, so they are told to close at the same signal.
+        tokio::spawn(close_streams_on_signal(self.notices.clone()));
         let preparation = tokio::spawn(prepare_database(
             self.store.clone(),
             self.bootstrap_admin_key,
             self.prepared,
             self.checkpoints,
+            self.notices,
             shutdown.clone(),
         ));
         let housekeeping = tokio::spawn(housekeeping(self.store.clone(), self.limits, shutdown));
@@ -97,6 +111,7 @@ impl Application {
             Ok(Ok(Some(background))) => {
                 background.store.join().await;
                 let _ = background.builder.await;
+                let _ = background.notices.await;
                 if let Some(signer) = background.signer {
                     let _ = signer.await;
                 }
@@ -165,6 +180,23 @@ struct Background {
     builder: tokio::task::JoinHandle<()>,
     /// The checkpoint signer, when a key is configured.
     signer: Option<tokio::task::JoinHandle<()>>,
+    /// The follower of the log that feeds `/v1/stream`.
+    notices: tokio::task::JoinHandle<()>,
+}
+
+async fn close_streams_on_signal(notices: Arc<api::stream::NoticeHub>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    notices.close();
 }
 
 /// Creates and migrates the database, retrying while it is unreachable (the server answers
@@ -175,6 +207,7 @@ async fn prepare_database(
     bootstrap_admin_key: Option<String>,
     prepared: Arc<AtomicBool>,
     checkpoints: Option<CheckpointSettings>,
+    notices: Arc<api::stream::NoticeHub>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Option<Background> {
     let url = store.config().database_url.clone();
@@ -210,10 +243,12 @@ async fn prepare_database(
     ));
     let signer = checkpoints
         .map(|settings| tokio::spawn(sign_checkpoints(store.clone(), settings, shutdown.clone())));
+    let notices = tokio::spawn(notices.follow(store.clone(), shutdown.clone()));
     Some(Background {
         store: store.spawn_background(shutdown),
         builder,
         signer,
+        notices,
     })
 }
 

@@ -17,6 +17,7 @@ pub mod problem;
 mod published;
 mod routes;
 pub mod statuspage;
+pub mod stream;
 pub mod views;
 
 use std::sync::atomic::AtomicBool;
@@ -53,6 +54,8 @@ pub struct AppState {
     /// Reads of the whole history (verify, export) running at once in this process: each
     /// holds a database connection for seconds or longer.
     pub whole_history_reads: Arc<tokio::sync::Semaphore>,
+    /// The process's follower of the log for `/v1/stream`.
+    pub notices: Arc<stream::NoticeHub>,
 }
 
 /// Whole-history reads (verify, export) one process runs at once.
@@ -75,6 +78,7 @@ impl AppState {
             feeds: Arc::default(),
             checkpoint_key: None,
             whole_history_reads: Arc::new(tokio::sync::Semaphore::new(WHOLE_HISTORY_READS)),
+            notices: Arc::default(),
         }
     }
 }
@@ -229,6 +233,7 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                 "/api/v2/scheduled-maintenances/active.json",
                 public::active,
             ))
+            .service(get_only("/v1/stream", routes::stream::stream))
             .service(get_only("/v1/feed.atom", public::atom))
             .service(get_only("/v1/feed.rss", public::rss))
             .route(

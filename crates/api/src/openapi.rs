@@ -56,6 +56,7 @@ key and body get the first answer with `Idempotent-Replayed: true`; another body
         public::maintenances,
         public::upcoming,
         public::active,
+        crate::routes::stream::stream,
         public::atom,
         public::rss,
     ),
@@ -73,6 +74,7 @@ key and body get the first answer with `Idempotent-Replayed: true`; another body
         (name = "incidents", description = "Unplanned outages and their timelines"),
         (name = "maintenances", description = "Planned work"),
         (name = "statuspage", description = "Atlassian Statuspage's public Status API v2, for the widgets and integrations that read it: public notices only, cacheable (ETag, 304)"),
+        (name = "subscriptions", description = "Notices as they happen: Server-Sent Events"),
         (name = "feeds", description = "Atom and RSS feeds of public updates"),
         (name = "audit", description = "The hash-chained history for auditors, its verification and export, and signed checkpoints of it"),
     )

@@ -6,3 +6,4 @@ pub mod keys;
 pub mod maintenances;
 pub mod public;
 pub mod services;
+pub mod stream;

@@ -1,0 +1,475 @@
+//! `/v1/stream` end to end with a real SSE client: resuming with nothing missed or repeated,
+//! tenants, filters, several processes, heartbeats, and a slow subscriber that is closed
+//! without slowing anyone else.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use eventstore::testing::TestDatabase;
+use serde_json::{json, Value};
+
+mod support;
+
+use support::*;
+
+/// One message of an event stream.
+#[derive(Debug, Clone)]
+struct Message {
+    id: u64,
+    event: String,
+    data: Value,
+}
+
+/// A minimal Server-Sent Events client (the text/event-stream format of the HTML
+/// standard: lines, `field: value`, a blank line ends a message, `:` starts a comment).
+struct SseClient {
+    response: reqwest::Response,
+    buffer: String,
+    messages: VecDeque<Message>,
+    comments: Vec<String>,
+    ended: bool,
+}
+
+impl SseClient {
+    async fn open(
+        base: &str,
+        query: &str,
+        key: Option<&str>,
+        last_event_id: Option<u64>,
+    ) -> SseClient {
+        let mut request = reqwest::Client::new().get(format!("{base}/v1/stream{query}"));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id.to_string());
+        }
+        let response = request.send().await.expect("connect");
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
+            Some("text/event-stream")
+        );
+        SseClient {
+            response,
+            buffer: String::new(),
+            messages: VecDeque::new(),
+            comments: Vec::new(),
+            ended: false,
+        }
+    }
+
+    fn parse(&mut self) {
+        while let Some(end) = self.buffer.find("\n\n") {
+            let block: String = self.buffer.drain(..end + 2).collect();
+            let (mut id, mut event, mut data) = (None, None, None);
+            for line in block.lines() {
+                if let Some(comment) = line.strip_prefix(':') {
+                    self.comments.push(comment.trim().to_owned());
+                } else if let Some(value) = line.strip_prefix("id: ") {
+                    id = value.parse().ok();
+                } else if let Some(value) = line.strip_prefix("event: ") {
+                    event = Some(value.to_owned());
+                } else if let Some(value) = line.strip_prefix("data: ") {
+                    data = Some(serde_json::from_str(value).expect("data is JSON"));
+                }
+            }
+            if let (Some(id), Some(event), Some(data)) = (id, event, data) {
+                self.messages.push_back(Message { id, event, data });
+            }
+        }
+    }
+
+    /// The next message, waiting up to `wait`; `None` on timeout or end of stream.
+    async fn next(&mut self, wait: Duration) -> Option<Message> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(message) = self.messages.pop_front() {
+                return Some(message);
+            }
+            if self.ended {
+                return None;
+            }
+            match tokio::time::timeout_at(deadline, self.response.chunk()).await {
+                Err(_) => return None,
+                Ok(Ok(Some(chunk))) => {
+                    self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+                    self.parse();
+                }
+                Ok(_) => self.ended = true,
+            }
+        }
+    }
+
+    /// Every message until `count` have come (or the wait runs out).
+    async fn take(&mut self, count: usize) -> Vec<Message> {
+        let mut out = Vec::new();
+        while out.len() < count {
+            match self.next(Duration::from_secs(10)).await {
+                Some(message) => out.push(message),
+                None => break,
+            }
+        }
+        out
+    }
+
+    /// The next incident notice, passing over service notices (a service created just
+    /// before the client connected may be sealed, and so notified, just after).
+    async fn next_incident(&mut self, wait: Duration) -> Option<Message> {
+        loop {
+            let message = self.next(wait).await?;
+            if message.event.starts_with("incident.") {
+                return Some(message);
+            }
+        }
+    }
+
+    /// `count` incident notices (fewer if the wait runs out).
+    async fn incidents(&mut self, count: usize) -> Vec<Message> {
+        let mut out = Vec::new();
+        while out.len() < count {
+            match self.next_incident(Duration::from_secs(10)).await {
+                Some(message) => out.push(message),
+                None => break,
+            }
+        }
+        out
+    }
+}
+
+fn incident_body(service: &str, title: &str, audience: Option<Value>, regions: &[&str]) -> Value {
+    let mut body = json!({
+        "title": title, "impact": "major", "message": "Investigating.",
+        "affected_services": [{"service_id": service, "status": "major_outage"}],
+        "regions": regions,
+    });
+    if let Some(audience) = audience {
+        body["audience"] = audience;
+    }
+    body
+}
+
+async fn update(api: &Api, key: &str, id: &str, status: &str) {
+    api.post(
+        &format!("/v1/incidents/{id}/updates"),
+        key,
+        json!({"status": status, "message": format!("Now {status}."),
+               "client_action": {"kind": "restart_client", "message": RESTART}}),
+    )
+    .await
+    .expect(201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_disconnects_resumes_with_nothing_missed_or_repeated() {
+    let db = TestDatabase::create().await;
+    let api = Api::start_with(
+        &db,
+        &[
+            ("CRIER_WRITE_RATE_LIMIT", "0"),
+            ("CRIER_STREAM_HEARTBEAT", "1"),
+            ("CRIER_PUBLIC_URL", "https://status.contoso.example"),
+        ],
+    )
+    .await;
+    let publisher = api.key("publisher", None).await;
+    let teams = api.service("Teams").await;
+    let mut client = SseClient::open(&api.server.base, "", None, None).await;
+
+    let declared = api
+        .declare(
+            &publisher,
+            incident_body(&teams, "Sign-in failures", None, &[]),
+        )
+        .await;
+    let id = declared["id"].as_str().unwrap().to_owned();
+    let first = client
+        .next_incident(Duration::from_secs(10))
+        .await
+        .expect("a notice");
+    assert_eq!(first.event, "incident.declared");
+    let event = &first.data;
+    assert_eq!(event["specversion"], "1.0");
+    assert_eq!(event["type"], "incident.declared");
+    assert_eq!(event["datacontenttype"], "application/json");
+    assert_eq!(
+        event["source"],
+        format!("https://status.contoso.example/v1/incidents/{id}")
+    );
+    assert_eq!(event["subject"], id.as_str());
+    assert_eq!(event["position"], first.id);
+    assert_eq!(event["data"]["id"], id.as_str());
+    assert_eq!(event["data"]["status"], "investigating");
+    assert_eq!(event["data"]["services"][0]["status"], "major_outage");
+    update(&api, &publisher, &id, "identified").await;
+    let second = client
+        .next(Duration::from_secs(10))
+        .await
+        .expect("a notice");
+    assert_eq!(second.event, "incident.updated");
+    assert!(second.id > first.id);
+
+    // The client goes away; meanwhile the incident is resolved and reopened.
+    drop(client);
+    update(&api, &publisher, &id, "resolved").await;
+    api.post(
+        &format!("/v1/incidents/{id}/reopen"),
+        &publisher,
+        json!({"message": "It is back."}),
+    )
+    .await
+    .expect(200);
+
+    // Resuming with Last-Event-ID: exactly what it missed, in order, then live ones.
+    let mut client = SseClient::open(&api.server.base, "", None, Some(second.id)).await;
+    let missed = client.take(2).await;
+    let types: Vec<&str> = missed.iter().map(|m| m.event.as_str()).collect();
+    assert_eq!(types, vec!["incident.resolved", "incident.reopened"]);
+    let resolved = &missed[0].data["data"];
+    assert_eq!(
+        resolved["status"], "resolved",
+        "the resource as it stood then"
+    );
+    assert_eq!(resolved["client_action"]["kind"], "restart_client");
+    assert_eq!(resolved["client_action"]["message"], RESTART);
+    assert!(missed[0].id > second.id && missed[1].id > missed[0].id);
+    update(&api, &publisher, &id, "resolved").await;
+    let live = client.next(Duration::from_secs(10)).await.expect("live");
+    assert_eq!(live.event, "incident.resolved");
+    assert!(live.id > missed[1].id);
+    assert!(
+        client.next(Duration::from_millis(300)).await.is_none(),
+        "nothing twice"
+    );
+
+    // From the start (?after=0): every notice once, in order, and no key administration.
+    let mut everything = SseClient::open(&api.server.base, "?after=0", None, None).await;
+    let all = everything.take(6).await;
+    let types: Vec<&str> = all.iter().map(|m| m.event.as_str()).collect();
+    assert_eq!(
+        types,
+        vec![
+            "service.updated",
+            "incident.declared",
+            "incident.updated",
+            "incident.resolved",
+            "incident.reopened",
+            "incident.resolved"
+        ]
+    );
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+    assert!(everything.next(Duration::from_millis(300)).await.is_none());
+
+    // An idle stream hears a heartbeat comment (every second here).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _ = everything.next(Duration::from_millis(500)).await;
+    assert!(
+        everything.comments.iter().any(|c| c == "heartbeat"),
+        "{:?}",
+        everything.comments
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_notices_reach_their_tenant_only_and_filters_apply() {
+    let db = TestDatabase::create().await;
+    let api = Api::start(&db).await;
+    let publisher = api.key("publisher", None).await;
+    let contoso = api.key("reader", Some("contoso")).await;
+    let fabrikam = api.key("reader", Some("fabrikam")).await;
+    let teams = api.service("Teams").await;
+    let outlook = api.service("Outlook").await;
+    let base = api.server.base.clone();
+    let mut anonymous = SseClient::open(&base, "", None, None).await;
+    let mut contoso_client = SseClient::open(&base, "", Some(&contoso), None).await;
+    let mut fabrikam_client = SseClient::open(&base, "", Some(&fabrikam), None).await;
+    let mut outlook_only =
+        SseClient::open(&base, &format!("?service_id={outlook}"), None, None).await;
+    let mut asia_only = SseClient::open(&base, "?region=asia", None, None).await;
+
+    let private = json!({"visibility": "tenants", "tenants": ["contoso", "fabrikam-not"]});
+    let secret = api
+        .declare(
+            &publisher,
+            incident_body(&teams, "Contoso only", Some(private), &["europe"]),
+        )
+        .await;
+    let public = api
+        .declare(
+            &publisher,
+            incident_body(&outlook, "Mail delays", None, &["asia"]),
+        )
+        .await;
+    let european = api
+        .declare(
+            &publisher,
+            incident_body(&teams, "Calls drop in Europe", None, &["europe"]),
+        )
+        .await;
+
+    let ids = |messages: Vec<Message>| -> Vec<String> {
+        messages
+            .iter()
+            .map(|m| m.data["data"]["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let id = |v: &Value| v["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        ids(contoso_client.incidents(3).await),
+        vec![id(&secret), id(&public), id(&european)]
+    );
+    assert_eq!(
+        ids(anonymous.incidents(2).await),
+        vec![id(&public), id(&european)]
+    );
+    assert_eq!(
+        ids(fabrikam_client.incidents(2).await),
+        vec![id(&public), id(&european)]
+    );
+    assert_eq!(ids(outlook_only.incidents(1).await), vec![id(&public)]);
+    assert_eq!(ids(asia_only.incidents(1).await), vec![id(&public)]);
+    for client in [
+        &mut anonymous,
+        &mut fabrikam_client,
+        &mut outlook_only,
+        &mut asia_only,
+    ] {
+        assert!(
+            client
+                .next_incident(Duration::from_millis(500))
+                .await
+                .is_none(),
+            "a notice reached a subscriber it must not"
+        );
+    }
+    // The tenant sees its own tenant in the audience, and no other.
+    api.post(
+        &format!("/v1/incidents/{}/updates", id(&secret)),
+        &publisher,
+        json!({"status": "resolved", "message": "Done."}),
+    )
+    .await
+    .expect(201);
+    let seen = contoso_client
+        .next_incident(Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        seen.data["data"]["audience"],
+        json!({"visibility": "tenants", "tenants": ["contoso"]})
+    );
+    // A bad filter or position is a problem, not a stream.
+    api.get("/v1/stream?region=%20", None).await.problem(400);
+    api.get("/v1/stream?service_id=nope", None)
+        .await
+        .problem(400);
+    api.send(
+        reqwest::Method::GET,
+        "/v1/stream",
+        None,
+        &[("Last-Event-ID", "yesterday")],
+        None,
+    )
+    .await
+    .problem(400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notice_published_through_one_process_reaches_subscribers_of_another() {
+    let db = TestDatabase::create().await;
+    let first = Api::start(&db).await;
+    let mut second = Api::on(serve(&db.url, &[("CRIER_WRITE_RATE_LIMIT", "0")])).await;
+    let publisher = first.key("publisher", None).await;
+    let teams = first.service("Teams").await;
+    let mut client = SseClient::open(&second.server.base, "", None, None).await;
+    let declared = first
+        .declare(&publisher, incident_body(&teams, "Elsewhere", None, &[]))
+        .await;
+    let message = client
+        .next_incident(Duration::from_secs(10))
+        .await
+        .expect("notice");
+    assert_eq!(message.data["data"]["id"], declared["id"]);
+
+    // SIGTERM closes open streams at once instead of waiting for them.
+    let started = std::time::Instant::now();
+    assert!(second.server.terminate().success());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopping took {:?}",
+        started.elapsed()
+    );
+    assert!(client.next(Duration::from_secs(2)).await.is_none());
+    assert!(
+        client.comments.iter().any(|c| c.contains("stopping")),
+        "{:?}",
+        client.comments
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_too_far_behind_is_closed_resumably_and_slows_nobody() {
+    let db = TestDatabase::create().await;
+    let api = Api::start_with(
+        &db,
+        &[
+            ("CRIER_WRITE_RATE_LIMIT", "0"),
+            ("CRIER_STREAM_BUFFER", "64"),
+        ],
+    )
+    .await;
+    let publisher = api.key("publisher", None).await;
+    let teams = api.service("Teams").await;
+    // A reader that keeps up, and one that reads nothing for now.
+    let mut fast = SseClient::open(&api.server.base, "", None, None).await;
+    let mut slow = SseClient::open(&api.server.base, "", None, None).await;
+    // Enough large notices (about 10 KB each) to fill the slow reader's socket buffers.
+    let total = 1500;
+    let fast_reader = tokio::spawn(async move {
+        let got = fast.incidents(total).await;
+        (got.len(), fast.comments.clone())
+    });
+    let long = "x".repeat(9000);
+    for n in 0..total {
+        let mut body = incident_body(&teams, &format!("Flapping {n}"), None, &[]);
+        body["message"] = json!(long);
+        api.post("/v1/incidents", &publisher, body)
+            .await
+            .expect(201);
+    }
+    let (fast_count, fast_comments) = fast_reader.await.unwrap();
+    assert_eq!(fast_count, total, "the fast reader got everything");
+    assert!(!fast_comments.iter().any(|c| c.contains("too far behind")));
+
+    // The slow reader now reads: what it was sent, then a comment naming where to resume,
+    // then the end of the stream.
+    let mut got = Vec::new();
+    while let Some(message) = slow.next_incident(Duration::from_secs(10)).await {
+        got.push(message);
+    }
+    assert!(got.len() < total, "it was closed before the end");
+    let closing = slow
+        .comments
+        .iter()
+        .find(|c| c.contains("too far behind"))
+        .expect("a closing comment")
+        .clone();
+    let resume_at: u64 = closing.rsplit(' ').next().unwrap().parse().unwrap();
+    if let Some(last) = got.last() {
+        assert_eq!(
+            resume_at, last.id,
+            "it resumes right after the last message it got"
+        );
+    }
+    let mut resumed = SseClient::open(&api.server.base, "", None, Some(resume_at)).await;
+    let rest = resumed.incidents(total - got.len()).await;
+    let mut ids: Vec<u64> = got.iter().chain(&rest).map(|m| m.id).collect();
+    let count = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "nothing twice");
+    assert_eq!(count, total, "nothing missed");
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+}
