@@ -9,6 +9,8 @@
 # Needs wrk, nginx and pgbench (Debian: apt-get install wrk nginx-light postgresql-client).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 
 SECONDS_PER_RUN="${1:-10}"
 CONNECTIONS="${2:-16}"
@@ -40,10 +42,6 @@ for _ in $(seq 1 100); do
     sleep 0.2
 done
 
-post() { # path key body
-    curl -sf -X POST "$BASE$1" -H "Authorization: Bearer $2" -H 'Content-Type: application/json' -d "$3"
-}
-json_field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 
 SERVICE=$(post /v1/services "$ADMIN" '{"name":"Microsoft Teams"}' | json_field id)
 KEY=$(post /v1/api-keys "$ADMIN" '{"name":"bench publisher","role":"publisher"}' | json_field key)
@@ -58,16 +56,6 @@ for status in identified monitoring monitoring resolved; do
     post "/v1/incidents/$READ_ID/updates" "$KEY" "{\"status\":\"$status\",\"message\":\"A certificate rotation broke token refresh; the change is being rolled back region by region.\",\"client_action\":{\"kind\":\"restart_client\",\"message\":\"If a user is still experiencing impact, they need to restart their clients to recover.\"}}" >/dev/null
 done
 
-wrk_run() { # label, wrk args...
-    local label="$1"
-    shift
-    wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency "$@" >"$WORK/$label.txt"
-    local rps p99 errors
-    rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/$label.txt")
-    p99=$(awk '$1 == "99%" {print $2}' "$WORK/$label.txt")
-    errors=$(awk '/Non-2xx/ {print $5}' "$WORK/$label.txt")
-    echo "$label $rps $p99 ${errors:-0}"
-}
 
 # Writes.
 CRIER_BENCH_IDS="$WORK/ids" CRIER_BENCH_KEY="$KEY" \
@@ -82,25 +70,7 @@ PG_P99="n/a"
 
 # Reads: the same incident's bytes from crier and from nginx.
 curl -sf "$BASE/v1/incidents/$READ_ID" -o "$WORK/incident.json"
-mkdir -p "$WORK/www"
-cp "$WORK/incident.json" "$WORK/www/incident.json"
-cat >"$WORK/nginx.conf" <<CONF
-worker_processes 2;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx.err;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    default_type application/json;
-    client_body_temp_path $WORK;
-    proxy_temp_path $WORK;
-    fastcgi_temp_path $WORK;
-    uwsgi_temp_path $WORK;
-    scgi_temp_path $WORK;
-    server { listen 127.0.0.1:$NGINX_PORT; root $WORK/www; }
-}
-CONF
-nginx -c "$WORK/nginx.conf"
+start_nginx "$NGINX_PORT" "$WORK/incident.json"
 wrk_run crier_reads "$BASE/v1/incidents/$READ_ID" >"$WORK/r.txt"
 wrk_run nginx_reads "http://127.0.0.1:$NGINX_PORT/incident.json" >"$WORK/n.txt"
 

@@ -11,6 +11,8 @@
 # Needs wrk and nginx (Debian: apt-get install wrk nginx-light).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 
 SECONDS_PER_RUN="${1:-10}"
 CONNECTIONS="${2:-64}"
@@ -43,10 +45,6 @@ for _ in $(seq 1 100); do
     sleep 0.2
 done
 
-post() { # path key body
-    curl -sf -X POST "$BASE$1" -H "Authorization: Bearer $2" -H 'Content-Type: application/json' -d "$3"
-}
-json_field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 
 KEY=$(post /v1/api-keys "$ADMIN" '{"name":"bench publisher","role":"publisher"}' | json_field key)
 : >"$WORK/services"
@@ -75,36 +73,8 @@ sleep 1.5
 
 curl -sf "$BASE/api/v2/summary.json" -o "$WORK/summary.json"
 ETAG=$(curl -sf -D - -o /dev/null "$BASE/api/v2/summary.json" | awk 'tolower($1) == "etag:" {print $2}' | tr -d '\r')
-mkdir -p "$WORK/www"
-cp "$WORK/summary.json" "$WORK/www/summary.json"
-cat >"$WORK/nginx.conf" <<CONF
-worker_processes 2;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx.err;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    default_type application/json;
-    client_body_temp_path $WORK;
-    proxy_temp_path $WORK;
-    fastcgi_temp_path $WORK;
-    uwsgi_temp_path $WORK;
-    scgi_temp_path $WORK;
-    server { listen 127.0.0.1:$NGINX_PORT; root $WORK/www; }
-}
-CONF
-nginx -c "$WORK/nginx.conf"
+start_nginx "$NGINX_PORT" "$WORK/summary.json"
 
-wrk_run() { # label, wrk args...
-    local label="$1"
-    shift
-    wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency "$@" >"$WORK/$label.txt"
-    local rps p99 errors
-    rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/$label.txt")
-    p99=$(awk '$1 == "99%" {print $2}' "$WORK/$label.txt")
-    errors=$(awk '/Non-2xx/ {print $5}' "$WORK/$label.txt")
-    echo "$label $rps $p99 ${errors:-0}"
-}
 wrk_run crier "$BASE/api/v2/summary.json" >"$WORK/c.txt"
 wrk_run nginx "http://127.0.0.1:$NGINX_PORT/summary.json" >"$WORK/n.txt"
 wrk_run crier_304 -H "If-None-Match: $ETAG" "$BASE/api/v2/summary.json" >"$WORK/c304.txt"
