@@ -473,3 +473,92 @@ async fn a_subscriber_too_far_behind_is_closed_resumably_and_slows_nobody() {
     assert_eq!(count, total, "nothing missed");
     assert!(ids.windows(2).all(|w| w[0] < w[1]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_key_ends_its_stream_and_a_service_filter_hears_the_service_freed() {
+    let db = TestDatabase::create().await;
+    let api = Api::start(&db).await;
+    let publisher = api.key("publisher", None).await;
+    let teams = api.service("Teams").await;
+    let outlook = api.service("Outlook").await;
+    let created = api
+        .post(
+            "/v1/api-keys",
+            ADMIN_SECRET,
+            json!({"name": "contoso app", "role": "reader", "tenant": "contoso"}),
+        )
+        .await
+        .expect(201);
+    let (key_id, secret) = (
+        created["id"].as_str().unwrap().to_owned(),
+        created["key"].as_str().unwrap().to_owned(),
+    );
+    let mut keyed = SseClient::open(&api.server.base, "", Some(&secret), None).await;
+    let mut teams_only = SseClient::open(
+        &api.server.base,
+        &format!("?service_id={teams}"),
+        None,
+        None,
+    )
+    .await;
+
+    // An incident moves from Teams to Outlook, then is resolved: the Teams subscriber
+    // hears the move (it concerns Teams) and not the resolution (it no longer does).
+    let declared = api
+        .declare(&publisher, incident_body(&teams, "Moving", None, &[]))
+        .await;
+    let id = declared["id"].as_str().unwrap().to_owned();
+    api.post(
+        &format!("/v1/incidents/{id}/updates"),
+        &publisher,
+        json!({"status": "identified", "message": "It is Outlook.",
+               "affected_services": [{"service_id": outlook, "status": "partial_outage"}]}),
+    )
+    .await
+    .expect(201);
+    update(&api, &publisher, &id, "resolved").await;
+    let heard: Vec<String> = teams_only
+        .incidents(2)
+        .await
+        .iter()
+        .map(|m| m.event.clone())
+        .collect();
+    assert_eq!(heard, vec!["incident.declared", "incident.updated"]);
+    assert!(teams_only
+        .next_incident(Duration::from_millis(500))
+        .await
+        .is_none());
+    assert_eq!(keyed.incidents(3).await.len(), 3);
+
+    // Revoking the key ends its open stream at once.
+    api.send(
+        reqwest::Method::DELETE,
+        &format!("/v1/api-keys/{key_id}"),
+        Some(ADMIN_SECRET),
+        &[],
+        None,
+    )
+    .await;
+    let started = std::time::Instant::now();
+    while keyed.next(Duration::from_secs(5)).await.is_some() {}
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the stream stayed open"
+    );
+    assert!(
+        keyed.comments.iter().any(|c| c.contains("revoked")),
+        "{:?}",
+        keyed.comments
+    );
+
+    // A position beyond the history is refused, not silently waited on.
+    api.send(
+        reqwest::Method::GET,
+        "/v1/stream",
+        None,
+        &[("Last-Event-ID", "999999")],
+        None,
+    )
+    .await
+    .problem(400);
+}

@@ -158,7 +158,13 @@ fn rss(
                     w.create_element("item").write_inner_content(|w| {
                         simple(w, "title", &entry_title(update))?;
                         simple(w, "link", &resource_url(page, update))?;
-                        simple(w, "description", &update.message)?;
+                        // RSS readers take a description as HTML: the plain text is
+                        // escaped for HTML first (then for XML by the writer).
+                        simple(
+                            w,
+                            "description",
+                            &quick_xml::escape::escape(update.message.as_str()),
+                        )?;
                         w.create_element("guid")
                             .with_attribute(("isPermaLink", "false"))
                             .write_text_content(BytesText::new(&format!(
@@ -177,13 +183,14 @@ fn rss(
     Ok(writer.into_inner())
 }
 
-/// Reads the newest public updates once and renders both feeds.
+/// Reads the newest updates `viewer` may see once and renders both feeds.
 pub async fn render(
     store: &eventstore::EventStore,
     page: &PublicPage,
+    viewer: &Viewer,
 ) -> Result<FeedDocuments, ApiError> {
     let client = store.pool().get().await?;
-    let updates = queries::recent_updates(&client, &Viewer::Public, ENTRIES).await?;
+    let updates = queries::recent_updates(&client, viewer, ENTRIES).await?;
     // An empty feed still needs an `updated`: the newest update, or a fixed time (so that
     // its validator stays the same).
     let updated = updates

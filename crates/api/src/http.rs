@@ -265,6 +265,10 @@ pub async fn execute<K: Kind>(
         .await?;
     let (stored, replayed) = match outcome {
         Outcome::Written(written) => {
+            // Documents rendered before this write are stale for this process from now on.
+            state
+                .writes
+                .fetch_add(1, std::sync::atomic::Ordering::Release);
             let recorded = recorded.into_inner().unwrap_or_else(|e| e.into_inner());
             (recorded.unwrap_or_else(|| store_answer(&written)), false)
         }

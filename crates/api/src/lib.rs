@@ -56,6 +56,20 @@ pub struct AppState {
     pub whole_history_reads: Arc<tokio::sync::Semaphore>,
     /// The process's follower of the log for `/v1/stream`.
     pub notices: Arc<stream::NoticeHub>,
+    /// Writes this process has committed: with the log head, what a cached public document
+    /// must have seen to be current.
+    pub writes: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl AppState {
+    /// What the public documents are rendered at: the log head this process knows (moved
+    /// by every process's writes once sealed) and this process's own writes (at once).
+    pub fn document_generation(&self) -> (u64, u64) {
+        (
+            self.store.known_log_head(),
+            self.writes.load(std::sync::atomic::Ordering::Acquire),
+        )
+    }
 }
 
 /// Whole-history reads (verify, export) one process runs at once.
@@ -79,6 +93,7 @@ impl AppState {
             checkpoint_key: None,
             whole_history_reads: Arc::new(tokio::sync::Semaphore::new(WHOLE_HISTORY_READS)),
             notices: Arc::default(),
+            writes: Arc::default(),
         }
     }
 }

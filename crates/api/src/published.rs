@@ -3,11 +3,14 @@
 //!
 //! These pages take their heaviest load exactly during an outage, when every user's client
 //! and every status widget polls them. A document is rendered from the read models, kept
-//! with the log head it was rendered at, and served as the same bytes (with an `ETag` and a
-//! short `max-age`, and 304 to `If-None-Match`) until the head moves or it is a second old
-//! (a write by another process may reach the read models a moment after the head, through
-//! the builder). Concurrent requests for a stale document wait for one rendering. If the
-//! database is down, the last rendering keeps being served.
+//! with the generation it was rendered at (the log head this process knows, and the count
+//! of this process's own writes), and served as the same bytes (with an `ETag` and a short
+//! `max-age`, and 304 to `If-None-Match`) until the generation moves or it is a second old.
+//! So a write shows at once on the process that took it, and on the others as soon as its
+//! event is sealed (milliseconds; the one-second limit covers events that reach the read
+//! models through the builder). Concurrent requests for a stale document wait for one
+//! rendering. If the database is down, the last rendering keeps being served (without
+//! waiting: a failed rendering is not retried for a second).
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -21,6 +24,8 @@ use crate::problem::ApiError;
 
 /// Longest a rendering is served without looking at the read models again.
 const MAX_AGE_IN_MEMORY: Duration = Duration::from_secs(1);
+/// How long after a failed rendering the last good one is served without trying again.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 /// What clients and CDNs are told.
 pub const CACHE_CONTROL: &str = "public, max-age=5";
 
@@ -35,9 +40,11 @@ pub struct Document {
 impl Document {
     pub fn new(body: Vec<u8>, content_type: &'static str) -> Document {
         let digest = Sha256::digest(&body);
-        let etag = format!("\"{}\"", hex::encode(&digest[..16]));
+        // Weak: the compression middleware may send these bytes gzipped, and a strong
+        // validator names one exact representation.
+        let etag = format!("W/\"{}\"", hex::encode(&digest[..16]));
         Document {
-            etag: HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"0\"")),
+            etag: HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("W/\"0\"")),
             body: body.into(),
             content_type,
         }
@@ -45,13 +52,29 @@ impl Document {
 
     /// The answer: 304 when the client holds these bytes already.
     pub fn respond(&self, request: &HttpRequest) -> HttpResponse {
+        self.respond_cached_as(request, CACHE_CONTROL)
+    }
+
+    /// The answer, with this `Cache-Control`; it varies with `Authorization` (a key may
+    /// see more than the public).
+    pub fn respond_cached_as(
+        &self,
+        request: &HttpRequest,
+        cache_control: &'static str,
+    ) -> HttpResponse {
+        // Weak comparison (RFC 9110 §13.1.2), as If-None-Match requires.
+        let ours = self
+            .etag
+            .to_str()
+            .unwrap_or_default()
+            .trim_start_matches("W/");
         let matches = request
             .headers()
             .get_all(header::IF_NONE_MATCH)
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .map(|tag| tag.trim().trim_start_matches("W/"))
-            .any(|tag| tag == "*" || tag.as_bytes() == self.etag.as_bytes());
+            .any(|tag| tag == "*" || tag == ours);
         let mut response = if matches {
             HttpResponse::build(StatusCode::NOT_MODIFIED)
         } else {
@@ -59,7 +82,8 @@ impl Document {
         };
         response
             .insert_header((header::ETAG, self.etag.clone()))
-            .insert_header((header::CACHE_CONTROL, CACHE_CONTROL));
+            .insert_header((header::CACHE_CONTROL, cache_control))
+            .insert_header((header::VARY, "Authorization"));
         if matches {
             response.finish()
         } else {
@@ -70,15 +94,20 @@ impl Document {
     }
 }
 
+/// What a rendering is current for: see [`crate::AppState::document_generation`].
+pub type Generation = (u64, u64);
+
 struct Rendering<T> {
-    head: u64,
+    generation: Generation,
     at: Instant,
     value: Arc<T>,
 }
 
-/// A value rendered from the read models, shared until the log head moves.
+/// A value rendered from the read models, shared until the generation moves.
 pub struct Published<T> {
     current: RwLock<Option<Rendering<T>>>,
+    /// When rendering last failed.
+    failed_at: RwLock<Option<Instant>>,
     /// Held while rendering, so that a stampede renders once.
     rendering: tokio::sync::Mutex<()>,
 }
@@ -87,17 +116,18 @@ impl<T> Default for Published<T> {
     fn default() -> Self {
         Published {
             current: RwLock::new(None),
+            failed_at: RwLock::new(None),
             rendering: tokio::sync::Mutex::new(()),
         }
     }
 }
 
 impl<T> Published<T> {
-    fn fresh(&self, head: u64) -> Option<Arc<T>> {
+    fn fresh(&self, generation: Generation) -> Option<Arc<T>> {
         let current = self.current.read().ok()?;
         current
             .as_ref()
-            .filter(|r| r.head == head && r.at.elapsed() < MAX_AGE_IN_MEMORY)
+            .filter(|r| r.generation == generation && r.at.elapsed() < MAX_AGE_IN_MEMORY)
             .map(|r| r.value.clone())
     }
 
@@ -106,18 +136,37 @@ impl<T> Published<T> {
         current.as_ref().map(|r| r.value.clone())
     }
 
-    /// The rendering for log head `head`, rendering it with `render` if needed.
-    pub async fn get<F, Fut>(&self, head: u64, render: F) -> Result<Arc<T>, ApiError>
+    fn failed_recently(&self) -> bool {
+        self.failed_at
+            .read()
+            .ok()
+            .and_then(|at| *at)
+            .is_some_and(|at| at.elapsed() < RETRY_AFTER_FAILURE)
+    }
+
+    /// The rendering for `generation`, rendering it with `render` if needed.
+    pub async fn get<F, Fut>(&self, generation: Generation, render: F) -> Result<Arc<T>, ApiError>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<T, ApiError>>,
     {
-        if let Some(value) = self.fresh(head) {
+        if let Some(value) = self.fresh(generation) {
             return Ok(value);
         }
+        // The database just failed: serve what there is rather than queue up behind it.
+        if self.failed_recently() {
+            if let Some(stale) = self.last() {
+                return Ok(stale);
+            }
+        }
         let _rendering = self.rendering.lock().await;
-        if let Some(value) = self.fresh(head) {
+        if let Some(value) = self.fresh(generation) {
             return Ok(value);
+        }
+        if self.failed_recently() {
+            if let Some(stale) = self.last() {
+                return Ok(stale);
+            }
         }
         let started = Instant::now();
         match render().await {
@@ -125,20 +174,25 @@ impl<T> Published<T> {
                 let value = Arc::new(value);
                 if let Ok(mut current) = self.current.write() {
                     *current = Some(Rendering {
-                        head,
+                        generation,
                         at: started,
                         value: value.clone(),
                     });
                 }
                 Ok(value)
             }
-            Err(e) => match self.last() {
-                Some(stale) => {
-                    tracing::warn!(error = %e, "serving the last rendering: cannot render a new one");
-                    Ok(stale)
+            Err(e) => {
+                if let Ok(mut failed_at) = self.failed_at.write() {
+                    *failed_at = Some(Instant::now());
                 }
-                None => Err(e),
-            },
+                match self.last() {
+                    Some(stale) => {
+                        tracing::warn!(error = %e, "serving the last rendering: cannot render a new one");
+                        Ok(stale)
+                    }
+                    None => Err(e),
+                }
+            }
         }
     }
 }

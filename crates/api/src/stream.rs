@@ -60,9 +60,12 @@ pub struct Notice {
     event_id: Uuid,
     recorded_at: DateTime<Utc>,
     /// The resource after this event, read once for all subscribers.
-    state: tokio::sync::OnceCell<Option<Resource>>,
-    /// The message for each kind of viewer that may see it, rendered once.
-    rendered: Mutex<HashMap<ViewerKey, Bytes>>,
+    state: tokio::sync::OnceCell<Option<Arc<Resource>>>,
+    /// The services an incident affected just before this event (for `service_id`
+    /// filters: the update that frees a service concerns it too).
+    services_before: tokio::sync::OnceCell<Vec<Uuid>>,
+    /// The message for each kind of viewer, rendered once (`None`: it may not see it).
+    rendered: Mutex<HashMap<ViewerKey, Option<Bytes>>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -168,20 +171,25 @@ impl Notice {
             event_id: event.event.event_id,
             recorded_at: event.event.recorded_at,
             state: tokio::sync::OnceCell::new(),
+            services_before: tokio::sync::OnceCell::new(),
             rendered: Mutex::new(HashMap::new()),
         })
     }
 
     /// The resource as it stood right after this event: the read-model row when it is at
     /// that version (the usual case for a live notice), else folded from the log.
-    async fn load(&self, store: &EventStore) -> Result<Option<Resource>, ApiError> {
+    async fn load(&self, store: &EventStore) -> Result<Option<Arc<Resource>>, ApiError> {
         let everyone = Viewer::Everyone;
         let at = AsOf::Position(self.position);
         let id = self.resource_id;
-        let client = store.pool().get().await?;
-        Ok(match self.kind {
+        // The row's connection goes back to the pool before the fold takes one: holding
+        // one while waiting for another could drain the pool.
+        let resource = match self.kind {
             ResourceKind::Incident => {
-                let row = queries::incident(&client, id, &everyone).await?;
+                let row = {
+                    let client = store.pool().get().await?;
+                    queries::incident(&client, id, &everyone).await?
+                };
                 match row.filter(|r| r.version == self.stream_version) {
                     Some(row) => Some(row),
                     None => history::as_of::<IncidentDecider>(store, id, at, &everyone).await?,
@@ -189,7 +197,10 @@ impl Notice {
                 .map(Resource::Incident)
             }
             ResourceKind::Maintenance => {
-                let row = queries::maintenance(&client, id, &everyone).await?;
+                let row = {
+                    let client = store.pool().get().await?;
+                    queries::maintenance(&client, id, &everyone).await?
+                };
                 match row.filter(|r| r.version == self.stream_version) {
                     Some(row) => Some(row),
                     None => history::as_of::<MaintenanceDecider>(store, id, at, &everyone).await?,
@@ -197,7 +208,55 @@ impl Notice {
                 .map(Resource::Maintenance)
             }
             ResourceKind::Service => Some(Resource::Service(id)),
-        })
+        };
+        Ok(resource.map(Arc::new))
+    }
+
+    async fn load_services_before(&self, store: &EventStore) -> Result<Vec<Uuid>, ApiError> {
+        if self.kind != ResourceKind::Incident || self.stream_version <= 1 {
+            return Ok(Vec::new());
+        }
+        let before = AsOf::Position(self.position.saturating_sub(1));
+        let incident =
+            history::as_of::<IncidentDecider>(store, self.resource_id, before, &Viewer::Everyone)
+                .await?;
+        Ok(incident
+            .map(|i| {
+                i.state
+                    .affected_services
+                    .iter()
+                    .map(|a| a.service_id)
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Does the subscriber's filter take this notice? An incident event also concerns the
+    /// services it affected just before (the update that frees a service, the resolution).
+    async fn wanted(
+        &self,
+        store: &EventStore,
+        resource: &Resource,
+        filter: &StreamFilter,
+    ) -> Result<bool, ApiError> {
+        if resource.matches(filter) {
+            return Ok(true);
+        }
+        let Some(wanted) = filter.service_id else {
+            return Ok(false);
+        };
+        let region_only = StreamFilter {
+            service_id: None,
+            region: filter.region.clone(),
+        };
+        if self.kind != ResourceKind::Incident || !resource.matches(&region_only) {
+            return Ok(false);
+        }
+        let before = self
+            .services_before
+            .get_or_try_init(|| self.load_services_before(store))
+            .await?;
+        Ok(before.contains(&wanted))
     }
 
     /// The SSE message for `viewer`, or `None` if it may not see this notice or the
@@ -217,14 +276,17 @@ impl Notice {
         let Some(resource) = state else {
             return Ok(None);
         };
-        if !resource.matches(filter) {
+        if !self.wanted(store, &resource, filter).await? {
             return Ok(None);
         }
         let key = ViewerKey::from(viewer);
-        if let Some(bytes) = self.rendered.lock().ok().and_then(|r| r.get(&key).cloned()) {
-            return Ok(Some(bytes));
+        if let Some(rendered) = self.rendered.lock().ok().and_then(|r| r.get(&key).cloned()) {
+            return Ok(rendered);
         }
-        let Some(data) = render_data(store, resource, viewer).await? else {
+        let Some(data) = render_data(store, (*resource).clone(), viewer).await? else {
+            if let Ok(mut rendered) = self.rendered.lock() {
+                rendered.insert(key, None);
+            }
             return Ok(None);
         };
         let collection = match self.kind {
@@ -252,7 +314,7 @@ impl Notice {
             self.position, self.notice_type
         ));
         if let Ok(mut rendered) = self.rendered.lock() {
-            rendered.insert(key, bytes.clone());
+            rendered.insert(key, Some(bytes.clone()));
         }
         Ok(Some(bytes))
     }
@@ -348,10 +410,17 @@ pub struct NoticeHub {
     ring: Mutex<HubState>,
     /// Set when the process stops: every stream ends.
     closing: watch::Sender<bool>,
+    /// The ids of API keys revoked since start, as the log says: their streams end.
+    revocations: broadcast::Sender<Uuid>,
+    /// Subscribers reading the log to catch up at once (each holds a connection per read).
+    catching_up: Arc<tokio::sync::Semaphore>,
     heartbeat: Duration,
     /// The public base URL: CloudEvents `source` is under it.
     source_base: String,
 }
+
+/// Subscribers of one process that may read the log to catch up at the same time.
+const CATCH_UPS_AT_ONCE: usize = 4;
 
 struct HubState {
     /// The last position the follower has handed on; `None` until it has started.
@@ -370,12 +439,15 @@ impl NoticeHub {
     /// `heartbeat`.
     pub fn new(ring: usize, heartbeat: Duration, source_base: &str) -> NoticeHub {
         let (sender, _) = broadcast::channel(ring.max(1));
+        let (revocations, _) = broadcast::channel(256);
         NoticeHub {
             ring: Mutex::new(HubState {
                 published: None,
                 sender,
             }),
             closing: watch::Sender::new(false),
+            revocations,
+            catching_up: Arc::new(tokio::sync::Semaphore::new(CATCH_UPS_AT_ONCE)),
             heartbeat,
             source_base: source_base.trim_end_matches('/').to_owned(),
         }
@@ -404,6 +476,10 @@ impl NoticeHub {
         self.closing.send_replace(true);
     }
 
+    fn is_closing(&self) -> bool {
+        *self.closing.borrow()
+    }
+
     /// Follows the log from its head at start until `shutdown`; retries while the
     /// database is away.
     pub async fn follow(self: Arc<Self>, store: EventStore, mut shutdown: watch::Receiver<bool>) {
@@ -429,33 +505,47 @@ impl NoticeHub {
                 batch = log.next_batch() => batch,
                 _ = shutdown.changed() => return,
             };
-            match batch {
-                Ok(events) => {
-                    for event in &events {
-                        let notice = Notice::of(event);
-                        if let Some(notice) = &notice {
-                            // Read the resource and render the public message once here, so
-                            // that most subscribers only copy bytes and none falls behind
-                            // waiting for the database. A failure is retried by whichever
-                            // subscriber needs it.
-                            let everyone = StreamFilter::default();
-                            if let Err(e) = notice
-                                .message_for(&store, &Viewer::Public, &everyone, &self.source_base)
-                                .await
-                            {
-                                tracing::warn!(error = %e, position = event.position, "could not prepare a notice");
-                            }
-                        }
-                        self.publish(event.position, notice);
-                    }
-                }
+            let events = match batch {
+                Ok(events) => events,
                 Err(e) => {
                     tracing::warn!(error = %e, "the notice stream could not read the log");
                     tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
                 }
+            };
+            for event in &events {
+                if event.event.event_type == "api_key.revoked" {
+                    if let Some(id) = event
+                        .event
+                        .stream_id
+                        .strip_prefix("api_key-")
+                        .and_then(|id| Uuid::parse_str(id).ok())
+                    {
+                        let _ = self.revocations.send(id);
+                    }
+                }
+                let notice = Notice::of(event);
+                if let Some(notice) = &notice {
+                    // Read the resource and render the public message once here, so that
+                    // most subscribers only copy bytes and none falls behind waiting for
+                    // the database. A failure is retried by whichever subscriber needs it.
+                    let everyone = StreamFilter::default();
+                    if let Err(e) = notice
+                        .message_for(&store, &Viewer::Public, &everyone, &self.source_base)
+                        .await
+                    {
+                        tracing::warn!(error = %e, position = event.position, "could not prepare a notice");
+                    }
+                }
+                self.publish(event.position, notice);
             }
         }
     }
+}
+
+/// The key a stream was opened with, so that revoking it ends the stream.
+pub struct StreamKey {
+    pub id: Uuid,
 }
 
 /// One subscriber's stream of SSE bytes.
@@ -464,6 +554,8 @@ pub struct Subscriber {
     hub: Arc<NoticeHub>,
     viewer: Viewer,
     filter: StreamFilter,
+    key: Option<Uuid>,
+    revocations: broadcast::Receiver<Uuid>,
     /// The last position handled (delivered or left out).
     last: u64,
     /// `None` while catching up from the log.
@@ -472,53 +564,96 @@ pub struct Subscriber {
     catch_up_to: Option<u64>,
     ready: VecDeque<Bytes>,
     heartbeat: tokio::time::Interval,
+    last_sent: tokio::time::Instant,
     closing: watch::Receiver<bool>,
     done: bool,
 }
 
+/// Ends a stream with a comment, and an `id:` line so that EventSource clients (which
+/// ignore comments) resume after `last` when they reconnect.
+fn farewell(last: u64, why: &str) -> Bytes {
+    Bytes::from(format!(
+        "id: {last}\n: {why}; reconnect to resume after {last}\n\n"
+    ))
+}
+
 impl Subscriber {
     /// A stream starting after `after`, or with the next notice when `None`. `None` if
-    /// the hub has not started yet.
+    /// the hub has not started yet or the process is stopping.
     pub fn new(
         store: EventStore,
         hub: Arc<NoticeHub>,
         viewer: Viewer,
         filter: StreamFilter,
+        key: Option<StreamKey>,
         after: Option<u64>,
     ) -> Option<Subscriber> {
+        if hub.is_closing() {
+            return None;
+        }
         let mut heartbeat = tokio::time::interval(hub.heartbeat);
         heartbeat.reset(); // the first tick after a period, not at once
         let closing = hub.closing.subscribe();
-        let mut subscriber = Subscriber {
+        let revocations = hub.revocations.subscribe();
+        let (ring, last) = match after {
+            None => {
+                let (ring, published) = hub.join()?;
+                (Some(ring), published)
+            }
+            Some(after) => {
+                hub.join()?;
+                (None, after)
+            }
+        };
+        Some(Subscriber {
             store,
             viewer,
             filter,
-            last: 0,
-            ring: None,
+            key: key.map(|k| k.id),
+            revocations,
+            last,
+            ring,
             catch_up_to: None,
-            ready: VecDeque::from([Bytes::from_static(b"retry: 2000\n: connected\n\n")]),
+            // The `id:` makes a client that hears no notice before it reconnects resume
+            // from here rather than from "now".
+            ready: VecDeque::from([Bytes::from(format!(
+                "retry: 2000\nid: {last}\n: connected\n\n"
+            ))]),
             heartbeat,
+            last_sent: tokio::time::Instant::now(),
             closing,
             done: false,
             hub,
+        })
+    }
+
+    /// Has this stream's key been revoked?
+    fn revoked(&mut self) -> bool {
+        let Some(key) = self.key else {
+            return false;
         };
-        match after {
-            None => {
-                let (ring, published) = subscriber.hub.join()?;
-                subscriber.ring = Some(ring);
-                subscriber.last = published;
-            }
-            Some(after) => {
-                subscriber.hub.join()?;
-                subscriber.last = after;
+        loop {
+            match self.revocations.try_recv() {
+                Ok(id) if id == key => return true,
+                Ok(_) => {}
+                Err(broadcast::error::TryRecvError::Empty) => return false,
+                // Missed some: assume the worst; the client reconnects and authenticates.
+                Err(broadcast::error::TryRecvError::Lagged(_)) => return true,
+                Err(broadcast::error::TryRecvError::Closed) => return false,
             }
         }
-        Some(subscriber)
     }
 
     /// Reads the next events of the log after `last` and queues their messages; joins the
     /// ring once caught up.
     async fn catch_up(&mut self) -> Result<(), ApiError> {
+        let turn = self
+            .hub
+            .catching_up
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ApiError::Unavailable("the process is stopping".into()))?;
         let events = self.store.read_log(self.last, CATCH_UP_BATCH).await?;
         let caught_up = events.len() < CATCH_UP_BATCH;
         for event in &events {
@@ -540,6 +675,7 @@ impl Subscriber {
             }
             self.last = event.position;
         }
+        drop(turn);
         match self.catch_up_to {
             // Joined the ring already: the log up to the join point is done.
             Some(to) if self.last >= to || caught_up => self.catch_up_to = None,
@@ -555,11 +691,25 @@ impl Subscriber {
             }
             None => {}
         }
+        // A long catch-up through notices this subscriber does not see still says it is
+        // alive, and how far it got.
+        if self.ready.is_empty() && self.last_sent.elapsed() >= self.hub.heartbeat {
+            self.ready
+                .push_back(Bytes::from(format!("id: {}\n: catching up\n\n", self.last)));
+        }
         Ok(())
     }
 
     /// The next bytes to send, or `None` when the stream ends.
     pub async fn next_chunk(&mut self) -> Option<Bytes> {
+        let chunk = self.produce().await;
+        if chunk.is_some() {
+            self.last_sent = tokio::time::Instant::now();
+        }
+        chunk
+    }
+
+    async fn produce(&mut self) -> Option<Bytes> {
         loop {
             if let Some(bytes) = self.ready.pop_front() {
                 return Some(bytes);
@@ -567,14 +717,19 @@ impl Subscriber {
             if self.done {
                 return None;
             }
+            if self.hub.is_closing() {
+                self.done = true;
+                return Some(farewell(self.last, "the server is stopping"));
+            }
+            if self.revoked() {
+                self.done = true;
+                return Some(farewell(self.last, "the key of this stream was revoked"));
+            }
             if self.ring.is_none() || self.catch_up_to.is_some() {
                 if let Err(e) = self.catch_up().await {
                     tracing::warn!(error = %e, "a stream could not catch up; closing it");
                     self.done = true;
-                    return Some(Bytes::from(format!(
-                        ": the history is unavailable; reconnect with Last-Event-ID: {}\n\n",
-                        self.last
-                    )));
+                    return Some(farewell(self.last, "the history is unavailable"));
                 }
                 continue;
             }
@@ -585,7 +740,6 @@ impl Subscriber {
                 received = ring.recv() => match received {
                     Ok(notice) if notice.position <= self.last => {}
                     Ok(notice) => {
-                        self.last = notice.position;
                         match notice
                             .message_for(&self.store, &self.viewer, &self.filter, &self.hub.source_base)
                             .await
@@ -595,28 +749,33 @@ impl Subscriber {
                             Err(e) => {
                                 tracing::warn!(error = %e, "a notice could not be rendered; closing the stream");
                                 self.done = true;
-                                // The subscriber resumes before this notice and gets it then.
-                                return Some(Bytes::from(format!(
-                                    ": the history is unavailable; reconnect with Last-Event-ID: {}\n\n",
-                                    notice.position - 1
-                                )));
+                                // Resuming before this notice gets it then.
+                                return Some(farewell(self.last, "the history is unavailable"));
                             }
                         }
+                        self.last = notice.position;
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         // Too far behind: close, and let the client resume from the log.
                         self.done = true;
-                        return Some(Bytes::from(format!(
-                            ": too far behind; reconnect with Last-Event-ID: {}\n\n",
-                            self.last
-                        )));
+                        return Some(farewell(self.last, "too far behind"));
                     }
                     Err(broadcast::error::RecvError::Closed) => self.done = true,
                 },
-                _ = self.heartbeat.tick() => return Some(Bytes::from_static(b": heartbeat\n\n")),
-                _ = self.closing.changed() => {
-                    self.done = true;
-                    return Some(Bytes::from_static(b": the server is stopping\n\n"));
+                _ = self.heartbeat.tick() => {
+                    return Some(Bytes::from(format!("id: {}\n: heartbeat\n\n", self.last)));
+                }
+                _ = self.closing.changed() => {}
+                revoked = self.revocations.recv(), if self.key.is_some() => {
+                    let ends = match revoked {
+                        Ok(id) => Some(id) == self.key,
+                        Err(broadcast::error::RecvError::Lagged(_)) => true,
+                        Err(broadcast::error::RecvError::Closed) => false,
+                    };
+                    if ends {
+                        self.done = true;
+                        return Some(farewell(self.last, "the key of this stream was revoked"));
+                    }
                 }
             }
         }

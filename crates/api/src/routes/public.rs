@@ -1,7 +1,11 @@
-//! The documents everyone reads alike: the Statuspage v2 API and the feeds. Public notices
-//! only, whatever key is sent; served from the in-memory rendering (see `published`).
+//! The documents everyone reads alike: the Statuspage v2 API (public notices only, whatever
+//! key is sent) and the feeds (a key adds its tenant's notices, rendered for it and cached
+//! privately); the public renderings are served from memory (see `published`).
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+use projections::queries::Viewer;
+
+use crate::auth::Caller;
 
 use crate::feeds::{self, FeedDocuments};
 use crate::problem::ApiError;
@@ -17,10 +21,11 @@ async fn status_document(
     state
         .limits
         .allow_read(request.peer_addr().map(|a| a.ip()))?;
-    let head = state.store.known_log_head();
     let documents = state
         .statuspage
-        .get(head, || statuspage::render(&state.store, &state.page))
+        .get(state.document_generation(), || {
+            statuspage::render(&state.store, &state.page)
+        })
         .await?;
     Ok(pick(&documents).respond(request))
 }
@@ -30,15 +35,21 @@ async fn feed(
     request: &HttpRequest,
     pick: fn(&FeedDocuments) -> &Document,
 ) -> Result<HttpResponse, ApiError> {
-    state
-        .limits
-        .allow_read(request.peer_addr().map(|a| a.ip()))?;
-    let head = state.store.known_log_head();
-    let documents = state
-        .feeds
-        .get(head, || feeds::render(&state.store, &state.page))
-        .await?;
-    Ok(pick(&documents).respond(request))
+    let caller = Caller::from_request(request, &mut actix_web::dev::Payload::None).await?;
+    state.limits.allow_read(caller.client_ip)?;
+    let viewer = caller.viewer();
+    if viewer == Viewer::Public {
+        let documents = state
+            .feeds
+            .get(state.document_generation(), || {
+                feeds::render(&state.store, &state.page, &Viewer::Public)
+            })
+            .await?;
+        return Ok(pick(&documents).respond(request));
+    }
+    // A key that sees more than the public: its own rendering, never shared.
+    let documents = feeds::render(&state.store, &state.page, &viewer).await?;
+    Ok(pick(&documents).respond_cached_as(request, "private, max-age=5"))
 }
 
 macro_rules! documented {
@@ -102,12 +113,14 @@ documented!(
     crate::statuspage::SpMaintenances, "application/json", |d| &d.active, status_document
 );
 documented!(
-    /// Atom 1.0 feed of the 50 newest updates of public incidents and maintenances.
+    /// Atom 1.0 feed of the 50 newest updates of incidents and maintenances: public ones,
+    /// and with a key its tenant's.
     atom, "/v1/feed.atom", "feed_atom", "feeds",
     String, "application/atom+xml", |d| &d.atom, feed
 );
 documented!(
-    /// RSS 2.0 feed of the 50 newest updates of public incidents and maintenances.
+    /// RSS 2.0 feed of the 50 newest updates of incidents and maintenances: public ones,
+    /// and with a key its tenant's.
     rss, "/v1/feed.rss", "feed_rss", "feeds",
     String, "application/rss+xml", |d| &d.rss, feed
 );

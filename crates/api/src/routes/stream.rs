@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::problem::ApiError;
-use crate::stream::{StreamFilter, Subscriber};
+use crate::stream::{StreamFilter, StreamKey, Subscriber};
 use crate::AppState;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -71,6 +71,22 @@ pub async fn stream(
             format!("must be at most {}", i64::MAX),
         ));
     }
+    let after = last_event_id.or(query.after);
+    if let Some(after) = after {
+        // A position this history has not reached (another deployment's, or a restored
+        // database's) would silently hold back every notice until the log caught up.
+        let head = state
+            .store
+            .log_head()
+            .await?
+            .map_or(0, |(position, _)| position);
+        if after > head {
+            return Err(ApiError::invalid(
+                "Last-Event-ID",
+                format!("position {after} is beyond the history's head {head}"),
+            ));
+        }
+    }
     let region = match query.region.as_deref() {
         None => None,
         Some(region) => Some(domain::values::label("region", region).map_err(ApiError::from)?),
@@ -83,9 +99,10 @@ pub async fn stream(
             service_id: query.service_id,
             region,
         },
-        last_event_id.or(query.after),
+        caller.key.as_ref().map(|key| StreamKey { id: key.id }),
+        after,
     )
-    .ok_or_else(|| ApiError::Unavailable("the notice stream is starting".into()))?;
+    .ok_or_else(|| ApiError::Unavailable("the notice stream is starting or stopping".into()))?;
     let body = futures_util::stream::unfold(subscriber, |mut subscriber| async move {
         let chunk = subscriber.next_chunk().await?;
         Some((Ok::<_, Infallible>(chunk), subscriber))
