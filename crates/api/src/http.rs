@@ -174,6 +174,18 @@ pub fn page_limit(limit: Option<i64>) -> Result<usize, ApiError> {
     }
 }
 
+/// A global position or stream version given by a client: stored as a PostgreSQL bigint,
+/// so at most `i64::MAX`.
+pub fn position_param(field: &str, value: Option<u64>) -> Result<Option<u64>, ApiError> {
+    match value {
+        Some(n) if n > i64::MAX as u64 => Err(ApiError::invalid(
+            field,
+            format!("must be at most {}", i64::MAX),
+        )),
+        other => Ok(other),
+    }
+}
+
 /// An opaque cursor: the sort key of the last item of a page, as URL-safe base64 JSON.
 pub fn encode_cursor<T: Serialize>(key: &T) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(key).unwrap_or_default())

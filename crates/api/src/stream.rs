@@ -525,7 +525,13 @@ impl NoticeHub {
                     }
                 }
                 let notice = Notice::of(event);
-                if let Some(notice) = &notice {
+                let listened = self
+                    .ring
+                    .lock()
+                    .is_ok_and(|state| state.sender.receiver_count() > 0);
+                // Nobody listening on this process: no reading or rendering on the write
+                // path's database for nothing (a catch-up renders what it needs).
+                if let Some(notice) = notice.as_ref().filter(|_| listened) {
                     // Read the resource and render the public message once here, so that
                     // most subscribers only copy bytes and none falls behind waiting for
                     // the database. A failure is retried by whichever subscriber needs it.

@@ -50,15 +50,9 @@ fn auditor(caller: &Caller) -> Result<(), ApiError> {
     }
 }
 
-/// A position or version from the query: stored as a PostgreSQL bigint.
+/// A position or version from the query (0 when absent).
 fn after_param(after: Option<u64>) -> Result<u64, ApiError> {
-    match after {
-        Some(n) if n > i64::MAX as u64 => Err(ApiError::invalid(
-            "after",
-            format!("must be at most {}", i64::MAX),
-        )),
-        other => Ok(other.unwrap_or(0)),
-    }
+    Ok(http::position_param("after", after)?.unwrap_or(0))
 }
 
 /// A stream id as the store accepts them: 1 to 200 characters, no control characters.

@@ -9,6 +9,7 @@ use utoipa::IntoParams;
 use uuid::Uuid;
 
 use crate::auth::Caller;
+use crate::http;
 use crate::problem::ApiError;
 use crate::stream::{StreamFilter, StreamKey, Subscriber};
 use crate::AppState;
@@ -59,19 +60,13 @@ pub async fn stream(
                 .to_str()
                 .ok()
                 .and_then(|v| v.trim().parse::<u64>().ok())
-                .filter(|p| *p <= i64::MAX as u64)
                 .ok_or_else(|| {
                     ApiError::invalid("Last-Event-ID", "must be a global position (an integer)")
                 })?,
         ),
     };
-    if query.after.is_some_and(|p| p > i64::MAX as u64) {
-        return Err(ApiError::invalid(
-            "after",
-            format!("must be at most {}", i64::MAX),
-        ));
-    }
-    let after = last_event_id.or(query.after);
+    let last_event_id = http::position_param("Last-Event-ID", last_event_id)?;
+    let after = last_event_id.or(http::position_param("after", query.after)?);
     if let Some(after) = after {
         // A position this history has not reached (another deployment's, or a restored
         // database's) would silently hold back every notice until the log caught up.
