@@ -437,10 +437,23 @@ async fn the_statuspage_api_has_statuspages_shapes_and_public_notices_only() {
     let all = document(&api, "/api/v2/scheduled-maintenances.json", None).await;
     assert_eq!(keys(&all), set(&["page", "scheduled_maintenances"]));
     assert_eq!(all["scheduled_maintenances"].as_array().unwrap().len(), 2);
+    // A later one scheduled after it: upcoming lists the soonest first.
+    let later = api
+        .post(
+            "/v1/maintenances",
+            &publisher,
+            json!({"title": "Later upgrade", "message": "Planned.", "affected_services": [outlook],
+                   "starts_at": window(48), "ends_at": window(50)}),
+        )
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let upcoming_doc = document(&api, "/api/v2/scheduled-maintenances/upcoming.json", None).await;
     assert_eq!(
         ids(&upcoming_doc["scheduled_maintenances"]),
-        vec![upcoming.as_str()]
+        vec![upcoming.as_str(), later.as_str()]
     );
     assert_eq!(
         upcoming_doc["scheduled_maintenances"][0]["status"],

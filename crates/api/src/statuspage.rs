@@ -550,7 +550,8 @@ pub async fn render(
     let recent = queries::incidents(&client, &viewer, IncidentState::All, RECENT).await?;
     let maintenances =
         |state, limit| queries::maintenances_page(&client, &viewer, state, None, limit);
-    let upcoming = maintenances(MaintenanceState::Upcoming, OPEN).await?.items;
+    // The soonest ones (a page of the newest would drop them when there are many).
+    let upcoming = queries::soonest_upcoming_maintenances(&client, &viewer, OPEN).await?;
     let active = maintenances(MaintenanceState::Active, OPEN).await?.items;
     let all_maintenances = maintenances(MaintenanceState::All, RECENT).await?.items;
 

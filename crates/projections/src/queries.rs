@@ -397,6 +397,28 @@ pub async fn maintenances_page<C: GenericClient>(
     Ok(Page::of(visible_rows(&rows, viewer)?, limit))
 }
 
+/// The maintenances the viewer may see that are scheduled and not started, soonest first.
+pub async fn soonest_upcoming_maintenances<C: GenericClient>(
+    client: &C,
+    viewer: &Viewer,
+    limit: usize,
+) -> Result<Vec<Versioned<Maintenance>>, ProjectionError> {
+    let (everyone, tenant) = viewer.filter();
+    let statuses = MaintenanceState::Upcoming.statuses();
+    let statement = client
+        .prepare_cached(
+            "SELECT id, version, state FROM rm_maintenances \
+              WHERE ($1 OR public OR $2 = ANY(tenants)) AND status = ANY($3) \
+              ORDER BY starts_at, id LIMIT $4",
+        )
+        .await?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = client
+        .query(&statement, &[&everyone, &tenant, &statuses, &limit])
+        .await?;
+    visible_rows(&rows, viewer)
+}
+
 /// The sort key of a service in lists: its group (none first), its name, its id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceSortKey {
