@@ -562,3 +562,104 @@ async fn revoking_a_key_ends_its_stream_and_a_service_filter_hears_the_service_f
     .await
     .problem(400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_that_join_and_rejoin_during_concurrent_writes_miss_and_repeat_nothing() {
+    let db = TestDatabase::create().await;
+    let api = std::sync::Arc::new(Api::start(&db).await);
+    let publisher = api.key("publisher", None).await;
+    let auditor = api.key("auditor", None).await;
+    let teams = api.service("Teams").await;
+    let base = api.server.base.clone();
+    // One subscriber from the start of the history, joining while writers commit (its
+    // catch-up hands over to the ring under load).
+    let mut from_start = SseClient::open(&base, "?after=0", None, None).await;
+
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (api, publisher, teams) = (api.clone(), publisher.clone(), teams.clone());
+            tokio::spawn(async move {
+                for n in 0..15 {
+                    let declared = api
+                        .declare(
+                            &publisher,
+                            incident_body(&teams, &format!("w{w} #{n}"), None, &[]),
+                        )
+                        .await;
+                    let id = declared["id"].as_str().unwrap().to_owned();
+                    update(&api, &publisher, &id, "resolved").await;
+                }
+            })
+        })
+        .collect();
+
+    // Another that keeps dropping its connection and resuming with Last-Event-ID.
+    let mut hopping: Vec<u64> = Vec::new();
+    let mut last = None;
+    for _ in 0..6 {
+        let mut client = SseClient::open(&base, "", None, last).await;
+        if last.is_none() {
+            // Its first connection starts "now": note where, to compare from there.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for _ in 0..8 {
+            match client.next(Duration::from_millis(500)).await {
+                Some(message) => {
+                    hopping.push(message.id);
+                    last = Some(message.id);
+                }
+                None => break,
+            }
+        }
+        if last.is_none() {
+            last = Some(0);
+        }
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    // Drain both until quiet.
+    let mut client = SseClient::open(&base, "", None, last).await;
+    while let Some(message) = client.next(Duration::from_secs(2)).await {
+        hopping.push(message.id);
+    }
+    let mut started: Vec<u64> = Vec::new();
+    while let Some(message) = from_start.next(Duration::from_secs(2)).await {
+        started.push(message.id);
+    }
+
+    // The notices in the log, in order: every incident and service event.
+    let mut notices = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = api
+            .get(
+                &format!("/v1/audit/events?after={after}&limit=500"),
+                Some(&auditor),
+            )
+            .await
+            .expect(200);
+        let events = page["events"].as_array().unwrap().clone();
+        if events.is_empty() {
+            break;
+        }
+        after = page["next_after"].as_u64().unwrap();
+        notices.extend(
+            events
+                .iter()
+                .filter(|e| !e["stream_id"].as_str().unwrap().starts_with("api_key-"))
+                .map(|e| e["position"].as_u64().unwrap()),
+        );
+    }
+    assert_eq!(notices.len(), 1 + 4 * 15 * 2);
+    assert_eq!(
+        started, notices,
+        "the subscriber from the start got every notice once, in order"
+    );
+    let first = *hopping.first().expect("the hopping subscriber got notices");
+    let expected: Vec<u64> = notices.iter().copied().filter(|p| *p >= first).collect();
+    assert_eq!(
+        hopping, expected,
+        "the resuming subscriber missed or repeated a notice"
+    );
+}
