@@ -84,6 +84,15 @@ impl SignedCheckpoint {
         checkpoint_message(self.position, &self.hash, &self.signed_at)
     }
 
+    /// The raw 64 bytes of the signature.
+    pub fn signature_bytes(&self) -> Result<[u8; 64], CheckpointError> {
+        BASE64
+            .decode(&self.signature)
+            .ok()
+            .and_then(|bytes| <[u8; 64]>::try_from(bytes).ok())
+            .ok_or_else(|| CheckpointError::Malformed("signature is not 64 bytes of base64".into()))
+    }
+
     pub fn link(&self) -> Result<Hash, CheckpointError> {
         hex::decode(&self.hash)
             .ok()
@@ -109,13 +118,7 @@ impl SignedCheckpoint {
         self.link()?;
         DateTime::parse_from_rfc3339(&self.signed_at)
             .map_err(|e| CheckpointError::Malformed(format!("signed_at: {e}")))?;
-        let signature = BASE64
-            .decode(&self.signature)
-            .ok()
-            .and_then(|bytes| <[u8; 64]>::try_from(bytes).ok())
-            .ok_or_else(|| {
-                CheckpointError::Malformed("signature is not 64 bytes of base64".into())
-            })?;
+        let signature = self.signature_bytes()?;
         key.verify_strict(
             self.message().as_bytes(),
             &Signature::from_bytes(&signature),
@@ -272,13 +275,12 @@ impl EventStore {
             .ok()
             .and_then(|bytes| Hash::from_slice(&bytes))
             .ok_or_else(|| StoreError::Corrupt("the verified head is not a hash".into()))?;
-        let checkpoint = SignedCheckpoint::sign(key, head.position, &link, Utc::now());
-        let signed_at = DateTime::parse_from_rfc3339(&checkpoint.signed_at)
-            .map_err(|e| StoreError::Corrupt(format!("signed_at: {e}")))?
-            .with_timezone(&Utc);
-        let signature = BASE64
-            .decode(&checkpoint.signature)
-            .map_err(|e| StoreError::Corrupt(format!("signature: {e}")))?;
+        // Kept to the microsecond, as both the signed text and the column hold it.
+        let signed_at = Utc::now().trunc_subsecs(6);
+        let checkpoint = SignedCheckpoint::sign(key, head.position, &link, signed_at);
+        let signature = checkpoint
+            .signature_bytes()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let client = self.pool().get().await?;
         let position = i64::try_from(head.position).unwrap_or(i64::MAX);
         let inserted = client
@@ -290,7 +292,7 @@ impl EventStore {
                     &link.0.as_slice(),
                     &signed_at,
                     &public_key.as_slice(),
-                    &signature,
+                    &signature.as_slice(),
                 ],
             )
             .await?;
