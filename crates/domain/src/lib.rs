@@ -9,6 +9,7 @@ pub mod incident;
 pub mod maintenance;
 pub mod service;
 pub mod values;
+pub mod webhook;
 
 use serde::Serialize;
 

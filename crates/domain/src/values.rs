@@ -297,10 +297,70 @@ pub fn affected_services(values: &[AffectedService]) -> Result<Vec<AffectedServi
     Ok(out)
 }
 
+/// What a notice says happened: the CloudEvents `type` of what subscribers receive, and
+/// what a webhook may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum NoticeType {
+    #[serde(rename = "incident.declared")]
+    IncidentDeclared,
+    #[serde(rename = "incident.updated")]
+    IncidentUpdated,
+    #[serde(rename = "incident.resolved")]
+    IncidentResolved,
+    #[serde(rename = "incident.reopened")]
+    IncidentReopened,
+    #[serde(rename = "incident.corrected")]
+    IncidentCorrected,
+    #[serde(rename = "incident.postmortem_published")]
+    IncidentPostmortemPublished,
+    #[serde(rename = "maintenance.scheduled")]
+    MaintenanceScheduled,
+    #[serde(rename = "maintenance.updated")]
+    MaintenanceUpdated,
+    #[serde(rename = "service.updated")]
+    ServiceUpdated,
+}
+
+impl NoticeType {
+    pub const ALL: [NoticeType; 9] = [
+        NoticeType::IncidentDeclared,
+        NoticeType::IncidentUpdated,
+        NoticeType::IncidentResolved,
+        NoticeType::IncidentReopened,
+        NoticeType::IncidentCorrected,
+        NoticeType::IncidentPostmortemPublished,
+        NoticeType::MaintenanceScheduled,
+        NoticeType::MaintenanceUpdated,
+        NoticeType::ServiceUpdated,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoticeType::IncidentDeclared => "incident.declared",
+            NoticeType::IncidentUpdated => "incident.updated",
+            NoticeType::IncidentResolved => "incident.resolved",
+            NoticeType::IncidentReopened => "incident.reopened",
+            NoticeType::IncidentCorrected => "incident.corrected",
+            NoticeType::IncidentPostmortemPublished => "incident.postmortem_published",
+            NoticeType::MaintenanceScheduled => "maintenance.scheduled",
+            NoticeType::MaintenanceUpdated => "maintenance.updated",
+            NoticeType::ServiceUpdated => "service.updated",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn notice_type_names_are_their_serde_names() {
+        for notice in NoticeType::ALL {
+            assert_eq!(serde_json::to_value(notice).unwrap(), notice.as_str());
+        }
+    }
 
     #[test]
     fn text_is_trimmed_bounded_and_free_of_control_characters() {

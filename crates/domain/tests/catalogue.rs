@@ -1,7 +1,7 @@
 //! docs/EVENTS.md is true: every example decodes as the type and schema version its heading
 //! names, re-encodes to the same JSON (current versions), and every event type is listed.
 
-use domain::{api_key, incident, maintenance, service};
+use domain::{api_key, incident, maintenance, service, webhook};
 use serde_json::Value;
 
 const CATALOGUE: &str = include_str!("../../../docs/EVENTS.md");
@@ -71,6 +71,14 @@ fn round_trip(type_name: &str, version: u32, payload: Value) -> (String, u32, Va
                 serde_json::to_value(&event),
             )
         }
+        Some("webhook") => {
+            let event = webhook::Event::from_stored(type_name, version, payload).expect("decode");
+            stored(
+                event.type_name(),
+                event.schema_version(),
+                serde_json::to_value(&event),
+            )
+        }
         _ => panic!("unknown kind in {type_name}"),
     }
 }
@@ -109,6 +117,9 @@ fn every_event_type_at_its_current_version_is_documented() {
         ("maintenance.update_posted", 1),
         ("api_key.created", 1),
         ("api_key.revoked", 1),
+        ("webhook.registered", 1),
+        ("webhook.deleted", 1),
+        ("webhook.disabled", 1),
     ];
     for (type_name, version) in current {
         assert!(
