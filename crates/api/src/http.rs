@@ -11,7 +11,7 @@ use domain::api_key::ApiKey;
 use eventstore::Metadata;
 use projections::idempotency::{IdempotentRequest, StoredAnswer};
 use projections::queries::Page;
-use projections::{Kind, Once, Outcome, Versioned, Written};
+use projections::{AlsoWrite, Kind, Once, Outcome, Versioned, Written};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -246,6 +246,21 @@ pub async fn execute<K: Kind>(
     command: &K::Command,
     answer: Answer<'_, K::Resource>,
 ) -> Result<HttpResponse, ApiError> {
+    execute_also::<K>(state, request, body, key, id, command, answer, None).await
+}
+
+/// [`execute`], with `also` written in the transaction of the command's events.
+#[allow(clippy::too_many_arguments)]
+pub async fn execute_also<K: Kind>(
+    state: &AppState,
+    request: &HttpRequest,
+    body: &[u8],
+    key: &Versioned<ApiKey>,
+    id: Uuid,
+    command: &K::Command,
+    answer: Answer<'_, K::Resource>,
+    also: Option<&AlsoWrite<'_>>,
+) -> Result<HttpResponse, ApiError> {
     state.limits.allow_write(key.id)?;
     let if_match = if_match(request)?;
     let idempotent = idempotency_key(request)?.map(|idempotency_key| IdempotentRequest {
@@ -273,7 +288,7 @@ pub async fn execute<K: Kind>(
     let metadata = metadata(request, key);
     let outcome = state
         .publisher
-        .execute_once::<K>(id, command, if_match, &metadata, once)
+        .execute_once::<K>(id, command, if_match, &metadata, once, also)
         .await?;
     let (stored, replayed) = match outcome {
         Outcome::Written(written) => {

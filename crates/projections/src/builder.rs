@@ -9,6 +9,7 @@ use domain::api_key::ApiKeyDecider;
 use domain::incident::IncidentDecider;
 use domain::maintenance::MaintenanceDecider;
 use domain::service::ServiceDecider;
+use domain::webhook::WebhookDecider;
 use eventstore::{EventStore, LoggedEvent, RecordedEvent};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -205,6 +206,7 @@ async fn fold_batch<C: GenericClient>(
     let mut services: Streams = HashMap::new();
     let mut incidents: Streams = HashMap::new();
     let mut maintenances: Streams = HashMap::new();
+    let mut webhooks: Streams = HashMap::new();
     for logged in batch {
         let Some((kind, id)) = parse_stream_id(&logged.event.stream_id) else {
             continue;
@@ -214,6 +216,7 @@ async fn fold_batch<C: GenericClient>(
             StreamKind::Service => &mut services,
             StreamKind::Incident => &mut incidents,
             StreamKind::Maintenance => &mut maintenances,
+            StreamKind::Webhook => &mut webhooks,
         };
         streams.entry(id).or_default().push(&logged.event);
     }
@@ -222,6 +225,7 @@ async fn fold_batch<C: GenericClient>(
         services: fold_kind::<ServiceDecider, C>(transaction, services).await?,
         incidents: fold_kind::<IncidentDecider, C>(transaction, incidents).await?,
         maintenances: fold_kind::<MaintenanceDecider, C>(transaction, maintenances).await?,
+        webhooks: fold_kind::<WebhookDecider, C>(transaction, webhooks).await?,
     })
 }
 

@@ -1,7 +1,7 @@
-//! The three kinds of resource, as the event store sees them: a stream per resource named
+//! The kinds of resource, as the event store sees them: a stream per resource named
 //! `<kind>-<uuid>`, and the domain's events stored by type name and schema version.
 
-use domain::{api_key, incident, maintenance, service, Decider, DecodeError};
+use domain::{api_key, incident, maintenance, service, webhook, Decider, DecodeError};
 use eventstore::RecordedEvent;
 use serde::{de::DeserializeOwned, Serialize};
 use uuid::Uuid;
@@ -132,6 +132,28 @@ impl Kind for api_key::ApiKeyDecider {
     }
 }
 
+impl Kind for webhook::WebhookDecider {
+    const NAME: &'static str = "webhook";
+    const TABLE: &'static str = "rm_webhooks";
+    type Resource = webhook::Webhook;
+
+    fn resource_id(resource: &Self::Resource) -> Uuid {
+        resource.id
+    }
+
+    fn add_to(changes: &mut crate::Changes, resource: Versioned<Self::Resource>) {
+        changes.webhooks.push(resource);
+    }
+
+    fn decode(event: &RecordedEvent) -> Result<webhook::Event, DecodeError> {
+        webhook::Event::from_stored(&event.event_type, event.schema_version, event.data.clone())
+    }
+
+    fn encode(event: &webhook::Event) -> Result<(&'static str, u32, serde_json::Value), String> {
+        encoded(event.type_name(), event.schema_version(), event)
+    }
+}
+
 /// Which kind a stream belongs to, if any (streams of other names are not projected).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StreamKind {
@@ -139,6 +161,7 @@ pub enum StreamKind {
     Service,
     Incident,
     Maintenance,
+    Webhook,
 }
 
 /// Splits `<kind>-<uuid>` into its kind and id.
@@ -149,6 +172,7 @@ pub fn parse_stream_id(stream_id: &str) -> Option<(StreamKind, Uuid)> {
         service::ServiceDecider::NAME => StreamKind::Service,
         incident::IncidentDecider::NAME => StreamKind::Incident,
         maintenance::MaintenanceDecider::NAME => StreamKind::Maintenance,
+        webhook::WebhookDecider::NAME => StreamKind::Webhook,
         _ => return None,
     };
     // Only the canonical lower-case hyphenated form, so one resource has one stream.
@@ -187,7 +211,11 @@ mod tests {
             parse_stream_id(&format!("api_key-{id}")),
             Some((StreamKind::ApiKey, id))
         );
-        assert_eq!(parse_stream_id(&format!("webhook-{id}")), None);
+        assert_eq!(
+            parse_stream_id(&format!("webhook-{id}")),
+            Some((StreamKind::Webhook, id))
+        );
+        assert_eq!(parse_stream_id(&format!("checkpoint-{id}")), None);
         assert_eq!(parse_stream_id("incident"), None);
     }
 }

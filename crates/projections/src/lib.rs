@@ -29,7 +29,7 @@ mod write;
 
 pub use builder::{run as run_builder, BatchReport, Builder, BuilderOptions};
 pub use kinds::{parse_stream_id, Kind, StreamKind, Versioned};
-pub use publish::{CommandError, Once, Outcome, Publisher, Written};
+pub use publish::{AlsoWrite, CommandError, Once, Outcome, Publisher, Written};
 pub use replay::{replay, ReplayOptions, ReplayReport};
 pub use write::{write_changes, Changes};
 
@@ -42,8 +42,9 @@ pub(crate) const PROJECTIONS_LOCK: i64 = 0x6372_6965_7203;
 
 /// Every read-model table. A replay rebuilds exactly these (a test checks that the schema
 /// has no other).
-pub const READ_MODEL_TABLES: [&str; 7] = [
+pub const READ_MODEL_TABLES: [&str; 8] = [
     "rm_api_keys",
+    "rm_webhooks",
     "rm_services",
     "rm_incidents",
     "rm_maintenances",

@@ -13,6 +13,14 @@ use crate::{ProjectionError, PROJECTIONS_LOCK};
 /// race, before giving up.
 const MAX_ATTEMPTS: usize = 20;
 
+/// A statement run in a command's transaction right after its events are appended: what
+/// must be stored exactly when they are and never otherwise (a webhook's signing secret,
+/// which no event may carry). Not run when the command appends nothing.
+pub struct AlsoWrite<'a> {
+    pub statement: &'static str,
+    pub params: &'a [&'a (dyn tokio_postgres::types::ToSql + Sync)],
+}
+
 /// The outcome of a command that was accepted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Written<R> {
@@ -122,7 +130,7 @@ impl Publisher {
         metadata: &Metadata,
     ) -> Result<Written<K::Resource>, CommandError> {
         match self
-            .execute_once::<K>(id, command, if_match, metadata, None)
+            .execute_once::<K>(id, command, if_match, metadata, None, None)
             .await?
         {
             Outcome::Written(written) => Ok(written),
@@ -132,7 +140,8 @@ impl Publisher {
         }
     }
 
-    /// [`Publisher::execute`], at most once per idempotency key: with `once`, a request
+    /// [`Publisher::execute`], at most once per idempotency key, with `also` written in the
+    /// events' transaction: with `once`, a request
     /// answered before gets its recorded answer and writes nothing, and the answer of a new
     /// one is recorded in the transaction of its events (after them), so that a crash can
     /// never leave the write without its record or the reverse. A concurrent duplicate
@@ -145,10 +154,11 @@ impl Publisher {
         if_match: Option<u64>,
         metadata: &Metadata,
         once: Option<Once<'_, K::Resource>>,
+        also: Option<&AlsoWrite<'_>>,
     ) -> Result<Outcome<K::Resource>, CommandError> {
         for _ in 0..MAX_ATTEMPTS {
             match self
-                .attempt::<K>(id, command, if_match, metadata, once.as_ref())
+                .attempt::<K>(id, command, if_match, metadata, once.as_ref(), also)
                 .await?
             {
                 Attempt::Done(written) => return Ok(Outcome::Written(written)),
@@ -166,6 +176,7 @@ impl Publisher {
         if_match: Option<u64>,
         metadata: &Metadata,
         once: Option<&Once<'_, K::Resource>>,
+        also: Option<&AlsoWrite<'_>>,
     ) -> Result<Attempt<K::Resource>, CommandError> {
         let stream_id = K::stream_id(id);
         let mut client = self.store.pool().get().await?;
@@ -277,6 +288,10 @@ impl Publisher {
         let mut changes = Changes::default();
         K::add_to(&mut changes, resource.clone());
         write_changes(&transaction, &changes).await?;
+        if let Some(also) = also {
+            let statement = transaction.prepare_cached(also.statement).await?;
+            transaction.execute(&statement, also.params).await?;
+        }
         let written = Written {
             resource,
             events: events.len(),

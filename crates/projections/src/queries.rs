@@ -8,6 +8,7 @@ use domain::incident::Incident;
 use domain::maintenance::Maintenance;
 use domain::service::Service;
 use domain::values::{Audience, ServiceStatus};
+use domain::webhook::Webhook;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
@@ -527,6 +528,45 @@ pub async fn api_key<C: GenericClient>(
 ) -> Result<Option<Versioned<ApiKey>>, ProjectionError> {
     let statement = client
         .prepare_cached("SELECT id, version, state FROM rm_api_keys WHERE id = $1")
+        .await?;
+    let row = client.query_opt(&statement, &[&id]).await?;
+    row.as_ref().map(versioned).transpose()
+}
+
+/// Webhooks, newest first, after the `(created_at, id)` of the previous page; only those of
+/// `tenant` when the caller is bound to one.
+pub async fn webhooks_page<C: GenericClient>(
+    client: &C,
+    tenant: Option<&str>,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: usize,
+) -> Result<Page<Versioned<Webhook>>, ProjectionError> {
+    let (after_created, after_id) = after.unzip();
+    let statement = client
+        .prepare_cached(
+            "SELECT id, version, state FROM rm_webhooks \
+              WHERE ($1::text IS NULL OR tenant = $1) \
+                AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid)) \
+              ORDER BY created_at DESC, id DESC LIMIT $4",
+        )
+        .await?;
+    let rows = client
+        .query(
+            &statement,
+            &[&tenant, &after_created, &after_id, &fetch_limit(limit)],
+        )
+        .await?;
+    let webhooks = rows.iter().map(versioned).collect::<Result<_, _>>()?;
+    Ok(Page::of(webhooks, limit))
+}
+
+/// A webhook by id, whatever its status.
+pub async fn webhook<C: GenericClient>(
+    client: &C,
+    id: Uuid,
+) -> Result<Option<Versioned<Webhook>>, ProjectionError> {
+    let statement = client
+        .prepare_cached("SELECT id, version, state FROM rm_webhooks WHERE id = $1")
         .await?;
     let row = client.query_opt(&statement, &[&id]).await?;
     row.as_ref().map(versioned).transpose()

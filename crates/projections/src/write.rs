@@ -14,6 +14,7 @@ use domain::incident::Incident;
 use domain::maintenance::Maintenance;
 use domain::service::Service;
 use domain::values::{Audience, ServiceStatus};
+use domain::webhook::{Webhook, WebhookStatus};
 use uuid::Uuid;
 
 use crate::kinds::Versioned;
@@ -27,6 +28,7 @@ pub struct Changes {
     pub services: Vec<Versioned<Service>>,
     pub incidents: Vec<Versioned<Incident>>,
     pub maintenances: Vec<Versioned<Maintenance>>,
+    pub webhooks: Vec<Versioned<Webhook>>,
 }
 
 impl Changes {
@@ -35,6 +37,7 @@ impl Changes {
             && self.services.is_empty()
             && self.incidents.is_empty()
             && self.maintenances.is_empty()
+            && self.webhooks.is_empty()
     }
 }
 
@@ -70,6 +73,9 @@ pub async fn write_changes<C: GenericClient>(
     if !changes.maintenances.is_empty() {
         write_maintenances(client, &changes.maintenances).await?;
     }
+    if !changes.webhooks.is_empty() {
+        write_webhooks(client, &changes.webhooks).await?;
+    }
     Ok(())
 }
 
@@ -104,6 +110,45 @@ async fn write_api_keys<C: GenericClient>(
             &[
                 &ids, &versions, &hashes, &roles, &tenants, &revoked, &states,
             ],
+        )
+        .await?;
+    Ok(())
+}
+
+async fn write_webhooks<C: GenericClient>(
+    client: &C,
+    webhooks: &[Versioned<Webhook>],
+) -> Result<(), ProjectionError> {
+    let ids: Vec<Uuid> = webhooks.iter().map(|w| w.id).collect();
+    let versions = webhooks
+        .iter()
+        .map(version)
+        .collect::<Result<Vec<_>, _>>()?;
+    let tenants: Vec<Option<&str>> = webhooks.iter().map(|w| w.state.tenant.as_deref()).collect();
+    let active: Vec<bool> = webhooks
+        .iter()
+        .map(|w| w.state.status == WebhookStatus::Active)
+        .collect();
+    let created: Vec<DateTime<Utc>> = webhooks.iter().map(|w| w.state.created_at).collect();
+    let states = webhooks
+        .iter()
+        .map(state_json)
+        .collect::<Result<Vec<_>, _>>()?;
+    let statement = client
+        .prepare_cached(
+            "INSERT INTO rm_webhooks AS r (id, version, tenant, active, created_at, state) \
+             SELECT * FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::bool[], \
+                                  $5::timestamptz[], $6::jsonb[]) \
+             ON CONFLICT (id) DO UPDATE SET version = excluded.version, \
+                 tenant = excluded.tenant, active = excluded.active, \
+                 created_at = excluded.created_at, state = excluded.state \
+             WHERE r.version < excluded.version",
+        )
+        .await?;
+    client
+        .execute(
+            &statement,
+            &[&ids, &versions, &tenants, &active, &created, &states],
         )
         .await?;
     Ok(())
