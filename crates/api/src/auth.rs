@@ -25,6 +25,8 @@ pub enum Permission {
     ManageKeys,
     /// Create, change and retire services.
     ManageServices,
+    /// Register, list and delete webhooks, and read their deliveries.
+    ManageWebhooks,
     /// Declare and update incidents and maintenances, correct, publish postmortems.
     Publish,
     /// Read the event history of every tenant.
@@ -45,6 +47,7 @@ impl Permission {
         match self {
             Permission::ManageKeys => "manage API keys (admin)",
             Permission::ManageServices => "manage services (admin)",
+            Permission::ManageWebhooks => "manage webhooks (admin)",
             Permission::Publish => "publish notices (publisher or admin)",
             Permission::Audit => "read the history (auditor or admin)",
         }

@@ -11,6 +11,7 @@ mod health;
 pub mod http;
 pub mod limits;
 mod metrics;
+pub mod notice;
 pub mod observe;
 pub mod openapi;
 pub mod problem;

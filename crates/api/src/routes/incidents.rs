@@ -135,9 +135,10 @@ async fn may_write_incident(
     publisher.may_write(incident.as_ref().map(|i| &i.state.audience))
 }
 
-/// 400 naming every affected service that does not exist (or is retired).
+/// 400 naming every service of the list `field` that does not exist (or is retired).
 pub(crate) async fn known_services(
     state: &AppState,
+    field: &str,
     ids: impl Iterator<Item = Uuid>,
 ) -> Result<(), ApiError> {
     let ids: Vec<Uuid> = ids.collect();
@@ -151,7 +152,7 @@ pub(crate) async fn known_services(
             .enumerate()
             .filter(|(_, id)| unknown.contains(id))
             .map(|(i, id)| domain::FieldError {
-                field: format!("affected_services[{i}]"),
+                field: format!("{field}[{i}]"),
                 message: format!("there is no service {id} in use"),
             })
             .collect(),
@@ -216,7 +217,12 @@ pub async fn declare(
     let publisher = publisher(&caller)?;
     let new: NewIncident = http::json_body(&request, &body)?;
     let audience = publisher.audience(new.audience)?;
-    known_services(&state, service_ids(&new.affected_services)).await?;
+    known_services(
+        &state,
+        "affected_services",
+        service_ids(&new.affected_services),
+    )
+    .await?;
     let id = Uuid::new_v4();
     let command = incident::Command::Declare(incident::Declare {
         incident_id: id,
@@ -268,7 +274,7 @@ pub async fn post_update(
     let update: NewIncidentUpdate = http::json_body(&request, &body)?;
     may_write_incident(&state, &publisher, *id).await?;
     if let Some(services) = &update.affected_services {
-        known_services(&state, service_ids(services)).await?;
+        known_services(&state, "affected_services", service_ids(services)).await?;
     }
     let command = incident::Command::PostUpdate(incident::PostUpdate {
         update_id: Uuid::new_v4(),

@@ -96,7 +96,12 @@ pub async fn schedule(
     let publisher = publisher(&caller)?;
     let new: NewMaintenance = http::json_body(&request, &body)?;
     let audience = publisher.audience(new.audience)?;
-    known_services(&state, new.affected_services.iter().copied()).await?;
+    known_services(
+        &state,
+        "affected_services",
+        new.affected_services.iter().copied(),
+    )
+    .await?;
     let id = Uuid::new_v4();
     let command = maintenance::Command::Schedule(maintenance::Schedule {
         maintenance_id: id,

@@ -10,8 +10,9 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::http;
+use crate::notice::NoticeFilter;
 use crate::problem::ApiError;
-use crate::stream::{StreamFilter, StreamKey, Subscriber};
+use crate::stream::{StreamKey, Subscriber};
 use crate::AppState;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -90,9 +91,10 @@ pub async fn stream(
         state.store.clone(),
         state.notices.clone(),
         caller.viewer(),
-        StreamFilter {
-            service_id: query.service_id,
+        NoticeFilter {
+            services: query.service_id.into_iter().collect(),
             region,
+            types: Vec::new(),
         },
         caller.key.as_ref().map(|key| StreamKey { id: key.id }),
         after,

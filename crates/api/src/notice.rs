@@ -1,0 +1,447 @@
+//! Notices: the events of the log that subscribers (SSE streams, webhooks) receive, and
+//! how each renders as a CloudEvent for one kind of viewer.
+//!
+//! A notice's `data` is the incident or maintenance as it stood after that event, as the
+//! viewer may see it, with its services' statuses as the viewer sees them now (a service
+//! notice carries the service as it now stands). Administrative history (API keys,
+//! webhooks) is never a notice. The resource is read once per notice and each viewer's
+//! rendering made once, however many subscribers share it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use actix_web::web::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use domain::incident::{Incident, IncidentDecider};
+use domain::maintenance::{Maintenance, MaintenanceDecider};
+use domain::values::NoticeType;
+use eventstore::{EventStore, LoggedEvent};
+use projections::history::{self, AsOf};
+use projections::queries::{self, Viewer, GLOBAL_REGION};
+use projections::Versioned;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::problem::ApiError;
+use crate::views::{IncidentBody, MaintenanceBody, ServiceBody};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum ResourceKind {
+    Incident,
+    Maintenance,
+    Service,
+}
+
+/// An event of the log that is a notice: what subscribers filter and render.
+pub struct Notice {
+    pub position: u64,
+    /// The CloudEvent type, e.g. `incident.resolved`.
+    pub notice_type: NoticeType,
+    kind: ResourceKind,
+    resource_id: Uuid,
+    stream_version: u64,
+    event_id: Uuid,
+    recorded_at: DateTime<Utc>,
+    /// The resource after this event, read once for all subscribers.
+    state: tokio::sync::OnceCell<Option<Arc<Resource>>>,
+    /// The services an incident affected just before this event (for service filters:
+    /// the update that frees a service concerns it too).
+    services_before: tokio::sync::OnceCell<Vec<Uuid>>,
+    /// The notice for each kind of viewer, rendered once (`None`: it may not see it).
+    rendered: Mutex<HashMap<ViewerKey, Option<Rendered>>>,
+}
+
+/// One notice rendered for one kind of viewer.
+#[derive(Clone)]
+pub struct Rendered {
+    /// The CloudEvent (a webhook's body).
+    pub json: Bytes,
+    /// The Server-Sent Events message: `id:` the position, `event:` the type, `data:` the
+    /// CloudEvent.
+    pub sse: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum ViewerKey {
+    Public,
+    Tenant(String),
+    Everyone,
+}
+
+impl From<&Viewer> for ViewerKey {
+    fn from(viewer: &Viewer) -> Self {
+        match viewer {
+            Viewer::Public => ViewerKey::Public,
+            Viewer::Tenant(t) => ViewerKey::Tenant(t.clone()),
+            Viewer::Everyone => ViewerKey::Everyone,
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Resource {
+    Incident(Versioned<Incident>),
+    Maintenance(Versioned<Maintenance>),
+    /// Services carry no audience: their notice shows the service as it now stands.
+    Service(Uuid),
+}
+
+/// What a subscriber asked for. Empty lists and `None` take everything.
+#[derive(Debug, Clone, Default)]
+pub struct NoticeFilter {
+    /// Notices that concern any of these services.
+    pub services: Vec<Uuid>,
+    /// Notices of incidents and maintenances in this region (or global).
+    pub region: Option<String>,
+    /// Notices of these types.
+    pub types: Vec<NoticeType>,
+}
+
+fn regions_match(regions: &[String], wanted: &str) -> bool {
+    regions.is_empty() || regions.iter().any(|r| r == wanted || r == GLOBAL_REGION)
+}
+
+impl Resource {
+    fn matches(&self, filter: &NoticeFilter) -> bool {
+        let service = |ids: Vec<Uuid>| {
+            filter.services.is_empty() || ids.iter().any(|id| filter.services.contains(id))
+        };
+        match self {
+            Resource::Incident(i) => {
+                service(
+                    i.state
+                        .affected_services
+                        .iter()
+                        .map(|a| a.service_id)
+                        .collect(),
+                ) && filter
+                    .region
+                    .as_deref()
+                    .is_none_or(|r| regions_match(&i.state.regions, r))
+            }
+            Resource::Maintenance(m) => {
+                service(m.state.affected_services.clone())
+                    && filter
+                        .region
+                        .as_deref()
+                        .is_none_or(|r| regions_match(&m.state.regions, r))
+            }
+            Resource::Service(id) => filter.services.is_empty() || filter.services.contains(id),
+        }
+    }
+}
+
+fn classify(event: &LoggedEvent) -> Option<(ResourceKind, Uuid, NoticeType)> {
+    let stream = &event.event.stream_id;
+    let (kind, id) = if let Some(id) = stream.strip_prefix("incident-") {
+        (ResourceKind::Incident, id)
+    } else if let Some(id) = stream.strip_prefix("maintenance-") {
+        (ResourceKind::Maintenance, id)
+    } else if let Some(id) = stream.strip_prefix("service-") {
+        (ResourceKind::Service, id)
+    } else {
+        return None; // administrative history (API keys, webhooks): never a notice
+    };
+    let id = Uuid::parse_str(id).ok()?;
+    let notice_type = match event.event.event_type.as_str() {
+        "incident.declared" => NoticeType::IncidentDeclared,
+        "incident.update_posted" if event.event.data["status"] == "resolved" => {
+            NoticeType::IncidentResolved
+        }
+        "incident.update_posted" => NoticeType::IncidentUpdated,
+        "incident.update_corrected" => NoticeType::IncidentCorrected,
+        "incident.reopened" => NoticeType::IncidentReopened,
+        "incident.postmortem_published" => NoticeType::IncidentPostmortemPublished,
+        "maintenance.scheduled" => NoticeType::MaintenanceScheduled,
+        "maintenance.update_posted" => NoticeType::MaintenanceUpdated,
+        t if t.starts_with("service.") => NoticeType::ServiceUpdated,
+        _ => return None,
+    };
+    Some((kind, id, notice_type))
+}
+
+impl Notice {
+    pub fn of(event: &LoggedEvent) -> Option<Notice> {
+        let (kind, resource_id, notice_type) = classify(event)?;
+        Some(Notice {
+            position: event.position,
+            notice_type,
+            kind,
+            resource_id,
+            stream_version: event.event.stream_version,
+            event_id: event.event.event_id,
+            recorded_at: event.event.recorded_at,
+            state: tokio::sync::OnceCell::new(),
+            services_before: tokio::sync::OnceCell::new(),
+            rendered: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The resource as it stood right after this event: the read-model row when it is at
+    /// that version (the usual case for a live notice), else folded from the log.
+    async fn load(&self, store: &EventStore) -> Result<Option<Arc<Resource>>, ApiError> {
+        let everyone = Viewer::Everyone;
+        let at = AsOf::Position(self.position);
+        let id = self.resource_id;
+        // The row's connection goes back to the pool before the fold takes one: holding
+        // one while waiting for another could drain the pool.
+        let resource = match self.kind {
+            ResourceKind::Incident => {
+                let row = {
+                    let client = store.pool().get().await?;
+                    queries::incident(&client, id, &everyone).await?
+                };
+                match row.filter(|r| r.version == self.stream_version) {
+                    Some(row) => Some(row),
+                    None => history::as_of::<IncidentDecider>(store, id, at, &everyone).await?,
+                }
+                .map(Resource::Incident)
+            }
+            ResourceKind::Maintenance => {
+                let row = {
+                    let client = store.pool().get().await?;
+                    queries::maintenance(&client, id, &everyone).await?
+                };
+                match row.filter(|r| r.version == self.stream_version) {
+                    Some(row) => Some(row),
+                    None => history::as_of::<MaintenanceDecider>(store, id, at, &everyone).await?,
+                }
+                .map(Resource::Maintenance)
+            }
+            ResourceKind::Service => Some(Resource::Service(id)),
+        };
+        Ok(resource.map(Arc::new))
+    }
+
+    async fn load_services_before(&self, store: &EventStore) -> Result<Vec<Uuid>, ApiError> {
+        if self.kind != ResourceKind::Incident || self.stream_version <= 1 {
+            return Ok(Vec::new());
+        }
+        let before = AsOf::Position(self.position.saturating_sub(1));
+        let incident =
+            history::as_of::<IncidentDecider>(store, self.resource_id, before, &Viewer::Everyone)
+                .await?;
+        Ok(incident
+            .map(|i| {
+                i.state
+                    .affected_services
+                    .iter()
+                    .map(|a| a.service_id)
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Does the subscriber's filter take this notice? An incident event also concerns the
+    /// services it affected just before (the update that frees a service, the resolution).
+    async fn wanted(
+        &self,
+        store: &EventStore,
+        resource: &Resource,
+        filter: &NoticeFilter,
+    ) -> Result<bool, ApiError> {
+        if resource.matches(filter) {
+            return Ok(true);
+        }
+        if filter.services.is_empty() || self.kind != ResourceKind::Incident {
+            return Ok(false);
+        }
+        let region_only = NoticeFilter {
+            region: filter.region.clone(),
+            ..NoticeFilter::default()
+        };
+        if !resource.matches(&region_only) {
+            return Ok(false);
+        }
+        let before = self
+            .services_before
+            .get_or_try_init(|| self.load_services_before(store))
+            .await?;
+        Ok(before.iter().any(|id| filter.services.contains(id)))
+    }
+
+    /// This notice rendered for `viewer`, or `None` if it may not see it or `filter`
+    /// leaves it out.
+    pub async fn render_for(
+        &self,
+        store: &EventStore,
+        viewer: &Viewer,
+        filter: &NoticeFilter,
+        source_base: &str,
+    ) -> Result<Option<Rendered>, ApiError> {
+        if !filter.types.is_empty() && !filter.types.contains(&self.notice_type) {
+            return Ok(None);
+        }
+        let state = self
+            .state
+            .get_or_try_init(|| self.load(store))
+            .await?
+            .clone();
+        let Some(resource) = state else {
+            return Ok(None);
+        };
+        if !self.wanted(store, &resource, filter).await? {
+            return Ok(None);
+        }
+        let key = ViewerKey::from(viewer);
+        if let Some(rendered) = self.rendered.lock().ok().and_then(|r| r.get(&key).cloned()) {
+            return Ok(rendered);
+        }
+        let rendered = match render_data(store, (*resource).clone(), viewer).await? {
+            None => None,
+            Some(data) => Some(self.cloud_event(data, source_base)?),
+        };
+        if let Ok(mut cache) = self.rendered.lock() {
+            cache.insert(key, rendered.clone());
+        }
+        Ok(rendered)
+    }
+
+    /// The Server-Sent Events message for `viewer` (see [`Notice::render_for`]).
+    pub async fn message_for(
+        &self,
+        store: &EventStore,
+        viewer: &Viewer,
+        filter: &NoticeFilter,
+        source_base: &str,
+    ) -> Result<Option<Bytes>, ApiError> {
+        let rendered = self.render_for(store, viewer, filter, source_base).await?;
+        Ok(rendered.map(|r| r.sse))
+    }
+
+    fn cloud_event(
+        &self,
+        data: serde_json::Value,
+        source_base: &str,
+    ) -> Result<Rendered, ApiError> {
+        let collection = match self.kind {
+            ResourceKind::Incident => "incidents",
+            ResourceKind::Maintenance => "maintenances",
+            ResourceKind::Service => "services",
+        };
+        let event = CloudEvent {
+            specversion: "1.0",
+            id: self.event_id,
+            source: format!("{source_base}/v1/{collection}/{}", self.resource_id),
+            event_type: self.notice_type,
+            subject: self.resource_id.to_string(),
+            time: self
+                .recorded_at
+                .to_rfc3339_opts(SecondsFormat::Micros, true),
+            datacontenttype: "application/json",
+            position: self.position,
+            data,
+        };
+        let json = serde_json::to_string(&event)
+            .map_err(|e| ApiError::Internal(format!("cannot render a notice: {e}")))?;
+        let sse = Bytes::from(format!(
+            "id: {}\nevent: {}\ndata: {json}\n\n",
+            self.position,
+            self.notice_type.as_str()
+        ));
+        Ok(Rendered {
+            json: Bytes::from(json),
+            sse,
+        })
+    }
+
+    /// The stream the notice's resource lives in: notices of one stream reach each
+    /// webhook in their order.
+    pub fn ordering_key(&self) -> String {
+        let kind = match self.kind {
+            ResourceKind::Incident => "incident",
+            ResourceKind::Maintenance => "maintenance",
+            ResourceKind::Service => "service",
+        };
+        format!("{kind}-{}", self.resource_id)
+    }
+
+    pub fn event_id(&self) -> Uuid {
+        self.event_id
+    }
+}
+
+#[derive(Serialize)]
+struct CloudEvent {
+    specversion: &'static str,
+    id: Uuid,
+    source: String,
+    #[serde(rename = "type")]
+    event_type: NoticeType,
+    subject: String,
+    time: String,
+    datacontenttype: &'static str,
+    /// Extension: the global position (also the SSE `id`).
+    position: u64,
+    data: serde_json::Value,
+}
+
+/// An incident or a maintenance with the services it affects as `viewer` sees them now.
+#[derive(Serialize)]
+struct WithServices<T: Serialize> {
+    #[serde(flatten)]
+    resource: T,
+    services: Vec<ServiceBody>,
+}
+
+async fn services_for(
+    store: &EventStore,
+    ids: impl Iterator<Item = Uuid>,
+    viewer: &Viewer,
+) -> Result<Vec<ServiceBody>, ApiError> {
+    let client = store.pool().get().await?;
+    let mut services = Vec::new();
+    for id in ids {
+        if let Some(view) = queries::service(&client, id, viewer).await? {
+            services.push(ServiceBody::from(view));
+        }
+    }
+    Ok(services)
+}
+
+/// The resource as `viewer` may see it, or `None` when it may not.
+async fn render_data(
+    store: &EventStore,
+    resource: Resource,
+    viewer: &Viewer,
+) -> Result<Option<serde_json::Value>, ApiError> {
+    let encode = |value: Result<serde_json::Value, serde_json::Error>| {
+        value.map_err(|e| ApiError::Internal(format!("cannot render a notice: {e}")))
+    };
+    Ok(match resource {
+        Resource::Incident(incident) => match queries::for_viewer(incident, viewer) {
+            None => None,
+            Some(incident) => {
+                let ids = incident
+                    .state
+                    .affected_services
+                    .iter()
+                    .map(|a| a.service_id);
+                let services = services_for(store, ids, viewer).await?;
+                Some(encode(serde_json::to_value(WithServices {
+                    resource: IncidentBody::from(incident),
+                    services,
+                }))?)
+            }
+        },
+        Resource::Maintenance(maintenance) => match queries::for_viewer(maintenance, viewer) {
+            None => None,
+            Some(maintenance) => {
+                let ids = maintenance.state.affected_services.clone().into_iter();
+                let services = services_for(store, ids, viewer).await?;
+                Some(encode(serde_json::to_value(WithServices {
+                    resource: MaintenanceBody::from(maintenance),
+                    services,
+                }))?)
+            }
+        },
+        Resource::Service(id) => {
+            let client = store.pool().get().await?;
+            // The service with the status this viewer sees now.
+            match queries::service(&client, id, viewer).await? {
+                Some(view) => Some(encode(serde_json::to_value(ServiceBody::from(view)))?),
+                None => None,
+            }
+        }
+    })
+}
