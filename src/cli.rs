@@ -147,6 +147,20 @@ pub struct ServeArgs {
     /// Seconds between checkpoints (with `--checkpoint-key`).
     #[arg(long, env = "CRIER_CHECKPOINT_INTERVAL", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub checkpoint_interval: u64,
+    /// Let webhook URLs reach loopback, private and link-local addresses (tests, private
+    /// networks). Refused by default (SSRF).
+    #[arg(long, env = "CRIER_WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhook_allow_private: bool,
+    /// Seconds one webhook attempt may take before it counts as failed.
+    #[arg(long, env = "CRIER_WEBHOOK_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub webhook_timeout: u64,
+    /// Milliseconds before the first retry of a failed delivery; each further retry waits
+    /// twice as long (up to an hour), with jitter.
+    #[arg(long, env = "CRIER_WEBHOOK_RETRY_BASE_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub webhook_retry_base_ms: u64,
+    /// Attempts before a delivery is given up as failed (18: about 8 hours of retries).
+    #[arg(long, env = "CRIER_WEBHOOK_MAX_ATTEMPTS", default_value_t = 18, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub webhook_max_attempts: u32,
 }
 
 #[derive(Debug, Subcommand)]

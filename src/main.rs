@@ -35,6 +35,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 stream_buffer: usize::try_from(args.stream_buffer)?,
                 stream_heartbeat: std::time::Duration::from_secs(args.stream_heartbeat),
                 public_url: cli.public_url.clone(),
+                webhooks: api::webhooks::WebhookSettings {
+                    policy: api::webhooks::TargetPolicy {
+                        allow_private: args.webhook_allow_private,
+                    },
+                    timeout: std::time::Duration::from_secs(args.webhook_timeout),
+                    retry_base: std::time::Duration::from_millis(args.webhook_retry_base_ms),
+                    max_attempts: args.webhook_max_attempts,
+                    ..api::webhooks::WebhookSettings::default()
+                },
                 checkpoints: match &args.checkpoint_key {
                     Some(path) => Some(startup::CheckpointSettings {
                         key: eventstore::checkpoint::load_signing_key(path)?,

@@ -20,6 +20,7 @@ pub struct Settings {
     pub public_url: Option<String>,
     pub stream_buffer: usize,
     pub stream_heartbeat: Duration,
+    pub webhooks: api::webhooks::WebhookSettings,
 }
 
 /// Signing the chain head periodically.
@@ -37,6 +38,8 @@ pub struct Application {
     limits: Arc<api::Limits>,
     checkpoints: Option<CheckpointSettings>,
     notices: Arc<api::stream::NoticeHub>,
+    webhooks: Arc<api::webhooks::sender::Sender>,
+    public_url: String,
 }
 
 impl Application {
@@ -59,6 +62,9 @@ impl Application {
             &public_url,
         ));
         state.checkpoint_key = settings.checkpoints.as_ref().map(|c| c.key.verifying_key());
+        let webhooks =
+            api::webhooks::sender::Sender::new(&store, settings.webhooks.clone(), Arc::default())?;
+        state.webhooks = Arc::new(settings.webhooks);
         let limits = state.limits.clone();
         let notices = state.notices.clone();
         api::prometheus_handle();
@@ -82,6 +88,8 @@ impl Application {
             limits,
             checkpoints: settings.checkpoints,
             notices,
+            webhooks,
+            public_url: public_url.trim_end_matches('/').to_owned(),
         })
     }
 
@@ -102,6 +110,10 @@ impl Application {
             self.prepared,
             self.checkpoints,
             self.notices,
+            Webhooks {
+                sender: self.webhooks,
+                source_base: self.public_url,
+            },
             shutdown.clone(),
         ));
         let housekeeping = tokio::spawn(housekeeping(self.store.clone(), self.limits, shutdown));
@@ -112,6 +124,8 @@ impl Application {
                 background.store.join().await;
                 let _ = background.builder.await;
                 let _ = background.notices.await;
+                let _ = background.fan_out.await;
+                let _ = background.sender.await;
                 if let Some(signer) = background.signer {
                     let _ = signer.await;
                 }
@@ -182,6 +196,16 @@ struct Background {
     signer: Option<tokio::task::JoinHandle<()>>,
     /// The follower of the log that feeds `/v1/stream`.
     notices: tokio::task::JoinHandle<()>,
+    /// The webhook fan-out (log to deliveries) and sender.
+    fan_out: tokio::task::JoinHandle<()>,
+    sender: tokio::task::JoinHandle<()>,
+}
+
+/// What the webhook dispatch needs to start.
+struct Webhooks {
+    sender: Arc<api::webhooks::sender::Sender>,
+    /// CloudEvents `source` is under it.
+    source_base: String,
 }
 
 async fn close_streams_on_signal(notices: Arc<api::stream::NoticeHub>) {
@@ -208,6 +232,7 @@ async fn prepare_database(
     prepared: Arc<AtomicBool>,
     checkpoints: Option<CheckpointSettings>,
     notices: Arc<api::stream::NoticeHub>,
+    webhooks: Webhooks,
     mut shutdown: watch::Receiver<bool>,
 ) -> Option<Background> {
     let url = store.config().database_url.clone();
@@ -244,7 +269,16 @@ async fn prepare_database(
     let signer = checkpoints
         .map(|settings| tokio::spawn(sign_checkpoints(store.clone(), settings, shutdown.clone())));
     let notices = tokio::spawn(notices.follow(store.clone(), shutdown.clone()));
+    let fan_out = tokio::spawn(api::webhooks::fanout::run(
+        store.clone(),
+        webhooks.source_base,
+        webhooks.sender.wake(),
+        shutdown.clone(),
+    ));
+    let sender = tokio::spawn(webhooks.sender.run(shutdown.clone()));
     Some(Background {
+        fan_out,
+        sender,
         store: store.spawn_background(shutdown),
         builder,
         signer,

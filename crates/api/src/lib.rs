@@ -20,6 +20,7 @@ mod routes;
 pub mod statuspage;
 pub mod stream;
 pub mod views;
+pub mod webhooks;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -34,7 +35,7 @@ pub use metrics::prometheus_handle;
 pub use statuspage::PublicPage;
 
 use problem::ApiError;
-use routes::{audit, incidents, keys, maintenances, public, services};
+use routes::{audit, incidents, keys, maintenances, public, services, webhooks as webhook_routes};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -60,6 +61,8 @@ pub struct AppState {
     /// Writes this process has committed: with the log head, what a cached public document
     /// must have seen to be current.
     pub writes: Arc<std::sync::atomic::AtomicU64>,
+    /// How webhooks are registered (which targets are allowed) and sent.
+    pub webhooks: Arc<webhooks::WebhookSettings>,
 }
 
 impl AppState {
@@ -95,6 +98,7 @@ impl AppState {
             whole_history_reads: Arc::new(tokio::sync::Semaphore::new(WHOLE_HISTORY_READS)),
             notices: Arc::default(),
             writes: Arc::default(),
+            webhooks: Arc::default(),
         }
     }
 }
@@ -142,6 +146,23 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                 web::resource("/v1/api-keys/{id}")
                     .route(web::get().to(keys::get))
                     .route(web::delete().to(keys::revoke))
+                    .default_service(method_not_allowed()),
+            )
+            .service(
+                web::resource("/v1/webhooks")
+                    .route(web::post().to(webhook_routes::create))
+                    .route(web::get().to(webhook_routes::list))
+                    .default_service(method_not_allowed()),
+            )
+            .service(
+                web::resource("/v1/webhooks/{id}")
+                    .route(web::get().to(webhook_routes::get))
+                    .route(web::delete().to(webhook_routes::delete))
+                    .default_service(method_not_allowed()),
+            )
+            .service(
+                web::resource("/v1/webhooks/{id}/deliveries")
+                    .route(web::get().to(webhook_routes::deliveries))
                     .default_service(method_not_allowed()),
             )
             .service(

@@ -105,6 +105,11 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The database is away or busy: worth retrying as it is.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, ApiError::Unavailable(_))
+    }
+
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         ApiError::Invalid(vec![FieldError {
             field: field.into(),
@@ -220,6 +225,12 @@ impl From<CommandError> for ApiError {
 impl From<eventstore::StoreError> for ApiError {
     fn from(err: eventstore::StoreError) -> Self {
         ProjectionError::Store(err).into()
+    }
+}
+
+impl From<tokio_postgres::Error> for ApiError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        ProjectionError::from(err).into()
     }
 }
 

@@ -7,8 +7,9 @@ use domain::api_key::{ApiKey, Role};
 use domain::incident::Incident;
 use domain::maintenance::{Maintenance, MaintenanceStatus};
 use domain::values::{
-    AffectedService, Audience, ClientAction, Impact, IncidentStatus, ServiceStatus,
+    AffectedService, Audience, ClientAction, Impact, IncidentStatus, NoticeType, ServiceStatus,
 };
+use domain::webhook::{Webhook, WebhookStatus};
 use projections::queries::ServiceView;
 use projections::Versioned;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -454,4 +455,85 @@ impl From<eventstore::checkpoint::SignedCheckpoint> for CheckpointBody {
             signature: signed.signature,
         }
     }
+}
+
+/// A webhook (never its secret).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WebhookBody {
+    pub id: Uuid,
+    pub url: String,
+    /// The notice types it receives; empty: all.
+    pub event_types: Vec<NoticeType>,
+    /// The services whose notices it receives; empty: all.
+    pub service_ids: Vec<Uuid>,
+    /// It also receives this tenant's private notices (the registering key's tenant).
+    pub tenant: Option<String>,
+    pub status: WebhookStatus,
+    pub created_at: DateTime<Utc>,
+    /// The API key id that registered it.
+    pub created_by: String,
+    /// When it stopped receiving (deleted, or disabled after a 410 Gone), and why.
+    pub ended_at: Option<DateTime<Utc>>,
+    pub ended_reason: Option<String>,
+    pub version: u64,
+}
+
+impl From<Versioned<Webhook>> for WebhookBody {
+    fn from(v: Versioned<Webhook>) -> Self {
+        WebhookBody {
+            id: v.id,
+            url: v.state.url,
+            event_types: v.state.event_types,
+            service_ids: v.state.service_ids,
+            tenant: v.state.tenant,
+            status: v.state.status,
+            created_at: v.state.created_at,
+            created_by: v.state.created_by,
+            ended_at: v.state.ended_at,
+            ended_reason: v.state.ended_reason,
+            version: v.version,
+        }
+    }
+}
+
+/// A webhook just registered, with its signing secret, shown this once.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CreatedWebhook {
+    #[serde(flatten)]
+    pub webhook: WebhookBody,
+    /// The Standard Webhooks signing secret (`whsec_` and base64): verify each delivery's
+    /// `webhook-signature` with it.
+    #[schema(example = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")]
+    pub secret: String,
+}
+
+/// `POST /v1/webhooks`
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewWebhook {
+    /// Where notices are POSTed: an absolute http or https URL.
+    #[schema(example = "https://hooks.example.com/crier")]
+    pub url: String,
+    /// Only these notice types (default: all).
+    #[serde(default)]
+    pub event_types: Option<Vec<NoticeType>>,
+    /// Only notices that concern these services (default: all).
+    #[serde(default)]
+    pub service_ids: Option<Vec<Uuid>>,
+}
+
+/// One page of webhooks, newest first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WebhookPage {
+    pub items: Vec<WebhookBody>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// One page of a webhook's deliveries, newest first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeliveryPage {
+    pub items: Vec<crate::webhooks::deliveries::Delivery>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
 }

@@ -7,3 +7,4 @@ pub mod maintenances;
 pub mod public;
 pub mod services;
 pub mod stream;
+pub mod webhooks;

@@ -1,0 +1,280 @@
+//! The fan-out: from the global log to deliveries.
+//!
+//! One batch at a time, in one transaction: lock the checkpoint row of subscription
+//! `webhooks` (so that the processes sharing a database take turns, each starting where the
+//! last one committed), read the events after it, bring `webhook_endpoints` up to date
+//! with the webhook events among them, write a delivery for every notice and every endpoint
+//! registered before it that takes it, and move the checkpoint. Either all of it commits or
+//! none, so a crash neither loses nor doubles a delivery.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::GenericClient;
+use domain::values::NoticeType;
+use domain::webhook::{Event as WebhookEvent, WebhookDecider};
+use eventstore::{EventStore, LoggedEvent};
+use projections::queries::Viewer;
+use projections::{parse_stream_id, Kind, StreamKind};
+use tokio::sync::{watch, Notify};
+use uuid::Uuid;
+
+use crate::notice::{Notice, NoticeFilter};
+use crate::problem::ApiError;
+
+/// The subscription name of the fan-out's checkpoint.
+pub const SUBSCRIPTION: &str = "webhooks";
+/// Events read per batch.
+const BATCH: usize = 500;
+
+/// An endpoint taking notices, as the fan-out has met it in the log.
+struct Endpoint {
+    id: Uuid,
+    viewer: Viewer,
+    filter: NoticeFilter,
+}
+
+impl Endpoint {
+    fn from_row(row: &tokio_postgres::Row) -> Result<Endpoint, ApiError> {
+        let types: Vec<String> = row.try_get("event_types")?;
+        let tenant: Option<String> = row.try_get("tenant")?;
+        Ok(Endpoint {
+            id: row.try_get("webhook_id")?,
+            viewer: tenant.map_or(Viewer::Public, Viewer::Tenant),
+            filter: NoticeFilter {
+                services: row.try_get("service_ids")?,
+                region: None,
+                types: types
+                    .iter()
+                    .filter_map(|t| NoticeType::ALL.into_iter().find(|n| n.as_str() == t))
+                    .collect(),
+            },
+        })
+    }
+}
+
+/// Deliveries to write, one column per vector.
+#[derive(Default)]
+struct NewDeliveries {
+    webhook_ids: Vec<Uuid>,
+    positions: Vec<i64>,
+    message_ids: Vec<Uuid>,
+    event_types: Vec<&'static str>,
+    ordering_keys: Vec<String>,
+    bodies: Vec<String>,
+}
+
+fn position_i64(position: u64) -> Result<i64, ApiError> {
+    i64::try_from(position)
+        .map_err(|_| ApiError::Internal(format!("position {position} is out of range")))
+}
+
+/// Fans out the next batch after the checkpoint; answers how many events it read.
+pub async fn fan_out_next_batch(store: &EventStore, source_base: &str) -> Result<usize, ApiError> {
+    let mut client = store.pool().get().await?;
+    let transaction = client.transaction().await?;
+    transaction
+        .execute(
+            "INSERT INTO subscription_checkpoints (subscription, position) VALUES ($1, 0) \
+             ON CONFLICT (subscription) DO NOTHING",
+            &[&SUBSCRIPTION],
+        )
+        .await?;
+    let checkpoint: i64 = transaction
+        .query_one(
+            "SELECT position FROM subscription_checkpoints WHERE subscription = $1 FOR UPDATE",
+            &[&SUBSCRIPTION],
+        )
+        .await?
+        .try_get(0)?;
+    let checkpoint = u64::try_from(checkpoint)
+        .map_err(|_| ApiError::Internal("negative webhook checkpoint".into()))?;
+    let events = eventstore::read_log_after(&transaction, checkpoint, BATCH).await?;
+    let Some(last) = events.last().map(|e| e.position) else {
+        return Ok(0);
+    };
+    for (offset, event) in events.iter().enumerate() {
+        if event.position != checkpoint + 1 + offset as u64 {
+            return Err(ApiError::Internal(format!(
+                "the global log jumps from position {} to {}",
+                checkpoint + offset as u64,
+                event.position
+            )));
+        }
+    }
+    let mut endpoints: Vec<Endpoint> = transaction
+        .query(
+            "SELECT webhook_id, event_types, service_ids, tenant FROM webhook_endpoints \
+              WHERE ended_position IS NULL",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(Endpoint::from_row)
+        .collect::<Result<_, _>>()?;
+    let mut deliveries = NewDeliveries::default();
+    for event in &events {
+        if let Some((StreamKind::Webhook, id)) = parse_stream_id(&event.event.stream_id) {
+            apply_webhook_event(&transaction, &mut endpoints, id, event).await?;
+            continue;
+        }
+        if endpoints.is_empty() {
+            continue;
+        }
+        let Some(notice) = Notice::of(event) else {
+            continue;
+        };
+        for endpoint in &endpoints {
+            let rendered = notice
+                .render_for(store, &endpoint.viewer, &endpoint.filter, source_base)
+                .await?;
+            if let Some(rendered) = rendered {
+                deliveries.webhook_ids.push(endpoint.id);
+                deliveries.positions.push(position_i64(notice.position)?);
+                deliveries.message_ids.push(notice.event_id());
+                deliveries.event_types.push(notice.notice_type.as_str());
+                deliveries.ordering_keys.push(notice.ordering_key());
+                deliveries.bodies.push(
+                    String::from_utf8(rendered.json.to_vec())
+                        .map_err(|e| ApiError::Internal(format!("a notice is not UTF-8: {e}")))?,
+                );
+            }
+        }
+    }
+    let written = deliveries.webhook_ids.len();
+    if written > 0 {
+        // Endpoints deleted since (their row is no longer active) get nothing more.
+        transaction
+            .execute(
+                "INSERT INTO webhook_deliveries (webhook_id, position, message_id, event_type, \
+                                                 ordering_key, body, state, next_attempt_at) \
+                 SELECT d.webhook_id, d.position, d.message_id, d.event_type, d.ordering_key, \
+                        d.body, 'pending', now() \
+                   FROM unnest($1::uuid[], $2::int8[], $3::uuid[], $4::text[], $5::text[], \
+                               $6::text[]) \
+                        AS d(webhook_id, position, message_id, event_type, ordering_key, body) \
+                   JOIN rm_webhooks w ON w.id = d.webhook_id \
+                  WHERE w.active \
+                 ON CONFLICT (webhook_id, position) DO NOTHING",
+                &[
+                    &deliveries.webhook_ids,
+                    &deliveries.positions,
+                    &deliveries.message_ids,
+                    &deliveries.event_types,
+                    &deliveries.ordering_keys,
+                    &deliveries.bodies,
+                ],
+            )
+            .await?;
+    }
+    eventstore::save_checkpoint(&transaction, SUBSCRIPTION, last).await?;
+    transaction.commit().await?;
+    if written > 0 {
+        metrics::counter!("crier_webhook_deliveries_created_total").increment(written as u64);
+    }
+    Ok(events.len())
+}
+
+/// Brings the fan-out's endpoints up to date with one webhook event.
+async fn apply_webhook_event<C: GenericClient>(
+    transaction: &C,
+    endpoints: &mut Vec<Endpoint>,
+    id: Uuid,
+    event: &LoggedEvent,
+) -> Result<(), ApiError> {
+    let position = position_i64(event.position)?;
+    let decoded = WebhookDecider::decode(&event.event)
+        .map_err(|e| ApiError::Internal(format!("webhook event at {}: {e}", event.position)))?;
+    match decoded {
+        WebhookEvent::Registered(registered) => {
+            let types: Vec<&str> = registered.event_types.iter().map(|t| t.as_str()).collect();
+            let row = transaction
+                .query_opt(
+                    "INSERT INTO webhook_endpoints (webhook_id, url, event_types, service_ids, \
+                                                    tenant, registered_position) \
+                     VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (webhook_id) DO NOTHING \
+                     RETURNING webhook_id, event_types, service_ids, tenant",
+                    &[
+                        &id,
+                        &registered.url,
+                        &types,
+                        &registered.service_ids,
+                        &registered.tenant,
+                        &position,
+                    ],
+                )
+                .await?;
+            if let Some(row) = row {
+                endpoints.push(Endpoint::from_row(&row)?);
+            }
+        }
+        WebhookEvent::Deleted(_) | WebhookEvent::Disabled(_) => {
+            transaction
+                .execute(
+                    "UPDATE webhook_endpoints SET ended_position = $2 \
+                      WHERE webhook_id = $1 AND ended_position IS NULL",
+                    &[&id, &position],
+                )
+                .await?;
+            // What it was still owed is owed no more.
+            transaction
+                .execute(
+                    "UPDATE webhook_deliveries SET state = 'cancelled', finished_at = now(), \
+                            leased_until = NULL \
+                      WHERE webhook_id = $1 AND state = 'pending'",
+                    &[&id],
+                )
+                .await?;
+            endpoints.retain(|e| e.id != id);
+        }
+    }
+    Ok(())
+}
+
+/// Fans out until `shutdown`, whenever the log head moves (and every poll interval);
+/// backs off while the database is away. `delivered` is woken when deliveries were written.
+pub async fn run(
+    store: EventStore,
+    source_base: String,
+    delivered: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut head = store.watch_log_head();
+    let mut retry = Duration::from_millis(100);
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        head.borrow_and_update();
+        match fan_out_next_batch(&store, &source_base).await {
+            Ok(events) => {
+                retry = Duration::from_millis(100);
+                if events > 0 {
+                    delivered.notify_one();
+                    if events == BATCH {
+                        continue;
+                    }
+                }
+                tokio::select! {
+                    _ = head.changed() => {}
+                    _ = tokio::time::sleep(store.config().poll_interval) => {}
+                    _ = shutdown.changed() => break,
+                }
+            }
+            Err(e) => {
+                if e.is_unavailable() {
+                    tracing::warn!(error = %e, "webhook fan-out cannot reach the database; retrying");
+                } else {
+                    tracing::error!(error = %e, "webhook fan-out stopped on an event; retrying");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(retry) => {}
+                    _ = shutdown.changed() => break,
+                }
+                retry = (retry * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+    tracing::debug!("webhook fan-out stopped");
+}

@@ -1,0 +1,529 @@
+//! The sender: claims due deliveries, sends them signed, records each attempt.
+//!
+//! A claim is a lease (`leased_until`) committed before the request goes out, so that the
+//! processes sharing a database never send one delivery at once, and a delivery whose
+//! sender died is sent again once its lease runs out (at least once). A delivery is due
+//! when its time has come and no earlier delivery of the same resource to the same endpoint
+//! is still pending: that is what keeps each incident's notices in order.
+//!
+//! Every request carries `webhook-id` (the notice's event id, the same on every retry),
+//! `webhook-timestamp` (the attempt's Unix time) and `webhook-signature` (`v1,` and the
+//! base64 HMAC-SHA256 of `id.timestamp.body` under the endpoint's secret). A 2xx delivers;
+//! 410 Gone disables the endpoint; anything else, a timeout or a refused connection is
+//! retried after an exponential backoff with jitter, or the endpoint's `Retry-After` when
+//! that is later, until the attempts run out.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use domain::webhook::{self, WebhookDecider};
+use eventstore::{EventStore, Metadata};
+use projections::Publisher;
+use reqwest::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use tokio::sync::{watch, Notify, Semaphore};
+use uuid::Uuid;
+
+use super::target::GuardedResolver;
+use super::WebhookSettings;
+use crate::problem::ApiError;
+
+/// Time a lease holds beyond the attempt's own timeout.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
+/// The longest `Retry-After` honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// How long the sender sleeps when nothing is due and nothing wakes it (other processes'
+/// deliveries and retries coming due are found by this poll).
+const IDLE_POLL: Duration = Duration::from_millis(500);
+/// Bytes of an answer read (and dropped) so that the connection can be reused.
+const ANSWER_BYTES_READ: usize = 16 * 1024;
+
+/// A delivery this process holds the lease of.
+struct Claimed {
+    webhook_id: Uuid,
+    position: i64,
+    message_id: Uuid,
+    body: String,
+    attempt: i32,
+    url: String,
+    secret: String,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+enum Outcome {
+    Delivered,
+    /// 410 Gone: the endpoint is disabled.
+    Gone,
+    /// Try again, not before `not_before` (the endpoint's `Retry-After`) when given.
+    Failed {
+        not_before: Option<Duration>,
+    },
+}
+
+/// What an attempt saw.
+struct Seen {
+    status: Option<u16>,
+    error: Option<String>,
+    outcome: Outcome,
+}
+
+pub struct Sender {
+    store: EventStore,
+    publisher: Publisher,
+    settings: WebhookSettings,
+    client: reqwest::Client,
+    /// Woken when deliveries may have become due (fan-out wrote some, an attempt ended).
+    wake: Arc<Notify>,
+    slots: Arc<Semaphore>,
+    /// Sends in flight per endpoint in this process.
+    in_flight: Mutex<HashMap<Uuid, usize>>,
+}
+
+impl Sender {
+    pub fn new(
+        store: &EventStore,
+        settings: WebhookSettings,
+        wake: Arc<Notify>,
+    ) -> Result<Arc<Sender>, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver {
+                policy: settings.policy,
+            }))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(Arc::new(Sender {
+            store: store.clone(),
+            publisher: Publisher::new(store),
+            slots: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+            settings,
+            client,
+            wake,
+            in_flight: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// What wakes the sender when deliveries may have become due.
+    pub fn wake(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// Sends until `shutdown`, then waits a little for the sends in flight.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut retry = Duration::from_millis(100);
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let free = self.slots.available_permits();
+            let claimed = if free == 0 {
+                Ok(Vec::new())
+            } else {
+                self.claim(free).await
+            };
+            match claimed {
+                Ok(claimed) if !claimed.is_empty() => {
+                    retry = Duration::from_millis(100);
+                    for delivery in claimed {
+                        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+                            // Cannot happen (claims never exceed the free slots); the
+                            // lease runs out and the delivery is sent later.
+                            continue;
+                        };
+                        let sender = self.clone();
+                        tokio::spawn(async move {
+                            sender.attempt(delivery).await;
+                            drop(permit);
+                            sender.wake.notify_one();
+                        });
+                    }
+                    continue;
+                }
+                Ok(_) => retry = Duration::from_millis(100),
+                Err(e) => {
+                    tracing::warn!(error = %e, "webhook sender cannot claim deliveries; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(retry) => {}
+                        _ = shutdown.changed() => break,
+                    }
+                    retry = (retry * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(IDLE_POLL) => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+        let all = u32::try_from(self.settings.concurrency.max(1)).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.slots.acquire_many(all)).await;
+        tracing::debug!("webhook sender stopped");
+    }
+
+    /// Leases up to `limit` due deliveries, at most `per_endpoint` in flight per endpoint.
+    async fn claim(&self, limit: usize) -> Result<Vec<Claimed>, ApiError> {
+        let (busy_ids, busy_counts): (Vec<Uuid>, Vec<i64>) = self
+            .in_flight
+            .lock()
+            .map(|m| m.iter().map(|(id, n)| (*id, *n as i64)).unzip())
+            .unwrap_or_default();
+        let lease = (self.settings.timeout + LEASE_MARGIN).as_secs_f64();
+        let client = self.store.pool().get().await?;
+        let statement = client
+            .prepare_cached(
+                "WITH due AS ( \
+                   SELECT webhook_id, position FROM ( \
+                     SELECT d.webhook_id, d.position, d.next_attempt_at, \
+                            row_number() OVER (PARTITION BY d.webhook_id \
+                                               ORDER BY d.next_attempt_at, d.position) AS rank \
+                       FROM webhook_deliveries d \
+                       JOIN rm_webhooks w ON w.id = d.webhook_id AND w.active \
+                      WHERE d.state = 'pending' AND d.next_attempt_at <= now() \
+                        AND (d.leased_until IS NULL OR d.leased_until < now()) \
+                        AND NOT EXISTS ( \
+                              SELECT 1 FROM webhook_deliveries e \
+                               WHERE e.state = 'pending' AND e.webhook_id = d.webhook_id \
+                                 AND e.ordering_key = d.ordering_key \
+                                 AND e.position < d.position)) ranked \
+                    WHERE rank <= $3 - coalesce( \
+                            (SELECT b.n FROM unnest($1::uuid[], $2::int8[]) AS b(id, n) \
+                              WHERE b.id = ranked.webhook_id), 0) \
+                    ORDER BY next_attempt_at, position \
+                    LIMIT $4), \
+                 locked AS ( \
+                   SELECT d.webhook_id, d.position FROM webhook_deliveries d \
+                    WHERE (d.webhook_id, d.position) IN (SELECT webhook_id, position FROM due) \
+                      AND d.state = 'pending' \
+                      AND (d.leased_until IS NULL OR d.leased_until < now()) \
+                    FOR UPDATE SKIP LOCKED) \
+                 UPDATE webhook_deliveries d \
+                    SET leased_until = now() + make_interval(secs => $5), \
+                        attempts = d.attempts + 1 \
+                   FROM locked, webhook_secrets s, rm_webhooks w \
+                  WHERE d.webhook_id = locked.webhook_id AND d.position = locked.position \
+                    AND s.webhook_id = d.webhook_id AND w.id = d.webhook_id \
+                 RETURNING d.webhook_id, d.position, d.message_id, d.body, d.attempts, \
+                           w.state->>'url' AS url, s.secret",
+            )
+            .await?;
+        let per_endpoint = self.settings.per_endpoint.max(1) as i64;
+        let rows = client
+            .query(
+                &statement,
+                &[
+                    &busy_ids,
+                    &busy_counts,
+                    &per_endpoint,
+                    &(limit as i64),
+                    &lease,
+                ],
+            )
+            .await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in rows {
+            claimed.push(Claimed {
+                webhook_id: row.try_get("webhook_id")?,
+                position: row.try_get("position")?,
+                message_id: row.try_get("message_id")?,
+                body: row.try_get("body")?,
+                attempt: row.try_get("attempts")?,
+                url: row.try_get::<_, Option<String>>("url")?.unwrap_or_default(),
+                secret: row.try_get("secret")?,
+            });
+        }
+        if let Ok(mut in_flight) = self.in_flight.lock() {
+            for c in &claimed {
+                *in_flight.entry(c.webhook_id).or_default() += 1;
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// Sends one delivery and records how it went.
+    async fn attempt(&self, delivery: Claimed) {
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        let seen = self.send(&delivery).await;
+        let duration = clock.elapsed();
+        if let Ok(mut in_flight) = self.in_flight.lock() {
+            if let Some(n) = in_flight.get_mut(&delivery.webhook_id) {
+                *n -= 1;
+                if *n == 0 {
+                    in_flight.remove(&delivery.webhook_id);
+                }
+            }
+        }
+        let label = match &seen.outcome {
+            Outcome::Delivered => "delivered",
+            Outcome::Gone => "gone",
+            Outcome::Failed { .. } => "failed",
+        };
+        metrics::counter!("crier_webhook_attempts_total", "outcome" => label).increment(1);
+        metrics::histogram!("crier_webhook_attempt_seconds").record(duration.as_secs_f64());
+        // A record that cannot be written is retried a few times; if the database stays
+        // away, the lease runs out and the delivery is sent again (at least once).
+        for wait in [0u64, 1, 2, 4] {
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+            match self.record(&delivery, started_at, duration, &seen).await {
+                Ok(()) => break,
+                Err(e) => tracing::warn!(error = %e, webhook = %delivery.webhook_id,
+                    position = delivery.position, "could not record a webhook attempt"),
+            }
+        }
+        if seen.outcome == Outcome::Gone {
+            self.disable(delivery.webhook_id).await;
+        }
+    }
+
+    async fn send(&self, delivery: &Claimed) -> Seen {
+        let failed = |error: String| Seen {
+            status: None,
+            error: Some(error),
+            outcome: Outcome::Failed { not_before: None },
+        };
+        let url = match url::Url::parse(&delivery.url) {
+            Ok(url) => url,
+            Err(e) => return failed(format!("the endpoint URL does not parse: {e}")),
+        };
+        if let Err(why) = self.settings.policy.check_literal(&url) {
+            return failed(why);
+        }
+        let timestamp = Utc::now().timestamp();
+        let message_id = delivery.message_id.to_string();
+        let signature = match standardwebhooks::Webhook::new(&delivery.secret)
+            .and_then(|w| w.sign(&message_id, timestamp, delivery.body.as_bytes()))
+        {
+            Ok(signature) => signature,
+            Err(e) => return failed(format!("cannot sign: {e}")),
+        };
+        let request = self
+            .client
+            .post(url)
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(USER_AGENT, HeaderValue::from_static("Crier-Webhooks/1"))
+            .header("webhook-id", message_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(delivery.body.clone());
+        let mut response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => return failed(describe(&e)),
+        };
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| retry_after(v, Utc::now()));
+        // Read a little of the answer, so that the connection can serve the next request.
+        let mut read = 0;
+        while read < ANSWER_BYTES_READ {
+            match response.chunk().await {
+                Ok(Some(chunk)) => read += chunk.len(),
+                _ => break,
+            }
+        }
+        let outcome = if status.is_success() {
+            Outcome::Delivered
+        } else if status == reqwest::StatusCode::GONE {
+            Outcome::Gone
+        } else {
+            Outcome::Failed {
+                not_before: retry_after,
+            }
+        };
+        Seen {
+            status: Some(status.as_u16()),
+            error: (!status.is_success()).then(|| format!("the endpoint answered {status}")),
+            outcome,
+        }
+    }
+
+    async fn record(
+        &self,
+        delivery: &Claimed,
+        started_at: DateTime<Utc>,
+        duration: Duration,
+        seen: &Seen,
+    ) -> Result<(), ApiError> {
+        let (state, next_in) = match &seen.outcome {
+            Outcome::Delivered => ("delivered", None),
+            Outcome::Gone => ("cancelled", None),
+            Outcome::Failed { .. }
+                if delivery.attempt
+                    >= i32::try_from(self.settings.max_attempts).unwrap_or(i32::MAX) =>
+            {
+                ("failed", None)
+            }
+            Outcome::Failed { not_before } => {
+                let backoff = backoff(&self.settings, delivery.attempt, jitter());
+                let wait = not_before.map_or(backoff, |n| n.min(MAX_RETRY_AFTER).max(backoff));
+                ("pending", Some(wait))
+            }
+        };
+        let next_attempt_at = next_in
+            .and_then(|wait| chrono::Duration::from_std(wait).ok())
+            .map(|wait| Utc::now() + wait);
+        let duration_ms = i32::try_from(duration.as_millis()).unwrap_or(i32::MAX);
+        let status = seen.status.map(|s| s as i16);
+        let error = seen
+            .error
+            .as_deref()
+            .map(|e| e.chars().take(500).collect::<String>());
+        let mut client = self.store.pool().get().await?;
+        let transaction = client.transaction().await?;
+        transaction
+            .execute(
+                "INSERT INTO webhook_attempts (webhook_id, position, attempt, started_at, \
+                                               duration_ms, status_code, error) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                &[
+                    &delivery.webhook_id,
+                    &delivery.position,
+                    &delivery.attempt,
+                    &started_at,
+                    &duration_ms,
+                    &status,
+                    &error,
+                ],
+            )
+            .await?;
+        // Only while the lease is ours: a sender whose lease ran out and was taken over
+        // leaves the delivery to the one that holds it now.
+        transaction
+            .execute(
+                "UPDATE webhook_deliveries \
+                    SET state = $4, leased_until = NULL, \
+                        next_attempt_at = coalesce($5, next_attempt_at), \
+                        finished_at = CASE WHEN $4 = 'pending' THEN NULL ELSE now() END \
+                  WHERE webhook_id = $1 AND position = $2 AND attempts = $3 \
+                    AND state = 'pending'",
+                &[
+                    &delivery.webhook_id,
+                    &delivery.position,
+                    &delivery.attempt,
+                    &state,
+                    &next_attempt_at,
+                ],
+            )
+            .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// The endpoint answered 410 Gone: it is disabled (an event, by `system`), and the
+    /// fan-out cancels what it was still owed when it meets that event.
+    async fn disable(&self, webhook_id: Uuid) {
+        let command = webhook::Command::Disable(webhook::Disable {
+            reason: "the endpoint answered 410 Gone".into(),
+            at: Utc::now(),
+        });
+        let written = self
+            .publisher
+            .execute::<WebhookDecider>(webhook_id, &command, None, &Metadata::by("system"))
+            .await;
+        match written {
+            Ok(_) => {
+                tracing::info!(webhook = %webhook_id, "webhook disabled: its endpoint answered 410 Gone")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, webhook = %webhook_id, "could not disable a webhook")
+            }
+        }
+    }
+}
+
+/// A transport error, with its causes (reqwest's own message rarely says what failed).
+fn describe(error: &reqwest::Error) -> String {
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    };
+    let mut text = kind.to_owned();
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// A random factor in [0, 1).
+fn jitter() -> f64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        return 0.5;
+    }
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The wait after failed attempt `attempt` (1 for the first): `retry_base` doubled for each
+/// attempt before, at most `retry_max`, of which the upper half is random ("equal jitter":
+/// never sooner than half the backoff, and endpoints failing together do not retry in step).
+fn backoff(settings: &WebhookSettings, attempt: i32, jitter: f64) -> Duration {
+    let doublings = u32::try_from(attempt.saturating_sub(1))
+        .unwrap_or(0)
+        .min(30);
+    let full = settings
+        .retry_base
+        .saturating_mul(1u32 << doublings)
+        .min(settings.retry_max);
+    full / 2 + full.mul_f64(jitter.clamp(0.0, 1.0) / 2.0)
+}
+
+/// A `Retry-After` value: seconds, or an HTTP date.
+fn retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = DateTime::parse_from_rfc2822(value).ok()?;
+    (at.with_timezone(&Utc) - now).to_std().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_base_up_to_the_cap_with_jitter_in_the_upper_half() {
+        let settings = WebhookSettings {
+            retry_base: Duration::from_secs(5),
+            retry_max: Duration::from_secs(3600),
+            ..WebhookSettings::default()
+        };
+        assert_eq!(backoff(&settings, 1, 1.0), Duration::from_secs(5));
+        assert_eq!(backoff(&settings, 1, 0.0), Duration::from_millis(2500));
+        assert_eq!(backoff(&settings, 4, 1.0), Duration::from_secs(40));
+        assert_eq!(backoff(&settings, 40, 1.0), Duration::from_secs(3600));
+        assert_eq!(backoff(&settings, 40, 0.0), Duration::from_secs(1800));
+        for _ in 0..100 {
+            let j = jitter();
+            assert!((0.0..1.0).contains(&j));
+        }
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let now = DateTime::parse_from_rfc3339("2026-11-24T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            retry_after("Tue, 24 Nov 2026 12:01:30 GMT", now),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(retry_after("Tue, 24 Nov 2026 11:00:00 GMT", now), None);
+        assert_eq!(retry_after("soon", now), None);
+    }
+}
