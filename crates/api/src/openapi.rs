@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, incidents, keys, maintenances, public, services};
+use crate::routes::{audit, incidents, keys, maintenances, public, services, webhooks};
 use crate::{health, metrics, problem};
 
 #[derive(OpenApi)]
@@ -59,6 +59,11 @@ key and body get the first answer with `Idempotent-Replayed: true`; another body
         crate::routes::stream::stream,
         public::atom,
         public::rss,
+        webhooks::create,
+        webhooks::list,
+        webhooks::get,
+        webhooks::delete,
+        webhooks::deliveries,
     ),
     components(schemas(
         problem::Problem,
@@ -76,6 +81,7 @@ key and body get the first answer with `Idempotent-Replayed: true`; another body
         (name = "statuspage", description = "Atlassian Statuspage's public Status API v2, for the widgets and integrations that read it: public notices only, cacheable (ETag, 304)"),
         (name = "subscriptions", description = "Notices as they happen: Server-Sent Events"),
         (name = "feeds", description = "Atom and RSS feeds of public updates"),
+        (name = "webhooks", description = "Notices POSTed to your endpoints as CloudEvents, signed per Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature), at least once, in order per incident, retried with backoff (admin)"),
         (name = "audit", description = "The hash-chained history for auditors, its verification and export, and signed checkpoints of it"),
     )
 )]
