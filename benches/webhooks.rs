@@ -235,6 +235,32 @@ async fn main() {
     let published_in = started.elapsed();
     let last = wait_for(&seen, total, Duration::from_secs(300)).await;
     let elapsed = last.map(|last| last.duration_since(started));
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    let attempts: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("crier_webhook_attempts_total"))
+        .collect();
+    let spans = {
+        let store = db.store();
+        let client = store.pool().get().await.expect("connect");
+        let row = client
+            .query_one(
+                "SELECT extract(epoch FROM max(created_at) - min(created_at))::float8, \
+                        extract(epoch FROM max(finished_at) - min(created_at))::float8 \
+                   FROM webhook_deliveries",
+                &[],
+            )
+            .await
+            .expect("spans");
+        (row.get::<_, Option<f64>>(0), row.get::<_, Option<f64>>(1))
+    };
     let _ = server.kill();
     let _ = server.wait();
     stop_receiver.stop(true).await;
@@ -257,6 +283,12 @@ async fn main() {
         args.endpoints,
         args.notices,
         published_in.as_secs_f64()
+    );
+    println!("attempts by outcome: {attempts:?}");
+    println!(
+        "deliveries written over {:.2} s (fan-out), all finished {:.2} s after the first was written",
+        spans.0.unwrap_or(f64::NAN),
+        spans.1.unwrap_or(f64::NAN)
     );
     match elapsed {
         Some(elapsed) => {

@@ -52,8 +52,8 @@ impl Default for WebhookSettings {
             retry_base: Duration::from_secs(5),
             retry_max: Duration::from_secs(3600),
             max_attempts: 18,
-            concurrency: 64,
-            per_endpoint: 8,
+            concurrency: 256,
+            per_endpoint: 16,
         }
     }
 }

@@ -22,7 +22,7 @@ use domain::webhook::{self, WebhookDecider};
 use eventstore::{EventStore, Metadata};
 use projections::Publisher;
 use reqwest::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 use super::target::GuardedResolver;
@@ -36,6 +36,10 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// How long the sender sleeps when nothing is due and nothing wakes it (other processes'
 /// deliveries and retries coming due are found by this poll).
 const IDLE_POLL: Duration = Duration::from_millis(500);
+/// How long the sender gathers wake-ups before claiming.
+const CLAIM_GATHER: Duration = Duration::from_millis(5);
+/// Most attempts recorded in one transaction.
+const RECORD_BATCH: usize = 256;
 /// Bytes of an answer read (and dropped) so that the connection can be reused.
 const ANSWER_BYTES_READ: usize = 16 * 1024;
 
@@ -62,6 +66,25 @@ enum Outcome {
     },
 }
 
+/// What one attempt changes, as the recorder writes it.
+struct Record {
+    webhook_id: Uuid,
+    position: i64,
+    attempt: i32,
+    started_at: DateTime<Utc>,
+    duration_ms: i32,
+    status: Option<i16>,
+    error: Option<String>,
+    /// The delivery's state after it.
+    state: &'static str,
+    next_attempt_at: Option<DateTime<Utc>>,
+    /// The endpoint answered 410 Gone.
+    gone: bool,
+}
+
+/// Records for the recorder, each with the slot its send held; `None` stops it.
+type Records = mpsc::UnboundedReceiver<Option<(Record, OwnedSemaphorePermit)>>;
+
 /// What an attempt saw.
 struct Seen {
     status: Option<u16>,
@@ -77,8 +100,11 @@ pub struct Sender {
     /// Woken when deliveries may have become due (fan-out wrote some, an attempt ended).
     wake: Arc<Notify>,
     slots: Arc<Semaphore>,
-    /// Sends in flight per endpoint in this process.
+    /// Sends in flight (or being recorded) per endpoint in this process.
     in_flight: Mutex<HashMap<Uuid, usize>>,
+    records: mpsc::UnboundedSender<Option<(Record, OwnedSemaphorePermit)>>,
+    /// Taken by [`Sender::run`].
+    recorder: Mutex<Option<Records>>,
 }
 
 impl Sender {
@@ -97,7 +123,10 @@ impl Sender {
             }))
             .pool_idle_timeout(Duration::from_secs(30))
             .build()?;
+        let (records, recorder) = mpsc::unbounded_channel();
         Ok(Arc::new(Sender {
+            records,
+            recorder: Mutex::new(Some(recorder)),
             store: store.clone(),
             publisher: Publisher::new(store),
             slots: Arc::new(Semaphore::new(settings.concurrency.max(1))),
@@ -115,6 +144,11 @@ impl Sender {
 
     /// Sends until `shutdown`, then waits a little for the sends in flight.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let Some(records) = self.recorder.lock().ok().and_then(|mut r| r.take()) else {
+            tracing::error!("the webhook sender was started twice");
+            return;
+        };
+        let recorder = tokio::spawn(self.clone().record_loop(records));
         let mut retry = Duration::from_millis(100);
         loop {
             if *shutdown.borrow() {
@@ -136,11 +170,7 @@ impl Sender {
                             continue;
                         };
                         let sender = self.clone();
-                        tokio::spawn(async move {
-                            sender.attempt(delivery).await;
-                            drop(permit);
-                            sender.wake.notify_one();
-                        });
+                        tokio::spawn(async move { sender.attempt(delivery, permit).await });
                     }
                     continue;
                 }
@@ -156,17 +186,30 @@ impl Sender {
                 }
             }
             tokio::select! {
-                _ = self.wake.notified() => {}
+                _ = self.wake.notified() => {
+                    // Let the sends that end together free their slots, so that one
+                    // claim (a pass over the pending deliveries) serves many.
+                    tokio::time::sleep(CLAIM_GATHER).await;
+                }
                 _ = tokio::time::sleep(IDLE_POLL) => {}
                 _ = shutdown.changed() => break,
             }
         }
+        // The sends in flight end (each within its timeout) and are recorded, a little
+        // while at most.
+        // (a slot comes back once its record is written).
         let all = u32::try_from(self.settings.concurrency.max(1)).unwrap_or(u32::MAX);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.slots.acquire_many(all)).await;
+        let _ = self.records.send(None);
+        let _ = tokio::time::timeout(Duration::from_secs(2), recorder).await;
         tracing::debug!("webhook sender stopped");
     }
 
     /// Leases up to `limit` due deliveries, at most `per_endpoint` in flight per endpoint.
+    ///
+    /// Only the head of each queue (endpoint, resource stream) can be due, so the query
+    /// takes the heads first (one ordered pass over the pending deliveries' index) and
+    /// never compares a delivery with the others of its queue.
     async fn claim(&self, limit: usize) -> Result<Vec<Claimed>, ApiError> {
         let (busy_ids, busy_counts): (Vec<Uuid>, Vec<i64>) = self
             .in_flight
@@ -174,23 +217,29 @@ impl Sender {
             .map(|m| m.iter().map(|(id, n)| (*id, *n as i64)).unzip())
             .unwrap_or_default();
         let lease = (self.settings.timeout + LEASE_MARGIN).as_secs_f64();
-        let client = self.store.pool().get().await?;
-        let statement = client
+        let per_endpoint = self.settings.per_endpoint.max(1) as i64;
+        let mut client = self.store.pool().get().await?;
+        let transaction = client.transaction().await?;
+        // A lease lost in a crash frees the delivery for another attempt, which at least
+        // once allows: the claim need not wait for the disk.
+        transaction
+            .batch_execute("SET LOCAL synchronous_commit = off")
+            .await?;
+        let statement = transaction
             .prepare_cached(
-                "WITH due AS ( \
+                "WITH heads AS ( \
+                   SELECT DISTINCT ON (webhook_id, ordering_key) \
+                          webhook_id, position, next_attempt_at, leased_until \
+                     FROM webhook_deliveries WHERE state = 'pending' \
+                    ORDER BY webhook_id, ordering_key, position), \
+                 due AS ( \
                    SELECT webhook_id, position FROM ( \
-                     SELECT d.webhook_id, d.position, d.next_attempt_at, \
-                            row_number() OVER (PARTITION BY d.webhook_id \
-                                               ORDER BY d.next_attempt_at, d.position) AS rank \
-                       FROM webhook_deliveries d \
-                       JOIN rm_webhooks w ON w.id = d.webhook_id AND w.active \
-                      WHERE d.state = 'pending' AND d.next_attempt_at <= now() \
-                        AND (d.leased_until IS NULL OR d.leased_until < now()) \
-                        AND NOT EXISTS ( \
-                              SELECT 1 FROM webhook_deliveries e \
-                               WHERE e.state = 'pending' AND e.webhook_id = d.webhook_id \
-                                 AND e.ordering_key = d.ordering_key \
-                                 AND e.position < d.position)) ranked \
+                     SELECT h.webhook_id, h.position, h.next_attempt_at, \
+                            row_number() OVER (PARTITION BY h.webhook_id \
+                                               ORDER BY h.next_attempt_at, h.position) AS rank \
+                       FROM heads h JOIN rm_webhooks w ON w.id = h.webhook_id AND w.active \
+                      WHERE h.next_attempt_at <= now() \
+                        AND (h.leased_until IS NULL OR h.leased_until < now())) ranked \
                     WHERE rank <= $3 - coalesce( \
                             (SELECT b.n FROM unnest($1::uuid[], $2::int8[]) AS b(id, n) \
                               WHERE b.id = ranked.webhook_id), 0) \
@@ -198,10 +247,10 @@ impl Sender {
                     LIMIT $4), \
                  locked AS ( \
                    SELECT d.webhook_id, d.position FROM webhook_deliveries d \
-                    WHERE (d.webhook_id, d.position) IN (SELECT webhook_id, position FROM due) \
-                      AND d.state = 'pending' \
+                     JOIN due USING (webhook_id, position) \
+                    WHERE d.state = 'pending' \
                       AND (d.leased_until IS NULL OR d.leased_until < now()) \
-                    FOR UPDATE SKIP LOCKED) \
+                    FOR UPDATE OF d SKIP LOCKED) \
                  UPDATE webhook_deliveries d \
                     SET leased_until = now() + make_interval(secs => $5), \
                         attempts = d.attempts + 1 \
@@ -212,8 +261,7 @@ impl Sender {
                            w.state->>'url' AS url, s.secret",
             )
             .await?;
-        let per_endpoint = self.settings.per_endpoint.max(1) as i64;
-        let rows = client
+        let rows = transaction
             .query(
                 &statement,
                 &[
@@ -225,6 +273,7 @@ impl Sender {
                 ],
             )
             .await?;
+        transaction.commit().await?;
         let mut claimed = Vec::with_capacity(rows.len());
         for row in rows {
             claimed.push(Claimed {
@@ -245,20 +294,13 @@ impl Sender {
         Ok(claimed)
     }
 
-    /// Sends one delivery and records how it went.
-    async fn attempt(&self, delivery: Claimed) {
+    /// Sends one delivery and hands what happened to the recorder, with the slot it holds
+    /// (freed once the record is written, so sends cannot outrun their records).
+    async fn attempt(&self, delivery: Claimed, slot: OwnedSemaphorePermit) {
         let started_at = Utc::now();
         let clock = Instant::now();
         let seen = self.send(&delivery).await;
         let duration = clock.elapsed();
-        if let Ok(mut in_flight) = self.in_flight.lock() {
-            if let Some(n) = in_flight.get_mut(&delivery.webhook_id) {
-                *n -= 1;
-                if *n == 0 {
-                    in_flight.remove(&delivery.webhook_id);
-                }
-            }
-        }
         let label = match &seen.outcome {
             Outcome::Delivered => "delivered",
             Outcome::Gone => "gone",
@@ -266,18 +308,22 @@ impl Sender {
         };
         metrics::counter!("crier_webhook_attempts_total", "outcome" => label).increment(1);
         metrics::histogram!("crier_webhook_attempt_seconds").record(duration.as_secs_f64());
-        // A record that cannot be written is retried a few times; if the database stays
-        // away, the lease runs out and the delivery is sent again (at least once).
-        for wait in [0u64, 1, 2, 4] {
-            tokio::time::sleep(Duration::from_secs(wait)).await;
-            match self.record(&delivery, started_at, duration, &seen).await {
-                Ok(()) => break,
-                Err(e) => tracing::warn!(error = %e, webhook = %delivery.webhook_id,
-                    position = delivery.position, "could not record a webhook attempt"),
-            }
+        let record = self.record_of(&delivery, started_at, duration, seen);
+        if self.records.send(Some((record, slot))).is_err() {
+            // The recorder is gone (the process is stopping): the lease runs out and the
+            // delivery is sent again.
+            self.release(delivery.webhook_id);
         }
-        if seen.outcome == Outcome::Gone {
-            self.disable(delivery.webhook_id).await;
+    }
+
+    fn release(&self, webhook_id: Uuid) {
+        if let Ok(mut in_flight) = self.in_flight.lock() {
+            if let Some(n) = in_flight.get_mut(&webhook_id) {
+                *n -= 1;
+                if *n == 0 {
+                    in_flight.remove(&webhook_id);
+                }
+            }
         }
     }
 
@@ -345,72 +391,149 @@ impl Sender {
         }
     }
 
-    async fn record(
+    /// What an attempt changes: its attempt row and the delivery's new state.
+    fn record_of(
         &self,
         delivery: &Claimed,
         started_at: DateTime<Utc>,
         duration: Duration,
-        seen: &Seen,
-    ) -> Result<(), ApiError> {
+        seen: Seen,
+    ) -> Record {
+        let max_attempts = i32::try_from(self.settings.max_attempts).unwrap_or(i32::MAX);
         let (state, next_in) = match &seen.outcome {
             Outcome::Delivered => ("delivered", None),
             Outcome::Gone => ("cancelled", None),
-            Outcome::Failed { .. }
-                if delivery.attempt
-                    >= i32::try_from(self.settings.max_attempts).unwrap_or(i32::MAX) =>
-            {
-                ("failed", None)
-            }
+            Outcome::Failed { .. } if delivery.attempt >= max_attempts => ("failed", None),
             Outcome::Failed { not_before } => {
                 let backoff = backoff(&self.settings, delivery.attempt, jitter());
                 let wait = not_before.map_or(backoff, |n| n.min(MAX_RETRY_AFTER).max(backoff));
                 ("pending", Some(wait))
             }
         };
-        let next_attempt_at = next_in
-            .and_then(|wait| chrono::Duration::from_std(wait).ok())
-            .map(|wait| Utc::now() + wait);
-        let duration_ms = i32::try_from(duration.as_millis()).unwrap_or(i32::MAX);
-        let status = seen.status.map(|s| s as i16);
-        let error = seen
-            .error
-            .as_deref()
-            .map(|e| e.chars().take(500).collect::<String>());
+        Record {
+            webhook_id: delivery.webhook_id,
+            position: delivery.position,
+            attempt: delivery.attempt,
+            started_at,
+            duration_ms: i32::try_from(duration.as_millis()).unwrap_or(i32::MAX),
+            status: seen.status.map(|s| s as i16),
+            error: seen.error.map(|e| e.chars().take(500).collect()),
+            state,
+            next_attempt_at: next_in
+                .and_then(|wait| chrono::Duration::from_std(wait).ok())
+                .map(|wait| Utc::now() + wait),
+            gone: seen.outcome == Outcome::Gone,
+        }
+    }
+
+    /// Writes records as they come, many per transaction, until told to stop (`None`).
+    async fn record_loop(self: Arc<Self>, mut records: Records) {
+        let mut stopping = false;
+        while !stopping {
+            let mut batch = Vec::new();
+            match records.recv().await {
+                Some(Some(record)) => batch.push(record),
+                Some(None) | None => stopping = true,
+            }
+            while batch.len() < RECORD_BATCH {
+                match records.try_recv() {
+                    Ok(Some(record)) => batch.push(record),
+                    Ok(None) => stopping = true,
+                    Err(_) => break,
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            // A batch that cannot be written is retried a little; if the database stays
+            // away, the leases run out and the deliveries are sent again (at least once).
+            let mut wait = Duration::from_millis(100);
+            for _ in 0..6 {
+                match self.record_batch(&batch).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, records = batch.len(), "could not record webhook attempts; retrying");
+                        tokio::time::sleep(wait).await;
+                        wait *= 2;
+                    }
+                }
+            }
+            let gone: Vec<Uuid> = batch
+                .iter()
+                .filter(|(r, _)| r.gone)
+                .map(|(r, _)| r.webhook_id)
+                .collect();
+            for (record, slot) in batch {
+                self.release(record.webhook_id);
+                drop(slot);
+            }
+            self.wake.notify_one();
+            for webhook_id in gone {
+                self.disable(webhook_id).await;
+            }
+        }
+    }
+
+    async fn record_batch(&self, batch: &[(Record, OwnedSemaphorePermit)]) -> Result<(), ApiError> {
+        let records = batch.iter().map(|(r, _)| r);
+        let webhook_ids: Vec<Uuid> = records.clone().map(|r| r.webhook_id).collect();
+        let positions: Vec<i64> = records.clone().map(|r| r.position).collect();
+        let attempts: Vec<i32> = records.clone().map(|r| r.attempt).collect();
+        let started: Vec<DateTime<Utc>> = records.clone().map(|r| r.started_at).collect();
+        let durations: Vec<i32> = records.clone().map(|r| r.duration_ms).collect();
+        let statuses: Vec<Option<i16>> = records.clone().map(|r| r.status).collect();
+        let errors: Vec<Option<&str>> = records.clone().map(|r| r.error.as_deref()).collect();
+        let states: Vec<&str> = records.clone().map(|r| r.state).collect();
+        let next: Vec<Option<DateTime<Utc>>> = records.map(|r| r.next_attempt_at).collect();
         let mut client = self.store.pool().get().await?;
         let transaction = client.transaction().await?;
+        // A record lost in a crash only means the delivery is sent again once its lease
+        // runs out, which at least once allows: no need to wait for the disk.
         transaction
-            .execute(
+            .batch_execute("SET LOCAL synchronous_commit = off")
+            .await?;
+        let insert = transaction
+            .prepare_cached(
                 "INSERT INTO webhook_attempts (webhook_id, position, attempt, started_at, \
                                                duration_ms, status_code, error) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                 SELECT * FROM unnest($1::uuid[], $2::int8[], $3::int4[], $4::timestamptz[], \
+                                      $5::int4[], $6::int2[], $7::text[]) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .await?;
+        transaction
+            .execute(
+                &insert,
                 &[
-                    &delivery.webhook_id,
-                    &delivery.position,
-                    &delivery.attempt,
-                    &started_at,
-                    &duration_ms,
-                    &status,
-                    &error,
+                    &webhook_ids,
+                    &positions,
+                    &attempts,
+                    &started,
+                    &durations,
+                    &statuses,
+                    &errors,
                 ],
             )
             .await?;
         // Only while the lease is ours: a sender whose lease ran out and was taken over
         // leaves the delivery to the one that holds it now.
+        let update = transaction
+            .prepare_cached(
+                "UPDATE webhook_deliveries d \
+                    SET state = u.state, leased_until = NULL, \
+                        next_attempt_at = coalesce(u.next_attempt_at, d.next_attempt_at), \
+                        finished_at = CASE WHEN u.state = 'pending' THEN NULL ELSE now() END \
+                   FROM unnest($1::uuid[], $2::int8[], $3::int4[], $4::text[], \
+                               $5::timestamptz[]) \
+                        AS u(webhook_id, position, attempt, state, next_attempt_at) \
+                  WHERE d.webhook_id = u.webhook_id AND d.position = u.position \
+                    AND d.attempts = u.attempt AND d.state = 'pending'",
+            )
+            .await?;
         transaction
             .execute(
-                "UPDATE webhook_deliveries \
-                    SET state = $4, leased_until = NULL, \
-                        next_attempt_at = coalesce($5, next_attempt_at), \
-                        finished_at = CASE WHEN $4 = 'pending' THEN NULL ELSE now() END \
-                  WHERE webhook_id = $1 AND position = $2 AND attempts = $3 \
-                    AND state = 'pending'",
-                &[
-                    &delivery.webhook_id,
-                    &delivery.position,
-                    &delivery.attempt,
-                    &state,
-                    &next_attempt_at,
-                ],
+                &update,
+                &[&webhook_ids, &positions, &attempts, &states, &next],
             )
             .await?;
         transaction.commit().await?;
