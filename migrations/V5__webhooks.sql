@@ -50,7 +50,8 @@ CREATE TABLE webhook_deliveries (
     message_id      uuid        NOT NULL,
     event_type      text        NOT NULL,
     -- Deliveries of one key (the notice's resource stream) go out one at a time, in
-    -- position order.
+    -- position order: a delivery behind a pending one of its key waits with
+    -- next_attempt_at = 'infinity' until that one is over.
     ordering_key    text        NOT NULL,
     body            text        NOT NULL,
     state           text        NOT NULL CHECK (state IN ('pending', 'delivered', 'failed', 'cancelled')),
@@ -62,7 +63,9 @@ CREATE TABLE webhook_deliveries (
     finished_at     timestamptz,
     PRIMARY KEY (webhook_id, position)
 );
-CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE state = 'pending';
+-- What a claim reads: each endpoint's due deliveries, soonest first.
+CREATE INDEX webhook_deliveries_due
+    ON webhook_deliveries (webhook_id, next_attempt_at) WHERE state = 'pending';
 CREATE INDEX webhook_deliveries_queue
     ON webhook_deliveries (webhook_id, ordering_key, position) WHERE state = 'pending';
 

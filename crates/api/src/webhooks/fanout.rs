@@ -7,6 +7,7 @@
 //! registered before it that takes it, and move the checkpoint. Either all of it commits or
 //! none, so a crash neither loses nor doubles a delivery.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -143,29 +144,7 @@ pub async fn fan_out_next_batch(store: &EventStore, source_base: &str) -> Result
     }
     let written = deliveries.webhook_ids.len();
     if written > 0 {
-        // Endpoints deleted since (their row is no longer active) get nothing more.
-        transaction
-            .execute(
-                "INSERT INTO webhook_deliveries (webhook_id, position, message_id, event_type, \
-                                                 ordering_key, body, state, next_attempt_at) \
-                 SELECT d.webhook_id, d.position, d.message_id, d.event_type, d.ordering_key, \
-                        d.body, 'pending', now() \
-                   FROM unnest($1::uuid[], $2::int8[], $3::uuid[], $4::text[], $5::text[], \
-                               $6::text[]) \
-                        AS d(webhook_id, position, message_id, event_type, ordering_key, body) \
-                   JOIN rm_webhooks w ON w.id = d.webhook_id \
-                  WHERE w.active \
-                 ON CONFLICT (webhook_id, position) DO NOTHING",
-                &[
-                    &deliveries.webhook_ids,
-                    &deliveries.positions,
-                    &deliveries.message_ids,
-                    &deliveries.event_types,
-                    &deliveries.ordering_keys,
-                    &deliveries.bodies,
-                ],
-            )
-            .await?;
+        insert_deliveries(&transaction, &deliveries).await?;
     }
     eventstore::save_checkpoint(&transaction, SUBSCRIPTION, last).await?;
     transaction.commit().await?;
@@ -173,6 +152,66 @@ pub async fn fan_out_next_batch(store: &EventStore, source_base: &str) -> Result
         metrics::counter!("crier_webhook_deliveries_created_total").increment(written as u64);
     }
     Ok(events.len())
+}
+
+/// Writes the deliveries, each waiting (`next_attempt_at` infinity) when an earlier one of
+/// its queue (endpoint, resource stream) is pending: in this batch, or already stored.
+///
+/// The stored pending deliveries of those queues are share-locked first, in a fixed order:
+/// a recorder finishing one of them waits for this transaction, and then sees the new
+/// deliveries when it releases the next one; one that finished before is not pending any
+/// more when the lock is granted.
+async fn insert_deliveries<C: GenericClient>(
+    transaction: &C,
+    deliveries: &NewDeliveries,
+) -> Result<(), ApiError> {
+    let locked = transaction
+        .query(
+            "SELECT d.webhook_id, d.ordering_key FROM webhook_deliveries d \
+               JOIN unnest($1::uuid[], $2::text[]) AS q(webhook_id, ordering_key) \
+                 ON d.webhook_id = q.webhook_id AND d.ordering_key = q.ordering_key \
+              WHERE d.state = 'pending' \
+              ORDER BY d.webhook_id, d.position \
+                FOR SHARE OF d",
+            &[&deliveries.webhook_ids, &deliveries.ordering_keys],
+        )
+        .await?;
+    let mut busy: HashSet<(Uuid, String)> = HashSet::with_capacity(locked.len());
+    for row in &locked {
+        busy.insert((row.try_get(0)?, row.try_get(1)?));
+    }
+    let mut waiting = Vec::with_capacity(deliveries.webhook_ids.len());
+    for (webhook_id, key) in deliveries.webhook_ids.iter().zip(&deliveries.ordering_keys) {
+        // The first of a queue in this batch waits only for a stored one; the rest, for it.
+        waiting.push(!busy.insert((*webhook_id, key.clone())));
+    }
+    // Endpoints deleted since (their row is no longer active) get nothing more.
+    transaction
+        .execute(
+            "INSERT INTO webhook_deliveries (webhook_id, position, message_id, event_type, \
+                                             ordering_key, body, state, next_attempt_at) \
+             SELECT d.webhook_id, d.position, d.message_id, d.event_type, d.ordering_key, \
+                    d.body, 'pending', \
+                    CASE WHEN d.waiting THEN 'infinity'::timestamptz ELSE now() END \
+               FROM unnest($1::uuid[], $2::int8[], $3::uuid[], $4::text[], $5::text[], \
+                           $6::text[], $7::bool[]) \
+                    AS d(webhook_id, position, message_id, event_type, ordering_key, body, \
+                         waiting) \
+               JOIN rm_webhooks w ON w.id = d.webhook_id \
+              WHERE w.active \
+             ON CONFLICT (webhook_id, position) DO NOTHING",
+            &[
+                &deliveries.webhook_ids,
+                &deliveries.positions,
+                &deliveries.message_ids,
+                &deliveries.event_types,
+                &deliveries.ordering_keys,
+                &deliveries.bodies,
+                &waiting,
+            ],
+        )
+        .await?;
+    Ok(())
 }
 
 /// Brings the fan-out's endpoints up to date with one webhook event.

@@ -3,8 +3,9 @@
 //! A claim is a lease (`leased_until`) committed before the request goes out, so that the
 //! processes sharing a database never send one delivery at once, and a delivery whose
 //! sender died is sent again once its lease runs out (at least once). A delivery is due
-//! when its time has come and no earlier delivery of the same resource to the same endpoint
-//! is still pending: that is what keeps each incident's notices in order.
+//! when its time has come; one behind a pending delivery of the same resource to the same
+//! endpoint waits (`next_attempt_at` infinity) until the recorder ends that one and
+//! releases it: that is what keeps each incident's notices in order.
 //!
 //! Every request carries `webhook-id` (the notice's event id, the same on every retry),
 //! `webhook-timestamp` (the attempt's Unix time) and `webhook-signature` (`v1,` and the
@@ -207,9 +208,9 @@ impl Sender {
 
     /// Leases up to `limit` due deliveries, at most `per_endpoint` in flight per endpoint.
     ///
-    /// Only the head of each queue (endpoint, resource stream) can be due, so the query
-    /// takes the heads first (one ordered pass over the pending deliveries' index) and
-    /// never compares a delivery with the others of its queue.
+    /// A delivery behind a pending one of its queue waits with an infinite
+    /// `next_attempt_at`, so what is due is simply what is past its time: the claim reads
+    /// each active endpoint's soonest due deliveries from an index, never the backlog.
     async fn claim(&self, limit: usize) -> Result<Vec<Claimed>, ApiError> {
         let (busy_ids, busy_counts): (Vec<Uuid>, Vec<i64>) = self
             .in_flight
@@ -227,23 +228,20 @@ impl Sender {
             .await?;
         let statement = transaction
             .prepare_cached(
-                "WITH heads AS ( \
-                   SELECT DISTINCT ON (webhook_id, ordering_key) \
-                          webhook_id, position, next_attempt_at, leased_until \
-                     FROM webhook_deliveries WHERE state = 'pending' \
-                    ORDER BY webhook_id, ordering_key, position), \
-                 due AS ( \
-                   SELECT webhook_id, position FROM ( \
-                     SELECT h.webhook_id, h.position, h.next_attempt_at, \
-                            row_number() OVER (PARTITION BY h.webhook_id \
-                                               ORDER BY h.next_attempt_at, h.position) AS rank \
-                       FROM heads h JOIN rm_webhooks w ON w.id = h.webhook_id AND w.active \
-                      WHERE h.next_attempt_at <= now() \
-                        AND (h.leased_until IS NULL OR h.leased_until < now())) ranked \
-                    WHERE rank <= $3 - coalesce( \
-                            (SELECT b.n FROM unnest($1::uuid[], $2::int8[]) AS b(id, n) \
-                              WHERE b.id = ranked.webhook_id), 0) \
-                    ORDER BY next_attempt_at, position \
+                "WITH due AS ( \
+                   SELECT c.webhook_id, c.position FROM rm_webhooks w \
+                    CROSS JOIN LATERAL ( \
+                      SELECT d.webhook_id, d.position, d.next_attempt_at \
+                        FROM webhook_deliveries d \
+                       WHERE d.webhook_id = w.id AND d.state = 'pending' \
+                         AND d.next_attempt_at <= now() \
+                         AND (d.leased_until IS NULL OR d.leased_until < now()) \
+                       ORDER BY d.next_attempt_at \
+                       LIMIT greatest(0, $3 - coalesce( \
+                               (SELECT b.n FROM unnest($1::uuid[], $2::int8[]) AS b(id, n) \
+                                 WHERE b.id = w.id), 0))) c \
+                    WHERE w.active \
+                    ORDER BY c.next_attempt_at, c.position \
                     LIMIT $4), \
                  locked AS ( \
                    SELECT d.webhook_id, d.position FROM webhook_deliveries d \
@@ -515,6 +513,18 @@ impl Sender {
                 ],
             )
             .await?;
+        // Locked in the order the fan-out locks them, so the two never deadlock.
+        let lock = transaction
+            .prepare_cached(
+                "SELECT 1 FROM webhook_deliveries d \
+                   JOIN unnest($1::uuid[], $2::int8[]) AS u(webhook_id, position) \
+                     ON d.webhook_id = u.webhook_id AND d.position = u.position \
+                  ORDER BY d.webhook_id, d.position FOR UPDATE OF d",
+            )
+            .await?;
+        transaction
+            .execute(&lock, &[&webhook_ids, &positions])
+            .await?;
         // Only while the lease is ours: a sender whose lease ran out and was taken over
         // leaves the delivery to the one that holds it now.
         let update = transaction
@@ -535,6 +545,28 @@ impl Sender {
                 &update,
                 &[&webhook_ids, &positions, &attempts, &states, &next],
             )
+            .await?;
+        // Each queue whose delivery is over: its next one is due now.
+        let release = transaction
+            .prepare_cached(
+                "UPDATE webhook_deliveries d SET next_attempt_at = now() \
+                   FROM (SELECT DISTINCT ON (n.webhook_id, n.ordering_key) \
+                                n.webhook_id, n.position, n.next_attempt_at \
+                           FROM webhook_deliveries n \
+                           JOIN (SELECT DISTINCT f.webhook_id, f.ordering_key \
+                                   FROM webhook_deliveries f \
+                                   JOIN unnest($1::uuid[], $2::int8[]) AS u(webhook_id, position) \
+                                     ON f.webhook_id = u.webhook_id AND f.position = u.position \
+                                  WHERE f.state <> 'pending') q \
+                             ON n.webhook_id = q.webhook_id AND n.ordering_key = q.ordering_key \
+                          WHERE n.state = 'pending' \
+                          ORDER BY n.webhook_id, n.ordering_key, n.position) head \
+                  WHERE d.webhook_id = head.webhook_id AND d.position = head.position \
+                    AND d.next_attempt_at = 'infinity'",
+            )
+            .await?;
+        transaction
+            .execute(&release, &[&webhook_ids, &positions])
             .await?;
         transaction.commit().await?;
         Ok(())
