@@ -11,17 +11,16 @@
 //! baseline in the same run is the POST's own answer time (what a publisher waits for).
 //! Needs `ulimit -n` above the subscriber count (in both this process and the server).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use eventstore::testing::TestDatabase;
-use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const ADMIN: &str = "bench-admin-secret-0123456789";
+mod serve;
+
+use serve::{incident, percentile, BenchServer};
 
 struct Args {
     subscribers: usize,
@@ -91,10 +90,11 @@ async fn subscribe(
             is_open = true;
             opened.add_permits(1);
         }
-        // Count complete `id:` lines; keep the unfinished tail.
+        // Count notices by their complete `event:` lines (the opening and heartbeats carry
+        // `id:` lines too, but no event); keep the unfinished tail.
         let mut consumed = 0;
-        while let Some(at) = find(&buffer[consumed..], b"\nid: ") {
-            let start = consumed + at + 5;
+        while let Some(at) = find(&buffer[consumed..], b"\nevent: ") {
+            let start = consumed + at + 8;
             match find(&buffer[start..], b"\n") {
                 Some(end) => {
                     seen.push(now);
@@ -116,75 +116,16 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-fn percentile(mut values: Vec<f64>, p: f64) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
-    let rank = ((p / 100.0) * (values.len() as f64 - 1.0)).round() as usize;
-    values[rank.min(values.len() - 1)]
-}
-
 #[tokio::main]
 async fn main() {
     let args = args();
     let db = TestDatabase::create().await;
-    let mut server = Command::new(env!("CARGO_BIN_EXE_crier"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--workers", "2"])
-        .env("DATABASE_URL", &db.url)
-        .env("CRIER_BOOTSTRAP_ADMIN_KEY", ADMIN)
-        .env("CRIER_WRITE_RATE_LIMIT", "0")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start crier serve");
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("listening line");
-    let base = line
-        .trim()
-        .strip_prefix("crier listening on ")
-        .expect("address")
-        .to_owned();
-    let address = base.trim_start_matches("http://").to_owned();
-    let http = reqwest::Client::new();
-    for _ in 0..100 {
-        if http
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let post = |path: &str, key: &str, body: Value| {
-        http.post(format!("{base}{path}"))
-            .bearer_auth(key)
-            .json(&body)
-            .send()
-    };
-    let created: Value = post(
-        "/v1/api-keys",
-        ADMIN,
-        json!({"name": "bench", "role": "publisher"}),
-    )
-    .await
-    .expect("key")
-    .json()
-    .await
-    .expect("key json");
-    let publisher = created["key"].as_str().expect("secret").to_owned();
-    let service: Value = post("/v1/services", ADMIN, json!({"name": "Teams"}))
-        .await
-        .expect("service")
-        .json()
-        .await
-        .expect("service json");
-    let service_id = service["id"].as_str().expect("id").to_owned();
+    let server = BenchServer::start(&db.url, &[]).await;
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let (publisher, service_id) = server.publisher_and_service().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let before = resident_kib(server.id());
+    let before = resident_kib(server.child.id());
     let opened = Arc::new(tokio::sync::Semaphore::new(0));
     let arrivals = Arc::new(Mutex::new(vec![Vec::new(); args.subscribers]));
     let started = Instant::now();
@@ -206,23 +147,14 @@ async fn main() {
     all_open.forget();
     let connect_time = started.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = resident_kib(server.id());
+    let after = resident_kib(server.child.id());
 
     let mut published = Vec::new();
     let mut answer_times = Vec::new();
     for n in 0..args.notices {
-        let body = json!({
-            "title": format!("Users cannot sign in ({n})"), "impact": "major",
-            "message": "We are investigating reports of sign-in failures.",
-            "affected_services": [{"service_id": service_id, "status": "major_outage"}],
-            "client_action": {"kind": "restart_client",
-                              "message": "If a user is still experiencing impact, they need to restart their clients to recover."},
-        });
+        let body = incident(n, &service_id);
         let sent = Instant::now();
-        let answer = post("/v1/incidents", &publisher, body)
-            .await
-            .expect("publish");
-        assert_eq!(answer.status(), 201);
+        server.post("/v1/incidents", &publisher, body).await;
         answer_times.push(sent.elapsed().as_secs_f64() * 1000.0);
         published.push(sent);
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -244,8 +176,7 @@ async fn main() {
         }
         last_delivery.push(latest);
     }
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 
     println!();
     println!(

@@ -12,8 +12,6 @@
 //! receiver has every delivery. Also reported: publish-to-delivery latency per delivery.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,7 +20,9 @@ use eventstore::testing::TestDatabase;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-const ADMIN: &str = "bench-admin-secret-0123456789";
+mod serve;
+
+use serve::{incident, percentile, BenchServer, ADMIN};
 
 struct Args {
     endpoints: usize,
@@ -68,15 +68,6 @@ async fn receive(
         }
     }
     HttpResponse::NoContent().finish()
-}
-
-fn percentile(mut values: Vec<f64>, p: f64) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(|a, b| a.total_cmp(b));
-    let rank = ((p / 100.0) * (values.len() as f64 - 1.0)).round() as usize;
-    values[rank.min(values.len() - 1)]
 }
 
 async fn wait_for(seen: &Mutex<Seen>, count: usize, limit: Duration) -> Option<Instant> {
@@ -138,71 +129,16 @@ async fn main() {
     }
 
     let db = TestDatabase::create().await;
-    let mut server = Command::new(env!("CARGO_BIN_EXE_crier"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--workers", "2"])
-        .env("DATABASE_URL", &db.url)
-        .env("CRIER_BOOTSTRAP_ADMIN_KEY", ADMIN)
-        .env("CRIER_WRITE_RATE_LIMIT", "0")
-        .env("CRIER_WEBHOOK_ALLOW_PRIVATE", "true")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start crier serve");
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("listening line");
-    let base = line
-        .trim()
-        .strip_prefix("crier listening on ")
-        .expect("address")
-        .to_owned();
-    let http = reqwest::Client::new();
-    for _ in 0..100 {
-        if http
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let post = |path: &str, key: &str, body: Value| {
-        http.post(format!("{base}{path}"))
-            .bearer_auth(key)
-            .json(&body)
-            .send()
-    };
-    let created: Value = post(
-        "/v1/api-keys",
-        ADMIN,
-        json!({"name": "bench", "role": "publisher"}),
-    )
-    .await
-    .expect("key")
-    .json()
-    .await
-    .expect("key json");
-    let publisher = created["key"].as_str().expect("secret").to_owned();
-    let service: Value = post("/v1/services", ADMIN, json!({"name": "Teams"}))
-        .await
-        .expect("service")
-        .json()
-        .await
-        .expect("service json");
-    let service_id = service["id"].as_str().expect("id").to_owned();
+    let server = BenchServer::start(&db.url, &[("CRIER_WEBHOOK_ALLOW_PRIVATE", "true")]).await;
+    let (publisher, service_id) = server.publisher_and_service().await;
     for n in 0..args.endpoints {
-        let answer = post(
-            "/v1/webhooks",
-            ADMIN,
-            json!({"url": format!("{receiver_base}/hook/{n}"), "event_types": ["incident.declared"]}),
-        )
-        .await
-        .expect("register");
-        assert_eq!(answer.status(), 201);
+        server
+            .post(
+                "/v1/webhooks",
+                ADMIN,
+                json!({"url": format!("{receiver_base}/hook/{n}"), "event_types": ["incident.declared"]}),
+            )
+            .await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -210,23 +146,15 @@ async fn main() {
     let started = Instant::now();
     futures_util::stream::iter(0..args.notices)
         .for_each_concurrent(8, |n| {
-            let request = post(
-                "/v1/incidents",
-                &publisher,
-                json!({
-                    "title": format!("Users cannot sign in ({n})"), "impact": "major",
-                    "message": "We are investigating reports of sign-in failures.",
-                    "affected_services": [{"service_id": service_id, "status": "major_outage"}],
-                    "client_action": {"kind": "restart_client",
-                        "message": "If a user is still experiencing impact, they need to restart their clients to recover."},
-                }),
-            );
             let published = published.clone();
+            let server = &server;
+            let publisher = &publisher;
+            let service_id = &service_id;
             async move {
                 let sent = Instant::now();
-                let answer = request.await.expect("publish");
-                assert_eq!(answer.status(), 201);
-                let declared: Value = answer.json().await.expect("incident");
+                let declared = server
+                    .post("/v1/incidents", publisher, incident(n, service_id))
+                    .await;
                 let id = declared["id"].as_str().expect("id").to_owned();
                 published.lock().expect("published").insert(id, sent);
             }
@@ -235,8 +163,9 @@ async fn main() {
     let published_in = started.elapsed();
     let last = wait_for(&seen, total, Duration::from_secs(300)).await;
     let elapsed = last.map(|last| last.duration_since(started));
-    let metrics = http
-        .get(format!("{base}/metrics"))
+    let metrics = server
+        .http
+        .get(format!("{}/metrics", server.base))
         .send()
         .await
         .expect("metrics")
@@ -261,8 +190,7 @@ async fn main() {
             .expect("spans");
         (row.get::<_, Option<f64>>(0), row.get::<_, Option<f64>>(1))
     };
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     stop_receiver.stop(true).await;
 
     let published = published.lock().expect("published").clone();
