@@ -168,6 +168,7 @@ impl Sender {
                         let Ok(permit) = self.slots.clone().try_acquire_owned() else {
                             // Cannot happen (claims never exceed the free slots); the
                             // lease runs out and the delivery is sent later.
+                            self.release(delivery.webhook_id);
                             continue;
                         };
                         let sender = self.clone();
@@ -188,8 +189,8 @@ impl Sender {
             }
             tokio::select! {
                 _ = self.wake.notified() => {
-                    // Let the sends that end together free their slots, so that one
-                    // claim (a pass over the pending deliveries) serves many.
+                    // Let the records written together free their slots, so that one
+                    // claim serves many.
                     tokio::time::sleep(CLAIM_GATHER).await;
                 }
                 _ = tokio::time::sleep(IDLE_POLL) => {}
