@@ -251,7 +251,7 @@ pub struct Page<T> {
 
 impl<T> Page<T> {
     /// `rows` fetched with a limit of `limit + 1`: the extra row only says that more follow.
-    fn of(mut items: Vec<T>, limit: usize) -> Self {
+    pub fn of(mut items: Vec<T>, limit: usize) -> Self {
         let has_more = items.len() > limit;
         items.truncate(limit);
         Page { items, has_more }

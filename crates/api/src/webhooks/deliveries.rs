@@ -80,9 +80,8 @@ pub async fn deliveries_page<C: GenericClient>(
             attempts: Vec::new(),
         });
     }
-    let has_more = items.len() > limit;
-    items.truncate(limit);
-    let positions: Vec<i64> = items.iter().map(|d| d.position as i64).collect();
+    let mut page = Page::of(items, limit);
+    let positions: Vec<i64> = page.items.iter().map(|d| d.position as i64).collect();
     let statement = client
         .prepare_cached(
             "SELECT position, attempt, started_at, duration_ms, status_code, error \
@@ -101,9 +100,9 @@ pub async fn deliveries_page<C: GenericClient>(
                 .and_then(|s| u16::try_from(s).ok()),
             error: row.try_get("error")?,
         };
-        if let Some(delivery) = items.iter_mut().find(|d| d.position == position) {
+        if let Some(delivery) = page.items.iter_mut().find(|d| d.position == position) {
             delivery.attempts.push(attempt);
         }
     }
-    Ok(Page { items, has_more })
+    Ok(page)
 }
