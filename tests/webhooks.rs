@@ -442,14 +442,23 @@ async fn an_endpoint_answering_410_is_disabled_by_an_event_and_gets_nothing_more
         assert!(tokio::time::Instant::now() < deadline, "never disabled");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The history lists sealed events: the disabling shows there a moment after the
+    // webhook's row.
     let auditor = api.key("auditor", None).await;
-    let history = api
-        .get(
-            &format!("/v1/audit/streams/webhook-{id}/events"),
-            Some(&auditor),
-        )
-        .await
-        .expect(200);
+    let history = loop {
+        let history = api
+            .get(
+                &format!("/v1/audit/streams/webhook-{id}/events"),
+                Some(&auditor),
+            )
+            .await
+            .expect(200);
+        if history["events"].as_array().unwrap().len() >= 2 {
+            break history;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never sealed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let events = history["events"].as_array().unwrap();
     assert_eq!(events.len(), 2);
     assert_eq!(events[1]["type"], "webhook.disabled");
@@ -472,8 +481,8 @@ async fn an_endpoint_answering_410_is_disabled_by_an_event_and_gets_nothing_more
 async fn a_slow_endpoint_delays_neither_another_endpoint_nor_the_api() {
     let db = TestDatabase::create().await;
     let api = Api::start_with(&db, &FAST_RETRIES).await;
-    // Answers after 5 s; the attempt times out after 1 s.
-    let slow = Receiver::start(&["--delay", "5"]);
+    // Answers after 30 s; each attempt times out after 1 s.
+    let slow = Receiver::start(&["--delay", "30"]);
     let fast = Receiver::start(&[]);
     register(&api, &slow, json!({})).await;
     register(&api, &fast, json!({})).await;
