@@ -96,6 +96,12 @@ impl Caller {
     pub fn tenant(&self) -> Option<&str> {
         self.key.as_ref().and_then(|k| k.state.tenant.as_deref())
     }
+
+    /// Whether the caller may manage a resource of `tenant` (an API key, a webhook): an
+    /// unbound caller manages all, a tenant-bound one only its tenant's.
+    pub fn manages(&self, tenant: Option<&str>) -> bool {
+        self.tenant().is_none() || tenant == self.tenant()
+    }
 }
 
 /// The secret of `Authorization: Bearer <secret>`; `None` when there is no such header.

@@ -130,7 +130,7 @@ async fn visible_key(
     let client = state.store.pool().get().await?;
     queries::api_key(&client, id)
         .await?
-        .filter(|key| caller.tenant().is_none() || key.state.tenant.as_deref() == caller.tenant())
+        .filter(|key| caller.manages(key.state.tenant.as_deref()))
         .ok_or_else(|| ApiError::NotFound("no such API key".into()))
 }
 

@@ -139,7 +139,7 @@ async fn visible_webhook(
     let client = state.store.pool().get().await?;
     queries::webhook(&client, id)
         .await?
-        .filter(|w| caller.tenant().is_none() || w.state.tenant.as_deref() == caller.tenant())
+        .filter(|w| caller.manages(w.state.tenant.as_deref()))
         .ok_or_else(|| ApiError::NotFound("no such webhook".into()))
 }
 
