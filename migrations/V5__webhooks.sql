@@ -9,7 +9,8 @@
 --   of the history carries it; it is written in the transaction of the registration.
 -- * webhook_endpoints: the endpoints as the dispatcher's fan-out met them in the global log,
 --   so that a notice at position p goes exactly to the endpoints registered before p and
---   not ended before p, whenever the fan-out gets to it.
+--   not ended before p, whenever the fan-out gets to it (what a notice is matched by; the
+--   URL is read from rm_webhooks when sending).
 -- * webhook_deliveries: one per (endpoint, notice), with the CloudEvent body rendered once
 --   (every retry sends the same bytes under the same webhook-id). Written by the fan-out in
 --   the transaction that moves its checkpoint (subscription `webhooks`), so a crash neither
@@ -34,7 +35,6 @@ CREATE TABLE webhook_secrets (
 
 CREATE TABLE webhook_endpoints (
     webhook_id          uuid        PRIMARY KEY,
-    url                 text        NOT NULL,
     -- Empty: every notice type, every service.
     event_types         text[]      NOT NULL,
     service_ids         uuid[]      NOT NULL,

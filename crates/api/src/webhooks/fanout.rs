@@ -229,14 +229,13 @@ async fn apply_webhook_event<C: GenericClient>(
             let types: Vec<&str> = registered.event_types.iter().map(|t| t.as_str()).collect();
             let row = transaction
                 .query_opt(
-                    "INSERT INTO webhook_endpoints (webhook_id, url, event_types, service_ids, \
-                                                    tenant, registered_position) \
-                     VALUES ($1, $2, $3, $4, $5, $6) \
+                    "INSERT INTO webhook_endpoints (webhook_id, event_types, service_ids, tenant, \
+                                                    registered_position) \
+                     VALUES ($1, $2, $3, $4, $5) \
                      ON CONFLICT (webhook_id) DO NOTHING \
                      RETURNING webhook_id, event_types, service_ids, tenant",
                     &[
                         &id,
-                        &registered.url,
                         &types,
                         &registered.service_ids,
                         &registered.tenant,
