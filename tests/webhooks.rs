@@ -484,22 +484,47 @@ async fn a_slow_endpoint_delays_neither_another_endpoint_nor_the_api() {
     // Answers after 30 s; each attempt times out after 1 s.
     let slow = Receiver::start(&["--delay", "30"]);
     let fast = Receiver::start(&[]);
-    register(&api, &slow, json!({})).await;
+    let slow_hook = register(&api, &slow, json!({})).await;
     register(&api, &fast, json!({})).await;
     let publisher = api.key("publisher", None).await;
     let service = api.service("Teams").await;
+    let mut first = Value::Null;
     for n in 0..12 {
-        api.declare(&publisher, incident(&service, &format!("Outage {n}")))
+        let declared = api
+            .declare(&publisher, incident(&service, &format!("Outage {n}")))
             .await;
+        first = if n == 0 { declared } else { first };
     }
+    // Queued behind the first outage's declaration, which the slow endpoint holds.
+    api.post(
+        &format!(
+            "/v1/incidents/{}/updates",
+            first["id"].as_str().expect("id")
+        ),
+        &publisher,
+        json!({"status": "identified", "message": "A certificate expired."}),
+    )
+    .await
+    .expect(201);
     fast.wait_until("every notice at the fast endpoint", |l| {
-        delivered_ids(l).len() == 13 // the service's creation, then 12 declarations
+        delivered_ids(l).len() == 14 // the service's creation, 12 declarations, 1 update
     })
     .await;
     assert!(
         slow.lines().is_empty(),
         "the slow endpoint answered before the fast one had everything"
     );
+
+    // A delivery waiting its turn is listed as pending with no time set yet.
+    let deliveries = format!(
+        "/v1/webhooks/{}/deliveries",
+        slow_hook["id"].as_str().expect("id")
+    );
+    let listed = api.get(&deliveries, Some(ADMIN_SECRET)).await.expect(200);
+    let waiting = &listed["items"][0];
+    assert_eq!(waiting["event_type"], "incident.updated", "{listed:#}");
+    assert_eq!(waiting["status"], "pending", "{listed:#}");
+    assert_eq!(waiting["next_attempt_at"], Value::Null, "{listed:#}");
 }
 
 #[tokio::test]

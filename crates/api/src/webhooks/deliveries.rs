@@ -22,7 +22,8 @@ pub struct Delivery {
     /// `cancelled` (the webhook was deleted or disabled).
     pub status: String,
     pub created_at: DateTime<Utc>,
-    /// When the next attempt is due (pending deliveries).
+    /// When the next attempt is due (pending deliveries); `null` while the delivery waits
+    /// for an earlier one of the same incident or maintenance to this endpoint.
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     /// Every attempt, first first.
@@ -52,8 +53,8 @@ pub async fn deliveries_page<C: GenericClient>(
     let before = before.map(|p| i64::try_from(p).unwrap_or(i64::MAX));
     let statement = client
         .prepare_cached(
-            "SELECT position, message_id, event_type, state, created_at, next_attempt_at, \
-                    finished_at \
+            "SELECT position, message_id, event_type, state, created_at, \
+                    NULLIF(next_attempt_at, 'infinity') AS next_attempt_at, finished_at \
                FROM webhook_deliveries \
               WHERE webhook_id = $1 AND ($2::int8 IS NULL OR position < $2) \
               ORDER BY position DESC LIMIT $3",
