@@ -256,6 +256,9 @@ fn existing(state: &State) -> Result<&Incident, DomainError> {
         .ok_or_else(|| DomainError::NotFound("incident".into()))
 }
 
+// Each decision checks the command's own content first (400), then the state it meets
+// (409): the answer to bad content does not depend on when it was sent.
+
 /// An update id names one update of one incident.
 fn new_update_id(incident: &Incident, update_id: UpdateId) -> Result<(), DomainError> {
     if incident.updates.iter().any(|u| u.id == update_id) {
@@ -268,11 +271,6 @@ fn new_update_id(incident: &Incident, update_id: UpdateId) -> Result<(), DomainE
 }
 
 fn decide_declare(c: &Declare, state: &State) -> Result<Vec<Event>, DomainError> {
-    if state.is_some() {
-        return Err(DomainError::Conflict(
-            "this incident is declared already".into(),
-        ));
-    }
     let status = c.status.unwrap_or(IncidentStatus::Investigating);
     let mut v = Validation::default();
     let title = v.check(text("title", &c.title, MAX_TITLE_CHARS));
@@ -289,6 +287,11 @@ fn decide_declare(c: &Declare, state: &State) -> Result<Vec<Event>, DomainError>
         );
     }
     v.finish()?;
+    if state.is_some() {
+        return Err(DomainError::Conflict(
+            "this incident is declared already".into(),
+        ));
+    }
     Ok(vec![Event::Declared(IncidentDeclared {
         incident_id: c.incident_id,
         update_id: c.update_id,
@@ -307,12 +310,6 @@ fn decide_declare(c: &Declare, state: &State) -> Result<Vec<Event>, DomainError>
 
 fn decide_update(c: &PostUpdate, state: &State) -> Result<Vec<Event>, DomainError> {
     let incident = existing(state)?;
-    if !incident.status.is_open() {
-        return Err(DomainError::Conflict(
-            "the incident is resolved; reopen it to post an update".into(),
-        ));
-    }
-    new_update_id(incident, c.update_id)?;
     let mut v = Validation::default();
     let message = v.check(message(&c.message));
     let affected_services = v.check(
@@ -329,6 +326,12 @@ fn decide_update(c: &PostUpdate, state: &State) -> Result<Vec<Event>, DomainErro
     );
     let author = v.check(author(&c.author));
     v.finish()?;
+    if !incident.status.is_open() {
+        return Err(DomainError::Conflict(
+            "the incident is resolved; reopen it to post an update".into(),
+        ));
+    }
+    new_update_id(incident, c.update_id)?;
     Ok(vec![Event::UpdatePosted(IncidentUpdatePosted {
         update_id: c.update_id,
         status: c.status,
@@ -368,16 +371,16 @@ fn decide_correct(c: &Correct, state: &State) -> Result<Vec<Event>, DomainError>
 
 fn decide_reopen(c: &Reopen, state: &State) -> Result<Vec<Event>, DomainError> {
     let incident = existing(state)?;
+    let mut v = Validation::default();
+    let message = v.check(message(&c.message));
+    let author = v.check(author(&c.author));
+    v.finish()?;
     if incident.status.is_open() {
         return Err(DomainError::Conflict(
             "the incident is open; only a resolved incident can be reopened".into(),
         ));
     }
     new_update_id(incident, c.update_id)?;
-    let mut v = Validation::default();
-    let message = v.check(message(&c.message));
-    let author = v.check(author(&c.author));
-    v.finish()?;
     Ok(vec![Event::Reopened(IncidentReopened {
         update_id: c.update_id,
         message,
@@ -388,6 +391,10 @@ fn decide_reopen(c: &Reopen, state: &State) -> Result<Vec<Event>, DomainError> {
 
 fn decide_postmortem(c: &PublishPostmortem, state: &State) -> Result<Vec<Event>, DomainError> {
     let incident = existing(state)?;
+    let mut v = Validation::default();
+    let body = v.check(text("body", &c.body, MAX_POSTMORTEM_CHARS));
+    let author = v.check(author(&c.author));
+    v.finish()?;
     if incident.status.is_open() {
         return Err(DomainError::Conflict(
             "a postmortem is published once the incident is resolved".into(),
@@ -398,10 +405,6 @@ fn decide_postmortem(c: &PublishPostmortem, state: &State) -> Result<Vec<Event>,
             "the postmortem is published already".into(),
         ));
     }
-    let mut v = Validation::default();
-    let body = v.check(text("body", &c.body, MAX_POSTMORTEM_CHARS));
-    let author = v.check(author(&c.author));
-    v.finish()?;
     Ok(vec![Event::PostmortemPublished(PostmortemPublished {
         body,
         author,

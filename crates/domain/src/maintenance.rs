@@ -271,6 +271,10 @@ impl Decider for MaintenanceDecider {
                 let maintenance = state
                     .as_ref()
                     .ok_or_else(|| DomainError::NotFound("maintenance".into()))?;
+                let mut v = Validation::default();
+                let message = v.check(text("message", &c.message, MAX_MESSAGE_CHARS));
+                let author = v.check(text("author", &c.author, MAX_TITLE_CHARS));
+                v.finish()?;
                 if maintenance.status.is_finished() {
                     return Err(DomainError::Conflict(format!(
                         "the maintenance is {}",
@@ -292,10 +296,6 @@ impl Decider for MaintenanceDecider {
                         "an update with this id exists".into(),
                     ));
                 }
-                let mut v = Validation::default();
-                let message = v.check(text("message", &c.message, MAX_MESSAGE_CHARS));
-                let author = v.check(text("author", &c.author, MAX_TITLE_CHARS));
-                v.finish()?;
                 Ok(vec![Event::UpdatePosted(MaintenanceUpdatePosted {
                     update_id: c.update_id,
                     status: c.status,

@@ -208,9 +208,15 @@ impl Publisher {
         }
         if let Some(expected) = if_match {
             if expected != version {
-                if state.is_none() {
-                    // A resource that does not exist is "not found", whatever version was named.
-                    K::decide(command, &state)?;
+                // Invalid content and a missing resource are answered as such, whatever
+                // version was named: a precondition only decides a request that would
+                // otherwise succeed (RFC 9110 §13.2.1). A command that today's state merely
+                // refuses is the 412 that tells the caller to read again.
+                match K::decide(command, &state) {
+                    Err(error @ (DomainError::Invalid(_) | DomainError::NotFound(_))) => {
+                        return Err(error.into())
+                    }
+                    Ok(_) | Err(DomainError::Conflict(_)) => {}
                 }
                 return Err(CommandError::VersionMismatch {
                     expected,
