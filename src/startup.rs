@@ -69,9 +69,11 @@ impl Application {
         let notices = state.notices.clone();
         api::prometheus_handle();
         let mut server = HttpServer::new(move || {
+            // Compression outermost: every answer, problem+json made from actix's own
+            // errors included, is final before it is compressed.
             App::new()
-                .wrap(middleware::Compress::default())
                 .wrap(middleware::from_fn(api::observe::middleware))
+                .wrap(middleware::Compress::default())
                 .configure(api::configure(state.clone()))
         })
         .shutdown_timeout(10)

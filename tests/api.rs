@@ -326,9 +326,14 @@ async fn every_error_of_the_contract_is_a_problem_with_its_status() {
     )
     .await
     .problem(404);
-    api.send(Method::PUT, "/v1/incidents", Some(&comms), &[], None)
-        .await
-        .problem(405);
+    let not_allowed = api
+        .send(Method::PUT, "/v1/incidents", Some(&comms), &[], None)
+        .await;
+    assert_eq!(not_allowed.header("allow"), Some("GET, HEAD, POST"));
+    not_allowed.problem(405);
+    let not_allowed = api.send(Method::POST, "/healthz", None, &[], None).await;
+    assert_eq!(not_allowed.header("allow"), Some("GET, HEAD"));
+    not_allowed.problem(405);
 
     // 409: updating a resolved incident.
     let updates = format!("/v1/incidents/{id}/updates");

@@ -93,7 +93,8 @@ pub fn too_large() -> ApiError {
     ))
 }
 
-/// The version named by `If-Match: "<version>"`, if the header is there. `*` names any
+/// The version named by `If-Match: "<version>"` (or a bare `<version>`), if the header is
+/// there. `*` names any
 /// version of an existing resource, which every command on a resource requires anyway.
 pub fn if_match(request: &HttpRequest) -> Result<Option<u64>, ApiError> {
     let Some(value) = request.headers().get(header::IF_MATCH) else {
@@ -108,10 +109,13 @@ pub fn if_match(request: &HttpRequest) -> Result<Option<u64>, ApiError> {
     if value == "*" {
         return Ok(None);
     }
-    value
+    // The quotes an entity tag has; a bare version, as hand-typed, is taken too.
+    let unquoted = value
         .strip_prefix('"')
         .and_then(|v| v.strip_suffix('"'))
-        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        .unwrap_or(value);
+    Some(unquoted)
+        .filter(|v| !v.is_empty() && v.len() <= 18 && v.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|v| v.parse().ok())
         .map(Some)
         .ok_or_else(bad)
@@ -327,10 +331,18 @@ fn replay(stored: StoredAnswer, replayed: bool) -> HttpResponse {
                     // `idempotency_key`.
 pub struct CommandHeaders {
     /// The ETag last seen; 412 if the resource changed since.
-    #[param(rename = "If-Match")]
+    #[param(
+        rename = "If-Match",
+        nullable = false,
+        pattern = r#"^("[0-9]{1,18}"|[0-9]{1,18}|\*)$"#
+    )]
     pub if_match: Option<String>,
     /// Retry safely: the same key and body get the first answer.
-    #[param(rename = "Idempotency-Key")]
+    #[param(
+        rename = "Idempotency-Key",
+        nullable = false,
+        pattern = "^[!-~]{1,255}$"
+    )]
     pub idempotency_key: Option<String>,
 }
 
@@ -340,6 +352,10 @@ pub struct CommandHeaders {
 #[allow(dead_code)] // Read by utoipa only.
 pub struct CreateHeaders {
     /// Retry safely: the same key and body get the first answer.
-    #[param(rename = "Idempotency-Key")]
+    #[param(
+        rename = "Idempotency-Key",
+        nullable = false,
+        pattern = "^[!-~]{1,255}$"
+    )]
     pub idempotency_key: Option<String>,
 }

@@ -133,9 +133,9 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
             .app_data(web::PathConfig::default().error_handler(|e, _| {
                 ApiError::BadRequest(format!("bad path: {e} (ids are UUIDs)")).into()
             }))
-            .route("/healthz", web::get().to(health::healthz))
-            .route("/readyz", web::get().to(health::readyz))
-            .route("/metrics", web::get().to(metrics::metrics))
+            .service(get_only("/healthz", health::healthz))
+            .service(get_only("/readyz", health::readyz))
+            .service(get_only("/metrics", metrics::metrics))
             .service(
                 web::resource("/v1/api-keys")
                     .route(web::post().to(keys::create))

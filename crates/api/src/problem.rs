@@ -425,6 +425,12 @@ pub mod documented {
         )]
         PreconditionFailed(Problem),
         #[response(
+            status = 422,
+            description = "Idempotency-Key reused with another request",
+            content_type = "application/problem+json"
+        )]
+        KeyReused(Problem),
+        #[response(
             status = 429,
             description = "Rate limited; see Retry-After",
             content_type = "application/problem+json"

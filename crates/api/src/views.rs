@@ -165,10 +165,12 @@ pub struct ApiKeyPage {
 #[serde(deny_unknown_fields)]
 pub struct NewApiKey {
     /// What the key is for, shown in key lists.
+    #[schema(schema_with = domain::values::schema::title)]
     pub name: String,
     pub role: Role,
     /// Bind the key to a tenant: it then sees public notices and that tenant's only.
     #[serde(default)]
+    #[schema(schema_with = domain::values::schema::optional_label)]
     pub tenant: Option<String>,
 }
 
@@ -176,10 +178,13 @@ pub struct NewApiKey {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewService {
+    #[schema(schema_with = domain::values::schema::title)]
     pub name: String,
     #[serde(default)]
+    #[schema(schema_with = domain::values::schema::description)]
     pub description: String,
     #[serde(default)]
+    #[schema(schema_with = domain::values::schema::optional_title)]
     pub group: Option<String>,
 }
 
@@ -189,11 +194,13 @@ pub struct NewService {
 #[serde(deny_unknown_fields)]
 pub struct ServiceChanges {
     #[serde(default)]
+    #[schema(schema_with = domain::values::schema::optional_title)]
     pub name: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = domain::values::schema::optional_description)]
     pub description: Option<String>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = domain::values::schema::optional_title)]
     pub group: Option<Option<String>>,
 }
 
@@ -210,16 +217,19 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 #[serde(deny_unknown_fields)]
 pub struct NewIncident {
     #[schema(example = "Users cannot sign in to Teams")]
+    #[schema(schema_with = domain::values::schema::title)]
     pub title: String,
     pub impact: Impact,
     /// `investigating` when absent; an incident cannot be declared resolved.
     #[serde(default)]
     pub status: Option<IncidentStatus>,
     /// The first update's text.
+    #[schema(schema_with = domain::values::schema::message)]
     pub message: String,
     pub affected_services: Vec<AffectedService>,
     /// Free labels such as `europe` or `global`.
     #[serde(default)]
+    #[schema(schema_with = domain::values::schema::labels)]
     pub regions: Vec<String>,
     /// Public when absent (a tenant-bound key's own tenant).
     #[serde(default)]
@@ -234,6 +244,7 @@ pub struct NewIncident {
 pub struct NewIncidentUpdate {
     /// `resolved` closes the incident.
     pub status: IncidentStatus,
+    #[schema(schema_with = domain::values::schema::message)]
     pub message: String,
     #[serde(default)]
     pub impact: Option<Impact>,
@@ -250,7 +261,9 @@ pub struct NewIncidentUpdate {
 #[serde(deny_unknown_fields)]
 pub struct NewCorrection {
     /// The corrected text; the text it replaces stays in the update's `corrections`.
+    #[schema(schema_with = domain::values::schema::message)]
     pub message: String,
+    #[schema(schema_with = domain::values::schema::message)]
     pub reason: String,
 }
 
@@ -258,6 +271,7 @@ pub struct NewCorrection {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Reopening {
+    #[schema(schema_with = domain::values::schema::message)]
     pub message: String,
 }
 
@@ -265,6 +279,7 @@ pub struct Reopening {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPostmortem {
+    #[schema(schema_with = domain::values::schema::postmortem)]
     pub body: String,
 }
 
@@ -272,10 +287,13 @@ pub struct NewPostmortem {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewMaintenance {
+    #[schema(schema_with = domain::values::schema::title)]
     pub title: String,
+    #[schema(schema_with = domain::values::schema::message)]
     pub message: String,
     pub affected_services: Vec<Uuid>,
     #[serde(default)]
+    #[schema(schema_with = domain::values::schema::labels)]
     pub regions: Vec<String>,
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
@@ -288,6 +306,7 @@ pub struct NewMaintenance {
 #[serde(deny_unknown_fields)]
 pub struct NewMaintenanceUpdate {
     pub status: MaintenanceStatus,
+    #[schema(schema_with = domain::values::schema::message)]
     pub message: String,
 }
 

@@ -88,6 +88,104 @@ pub fn labels(field: &str, values: &[String]) -> Result<Vec<String>, DomainError
     Ok(out)
 }
 
+/// The rules of [`text`] and [`label`] as JSON Schema, for the request bodies and parameters
+/// of the OpenAPI document, so that clients (and the contract fuzzer) know them up front.
+#[cfg(feature = "openapi")]
+pub mod schema {
+    use utoipa::openapi::schema::SchemaType;
+    use utoipa::openapi::{Object, ObjectBuilder, Type};
+
+    /// No control character but line breaks and tabs, and at least one that is not
+    /// white space: what [`super::text`] accepts once the value is trimmed.
+    const TEXT_PATTERN: &str = concat!(
+        r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*",
+        r"[^\s\u0000-\u001F\u007F-\u009F]",
+        r"[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$",
+    );
+
+    const OPTIONAL_TEXT_PATTERN: &str =
+        r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$";
+
+    /// Text of 1 to `max` characters, as [`super::text`] takes it.
+    pub fn text(max: usize) -> Object {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(max))
+            .pattern(Some(TEXT_PATTERN))
+            .build()
+    }
+
+    /// A label such as a region or a tenant, as [`super::label`] takes it.
+    pub fn label() -> Object {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(format!(
+                "^[A-Za-z0-9._-]{{1,{}}}$",
+                super::MAX_LABEL_CHARS
+            )))
+            .build()
+    }
+
+    /// Like [`text`] but blank is allowed, as [`super::optional_text`] takes it.
+    pub fn optional_text(max: usize) -> Object {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .max_length(Some(max))
+            .pattern(Some(OPTIONAL_TEXT_PATTERN))
+            .build()
+    }
+
+    pub fn description() -> Object {
+        optional_text(super::MAX_DESCRIPTION_CHARS)
+    }
+
+    pub fn title() -> Object {
+        text(super::MAX_TITLE_CHARS)
+    }
+
+    /// `schema`, or `null` (an optional field, where `null` means absent).
+    fn or_null(mut schema: Object) -> Object {
+        schema.schema_type = SchemaType::from_iter([Type::String, Type::Null]);
+        schema
+    }
+
+    pub fn optional_title() -> Object {
+        or_null(title())
+    }
+
+    pub fn optional_description() -> Object {
+        or_null(description())
+    }
+
+    pub fn optional_label() -> Object {
+        or_null(label())
+    }
+
+    pub fn message() -> Object {
+        text(super::MAX_MESSAGE_CHARS)
+    }
+
+    pub fn postmortem() -> Object {
+        text(super::MAX_POSTMORTEM_CHARS)
+    }
+
+    /// Labels, at most [`super::MAX_LIST_LEN`] (repeats count once).
+    pub fn labels() -> utoipa::openapi::Array {
+        utoipa::openapi::ArrayBuilder::new()
+            .items(label())
+            .max_items(Some(super::MAX_LIST_LEN))
+            .build()
+    }
+
+    /// The tenants of a private notice: at least one.
+    pub fn tenants() -> utoipa::openapi::Array {
+        let mut tenants = labels();
+        tenants.min_items = Some(1);
+        tenants
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -177,6 +275,7 @@ pub enum Audience {
     #[default]
     Public,
     Tenants {
+        #[cfg_attr(feature = "openapi", schema(schema_with = schema::tenants))]
         tenants: Vec<String>,
     },
 }

@@ -18,8 +18,10 @@ use crate::AppState;
 #[into_params(parameter_in = Query)]
 pub struct LogQuery {
     /// Start after this global position (default 0: from the first event).
+    #[param(maximum = 9_223_372_036_854_775_807_i64)]
     pub after: Option<u64>,
     /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 
@@ -27,8 +29,10 @@ pub struct LogQuery {
 #[into_params(parameter_in = Query)]
 pub struct StreamQuery {
     /// Start after this stream version (default 0: from the first event).
+    #[param(maximum = 9_223_372_036_854_775_807_i64)]
     pub after: Option<u64>,
     /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 
@@ -36,6 +40,7 @@ pub struct StreamQuery {
 #[into_params(parameter_in = Query)]
 pub struct ExportQuery {
     /// Start after this global position (default 0: the whole history).
+    #[param(maximum = 9_223_372_036_854_775_807_i64)]
     pub after: Option<u64>,
 }
 
@@ -108,7 +113,8 @@ pub async fn events(
 #[utoipa::path(
     operation_id = "list_audit_stream_events", get, path = "/v1/audit/streams/{stream_id}/events",
     tag = "audit",
-    params(("stream_id" = String, Path, description = "e.g. incident-<uuid>"), StreamQuery),
+    params(("stream_id" = String, Path, description = "e.g. incident-<uuid>",
+        min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"), StreamQuery),
     responses(
         (status = 200, body = AuditEventPage),
         crate::problem::documented::AdminListProblems,

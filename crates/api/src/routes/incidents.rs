@@ -42,8 +42,10 @@ pub struct ListQuery {
     pub service_id: Option<Uuid>,
     /// Only incidents concerning this region: those naming it, `global` ones, and those
     /// naming no region.
+    #[param(schema_with = domain::values::schema::label)]
     pub region: Option<String>,
     /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -53,7 +55,27 @@ pub struct ListQuery {
 #[into_params(parameter_in = Query)]
 pub struct GetQuery {
     /// The incident as it stood at this RFC 3339 time or global position.
+    #[param(schema_with = as_of_schema)]
     pub as_of: Option<String>,
+}
+
+/// `as_of`: an RFC 3339 time, or a global position (a PostgreSQL bigint, so at most 18
+/// digits keep it in range).
+fn as_of_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[0-9]{1,18}$")),
+        )
+        .build()
+        .into()
 }
 
 /// What a publisher writes, as the caller: the key, and the audience it is confined to.

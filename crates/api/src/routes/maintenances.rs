@@ -38,6 +38,7 @@ pub struct ListQuery {
     /// `upcoming`, `active`, `completed` (completed or cancelled) or `all` (default).
     pub state: Option<MaintenanceListState>,
     /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,

@@ -23,9 +23,11 @@ pub struct StreamQuery {
     pub service_id: Option<Uuid>,
     /// Only notices concerning this region: those naming it, naming `global`, or naming
     /// no region.
+    #[param(schema_with = domain::values::schema::label)]
     pub region: Option<String>,
     /// Resume after this global position (as `Last-Event-ID`, which wins when both are
     /// sent). Without either, the stream starts with the next notice.
+    #[param(maximum = 9_223_372_036_854_775_807_i64)]
     pub after: Option<u64>,
 }
 

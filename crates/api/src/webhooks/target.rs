@@ -75,30 +75,26 @@ impl TargetPolicy {
         }
     }
 
-    /// Checks the host of an endpoint being registered: an address literal, or a name that
-    /// resolves, to allowed addresses only.
+    /// Checks the host of an endpoint being registered: an address literal, or a name, that
+    /// must not resolve to a refused address. A name that does not resolve now is accepted:
+    /// DNS may be failing too during an incident, its deliveries are retried, and
+    /// [`GuardedResolver`] checks every address again when it connects.
     pub async fn check_endpoint(&self, url: &url::Url) -> Result<(), String> {
         let port = url.port_or_known_default().unwrap_or(443);
         match url.host() {
             Some(url::Host::Ipv4(ip)) => self.check_address(IpAddr::V4(ip)),
             Some(url::Host::Ipv6(ip)) => self.check_address(IpAddr::V6(ip)),
             Some(url::Host::Domain(name)) => {
-                let resolved =
-                    tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((name, port)))
-                        .await
-                        .map_err(|_| format!("the name {name} did not resolve in time"))?
-                        .map_err(|e| format!("the name {name} does not resolve: {e}"))?;
-                let mut any = false;
+                let lookup =
+                    tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((name, port)));
+                let Ok(Ok(resolved)) = lookup.await else {
+                    return Ok(());
+                };
                 for address in resolved {
-                    any = true;
                     self.check_address(address.ip())
                         .map_err(|why| format!("{name} resolves to {why}"))?;
                 }
-                if any {
-                    Ok(())
-                } else {
-                    Err(format!("the name {name} resolves to no address"))
-                }
+                Ok(())
             }
             None => Err("the URL names no host".into()),
         }
@@ -203,5 +199,8 @@ mod tests {
         };
         let url = url::Url::parse("http://localhost:9/hook").unwrap();
         assert_eq!(allowed.check_endpoint(&url).await, Ok(()));
+        // `.invalid` never resolves (RFC 6761): accepted, to be checked when called.
+        let unresolvable = url::Url::parse("https://hooks.crier.invalid/hook").unwrap();
+        assert_eq!(policy.check_endpoint(&unresolvable).await, Ok(()));
     }
 }
