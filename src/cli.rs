@@ -126,6 +126,18 @@ pub struct ServeArgs {
     /// 0 (the default): no limit (public reads are meant to be cached by a CDN).
     #[arg(long, env = "CRIER_READ_RATE_LIMIT", default_value_t = 0)]
     pub read_rate_limit: u32,
+    /// `/v1/stream` connections one client address may hold open at once (429 past it);
+    /// 0: no limit.
+    #[arg(long, env = "CRIER_STREAM_PER_CLIENT_LIMIT", default_value_t = 1_000)]
+    pub stream_per_client_limit: u32,
+    /// Largest request line plus headers, in bytes; larger requests get 431. (actix
+    /// refuses any head over 128 KiB by itself.)
+    #[arg(long, env = "CRIER_MAX_HEADER_BYTES", default_value_t = 16_384, value_parser = clap::value_parser!(u64).range(1_024..=131_072))]
+    pub max_header_bytes: u64,
+    /// Seconds a request's body may take to arrive after its headers; slower ones get 408
+    /// and the connection is closed.
+    #[arg(long, env = "CRIER_BODY_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub body_timeout: u64,
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "CRIER_WORKERS")]
     pub workers: Option<usize>,

@@ -181,7 +181,12 @@ impl Api {
     }
 
     pub async fn on(server: Server) -> Api {
-        let http = reqwest::Client::new();
+        // Idle connections are dropped before the server's 5 s keep-alive can close one
+        // under a request that reuses it.
+        let http = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(3))
+            .build()
+            .expect("HTTP client");
         wait_for_status(&http, &server.url("/readyz"), 200).await;
         Api { server, http }
     }

@@ -1,20 +1,31 @@
-//! Rate limits: writes per API key, failed authentications per client address, and (off by
-//! default) public reads per client address. Each process keeps its own counts, so N
-//! processes behind a balancer allow up to N times the configured rates.
+//! What one client may cost: rate limits (writes per API key, failed authentications per
+//! client address, and, off by default, public reads per client address), open event
+//! streams per client address, and bounds on each request (its head's size, the time its
+//! body may take to arrive). Each process keeps its own counts, so N processes behind a
+//! balancer allow up to N times the configured rates.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::error::PayloadError;
+use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
+use actix_web::{web, HttpMessage};
+use futures_util::StreamExt;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use uuid::Uuid;
 
-use crate::problem::ApiError;
+use crate::problem::{ApiError, Problem};
 
-/// The configured rates; `0` turns a limit off.
+/// The configured limits; `0` turns a rate or count off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LimitSettings {
     /// Writes per second allowed to one API key, with a burst of twice that.
@@ -24,6 +35,12 @@ pub struct LimitSettings {
     pub auth_failures_per_minute: u32,
     /// Reads per second allowed from one address, with a burst of twice that.
     pub reads_per_second: u32,
+    /// `/v1/stream` connections open at once from one address.
+    pub streams_per_client: u32,
+    /// Largest request line plus headers, in bytes (431 past it).
+    pub max_head_bytes: usize,
+    /// How long a request's body may take to arrive once its head has (408 past it).
+    pub body_timeout: Duration,
 }
 
 impl Default for LimitSettings {
@@ -32,6 +49,9 @@ impl Default for LimitSettings {
             writes_per_second: 50,
             auth_failures_per_minute: 30,
             reads_per_second: 0,
+            streams_per_client: 1_000,
+            max_head_bytes: 16 * 1024,
+            body_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -42,6 +62,31 @@ pub struct Limits {
     reads: Option<DefaultKeyedRateLimiter<IpAddr>>,
     /// Addresses that spent their failed-authentication budget, until when.
     blocked: Mutex<HashMap<IpAddr, Instant>>,
+    /// Open streams by address (addresses with none are removed).
+    streams: Mutex<HashMap<IpAddr, u32>>,
+    settings: LimitSettings,
+}
+
+/// One open stream of a client address, given back when dropped.
+pub struct StreamSlot {
+    limits: Arc<Limits>,
+    address: IpAddr,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut streams = self
+            .limits
+            .streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(open) = streams.get_mut(&self.address) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                streams.remove(&self.address);
+            }
+        }
+    }
 }
 
 fn per_second_with_double_burst(rate: u32) -> Option<Quota> {
@@ -70,7 +115,38 @@ impl Limits {
                 .map(|n| RateLimiter::keyed(Quota::per_minute(n))),
             reads: per_second_with_double_burst(settings.reads_per_second).map(RateLimiter::keyed),
             blocked: Mutex::new(HashMap::new()),
+            streams: Mutex::new(HashMap::new()),
+            settings,
         }
+    }
+
+    pub fn settings(&self) -> LimitSettings {
+        self.settings
+    }
+
+    /// A slot for one more open stream from `address`; 429 when it has all it may have.
+    /// Without an address (a test request) nothing is counted.
+    pub fn open_stream(
+        self: &Arc<Self>,
+        address: Option<IpAddr>,
+    ) -> Result<Option<StreamSlot>, ApiError> {
+        let Some(address) = address else {
+            return Ok(None);
+        };
+        let limit = self.settings.streams_per_client;
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let open = streams.entry(address).or_insert(0);
+        if limit != 0 && *open >= limit {
+            if *open == 0 {
+                streams.remove(&address);
+            }
+            return Err(ApiError::TooManyStreams { limit });
+        }
+        *open += 1;
+        Ok(Some(StreamSlot {
+            limits: self.clone(),
+            address,
+        }))
     }
 
     /// Counts one write of `key`; 429 when it is over its rate.
@@ -165,14 +241,18 @@ mod tests {
 
     #[test]
     fn zero_turns_limits_off() {
-        let limits = Limits::new(LimitSettings {
+        let limits = Arc::new(Limits::new(LimitSettings {
             writes_per_second: 0,
             auth_failures_per_minute: 0,
             reads_per_second: 0,
-        });
+            streams_per_client: 0,
+            ..LimitSettings::default()
+        }));
         let key = Uuid::new_v4();
         let address: IpAddr = [127, 0, 0, 1].into();
+        let mut streams = Vec::new();
         for _ in 0..1000 {
+            streams.push(limits.open_stream(Some(address)).unwrap());
             limits.allow_write(key).unwrap();
             limits.allow_read(Some(address)).unwrap();
             assert!(matches!(
@@ -199,4 +279,101 @@ mod tests {
         assert!(limits.refuse_blocked_address(address).is_err());
         assert!(limits.refuse_blocked_address([10, 0, 0, 8].into()).is_ok());
     }
+}
+
+/// Refuses a request whose line and headers are over [`LimitSettings::max_head_bytes`]
+/// (431), and one whose body has not arrived within [`LimitSettings::body_timeout`] of its
+/// head (408, closing the connection), before any handler spends more on it. actix itself
+/// caps a head at 128 KiB and gives up on a head not sent within 5 s.
+pub async fn bounded_requests(
+    mut request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let settings = request
+        .app_data::<web::Data<crate::AppState>>()
+        .map(|state| state.limits.settings())
+        .unwrap_or_default();
+    let head_bytes = head_bytes(&request);
+    if head_bytes > settings.max_head_bytes {
+        let refusal = Problem::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!(
+                "the request line and headers take {head_bytes} bytes, more than the {} allowed",
+                settings.max_head_bytes
+            ),
+        );
+        return Ok(request.into_response(refusal.response()));
+    }
+    let timed_out = Rc::new(Cell::new(false));
+    let payload = request.take_payload();
+    request.set_payload(Payload::from(body_within(
+        payload,
+        tokio::time::Instant::now() + settings.body_timeout,
+        timed_out.clone(),
+    )));
+    let response = next.call(request).await?;
+    if !timed_out.get() {
+        return Ok(response.map_into_boxed_body());
+    }
+    let (request, _) = response.into_parts();
+    let mut refusal = Problem::new(
+        StatusCode::REQUEST_TIMEOUT,
+        format!(
+            "the request body did not arrive within {} s",
+            settings.body_timeout.as_secs_f64()
+        ),
+    )
+    .response();
+    refusal
+        .head_mut()
+        .set_connection_type(actix_web::http::ConnectionType::Close);
+    Ok(ServiceResponse::new(request, refusal))
+}
+
+/// The request line and headers as sent, near enough: method, target, and each header's
+/// name and value with their separators.
+fn head_bytes(request: &ServiceRequest) -> usize {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len());
+    let headers: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    request.method().as_str().len() + target + headers
+}
+
+type BoxedPayloadStream = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = Result<actix_web::web::Bytes, PayloadError>>>,
+>;
+
+/// `payload`, failing (and setting `timed_out`) if it has not ended by `deadline`.
+fn body_within(
+    payload: Payload,
+    deadline: tokio::time::Instant,
+    timed_out: Rc<Cell<bool>>,
+) -> BoxedPayloadStream {
+    Box::pin(futures_util::stream::unfold(
+        Some(payload),
+        move |payload| {
+            let timed_out = timed_out.clone();
+            async move {
+                let mut payload = payload?;
+                match tokio::time::timeout_at(deadline, payload.next()).await {
+                    Ok(Some(chunk)) => Some((chunk, Some(payload))),
+                    Ok(None) => None,
+                    Err(_) => {
+                        timed_out.set(true);
+                        let late = std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "the request body arrived too slowly",
+                        );
+                        Some((Err(PayloadError::Io(late)), None))
+                    }
+                }
+            }
+        },
+    ))
 }

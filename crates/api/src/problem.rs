@@ -97,6 +97,8 @@ pub enum ApiError {
     IdempotencyKeyReused,
     #[error("too many requests; retry in {} s", retry_after.as_secs().max(1))]
     RateLimited { retry_after: Duration },
+    #[error("this address has {limit} event streams open, the most it may; close one first")]
+    TooManyStreams { limit: u32 },
     #[error("{0}")]
     Unavailable(String),
     /// A fault of the server; the detail is logged, never shown.
@@ -149,7 +151,9 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::TooManyStreams { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -160,7 +164,13 @@ impl ResponseError for ApiError {
             tracing::error!(error = %detail, "request failed");
         }
         let mut response = self.problem().response();
-        if let ApiError::RateLimited { retry_after } = self {
+        let retry_after = match self {
+            ApiError::RateLimited { retry_after } => Some(*retry_after),
+            // Nobody knows when one closes: a reconnecting EventSource waits this long.
+            ApiError::TooManyStreams { .. } => Some(Duration::from_secs(30)),
+            _ => None,
+        };
+        if let Some(retry_after) = retry_after {
             // Whole seconds, rounded up: a client that waits that long gets through.
             let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
             if let Ok(value) = header::HeaderValue::from_str(&seconds.max(1).to_string()) {

@@ -56,6 +56,7 @@ pub async fn stream(
     query: web::Query<StreamQuery>,
 ) -> Result<HttpResponse, ApiError> {
     state.limits.allow_read(caller.client_ip)?;
+    let slot = state.limits.open_stream(caller.client_ip)?;
     let last_event_id = match request.headers().get("last-event-id") {
         None => None,
         Some(value) => Some(
@@ -102,10 +103,12 @@ pub async fn stream(
         after,
     )
     .ok_or_else(|| ApiError::Unavailable("the notice stream is starting or stopping".into()))?;
-    let body = futures_util::stream::unfold(subscriber, |mut subscriber| async move {
-        let chunk = subscriber.next_chunk().await?;
-        Some((Ok::<_, Infallible>(chunk), subscriber))
-    });
+    // The slot travels with the stream and is given back when the stream ends.
+    let body =
+        futures_util::stream::unfold((subscriber, slot), |(mut subscriber, slot)| async move {
+            let chunk = subscriber.next_chunk().await?;
+            Some((Ok::<_, Infallible>(chunk), (subscriber, slot)))
+        });
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-cache"))

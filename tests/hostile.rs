@@ -1,0 +1,259 @@
+//! Hostile input against the real binary: oversized heads, deep or broken JSON, huge
+//! queries, slowloris-style requests and a client hoarding event streams each get a clear
+//! 4xx, and other clients are served all the while.
+
+use std::time::Duration;
+
+use eventstore::testing::TestDatabase;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+mod support;
+
+use support::*;
+
+fn address(api: &Api) -> String {
+    api.server
+        .base
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// Sends `request` as raw bytes and reads the answer until the server closes or `wait`
+/// passes: its status and its body parsed as JSON (`Null` when it is not).
+async fn raw(address: &str, request: &[u8], wait: Duration) -> (u16, Value, String) {
+    let mut connection = TcpStream::connect(address).await.expect("connect");
+    connection.write_all(request).await.expect("send");
+    read_answer(&mut connection, wait).await
+}
+
+async fn read_answer(connection: &mut TcpStream, wait: Duration) -> (u16, Value, String) {
+    let mut received = Vec::new();
+    let _ = tokio::time::timeout(wait, async {
+        let mut buffer = [0u8; 8192];
+        loop {
+            match connection.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&buffer[..n]),
+            }
+            if complete(&received) {
+                break;
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&received).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(Value::Null),
+        head.to_ascii_lowercase(),
+    )
+}
+
+/// A whole answer with a `content-length` body has arrived.
+fn complete(received: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(received);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    head.lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(str::to_owned)
+        })
+        .and_then(|n| n.trim().parse::<usize>().ok())
+        .is_some_and(|n| body.len() >= n)
+}
+
+fn post(path: &str, body: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: crier\r\nAuthorization: Bearer {ADMIN_SECRET}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    request
+}
+
+#[track_caller]
+fn assert_problem(answer: &(u16, Value, String), status: u16) {
+    assert_eq!(answer.0, status, "{answer:?}");
+    assert!(
+        answer.2.contains("content-type: application/problem+json"),
+        "{answer:?}"
+    );
+    assert_eq!(answer.1["status"], json!(status), "{answer:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_heads_huge_queries_and_deep_or_broken_json_get_a_clear_4xx() {
+    let db = TestDatabase::create().await;
+    let api = Api::start(&db).await;
+    let address = address(&api);
+    let wait = Duration::from_secs(10);
+
+    // A 20 KB header and a 30 KB query: over the 16 KiB default for the head.
+    let big_header = format!(
+        "GET /healthz HTTP/1.1\r\nHost: crier\r\nX-Filler: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    let refused = raw(&address, big_header.as_bytes(), wait).await;
+    assert_problem(&refused, 431);
+    assert!(refused.1["detail"].as_str().unwrap_or("").contains("16384"));
+    let huge_query = format!(
+        "GET /v1/incidents?region={} HTTP/1.1\r\nHost: crier\r\nConnection: close\r\n\r\n",
+        "a".repeat(30_000)
+    );
+    assert_problem(&raw(&address, huge_query.as_bytes(), wait).await, 431);
+    // A target over 64 KiB is more than the http crate takes: a bare 400.
+    let huger_query = huge_query.replace(&"a".repeat(30_000), &"a".repeat(70_000));
+    assert_eq!(raw(&address, huger_query.as_bytes(), wait).await.0, 400);
+    // Past actix's own 128 KiB cap the connection is refused bare (400 or 431, depending
+    // on how the head arrived) and closed.
+    let beyond = format!(
+        "GET /healthz HTTP/1.1\r\nHost: crier\r\nX-Filler: {}\r\n\r\n",
+        "a".repeat(200_000)
+    );
+    let refused = raw(&address, beyond.as_bytes(), wait).await;
+    assert!(matches!(refused.0, 400 | 431), "{refused:?}");
+
+    // JSON nested 20,000 deep (within the 64 KiB body limit), and invalid UTF-8.
+    let deep = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
+    let refused = raw(&address, &post("/v1/services", deep.as_bytes()), wait).await;
+    assert_problem(&refused, 400);
+    let broken = b"{\"name\": \"Teams \xff\xfe\"}";
+    assert_problem(
+        &raw(&address, &post("/v1/services", broken), wait).await,
+        400,
+    );
+    let large = format!("{{\"name\": \"{}\"}}", "a".repeat(100_000));
+    assert_problem(
+        &raw(&address, &post("/v1/services", large.as_bytes()), wait).await,
+        413,
+    );
+
+    // Nothing of it was written, and the server serves on.
+    let services = api.get("/v1/services", None).await.expect(200);
+    assert_eq!(services["items"], json!([]));
+    api.service("Teams").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_requests_time_out_and_hold_back_no_other_client() {
+    let db = TestDatabase::create().await;
+    let api = Api::start_with(
+        &db,
+        &[("CRIER_WRITE_RATE_LIMIT", "0"), ("CRIER_BODY_TIMEOUT", "2")],
+    )
+    .await;
+    let address = address(&api);
+
+    // 100 connections that stop half-way through their head, 100 half-way through their
+    // body.
+    let mut slow_heads = Vec::new();
+    let mut slow_bodies = Vec::new();
+    for _ in 0..100 {
+        let mut connection = TcpStream::connect(&address).await.expect("connect");
+        connection
+            .write_all(b"GET /v1/services HTTP/1.1\r\nHost: cri")
+            .await
+            .expect("send");
+        slow_heads.push(connection);
+        let mut connection = TcpStream::connect(&address).await.expect("connect");
+        let request = post("/v1/services", b"{\"name\": \"Teams\"}");
+        connection
+            .write_all(&request[..request.len() - 5])
+            .await
+            .expect("send");
+        slow_bodies.push(connection);
+    }
+
+    // Everyone else is served meanwhile.
+    for n in 0..20 {
+        api.get("/v1/services", None).await.expect(200);
+        api.post(
+            "/v1/services",
+            ADMIN_SECRET,
+            json!({"name": format!("Service {n}")}),
+        )
+        .await
+        .expect(201);
+    }
+
+    // The slow ones are answered and closed: 408 problem+json for a late body (after
+    // CRIER_BODY_TIMEOUT), actix's bare 408 for a late head (after 5 s).
+    for connection in &mut slow_bodies {
+        let answer = read_answer(connection, Duration::from_secs(30)).await;
+        assert_problem(&answer, 408);
+        assert!(answer.2.contains("connection: close"), "{answer:?}");
+    }
+    for connection in &mut slow_heads {
+        let answer = read_answer(connection, Duration::from_secs(30)).await;
+        assert_eq!(answer.0, 408, "{answer:?}");
+    }
+    let services = api.get("/v1/services?limit=500", None).await.expect(200);
+    assert_eq!(
+        services["items"].as_array().map(Vec::len),
+        Some(20),
+        "no half-sent body was written"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_holding_its_most_streams_gets_429_and_others_are_served() {
+    let db = TestDatabase::create().await;
+    // The default limit, 1,000 streams per address; a heartbeat every second finds closed
+    // ones quickly.
+    let api = Api::start_with(
+        &db,
+        &[
+            ("CRIER_WRITE_RATE_LIMIT", "0"),
+            ("CRIER_STREAM_HEARTBEAT", "1"),
+        ],
+    )
+    .await;
+    let address = address(&api);
+    let open = b"GET /v1/stream HTTP/1.1\r\nHost: crier\r\n\r\n";
+    let mut streams = Vec::new();
+    for _ in 0..1_000 {
+        let mut connection = TcpStream::connect(&address).await.expect("connect");
+        connection.write_all(open).await.expect("send");
+        let mut first = [0u8; 12];
+        connection.read_exact(&mut first).await.expect("answer");
+        assert_eq!(&first, b"HTTP/1.1 200");
+        streams.push(connection);
+    }
+    let refused = raw(&address, open, Duration::from_secs(10)).await;
+    assert_problem(&refused, 429);
+    assert!(refused.2.contains("retry-after: "), "{refused:?}");
+
+    // Other requests from the same address are served.
+    api.service("Teams").await;
+    api.get("/api/v2/summary.json", None).await.expect(200);
+
+    // A closed stream gives its place back.
+    drop(streams.pop());
+    let mut reopened = false;
+    for _ in 0..50 {
+        let mut connection = TcpStream::connect(&address).await.expect("connect");
+        connection.write_all(open).await.expect("send");
+        let mut first = [0u8; 12];
+        connection.read_exact(&mut first).await.expect("answer");
+        if &first == b"HTTP/1.1 200" {
+            reopened = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(reopened, "the closed stream's place was never given back");
+}
