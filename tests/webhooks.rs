@@ -3,9 +3,6 @@
 //! attempts and sees the retries; 410 disables; a slow endpoint delays no other; deliveries
 //! survive kill -9 and are shared by several processes; registration is validated (SSRF).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eventstore::testing::TestDatabase;
@@ -15,94 +12,6 @@ use serde_json::{json, Value};
 mod support;
 
 use support::*;
-
-/// tools/webhook_receiver.py, running, with the lines it printed so far.
-struct Receiver {
-    child: Child,
-    url: String,
-    lines: Arc<Mutex<Vec<Value>>>,
-}
-
-impl Receiver {
-    fn start(args: &[&str]) -> Receiver {
-        let mut child = Command::new("python3")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tools/webhook_receiver.py"
-            ))
-            .args(args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the receiver");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut first = String::new();
-        stdout.read_line(&mut first).expect("listening line");
-        let url = first
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-            .to_owned();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let collected = lines.clone();
-        std::thread::spawn(move || {
-            for line in stdout.lines() {
-                let Ok(line) = line else { break };
-                let value: Value = serde_json::from_str(&line).expect("receiver line");
-                collected.lock().unwrap().push(value);
-            }
-        });
-        Receiver { child, url, lines }
-    }
-
-    async fn set_secret(&self, secret: &str) {
-        let answer = reqwest::Client::new()
-            .post(format!("{}__secret", self.url))
-            .body(secret.to_owned())
-            .send()
-            .await
-            .expect("secret");
-        assert_eq!(answer.status(), 204);
-    }
-
-    fn lines(&self) -> Vec<Value> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    /// Waits until `done` holds for the lines received, and returns them.
-    async fn wait_until(&self, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let lines = self.lines();
-            if done(&lines) {
-                return lines;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{what}: never happened; received {lines:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The ids the receiver answered with a 2xx, each once, in the order first delivered.
-fn delivered_ids(lines: &[Value]) -> Vec<String> {
-    let mut ids: Vec<String> = Vec::new();
-    for line in lines {
-        let id = line["id"].as_str().unwrap_or_default().to_owned();
-        if line["answered"].as_u64().is_some_and(|s| s < 300) && !ids.contains(&id) {
-            ids.push(id);
-        }
-    }
-    ids
-}
 
 const FAST_RETRIES: [(&str, &str); 4] = [
     ("CRIER_WRITE_RATE_LIMIT", "0"),

@@ -1,8 +1,10 @@
 //! Running the real `crier` binary in tests.
 #![allow(dead_code)] // Each test binary uses a part.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eventstore::testing::TestDatabase;
@@ -256,5 +258,235 @@ impl Api {
 
     pub async fn declare(&self, key: &str, body: Value) -> Value {
         self.post("/v1/incidents", key, body).await.expect(201)
+    }
+}
+
+/// tools/webhook_receiver.py, running, with the lines it printed so far.
+pub struct Receiver {
+    child: Child,
+    pub url: String,
+    lines: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Receiver {
+    pub fn start(args: &[&str]) -> Receiver {
+        let mut child = Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tools/webhook_receiver.py"
+            ))
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the receiver");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut first = String::new();
+        stdout.read_line(&mut first).expect("listening line");
+        let url = first
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+            .to_owned();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let collected = lines.clone();
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { break };
+                let value: Value = serde_json::from_str(&line).expect("receiver line");
+                collected.lock().unwrap().push(value);
+            }
+        });
+        Receiver { child, url, lines }
+    }
+
+    pub async fn set_secret(&self, secret: &str) {
+        let answer = reqwest::Client::new()
+            .post(format!("{}__secret", self.url))
+            .body(secret.to_owned())
+            .send()
+            .await
+            .expect("secret");
+        assert_eq!(answer.status(), 204);
+    }
+
+    pub fn lines(&self) -> Vec<Value> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits until `done` holds for the lines received, and returns them.
+    pub async fn wait_until(&self, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let lines = self.lines();
+            if done(&lines) {
+                return lines;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: never happened; received {lines:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The ids the receiver answered with a 2xx, each once, in the order first delivered.
+pub fn delivered_ids(lines: &[Value]) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    for line in lines {
+        let id = line["id"].as_str().unwrap_or_default().to_owned();
+        if line["answered"].as_u64().is_some_and(|s| s < 300) && !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    ids
+}
+
+/// One message of an event stream.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub id: u64,
+    pub event: String,
+    pub data: Value,
+}
+
+/// A minimal Server-Sent Events client (the text/event-stream format of the HTML
+/// standard: lines, `field: value`, a blank line ends a message, `:` starts a comment).
+pub struct SseClient {
+    response: reqwest::Response,
+    buffer: String,
+    messages: VecDeque<Message>,
+    pub comments: Vec<String>,
+    ended: bool,
+}
+
+impl SseClient {
+    pub async fn open(
+        base: &str,
+        query: &str,
+        key: Option<&str>,
+        last_event_id: Option<u64>,
+    ) -> SseClient {
+        SseClient::try_open(base, query, key, last_event_id)
+            .await
+            .expect("the stream opens")
+    }
+
+    /// The stream, or `None` if the server cannot be reached or does not answer 200.
+    pub async fn try_open(
+        base: &str,
+        query: &str,
+        key: Option<&str>,
+        last_event_id: Option<u64>,
+    ) -> Option<SseClient> {
+        let mut request = reqwest::Client::new().get(format!("{base}/v1/stream{query}"));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id.to_string());
+        }
+        let response = request.send().await.ok()?;
+        if response.status() != 200 {
+            return None;
+        }
+        assert_eq!(
+            response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
+            Some("text/event-stream")
+        );
+        Some(SseClient {
+            response,
+            buffer: String::new(),
+            messages: VecDeque::new(),
+            comments: Vec::new(),
+            ended: false,
+        })
+    }
+
+    fn parse(&mut self) {
+        while let Some(end) = self.buffer.find("\n\n") {
+            let block: String = self.buffer.drain(..end + 2).collect();
+            let (mut id, mut event, mut data) = (None, None, None);
+            for line in block.lines() {
+                if let Some(comment) = line.strip_prefix(':') {
+                    self.comments.push(comment.trim().to_owned());
+                } else if let Some(value) = line.strip_prefix("id: ") {
+                    id = value.parse().ok();
+                } else if let Some(value) = line.strip_prefix("event: ") {
+                    event = Some(value.to_owned());
+                } else if let Some(value) = line.strip_prefix("data: ") {
+                    data = Some(serde_json::from_str(value).expect("data is JSON"));
+                }
+            }
+            if let (Some(id), Some(event), Some(data)) = (id, event, data) {
+                self.messages.push_back(Message { id, event, data });
+            }
+        }
+    }
+
+    /// The next message, waiting up to `wait`; `None` on timeout or end of stream.
+    pub async fn next(&mut self, wait: Duration) -> Option<Message> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(message) = self.messages.pop_front() {
+                return Some(message);
+            }
+            if self.ended {
+                return None;
+            }
+            match tokio::time::timeout_at(deadline, self.response.chunk()).await {
+                Err(_) => return None,
+                Ok(Ok(Some(chunk))) => {
+                    self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+                    self.parse();
+                }
+                Ok(_) => self.ended = true,
+            }
+        }
+    }
+
+    /// Every message until `count` have come (or the wait runs out).
+    pub async fn take(&mut self, count: usize) -> Vec<Message> {
+        let mut out = Vec::new();
+        while out.len() < count {
+            match self.next(Duration::from_secs(10)).await {
+                Some(message) => out.push(message),
+                None => break,
+            }
+        }
+        out
+    }
+
+    /// The next incident notice, passing over service notices (a service created just
+    /// before the client connected may be sealed, and so notified, just after).
+    pub async fn next_incident(&mut self, wait: Duration) -> Option<Message> {
+        loop {
+            let message = self.next(wait).await?;
+            if message.event.starts_with("incident.") {
+                return Some(message);
+            }
+        }
+    }
+
+    /// `count` incident notices (fewer if the wait runs out).
+    pub async fn incidents(&mut self, count: usize) -> Vec<Message> {
+        let mut out = Vec::new();
+        while out.len() < count {
+            match self.next_incident(Duration::from_secs(10)).await {
+                Some(message) => out.push(message),
+                None => break,
+            }
+        }
+        out
     }
 }
