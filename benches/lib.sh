@@ -1,5 +1,41 @@
 # Shell helpers shared by the HTTP load benchmarks (sourced, not run).
-# They expect WORK (a scratch directory), CONNECTIONS and SECONDS_PER_RUN to be set.
+# They expect WORK (a scratch directory), PGURL, DB (the benchmark's database), ADMIN (the
+# bootstrap admin secret), and for wrk_run CONNECTIONS and SECONDS_PER_RUN, to be set.
+
+CRIER_PIDS=()
+
+# fresh_release_database: builds the release binary and drops $DB (crier creates it).
+fresh_release_database() {
+    cargo build --release --quiet --bin crier
+    psql "$PGURL/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
+}
+
+# start_crier PORT [NAME=VALUE...]: a release `crier serve` on 127.0.0.1:PORT against
+# $PGURL/$DB (bootstrap key $ADMIN, no write rate limit, plus the settings given), logging
+# to $WORK/crier-PORT.log; returns once it is ready. Its pid joins CRIER_PIDS.
+start_crier() {
+    local port=$1
+    shift
+    env DATABASE_URL="$PGURL/$DB" CRIER_BOOTSTRAP_ADMIN_KEY="$ADMIN" CRIER_WRITE_RATE_LIMIT=0 \
+        RUST_LOG=warn "$@" target/release/crier serve --listen "127.0.0.1:$port" \
+        >"$WORK/crier-$port.log" 2>&1 &
+    CRIER_PIDS+=($!)
+    for _ in $(seq 1 100); do
+        curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && return
+        sleep 0.2
+    done
+    echo "crier on port $port did not become ready" >&2
+    exit 1
+}
+
+# stop_everything: the cleanup of an EXIT trap: crier processes, nginx, $DB and $WORK.
+stop_everything() {
+    for pid in "${CRIER_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    [[ -f "$WORK/nginx.pid" ]] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+    wait 2>/dev/null || true
+    psql "$PGURL/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+    rm -rf "$WORK"
+}
 
 # post PATH KEY BODY: a JSON POST to the crier under test at $BASE.
 post() {

@@ -18,25 +18,16 @@ ADMIN="bench-admin-secret-0123456789"
 WORK="$(mktemp -d)"
 BASE="http://127.0.0.1:$PORT"
 
-cleanup() {
+restart_postgres_and_stop_everything() {
     # shellcheck disable=SC2086
     pg_ctlcluster --skip-systemctl-redirect $CLUSTER start 2>/dev/null || true
-    [[ -n "${CRIER_PID:-}" ]] && kill "$CRIER_PID" 2>/dev/null || true
-    wait 2>/dev/null || true
-    psql "$PGURL/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
-    rm -rf "$WORK"
+    stop_everything
 }
-trap cleanup EXIT
+trap restart_postgres_and_stop_everything EXIT
 
-cargo build --release --quiet --bin crier
-psql "$PGURL/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
-DATABASE_URL="$PGURL/$DB" CRIER_BOOTSTRAP_ADMIN_KEY="$ADMIN" CRIER_WRITE_RATE_LIMIT=0 \
-    RUST_LOG=warn target/release/crier serve --listen "127.0.0.1:$PORT" >"$WORK/crier.log" 2>&1 &
-CRIER_PID=$!
-for _ in $(seq 1 100); do
-    curl -sf "$BASE/readyz" >/dev/null && break
-    sleep 0.2
-done
+fresh_release_database
+start_crier "$PORT"
+CRIER_PID=${CRIER_PIDS[0]}
 SERVICE=$(post /v1/services "$ADMIN" '{"name":"Microsoft Teams"}' | json_field id)
 KEY=$(post /v1/api-keys "$ADMIN" '{"name":"bench publisher","role":"publisher"}' | json_field key)
 for i in $(seq 1 20); do

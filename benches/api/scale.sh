@@ -18,33 +18,12 @@ DB=crier_bench_scale
 FIRST_PORT=18190
 ADMIN="bench-admin-secret-0123456789"
 WORK="$(mktemp -d)"
-PIDS=()
 
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    psql "$PGURL/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap stop_everything EXIT
 
-cargo build --release --quiet --bin crier
-psql "$PGURL/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
+fresh_release_database
 
-start_process() {
-    local port=$1
-    DATABASE_URL="$PGURL/$DB" CRIER_BOOTSTRAP_ADMIN_KEY="$ADMIN" CRIER_WRITE_RATE_LIMIT=0 \
-        RUST_LOG=warn target/release/crier serve --listen "127.0.0.1:$port" >"$WORK/crier-$port.log" 2>&1 &
-    PIDS+=($!)
-    for _ in $(seq 1 100); do
-        curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && return
-        sleep 0.2
-    done
-    echo "crier on port $port did not become ready" >&2
-    exit 1
-}
-
-for n in 0 1 2; do start_process $((FIRST_PORT + n)); done
+for n in 0 1 2; do start_crier $((FIRST_PORT + n)); done
 BASE="http://127.0.0.1:$FIRST_PORT"
 SERVICE=$(post /v1/services "$ADMIN" '{"name":"Microsoft Teams"}' | json_field id)
 KEY=$(post /v1/api-keys "$ADMIN" '{"name":"bench publisher","role":"publisher"}' | json_field key)

@@ -24,26 +24,10 @@ ADMIN="bench-admin-secret-0123456789"
 WORK="$(mktemp -d)"
 BASE="http://127.0.0.1:$PORT"
 
-cleanup() {
-    [[ -n "${CRIER_PID:-}" ]] && kill "$CRIER_PID" 2>/dev/null || true
-    [[ -f "$WORK/nginx.pid" ]] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
-    wait 2>/dev/null || true
-    psql "$PGURL/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap stop_everything EXIT
 
-cargo build --release --quiet --bin crier
-psql "$PGURL/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
-
-DATABASE_URL="$PGURL/$DB" CRIER_BOOTSTRAP_ADMIN_KEY="$ADMIN" CRIER_WRITE_RATE_LIMIT=0 \
-    CRIER_PUBLIC_URL="https://status.contoso.example" RUST_LOG=warn \
-    target/release/crier serve --listen "127.0.0.1:$PORT" >"$WORK/crier.log" 2>&1 &
-CRIER_PID=$!
-for _ in $(seq 1 100); do
-    curl -sf "$BASE/readyz" >/dev/null && break
-    sleep 0.2
-done
+fresh_release_database
+start_crier "$PORT" CRIER_PUBLIC_URL="https://status.contoso.example"
 
 
 KEY=$(post /v1/api-keys "$ADMIN" '{"name":"bench publisher","role":"publisher"}' | json_field key)
@@ -82,7 +66,7 @@ wrk_run crier_304 -H "If-None-Match: $ETAG" "$BASE/api/v2/summary.json" >"$WORK/
 read -r _ C_RPS C_P99 _ <"$WORK/c.txt"
 read -r _ N_RPS N_P99 _ <"$WORK/n.txt"
 read -r _ E_RPS E_P99 _ <"$WORK/c304.txt"
-RSS=$(awk '/VmRSS/ {print $2}' "/proc/$CRIER_PID/status")
+RSS=$(awk '/VmRSS/ {print $2}' "/proc/${CRIER_PIDS[0]}/status")
 
 echo
 echo "$(nproc) cores; ${SECONDS_PER_RUN} s per run; ${CONNECTIONS} connections; summary.json $(wc -c <"$WORK/summary.json") bytes"
