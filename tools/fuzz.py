@@ -116,8 +116,8 @@ def start_server(crier: str, database_url: str) -> tuple[subprocess.Popen, str]:
 
 
 def seed(base: str) -> dict[str, str]:
-    """A key of every role, and one resource of each kind, so that generated ids have
-    something real to hit besides the unknown ones."""
+    """A key of every role, a service and a resolved incident, so that generated requests
+    have something real to hit besides unknown ids."""
     keys = {"admin": BOOTSTRAP_SECRET}
     for role in ("publisher", "auditor", "reader"):
         keys[role] = request(base, "POST", "/v1/api-keys", BOOTSTRAP_SECRET,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
-use actix_web::http::StatusCode;
+use actix_web::http::{header, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage};
 use futures_util::StreamExt;
@@ -137,9 +137,6 @@ impl Limits {
         let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         let open = streams.entry(address).or_insert(0);
         if limit != 0 && *open >= limit {
-            if *open == 0 {
-                streams.remove(&address);
-            }
             return Err(ApiError::TooManyStreams { limit });
         }
         *open += 1;
@@ -214,73 +211,6 @@ impl Limits {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_key_gets_a_burst_of_twice_its_rate_then_429_with_a_wait() {
-        let limits = Limits::new(LimitSettings {
-            writes_per_second: 2,
-            ..LimitSettings::default()
-        });
-        let key = Uuid::new_v4();
-        for _ in 0..4 {
-            limits.allow_write(key).unwrap();
-        }
-        match limits.allow_write(key) {
-            Err(ApiError::RateLimited { retry_after }) => {
-                assert!(retry_after <= Duration::from_millis(500), "{retry_after:?}")
-            }
-            other => panic!("{other:?}"),
-        }
-        limits
-            .allow_write(Uuid::new_v4())
-            .expect("other keys are not affected");
-    }
-
-    #[test]
-    fn zero_turns_limits_off() {
-        let limits = Arc::new(Limits::new(LimitSettings {
-            writes_per_second: 0,
-            auth_failures_per_minute: 0,
-            reads_per_second: 0,
-            streams_per_client: 0,
-            ..LimitSettings::default()
-        }));
-        let key = Uuid::new_v4();
-        let address: IpAddr = [127, 0, 0, 1].into();
-        let mut streams = Vec::new();
-        for _ in 0..1000 {
-            streams.push(limits.open_stream(Some(address)).unwrap());
-            limits.allow_write(key).unwrap();
-            limits.allow_read(Some(address)).unwrap();
-            assert!(matches!(
-                limits.failed_authentication(Some(address), ApiError::Unauthorized("no".into())),
-                ApiError::Unauthorized(_)
-            ));
-        }
-        limits.refuse_blocked_address(address).unwrap();
-    }
-
-    #[test]
-    fn an_address_that_fails_too_often_is_refused_even_with_a_good_key() {
-        let limits = Limits::new(LimitSettings {
-            auth_failures_per_minute: 3,
-            ..LimitSettings::default()
-        });
-        let address: IpAddr = [10, 0, 0, 7].into();
-        for _ in 0..3 {
-            let e = limits.failed_authentication(Some(address), ApiError::Unauthorized("".into()));
-            assert!(matches!(e, ApiError::Unauthorized(_)));
-        }
-        let e = limits.failed_authentication(Some(address), ApiError::Unauthorized("".into()));
-        assert!(matches!(e, ApiError::RateLimited { .. }));
-        assert!(limits.refuse_blocked_address(address).is_err());
-        assert!(limits.refuse_blocked_address([10, 0, 0, 8].into()).is_ok());
-    }
-}
-
 /// Refuses a request whose line and headers are over [`LimitSettings::max_head_bytes`]
 /// (431), and one whose body has not arrived within [`LimitSettings::body_timeout`] of its
 /// head (408, closing the connection), before any handler spends more on it. actix itself
@@ -305,12 +235,17 @@ pub async fn bounded_requests(
         return Ok(request.into_response(refusal.response()));
     }
     let timed_out = Rc::new(Cell::new(false));
-    let payload = request.take_payload();
-    request.set_payload(Payload::from(body_within(
-        payload,
-        tokio::time::Instant::now() + settings.body_timeout,
-        timed_out.clone(),
-    )));
+    // Only a request that announces a body has one to wait for.
+    let has_body = request.headers().contains_key(header::CONTENT_LENGTH)
+        || request.headers().contains_key(header::TRANSFER_ENCODING);
+    if has_body {
+        let payload = request.take_payload();
+        request.set_payload(Payload::from(body_within(
+            payload,
+            tokio::time::Instant::now() + settings.body_timeout,
+            timed_out.clone(),
+        )));
+    }
     let response = next.call(request).await?;
     if !timed_out.get() {
         return Ok(response.map_into_boxed_body());
@@ -376,4 +311,71 @@ fn body_within(
             }
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_gets_a_burst_of_twice_its_rate_then_429_with_a_wait() {
+        let limits = Limits::new(LimitSettings {
+            writes_per_second: 2,
+            ..LimitSettings::default()
+        });
+        let key = Uuid::new_v4();
+        for _ in 0..4 {
+            limits.allow_write(key).unwrap();
+        }
+        match limits.allow_write(key) {
+            Err(ApiError::RateLimited { retry_after }) => {
+                assert!(retry_after <= Duration::from_millis(500), "{retry_after:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+        limits
+            .allow_write(Uuid::new_v4())
+            .expect("other keys are not affected");
+    }
+
+    #[test]
+    fn zero_turns_limits_off() {
+        let limits = Arc::new(Limits::new(LimitSettings {
+            writes_per_second: 0,
+            auth_failures_per_minute: 0,
+            reads_per_second: 0,
+            streams_per_client: 0,
+            ..LimitSettings::default()
+        }));
+        let key = Uuid::new_v4();
+        let address: IpAddr = [127, 0, 0, 1].into();
+        let mut streams = Vec::new();
+        for _ in 0..1000 {
+            streams.push(limits.open_stream(Some(address)).unwrap());
+            limits.allow_write(key).unwrap();
+            limits.allow_read(Some(address)).unwrap();
+            assert!(matches!(
+                limits.failed_authentication(Some(address), ApiError::Unauthorized("no".into())),
+                ApiError::Unauthorized(_)
+            ));
+        }
+        limits.refuse_blocked_address(address).unwrap();
+    }
+
+    #[test]
+    fn an_address_that_fails_too_often_is_refused_even_with_a_good_key() {
+        let limits = Limits::new(LimitSettings {
+            auth_failures_per_minute: 3,
+            ..LimitSettings::default()
+        });
+        let address: IpAddr = [10, 0, 0, 7].into();
+        for _ in 0..3 {
+            let e = limits.failed_authentication(Some(address), ApiError::Unauthorized("".into()));
+            assert!(matches!(e, ApiError::Unauthorized(_)));
+        }
+        let e = limits.failed_authentication(Some(address), ApiError::Unauthorized("".into()));
+        assert!(matches!(e, ApiError::RateLimited { .. }));
+        assert!(limits.refuse_blocked_address(address).is_err());
+        assert!(limits.refuse_blocked_address([10, 0, 0, 8].into()).is_ok());
+    }
 }
