@@ -94,8 +94,8 @@ pub fn too_large() -> ApiError {
 }
 
 /// The version named by `If-Match: "<version>"` (or a bare `<version>`), if the header is
-/// there. `*` names any
-/// version of an existing resource, which every command on a resource requires anyway.
+/// there. `*` names any version of an existing resource, which every command on a resource
+/// requires anyway.
 pub fn if_match(request: &HttpRequest) -> Result<Option<u64>, ApiError> {
     let Some(value) = request.headers().get(header::IF_MATCH) else {
         return Ok(None);

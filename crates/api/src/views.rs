@@ -216,8 +216,7 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewIncident {
-    #[schema(example = "Users cannot sign in to Teams")]
-    #[schema(schema_with = domain::values::schema::title)]
+    #[schema(schema_with = incident_title)]
     pub title: String,
     pub impact: Impact,
     /// `investigating` when absent; an incident cannot be declared resolved.
@@ -236,6 +235,13 @@ pub struct NewIncident {
     pub audience: Option<Audience>,
     #[serde(default)]
     pub client_action: Option<ClientAction>,
+}
+
+/// An incident's title, with the example the documentation shows.
+fn incident_title() -> utoipa::openapi::Object {
+    let mut title = domain::values::schema::title();
+    title.examples = vec!["Users cannot sign in to Teams".into()];
+    title
 }
 
 /// `POST /v1/incidents/{id}/updates`
