@@ -2,6 +2,8 @@ use std::collections::HashSet;
 
 use deadpool_postgres::GenericClient;
 use serde_json::Value;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use crate::{EventStore, Metadata, StoreError};
@@ -89,6 +91,10 @@ pub enum AppendError {
     /// transaction is not READ COMMITTED, so it cannot see the winners).
     #[error("stream {stream_id} is too contended: gave up after {MAX_RACE_RETRIES} lost races")]
     Contended { stream_id: String },
+    /// A pipelined append found its stream past the expected version (another writer got
+    /// there first): it wrote nothing, and the caller's transaction is aborted.
+    #[error("stream {stream_id} is no longer at version {expected}")]
+    StreamMoved { stream_id: String, expected: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -180,6 +186,30 @@ const INSERT_MANY_SQL: &str = "WITH current AS ( \
       ORDER BY i.ord \
      RETURNING stream_version";
 
+/// The pipelined form of [`INSERT_ONE_SQL`]: the statement must fail, never insert nothing,
+/// because the caller's next statements are already on their way. A stream at another
+/// version makes the new version NULL (a not-null violation); a concurrent append that took
+/// the version first makes it a unique violation. It also makes the transaction commit
+/// synchronously (see [`EventStore::append_in_transaction`]), so that a pipeline needs no
+/// statement of its own for that.
+const PIPELINED_ONE_SQL: &str = "WITH current AS ( \
+        SELECT coalesce(max(stream_version), 0) AS version FROM events WHERE stream_id = $1) \
+     INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, data, metadata, content_hash) \
+     SELECT $1, CASE WHEN current.version = $2 THEN $2 + 1 END, $3, $4, $5, $6, $7, $8 \
+       FROM current, (SELECT set_config('synchronous_commit', 'on', true)) AS synchronous \
+     RETURNING stream_version";
+
+const PIPELINED_MANY_SQL: &str = "WITH current AS ( \
+        SELECT coalesce(max(stream_version), 0) AS version FROM events WHERE stream_id = $1) \
+     INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, data, metadata, content_hash) \
+     SELECT $1, CASE WHEN current.version = $2 THEN $2 + i.ord END, i.event_id, i.event_type, \
+            i.schema_version, i.data, i.metadata, i.content_hash \
+       FROM current, (SELECT set_config('synchronous_commit', 'on', true)) AS synchronous, \
+            unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[], $8::bytea[]) \
+            WITH ORDINALITY AS i(event_id, event_type, schema_version, data, metadata, content_hash, ord) \
+      ORDER BY i.ord \
+     RETURNING stream_version";
+
 /// Which of the events' ids are stored already, where, and with the same content (type,
 /// schema version, data and metadata, all covered by the content hash)?
 const STORED_SQL: &str = "SELECT i.ord, e.stream_id, e.stream_version, \
@@ -230,6 +260,107 @@ fn prepare(events: &[NewEvent]) -> Result<Prepared, AppendError> {
     })
 }
 
+/// The parameters of the insert statements after `$1` (stream id) and `$2` (expected
+/// version): one event's columns, or arrays of every event's.
+enum InsertParams<'a> {
+    One {
+        event: &'a NewEvent,
+        schema_version: i32,
+        metadata: &'a Value,
+        content_hash: &'a Vec<u8>,
+    },
+    Many {
+        ids: Vec<Uuid>,
+        types: Vec<&'a str>,
+        schema_versions: Vec<i32>,
+        data: Vec<&'a Value>,
+        metadata: &'a Vec<Value>,
+        content_hashes: &'a Vec<Vec<u8>>,
+    },
+}
+
+impl<'a> InsertParams<'a> {
+    fn new(events: &'a [NewEvent], prepared: &'a Prepared) -> Self {
+        match events {
+            [event] => InsertParams::One {
+                event,
+                schema_version: schema_version_param(event),
+                metadata: &prepared.metadata[0],
+                content_hash: &prepared.content_hashes[0],
+            },
+            _ => InsertParams::Many {
+                ids: events.iter().map(|e| e.event_id).collect(),
+                types: events.iter().map(|e| e.event_type.as_str()).collect(),
+                schema_versions: events.iter().map(schema_version_param).collect(),
+                data: events.iter().map(|e| &e.data).collect(),
+                metadata: &prepared.metadata,
+                content_hashes: &prepared.content_hashes,
+            },
+        }
+    }
+
+    /// Which of two statements (one event, or many) these parameters are for.
+    fn pick(&self, one: &'static str, many: &'static str) -> &'static str {
+        match self {
+            InsertParams::One { .. } => one,
+            InsertParams::Many { .. } => many,
+        }
+    }
+
+    fn with<'p>(
+        &'p self,
+        stream_id: &'p (dyn ToSql + Sync),
+        expected: &'p (dyn ToSql + Sync),
+    ) -> [&'p (dyn ToSql + Sync); 8] {
+        match self {
+            InsertParams::One {
+                event,
+                schema_version,
+                metadata,
+                content_hash,
+            } => [
+                stream_id,
+                expected,
+                &event.event_id,
+                &event.event_type,
+                schema_version,
+                &event.data,
+                metadata,
+                content_hash,
+            ],
+            InsertParams::Many {
+                ids,
+                types,
+                schema_versions,
+                data,
+                metadata,
+                content_hashes,
+            } => [
+                stream_id,
+                expected,
+                ids,
+                types,
+                schema_versions,
+                data,
+                metadata,
+                content_hashes,
+            ],
+        }
+    }
+}
+
+/// A data exception (class 22), such as a NUL character that jsonb cannot store, is the
+/// caller's input, not the store failing.
+fn data_exception(e: &tokio_postgres::Error) -> Option<AppendError> {
+    if !e.code().is_some_and(|c| c.code().starts_with("22")) {
+        return None;
+    }
+    let message = e
+        .as_db_error()
+        .map_or_else(|| e.to_string(), |d| d.message().to_owned());
+    Some(AppendError::Invalid(message))
+}
+
 async fn try_insert<C: GenericClient>(
     client: &C,
     stream_id: &str,
@@ -238,61 +369,17 @@ async fn try_insert<C: GenericClient>(
     prepared: &Prepared,
 ) -> Result<Attempt, AppendError> {
     let expected_code = expected.code()?;
-    let Prepared {
-        metadata,
-        content_hashes,
-    } = prepared;
-    let result = if let [event] = events {
-        let statement = client.prepare_cached(INSERT_ONE_SQL).await?;
-        client
-            .query(
-                &statement,
-                &[
-                    &stream_id,
-                    &expected_code,
-                    &event.event_id,
-                    &event.event_type,
-                    &schema_version_param(event),
-                    &event.data,
-                    &metadata[0],
-                    &content_hashes[0],
-                ],
-            )
-            .await
-    } else {
-        let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
-        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-        let versions: Vec<i32> = events.iter().map(schema_version_param).collect();
-        let data: Vec<&Value> = events.iter().map(|e| &e.data).collect();
-        let statement = client.prepare_cached(INSERT_MANY_SQL).await?;
-        client
-            .query(
-                &statement,
-                &[
-                    &stream_id,
-                    &expected_code,
-                    &ids,
-                    &types,
-                    &versions,
-                    &data,
-                    &metadata,
-                    &content_hashes,
-                ],
-            )
-            .await
-    };
+    let params = InsertParams::new(events, prepared);
+    let statement = client
+        .prepare_cached(params.pick(INSERT_ONE_SQL, INSERT_MANY_SQL))
+        .await?;
+    let result = client
+        .query(&statement, &params.with(&stream_id, &expected_code))
+        .await;
     let rows = match result {
         Ok(rows) => rows,
-        Err(e) if e.code().map(|c| c.code()) == Some("23505") => return Ok(Attempt::Refused),
-        // A data exception (class 22), such as a NUL character that jsonb cannot store, is
-        // the caller's input, not the store failing.
-        Err(e) if e.code().is_some_and(|c| c.code().starts_with("22")) => {
-            let message = e
-                .as_db_error()
-                .map_or_else(|| e.to_string(), |d| d.message().to_owned());
-            return Err(AppendError::Invalid(message));
-        }
-        Err(e) => return Err(e.into()),
+        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => return Ok(Attempt::Refused),
+        Err(e) => return Err(data_exception(&e).unwrap_or_else(|| e.into())),
     };
     if rows.len() != events.len() {
         return Ok(Attempt::Refused);
@@ -309,6 +396,76 @@ async fn try_insert<C: GenericClient>(
         stream_version: last,
         already_stored: false,
     }))
+}
+
+/// An append checked, hashed and prepared ahead, to be sent with the caller's other
+/// statements in one pipeline: see [`EventStore::prepare_pipelined_append`].
+pub struct PipelinedAppend<'a> {
+    stream_id: &'a str,
+    expected: u64,
+    expected_param: i64,
+    events: &'a [NewEvent],
+    prepared: Prepared,
+    statement: tokio_postgres::Statement,
+}
+
+impl PipelinedAppend<'_> {
+    /// Sends the append. Its statement is written to the connection when this future is
+    /// first polled, before it waits for anything: polled in order with the caller's
+    /// other statements (`futures_util::join!`), it runs in that order, in the caller's
+    /// transaction, which must not have written before it (see
+    /// [`EventStore::append_in_transaction`]).
+    ///
+    /// Unlike the other appends, a mismatch is an error that aborts the transaction (the
+    /// statements behind it then fail too), and retries of stored event ids are not
+    /// recognised: choose fresh ids for every attempt.
+    pub async fn send<C: GenericClient>(&self, client: &C) -> Result<AppendOutcome, AppendError> {
+        let params = InsertParams::new(self.events, &self.prepared);
+        let rows = client
+            .query(
+                &self.statement,
+                &params.with(&self.stream_id, &self.expected_param),
+            )
+            .await
+            .map_err(|e| self.refusal(e))?;
+        if rows.len() != self.events.len() {
+            return Err(StoreError::Corrupt(format!(
+                "a pipelined append of {} events inserted {}",
+                self.events.len(),
+                rows.len()
+            ))
+            .into());
+        }
+        let outcome = AppendOutcome {
+            first_version: self.expected + 1,
+            stream_version: self.expected + self.events.len() as u64,
+            already_stored: false,
+        };
+        count_appended(&outcome);
+        Ok(outcome)
+    }
+
+    fn refusal(&self, e: tokio_postgres::Error) -> AppendError {
+        let moved = || AppendError::StreamMoved {
+            stream_id: self.stream_id.to_owned(),
+            expected: self.expected,
+        };
+        let Some(db) = e.as_db_error() else {
+            return e.into();
+        };
+        match (db.code(), db.constraint(), db.column()) {
+            (&SqlState::NOT_NULL_VIOLATION, _, Some("stream_version")) => moved(),
+            (&SqlState::UNIQUE_VIOLATION, Some("events_stream_version_unique"), _) => moved(),
+            (&SqlState::UNIQUE_VIOLATION, Some("events_event_id_unique"), _) => {
+                AppendError::Invalid(
+                    "an event id of this append is stored already (a pipelined append does \
+                     not recognise retries)"
+                        .into(),
+                )
+            }
+            _ => data_exception(&e).unwrap_or_else(|| e.into()),
+        }
+    }
 }
 
 /// Why did the insert write nothing? `Ok(None)`: it lost a race that a retry can win.
@@ -482,6 +639,32 @@ impl EventStore {
         }
         Err(AppendError::Contended {
             stream_id: stream_id.to_owned(),
+        })
+    }
+
+    /// Checks, hashes and prepares an append of `events` to `stream_id`, which must be at
+    /// exactly version `expected`, for [`PipelinedAppend::send`]: the fast path of a caller
+    /// that writes other rows in the append's transaction and wants all of them sent in one
+    /// round trip. Call [`EventStore::notify_appended`] after committing.
+    pub async fn prepare_pipelined_append<'a, C: GenericClient>(
+        &self,
+        client: &C,
+        stream_id: &'a str,
+        expected: u64,
+        events: &'a [NewEvent],
+    ) -> Result<PipelinedAppend<'a>, AppendError> {
+        validate(stream_id, events)?;
+        let expected_param = ExpectedVersion::Exact(expected).code()?;
+        let prepared = prepare(events)?;
+        let sql = InsertParams::new(events, &prepared).pick(PIPELINED_ONE_SQL, PIPELINED_MANY_SQL);
+        let statement = client.prepare_cached(sql).await?;
+        Ok(PipelinedAppend {
+            stream_id,
+            expected,
+            expected_param,
+            events,
+            prepared,
+            statement,
         })
     }
 

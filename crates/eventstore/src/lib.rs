@@ -27,12 +27,12 @@ pub mod testing;
 pub mod verify;
 mod xid;
 
-pub use append::{AppendError, AppendOutcome, ExpectedVersion, NewEvent};
+pub use append::{AppendError, AppendOutcome, ExpectedVersion, NewEvent, PipelinedAppend};
 pub use chain::Hash;
 pub use db::{ensure_database, migrate, schema_is_current, StoreConfig};
 pub use error::StoreError;
 pub use model::{LoggedEvent, Metadata, RecordedEvent};
-pub use read::{read_log_after, read_stream_forward_with, MAX_READ_BATCH};
+pub use read::{read_log_after, read_stream_forward_with, EVENT_COLUMNS, MAX_READ_BATCH};
 pub use subscription::{load_checkpoint, save_checkpoint, Subscription, SubscriptionOptions};
 pub use verify::{ChainHead, VerifyReport};
 

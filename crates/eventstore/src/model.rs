@@ -64,9 +64,8 @@ pub(crate) fn to_u32(value: i32, what: &str) -> Result<u32, crate::StoreError> {
 }
 
 impl RecordedEvent {
-    /// Reads the columns `stream_id, stream_version, event_id, event_type, schema_version,
-    /// data, metadata, recorded_at` by name.
-    pub(crate) fn from_row(row: &tokio_postgres::Row) -> Result<Self, crate::StoreError> {
+    /// Reads the columns of [`crate::EVENT_COLUMNS`] by name.
+    pub fn from_row(row: &tokio_postgres::Row) -> Result<Self, crate::StoreError> {
         Ok(Self::from_row_with_stored_metadata(row)?.0)
     }
 

@@ -3,8 +3,9 @@ use deadpool_postgres::GenericClient;
 use crate::model::{to_u64, LoggedEvent, RecordedEvent};
 use crate::{EventStore, Hash, StoreError};
 
-/// Columns of `events e` that `RecordedEvent::from_row` reads.
-pub(crate) const EVENT_COLUMNS: &str = "e.stream_id, e.stream_version, e.event_id, e.event_type, \
+/// Columns of `events e` that [`RecordedEvent::from_row`] reads: for callers that read a
+/// stream together with their own tables in one statement.
+pub const EVENT_COLUMNS: &str = "e.stream_id, e.stream_version, e.event_id, e.event_type, \
      e.schema_version, e.data, e.metadata, e.recorded_at, e.content_hash";
 
 /// Most events one read returns.

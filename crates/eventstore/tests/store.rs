@@ -861,3 +861,133 @@ async fn an_append_in_a_transaction_that_already_wrote_is_refused_so_stream_orde
         .expect("write after");
     tx.commit().await.expect("commit");
 }
+
+/// Sends BEGIN, the pipelined append, a write of the caller's and COMMIT in one pipeline
+/// (every statement prepared first), as the publisher does.
+async fn append_in_one_pipeline(
+    store: &EventStore,
+    expected: u64,
+    events: &[NewEvent],
+    marker: i32,
+) -> (Result<eventstore::AppendOutcome, AppendError>, bool) {
+    let client = store.pool().get().await.expect("client");
+    let append = store
+        .prepare_pipelined_append(&client, "s", expected, events)
+        .await
+        .expect("prepare");
+    let side = client
+        .prepare_cached("INSERT INTO side (n) VALUES ($1)")
+        .await
+        .expect("prepare side");
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&marker];
+    let (begun, appended, wrote, committed) = tokio::join!(
+        biased;
+        client.batch_execute("BEGIN"),
+        append.send(&client),
+        client.execute(&side, &params),
+        client.batch_execute("COMMIT"),
+    );
+    begun.expect("begin");
+    committed.expect("commit (a rollback when aborted)");
+    assert_eq!(
+        appended.is_ok(),
+        wrote.is_ok(),
+        "the caller's write shares the append's fate"
+    );
+    (appended, wrote.is_ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_append_commits_with_the_callers_writes_and_a_stale_one_aborts_them() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    let admin = admin_client(&db).await;
+    admin
+        .batch_execute("CREATE TABLE side (n int)")
+        .await
+        .expect("side table");
+    store
+        .append("s", ExpectedVersion::NoStream, &[event(1), event(2)])
+        .await
+        .expect("append");
+
+    // At the expected version: the events and the caller's row commit together.
+    let (appended, _) = append_in_one_pipeline(&store, 2, &[event(3), event(4)], 1).await;
+    let outcome = appended.expect("appended");
+    assert_eq!((outcome.first_version, outcome.stream_version), (3, 4));
+    let (appended, _) = append_in_one_pipeline(&store, 4, &[event(5)], 2).await;
+    assert_eq!(appended.expect("appended").stream_version, 5);
+
+    // Behind the stream (one event and several), and ahead of it (which would leave a
+    // gap): refused, and nothing of the transaction is kept.
+    for (expected, count) in [(3, 1), (4, 3), (9, 1), (9, 2)] {
+        let events: Vec<NewEvent> = (0..count).map(|n| event(100 + n)).collect();
+        let (refused, _) = append_in_one_pipeline(&store, expected, &events, 99).await;
+        assert!(
+            matches!(refused, Err(AppendError::StreamMoved { expected: e, .. }) if e == expected),
+            "{refused:?}"
+        );
+    }
+    let kept: Vec<i32> = admin
+        .query("SELECT n FROM side ORDER BY n", &[])
+        .await
+        .expect("side rows")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(kept, vec![1, 2]);
+    let versions: Vec<u64> = store
+        .read_stream_forward("s", 1, 100)
+        .await
+        .expect("read")
+        .iter()
+        .map(|e| e.stream_version)
+        .collect();
+    assert_eq!(versions, vec![1, 2, 3, 4, 5]);
+
+    // Event ids are not recognised as a retry: the caller chooses fresh ones.
+    let stored = store.read_stream_forward("s", 5, 1).await.expect("read");
+    let mut again = event(5);
+    again.event_id = stored[0].event_id;
+    let (refused, _) = append_in_one_pipeline(&store, 5, &[again], 3).await;
+    assert!(
+        matches!(refused, Err(AppendError::Invalid(_))),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_appends_racing_for_one_version_leave_exactly_one_winner() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    let admin = admin_client(&db).await;
+    admin
+        .batch_execute("CREATE TABLE side (n int)")
+        .await
+        .expect("side table");
+    store
+        .append("s", ExpectedVersion::NoStream, &[event(1)])
+        .await
+        .expect("append");
+    let racers = (0..32).map(|n| {
+        let store = store.clone();
+        tokio::spawn(async move { append_in_one_pipeline(&store, 1, &[event(2)], n).await })
+    });
+    let mut winners = Vec::new();
+    for racer in racers {
+        let (appended, wrote) = racer.await.expect("racer");
+        match appended {
+            Ok(outcome) => winners.push((outcome.stream_version, wrote)),
+            Err(AppendError::StreamMoved { .. }) => {}
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!(winners, vec![(2, true)]);
+    let side: i64 = admin
+        .query_one("SELECT count(*) FROM side", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(side, 1, "only the winner's own write is kept");
+    assert_eq!(store.stream_version("s").await.expect("version"), 2);
+}

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use deadpool_postgres::GenericClient;
+use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
 use crate::ProjectionError;
@@ -70,37 +71,66 @@ pub(crate) async fn recall<C: GenericClient>(
     }))
 }
 
-/// Records `answer`; `false` when a concurrent transaction recorded an answer under the
-/// same key first (this one must then be rolled back).
-pub(crate) async fn remember<C: GenericClient>(
+/// Records an answer. No `ON CONFLICT`: a concurrent request that recorded an answer under
+/// the same key first makes this fail, which aborts the transaction of the write it answers.
+const REMEMBER_SQL: &str = "INSERT INTO api_idempotency \
+       (api_key_id, idempotency_key, request_sha256, status, location, etag, body) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+/// An answer to record, its statement prepared: to send in the pipeline of its write.
+pub(crate) struct Remember<'a> {
+    statement: tokio_postgres::Statement,
+    request: &'a IdempotentRequest,
+    status: i16,
+    answer: StoredAnswer,
+}
+
+pub(crate) async fn prepare_remember<'a, C: GenericClient>(
     client: &C,
-    request: &IdempotentRequest,
-    answer: &StoredAnswer,
-) -> Result<bool, ProjectionError> {
+    request: &'a IdempotentRequest,
+    answer: StoredAnswer,
+) -> Result<Remember<'a>, ProjectionError> {
     let status = i16::try_from(answer.status)
         .map_err(|_| ProjectionError::Corrupt(format!("status {}", answer.status)))?;
-    let statement = client
-        .prepare_cached(
-            "INSERT INTO api_idempotency \
-               (api_key_id, idempotency_key, request_sha256, status, location, etag, body) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-        )
-        .await?;
-    let inserted = client
-        .execute(
-            &statement,
-            &[
-                &request.api_key_id,
-                &request.key,
-                &request.request_sha256,
-                &status,
-                &answer.location,
-                &answer.etag,
-                &answer.body,
-            ],
-        )
-        .await?;
-    Ok(inserted == 1)
+    Ok(Remember {
+        statement: client.prepare_cached(REMEMBER_SQL).await?,
+        request,
+        status,
+        answer,
+    })
+}
+
+impl Remember<'_> {
+    /// Records the answer (sent when first polled); `false` when a concurrent request
+    /// recorded one under the same key first: its transaction is then aborted.
+    pub(crate) async fn send<C: GenericClient>(&self, client: &C) -> Result<bool, ProjectionError> {
+        let recorded = client
+            .execute(
+                &self.statement,
+                &[
+                    &self.request.api_key_id,
+                    &self.request.key,
+                    &self.request.request_sha256,
+                    &self.status,
+                    &self.answer.location,
+                    &self.answer.etag,
+                    &self.answer.body,
+                ],
+            )
+            .await;
+        match recorded {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_db_error().is_some_and(|db| {
+                    db.code() == &SqlState::UNIQUE_VIOLATION
+                        && db.constraint() == Some("api_idempotency_pkey")
+                }) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 /// Deletes the answers older than `retention`; returns how many.

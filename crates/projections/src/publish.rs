@@ -1,12 +1,14 @@
 //! Running a command: the one write path of the product.
 
 use domain::DomainError;
-use eventstore::{AppendError, EventStore, ExpectedVersion, Metadata, NewEvent, StoreError};
+use eventstore::{AppendError, EventStore, Metadata, NewEvent, StoreError};
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use crate::idempotency::{self, IdempotentRequest, Recall, StoredAnswer};
 use crate::kinds::{Kind, Versioned};
-use crate::write::{write_changes, Changes};
+use crate::pipeline::OpenTransaction;
+use crate::write::{Changes, Writes};
 use crate::{ProjectionError, PROJECTIONS_LOCK};
 
 /// How often a command is decided again after a concurrent write to its resource won the
@@ -179,28 +181,18 @@ impl Publisher {
         also: Option<&AlsoWrite<'_>>,
     ) -> Result<Attempt<K::Resource>, CommandError> {
         let stream_id = K::stream_id(id);
-        let mut client = self.store.pool().get().await?;
-        let mut transaction = client.transaction().await?;
-        // Taken before this transaction writes anything, so that a replay waiting for the
-        // exclusive lock never waits on a transaction that holds back the sealer. The reads
-        // are sent with it in one pipeline: the server runs them in order, after the lock.
-        let lock = async {
-            let statement = transaction
-                .prepare_cached("SELECT pg_advisory_xact_lock_shared($1)")
-                .await?;
-            transaction
-                .execute(&statement, &[&PROJECTIONS_LOCK])
-                .await
-                .map_err(ProjectionError::from)
-        };
+        let client = self.store.pool().get().await?;
+        // Read outside any transaction, in one round trip: the append's expected version
+        // tells whether what was read is still current, and a concurrent request under the
+        // same idempotency key is caught when its answer is recorded.
         let recall = async {
             match once {
-                Some(once) => idempotency::recall(&transaction, once.request).await,
+                Some(once) => idempotency::recall(&client, once.request).await,
                 None => Ok(Recall::Fresh),
             }
         };
-        let load = load::<K, _>(&transaction, &stream_id, id);
-        let (_, recalled, (version, state)) = futures_util::try_join!(lock, recall, load)?;
+        let load = load::<K, _>(&client, &stream_id, id);
+        let (recalled, (version, state)) = futures_util::try_join!(recall, load)?;
         match recalled {
             Recall::Fresh => {}
             Recall::Answered(answer) => return Ok(Attempt::Replayed(answer)),
@@ -235,22 +227,21 @@ impl Publisher {
                 K::resource_id(&new_state)
             )));
         }
+        let written = Written {
+            resource: Versioned {
+                id,
+                version: version + events.len() as u64,
+                state: new_state,
+            },
+            events: events.len(),
+        };
         if events.is_empty() {
-            let written = Written {
-                resource: Versioned {
-                    id,
-                    version,
-                    state: new_state,
-                },
-                events: 0,
-            };
             if let Some(once) = once {
-                if !idempotency::remember(&transaction, once.request, &(once.answer)(&written))
-                    .await?
-                {
+                let answer = (once.answer)(&written);
+                let remember = idempotency::prepare_remember(&client, once.request, answer).await?;
+                if !remember.send(&client).await? {
                     return Ok(Attempt::LostRace);
                 }
-                transaction.commit().await?;
             }
             return Ok(Attempt::Done(written));
         }
@@ -262,56 +253,102 @@ impl Publisher {
             new_event.schema_version = schema_version;
             new_events.push(new_event);
         }
-        let appended = self
-            .store
-            .append_in_transaction(
-                &mut transaction,
-                &stream_id,
-                ExpectedVersion::Exact(version),
-                &new_events,
-            )
-            .await;
-        match appended {
-            Ok(_) => {}
-            Err(AppendError::WrongExpectedVersion { current, .. }) => {
-                return match if_match {
-                    Some(expected) => Err(CommandError::VersionMismatch { expected, current }),
-                    None => Ok(Attempt::LostRace),
-                };
-            }
-            Err(AppendError::Contended { .. }) => return Ok(Attempt::LostRace),
-            Err(AppendError::Invalid(reason)) => return Err(CommandError::Refused(reason)),
-            Err(AppendError::EventIdReused { event_id }) => {
-                return Err(CommandError::Refused(format!("event id {event_id} reused")))
-            }
-            Err(AppendError::Store(e)) => return Err(e.into()),
-        }
-        let resource = Versioned {
-            id,
-            version: version + events.len() as u64,
-            state: new_state,
-        };
         let mut changes = Changes::default();
-        K::add_to(&mut changes, resource.clone());
-        write_changes(&transaction, &changes).await?;
-        if let Some(also) = also {
-            let statement = transaction.prepare_cached(also.statement).await?;
-            transaction.execute(&statement, also.params).await?;
-        }
-        let written = Written {
-            resource,
-            events: events.len(),
+        K::add_to(&mut changes, written.resource.clone());
+
+        // The write: one transaction sent as one pipeline (see crate::pipeline), so every
+        // statement is prepared first. The shared lock comes before any write, so that a
+        // replay waiting for the exclusive lock never waits on a transaction that holds back
+        // the sealer; the events come next, as the transaction's first write (the sealer's
+        // order needs it); then the read models, the caller's own statement, and the answer
+        // for the idempotency key.
+        let append = match self
+            .store
+            .prepare_pipelined_append(&client, &stream_id, version, &new_events)
+            .await
+        {
+            Ok(append) => append,
+            Err(e) => return refused_append(e, if_match),
         };
-        if let Some(once) = once {
-            // A concurrent request under the same key recorded its answer first: drop this
-            // write (by not committing it) and answer with that one on the next attempt.
-            if !idempotency::remember(&transaction, once.request, &(once.answer)(&written)).await? {
+        let writes = Writes::of(&changes)?.prepare(&client).await?;
+        let lock = client.prepare_cached(LOCK_SQL).await?;
+        let also = match also {
+            Some(also) => Some((client.prepare_cached(also.statement).await?, also.params)),
+            None => None,
+        };
+        let remember = match once {
+            Some(once) => Some(
+                idempotency::prepare_remember(&client, once.request, (once.answer)(&written))
+                    .await?,
+            ),
+            None => None,
+        };
+        let (transaction, begin) = OpenTransaction::begin(&client);
+        let (begun, locked, appended, wrote, also_wrote, remembered) = futures_util::join!(
+            begin,
+            client.execute(&lock, &[&PROJECTIONS_LOCK]),
+            append.send(&client),
+            writes.send(&client),
+            async {
+                match &also {
+                    Some((statement, params)) => client.execute(statement, params).await,
+                    None => Ok(0),
+                }
+            },
+            async {
+                match &remember {
+                    Some(remember) => remember.send(&client).await,
+                    None => Ok(true),
+                }
+            },
+        );
+        // The first failure is the cause; the statements after it failed only because it
+        // aborted the transaction.
+        let outcome = (|| {
+            begun?;
+            locked?;
+            if let Err(e) = appended {
+                return refused_append(e, if_match);
+            }
+            wrote?;
+            also_wrote?;
+            // A concurrent request under the same key recorded its answer first: this
+            // write is dropped and the next attempt answers with that one.
+            if !remembered? {
                 return Ok(Attempt::LostRace);
             }
+            Ok(Attempt::Done(written))
+        })();
+        let commit = matches!(outcome, Ok(Attempt::Done(_)));
+        transaction.finish(commit).await?;
+        if commit {
+            self.store.notify_appended();
         }
-        transaction.commit().await?;
-        self.store.notify_appended();
-        Ok(Attempt::Done(written))
+        outcome
+    }
+}
+
+/// Takes the shared side of the projections lock for the write's transaction.
+const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock_shared($1)";
+
+/// What a refused append means for the command: decide it again on the newer state, or
+/// give up.
+fn refused_append<R>(
+    error: AppendError,
+    if_match: Option<u64>,
+) -> Result<Attempt<R>, CommandError> {
+    match error {
+        AppendError::WrongExpectedVersion { current, .. } => match if_match {
+            Some(expected) => Err(CommandError::VersionMismatch { expected, current }),
+            None => Ok(Attempt::LostRace),
+        },
+        // The next attempt reads the newer state; under If-Match, that is the 412.
+        AppendError::StreamMoved { .. } | AppendError::Contended { .. } => Ok(Attempt::LostRace),
+        AppendError::Invalid(reason) => Err(CommandError::Refused(reason)),
+        AppendError::EventIdReused { event_id } => {
+            Err(CommandError::Refused(format!("event id {event_id} reused")))
+        }
+        AppendError::Store(e) => Err(e.into()),
     }
 }
 
@@ -325,20 +362,51 @@ pub(crate) async fn load<K: Kind, C: deadpool_postgres::GenericClient>(
     stream_id: &str,
     id: Uuid,
 ) -> Result<(u64, K::State), ProjectionError> {
-    let statement = client
+    // One round trip (see crate::pipeline). The events are read first, after the version
+    // the row held at that moment; the row is read second, at that version or a later one
+    // (the builder may have moved it in between): either way the events cover everything
+    // after the row, and those it holds already are skipped by the fold.
+    let newer = client
+        .prepare_cached(&format!(
+            "SELECT {} FROM events e \
+              WHERE e.stream_id = $1 \
+                AND e.stream_version > coalesce((SELECT version FROM {} WHERE id = $2), 0) \
+              ORDER BY e.stream_version LIMIT $3",
+            eventstore::EVENT_COLUMNS,
+            K::TABLE
+        ))
+        .await?;
+    let snapshot = client
         .prepare_cached(&format!(
             "SELECT id, version, state FROM {} WHERE id = $1",
             K::TABLE
         ))
         .await?;
-    let (start, snapshot) = match client.query_opt(&statement, &[&id]).await? {
+    let page = i64::try_from(eventstore::MAX_READ_BATCH).unwrap_or(i64::MAX);
+    let newer_params: [&(dyn ToSql + Sync); 3] = [&stream_id, &id, &page];
+    let snapshot_params: [&(dyn ToSql + Sync); 1] = [&id];
+    let (newer, snapshot) = futures_util::try_join!(
+        client.query(&newer, &newer_params),
+        client.query_opt(&snapshot, &snapshot_params),
+    )?;
+    let (start, snapshot) = match snapshot {
         Some(row) => {
             let row: Versioned<K::Resource> = crate::queries::versioned(&row)?;
             (row.version, Some(row.state))
         }
         None => (0, None),
     };
-    let events = read_stream_after(client, stream_id, start).await?;
+    let mut events = newer
+        .iter()
+        .map(eventstore::RecordedEvent::from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    // A full page, or a row that went back (a replay swapped the table in between): read
+    // every event after the row, in pages.
+    if events.len() == eventstore::MAX_READ_BATCH
+        || events.first().is_some_and(|e| e.stream_version > start + 1)
+    {
+        events = read_stream_after(client, stream_id, start).await?;
+    }
     let refs: Vec<_> = events.iter().collect();
     crate::builder::fold_stream::<K>(id, start, snapshot, &refs)
 }

@@ -1,11 +1,11 @@
 //! Writing resource states into the read-model tables, in bulk: one statement per table
-//! for any number of resources, the same code for one command and for a replay batch.
+//! for any number of resources, the same code for one command and for a replay batch, and
+//! every statement of a write sent in one pipeline (see [`crate::pipeline`]).
 //!
 //! A row only ever moves to a higher version (the upsert's `WHERE`), and a resource's
-//! derived rows (its updates, its service impacts) are replaced only when its row was, so
-//! writing a state twice, or an older one after a newer, changes nothing.
-
-use std::collections::HashSet;
+//! derived rows (its updates, its service impacts) are written only while its row holds the
+//! very version they were derived from, so writing a state twice, or an older one after a
+//! newer, changes nothing.
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
@@ -15,6 +15,7 @@ use domain::maintenance::Maintenance;
 use domain::service::Service;
 use domain::values::{Audience, ServiceStatus};
 use domain::webhook::{Webhook, WebhookStatus};
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use crate::kinds::Versioned;
@@ -61,152 +62,90 @@ pub async fn write_changes<C: GenericClient>(
     client: &C,
     changes: &Changes,
 ) -> Result<(), ProjectionError> {
-    if !changes.api_keys.is_empty() {
-        write_api_keys(client, &changes.api_keys).await?;
-    }
-    if !changes.services.is_empty() {
-        write_services(client, &changes.services).await?;
-    }
-    if !changes.incidents.is_empty() {
-        write_incidents(client, &changes.incidents).await?;
-    }
-    if !changes.maintenances.is_empty() {
-        write_maintenances(client, &changes.maintenances).await?;
-    }
-    if !changes.webhooks.is_empty() {
-        write_webhooks(client, &changes.webhooks).await?;
-    }
-    Ok(())
+    Writes::of(changes)?
+        .prepare(client)
+        .await?
+        .send(client)
+        .await
 }
 
-async fn write_api_keys<C: GenericClient>(
-    client: &C,
-    keys: &[Versioned<ApiKey>],
-) -> Result<(), ProjectionError> {
-    let ids: Vec<Uuid> = keys.iter().map(|k| k.id).collect();
-    let versions = keys.iter().map(version).collect::<Result<Vec<_>, _>>()?;
-    let hashes: Vec<&str> = keys
-        .iter()
-        .map(|k| k.state.secret_sha256.as_str())
-        .collect();
-    let roles: Vec<&str> = keys.iter().map(|k| k.state.role.as_str()).collect();
-    let tenants: Vec<Option<&str>> = keys.iter().map(|k| k.state.tenant.as_deref()).collect();
-    let revoked: Vec<bool> = keys.iter().map(|k| k.state.revoked_at.is_some()).collect();
-    let states = keys.iter().map(state_json).collect::<Result<Vec<_>, _>>()?;
-    let statement = client
-        .prepare_cached(
-            "INSERT INTO rm_api_keys AS r (id, version, secret_sha256, role, tenant, revoked, state) \
-             SELECT * FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::text[], $5::text[], \
-                                  $6::bool[], $7::jsonb[]) \
-             ON CONFLICT (id) DO UPDATE SET version = excluded.version, \
-                 secret_sha256 = excluded.secret_sha256, role = excluded.role, \
-                 tenant = excluded.tenant, revoked = excluded.revoked, state = excluded.state \
-             WHERE r.version < excluded.version",
-        )
-        .await?;
-    client
-        .execute(
-            &statement,
-            &[
-                &ids, &versions, &hashes, &roles, &tenants, &revoked, &states,
-            ],
-        )
-        .await?;
-    Ok(())
+/// A statement's parameters, owned (they borrow at most from the changes).
+type Params<'a> = Vec<Box<dyn ToSql + Sync + Send + 'a>>;
+
+macro_rules! params {
+    ($($param:expr),* $(,)?) => {
+        vec![$(Box::new($param) as Box<dyn ToSql + Sync + Send + '_>),*]
+    };
 }
 
-async fn write_webhooks<C: GenericClient>(
-    client: &C,
-    webhooks: &[Versioned<Webhook>],
-) -> Result<(), ProjectionError> {
-    let ids: Vec<Uuid> = webhooks.iter().map(|w| w.id).collect();
-    let versions = webhooks
-        .iter()
-        .map(version)
-        .collect::<Result<Vec<_>, _>>()?;
-    let tenants: Vec<Option<&str>> = webhooks.iter().map(|w| w.state.tenant.as_deref()).collect();
-    let active: Vec<bool> = webhooks
-        .iter()
-        .map(|w| w.state.status == WebhookStatus::Active)
-        .collect();
-    let created: Vec<DateTime<Utc>> = webhooks.iter().map(|w| w.state.created_at).collect();
-    let states = webhooks
-        .iter()
-        .map(state_json)
-        .collect::<Result<Vec<_>, _>>()?;
-    let statement = client
-        .prepare_cached(
-            "INSERT INTO rm_webhooks AS r (id, version, tenant, active, created_at, state) \
-             SELECT * FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::bool[], \
-                                  $5::timestamptz[], $6::jsonb[]) \
-             ON CONFLICT (id) DO UPDATE SET version = excluded.version, \
-                 tenant = excluded.tenant, active = excluded.active, \
-                 created_at = excluded.created_at, state = excluded.state \
-             WHERE r.version < excluded.version",
-        )
-        .await?;
-    client
-        .execute(
-            &statement,
-            &[&ids, &versions, &tenants, &active, &created, &states],
-        )
-        .await?;
-    Ok(())
+/// The statements that bring the read models in line with some [`Changes`], in the order
+/// they must run.
+#[derive(Default)]
+pub struct Writes<'a> {
+    statements: Vec<(String, Params<'a>)>,
 }
 
-async fn write_services<C: GenericClient>(
-    client: &C,
-    services: &[Versioned<Service>],
-) -> Result<(), ProjectionError> {
-    let ids: Vec<Uuid> = services.iter().map(|s| s.id).collect();
-    let versions = services
-        .iter()
-        .map(version)
-        .collect::<Result<Vec<_>, _>>()?;
-    let names: Vec<&str> = services.iter().map(|s| s.state.name.as_str()).collect();
-    let groups: Vec<Option<&str>> = services.iter().map(|s| s.state.group.as_deref()).collect();
-    let created: Vec<DateTime<Utc>> = services.iter().map(|s| s.state.created_at).collect();
-    let retired: Vec<bool> = services
-        .iter()
-        .map(|s| s.state.retired_at.is_some())
-        .collect();
-    let states = services
-        .iter()
-        .map(state_json)
-        .collect::<Result<Vec<_>, _>>()?;
-    let statement = client
-        .prepare_cached(
-            "INSERT INTO rm_services AS r (id, version, name, group_name, created_at, retired, state) \
-             SELECT * FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::text[], \
-                                  $5::timestamptz[], $6::bool[], $7::jsonb[]) \
-             ON CONFLICT (id) DO UPDATE SET version = excluded.version, name = excluded.name, \
-                 group_name = excluded.group_name, created_at = excluded.created_at, \
-                 retired = excluded.retired, state = excluded.state \
-             WHERE r.version < excluded.version",
-        )
-        .await?;
-    client
-        .execute(
-            &statement,
-            &[
-                &ids, &versions, &names, &groups, &created, &retired, &states,
-            ],
-        )
-        .await?;
-    Ok(())
+/// [`Writes`] with every statement prepared: ready to send in a pipeline.
+pub struct PreparedWrites<'a> {
+    statements: Vec<(tokio_postgres::Statement, Params<'a>)>,
 }
 
-/// Runs an upsert and answers the ids whose rows it wrote.
-async fn upserted<C: GenericClient>(
-    client: &C,
-    sql: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-) -> Result<HashSet<Uuid>, ProjectionError> {
-    let statement = client.prepare_cached(sql).await?;
-    let rows = client.query(&statement, params).await?;
-    rows.iter()
-        .map(|row| row.try_get::<_, Uuid>(0).map_err(ProjectionError::from))
-        .collect()
+impl<'a> Writes<'a> {
+    pub fn of(changes: &'a Changes) -> Result<Self, ProjectionError> {
+        let mut writes = Writes::default();
+        if !changes.api_keys.is_empty() {
+            writes.api_keys(&changes.api_keys)?;
+        }
+        if !changes.services.is_empty() {
+            writes.services(&changes.services)?;
+        }
+        if !changes.incidents.is_empty() {
+            writes.incidents(&changes.incidents)?;
+        }
+        if !changes.maintenances.is_empty() {
+            writes.maintenances(&changes.maintenances)?;
+        }
+        if !changes.webhooks.is_empty() {
+            writes.webhooks(&changes.webhooks)?;
+        }
+        Ok(writes)
+    }
+
+    pub async fn prepare<C: GenericClient>(
+        self,
+        client: &C,
+    ) -> Result<PreparedWrites<'a>, ProjectionError> {
+        let mut statements = Vec::with_capacity(self.statements.len());
+        for (sql, params) in self.statements {
+            statements.push((client.prepare_cached(&sql).await?, params));
+        }
+        Ok(PreparedWrites { statements })
+    }
+
+    fn push(&mut self, sql: impl Into<String>, params: Params<'a>) {
+        self.statements.push((sql.into(), params));
+    }
+}
+
+impl PreparedWrites<'_> {
+    /// Sends every statement, in order, when first polled (see [`crate::pipeline`]), and
+    /// waits for all of them.
+    pub async fn send<C: GenericClient>(&self, client: &C) -> Result<(), ProjectionError> {
+        let params: Vec<Vec<&(dyn ToSql + Sync)>> = self
+            .statements
+            .iter()
+            .map(|(_, params)| params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect())
+            .collect();
+        let sent = self
+            .statements
+            .iter()
+            .zip(&params)
+            .map(|((statement, _), params)| client.execute(statement, params));
+        for result in crate::pipeline::in_order(sent).await {
+            result?;
+        }
+        Ok(())
+    }
 }
 
 /// One derived row per update of a resource, for the feeds.
@@ -214,6 +153,7 @@ async fn upserted<C: GenericClient>(
 struct UpdateRows<'a> {
     update_ids: Vec<Uuid>,
     resource_ids: Vec<Uuid>,
+    resource_versions: Vec<i64>,
     titles: Vec<&'a str>,
     statuses: Vec<&'static str>,
     messages: Vec<&'a str>,
@@ -225,268 +165,343 @@ struct UpdateRows<'a> {
 struct ImpactRows {
     service_ids: Vec<Uuid>,
     source_ids: Vec<Uuid>,
+    source_versions: Vec<i64>,
     statuses: Vec<&'static str>,
     severities: Vec<i16>,
 }
 
 impl ImpactRows {
-    fn push(&mut self, service_id: Uuid, source_id: Uuid, status: ServiceStatus) {
+    fn push(&mut self, service_id: Uuid, source: (Uuid, i64), status: ServiceStatus) {
         self.service_ids.push(service_id);
-        self.source_ids.push(source_id);
+        self.source_ids.push(source.0);
+        self.source_versions.push(source.1);
         self.statuses.push(status.as_str());
         self.severities.push(i16::from(status.severity()));
     }
 }
 
-/// Brings the derived rows of the resources in `written` in line with their states, taking
-/// their audience from the resource rows just written (so a derived row never disagrees with
-/// its resource). Timelines only grow, so update rows are upserted (an unchanged one is not
-/// rewritten: a write costs what changed, not the length of the timeline); impacts, which
-/// come and go with the resource's status, are replaced.
-async fn replace_derived<C: GenericClient>(
-    client: &C,
-    kind: &str,
-    parent_table: &str,
-    written: &[Uuid],
-    updates: &UpdateRows<'_>,
-    impacts: &ImpactRows,
-) -> Result<(), ProjectionError> {
-    // Sent as one pipeline (the server runs them in this order): a write pays one round
-    // trip for its derived rows, not three.
-    let delete_impacts = async {
-        let statement = client
-            .prepare_cached(
-                "DELETE FROM rm_service_impacts WHERE source_kind = $2 AND source_id = ANY($1)",
-            )
-            .await?;
-        client.execute(&statement, &[&written, &kind]).await?;
-        Ok::<(), ProjectionError>(())
-    };
-    let insert_updates = async {
-        if updates.update_ids.is_empty() {
-            return Ok(());
-        }
-        let sql = format!(
-            "INSERT INTO rm_updates (update_id, resource_kind, resource_id, title, status, \
-                                     message, created_at, public, tenants) \
-             SELECT u.update_id, $7, u.resource_id, u.title, u.status, u.message, u.created_at, \
-                    p.public, p.tenants \
-               FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
-                           $6::timestamptz[]) \
-                    AS u(update_id, resource_id, title, status, message, created_at) \
-               JOIN {parent_table} p ON p.id = u.resource_id \
-             ON CONFLICT (resource_kind, resource_id, update_id) DO UPDATE SET \
-                 title = excluded.title, status = excluded.status, message = excluded.message, \
-                 created_at = excluded.created_at, public = excluded.public, \
-                 tenants = excluded.tenants \
-             WHERE (rm_updates.title, rm_updates.status, rm_updates.message, \
-                    rm_updates.created_at, rm_updates.public, rm_updates.tenants) \
-                   IS DISTINCT FROM (excluded.title, excluded.status, excluded.message, \
-                    excluded.created_at, excluded.public, excluded.tenants)"
+impl<'a> Writes<'a> {
+    fn api_keys(&mut self, keys: &'a [Versioned<ApiKey>]) -> Result<(), ProjectionError> {
+        let ids: Vec<Uuid> = keys.iter().map(|k| k.id).collect();
+        let versions = keys.iter().map(version).collect::<Result<Vec<_>, _>>()?;
+        let hashes: Vec<&str> = keys
+            .iter()
+            .map(|k| k.state.secret_sha256.as_str())
+            .collect();
+        let roles: Vec<&str> = keys.iter().map(|k| k.state.role.as_str()).collect();
+        let tenants: Vec<Option<&str>> = keys.iter().map(|k| k.state.tenant.as_deref()).collect();
+        let revoked: Vec<bool> = keys.iter().map(|k| k.state.revoked_at.is_some()).collect();
+        let states = keys.iter().map(state_json).collect::<Result<Vec<_>, _>>()?;
+        self.push(
+            "INSERT INTO rm_api_keys AS r (id, version, secret_sha256, role, tenant, revoked, state) \
+             SELECT * FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::text[], $5::text[], \
+                                  $6::bool[], $7::jsonb[]) \
+             ON CONFLICT (id) DO UPDATE SET version = excluded.version, \
+                 secret_sha256 = excluded.secret_sha256, role = excluded.role, \
+                 tenant = excluded.tenant, revoked = excluded.revoked, state = excluded.state \
+             WHERE r.version < excluded.version",
+            params![ids, versions, hashes, roles, tenants, revoked, states],
         );
-        let statement = client.prepare_cached(&sql).await?;
-        client
-            .execute(
-                &statement,
-                &[
-                    &updates.update_ids,
-                    &updates.resource_ids,
-                    &updates.titles,
-                    &updates.statuses,
-                    &updates.messages,
-                    &updates.created,
-                    &kind,
-                ],
-            )
-            .await?;
         Ok(())
-    };
-    let insert_impacts = async {
-        if impacts.service_ids.is_empty() {
-            return Ok(());
-        }
-        let sql = format!(
-            "INSERT INTO rm_service_impacts (service_id, source_id, source_kind, status, \
-                                             severity, public, tenants) \
-             SELECT i.service_id, i.source_id, $5, i.status, i.severity, p.public, p.tenants \
-               FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int2[]) \
-                    AS i(service_id, source_id, status, severity) \
-               JOIN {parent_table} p ON p.id = i.source_id"
-        );
-        let statement = client.prepare_cached(&sql).await?;
-        client
-            .execute(
-                &statement,
-                &[
-                    &impacts.service_ids,
-                    &impacts.source_ids,
-                    &impacts.statuses,
-                    &impacts.severities,
-                    &kind,
-                ],
-            )
-            .await?;
-        Ok(())
-    };
-    futures_util::try_join!(delete_impacts, insert_updates, insert_impacts)?;
-    Ok(())
-}
-
-async fn write_incidents<C: GenericClient>(
-    client: &C,
-    incidents: &[Versioned<Incident>],
-) -> Result<(), ProjectionError> {
-    let ids: Vec<Uuid> = incidents.iter().map(|i| i.id).collect();
-    let versions = incidents
-        .iter()
-        .map(version)
-        .collect::<Result<Vec<_>, _>>()?;
-    let statuses: Vec<&str> = incidents.iter().map(|i| i.state.status.as_str()).collect();
-    let open: Vec<bool> = incidents.iter().map(|i| i.state.status.is_open()).collect();
-    let started: Vec<DateTime<Utc>> = incidents.iter().map(|i| i.state.started_at).collect();
-    let resolved: Vec<Option<DateTime<Utc>>> =
-        incidents.iter().map(|i| i.state.resolved_at).collect();
-    let public: Vec<bool> = incidents
-        .iter()
-        .map(|i| is_public(&i.state.audience))
-        .collect();
-    let states = incidents
-        .iter()
-        .map(state_json)
-        .collect::<Result<Vec<_>, _>>()?;
-    // Arrays of differing lengths per row cannot be passed as one SQL array; they are read
-    // back out of the state.
-    let written = upserted(
-        client,
-        "INSERT INTO rm_incidents AS r (id, version, status, is_open, started_at, resolved_at, \
-                                        regions, service_ids, public, tenants, state) \
-         SELECT t.id, t.version, t.status, t.is_open, t.started_at, t.resolved_at, \
-                ARRAY(SELECT jsonb_array_elements_text(t.state->'regions')), \
-                ARRAY(SELECT (a->>'service_id')::uuid \
-                        FROM jsonb_array_elements(t.state->'affected_services') a), \
-                t.public, \
-                ARRAY(SELECT jsonb_array_elements_text(t.state->'audience'->'tenants')), \
-                t.state \
-           FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::bool[], $5::timestamptz[], \
-                       $6::timestamptz[], $7::bool[], $8::jsonb[]) \
-                AS t(id, version, status, is_open, started_at, resolved_at, public, state) \
-         ON CONFLICT (id) DO UPDATE SET version = excluded.version, status = excluded.status, \
-             is_open = excluded.is_open, started_at = excluded.started_at, \
-             resolved_at = excluded.resolved_at, regions = excluded.regions, \
-             service_ids = excluded.service_ids, public = excluded.public, \
-             tenants = excluded.tenants, state = excluded.state \
-         WHERE r.version < excluded.version \
-         RETURNING r.id",
-        &[
-            &ids, &versions, &statuses, &open, &started, &resolved, &public, &states,
-        ],
-    )
-    .await?;
-    if written.is_empty() {
-        return Ok(());
     }
-    let mut updates = UpdateRows::default();
-    let mut impacts = ImpactRows::default();
-    for incident in incidents.iter().filter(|i| written.contains(&i.id)) {
-        for update in &incident.state.updates {
-            updates.update_ids.push(update.id);
-            updates.resource_ids.push(incident.id);
-            updates.titles.push(&incident.state.title);
-            updates.statuses.push(update.status.as_str());
-            updates.messages.push(&update.message);
-            updates.created.push(update.created_at);
+
+    fn webhooks(&mut self, webhooks: &'a [Versioned<Webhook>]) -> Result<(), ProjectionError> {
+        let ids: Vec<Uuid> = webhooks.iter().map(|w| w.id).collect();
+        let versions = webhooks
+            .iter()
+            .map(version)
+            .collect::<Result<Vec<_>, _>>()?;
+        let tenants: Vec<Option<&str>> =
+            webhooks.iter().map(|w| w.state.tenant.as_deref()).collect();
+        let active: Vec<bool> = webhooks
+            .iter()
+            .map(|w| w.state.status == WebhookStatus::Active)
+            .collect();
+        let created: Vec<DateTime<Utc>> = webhooks.iter().map(|w| w.state.created_at).collect();
+        let states = webhooks
+            .iter()
+            .map(state_json)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.push(
+            "INSERT INTO rm_webhooks AS r (id, version, tenant, active, created_at, state) \
+             SELECT * FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::bool[], \
+                                  $5::timestamptz[], $6::jsonb[]) \
+             ON CONFLICT (id) DO UPDATE SET version = excluded.version, \
+                 tenant = excluded.tenant, active = excluded.active, \
+                 created_at = excluded.created_at, state = excluded.state \
+             WHERE r.version < excluded.version",
+            params![ids, versions, tenants, active, created, states],
+        );
+        Ok(())
+    }
+
+    fn services(&mut self, services: &'a [Versioned<Service>]) -> Result<(), ProjectionError> {
+        let ids: Vec<Uuid> = services.iter().map(|s| s.id).collect();
+        let versions = services
+            .iter()
+            .map(version)
+            .collect::<Result<Vec<_>, _>>()?;
+        let names: Vec<&str> = services.iter().map(|s| s.state.name.as_str()).collect();
+        let groups: Vec<Option<&str>> = services.iter().map(|s| s.state.group.as_deref()).collect();
+        let created: Vec<DateTime<Utc>> = services.iter().map(|s| s.state.created_at).collect();
+        let retired: Vec<bool> = services
+            .iter()
+            .map(|s| s.state.retired_at.is_some())
+            .collect();
+        let states = services
+            .iter()
+            .map(state_json)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.push(
+            "INSERT INTO rm_services AS r (id, version, name, group_name, created_at, retired, state) \
+             SELECT * FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::text[], \
+                                  $5::timestamptz[], $6::bool[], $7::jsonb[]) \
+             ON CONFLICT (id) DO UPDATE SET version = excluded.version, name = excluded.name, \
+                 group_name = excluded.group_name, created_at = excluded.created_at, \
+                 retired = excluded.retired, state = excluded.state \
+             WHERE r.version < excluded.version",
+            params![ids, versions, names, groups, created, retired, states],
+        );
+        Ok(())
+    }
+
+    /// Brings the derived rows of `resources` in line with their states, after their
+    /// resource rows were upserted: only where the resource row holds the version the
+    /// derived rows come from (it was just written, or already held that version), and
+    /// taking their audience from that row (so a derived row never disagrees with its
+    /// resource). Timelines only grow, so update rows are upserted (an unchanged one is not
+    /// rewritten: a write costs what changed, not the length of the timeline); impacts,
+    /// which come and go with the resource's status, are replaced.
+    fn derived(
+        &mut self,
+        kind: &'static str,
+        parent_table: &str,
+        resources: (Vec<Uuid>, Vec<i64>),
+        updates: UpdateRows<'a>,
+        impacts: ImpactRows,
+    ) {
+        self.push(
+            format!(
+                "DELETE FROM rm_service_impacts i \
+                  USING unnest($1::uuid[], $2::int8[]) AS w(id, version) \
+                   JOIN {parent_table} p ON p.id = w.id AND p.version = w.version \
+                  WHERE i.source_kind = $3 AND i.source_id = w.id"
+            ),
+            params![resources.0, resources.1, kind],
+        );
+        if !updates.update_ids.is_empty() {
+            self.push(
+                format!(
+                    "INSERT INTO rm_updates (update_id, resource_kind, resource_id, title, status, \
+                                             message, created_at, public, tenants) \
+                     SELECT u.update_id, $8, u.resource_id, u.title, u.status, u.message, \
+                            u.created_at, p.public, p.tenants \
+                       FROM unnest($1::uuid[], $2::uuid[], $3::int8[], $4::text[], $5::text[], \
+                                   $6::text[], $7::timestamptz[]) \
+                            AS u(update_id, resource_id, version, title, status, message, created_at) \
+                       JOIN {parent_table} p ON p.id = u.resource_id AND p.version = u.version \
+                     ON CONFLICT (resource_kind, resource_id, update_id) DO UPDATE SET \
+                         title = excluded.title, status = excluded.status, \
+                         message = excluded.message, created_at = excluded.created_at, \
+                         public = excluded.public, tenants = excluded.tenants \
+                     WHERE (rm_updates.title, rm_updates.status, rm_updates.message, \
+                            rm_updates.created_at, rm_updates.public, rm_updates.tenants) \
+                           IS DISTINCT FROM (excluded.title, excluded.status, excluded.message, \
+                            excluded.created_at, excluded.public, excluded.tenants)"
+                ),
+                params![
+                    updates.update_ids,
+                    updates.resource_ids,
+                    updates.resource_versions,
+                    updates.titles,
+                    updates.statuses,
+                    updates.messages,
+                    updates.created,
+                    kind,
+                ],
+            );
         }
-        if incident.state.status.is_open() {
-            for affected in &incident.state.affected_services {
-                impacts.push(affected.service_id, incident.id, affected.status);
+        if !impacts.service_ids.is_empty() {
+            self.push(
+                format!(
+                    "INSERT INTO rm_service_impacts (service_id, source_id, source_kind, status, \
+                                                     severity, public, tenants) \
+                     SELECT i.service_id, i.source_id, $6, i.status, i.severity, p.public, \
+                            p.tenants \
+                       FROM unnest($1::uuid[], $2::uuid[], $3::int8[], $4::text[], $5::int2[]) \
+                            AS i(service_id, source_id, version, status, severity) \
+                       JOIN {parent_table} p ON p.id = i.source_id AND p.version = i.version"
+                ),
+                params![
+                    impacts.service_ids,
+                    impacts.source_ids,
+                    impacts.source_versions,
+                    impacts.statuses,
+                    impacts.severities,
+                    kind,
+                ],
+            );
+        }
+    }
+
+    fn incidents(&mut self, incidents: &'a [Versioned<Incident>]) -> Result<(), ProjectionError> {
+        let ids: Vec<Uuid> = incidents.iter().map(|i| i.id).collect();
+        let versions = incidents
+            .iter()
+            .map(version)
+            .collect::<Result<Vec<_>, _>>()?;
+        let statuses: Vec<&str> = incidents.iter().map(|i| i.state.status.as_str()).collect();
+        let open: Vec<bool> = incidents.iter().map(|i| i.state.status.is_open()).collect();
+        let started: Vec<DateTime<Utc>> = incidents.iter().map(|i| i.state.started_at).collect();
+        let resolved: Vec<Option<DateTime<Utc>>> =
+            incidents.iter().map(|i| i.state.resolved_at).collect();
+        let public: Vec<bool> = incidents
+            .iter()
+            .map(|i| is_public(&i.state.audience))
+            .collect();
+        let states = incidents
+            .iter()
+            .map(state_json)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut updates = UpdateRows::default();
+        let mut impacts = ImpactRows::default();
+        for (incident, &version) in incidents.iter().zip(&versions) {
+            for update in &incident.state.updates {
+                updates.update_ids.push(update.id);
+                updates.resource_ids.push(incident.id);
+                updates.resource_versions.push(version);
+                updates.titles.push(&incident.state.title);
+                updates.statuses.push(update.status.as_str());
+                updates.messages.push(&update.message);
+                updates.created.push(update.created_at);
+            }
+            if incident.state.status.is_open() {
+                for affected in &incident.state.affected_services {
+                    impacts.push(affected.service_id, (incident.id, version), affected.status);
+                }
             }
         }
+        // Arrays of differing lengths per row cannot be passed as one SQL array; they are
+        // read back out of the state.
+        self.push(
+            "INSERT INTO rm_incidents AS r (id, version, status, is_open, started_at, resolved_at, \
+                                            regions, service_ids, public, tenants, state) \
+             SELECT t.id, t.version, t.status, t.is_open, t.started_at, t.resolved_at, \
+                    ARRAY(SELECT jsonb_array_elements_text(t.state->'regions')), \
+                    ARRAY(SELECT (a->>'service_id')::uuid \
+                            FROM jsonb_array_elements(t.state->'affected_services') a), \
+                    t.public, \
+                    ARRAY(SELECT jsonb_array_elements_text(t.state->'audience'->'tenants')), \
+                    t.state \
+               FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::bool[], $5::timestamptz[], \
+                           $6::timestamptz[], $7::bool[], $8::jsonb[]) \
+                    AS t(id, version, status, is_open, started_at, resolved_at, public, state) \
+             ON CONFLICT (id) DO UPDATE SET version = excluded.version, status = excluded.status, \
+                 is_open = excluded.is_open, started_at = excluded.started_at, \
+                 resolved_at = excluded.resolved_at, regions = excluded.regions, \
+                 service_ids = excluded.service_ids, public = excluded.public, \
+                 tenants = excluded.tenants, state = excluded.state \
+             WHERE r.version < excluded.version",
+            params![
+                ids.clone(),
+                versions.clone(),
+                statuses,
+                open,
+                started,
+                resolved,
+                public,
+                states
+            ],
+        );
+        self.derived(
+            "incident",
+            "rm_incidents",
+            (ids, versions),
+            updates,
+            impacts,
+        );
+        Ok(())
     }
-    let written: Vec<Uuid> = written.into_iter().collect();
-    replace_derived(
-        client,
-        "incident",
-        "rm_incidents",
-        &written,
-        &updates,
-        &impacts,
-    )
-    .await
-}
 
-async fn write_maintenances<C: GenericClient>(
-    client: &C,
-    maintenances: &[Versioned<Maintenance>],
-) -> Result<(), ProjectionError> {
-    let ids: Vec<Uuid> = maintenances.iter().map(|m| m.id).collect();
-    let versions = maintenances
-        .iter()
-        .map(version)
-        .collect::<Result<Vec<_>, _>>()?;
-    let statuses: Vec<&str> = maintenances
-        .iter()
-        .map(|m| m.state.status.as_str())
-        .collect();
-    let starts: Vec<DateTime<Utc>> = maintenances.iter().map(|m| m.state.starts_at).collect();
-    let ends: Vec<DateTime<Utc>> = maintenances.iter().map(|m| m.state.ends_at).collect();
-    let public: Vec<bool> = maintenances
-        .iter()
-        .map(|m| is_public(&m.state.audience))
-        .collect();
-    let states = maintenances
-        .iter()
-        .map(state_json)
-        .collect::<Result<Vec<_>, _>>()?;
-    let written = upserted(
-        client,
-        "INSERT INTO rm_maintenances AS r (id, version, status, starts_at, ends_at, regions, \
-                                           service_ids, public, tenants, state) \
-         SELECT t.id, t.version, t.status, t.starts_at, t.ends_at, \
-                ARRAY(SELECT jsonb_array_elements_text(t.state->'regions')), \
-                ARRAY(SELECT s::uuid FROM jsonb_array_elements_text(t.state->'affected_services') s), \
-                t.public, \
-                ARRAY(SELECT jsonb_array_elements_text(t.state->'audience'->'tenants')), \
-                t.state \
-           FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::timestamptz[], \
-                       $5::timestamptz[], $6::bool[], $7::jsonb[]) \
-                AS t(id, version, status, starts_at, ends_at, public, state) \
-         ON CONFLICT (id) DO UPDATE SET version = excluded.version, status = excluded.status, \
-             starts_at = excluded.starts_at, ends_at = excluded.ends_at, \
-             regions = excluded.regions, service_ids = excluded.service_ids, \
-             public = excluded.public, tenants = excluded.tenants, state = excluded.state \
-         WHERE r.version < excluded.version \
-         RETURNING r.id",
-        &[&ids, &versions, &statuses, &starts, &ends, &public, &states],
-    )
-    .await?;
-    if written.is_empty() {
-        return Ok(());
-    }
-    let mut updates = UpdateRows::default();
-    let mut impacts = ImpactRows::default();
-    for maintenance in maintenances.iter().filter(|m| written.contains(&m.id)) {
-        for update in &maintenance.state.updates {
-            updates.update_ids.push(update.id);
-            updates.resource_ids.push(maintenance.id);
-            updates.titles.push(&maintenance.state.title);
-            updates.statuses.push(update.status.as_str());
-            updates.messages.push(&update.message);
-            updates.created.push(update.created_at);
-        }
-        if maintenance.state.status.is_active() {
-            for service_id in &maintenance.state.affected_services {
-                impacts.push(*service_id, maintenance.id, ServiceStatus::UnderMaintenance);
+    fn maintenances(
+        &mut self,
+        maintenances: &'a [Versioned<Maintenance>],
+    ) -> Result<(), ProjectionError> {
+        let ids: Vec<Uuid> = maintenances.iter().map(|m| m.id).collect();
+        let versions = maintenances
+            .iter()
+            .map(version)
+            .collect::<Result<Vec<_>, _>>()?;
+        let statuses: Vec<&str> = maintenances
+            .iter()
+            .map(|m| m.state.status.as_str())
+            .collect();
+        let starts: Vec<DateTime<Utc>> = maintenances.iter().map(|m| m.state.starts_at).collect();
+        let ends: Vec<DateTime<Utc>> = maintenances.iter().map(|m| m.state.ends_at).collect();
+        let public: Vec<bool> = maintenances
+            .iter()
+            .map(|m| is_public(&m.state.audience))
+            .collect();
+        let states = maintenances
+            .iter()
+            .map(state_json)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut updates = UpdateRows::default();
+        let mut impacts = ImpactRows::default();
+        for (maintenance, &version) in maintenances.iter().zip(&versions) {
+            for update in &maintenance.state.updates {
+                updates.update_ids.push(update.id);
+                updates.resource_ids.push(maintenance.id);
+                updates.resource_versions.push(version);
+                updates.titles.push(&maintenance.state.title);
+                updates.statuses.push(update.status.as_str());
+                updates.messages.push(&update.message);
+                updates.created.push(update.created_at);
+            }
+            if maintenance.state.status.is_active() {
+                for service_id in &maintenance.state.affected_services {
+                    impacts.push(
+                        *service_id,
+                        (maintenance.id, version),
+                        ServiceStatus::UnderMaintenance,
+                    );
+                }
             }
         }
+        self.push(
+            "INSERT INTO rm_maintenances AS r (id, version, status, starts_at, ends_at, regions, \
+                                               service_ids, public, tenants, state) \
+             SELECT t.id, t.version, t.status, t.starts_at, t.ends_at, \
+                    ARRAY(SELECT jsonb_array_elements_text(t.state->'regions')), \
+                    ARRAY(SELECT s::uuid FROM jsonb_array_elements_text(t.state->'affected_services') s), \
+                    t.public, \
+                    ARRAY(SELECT jsonb_array_elements_text(t.state->'audience'->'tenants')), \
+                    t.state \
+               FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::timestamptz[], \
+                           $5::timestamptz[], $6::bool[], $7::jsonb[]) \
+                    AS t(id, version, status, starts_at, ends_at, public, state) \
+             ON CONFLICT (id) DO UPDATE SET version = excluded.version, status = excluded.status, \
+                 starts_at = excluded.starts_at, ends_at = excluded.ends_at, \
+                 regions = excluded.regions, service_ids = excluded.service_ids, \
+                 public = excluded.public, tenants = excluded.tenants, state = excluded.state \
+             WHERE r.version < excluded.version",
+            params![
+                ids.clone(),
+                versions.clone(),
+                statuses,
+                starts,
+                ends,
+                public,
+                states
+            ],
+        );
+        self.derived(
+            "maintenance",
+            "rm_maintenances",
+            (ids, versions),
+            updates,
+            impacts,
+        );
+        Ok(())
     }
-    let written: Vec<Uuid> = written.into_iter().collect();
-    replace_derived(
-        client,
-        "maintenance",
-        "rm_maintenances",
-        &written,
-        &updates,
-        &impacts,
-    )
-    .await
 }
