@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::kinds::{parse_stream_id, Kind, StreamKind, Versioned};
-use crate::queries::versioned;
+use crate::queries::stored_state;
 use crate::write::{write_changes, Changes};
 use crate::{ProjectionError, PROJECTIONS_LOCK};
 
@@ -220,43 +220,64 @@ async fn fold_batch<C: GenericClient>(
         };
         streams.entry(id).or_default().push(&logged.event);
     }
-    Ok(Changes {
-        api_keys: fold_kind::<ApiKeyDecider, C>(transaction, api_keys).await?,
-        services: fold_kind::<ServiceDecider, C>(transaction, services).await?,
-        incidents: fold_kind::<IncidentDecider, C>(transaction, incidents).await?,
-        maintenances: fold_kind::<MaintenanceDecider, C>(transaction, maintenances).await?,
-        webhooks: fold_kind::<WebhookDecider, C>(transaction, webhooks).await?,
-    })
+    // Each kind notes in `changes` which derived rows it leaves as they are.
+    let mut changes = Changes::default();
+    changes.api_keys = fold_kind::<ApiKeyDecider, C>(transaction, api_keys, &mut changes).await?;
+    changes.services = fold_kind::<ServiceDecider, C>(transaction, services, &mut changes).await?;
+    changes.incidents =
+        fold_kind::<IncidentDecider, C>(transaction, incidents, &mut changes).await?;
+    changes.maintenances =
+        fold_kind::<MaintenanceDecider, C>(transaction, maintenances, &mut changes).await?;
+    changes.webhooks = fold_kind::<WebhookDecider, C>(transaction, webhooks, &mut changes).await?;
+    Ok(changes)
 }
 
-/// Continues each stream's fold from its read-model row.
+/// Continues each stream's fold from its read-model row. A row that holds the batch's
+/// events already (the publisher wrote it with them) is left alone without reading its
+/// state: most of a busy log is folded that way.
 async fn fold_kind<K: Kind, C: GenericClient>(
     transaction: &C,
     streams: Streams<'_>,
+    changes: &mut Changes,
 ) -> Result<Vec<Versioned<K::Resource>>, ProjectionError> {
     if streams.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<Uuid> = streams.keys().copied().collect();
-    let rows = transaction
-        .query(
-            &format!(
-                "SELECT id, version, state FROM {} WHERE id = ANY($1)",
-                K::TABLE
-            ),
-            &[&ids],
-        )
+    let (ids, lasts): (Vec<Uuid>, Vec<i64>) = streams
+        .iter()
+        .map(|(id, events)| {
+            let last = events.last().map_or(0, |e| e.stream_version);
+            (*id, i64::try_from(last).unwrap_or(i64::MAX))
+        })
+        .unzip();
+    let statement = transaction
+        .prepare_cached(&format!(
+            "SELECT r.id, r.version, CASE WHEN r.version < w.last THEN r.state END AS state \
+               FROM {} r JOIN unnest($1::uuid[], $2::int8[]) AS w(id, last) ON r.id = w.id",
+            K::TABLE
+        ))
         .await?;
-    let mut stored: HashMap<Uuid, (u64, K::State)> = HashMap::with_capacity(rows.len());
+    let rows = transaction.query(&statement, &[&ids, &lasts]).await?;
+    // Per row: its version and its state, `None` when the row is up to date.
+    let mut stored: HashMap<Uuid, (u64, Option<K::Resource>)> = HashMap::with_capacity(rows.len());
     for row in &rows {
-        let row: Versioned<K::Resource> = versioned(row)?;
-        stored.insert(row.id, (row.version, Some(row.state)));
+        let id: Uuid = row.try_get("id")?;
+        let version = u64::try_from(row.try_get::<_, i64>("version")?)
+            .map_err(|_| ProjectionError::Corrupt(format!("negative version of {id}")))?;
+        stored.insert(id, (version, stored_state(row, id)?));
     }
     let mut changed = Vec::new();
     for (id, events) in streams {
-        let (start, state) = stored.remove(&id).unwrap_or((0, None));
-        let (version, state) = fold_stream::<K>(id, start, state, &events)?;
+        let (start, before) = match stored.remove(&id) {
+            Some((_, None)) => continue,
+            Some((version, Some(state))) => (version, Some(state)),
+            None => (0, None),
+        };
+        let (version, state) = fold_stream::<K>(id, start, before.clone(), &events)?;
         if let (true, Some(state)) = (version > start, state) {
+            if let Some(before) = &before {
+                K::note_unchanged(before, &state, changes);
+            }
             changed.push(Versioned { id, version, state });
         }
     }

@@ -1,6 +1,7 @@
 //! The kinds of resource, as the event store sees them: a stream per resource named
 //! `<kind>-<uuid>`, and the domain's events stored by type name and schema version.
 
+use crate::write::Derived;
 use domain::{api_key, incident, maintenance, service, webhook, Decider, DecodeError};
 use eventstore::RecordedEvent;
 use serde::{de::DeserializeOwned, Serialize};
@@ -25,6 +26,16 @@ pub trait Kind: Decider<State = Option<Self::Resource>> {
 
     /// Adds a state of this kind to the read-model writes of `changes`.
     fn add_to(changes: &mut crate::Changes, resource: Versioned<Self::Resource>);
+
+    /// Notes in `changes` which derived rows of `after` are stored already, exactly as
+    /// `before` (the state its row held) made them, so that writing `after` leaves them
+    /// alone (see [`crate::Changes::stored_updates`]).
+    fn note_unchanged(
+        _before: &Self::Resource,
+        _after: &Self::Resource,
+        _changes: &mut crate::Changes,
+    ) {
+    }
 
     /// The stream of the resource `id`.
     fn stream_id(id: Uuid) -> String {
@@ -53,6 +64,18 @@ impl Kind for incident::IncidentDecider {
 
     fn add_to(changes: &mut crate::Changes, resource: Versioned<Self::Resource>) {
         changes.incidents.push(resource);
+    }
+
+    fn note_unchanged(
+        before: &Self::Resource,
+        after: &Self::Resource,
+        changes: &mut crate::Changes,
+    ) {
+        changes.note_unchanged(
+            after.id,
+            Derived::of_incident(before),
+            Derived::of_incident(after),
+        );
     }
 
     fn decode(event: &RecordedEvent) -> Result<incident::Event, DecodeError> {
@@ -97,6 +120,18 @@ impl Kind for maintenance::MaintenanceDecider {
 
     fn add_to(changes: &mut crate::Changes, resource: Versioned<Self::Resource>) {
         changes.maintenances.push(resource);
+    }
+
+    fn note_unchanged(
+        before: &Self::Resource,
+        after: &Self::Resource,
+        changes: &mut crate::Changes,
+    ) {
+        changes.note_unchanged(
+            after.id,
+            Derived::of_maintenance(before),
+            Derived::of_maintenance(after),
+        );
     }
 
     fn decode(event: &RecordedEvent) -> Result<maintenance::Event, DecodeError> {

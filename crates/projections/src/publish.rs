@@ -217,6 +217,7 @@ impl Publisher {
             }
         }
         let events = K::decide(command, &state)?;
+        let before = state.clone();
         let new_state = events.iter().fold(state, K::evolve).ok_or_else(|| {
             ProjectionError::Corrupt(format!("{stream_id}: the command leaves no resource"))
         })?;
@@ -254,6 +255,9 @@ impl Publisher {
             new_events.push(new_event);
         }
         let mut changes = Changes::default();
+        if let Some(before) = &before {
+            K::note_unchanged(before, &written.resource.state, &mut changes);
+        }
         K::add_to(&mut changes, written.resource.clone());
 
         // The write: one transaction sent as one pipeline (see crate::pipeline), so every

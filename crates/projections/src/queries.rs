@@ -102,9 +102,23 @@ pub(crate) fn versioned<T: DeserializeOwned>(
     let id: Uuid = row.try_get("id")?;
     let version = u64::try_from(row.try_get::<_, i64>("version")?)
         .map_err(|_| ProjectionError::Corrupt(format!("negative version of {id}")))?;
-    let state = serde_json::from_value(row.try_get("state")?)
-        .map_err(|e| ProjectionError::Corrupt(format!("stored state of {id}: {e}")))?;
+    let state = stored_state(row, id)?
+        .ok_or_else(|| ProjectionError::Corrupt(format!("no stored state of {id}")))?;
     Ok(Versioned { id, version, state })
+}
+
+/// The `state` column of the row of `id`, decoded straight from the stored bytes (no
+/// intermediate JSON tree); `None` when it is NULL.
+pub(crate) fn stored_state<T: DeserializeOwned>(
+    row: &tokio_postgres::Row,
+    id: Uuid,
+) -> Result<Option<T>, ProjectionError> {
+    match row.try_get::<_, Option<tokio_postgres::types::Json<T>>>("state") {
+        Ok(state) => Ok(state.map(|json| json.0)),
+        Err(e) => Err(ProjectionError::Corrupt(format!(
+            "stored state of {id}: {e}"
+        ))),
+    }
 }
 
 fn service_status(text: &str) -> Result<ServiceStatus, ProjectionError> {

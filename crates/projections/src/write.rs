@@ -7,6 +7,8 @@
 //! very version they were derived from, so writing a state twice, or an older one after a
 //! newer, changes nothing.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use domain::api_key::ApiKey;
@@ -30,9 +32,104 @@ pub struct Changes {
     pub incidents: Vec<Versioned<Incident>>,
     pub maintenances: Vec<Versioned<Maintenance>>,
     pub webhooks: Vec<Versioned<Webhook>>,
+    /// Updates (of these incidents and maintenances) whose derived rows are known to be
+    /// stored exactly as these states would write them: left out, so that a write costs
+    /// what changed rather than the length of the timeline. Empty: every one is written.
+    pub stored_updates: HashSet<Uuid>,
+    /// Incidents and maintenances whose service impact rows are known to be stored exactly
+    /// as these states would write them: left alone rather than deleted and inserted again.
+    pub stored_impacts: HashSet<Uuid>,
+}
+
+/// What an incident's or a maintenance's derived rows are made of: an update row holds the
+/// update with its resource's title and audience, an impact row the service's status with
+/// the resource's audience.
+pub(crate) struct Derived<'a, U> {
+    title: &'a str,
+    audience: &'a Audience,
+    updates: &'a [U],
+    impacts: Vec<(Uuid, ServiceStatus)>,
+}
+
+impl<'a> Derived<'a, domain::incident::Update> {
+    pub(crate) fn of_incident(incident: &'a Incident) -> Self {
+        Derived {
+            title: &incident.title,
+            audience: &incident.audience,
+            updates: &incident.updates,
+            impacts: incident_impacts(incident),
+        }
+    }
+}
+
+impl<'a> Derived<'a, domain::maintenance::MaintenanceUpdate> {
+    pub(crate) fn of_maintenance(maintenance: &'a Maintenance) -> Self {
+        Derived {
+            title: &maintenance.title,
+            audience: &maintenance.audience,
+            updates: &maintenance.updates,
+            impacts: maintenance_impacts(maintenance),
+        }
+    }
+}
+
+/// The services an incident affects while it is open, with their status.
+fn incident_impacts(incident: &Incident) -> Vec<(Uuid, ServiceStatus)> {
+    if !incident.status.is_open() {
+        return Vec::new();
+    }
+    (incident.affected_services.iter())
+        .map(|a| (a.service_id, a.status))
+        .collect()
+}
+
+/// The services a maintenance puts under maintenance while it is active.
+fn maintenance_impacts(maintenance: &Maintenance) -> Vec<(Uuid, ServiceStatus)> {
+    if !maintenance.status.is_active() {
+        return Vec::new();
+    }
+    (maintenance.affected_services.iter())
+        .map(|id| (*id, ServiceStatus::UnderMaintenance))
+        .collect()
+}
+
+/// Anything with an update id.
+pub(crate) trait HasUpdateId {
+    fn update_id(&self) -> Uuid;
+}
+
+impl HasUpdateId for domain::incident::Update {
+    fn update_id(&self) -> Uuid {
+        self.id
+    }
+}
+
+impl HasUpdateId for domain::maintenance::MaintenanceUpdate {
+    fn update_id(&self) -> Uuid {
+        self.id
+    }
 }
 
 impl Changes {
+    /// Notes which derived rows of resource `id` at `after` are the ones `before` made:
+    /// updates that are the same at the same place of the timeline, and impacts that are
+    /// all the same; none when the title or the audience changed, which every row holds.
+    pub(crate) fn note_unchanged<U: PartialEq + HasUpdateId>(
+        &mut self,
+        id: Uuid,
+        before: Derived<'_, U>,
+        after: Derived<'_, U>,
+    ) {
+        if before.title != after.title || before.audience != after.audience {
+            return;
+        }
+        let same = before.updates.iter().zip(after.updates);
+        (self.stored_updates).extend(same.filter(|(b, a)| b == a).map(|(_, a)| a.update_id()));
+        if before.impacts == after.impacts {
+            self.stored_impacts.insert(id);
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.api_keys.is_empty()
             && self.services.is_empty()
@@ -100,10 +197,10 @@ impl<'a> Writes<'a> {
             writes.services(&changes.services)?;
         }
         if !changes.incidents.is_empty() {
-            writes.incidents(&changes.incidents)?;
+            writes.incidents(&changes.incidents, changes)?;
         }
         if !changes.maintenances.is_empty() {
-            writes.maintenances(&changes.maintenances)?;
+            writes.maintenances(&changes.maintenances, changes)?;
         }
         if !changes.webhooks.is_empty() {
             writes.webhooks(&changes.webhooks)?;
@@ -158,6 +255,25 @@ struct UpdateRows<'a> {
     statuses: Vec<&'static str>,
     messages: Vec<&'a str>,
     created: Vec<DateTime<Utc>>,
+}
+
+impl<'a> UpdateRows<'a> {
+    /// The row of one update (id, status, message, time) of `resource`.
+    fn push<R>(
+        &mut self,
+        resource: &Versioned<R>,
+        title: &'a str,
+        (update_id, status, message, created): (Uuid, &'static str, &'a str, DateTime<Utc>),
+    ) -> Result<(), ProjectionError> {
+        self.update_ids.push(update_id);
+        self.resource_ids.push(resource.id);
+        self.resource_versions.push(version(resource)?);
+        self.titles.push(title);
+        self.statuses.push(status);
+        self.messages.push(message);
+        self.created.push(created);
+        Ok(())
+    }
 }
 
 /// One derived row per service an open incident or active maintenance affects.
@@ -270,25 +386,33 @@ impl<'a> Writes<'a> {
     /// derived rows come from (it was just written, or already held that version), and
     /// taking their audience from that row (so a derived row never disagrees with its
     /// resource). Timelines only grow, so update rows are upserted (an unchanged one is not
-    /// rewritten: a write costs what changed, not the length of the timeline); impacts,
-    /// which come and go with the resource's status, are replaced.
+    /// rewritten); impacts, which come and go with the resource's status, are replaced.
+    /// Rows that [`Changes`] says are stored already are left out.
     fn derived(
         &mut self,
         kind: &'static str,
         parent_table: &str,
-        resources: (Vec<Uuid>, Vec<i64>),
+        resources: &[&Versioned<impl Sized>],
         updates: UpdateRows<'a>,
         impacts: ImpactRows,
-    ) {
-        self.push(
-            format!(
-                "DELETE FROM rm_service_impacts i \
-                  USING unnest($1::uuid[], $2::int8[]) AS w(id, version) \
-                   JOIN {parent_table} p ON p.id = w.id AND p.version = w.version \
-                  WHERE i.source_kind = $3 AND i.source_id = w.id"
-            ),
-            params![resources.0, resources.1, kind],
-        );
+    ) -> Result<(), ProjectionError> {
+        let ids: Vec<Uuid> = resources.iter().map(|r| r.id).collect();
+        let versions = resources
+            .iter()
+            .map(|r| version(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !ids.is_empty() {
+            self.push(
+                format!(
+                    "DELETE FROM rm_service_impacts i \
+                      WHERE i.source_kind = $3 AND i.source_id = ANY($1) \
+                        AND EXISTS (SELECT 1 FROM unnest($1::uuid[], $2::int8[]) AS w(id, version) \
+                                      JOIN {parent_table} p ON p.id = w.id AND p.version = w.version \
+                                     WHERE w.id = i.source_id)"
+                ),
+                params![ids, versions, kind],
+            );
+        }
         if !updates.update_ids.is_empty() {
             self.push(
                 format!(
@@ -342,9 +466,14 @@ impl<'a> Writes<'a> {
                 ],
             );
         }
+        Ok(())
     }
 
-    fn incidents(&mut self, incidents: &'a [Versioned<Incident>]) -> Result<(), ProjectionError> {
+    fn incidents(
+        &mut self,
+        incidents: &'a [Versioned<Incident>],
+        changes: &Changes,
+    ) -> Result<(), ProjectionError> {
         let ids: Vec<Uuid> = incidents.iter().map(|i| i.id).collect();
         let versions = incidents
             .iter()
@@ -364,21 +493,26 @@ impl<'a> Writes<'a> {
             .map(state_json)
             .collect::<Result<Vec<_>, _>>()?;
         let mut updates = UpdateRows::default();
-        let mut impacts = ImpactRows::default();
-        for (incident, &version) in incidents.iter().zip(&versions) {
+        for incident in incidents {
             for update in &incident.state.updates {
-                updates.update_ids.push(update.id);
-                updates.resource_ids.push(incident.id);
-                updates.resource_versions.push(version);
-                updates.titles.push(&incident.state.title);
-                updates.statuses.push(update.status.as_str());
-                updates.messages.push(&update.message);
-                updates.created.push(update.created_at);
-            }
-            if incident.state.status.is_open() {
-                for affected in &incident.state.affected_services {
-                    impacts.push(affected.service_id, (incident.id, version), affected.status);
+                if !changes.stored_updates.contains(&update.id) {
+                    let row = (
+                        update.id,
+                        update.status.as_str(),
+                        update.message.as_str(),
+                        update.created_at,
+                    );
+                    updates.push(incident, &incident.state.title, row)?;
                 }
+            }
+        }
+        let replaced: Vec<&Versioned<Incident>> = (incidents.iter())
+            .filter(|i| !changes.stored_impacts.contains(&i.id))
+            .collect();
+        let mut impacts = ImpactRows::default();
+        for incident in &replaced {
+            for (service_id, status) in incident_impacts(&incident.state) {
+                impacts.push(service_id, (incident.id, version(incident)?), status);
             }
         }
         // Arrays of differing lengths per row cannot be passed as one SQL array; they are
@@ -402,30 +536,15 @@ impl<'a> Writes<'a> {
                  service_ids = excluded.service_ids, public = excluded.public, \
                  tenants = excluded.tenants, state = excluded.state \
              WHERE r.version < excluded.version",
-            params![
-                ids.clone(),
-                versions.clone(),
-                statuses,
-                open,
-                started,
-                resolved,
-                public,
-                states
-            ],
+            params![ids, versions, statuses, open, started, resolved, public, states],
         );
-        self.derived(
-            "incident",
-            "rm_incidents",
-            (ids, versions),
-            updates,
-            impacts,
-        );
-        Ok(())
+        self.derived("incident", "rm_incidents", &replaced, updates, impacts)
     }
 
     fn maintenances(
         &mut self,
         maintenances: &'a [Versioned<Maintenance>],
+        changes: &Changes,
     ) -> Result<(), ProjectionError> {
         let ids: Vec<Uuid> = maintenances.iter().map(|m| m.id).collect();
         let versions = maintenances
@@ -447,25 +566,26 @@ impl<'a> Writes<'a> {
             .map(state_json)
             .collect::<Result<Vec<_>, _>>()?;
         let mut updates = UpdateRows::default();
-        let mut impacts = ImpactRows::default();
-        for (maintenance, &version) in maintenances.iter().zip(&versions) {
+        for maintenance in maintenances {
             for update in &maintenance.state.updates {
-                updates.update_ids.push(update.id);
-                updates.resource_ids.push(maintenance.id);
-                updates.resource_versions.push(version);
-                updates.titles.push(&maintenance.state.title);
-                updates.statuses.push(update.status.as_str());
-                updates.messages.push(&update.message);
-                updates.created.push(update.created_at);
-            }
-            if maintenance.state.status.is_active() {
-                for service_id in &maintenance.state.affected_services {
-                    impacts.push(
-                        *service_id,
-                        (maintenance.id, version),
-                        ServiceStatus::UnderMaintenance,
+                if !changes.stored_updates.contains(&update.id) {
+                    let row = (
+                        update.id,
+                        update.status.as_str(),
+                        update.message.as_str(),
+                        update.created_at,
                     );
+                    updates.push(maintenance, &maintenance.state.title, row)?;
                 }
+            }
+        }
+        let replaced: Vec<&Versioned<Maintenance>> = (maintenances.iter())
+            .filter(|m| !changes.stored_impacts.contains(&m.id))
+            .collect();
+        let mut impacts = ImpactRows::default();
+        for maintenance in &replaced {
+            for (service_id, status) in maintenance_impacts(&maintenance.state) {
+                impacts.push(service_id, (maintenance.id, version(maintenance)?), status);
             }
         }
         self.push(
@@ -485,23 +605,76 @@ impl<'a> Writes<'a> {
                  regions = excluded.regions, service_ids = excluded.service_ids, \
                  public = excluded.public, tenants = excluded.tenants, state = excluded.state \
              WHERE r.version < excluded.version",
-            params![
-                ids.clone(),
-                versions.clone(),
-                statuses,
-                starts,
-                ends,
-                public,
-                states
-            ],
+            params![ids, versions, statuses, starts, ends, public, states],
         );
         self.derived(
             "maintenance",
             "rm_maintenances",
-            (ids, versions),
+            &replaced,
             updates,
             impacts,
-        );
-        Ok(())
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(PartialEq)]
+    struct Update(Uuid, &'static str);
+
+    impl HasUpdateId for Update {
+        fn update_id(&self) -> Uuid {
+            self.0
+        }
+    }
+
+    fn derived<'a>(
+        title: &'a str,
+        audience: &'a Audience,
+        updates: &'a [Update],
+        impacts: &[(Uuid, ServiceStatus)],
+    ) -> Derived<'a, Update> {
+        Derived {
+            title,
+            audience,
+            updates,
+            impacts: impacts.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_derived_row_is_noted_unchanged_only_when_everything_it_holds_is() {
+        let id = Uuid::from_u128(7);
+        let [a, b, c, service] = [1, 2, 3, 4].map(Uuid::from_u128);
+        let public = Audience::Public;
+        let tenant = Audience::Tenants {
+            tenants: vec!["contoso".into()],
+        };
+        let outage = [(service, ServiceStatus::MajorOutage)];
+        let before = [Update(a, "a"), Update(b, "b")];
+        let noted = |after: Derived<'_, Update>| {
+            let mut changes = Changes::default();
+            changes.note_unchanged(id, derived("Teams", &public, &before, &outage), after);
+            let mut updates: Vec<Uuid> = changes.stored_updates.into_iter().collect();
+            updates.sort();
+            (updates, changes.stored_impacts.contains(&id))
+        };
+
+        // An update appended: the earlier ones and the impacts are as stored.
+        let appended = [Update(a, "a"), Update(b, "b"), Update(c, "c")];
+        let after = derived("Teams", &public, &appended, &outage);
+        assert_eq!(noted(after), (vec![a, b], true));
+        // A correction, and a service that recovered.
+        let corrected = [Update(a, "a"), Update(b, "b, corrected")];
+        let recovered = [(service, ServiceStatus::PartialOutage)];
+        let after = derived("Teams", &public, &corrected, &recovered);
+        assert_eq!(noted(after), (vec![a], false));
+        // A new title or audience is in every row.
+        let after = derived("Teams sign-in", &public, &before, &outage);
+        assert_eq!(noted(after), (vec![], false));
+        let after = derived("Teams", &tenant, &before, &outage);
+        assert_eq!(noted(after), (vec![], false));
     }
 }
