@@ -17,7 +17,7 @@ use domain::maintenance::Maintenance;
 use domain::service::Service;
 use domain::values::{Audience, ServiceStatus};
 use domain::webhook::{Webhook, WebhookStatus};
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{Json, ToSql};
 use uuid::Uuid;
 
 use crate::kinds::Versioned;
@@ -145,9 +145,10 @@ fn version(v: &Versioned<impl Sized>) -> Result<i64, ProjectionError> {
     })
 }
 
-fn state_json<T: serde::Serialize>(v: &Versioned<T>) -> Result<serde_json::Value, ProjectionError> {
-    serde_json::to_value(&v.state)
-        .map_err(|e| ProjectionError::Corrupt(format!("state of {} does not serialise: {e}", v.id)))
+/// A state as its `jsonb` parameter: serialised straight into the statement, without an
+/// intermediate JSON tree.
+fn state_json<T>(v: &Versioned<T>) -> Json<&T> {
+    Json(&v.state)
 }
 
 fn is_public(audience: &Audience) -> bool {
@@ -307,7 +308,7 @@ impl<'a> Writes<'a> {
         let roles: Vec<&str> = keys.iter().map(|k| k.state.role.as_str()).collect();
         let tenants: Vec<Option<&str>> = keys.iter().map(|k| k.state.tenant.as_deref()).collect();
         let revoked: Vec<bool> = keys.iter().map(|k| k.state.revoked_at.is_some()).collect();
-        let states = keys.iter().map(state_json).collect::<Result<Vec<_>, _>>()?;
+        let states: Vec<_> = keys.iter().map(state_json).collect();
         self.push(
             "INSERT INTO rm_api_keys AS r (id, version, secret_sha256, role, tenant, revoked, state) \
              SELECT * FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::text[], $5::text[], \
@@ -334,10 +335,7 @@ impl<'a> Writes<'a> {
             .map(|w| w.state.status == WebhookStatus::Active)
             .collect();
         let created: Vec<DateTime<Utc>> = webhooks.iter().map(|w| w.state.created_at).collect();
-        let states = webhooks
-            .iter()
-            .map(state_json)
-            .collect::<Result<Vec<_>, _>>()?;
+        let states: Vec<_> = webhooks.iter().map(state_json).collect();
         self.push(
             "INSERT INTO rm_webhooks AS r (id, version, tenant, active, created_at, state) \
              SELECT * FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::bool[], \
@@ -364,10 +362,7 @@ impl<'a> Writes<'a> {
             .iter()
             .map(|s| s.state.retired_at.is_some())
             .collect();
-        let states = services
-            .iter()
-            .map(state_json)
-            .collect::<Result<Vec<_>, _>>()?;
+        let states: Vec<_> = services.iter().map(state_json).collect();
         self.push(
             "INSERT INTO rm_services AS r (id, version, name, group_name, created_at, retired, state) \
              SELECT * FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::text[], \
@@ -488,10 +483,7 @@ impl<'a> Writes<'a> {
             .iter()
             .map(|i| is_public(&i.state.audience))
             .collect();
-        let states = incidents
-            .iter()
-            .map(state_json)
-            .collect::<Result<Vec<_>, _>>()?;
+        let states: Vec<_> = incidents.iter().map(state_json).collect();
         let mut updates = UpdateRows::default();
         for incident in incidents {
             for update in &incident.state.updates {
@@ -561,10 +553,7 @@ impl<'a> Writes<'a> {
             .iter()
             .map(|m| is_public(&m.state.audience))
             .collect();
-        let states = maintenances
-            .iter()
-            .map(state_json)
-            .collect::<Result<Vec<_>, _>>()?;
+        let states: Vec<_> = maintenances.iter().map(state_json).collect();
         let mut updates = UpdateRows::default();
         for maintenance in maintenances {
             for update in &maintenance.state.updates {
