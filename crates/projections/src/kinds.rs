@@ -14,7 +14,14 @@ pub trait Kind: Decider<State = Option<Self::Resource>> {
     /// The read-model table of its rows.
     const TABLE: &'static str;
     /// The resource as it stands (the decider's state once it exists).
-    type Resource: Clone + std::fmt::Debug + PartialEq + Serialize + DeserializeOwned;
+    type Resource: Clone
+        + std::fmt::Debug
+        + PartialEq
+        + Serialize
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static;
 
     fn decode(event: &RecordedEvent) -> Result<Self::Event, DecodeError>;
 
@@ -26,6 +33,12 @@ pub trait Kind: Decider<State = Option<Self::Resource>> {
 
     /// Adds a state of this kind to the read-model writes of `changes`.
     fn add_to(changes: &mut crate::Changes, resource: Versioned<Self::Resource>);
+
+    /// About how many bytes the resource takes in memory (for the publisher's cache of
+    /// recent states): small for most kinds, growing with the timeline for some.
+    fn weight(_resource: &Self::Resource) -> u64 {
+        1024
+    }
 
     /// Notes in `changes` which derived rows of `after` are stored already, exactly as
     /// `before` (the state its row held) made them, so that writing `after` leaves them
@@ -41,6 +54,13 @@ pub trait Kind: Decider<State = Option<Self::Resource>> {
     fn stream_id(id: Uuid) -> String {
         format!("{}-{id}", Self::NAME)
     }
+}
+
+/// A resource with a timeline: a base, and per update its message and about 512 bytes more
+/// (ids, times, author, corrections).
+fn timeline_weight(message_lengths: impl Iterator<Item = usize>) -> u64 {
+    let bytes: usize = message_lengths.map(|length| 512 + length).sum();
+    1024 + bytes as u64
 }
 
 fn encoded<E: Serialize>(
@@ -76,6 +96,10 @@ impl Kind for incident::IncidentDecider {
             Derived::of_incident(before),
             Derived::of_incident(after),
         );
+    }
+
+    fn weight(resource: &Self::Resource) -> u64 {
+        timeline_weight(resource.updates.iter().map(|u| u.message.len()))
     }
 
     fn decode(event: &RecordedEvent) -> Result<incident::Event, DecodeError> {
@@ -132,6 +156,10 @@ impl Kind for maintenance::MaintenanceDecider {
             Derived::of_maintenance(before),
             Derived::of_maintenance(after),
         );
+    }
+
+    fn weight(resource: &Self::Resource) -> u64 {
+        timeline_weight(resource.updates.iter().map(|u| u.message.len()))
     }
 
     fn decode(event: &RecordedEvent) -> Result<maintenance::Event, DecodeError> {

@@ -1,5 +1,8 @@
 //! Running a command: the one write path of the product.
 
+use std::any::Any;
+use std::sync::Arc;
+
 use domain::DomainError;
 use eventstore::{AppendError, EventStore, Metadata, NewEvent, StoreError};
 use tokio_postgres::types::ToSql;
@@ -97,6 +100,33 @@ impl CommandError {
 #[derive(Clone)]
 pub struct Publisher {
     store: EventStore,
+    recent: Arc<RecentStates>,
+}
+
+/// How many bytes (estimated, see [`Kind::weight`]) of recently written states a publisher
+/// keeps.
+const RECENT_STATES_BYTES: u64 = 64 << 20;
+
+/// The states this process wrote last, by resource id, with their versions. A write to the
+/// same resource then reads only its row's version, not its state, when the row still
+/// holds that version: a version is one state, whoever computed it.
+type RecentStates = quick_cache::sync::Cache<Uuid, Recent, RecentWeight>;
+
+#[derive(Clone)]
+struct Recent {
+    version: u64,
+    weight: u64,
+    /// A `K::Resource` of the writer's kind.
+    state: Arc<dyn Any + Send + Sync>,
+}
+
+#[derive(Clone)]
+struct RecentWeight;
+
+impl quick_cache::Weighter<Uuid, Recent> for RecentWeight {
+    fn weight(&self, _: &Uuid, recent: &Recent) -> u64 {
+        recent.weight
+    }
 }
 
 enum Attempt<R> {
@@ -110,6 +140,11 @@ impl Publisher {
     pub fn new(store: &EventStore) -> Self {
         Publisher {
             store: store.clone(),
+            recent: Arc::new(RecentStates::with_weighter(
+                10_000,
+                RECENT_STATES_BYTES,
+                RecentWeight,
+            )),
         }
     }
 
@@ -191,7 +226,11 @@ impl Publisher {
                 None => Ok(Recall::Fresh),
             }
         };
-        let load = load::<K, _>(&client, &stream_id, id);
+        let known = self.recent.get(&id).and_then(|recent| {
+            let state = recent.state.downcast::<K::Resource>().ok()?;
+            Some((recent.version, state))
+        });
+        let load = load::<K, _>(&client, &stream_id, id, known);
         let (recalled, (version, state)) = futures_util::try_join!(recall, load)?;
         match recalled {
             Recall::Fresh => {}
@@ -327,6 +366,15 @@ impl Publisher {
         transaction.finish(commit).await?;
         if commit {
             self.store.notify_appended();
+            if let Ok(Attempt::Done(written)) = &outcome {
+                let resource = &written.resource;
+                let recent = Recent {
+                    version: resource.version,
+                    weight: K::weight(&resource.state),
+                    state: Arc::new(resource.state.clone()),
+                };
+                self.recent.insert(id, recent);
+            }
         }
         outcome
     }
@@ -365,6 +413,7 @@ pub(crate) async fn load<K: Kind, C: deadpool_postgres::GenericClient>(
     client: &C,
     stream_id: &str,
     id: Uuid,
+    known: Option<(u64, Arc<K::Resource>)>,
 ) -> Result<(u64, K::State), ProjectionError> {
     // One round trip (see crate::pipeline). The events are read first, after the version
     // the row held at that moment; the row is read second, at that version or a later one
@@ -380,23 +429,37 @@ pub(crate) async fn load<K: Kind, C: deadpool_postgres::GenericClient>(
             K::TABLE
         ))
         .await?;
+    // The state is left out when the row holds the version whose state is known.
     let snapshot = client
         .prepare_cached(&format!(
-            "SELECT id, version, state FROM {} WHERE id = $1",
+            "SELECT version, CASE WHEN version = $2 THEN NULL ELSE state END AS state \
+               FROM {} WHERE id = $1",
             K::TABLE
         ))
         .await?;
     let page = i64::try_from(eventstore::MAX_READ_BATCH).unwrap_or(i64::MAX);
+    let known_version = known
+        .as_ref()
+        .and_then(|(version, _)| i64::try_from(*version).ok())
+        .unwrap_or(-1);
     let newer_params: [&(dyn ToSql + Sync); 3] = [&stream_id, &id, &page];
-    let snapshot_params: [&(dyn ToSql + Sync); 1] = [&id];
+    let snapshot_params: [&(dyn ToSql + Sync); 2] = [&id, &known_version];
     let (newer, snapshot) = futures_util::try_join!(
         client.query(&newer, &newer_params),
         client.query_opt(&snapshot, &snapshot_params),
     )?;
     let (start, snapshot) = match snapshot {
         Some(row) => {
-            let row: Versioned<K::Resource> = crate::queries::versioned(&row)?;
-            (row.version, Some(row.state))
+            let version = u64::try_from(row.try_get::<_, i64>("version")?)
+                .map_err(|_| ProjectionError::Corrupt(format!("negative version of {id}")))?;
+            let state = match (crate::queries::stored_state(&row, id)?, known) {
+                (Some(stored), _) => stored,
+                (None, Some((_, known))) => Arc::unwrap_or_clone(known),
+                (None, None) => {
+                    return Err(ProjectionError::Corrupt(format!("no stored state of {id}")))
+                }
+            };
+            (version, Some(state))
         }
         None => (0, None),
     };

@@ -1034,3 +1034,38 @@ async fn a_key_authenticates_by_its_secret_hash_until_revoked_on_every_process()
         "revoked at once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishers_of_several_processes_each_decide_on_the_others_latest_writes() {
+    // Each publisher keeps the states it wrote last; taking turns, each must still build on
+    // the other's newer version, never on its own older one.
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    let (first, second) = (Publisher::new(&store), Publisher::new(&store));
+    let service_id = create_service(&first, "Teams").await;
+    let id = Uuid::new_v4();
+    let affected = hit(service_id, ServiceStatus::MajorOutage);
+    first
+        .execute::<IncidentDecider>(id, &declare(id, affected, Audience::Public), None, &by())
+        .await
+        .unwrap();
+    for minute in 2..=7 {
+        let publisher = if minute % 2 == 0 { &second } else { &first };
+        let status = if minute == 7 {
+            IncidentStatus::Resolved
+        } else {
+            IncidentStatus::Identified
+        };
+        let written = publisher
+            .execute::<IncidentDecider>(id, &post(status, minute), None, &by())
+            .await
+            .unwrap();
+        assert_eq!(written.resource.version, u64::from(minute));
+        assert_eq!(written.resource.state.updates.len(), minute as usize);
+    }
+    // The derived rows agree with the last state: the incident is resolved.
+    assert_eq!(
+        status_for(&store, service_id, &Viewer::Public).await,
+        ServiceStatus::Operational
+    );
+}
