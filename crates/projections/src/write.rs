@@ -93,20 +93,30 @@ fn maintenance_impacts(maintenance: &Maintenance) -> Vec<(Uuid, ServiceStatus)> 
         .collect()
 }
 
-/// Anything with an update id.
-pub(crate) trait HasUpdateId {
-    fn update_id(&self) -> Uuid;
+/// An update of a timeline, as its `rm_updates` row holds it: id, status, message, time.
+pub(crate) trait TimelineUpdate {
+    fn row(&self) -> (Uuid, &'static str, &str, DateTime<Utc>);
 }
 
-impl HasUpdateId for domain::incident::Update {
-    fn update_id(&self) -> Uuid {
-        self.id
+impl TimelineUpdate for domain::incident::Update {
+    fn row(&self) -> (Uuid, &'static str, &str, DateTime<Utc>) {
+        (
+            self.id,
+            self.status.as_str(),
+            &self.message,
+            self.created_at,
+        )
     }
 }
 
-impl HasUpdateId for domain::maintenance::MaintenanceUpdate {
-    fn update_id(&self) -> Uuid {
-        self.id
+impl TimelineUpdate for domain::maintenance::MaintenanceUpdate {
+    fn row(&self) -> (Uuid, &'static str, &str, DateTime<Utc>) {
+        (
+            self.id,
+            self.status.as_str(),
+            &self.message,
+            self.created_at,
+        )
     }
 }
 
@@ -114,7 +124,7 @@ impl Changes {
     /// Notes which derived rows of resource `id` at `after` are the ones `before` made:
     /// updates that are the same at the same place of the timeline, and impacts that are
     /// all the same; none when the title or the audience changed, which every row holds.
-    pub(crate) fn note_unchanged<U: PartialEq + HasUpdateId>(
+    pub(crate) fn note_unchanged<U: PartialEq + TimelineUpdate>(
         &mut self,
         id: Uuid,
         before: Derived<'_, U>,
@@ -124,7 +134,7 @@ impl Changes {
             return;
         }
         let same = before.updates.iter().zip(after.updates);
-        (self.stored_updates).extend(same.filter(|(b, a)| b == a).map(|(_, a)| a.update_id()));
+        (self.stored_updates).extend(same.filter(|(b, a)| b == a).map(|(_, a)| a.row().0));
         if before.impacts == after.impacts {
             self.stored_impacts.insert(id);
         }
@@ -258,25 +268,6 @@ struct UpdateRows<'a> {
     created: Vec<DateTime<Utc>>,
 }
 
-impl<'a> UpdateRows<'a> {
-    /// The row of one update (id, status, message, time) of `resource`.
-    fn push<R>(
-        &mut self,
-        resource: &Versioned<R>,
-        title: &'a str,
-        (update_id, status, message, created): (Uuid, &'static str, &'a str, DateTime<Utc>),
-    ) -> Result<(), ProjectionError> {
-        self.update_ids.push(update_id);
-        self.resource_ids.push(resource.id);
-        self.resource_versions.push(version(resource)?);
-        self.titles.push(title);
-        self.statuses.push(status);
-        self.messages.push(message);
-        self.created.push(created);
-        Ok(())
-    }
-}
-
 /// One derived row per service an open incident or active maintenance affects.
 #[derive(Default)]
 struct ImpactRows {
@@ -383,19 +374,40 @@ impl<'a> Writes<'a> {
     /// resource). Timelines only grow, so update rows are upserted (an unchanged one is not
     /// rewritten); impacts, which come and go with the resource's status, are replaced.
     /// Rows that [`Changes`] says are stored already are left out.
-    fn derived(
+    fn derived<R, U: TimelineUpdate + 'a>(
         &mut self,
         kind: &'static str,
         parent_table: &str,
-        resources: &[&Versioned<impl Sized>],
-        updates: UpdateRows<'a>,
-        impacts: ImpactRows,
+        resources: &'a [Versioned<R>],
+        derive: impl Fn(&'a R) -> Derived<'a, U>,
+        changes: &Changes,
     ) -> Result<(), ProjectionError> {
-        let ids: Vec<Uuid> = resources.iter().map(|r| r.id).collect();
-        let versions = resources
-            .iter()
-            .map(|r| version(r))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut updates = UpdateRows::default();
+        let mut impacts = ImpactRows::default();
+        let (mut ids, mut versions) = (Vec::new(), Vec::new());
+        for resource in resources {
+            let derived = derive(&resource.state);
+            let version = version(resource)?;
+            for update in derived.updates {
+                let (update_id, status, message, created) = update.row();
+                if !changes.stored_updates.contains(&update_id) {
+                    updates.update_ids.push(update_id);
+                    updates.resource_ids.push(resource.id);
+                    updates.resource_versions.push(version);
+                    updates.titles.push(derived.title);
+                    updates.statuses.push(status);
+                    updates.messages.push(message);
+                    updates.created.push(created);
+                }
+            }
+            if !changes.stored_impacts.contains(&resource.id) {
+                ids.push(resource.id);
+                versions.push(version);
+                for (service_id, status) in derived.impacts {
+                    impacts.push(service_id, (resource.id, version), status);
+                }
+            }
+        }
         if !ids.is_empty() {
             self.push(
                 format!(
@@ -484,29 +496,6 @@ impl<'a> Writes<'a> {
             .map(|i| is_public(&i.state.audience))
             .collect();
         let states: Vec<_> = incidents.iter().map(state_json).collect();
-        let mut updates = UpdateRows::default();
-        for incident in incidents {
-            for update in &incident.state.updates {
-                if !changes.stored_updates.contains(&update.id) {
-                    let row = (
-                        update.id,
-                        update.status.as_str(),
-                        update.message.as_str(),
-                        update.created_at,
-                    );
-                    updates.push(incident, &incident.state.title, row)?;
-                }
-            }
-        }
-        let replaced: Vec<&Versioned<Incident>> = (incidents.iter())
-            .filter(|i| !changes.stored_impacts.contains(&i.id))
-            .collect();
-        let mut impacts = ImpactRows::default();
-        for incident in &replaced {
-            for (service_id, status) in incident_impacts(&incident.state) {
-                impacts.push(service_id, (incident.id, version(incident)?), status);
-            }
-        }
         // Arrays of differing lengths per row cannot be passed as one SQL array; they are
         // read back out of the state.
         self.push(
@@ -530,7 +519,13 @@ impl<'a> Writes<'a> {
              WHERE r.version < excluded.version",
             params![ids, versions, statuses, open, started, resolved, public, states],
         );
-        self.derived("incident", "rm_incidents", &replaced, updates, impacts)
+        self.derived(
+            "incident",
+            "rm_incidents",
+            incidents,
+            Derived::of_incident,
+            changes,
+        )
     }
 
     fn maintenances(
@@ -554,29 +549,6 @@ impl<'a> Writes<'a> {
             .map(|m| is_public(&m.state.audience))
             .collect();
         let states: Vec<_> = maintenances.iter().map(state_json).collect();
-        let mut updates = UpdateRows::default();
-        for maintenance in maintenances {
-            for update in &maintenance.state.updates {
-                if !changes.stored_updates.contains(&update.id) {
-                    let row = (
-                        update.id,
-                        update.status.as_str(),
-                        update.message.as_str(),
-                        update.created_at,
-                    );
-                    updates.push(maintenance, &maintenance.state.title, row)?;
-                }
-            }
-        }
-        let replaced: Vec<&Versioned<Maintenance>> = (maintenances.iter())
-            .filter(|m| !changes.stored_impacts.contains(&m.id))
-            .collect();
-        let mut impacts = ImpactRows::default();
-        for maintenance in &replaced {
-            for (service_id, status) in maintenance_impacts(&maintenance.state) {
-                impacts.push(service_id, (maintenance.id, version(maintenance)?), status);
-            }
-        }
         self.push(
             "INSERT INTO rm_maintenances AS r (id, version, status, starts_at, ends_at, regions, \
                                                service_ids, public, tenants, state) \
@@ -599,9 +571,9 @@ impl<'a> Writes<'a> {
         self.derived(
             "maintenance",
             "rm_maintenances",
-            &replaced,
-            updates,
-            impacts,
+            maintenances,
+            Derived::of_maintenance,
+            changes,
         )
     }
 }
@@ -613,9 +585,9 @@ mod tests {
     #[derive(PartialEq)]
     struct Update(Uuid, &'static str);
 
-    impl HasUpdateId for Update {
-        fn update_id(&self) -> Uuid {
-            self.0
+    impl TimelineUpdate for Update {
+        fn row(&self) -> (Uuid, &'static str, &str, DateTime<Utc>) {
+            (self.0, "investigating", self.1, DateTime::UNIX_EPOCH)
         }
     }
 
