@@ -21,7 +21,7 @@ pub async fn healthz() -> HttpResponse {
     get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready to serve", body = serde_json::Value, example = json!({"status": "ready"})),
-        (status = 503, description = "The database is unreachable or not migrated yet", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unreachable or not migrated yet, or the notice stream has not started", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
@@ -32,11 +32,43 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         )
         .response();
     }
+    if !state.notices.is_started() {
+        return Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the notice stream is starting",
+        )
+        .response();
+    }
     match state.store.ready().await {
         Ok(()) => HttpResponse::Ok().json(json!({ "status": "ready" })),
         Err(e) => {
             tracing::debug!(error = %e, "not ready");
             Problem::new(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}")).response()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::limits::LimitSettings;
+    use crate::statuspage::PublicPage;
+
+    #[actix_web::test]
+    async fn not_ready_until_the_notice_stream_has_started() {
+        // Nothing listens there: the answer must come before the database is asked.
+        let config = eventstore::StoreConfig::new("postgres://postgres@127.0.0.1:9/none");
+        let store = eventstore::EventStore::connect(config).expect("a lazy pool");
+        let prepared = Arc::new(AtomicBool::new(true));
+        let page = PublicPage::new("Status", "http://127.0.0.1:8080");
+        let state = AppState::new(store, prepared, LimitSettings::default(), page);
+        let answer = readyz(web::Data::new(state)).await;
+        assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = actix_web::body::to_bytes(answer.into_body()).await;
+        let body = String::from_utf8(body.expect("body").to_vec()).expect("utf-8");
+        assert!(body.contains("the notice stream is starting"), "{body}");
     }
 }

@@ -91,6 +91,13 @@ impl NoticeHub {
         Some((state.sender.subscribe(), published))
     }
 
+    /// Whether the follower has started, so that streams can be opened.
+    pub fn is_started(&self) -> bool {
+        self.ring
+            .lock()
+            .is_ok_and(|state| state.published.is_some())
+    }
+
     fn publish(&self, position: u64, notice: Option<Notice>) {
         if let Ok(mut state) = self.ring.lock() {
             if let Some(notice) = notice {
