@@ -897,19 +897,29 @@ async fn append_in_one_pipeline(
     (appended, wrote.is_ok())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pipelined_append_commits_with_the_callers_writes_and_a_stale_one_aborts_them() {
-    let db = TestDatabase::create().await;
+/// Stream `s` with `events` events, and a `side` table for the caller's own writes.
+async fn stream_and_side_table(
+    db: &TestDatabase,
+    events: u64,
+) -> (EventStore, tokio_postgres::Client) {
     let store = db.store();
-    let admin = admin_client(&db).await;
+    let admin = admin_client(db).await;
     admin
         .batch_execute("CREATE TABLE side (n int)")
         .await
         .expect("side table");
+    let events: Vec<NewEvent> = (1..=events).map(event).collect();
     store
-        .append("s", ExpectedVersion::NoStream, &[event(1), event(2)])
+        .append("s", ExpectedVersion::NoStream, &events)
         .await
         .expect("append");
+    (store, admin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_append_commits_with_the_callers_writes_and_a_stale_one_aborts_them() {
+    let db = TestDatabase::create().await;
+    let (store, admin) = stream_and_side_table(&db, 2).await;
 
     // At the expected version: the events and the caller's row commit together.
     let (appended, _) = append_in_one_pipeline(&store, 2, &[event(3), event(4)], 1).await;
@@ -959,16 +969,7 @@ async fn a_pipelined_append_commits_with_the_callers_writes_and_a_stale_one_abor
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_appends_racing_for_one_version_leave_exactly_one_winner() {
     let db = TestDatabase::create().await;
-    let store = db.store();
-    let admin = admin_client(&db).await;
-    admin
-        .batch_execute("CREATE TABLE side (n int)")
-        .await
-        .expect("side table");
-    store
-        .append("s", ExpectedVersion::NoStream, &[event(1)])
-        .await
-        .expect("append");
+    let (store, admin) = stream_and_side_table(&db, 1).await;
     let racers = (0..32).map(|n| {
         let store = store.clone();
         tokio::spawn(async move { append_in_one_pipeline(&store, 1, &[event(2)], n).await })
