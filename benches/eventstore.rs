@@ -2,6 +2,7 @@
 //!
 //!     cargo bench --bench eventstore                 # 3 alternating rounds of 5 s
 //!     cargo bench --bench eventstore -- --seconds 10 --rounds 5
+//!     cargo bench --bench eventstore -- --only a     # (a) alone, for quicker experiments
 //!
 //! (a) single-event appends from 8 concurrent writers: `EventStore::append` (expected
 //!     version checked, idempotency checked, sealer running) against a plain autocommit
@@ -71,18 +72,22 @@ fn metadata() -> Metadata {
 struct Args {
     seconds: u64,
     rounds: usize,
+    /// `--only a` or `--only b`: measure that one (no log read), for quicker experiments.
+    only: Option<String>,
 }
 
 fn args() -> Args {
     let mut args = Args {
         seconds: 5,
         rounds: 3,
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--seconds" => args.seconds = it.next().and_then(|v| v.parse().ok()).unwrap_or(5),
             "--rounds" => args.rounds = it.next().and_then(|v| v.parse().ok()).unwrap_or(3),
+            "--only" => args.only = it.next(),
             _ => {} // cargo bench passes --bench
         }
     }
@@ -335,7 +340,8 @@ async fn main() {
         args.rounds, args.seconds
     );
     let (mut raw_a, mut store_a, mut raw_b, mut store_b) = (vec![], vec![], vec![], vec![]);
-    for round in 0..args.rounds {
+    let measure = |part: &str| args.only.as_deref().is_none_or(|only| only == part);
+    for round in (0..args.rounds).filter(|_| measure("a")) {
         raw_a.push(raw_single(&db.url, round, args.seconds).await);
         store_a.push(store_single(&store, round, args.seconds).await);
         println!(
@@ -343,13 +349,24 @@ async fn main() {
             raw_a[round], store_a[round]
         );
     }
-    for round in 0..args.rounds {
+    for round in (0..args.rounds).filter(|_| measure("b")) {
         raw_b.push(raw_batches(&db.url, round, args.seconds).await);
         store_b.push(store_batches(&store, round, args.seconds).await);
         println!(
             "  round {round} (b) raw {:.0}/s, store {:.0}/s",
             raw_b[round], store_b[round]
         );
+    }
+
+    if args.only.is_some() {
+        let (raw, store) = if measure("a") {
+            (raw_a, store_a)
+        } else {
+            (raw_b, store_b)
+        };
+        let (raw, store) = (median(raw), median(store));
+        println!("median: raw {raw:.0}/s, store {store:.0}/s, ratio {:.2}", store / raw);
+        return;
     }
 
     // Everything appended must be sealed before the log can be read whole.
