@@ -19,6 +19,7 @@ mod error;
 pub mod export;
 mod jcs;
 mod model;
+pub mod pipeline;
 mod read;
 pub mod sealer;
 mod subscription;

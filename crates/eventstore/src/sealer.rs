@@ -12,11 +12,13 @@
 
 use std::time::{Duration, Instant};
 
+use futures_util::future::{join, join4};
 use tokio::sync::watch;
 
 use crate::chain;
 use crate::db::SEALER_LOCK;
 use crate::model::to_u64;
+use crate::pipeline::OpenTransaction;
 use crate::xid::Xid8;
 use crate::{EventStore, Hash, StoreError};
 
@@ -38,58 +40,74 @@ struct Batch {
     full: bool,
 }
 
+/// Takes the sealer's lock for the transaction; its commit may be asynchronous (see below).
+const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock($1), set_config('synchronous_commit', 'off', true)";
+
+/// The last sealed event: where the chain goes on from.
+const HEAD_SQL: &str =
+    "SELECT position, transaction_id, seq, hash FROM event_log ORDER BY position DESC LIMIT 1";
+
+/// The events after the head, in sealing order. One statement, so that the rows and xmin
+/// come from one snapshot; it finds the head itself, so that it can go out with the lock in
+/// one round trip (under the lock the head cannot move between the two statements). Only
+/// what the link covers is read: the content is hashed already.
+const PENDING_SQL: &str = "WITH head AS ( \
+        SELECT transaction_id, seq FROM event_log ORDER BY position DESC LIMIT 1) \
+     SELECT e.seq, e.transaction_id, pg_snapshot_xmin(pg_current_snapshot()) AS xmin, \
+            e.stream_id, e.stream_version, e.recorded_at, e.content_hash \
+       FROM events e \
+      WHERE (e.transaction_id, e.seq) > (coalesce((SELECT transaction_id FROM head), '0'::xid8), \
+                                         coalesce((SELECT seq FROM head), 0)) \
+      ORDER BY e.transaction_id, e.seq LIMIT $1";
+
+/// The NOTIFY is a hint for other processes' followers (they poll as well, so losing it
+/// is harmless); sent with the insert to save a statement.
+const INSERT_SQL: &str = "WITH sealed AS ( \
+        INSERT INTO event_log (position, seq, transaction_id, prev_hash, hash) \
+        SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::xid8[], $4::bytea[], $5::bytea[]) \
+        RETURNING 1) \
+     SELECT pg_notify('crier_log', $6) WHERE EXISTS (SELECT 1 FROM sealed)";
+
+/// One batch in two round trips: `BEGIN`, the lock, the head and the pending events in the
+/// first; the links and `COMMIT` in the second. The sealer runs every few milliseconds
+/// while appends go on, so its round trips are paid by the appenders' CPU.
 async fn seal_batch(store: &EventStore) -> Result<Batch, StoreError> {
     let batch_size = i64::try_from(store.config().seal_batch_size.max(1)).unwrap_or(1000);
-    let mut client = store.pool.get().await?;
-    let tx = client.transaction().await?;
+    let client = store.pool.get().await?;
+    // Prepared before the pipeline goes out: a statement still to be prepared would be sent
+    // after the ones behind it.
+    let lock = client.prepare_cached(LOCK_SQL).await?;
+    let head = client.prepare_cached(HEAD_SQL).await?;
+    let pending = client.prepare_cached(PENDING_SQL).await?;
+    let insert = client.prepare_cached(INSERT_SQL).await?;
+
     // Asynchronous commit is safe here, and spares the appenders' WAL flushes: the seal is
     // a deterministic function of durable events. Every event it links belongs to a
     // transaction older than every running one, so all of them were committed, and durable
     // because appends always commit synchronously (db.rs, append.rs), when read. If
-    // PostgreSQL crashes before this commit
-    // reaches disk, the next sealer links exactly these events again, at the same
-    // positions, with the same hashes.
-    tx.execute(
-        "SELECT pg_advisory_xact_lock($1), set_config('synchronous_commit', 'off', true)",
-        &[&SEALER_LOCK],
+    // PostgreSQL crashes before this commit reaches disk, the next sealer links exactly
+    // these events again, at the same positions, with the same hashes.
+    let (transaction, begin) = OpenTransaction::begin(&client);
+    let (begun, locked, head, rows) = join4(
+        begin,
+        client.execute(&lock, &[&SEALER_LOCK]),
+        client.query_opt(&head, &[]),
+        client.query(&pending, &[&batch_size]),
     )
-    .await?;
+    .await;
+    begun?;
+    locked?;
+    let (head, rows) = (head?, rows?);
 
-    let head = tx
-        .query_opt(
-            "SELECT position, transaction_id, seq, hash FROM event_log ORDER BY position DESC LIMIT 1",
-            &[],
-        )
-        .await?;
-    let (mut position, after_xid, after_seq, mut prev_hash) = match head {
+    let (mut position, mut prev_hash) = match head {
         Some(row) => {
             let bytes: &[u8] = row.try_get("hash")?;
             let hash = Hash::from_slice(bytes)
                 .ok_or_else(|| StoreError::Corrupt("event_log hash is not 32 bytes".into()))?;
-            (
-                to_u64(row.try_get("position")?, "position")?,
-                row.try_get::<_, Xid8>("transaction_id")?,
-                row.try_get::<_, i64>("seq")?,
-                hash,
-            )
+            (to_u64(row.try_get("position")?, "position")?, hash)
         }
-        None => (0, Xid8(0), 0, Hash::GENESIS),
+        None => (0, Hash::GENESIS),
     };
-
-    // One statement, so the rows and xmin come from one snapshot. Only what the link
-    // covers is read: the content is hashed already.
-    let statement = tx
-        .prepare_cached(
-            "SELECT e.seq, e.transaction_id, pg_snapshot_xmin(pg_current_snapshot()) AS xmin, \
-                    e.stream_id, e.stream_version, e.recorded_at, e.content_hash \
-               FROM events e \
-              WHERE (e.transaction_id, e.seq) > ($1, $2) \
-              ORDER BY e.transaction_id, e.seq LIMIT $3",
-        )
-        .await?;
-    let rows = tx
-        .query(&statement, &[&after_xid, &after_seq, &batch_size])
-        .await?;
 
     let mut positions = Vec::with_capacity(rows.len());
     let mut seqs = Vec::with_capacity(rows.len());
@@ -131,31 +149,22 @@ async fn seal_batch(store: &EventStore) -> Result<Batch, StoreError> {
     let full = rows.len() as i64 == batch_size && !waiting;
 
     if sealed > 0 {
-        let insert = tx
-            .prepare_cached(
-                // The NOTIFY is a hint for other processes' followers (they poll as well, so
-                // losing it is harmless); sent with the insert to save a round trip.
-                "WITH sealed AS ( \
-                    INSERT INTO event_log (position, seq, transaction_id, prev_hash, hash) \
-                    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::xid8[], $4::bytea[], $5::bytea[]) \
-                    RETURNING 1) \
-                 SELECT pg_notify('crier_log', $6) WHERE EXISTS (SELECT 1 FROM sealed)",
-            )
-            .await?;
-        tx.execute(
-            &insert,
-            &[
-                &positions,
-                &seqs,
-                &xids,
-                &prev_hashes,
-                &hashes,
-                &position.to_string(),
-            ],
+        let notice = position.to_string();
+        let (inserted, committed) = join(
+            client.execute(
+                &insert,
+                &[&positions, &seqs, &xids, &prev_hashes, &hashes, &notice],
+            ),
+            // Sent behind the insert without waiting for it: a failed insert aborts the
+            // transaction, and this COMMIT then rolls it back.
+            transaction.finish(true),
         )
-        .await?;
+        .await;
+        inserted?;
+        committed?;
+    } else {
+        transaction.finish(false).await?;
     }
-    tx.commit().await?;
     if sealed > 0 {
         metrics::counter!("crier_events_sealed_total").increment(sealed as u64);
         store.note_log_head(position);

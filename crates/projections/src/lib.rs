@@ -20,7 +20,6 @@ mod builder;
 pub mod history;
 pub mod idempotency;
 mod kinds;
-mod pipeline;
 mod publish;
 pub mod queries;
 mod replay;

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::idempotency::{self, IdempotentRequest, Recall, StoredAnswer};
 use crate::kinds::{Kind, Versioned};
-use crate::pipeline::OpenTransaction;
+use eventstore::pipeline::OpenTransaction;
 use crate::write::{Changes, Writes};
 use crate::{ProjectionError, PROJECTIONS_LOCK};
 

@@ -249,7 +249,7 @@ impl PreparedWrites<'_> {
             .iter()
             .zip(&params)
             .map(|((statement, _), params)| client.execute(statement, params));
-        for result in crate::pipeline::in_order(sent).await {
+        for result in eventstore::pipeline::in_order(sent).await {
             result?;
         }
         Ok(())

@@ -17,7 +17,7 @@ use futures_util::FutureExt;
 
 /// Awaits every future, polling them in the order given (see the module documentation).
 /// `futures_util::join!` does the same for a fixed number of futures of different types.
-pub(crate) async fn in_order<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+pub async fn in_order<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
     let mut pending: Vec<Pin<Box<MaybeDone<F>>>> = futures
         .into_iter()
         .map(|f| Box::pin(maybe_done(f)))
@@ -46,14 +46,14 @@ pub(crate) async fn in_order<F: Future>(futures: impl IntoIterator<Item = F>) ->
 /// request), it sends `ROLLBACK` without waiting for the answer, so that the connection
 /// goes back to the pool outside any transaction: the server runs that `ROLLBACK` before
 /// whatever the connection's next user sends.
-pub(crate) struct OpenTransaction<'a> {
+pub struct OpenTransaction<'a> {
     client: &'a Object,
     open: bool,
 }
 
 impl<'a> OpenTransaction<'a> {
     /// `BEGIN`, to be sent as the first statement of a pipeline.
-    pub(crate) fn begin(
+    pub fn begin(
         client: &'a Object,
     ) -> (
         Self,
@@ -68,7 +68,7 @@ impl<'a> OpenTransaction<'a> {
     /// Ends the transaction with `COMMIT` (when `commit`) or `ROLLBACK`. A `COMMIT` of a
     /// transaction that an error aborted rolls it back without an error of its own: commit
     /// only when every statement succeeded.
-    pub(crate) async fn finish(mut self, commit: bool) -> Result<(), tokio_postgres::Error> {
+    pub async fn finish(mut self, commit: bool) -> Result<(), tokio_postgres::Error> {
         let end = self
             .client
             .batch_execute(if commit { "COMMIT" } else { "ROLLBACK" });
@@ -90,7 +90,7 @@ impl Drop for OpenTransaction<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use eventstore::testing::TestDatabase;
+    use crate::testing::TestDatabase;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_transaction_dropped_unfinished_leaves_its_connection_outside_any_transaction() {
