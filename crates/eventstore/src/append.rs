@@ -165,10 +165,10 @@ fn validate(stream_id: &str, events: &[NewEvent]) -> Result<(), AppendError> {
     Ok(())
 }
 
-/// The fast path: one statement checks the expected version and inserts. It inserts
-/// nothing when the version does not match; a concurrent append that committed the same
-/// stream version (or a retry's event id) first makes it fail with a unique violation. Either
-/// way [`classify`] then says why.
+/// One statement checks the expected version (any, or a stream that exists) and inserts.
+/// It inserts nothing when the version does not match; a concurrent append that committed
+/// the same stream version (or a retry's event id) first makes it fail with a unique
+/// violation. Either way [`classify`] then says why.
 const INSERT_ONE_SQL: &str = "WITH current AS ( \
         SELECT coalesce(max(stream_version), 0) AS version FROM events WHERE stream_id = $1) \
      INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, data, metadata, content_hash) \
@@ -186,25 +186,45 @@ const INSERT_MANY_SQL: &str = "WITH current AS ( \
       ORDER BY i.ord \
      RETURNING stream_version";
 
-/// The pipelined form of [`INSERT_ONE_SQL`]: the statement must fail, never insert nothing,
-/// because the caller's next statements are already on their way. A stream at another
-/// version makes the new version NULL (a not-null violation); a concurrent append that took
-/// the version first makes it a unique violation. It also makes the transaction commit
-/// synchronously (see [`EventStore::append_in_transaction`]), so that a pipeline needs no
-/// statement of its own for that.
-const PIPELINED_ONE_SQL: &str = "WITH current AS ( \
-        SELECT coalesce(max(stream_version), 0) AS version FROM events WHERE stream_id = $1) \
-     INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, data, metadata, content_hash) \
-     SELECT $1, CASE WHEN current.version = $2 THEN $2 + 1 END, $3, $4, $5, $6, $7, $8 \
-       FROM current, (SELECT set_config('synchronous_commit', 'on', true)) AS synchronous \
+/// The fast path for an exact expected version N (`NoStream` is 0), the usual case: a
+/// command decided on a state it read. Version N must exist (unless N is 0) and N + 1 must
+/// not, which the unique index decides. Probing one index entry costs less than finding the
+/// stream's highest version (pgbench, 8 clients, against a bare INSERT: 0.88 instead of
+/// 0.85; docs/PERFORMANCE.md).
+const EXACT_ONE_SQL: &str = "INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, data, metadata, content_hash) \
+     SELECT $1, $2::bigint + 1, $3, $4, $5, $6, $7, $8 \
+      WHERE $2::bigint = 0 OR EXISTS (SELECT 1 FROM events \
+                                       WHERE stream_id = $1 AND stream_version = $2::bigint) \
      RETURNING stream_version";
 
-const PIPELINED_MANY_SQL: &str = "WITH current AS ( \
-        SELECT coalesce(max(stream_version), 0) AS version FROM events WHERE stream_id = $1) \
-     INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, data, metadata, content_hash) \
-     SELECT $1, CASE WHEN current.version = $2 THEN $2 + i.ord END, i.event_id, i.event_type, \
+const EXACT_MANY_SQL: &str = "INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, data, metadata, content_hash) \
+     SELECT $1, $2::bigint + i.ord, i.event_id, i.event_type, i.schema_version, i.data, i.metadata, i.content_hash \
+       FROM unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[], $8::bytea[]) \
+            WITH ORDINALITY AS i(event_id, event_type, schema_version, data, metadata, content_hash, ord) \
+      WHERE $2::bigint = 0 OR EXISTS (SELECT 1 FROM events \
+                                       WHERE stream_id = $1 AND stream_version = $2::bigint) \
+      ORDER BY i.ord \
+     RETURNING stream_version";
+
+/// The pipelined form of [`EXACT_ONE_SQL`]: the statement must fail, never insert nothing,
+/// because the caller's next statements are already on their way. A stream below the
+/// expected version makes the new version NULL (a not-null violation); a stream past it, or a
+/// concurrent append that took the version first, makes it a unique violation. It also makes the transaction commit
+/// synchronously (see [`EventStore::append_in_transaction`]), so that a pipeline needs no
+/// statement of its own for that.
+const PIPELINED_ONE_SQL: &str = "INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, data, metadata, content_hash) \
+     SELECT $1, CASE WHEN $2::bigint = 0 OR EXISTS (SELECT 1 FROM events \
+                         WHERE stream_id = $1 AND stream_version = $2::bigint) \
+                     THEN $2::bigint + 1 END, $3, $4, $5, $6, $7, $8 \
+       FROM (SELECT set_config('synchronous_commit', 'on', true)) AS synchronous \
+     RETURNING stream_version";
+
+const PIPELINED_MANY_SQL: &str = "INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, data, metadata, content_hash) \
+     SELECT $1, CASE WHEN $2::bigint = 0 OR EXISTS (SELECT 1 FROM events \
+                         WHERE stream_id = $1 AND stream_version = $2::bigint) \
+                     THEN $2::bigint + i.ord END, i.event_id, i.event_type, \
             i.schema_version, i.data, i.metadata, i.content_hash \
-       FROM current, (SELECT set_config('synchronous_commit', 'on', true)) AS synchronous, \
+       FROM (SELECT set_config('synchronous_commit', 'on', true)) AS synchronous, \
             unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[], $8::bytea[]) \
             WITH ORDINALITY AS i(event_id, event_type, schema_version, data, metadata, content_hash, ord) \
       ORDER BY i.ord \
@@ -370,9 +390,15 @@ async fn try_insert<C: GenericClient>(
 ) -> Result<Attempt, AppendError> {
     let expected_code = expected.code()?;
     let params = InsertParams::new(events, prepared);
-    let statement = client
-        .prepare_cached(params.pick(INSERT_ONE_SQL, INSERT_MANY_SQL))
-        .await?;
+    let sql = match expected {
+        ExpectedVersion::NoStream | ExpectedVersion::Exact(_) => {
+            params.pick(EXACT_ONE_SQL, EXACT_MANY_SQL)
+        }
+        ExpectedVersion::Any | ExpectedVersion::StreamExists => {
+            params.pick(INSERT_ONE_SQL, INSERT_MANY_SQL)
+        }
+    };
+    let statement = client.prepare_cached(sql).await?;
     let result = client
         .query(&statement, &params.with(&stream_id, &expected_code))
         .await;
