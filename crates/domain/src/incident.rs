@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::values::{
     affected_services, labels, text, AffectedService, Audience, ClientAction, Impact, IncidentId,
-    IncidentStatus, UpdateId, MAX_MESSAGE_CHARS, MAX_POSTMORTEM_CHARS, MAX_TITLE_CHARS,
+    IncidentStatus, Timeline, UpdateId, MAX_MESSAGE_CHARS, MAX_POSTMORTEM_CHARS, MAX_TITLE_CHARS,
 };
 use crate::{decode, Decider, DecodeError, DomainError, Validation};
 
@@ -233,7 +233,8 @@ pub struct Incident {
     pub started_at: DateTime<Utc>,
     pub resolved_at: Option<DateTime<Utc>>,
     /// Oldest first.
-    pub updates: Vec<Update>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Update>))]
+    pub updates: Timeline<Update>,
     pub postmortem: Option<Postmortem>,
 }
 
@@ -447,7 +448,8 @@ impl Decider for IncidentDecider {
                     created_at: e.at,
                     author: e.author.clone(),
                     corrections: Vec::new(),
-                }],
+                }]
+                .into(),
                 postmortem: None,
             }),
             (Some(mut incident), Event::UpdatePosted(e)) => {
@@ -473,7 +475,7 @@ impl Decider for IncidentDecider {
                 Some(incident)
             }
             (Some(mut incident), Event::UpdateCorrected(e)) => {
-                if let Some(update) = incident.updates.iter_mut().find(|u| u.id == e.update_id) {
+                if let Some(update) = incident.updates.find_mut(|u| u.id == e.update_id) {
                     let previous = std::mem::replace(&mut update.message, e.message.clone());
                     update.corrections.push(Correction {
                         message: previous,

@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::values::{
-    labels, text, Audience, MaintenanceId, ServiceId, UpdateId, MAX_LIST_LEN, MAX_MESSAGE_CHARS,
-    MAX_TITLE_CHARS,
+    labels, text, Audience, MaintenanceId, ServiceId, Timeline, UpdateId, MAX_LIST_LEN,
+    MAX_MESSAGE_CHARS, MAX_TITLE_CHARS,
 };
 use crate::{decode, Decider, DecodeError, DomainError, Validation};
 
@@ -202,7 +202,8 @@ pub struct Maintenance {
     pub ends_at: DateTime<Utc>,
     pub audience: Audience,
     /// Oldest first.
-    pub updates: Vec<MaintenanceUpdate>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<MaintenanceUpdate>))]
+    pub updates: Timeline<MaintenanceUpdate>,
 }
 
 pub type State = Option<Maintenance>;
@@ -324,7 +325,8 @@ impl Decider for MaintenanceDecider {
                     message: e.message.clone(),
                     created_at: e.at,
                     author: e.author.clone(),
-                }],
+                }]
+                .into(),
             }),
             (Some(mut maintenance), Event::UpdatePosted(e)) => {
                 maintenance.status = e.status;

@@ -1,5 +1,7 @@
 //! The values commands carry, validated where they enter the domain.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -556,5 +558,67 @@ mod tests {
             ServiceStatus::worst([PartialOutage, MajorOutage, DegradedPerformance]),
             MajorOutage
         );
+    }
+}
+
+/// A resource's updates, oldest first. Each update is shared (`Arc`), so that cloning a
+/// resource with a long timeline (the publisher keeps, compares and renders its states)
+/// copies one pointer per update instead of every update's text; changing one update
+/// copies only that one. Serialised as a plain array of updates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timeline<T>(Vec<Arc<T>>);
+
+impl<T> Timeline<T> {
+    pub fn push(&mut self, update: T) {
+        self.0.push(Arc::new(update));
+    }
+
+    /// The first update that `matches`, to change (copied first if it is shared).
+    pub fn find_mut(&mut self, matches: impl Fn(&T) -> bool) -> Option<&mut T>
+    where
+        T: Clone,
+    {
+        self.0.iter_mut().find(|u| matches(u)).map(Arc::make_mut)
+    }
+}
+
+impl<T> Default for Timeline<T> {
+    fn default() -> Self {
+        Timeline(Vec::new())
+    }
+}
+
+impl<T> std::ops::Deref for Timeline<T> {
+    type Target = [Arc<T>];
+
+    fn deref(&self) -> &[Arc<T>] {
+        &self.0
+    }
+}
+
+impl<T> From<Vec<T>> for Timeline<T> {
+    fn from(updates: Vec<T>) -> Self {
+        Timeline(updates.into_iter().map(Arc::new).collect())
+    }
+}
+
+impl<'a, T> IntoIterator for &'a Timeline<T> {
+    type Item = &'a Arc<T>;
+    type IntoIter = std::slice::Iter<'a, Arc<T>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl<T: Serialize> Serialize for Timeline<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|u| &**u))
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Timeline<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Vec::<T>::deserialize(deserializer).map(Timeline::from)
     }
 }

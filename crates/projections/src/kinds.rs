@@ -40,6 +40,15 @@ pub trait Kind: Decider<State = Option<Self::Resource>> {
         1024
     }
 
+    /// Notes in `changes` the updates of `after` that the events of this write made (see
+    /// [`crate::Changes::new_updates`]): `before` is the state they were decided on.
+    fn note_new_updates(
+        _before: Option<&Self::Resource>,
+        _after: &Self::Resource,
+        _changes: &mut crate::Changes,
+    ) {
+    }
+
     /// Notes in `changes` which derived rows of `after` are stored already, exactly as
     /// `before` (the state its row held) made them, so that writing `after` leaves them
     /// alone (see [`crate::Changes::stored_updates`]).
@@ -96,6 +105,14 @@ impl Kind for incident::IncidentDecider {
             Derived::of_incident(before),
             Derived::of_incident(after),
         );
+    }
+
+    fn note_new_updates(
+        before: Option<&Self::Resource>,
+        after: &Self::Resource,
+        changes: &mut crate::Changes,
+    ) {
+        changes.note_new_updates(before.map(Derived::of_incident), Derived::of_incident(after));
     }
 
     fn weight(resource: &Self::Resource) -> u64 {
@@ -156,6 +173,14 @@ impl Kind for maintenance::MaintenanceDecider {
             Derived::of_maintenance(before),
             Derived::of_maintenance(after),
         );
+    }
+
+    fn note_new_updates(
+        before: Option<&Self::Resource>,
+        after: &Self::Resource,
+        changes: &mut crate::Changes,
+    ) {
+        changes.note_new_updates(before.map(Derived::of_maintenance), Derived::of_maintenance(after));
     }
 
     fn weight(resource: &Self::Resource) -> u64 {

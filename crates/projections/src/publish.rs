@@ -297,6 +297,7 @@ impl Publisher {
         if let Some(before) = &before {
             K::note_unchanged(before, &written.resource.state, &mut changes);
         }
+        K::note_new_updates(before.as_ref(), &written.resource.state, &mut changes);
         K::add_to(&mut changes, written.resource.clone());
 
         // The write: one transaction sent as one pipeline (see crate::pipeline), so every

@@ -8,6 +8,7 @@
 //! newer, changes nothing.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
@@ -17,6 +18,7 @@ use domain::maintenance::Maintenance;
 use domain::service::Service;
 use domain::values::{Audience, ServiceStatus};
 use domain::webhook::{Webhook, WebhookStatus};
+use serde::Serialize;
 use tokio_postgres::types::{Json, ToSql};
 use uuid::Uuid;
 
@@ -39,6 +41,9 @@ pub struct Changes {
     /// Incidents and maintenances whose service impact rows are known to be stored exactly
     /// as these states would write them: left alone rather than deleted and inserted again.
     pub stored_impacts: HashSet<Uuid>,
+    /// Updates that the events appended with this write bring into being: no row can hold
+    /// them yet, so theirs are inserted without the upsert's conflict check.
+    pub new_updates: HashSet<Uuid>,
 }
 
 /// What an incident's or a maintenance's derived rows are made of: an update row holds the
@@ -47,7 +52,7 @@ pub struct Changes {
 pub(crate) struct Derived<'a, U> {
     title: &'a str,
     audience: &'a Audience,
-    updates: &'a [U],
+    updates: &'a [Arc<U>],
     impacts: Vec<(Uuid, ServiceStatus)>,
 }
 
@@ -140,6 +145,23 @@ impl Changes {
         }
     }
 
+    /// Notes the updates of `after` that `before` (the state the write's events were
+    /// decided on; none for a new resource) does not have: a resource's update ids are
+    /// unique and never removed, so only the events appended with `after` made them.
+    pub(crate) fn note_new_updates<U: TimelineUpdate>(
+        &mut self,
+        before: Option<Derived<'_, U>>,
+        after: Derived<'_, U>,
+    ) {
+        let known: HashSet<Uuid> = before
+            .iter()
+            .flat_map(|b| b.updates.iter().map(|u| u.row().0))
+            .collect();
+        let ids = after.updates.iter().map(|u| u.row().0);
+        self.new_updates
+            .extend(ids.filter(|id| !known.contains(id)));
+    }
+
     pub fn is_empty(&self) -> bool {
         self.api_keys.is_empty()
             && self.services.is_empty()
@@ -159,6 +181,35 @@ fn version(v: &Versioned<impl Sized>) -> Result<i64, ProjectionError> {
 /// intermediate JSON tree.
 fn state_json<T>(v: &Versioned<T>) -> Json<&T> {
     Json(&v.state)
+}
+
+/// The array columns of a resource row (regions, affected services, tenants). Their
+/// lengths differ from row to row, so a batch cannot pass them as SQL arrays; each row's go
+/// as one small jsonb, which is cheap to take apart, unlike the row's whole state (stored
+/// as `json` and never read inside by SQL: migration V7).
+#[derive(Debug, Serialize)]
+struct ArrayColumns<'a> {
+    regions: &'a [String],
+    service_ids: Vec<Uuid>,
+    tenants: &'a [String],
+}
+
+impl<'a> ArrayColumns<'a> {
+    fn of(
+        regions: &'a [String],
+        services: impl Iterator<Item = Uuid>,
+        audience: &'a Audience,
+    ) -> Json<Self> {
+        let tenants = match audience {
+            Audience::Public => &[][..],
+            Audience::Tenants { tenants } => tenants,
+        };
+        Json(ArrayColumns {
+            regions,
+            service_ids: services.collect(),
+            tenants,
+        })
+    }
 }
 
 fn is_public(audience: &Audience) -> bool {
@@ -382,7 +433,7 @@ impl<'a> Writes<'a> {
         derive: impl Fn(&'a R) -> Derived<'a, U>,
         changes: &Changes,
     ) -> Result<(), ProjectionError> {
-        let mut updates = UpdateRows::default();
+        let (mut new_updates, mut updates) = (UpdateRows::default(), UpdateRows::default());
         let mut impacts = ImpactRows::default();
         let (mut ids, mut versions) = (Vec::new(), Vec::new());
         for resource in resources {
@@ -391,6 +442,11 @@ impl<'a> Writes<'a> {
             for update in derived.updates {
                 let (update_id, status, message, created) = update.row();
                 if !changes.stored_updates.contains(&update_id) {
+                    let updates = if changes.new_updates.contains(&update_id) {
+                        &mut new_updates
+                    } else {
+                        &mut updates
+                    };
                     updates.update_ids.push(update_id);
                     updates.resource_ids.push(resource.id);
                     updates.resource_versions.push(version);
@@ -420,7 +476,25 @@ impl<'a> Writes<'a> {
                 params![ids, versions, kind],
             );
         }
-        if !updates.update_ids.is_empty() {
+        // The rows of new updates are plain inserts; the others are upserted, and left
+        // alone when they already hold the same.
+        for (rows, on_conflict) in [
+            (new_updates, ""),
+            (
+                updates,
+                "ON CONFLICT (resource_kind, resource_id, update_id) DO UPDATE SET \
+                     title = excluded.title, status = excluded.status, \
+                     message = excluded.message, created_at = excluded.created_at, \
+                     public = excluded.public, tenants = excluded.tenants \
+                 WHERE (rm_updates.title, rm_updates.status, rm_updates.message, \
+                        rm_updates.created_at, rm_updates.public, rm_updates.tenants) \
+                       IS DISTINCT FROM (excluded.title, excluded.status, excluded.message, \
+                        excluded.created_at, excluded.public, excluded.tenants)",
+            ),
+        ] {
+            if rows.update_ids.is_empty() {
+                continue;
+            }
             self.push(
                 format!(
                     "INSERT INTO rm_updates (update_id, resource_kind, resource_id, title, status, \
@@ -431,23 +505,16 @@ impl<'a> Writes<'a> {
                                    $6::text[], $7::timestamptz[]) \
                             AS u(update_id, resource_id, version, title, status, message, created_at) \
                        JOIN {parent_table} p ON p.id = u.resource_id AND p.version = u.version \
-                     ON CONFLICT (resource_kind, resource_id, update_id) DO UPDATE SET \
-                         title = excluded.title, status = excluded.status, \
-                         message = excluded.message, created_at = excluded.created_at, \
-                         public = excluded.public, tenants = excluded.tenants \
-                     WHERE (rm_updates.title, rm_updates.status, rm_updates.message, \
-                            rm_updates.created_at, rm_updates.public, rm_updates.tenants) \
-                           IS DISTINCT FROM (excluded.title, excluded.status, excluded.message, \
-                            excluded.created_at, excluded.public, excluded.tenants)"
+                     {on_conflict}"
                 ),
                 params![
-                    updates.update_ids,
-                    updates.resource_ids,
-                    updates.resource_versions,
-                    updates.titles,
-                    updates.statuses,
-                    updates.messages,
-                    updates.created,
+                    rows.update_ids,
+                    rows.resource_ids,
+                    rows.resource_versions,
+                    rows.titles,
+                    rows.statuses,
+                    rows.messages,
+                    rows.created,
                     kind,
                 ],
             );
@@ -496,28 +563,32 @@ impl<'a> Writes<'a> {
             .map(|i| is_public(&i.state.audience))
             .collect();
         let states: Vec<_> = incidents.iter().map(state_json).collect();
-        // Arrays of differing lengths per row cannot be passed as one SQL array; they are
-        // read back out of the state.
+        let arrays: Vec<_> = incidents
+            .iter()
+            .map(|i| {
+                let services = i.state.affected_services.iter().map(|a| a.service_id);
+                ArrayColumns::of(&i.state.regions, services, &i.state.audience)
+            })
+            .collect();
         self.push(
             "INSERT INTO rm_incidents AS r (id, version, status, is_open, started_at, resolved_at, \
                                             regions, service_ids, public, tenants, state) \
              SELECT t.id, t.version, t.status, t.is_open, t.started_at, t.resolved_at, \
-                    ARRAY(SELECT jsonb_array_elements_text(t.state->'regions')), \
-                    ARRAY(SELECT (a->>'service_id')::uuid \
-                            FROM jsonb_array_elements(t.state->'affected_services') a), \
+                    ARRAY(SELECT jsonb_array_elements_text(t.arrays->'regions')), \
+                    ARRAY(SELECT s::uuid FROM jsonb_array_elements_text(t.arrays->'service_ids') s), \
                     t.public, \
-                    ARRAY(SELECT jsonb_array_elements_text(t.state->'audience'->'tenants')), \
+                    ARRAY(SELECT jsonb_array_elements_text(t.arrays->'tenants')), \
                     t.state \
                FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::bool[], $5::timestamptz[], \
-                           $6::timestamptz[], $7::bool[], $8::jsonb[]) \
-                    AS t(id, version, status, is_open, started_at, resolved_at, public, state) \
+                           $6::timestamptz[], $7::bool[], $8::json[], $9::jsonb[]) \
+                    AS t(id, version, status, is_open, started_at, resolved_at, public, state, arrays) \
              ON CONFLICT (id) DO UPDATE SET version = excluded.version, status = excluded.status, \
                  is_open = excluded.is_open, started_at = excluded.started_at, \
                  resolved_at = excluded.resolved_at, regions = excluded.regions, \
                  service_ids = excluded.service_ids, public = excluded.public, \
                  tenants = excluded.tenants, state = excluded.state \
              WHERE r.version < excluded.version",
-            params![ids, versions, statuses, open, started, resolved, public, states],
+            params![ids, versions, statuses, open, started, resolved, public, states, arrays],
         );
         self.derived(
             "incident",
@@ -549,24 +620,31 @@ impl<'a> Writes<'a> {
             .map(|m| is_public(&m.state.audience))
             .collect();
         let states: Vec<_> = maintenances.iter().map(state_json).collect();
+        let arrays: Vec<_> = maintenances
+            .iter()
+            .map(|m| {
+                let services = m.state.affected_services.iter().copied();
+                ArrayColumns::of(&m.state.regions, services, &m.state.audience)
+            })
+            .collect();
         self.push(
             "INSERT INTO rm_maintenances AS r (id, version, status, starts_at, ends_at, regions, \
                                                service_ids, public, tenants, state) \
              SELECT t.id, t.version, t.status, t.starts_at, t.ends_at, \
-                    ARRAY(SELECT jsonb_array_elements_text(t.state->'regions')), \
-                    ARRAY(SELECT s::uuid FROM jsonb_array_elements_text(t.state->'affected_services') s), \
+                    ARRAY(SELECT jsonb_array_elements_text(t.arrays->'regions')), \
+                    ARRAY(SELECT s::uuid FROM jsonb_array_elements_text(t.arrays->'service_ids') s), \
                     t.public, \
-                    ARRAY(SELECT jsonb_array_elements_text(t.state->'audience'->'tenants')), \
+                    ARRAY(SELECT jsonb_array_elements_text(t.arrays->'tenants')), \
                     t.state \
                FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::timestamptz[], \
-                           $5::timestamptz[], $6::bool[], $7::jsonb[]) \
-                    AS t(id, version, status, starts_at, ends_at, public, state) \
+                           $5::timestamptz[], $6::bool[], $7::json[], $8::jsonb[]) \
+                    AS t(id, version, status, starts_at, ends_at, public, state, arrays) \
              ON CONFLICT (id) DO UPDATE SET version = excluded.version, status = excluded.status, \
                  starts_at = excluded.starts_at, ends_at = excluded.ends_at, \
                  regions = excluded.regions, service_ids = excluded.service_ids, \
                  public = excluded.public, tenants = excluded.tenants, state = excluded.state \
              WHERE r.version < excluded.version",
-            params![ids, versions, statuses, starts, ends, public, states],
+            params![ids, versions, statuses, starts, ends, public, states, arrays],
         );
         self.derived(
             "maintenance",
@@ -591,10 +669,18 @@ mod tests {
         }
     }
 
+    /// A timeline of updates `(id, message)`.
+    fn timeline<const N: usize>(updates: [(Uuid, &'static str); N]) -> Vec<Arc<Update>> {
+        updates
+            .into_iter()
+            .map(|(id, message)| Arc::new(Update(id, message)))
+            .collect()
+    }
+
     fn derived<'a>(
         title: &'a str,
         audience: &'a Audience,
-        updates: &'a [Update],
+        updates: &'a [Arc<Update>],
         impacts: &[(Uuid, ServiceStatus)],
     ) -> Derived<'a, Update> {
         Derived {
@@ -614,7 +700,7 @@ mod tests {
             tenants: vec!["contoso".into()],
         };
         let outage = [(service, ServiceStatus::MajorOutage)];
-        let before = [Update(a, "a"), Update(b, "b")];
+        let before = timeline([(a, "a"), (b, "b")]);
         let noted = |after: Derived<'_, Update>| {
             let mut changes = Changes::default();
             changes.note_unchanged(id, derived("Teams", &public, &before, &outage), after);
@@ -624,11 +710,11 @@ mod tests {
         };
 
         // An update appended: the earlier ones and the impacts are as stored.
-        let appended = [Update(a, "a"), Update(b, "b"), Update(c, "c")];
+        let appended = timeline([(a, "a"), (b, "b"), (c, "c")]);
         let after = derived("Teams", &public, &appended, &outage);
         assert_eq!(noted(after), (vec![a, b], true));
         // A correction, and a service that recovered.
-        let corrected = [Update(a, "a"), Update(b, "b, corrected")];
+        let corrected = timeline([(a, "a"), (b, "b, corrected")]);
         let recovered = [(service, ServiceStatus::PartialOutage)];
         let after = derived("Teams", &public, &corrected, &recovered);
         assert_eq!(noted(after), (vec![a], false));
@@ -637,5 +723,30 @@ mod tests {
         assert_eq!(noted(after), (vec![], false));
         let after = derived("Teams", &tenant, &before, &outage);
         assert_eq!(noted(after), (vec![], false));
+    }
+
+    #[test]
+    fn only_updates_the_state_before_did_not_have_are_noted_new() {
+        let [a, b, c] = [1, 2, 3].map(Uuid::from_u128);
+        let public = Audience::Public;
+        let new = |before: Option<&[Arc<Update>]>, after: &[Arc<Update>]| {
+            let mut changes = Changes::default();
+            changes.note_new_updates(
+                before.map(|b| derived("Teams", &public, b, &[])),
+                derived("Teams", &public, after, &[]),
+            );
+            let mut ids: Vec<Uuid> = changes.new_updates.into_iter().collect();
+            ids.sort();
+            ids
+        };
+        let before = timeline([(a, "a"), (b, "b")]);
+        // An update posted: only it.
+        let posted = timeline([(a, "a"), (b, "b"), (c, "c")]);
+        assert_eq!(new(Some(&before), &posted), vec![c]);
+        // A correction changes an update the rows may hold already: not new.
+        let corrected = timeline([(a, "a"), (b, "b, corrected")]);
+        assert_eq!(new(Some(&before), &corrected), Vec::<Uuid>::new());
+        // A new resource: every one.
+        assert_eq!(new(None, &posted), vec![a, b, c]);
     }
 }
