@@ -365,7 +365,10 @@ async fn main() {
             (raw_b, store_b)
         };
         let (raw, store) = (median(raw), median(store));
-        println!("median: raw {raw:.0}/s, store {store:.0}/s, ratio {:.2}", store / raw);
+        println!(
+            "median: raw {raw:.0}/s, store {store:.0}/s, ratio {:.2}",
+            store / raw
+        );
         return;
     }
 

@@ -41,7 +41,8 @@ struct Batch {
 }
 
 /// Takes the sealer's lock for the transaction; its commit may be asynchronous (see below).
-const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock($1), set_config('synchronous_commit', 'off', true)";
+const LOCK_SQL: &str =
+    "SELECT pg_advisory_xact_lock($1), set_config('synchronous_commit', 'off', true)";
 
 /// The last sealed event: where the chain goes on from.
 const HEAD_SQL: &str =

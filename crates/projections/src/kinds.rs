@@ -112,7 +112,10 @@ impl Kind for incident::IncidentDecider {
         after: &Self::Resource,
         changes: &mut crate::Changes,
     ) {
-        changes.note_new_updates(before.map(Derived::of_incident), Derived::of_incident(after));
+        changes.note_new_updates(
+            before.map(Derived::of_incident),
+            Derived::of_incident(after),
+        );
     }
 
     fn weight(resource: &Self::Resource) -> u64 {
@@ -180,7 +183,10 @@ impl Kind for maintenance::MaintenanceDecider {
         after: &Self::Resource,
         changes: &mut crate::Changes,
     ) {
-        changes.note_new_updates(before.map(Derived::of_maintenance), Derived::of_maintenance(after));
+        changes.note_new_updates(
+            before.map(Derived::of_maintenance),
+            Derived::of_maintenance(after),
+        );
     }
 
     fn weight(resource: &Self::Resource) -> u64 {

@@ -10,9 +10,9 @@ use uuid::Uuid;
 
 use crate::idempotency::{self, IdempotentRequest, Recall, StoredAnswer};
 use crate::kinds::{Kind, Versioned};
-use eventstore::pipeline::OpenTransaction;
 use crate::write::{Changes, Writes};
 use crate::{ProjectionError, PROJECTIONS_LOCK};
+use eventstore::pipeline::OpenTransaction;
 
 /// How often a command is decided again after a concurrent write to its resource won the
 /// race, before giving up.
