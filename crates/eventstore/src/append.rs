@@ -208,10 +208,10 @@ const EXACT_MANY_SQL: &str = "INSERT INTO events (stream_id, stream_version, eve
 
 /// The pipelined form of [`EXACT_ONE_SQL`]: the statement must fail, never insert nothing,
 /// because the caller's next statements are already on their way. A stream below the
-/// expected version makes the new version NULL (a not-null violation); a stream past it, or a
-/// concurrent append that took the version first, makes it a unique violation. It also makes the transaction commit
-/// synchronously (see [`EventStore::append_in_transaction`]), so that a pipeline needs no
-/// statement of its own for that.
+/// expected version makes the new version NULL (a not-null violation); a stream past it, or
+/// a concurrent append that took the version first, makes it a unique violation. It also
+/// makes the transaction commit synchronously (see [`EventStore::append_in_transaction`]),
+/// so that a pipeline needs no statement of its own for that.
 const PIPELINED_ONE_SQL: &str = "INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, data, metadata, content_hash) \
      SELECT $1, CASE WHEN $2::bigint = 0 OR EXISTS (SELECT 1 FROM events \
                          WHERE stream_id = $1 AND stream_version = $2::bigint) \

@@ -300,7 +300,7 @@ impl Publisher {
         K::note_new_updates(before.as_ref(), &written.resource.state, &mut changes);
         K::add_to(&mut changes, written.resource.clone());
 
-        // The write: one transaction sent as one pipeline (see crate::pipeline), so every
+        // The write: one transaction sent as one pipeline (see eventstore::pipeline), so every
         // statement is prepared first. The shared lock comes before any write, so that a
         // replay waiting for the exclusive lock never waits on a transaction that holds back
         // the sealer; the events come next, as the transaction's first write (the sealer's
@@ -416,7 +416,7 @@ pub(crate) async fn load<K: Kind, C: deadpool_postgres::GenericClient>(
     id: Uuid,
     known: Option<(u64, Arc<K::Resource>)>,
 ) -> Result<(u64, K::State), ProjectionError> {
-    // One round trip (see crate::pipeline). The events are read first, after the version
+    // One round trip (see eventstore::pipeline). The events are read first, after the version
     // the row held at that moment; the row is read second, at that version or a later one
     // (the builder may have moved it in between): either way the events cover everything
     // after the row, and those it holds already are skipped by the fold.

@@ -177,8 +177,8 @@ fn version(v: &Versioned<impl Sized>) -> Result<i64, ProjectionError> {
     })
 }
 
-/// A state as its `jsonb` parameter: serialised straight into the statement, without an
-/// intermediate JSON tree.
+/// A state as its `json` or `jsonb` parameter: serialised straight into the statement,
+/// without an intermediate JSON tree.
 fn state_json<T>(v: &Versioned<T>) -> Json<&T> {
     Json(&v.state)
 }
