@@ -252,8 +252,10 @@ async fn fold_kind<K: Kind, C: GenericClient>(
         .unzip();
     let statement = transaction
         .prepare_cached(&format!(
-            "SELECT r.id, r.version, CASE WHEN r.version < w.last THEN r.state END AS state \
+            "SELECT r.id, r.version, CASE WHEN r.version < w.last THEN r.state END AS state, \
+                    CASE WHEN r.version < w.last THEN {} END AS timeline \
                FROM {} r JOIN unnest($1::uuid[], $2::int8[]) AS w(id, last) ON r.id = w.id",
+            <K::Resource as crate::queries::StoredState>::TIMELINE,
             K::TABLE
         ))
         .await?;

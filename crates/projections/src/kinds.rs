@@ -4,7 +4,7 @@
 use crate::write::Derived;
 use domain::{api_key, incident, maintenance, service, webhook, Decider, DecodeError};
 use eventstore::RecordedEvent;
-use serde::{de::DeserializeOwned, Serialize};
+use serde::Serialize;
 use uuid::Uuid;
 
 /// A resource kind: its decider, its stream naming, and how its events are stored.
@@ -18,7 +18,7 @@ pub trait Kind: Decider<State = Option<Self::Resource>> {
         + std::fmt::Debug
         + PartialEq
         + Serialize
-        + DeserializeOwned
+        + crate::queries::StoredState
         + Send
         + Sync
         + 'static;

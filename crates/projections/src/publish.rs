@@ -433,8 +433,10 @@ pub(crate) async fn load<K: Kind, C: deadpool_postgres::GenericClient>(
     // The state is left out when the row holds the version whose state is known.
     let snapshot = client
         .prepare_cached(&format!(
-            "SELECT version, CASE WHEN version = $2 THEN NULL ELSE state END AS state \
-               FROM {} WHERE id = $1",
+            "SELECT r.version, CASE WHEN r.version = $2 THEN NULL ELSE r.state END AS state, \
+                    CASE WHEN r.version = $2 THEN NULL ELSE {} END AS timeline \
+               FROM {} r WHERE r.id = $1",
+            <K::Resource as crate::queries::StoredState>::TIMELINE,
             K::TABLE
         ))
         .await?;

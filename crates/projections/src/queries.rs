@@ -7,9 +7,10 @@ use domain::api_key::ApiKey;
 use domain::incident::Incident;
 use domain::maintenance::Maintenance;
 use domain::service::Service;
-use domain::values::{Audience, ServiceStatus};
+use domain::values::{Audience, ServiceStatus, Timeline};
 use domain::webhook::Webhook;
 use serde::de::DeserializeOwned;
+use tokio_postgres::types::Json;
 use uuid::Uuid;
 
 use crate::kinds::Versioned;
@@ -88,6 +89,66 @@ pub fn for_viewer<T: Notice>(mut notice: Versioned<T>, viewer: &Viewer) -> Optio
     Some(notice)
 }
 
+/// A resource as its row stores it. Incidents and maintenances keep their timeline in their
+/// update rows, not in the row's `state` (migration V8): a query that reads their state
+/// reads [`StoredState::TIMELINE`] beside it, as a `timeline` column, and
+/// [`stored_state`] puts it back.
+pub trait StoredState: DeserializeOwned {
+    /// SQL of the `timeline` column (without its name) of the resource row aliased `r`: its update rows'
+    /// bodies, in timeline order (NULL when it has none).
+    const TIMELINE: &'static str = "NULL::json";
+
+    /// Puts the `timeline` column of `row` into the state.
+    fn restore_timeline(
+        &mut self,
+        _row: &tokio_postgres::Row,
+    ) -> Result<(), tokio_postgres::Error> {
+        Ok(())
+    }
+}
+
+/// [`StoredState::TIMELINE`] of a resource of `rm_updates.resource_kind` `kind`.
+macro_rules! timeline_sql {
+    ($kind:literal) => {
+        concat!(
+            "(SELECT json_agg(u.body ORDER BY u.seq) FROM rm_updates u \
+               WHERE u.resource_kind = '",
+            $kind,
+            "' AND u.resource_id = r.id)"
+        )
+    };
+}
+
+/// The `timeline` column of `row`: a timeline without updates reads as NULL.
+fn timeline<U: DeserializeOwned>(
+    row: &tokio_postgres::Row,
+) -> Result<Timeline<U>, tokio_postgres::Error> {
+    let timeline: Option<Json<Timeline<U>>> = row.try_get("timeline")?;
+    Ok(timeline.map(|json| json.0).unwrap_or_default())
+}
+
+impl StoredState for Incident {
+    const TIMELINE: &'static str = timeline_sql!("incident");
+
+    fn restore_timeline(&mut self, row: &tokio_postgres::Row) -> Result<(), tokio_postgres::Error> {
+        self.updates = timeline(row)?;
+        Ok(())
+    }
+}
+
+impl StoredState for Maintenance {
+    const TIMELINE: &'static str = timeline_sql!("maintenance");
+
+    fn restore_timeline(&mut self, row: &tokio_postgres::Row) -> Result<(), tokio_postgres::Error> {
+        self.updates = timeline(row)?;
+        Ok(())
+    }
+}
+
+impl StoredState for Service {}
+impl StoredState for ApiKey {}
+impl StoredState for Webhook {}
+
 /// A service with its status as this viewer may know it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceView {
@@ -95,8 +156,9 @@ pub struct ServiceView {
     pub status: ServiceStatus,
 }
 
-/// Reads the `id, version, state` columns of a resource row.
-pub(crate) fn versioned<T: DeserializeOwned>(
+/// Reads the `id, version, state` columns of a resource row (and `timeline`, see
+/// [`StoredState`]).
+pub(crate) fn versioned<T: StoredState>(
     row: &tokio_postgres::Row,
 ) -> Result<Versioned<T>, ProjectionError> {
     let id: Uuid = row.try_get("id")?;
@@ -107,18 +169,20 @@ pub(crate) fn versioned<T: DeserializeOwned>(
     Ok(Versioned { id, version, state })
 }
 
-/// The `state` column of the row of `id`, decoded straight from the stored bytes (no
-/// intermediate JSON tree); `None` when it is NULL.
-pub(crate) fn stored_state<T: DeserializeOwned>(
+/// The `state` column of the row of `id` with its timeline (see [`StoredState`]), decoded
+/// straight from the stored bytes (no intermediate JSON tree); `None` when it is NULL.
+pub(crate) fn stored_state<T: StoredState>(
     row: &tokio_postgres::Row,
     id: Uuid,
 ) -> Result<Option<T>, ProjectionError> {
-    match row.try_get::<_, Option<tokio_postgres::types::Json<T>>>("state") {
-        Ok(state) => Ok(state.map(|json| json.0)),
-        Err(e) => Err(ProjectionError::Corrupt(format!(
-            "stored state of {id}: {e}"
-        ))),
-    }
+    let corrupt =
+        |e: tokio_postgres::Error| ProjectionError::Corrupt(format!("stored state of {id}: {e}"));
+    let state: Option<Json<T>> = row.try_get("state").map_err(corrupt)?;
+    let Some(Json(mut state)) = state else {
+        return Ok(None);
+    };
+    state.restore_timeline(row).map_err(corrupt)?;
+    Ok(Some(state))
 }
 
 fn service_status(text: &str) -> Result<ServiceStatus, ProjectionError> {
@@ -173,7 +237,7 @@ pub async fn services<C: GenericClient>(
 
 /// One notice-carrying row of `table` (`rm_incidents`, `rm_maintenances`) if the viewer
 /// may see it.
-async fn visible<C: GenericClient, T: DeserializeOwned + Notice>(
+async fn visible<C: GenericClient, T: StoredState + Notice>(
     client: &C,
     table: &str,
     id: Uuid,
@@ -182,8 +246,9 @@ async fn visible<C: GenericClient, T: DeserializeOwned + Notice>(
     let (everyone, tenant) = viewer.filter();
     let statement = client
         .prepare_cached(&format!(
-            "SELECT id, version, state FROM {table} \
-              WHERE id = $3 AND ($1 OR public OR $2 = ANY(tenants))"
+            "SELECT r.id, r.version, r.state, {} AS timeline FROM {table} r \
+              WHERE r.id = $3 AND ($1 OR r.public OR $2 = ANY(r.tenants))",
+            T::TIMELINE
         ))
         .await?;
     let row = client
@@ -273,7 +338,7 @@ impl<T> Page<T> {
 }
 
 /// The notices of `rows` that `viewer` may see, as it may see them.
-fn visible_rows<T: DeserializeOwned + Notice>(
+fn visible_rows<T: StoredState + Notice>(
     rows: &[tokio_postgres::Row],
     viewer: &Viewer,
 ) -> Result<Vec<Versioned<T>>, ProjectionError> {
@@ -319,8 +384,10 @@ pub async fn incidents_page<C: GenericClient>(
     };
     let (after_time, after_id) = filter.after.unzip();
     let statement = client
-        .prepare_cached(
-            "SELECT id, version, state FROM rm_incidents \
+        .prepare_cached(concat!(
+            "SELECT id, version, state, ",
+            timeline_sql!("incident"),
+            " AS timeline FROM rm_incidents r \
               WHERE ($1 OR public OR $2 = ANY(tenants)) \
                 AND ($3::bool IS NULL OR is_open = $3) \
                 AND ($4::uuid IS NULL OR $4 = ANY(service_ids)) \
@@ -328,7 +395,7 @@ pub async fn incidents_page<C: GenericClient>(
                      OR cardinality(regions) = 0) \
                 AND ($7::timestamptz IS NULL OR (started_at, id) < ($7, $8::uuid)) \
               ORDER BY started_at DESC, id DESC LIMIT $9",
-        )
+        ))
         .await?;
     let rows = client
         .query(
@@ -388,13 +455,15 @@ pub async fn maintenances_page<C: GenericClient>(
     let statuses = state.statuses();
     let (after_time, after_id) = after.unzip();
     let statement = client
-        .prepare_cached(
-            "SELECT id, version, state FROM rm_maintenances \
+        .prepare_cached(concat!(
+            "SELECT id, version, state, ",
+            timeline_sql!("maintenance"),
+            " AS timeline FROM rm_maintenances r \
               WHERE ($1 OR public OR $2 = ANY(tenants)) \
                 AND ($3::text[] IS NULL OR status = ANY($3)) \
                 AND ($4::timestamptz IS NULL OR (starts_at, id) < ($4, $5::uuid)) \
               ORDER BY starts_at DESC, id DESC LIMIT $6",
-        )
+        ))
         .await?;
     let rows = client
         .query(
@@ -421,11 +490,13 @@ pub async fn soonest_upcoming_maintenances<C: GenericClient>(
     let (everyone, tenant) = viewer.filter();
     let statuses = MaintenanceState::Upcoming.statuses();
     let statement = client
-        .prepare_cached(
-            "SELECT id, version, state FROM rm_maintenances \
+        .prepare_cached(concat!(
+            "SELECT id, version, state, ",
+            timeline_sql!("maintenance"),
+            " AS timeline FROM rm_maintenances r \
               WHERE ($1 OR public OR $2 = ANY(tenants)) AND status = ANY($3) \
               ORDER BY starts_at, id LIMIT $4",
-        )
+        ))
         .await?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = client

@@ -127,7 +127,8 @@ async fn rebuild_and_swap(
                 .query_one(
                     "SELECT string_agg(quote_ident(column_name), ', ') \
                        FROM information_schema.columns \
-                      WHERE table_schema = $1 AND table_name = $2 AND data_type <> 'jsonb'",
+                      WHERE table_schema = $1 AND table_name = $2 \
+                        AND data_type NOT IN ('json', 'jsonb')",
                     &[&REBUILD_SCHEMA, &table],
                 )
                 .await?

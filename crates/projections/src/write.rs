@@ -16,7 +16,7 @@ use domain::api_key::ApiKey;
 use domain::incident::Incident;
 use domain::maintenance::Maintenance;
 use domain::service::Service;
-use domain::values::{Audience, ServiceStatus};
+use domain::values::{Audience, ServiceStatus, Timeline};
 use domain::webhook::{Webhook, WebhookStatus};
 use serde::Serialize;
 use tokio_postgres::types::{Json, ToSql};
@@ -307,9 +307,9 @@ impl PreparedWrites<'_> {
     }
 }
 
-/// One derived row per update of a resource, for the feeds.
-#[derive(Default)]
-struct UpdateRows<'a> {
+/// One derived row per update of a resource: its place in the timeline (which readers put
+/// back into the state from these rows, migration V8) and the columns the feeds read.
+struct UpdateRows<'a, U> {
     update_ids: Vec<Uuid>,
     resource_ids: Vec<Uuid>,
     resource_versions: Vec<i64>,
@@ -317,6 +317,24 @@ struct UpdateRows<'a> {
     statuses: Vec<&'static str>,
     messages: Vec<&'a str>,
     created: Vec<DateTime<Utc>>,
+    seqs: Vec<i32>,
+    bodies: Vec<Json<&'a U>>,
+}
+
+impl<U> Default for UpdateRows<'_, U> {
+    fn default() -> Self {
+        UpdateRows {
+            update_ids: Vec::new(),
+            resource_ids: Vec::new(),
+            resource_versions: Vec::new(),
+            titles: Vec::new(),
+            statuses: Vec::new(),
+            messages: Vec::new(),
+            created: Vec::new(),
+            seqs: Vec::new(),
+            bodies: Vec::new(),
+        }
+    }
 }
 
 /// One derived row per service an open incident or active maintenance affects.
@@ -425,7 +443,7 @@ impl<'a> Writes<'a> {
     /// resource). Timelines only grow, so update rows are upserted (an unchanged one is not
     /// rewritten); impacts, which come and go with the resource's status, are replaced.
     /// Rows that [`Changes`] says are stored already are left out.
-    fn derived<R, U: TimelineUpdate + 'a>(
+    fn derived<R, U: TimelineUpdate + Serialize + std::fmt::Debug + Sync + 'a>(
         &mut self,
         kind: &'static str,
         parent_table: &str,
@@ -439,9 +457,15 @@ impl<'a> Writes<'a> {
         for resource in resources {
             let derived = derive(&resource.state);
             let version = version(resource)?;
-            for update in derived.updates {
+            for (seq, update) in derived.updates.iter().enumerate() {
                 let (update_id, status, message, created) = update.row();
                 if !changes.stored_updates.contains(&update_id) {
+                    let seq = i32::try_from(seq).map_err(|_| {
+                        ProjectionError::Corrupt(format!(
+                            "the timeline of {} is too long",
+                            resource.id
+                        ))
+                    })?;
                     let updates = if changes.new_updates.contains(&update_id) {
                         &mut new_updates
                     } else {
@@ -454,6 +478,8 @@ impl<'a> Writes<'a> {
                     updates.statuses.push(status);
                     updates.messages.push(message);
                     updates.created.push(created);
+                    updates.seqs.push(seq);
+                    updates.bodies.push(Json(&**update));
                 }
             }
             if !changes.stored_impacts.contains(&resource.id) {
@@ -485,11 +511,14 @@ impl<'a> Writes<'a> {
                 "ON CONFLICT (resource_kind, resource_id, update_id) DO UPDATE SET \
                      title = excluded.title, status = excluded.status, \
                      message = excluded.message, created_at = excluded.created_at, \
-                     public = excluded.public, tenants = excluded.tenants \
+                     public = excluded.public, tenants = excluded.tenants, \
+                     seq = excluded.seq, body = excluded.body \
                  WHERE (rm_updates.title, rm_updates.status, rm_updates.message, \
-                        rm_updates.created_at, rm_updates.public, rm_updates.tenants) \
+                        rm_updates.created_at, rm_updates.public, rm_updates.tenants, \
+                        rm_updates.seq, rm_updates.body::text) \
                        IS DISTINCT FROM (excluded.title, excluded.status, excluded.message, \
-                        excluded.created_at, excluded.public, excluded.tenants)",
+                        excluded.created_at, excluded.public, excluded.tenants, \
+                        excluded.seq, excluded.body::text)",
             ),
         ] {
             if rows.update_ids.is_empty() {
@@ -498,12 +527,13 @@ impl<'a> Writes<'a> {
             self.push(
                 format!(
                     "INSERT INTO rm_updates (update_id, resource_kind, resource_id, title, status, \
-                                             message, created_at, public, tenants) \
+                                             message, created_at, public, tenants, seq, body) \
                      SELECT u.update_id, $8, u.resource_id, u.title, u.status, u.message, \
-                            u.created_at, p.public, p.tenants \
+                            u.created_at, p.public, p.tenants, u.seq, u.body \
                        FROM unnest($1::uuid[], $2::uuid[], $3::int8[], $4::text[], $5::text[], \
-                                   $6::text[], $7::timestamptz[]) \
-                            AS u(update_id, resource_id, version, title, status, message, created_at) \
+                                   $6::text[], $7::timestamptz[], $9::int4[], $10::json[]) \
+                            AS u(update_id, resource_id, version, title, status, message, \
+                                 created_at, seq, body) \
                        JOIN {parent_table} p ON p.id = u.resource_id AND p.version = u.version \
                      {on_conflict}"
                 ),
@@ -516,6 +546,8 @@ impl<'a> Writes<'a> {
                     rows.messages,
                     rows.created,
                     kind,
+                    rows.seqs,
+                    rows.bodies,
                 ],
             );
         }
@@ -562,7 +594,16 @@ impl<'a> Writes<'a> {
             .iter()
             .map(|i| is_public(&i.state.audience))
             .collect();
-        let states: Vec<_> = incidents.iter().map(state_json).collect();
+        // The timeline is in the update rows (see `derived`).
+        let states: Vec<_> = incidents
+            .iter()
+            .map(|i| {
+                Json(Incident {
+                    updates: Timeline::default(),
+                    ..i.state.clone()
+                })
+            })
+            .collect();
         let arrays: Vec<_> = incidents
             .iter()
             .map(|i| {
@@ -619,7 +660,16 @@ impl<'a> Writes<'a> {
             .iter()
             .map(|m| is_public(&m.state.audience))
             .collect();
-        let states: Vec<_> = maintenances.iter().map(state_json).collect();
+        // The timeline is in the update rows (see `derived`).
+        let states: Vec<_> = maintenances
+            .iter()
+            .map(|m| {
+                Json(Maintenance {
+                    updates: Timeline::default(),
+                    ..m.state.clone()
+                })
+            })
+            .collect();
         let arrays: Vec<_> = maintenances
             .iter()
             .map(|m| {

@@ -753,6 +753,131 @@ async fn the_read_model_list_names_every_table_of_the_schema() {
     assert_eq!(tables, listed);
 }
 
+/// Every incident and maintenance as the read models give them to someone who sees all.
+async fn every_notice(
+    store: &EventStore,
+) -> (
+    Vec<projections::Versioned<incident::Incident>>,
+    Vec<projections::Versioned<maintenance::Maintenance>>,
+) {
+    let client = store.pool().get().await.unwrap();
+    let incidents = queries::incidents(
+        &client,
+        &Viewer::Everyone,
+        queries::IncidentState::All,
+        1000,
+    )
+    .await
+    .unwrap();
+    let maintenances = queries::maintenances_page(
+        &client,
+        &Viewer::Everyone,
+        queries::MaintenanceState::All,
+        None,
+        1000,
+    )
+    .await
+    .unwrap()
+    .items;
+    (incidents, maintenances)
+}
+
+#[tokio::test]
+async fn a_notice_read_from_its_rows_is_its_events_folded_corrections_and_all() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    testing::publish(&Publisher::new(&store), SMALL).await;
+    store.seal_all(Duration::from_secs(10)).await.unwrap();
+    let head = store.log_head().await.unwrap().unwrap().0;
+    let (incidents, maintenances) = every_notice(&store).await;
+    let corrected = incidents
+        .iter()
+        .flat_map(|i| i.state.updates.iter())
+        .any(|u| !u.corrections.is_empty());
+    assert!(corrected, "the history corrects some updates");
+    let at = AsOf::Position(head);
+    for incident in incidents {
+        let folded = history::as_of::<IncidentDecider>(&store, incident.id, at, &Viewer::Everyone)
+            .await
+            .unwrap();
+        assert_eq!(Some(incident), folded);
+    }
+    for maintenance in maintenances {
+        let folded =
+            history::as_of::<MaintenanceDecider>(&store, maintenance.id, at, &Viewer::Everyone)
+                .await
+                .unwrap();
+        assert_eq!(Some(maintenance), folded);
+    }
+}
+
+#[tokio::test]
+async fn migration_v8_moves_every_timeline_into_its_update_rows_unchanged() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    testing::publish(&Publisher::new(&store), SMALL).await;
+    let before = every_notice(&store).await;
+    assert!(before.0.iter().any(|i| i.state.updates.len() > 3));
+    assert!(!before.1.is_empty());
+
+    // Back to the layout V7 left: each timeline inside its state, update rows without it.
+    let client = store.pool().get().await.unwrap();
+    client
+        .batch_execute(
+            "UPDATE rm_incidents r SET state = (r.state::jsonb || jsonb_build_object('updates', \
+                 (SELECT jsonb_agg(u.body::jsonb ORDER BY u.seq) FROM rm_updates u \
+                   WHERE u.resource_kind = 'incident' AND u.resource_id = r.id)))::json; \
+             UPDATE rm_maintenances r SET state = (r.state::jsonb || jsonb_build_object('updates', \
+                 (SELECT jsonb_agg(u.body::jsonb ORDER BY u.seq) FROM rm_updates u \
+                   WHERE u.resource_kind = 'maintenance' AND u.resource_id = r.id)))::json; \
+             ALTER TABLE rm_updates DROP COLUMN seq, DROP COLUMN body; \
+             DELETE FROM refinery_schema_history WHERE version = 8;",
+        )
+        .await
+        .unwrap();
+    drop(client);
+    drop(store);
+
+    eventstore::migrate(&db.url).await.unwrap();
+    let store = db.store();
+    assert_eq!(every_notice(&store).await, before);
+    let client = store.pool().get().await.unwrap();
+    let timelines_left: i64 = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM rm_incidents WHERE json_array_length(state -> 'updates') > 0) \
+                  + (SELECT count(*) FROM rm_maintenances WHERE json_array_length(state -> 'updates') > 0)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        timelines_left, 0,
+        "the states no longer hold their timelines"
+    );
+
+    // Writes go on from the migrated rows.
+    let publisher = Publisher::new(&store);
+    let incident = (before.0.iter())
+        .find(|i| i.state.status.is_open())
+        .expect("an open incident");
+    let written = publisher
+        .execute::<IncidentDecider>(
+            incident.id,
+            &post(IncidentStatus::Monitoring, 30),
+            Some(incident.version),
+            &by(),
+        )
+        .await
+        .unwrap();
+    let read = queries::incident(&client, incident.id, &Viewer::Everyone)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read, written.resource);
+    assert_eq!(read.state.updates.len(), incident.state.updates.len() + 1);
+}
+
 #[tokio::test]
 async fn a_write_in_flight_when_a_replay_swaps_is_waited_for_and_kept() {
     let db = TestDatabase::create().await;
