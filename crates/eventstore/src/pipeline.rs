@@ -65,6 +65,21 @@ impl<'a> OpenTransaction<'a> {
         )
     }
 
+    /// `COMMIT`, to be sent as the last statement of the pipeline that begins the
+    /// transaction (polled with the others, after them): the transaction ends in the same
+    /// round trip. The server commits only if every statement before succeeded; after an
+    /// error it answers this `COMMIT` by rolling back, without an error of its own. So every
+    /// outcome that must not be committed has to be an error of some statement, never a
+    /// result that the caller would refuse once it reads it.
+    pub fn commit_in_pipeline(
+        mut self,
+    ) -> impl Future<Output = Result<(), tokio_postgres::Error>> + 'a {
+        // Sent in the same poll as `BEGIN` (the caller polls them together): from then on
+        // the server ends the transaction whatever happens to this side.
+        self.open = false;
+        self.client.batch_execute("COMMIT")
+    }
+
     /// Ends the transaction with `COMMIT` (when `commit`) or `ROLLBACK`. A `COMMIT` of a
     /// transaction that an error aborted rolls it back without an error of its own: commit
     /// only when every statement succeeded.
@@ -91,6 +106,7 @@ impl Drop for OpenTransaction<'_> {
 mod tests {
     use super::*;
     use crate::testing::TestDatabase;
+    use tokio_postgres::types::ToSql;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_transaction_dropped_unfinished_leaves_its_connection_outside_any_transaction() {
@@ -123,6 +139,56 @@ mod tests {
             .map(|row| row.get(0))
             .collect();
         assert_eq!(rows, vec![2]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_in_the_pipeline_keeps_everything_or_after_any_error_nothing() {
+        let db = TestDatabase::create().await;
+        let store = db.store();
+        let client = store.pool().get().await.expect("client");
+        client
+            .batch_execute("CREATE TABLE scratch (n int PRIMARY KEY)")
+            .await
+            .expect("table");
+        // Prepared before the pipeline (see the module documentation).
+        let insert = (client.prepare("INSERT INTO scratch VALUES ($1)").await).expect("prepare");
+        // (first row, second row, whether both go in): 1 again fails on the key.
+        for (first, second, both) in [(1, 2, true), (3, 1, false)] {
+            let first: [&(dyn ToSql + Sync); 1] = [&first];
+            let second: [&(dyn ToSql + Sync); 1] = [&second];
+            let (transaction, begin) = OpenTransaction::begin(&client);
+            let (begun, wrote, wrote_again, committed) = futures_util::join!(
+                begin,
+                client.execute(&insert, &first),
+                client.execute(&insert, &second),
+                transaction.commit_in_pipeline(),
+            );
+            begun.expect("begin");
+            wrote.expect("the first insert");
+            assert_eq!(wrote_again.is_ok(), both);
+            committed.expect("after an error, the commit rolls back without an error");
+        }
+        let rows: Vec<i32> = client
+            .query("SELECT n FROM scratch ORDER BY n", &[])
+            .await
+            .expect("read")
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![1, 2],
+            "the transaction with an error left nothing"
+        );
+        // And the connection is outside any transaction again.
+        client.execute(&insert, &[&4]).await.expect("autocommit");
+        let other = store.pool().get().await.expect("another client");
+        let seen: i64 = (other
+            .query_one("SELECT count(*) FROM scratch WHERE n = 4", &[])
+            .await)
+            .expect("read")
+            .get(0);
+        assert_eq!(seen, 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

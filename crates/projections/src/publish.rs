@@ -328,7 +328,7 @@ impl Publisher {
             None => None,
         };
         let (transaction, begin) = OpenTransaction::begin(&client);
-        let (begun, locked, appended, wrote, also_wrote, remembered) = futures_util::join!(
+        let (begun, locked, appended, wrote, also_wrote, remembered, committed) = futures_util::join!(
             begin,
             client.execute(&lock, &[&PROJECTIONS_LOCK]),
             append.send(&client),
@@ -345,6 +345,9 @@ impl Publisher {
                     None => Ok(true),
                 }
             },
+            // Every outcome below other than `Done` comes from a statement's error, which
+            // makes this a rollback.
+            transaction.commit_in_pipeline(),
         );
         // The first failure is the cause; the statements after it failed only because it
         // aborted the transaction.
@@ -363,19 +366,16 @@ impl Publisher {
             }
             Ok(Attempt::Done(written))
         })();
-        let commit = matches!(outcome, Ok(Attempt::Done(_)));
-        transaction.finish(commit).await?;
-        if commit {
+        if let Ok(Attempt::Done(written)) = &outcome {
+            committed?;
             self.store.notify_appended();
-            if let Ok(Attempt::Done(written)) = &outcome {
-                let resource = &written.resource;
-                let recent = Recent {
-                    version: resource.version,
-                    weight: K::weight(&resource.state),
-                    state: Arc::new(resource.state.clone()),
-                };
-                self.recent.insert(id, recent);
-            }
+            let resource = &written.resource;
+            let recent = Recent {
+                version: resource.version,
+                weight: K::weight(&resource.state),
+                state: Arc::new(resource.state.clone()),
+            };
+            self.recent.insert(id, recent);
         }
         outcome
     }
