@@ -94,8 +94,8 @@ pub fn for_viewer<T: Notice>(mut notice: Versioned<T>, viewer: &Viewer) -> Optio
 /// reads [`StoredState::TIMELINE`] beside it, as a `timeline` column, and
 /// [`stored_state`] puts it back.
 pub trait StoredState: DeserializeOwned {
-    /// SQL of the `timeline` column (without its name) of the resource row aliased `r`: its update rows'
-    /// bodies, in timeline order (NULL when it has none).
+    /// SQL of the `timeline` column (without its name) of the resource row aliased `r`: its
+    /// update rows' bodies, in timeline order (NULL when it has none).
     const TIMELINE: &'static str = "NULL::json";
 
     /// Puts the `timeline` column of `row` into the state.
