@@ -42,8 +42,8 @@ pub async fn in_order<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F:
 }
 
 /// A transaction begun in a pipeline (`BEGIN` sent with its first statements, see
-/// [`Self::begin`]) that must end with [`Self::finish`]. Dropped without it (a cancelled
-/// request), it sends `ROLLBACK` without waiting for the answer, so that the connection
+/// [`Self::begin`]) that must end with [`Self::finish`] or, in that same pipeline,
+/// [`Self::commit_in_pipeline`]. Dropped without either (a cancelled request), it sends `ROLLBACK` without waiting for the answer, so that the connection
 /// goes back to the pool outside any transaction: the server runs that `ROLLBACK` before
 /// whatever the connection's next user sends.
 pub struct OpenTransaction<'a> {

@@ -304,8 +304,8 @@ impl Publisher {
         // statement is prepared first. The shared lock comes before any write, so that a
         // replay waiting for the exclusive lock never waits on a transaction that holds back
         // the sealer; the events come next, as the transaction's first write (the sealer's
-        // order needs it); then the read models, the caller's own statement, and the answer
-        // for the idempotency key.
+        // order needs it); then the read models, the caller's own statement, the answer for
+        // the idempotency key, and `COMMIT`.
         let append = match self
             .store
             .prepare_pipelined_append(&client, &stream_id, version, &new_events)
