@@ -23,6 +23,41 @@ fn outage(service_id: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_polling_with_its_etag_gets_304_until_the_notice_changes() {
+    let db = TestDatabase::create().await;
+    let api = Api::start(&db).await;
+    let teams = api.service("Microsoft Teams").await;
+    let comms = api.key("publisher", None).await;
+    let id = api.declare(&comms, outage(&teams)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/v1/incidents/{id}");
+    let first = api.get(&path, None).await;
+    let etag = first.header("etag").unwrap().to_owned();
+    assert_eq!(etag, "\"1\"");
+    for tag in [etag.as_str(), "W/\"1\"", "\"7\", \"1\""] {
+        let again = api
+            .send(Method::GET, &path, None, &[("if-none-match", tag)], None)
+            .await;
+        assert_eq!(again.status.as_u16(), 304, "If-None-Match: {tag}");
+        assert_eq!(again.header("etag"), Some(etag.as_str()));
+    }
+    api.post(
+        &format!("{path}/updates"),
+        &comms,
+        json!({"status": "identified", "message": "A certificate expired."}),
+    )
+    .await
+    .expect(201);
+    let changed = api
+        .send(Method::GET, &path, None, &[("if-none-match", &etag)], None)
+        .await;
+    assert_eq!(changed.header("etag"), Some("\"2\""));
+    assert_eq!(changed.expect(200)["status"], "identified");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_outage_goes_through_its_whole_lifecycle() {
     let db = TestDatabase::create().await;
     let api = Api::start(&db).await;
@@ -546,6 +581,29 @@ async fn a_tenant_private_notice_reaches_that_tenant_only_on_every_read() {
         json!({"visibility": "tenants", "tenants": ["contoso"]}),
         "a tenant does not learn which other tenants a notice is shared with"
     );
+    api.get(
+        &format!("/v1/maintenances/{maintenance_id}"),
+        Some(&contoso),
+    )
+    .await
+    .expect(200);
+    // What the tenant was shown is kept in memory for it alone.
+    for outsider in [None, Some(fabrikam.as_str()), Some(unbound_reader.as_str())] {
+        api.get(&format!("/v1/incidents/{id}"), outsider)
+            .await
+            .problem(404);
+        api.get(&format!("/v1/maintenances/{maintenance_id}"), outsider)
+            .await
+            .problem(404);
+    }
+    let everyone = api
+        .get(&format!("/v1/incidents/{id}"), Some(&comms))
+        .await
+        .expect(200);
+    assert_eq!(
+        everyone["audience"]["tenants"],
+        json!(["contoso", "northwind"])
+    );
     assert_eq!(
         api.get("/v1/incidents", Some(&contoso)).await.expect(200)["items"]
             .as_array()
@@ -800,6 +858,12 @@ async fn two_serve_processes_on_one_database_answer_consistently() {
         };
         let incident = writer.declare(&comms, outage(&teams)).await;
         let id = incident["id"].as_str().unwrap();
+        // The reader renders (and keeps) the incident as declared...
+        let declared = reader
+            .get(&format!("/v1/incidents/{id}"), None)
+            .await
+            .expect(200);
+        assert_eq!(declared, incident);
         let updated = writer
             .post(
                 &format!("/v1/incidents/{id}/updates"),
@@ -808,7 +872,7 @@ async fn two_serve_processes_on_one_database_answer_consistently() {
             )
             .await
             .expect(201);
-        // Read-your-writes on the other process, at once.
+        // ...and still shows the update at once: read-your-writes on the other process.
         let seen = reader
             .get(&format!("/v1/incidents/{id}"), None)
             .await

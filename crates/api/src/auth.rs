@@ -12,6 +12,7 @@ use domain::api_key::{ApiKey, Role};
 use projections::queries::{self, Viewer};
 use projections::Versioned;
 
+use crate::coalesce::Coalesced;
 use crate::problem::ApiError;
 use crate::AppState;
 
@@ -140,9 +141,8 @@ async fn authenticate(request: HttpRequest) -> Result<Caller, ApiError> {
         Ok(Some(secret)) => secret,
         Err(e) => return Err(limits.failed_authentication(client_ip, e)),
     };
-    let client = state.store.pool().get().await?;
     let hash = projections::access::secret_sha256(&secret);
-    match queries::live_key_by_secret_hash(&client, &hash).await? {
+    match state.live_keys.get(hash).await? {
         Some(key) => Ok(Caller {
             key: Some(key),
             client_ip,
@@ -152,6 +152,19 @@ async fn authenticate(request: HttpRequest) -> Result<Caller, ApiError> {
             ApiError::Unauthorized("unknown or revoked API key".into()),
         )),
     }
+}
+
+/// Live keys by the SHA-256 of their secret, read from the database for every request (so
+/// that a revocation takes effect at once, on every process), concurrent requests' in one
+/// query.
+pub fn live_keys(pool: deadpool_postgres::Pool) -> Coalesced<String, Versioned<ApiKey>> {
+    Coalesced::new(move |hashes: Vec<String>| {
+        let pool = pool.clone();
+        async move {
+            let client = pool.get().await?;
+            Ok(queries::live_keys_by_secret_hashes(&client, &hashes).await?)
+        }
+    })
 }
 
 impl FromRequest for Caller {

@@ -6,6 +6,7 @@
 //! limit around the one write path, [`projections::Publisher`].
 
 pub mod auth;
+mod coalesce;
 mod feeds;
 mod health;
 pub mod http;
@@ -16,6 +17,7 @@ pub mod observe;
 pub mod openapi;
 pub mod problem;
 mod published;
+mod renderings;
 mod routes;
 pub mod statuspage;
 pub mod stream;
@@ -27,6 +29,7 @@ use std::sync::Arc;
 
 use actix_web::web;
 use eventstore::EventStore;
+use projections::queries::NoticeTable;
 use projections::Publisher;
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -63,6 +66,12 @@ pub struct AppState {
     pub writes: Arc<std::sync::atomic::AtomicU64>,
     /// How webhooks are registered (which targets are allowed) and sent.
     pub webhooks: Arc<webhooks::WebhookSettings>,
+    /// The live key of each secret hash, looked up for concurrent requests at once.
+    pub live_keys:
+        Arc<coalesce::Coalesced<String, projections::Versioned<domain::api_key::ApiKey>>>,
+    /// `GET /v1/incidents/{id}` and `GET /v1/maintenances/{id}` as last rendered.
+    pub incident_renderings: Arc<renderings::Renderings>,
+    pub maintenance_renderings: Arc<renderings::Renderings>,
 }
 
 impl AppState {
@@ -86,7 +95,17 @@ impl AppState {
         limits: LimitSettings,
         page: PublicPage,
     ) -> Self {
+        let pool = store.pool().clone();
         AppState {
+            live_keys: Arc::new(auth::live_keys(pool.clone())),
+            incident_renderings: Arc::new(renderings::Renderings::new(
+                pool.clone(),
+                NoticeTable::Incidents,
+            )),
+            maintenance_renderings: Arc::new(renderings::Renderings::new(
+                pool,
+                NoticeTable::Maintenances,
+            )),
             publisher: Publisher::new(&store),
             store,
             prepared,

@@ -1,6 +1,8 @@
 //! Reading the read models, always on behalf of a viewer, so that a tenant's private
 //! notices (and their effect on service status) never reach anyone outside that tenant.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use domain::api_key::ApiKey;
@@ -17,7 +19,7 @@ use crate::kinds::Versioned;
 use crate::ProjectionError;
 
 /// Who is reading.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Viewer {
     /// Anonymous, or a key bound to no tenant that may not see private notices: public
     /// notices only.
@@ -278,6 +280,46 @@ pub async fn maintenance<C: GenericClient>(
     visible(client, "rm_maintenances", id, viewer).await
 }
 
+/// The current versions of those of `ids` that are rows of `table` (`rm_incidents`,
+/// `rm_maintenances`), whoever may see them: what a cached rendering is checked against.
+pub async fn current_versions<C: GenericClient>(
+    client: &C,
+    table: NoticeTable,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, u64>, ProjectionError> {
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT id, version FROM {} WHERE id = ANY($1)",
+            table.name()
+        ))
+        .await?;
+    let rows = client.query(&statement, &[&ids]).await?;
+    rows.iter()
+        .map(|row| {
+            let id: Uuid = row.try_get(0)?;
+            let version = u64::try_from(row.try_get::<_, i64>(1)?)
+                .map_err(|_| ProjectionError::Corrupt(format!("negative version of {id}")))?;
+            Ok((id, version))
+        })
+        .collect()
+}
+
+/// The read-model tables whose rows are notices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeTable {
+    Incidents,
+    Maintenances,
+}
+
+impl NoticeTable {
+    fn name(self) -> &'static str {
+        match self {
+            NoticeTable::Incidents => "rm_incidents",
+            NoticeTable::Maintenances => "rm_maintenances",
+        }
+    }
+}
+
 /// Which incidents a list shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum IncidentState {
@@ -301,24 +343,32 @@ pub async fn incidents<C: GenericClient>(
     Ok(incidents_page(client, viewer, &filter, limit).await?.items)
 }
 
-/// The live (not revoked) key whose secret has this SHA-256, if exactly one has. Read from
-/// the database on every call, so a revocation takes effect at once on every process.
-pub async fn live_key_by_secret_hash<C: GenericClient>(
+/// The live (not revoked) key of each of these secret SHA-256s that has exactly one. Read
+/// from the database on every call, so a revocation takes effect at once on every process.
+pub async fn live_keys_by_secret_hashes<C: GenericClient>(
     client: &C,
-    secret_sha256: &str,
-) -> Result<Option<Versioned<ApiKey>>, ProjectionError> {
+    secret_sha256s: &[String],
+) -> Result<HashMap<String, Versioned<ApiKey>>, ProjectionError> {
     let statement = client
         .prepare_cached(
-            "SELECT id, version, state FROM rm_api_keys \
-              WHERE secret_sha256 = $1 AND NOT revoked LIMIT 2",
+            "SELECT secret_sha256, id, version, state FROM rm_api_keys \
+              WHERE secret_sha256 = ANY($1) AND NOT revoked",
         )
         .await?;
-    let rows = client.query(&statement, &[&secret_sha256]).await?;
-    match rows.as_slice() {
-        [row] => versioned(row).map(Some),
-        // None, or an ambiguous match (only a forged history has one): no key.
-        _ => Ok(None),
+    let rows = client.query(&statement, &[&secret_sha256s]).await?;
+    let mut keys = HashMap::with_capacity(rows.len());
+    let mut ambiguous = Vec::new();
+    for row in &rows {
+        let hash: String = row.try_get("secret_sha256")?;
+        if keys.insert(hash.clone(), versioned(row)?).is_some() {
+            ambiguous.push(hash);
+        }
     }
+    // Only a forged history has two live keys with one secret: neither is anyone's.
+    for hash in ambiguous {
+        keys.remove(&hash);
+    }
+    Ok(keys)
 }
 
 /// One page of a list, and whether rows follow it.

@@ -1130,18 +1130,34 @@ async fn a_key_authenticates_by_its_secret_hash_until_revoked_on_every_process()
         .await
         .unwrap();
     let client = other_process.pool().get().await.unwrap();
-    let key = queries::live_key_by_secret_hash(&client, &hash)
+    let unknown = "8".repeat(64);
+    let mut keys = queries::live_keys_by_secret_hashes(&client, &[hash.clone(), unknown])
         .await
-        .unwrap()
         .unwrap();
+    assert_eq!(keys.len(), 1, "the unknown hash has no key");
+    let key = keys.remove(&hash).unwrap();
     assert_eq!(
         (key.id, key.state.role, key.state.tenant.as_deref()),
         (id, Role::Reader, Some("contoso"))
     );
-    assert!(queries::live_key_by_secret_hash(&client, &"8".repeat(64))
+
+    // A forged row giving a second live key the same secret: neither key authenticates.
+    let forged_hash = "9".repeat(64);
+    client
+        .execute(
+            "INSERT INTO rm_api_keys (id, version, secret_sha256, role, tenant, revoked, state) \
+             SELECT gen_random_uuid(), version, $1, role, tenant, revoked, state \
+               FROM rm_api_keys WHERE id = $2 UNION ALL \
+             SELECT gen_random_uuid(), version, $1, 'admin', NULL, revoked, state \
+               FROM rm_api_keys WHERE id = $2",
+            &[&forged_hash, &id],
+        )
         .await
-        .unwrap()
-        .is_none());
+        .unwrap();
+    let keys = queries::live_keys_by_secret_hashes(&client, &[forged_hash, hash.clone()])
+        .await
+        .unwrap();
+    assert_eq!(keys.keys().collect::<Vec<_>>(), [&hash]);
 
     let revoke = api_key::Command::Revoke(api_key::Revoke {
         author: "admin".into(),
@@ -1152,10 +1168,10 @@ async fn a_key_authenticates_by_its_secret_hash_until_revoked_on_every_process()
         .await
         .unwrap();
     assert!(
-        queries::live_key_by_secret_hash(&client, &hash)
+        queries::live_keys_by_secret_hashes(&client, &[hash])
             .await
             .unwrap()
-            .is_none(),
+            .is_empty(),
         "revoked at once"
     );
 }

@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::auth::{Caller, Permission};
 use crate::http::{self, Answer};
 use crate::problem::ApiError;
+use crate::renderings::Rendering;
 use crate::views::{
     IncidentBody, IncidentPage, NewCorrection, NewIncident, NewIncidentUpdate, NewPostmortem,
     Reopening,
@@ -485,9 +486,13 @@ pub async fn list(
 /// One incident with its whole timeline, now or as it stood at `as_of`.
 #[utoipa::path(
     operation_id = "get_incident", get, path = "/v1/incidents/{id}", tag = "incidents",
-    params(("id" = Uuid, Path), GetQuery),
+    params(
+        ("id" = Uuid, Path), GetQuery,
+        ("If-None-Match" = Option<String>, Header, description = "The ETag of an earlier answer: 304 while the incident is at that version (without `as_of`)"),
+    ),
     responses(
         (status = 200, body = IncidentBody, headers(("ETag" = String))),
+        (status = 304, description = "Not modified: `If-None-Match` names the current version"),
         crate::problem::documented::PublicGetProblems,
     ),
     security((), ("bearer" = []))
@@ -497,22 +502,31 @@ pub async fn get(
     caller: Caller,
     id: web::Path<Uuid>,
     query: web::Query<GetQuery>,
+    request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     state.limits.allow_read(caller.client_ip)?;
     let viewer = caller.viewer();
-    let incident = match query.as_of.as_deref() {
-        None => {
-            let client = state.store.pool().get().await?;
-            queries::incident(&client, *id, &viewer).await?
-        }
-        Some(as_of) => {
-            let as_of: AsOf = as_of
-                .parse()
-                .map_err(|e: history::AsOfError| ApiError::invalid("as_of", e.to_string()))?;
-            history::as_of::<IncidentDecider>(&state.store, *id, as_of, &viewer).await?
-        }
+    let not_found = || ApiError::NotFound("no such incident".into());
+    let Some(as_of) = query.as_of.as_deref() else {
+        let rendering = state
+            .incident_renderings
+            .current(*id, &viewer, || async {
+                let client = state.store.pool().get().await?;
+                queries::incident(&client, *id, &viewer)
+                    .await?
+                    .map(|incident| Rendering::new(incident.version, &IncidentBody::from(incident)))
+                    .transpose()
+            })
+            .await?
+            .ok_or_else(not_found)?;
+        return Ok(rendering.respond(&request));
     };
-    let incident = incident.ok_or_else(|| ApiError::NotFound("no such incident".into()))?;
+    let as_of: AsOf = as_of
+        .parse()
+        .map_err(|e: history::AsOfError| ApiError::invalid("as_of", e.to_string()))?;
+    let incident = history::as_of::<IncidentDecider>(&state.store, *id, as_of, &viewer)
+        .await?
+        .ok_or_else(not_found)?;
     Ok(http::resource(
         StatusCode::OK,
         incident.version,

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::http::{self, Answer};
 use crate::problem::ApiError;
+use crate::renderings::Rendering;
 use crate::routes::incidents::{known_services, publisher, Publisher};
 use crate::views::{MaintenanceBody, MaintenancePage, NewMaintenance, NewMaintenanceUpdate};
 use crate::AppState;
@@ -193,9 +194,13 @@ pub async fn list(
 /// One maintenance with its updates.
 #[utoipa::path(
     operation_id = "get_maintenance", get, path = "/v1/maintenances/{id}", tag = "maintenances",
-    params(("id" = Uuid, Path)),
+    params(
+        ("id" = Uuid, Path),
+        ("If-None-Match" = Option<String>, Header, description = "The ETag of an earlier answer: 304 while the maintenance is at that version"),
+    ),
     responses(
         (status = 200, body = MaintenanceBody, headers(("ETag" = String))),
+        (status = 304, description = "Not modified: `If-None-Match` names the current version"),
         crate::problem::documented::PublicGetProblems,
     ),
     security((), ("bearer" = []))
@@ -204,15 +209,20 @@ pub async fn get(
     state: web::Data<AppState>,
     caller: Caller,
     id: web::Path<Uuid>,
+    request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     state.limits.allow_read(caller.client_ip)?;
-    let client = state.store.pool().get().await?;
-    let maintenance = queries::maintenance(&client, *id, &caller.viewer())
+    let viewer = caller.viewer();
+    let rendering = state
+        .maintenance_renderings
+        .current(*id, &viewer, || async {
+            let client = state.store.pool().get().await?;
+            queries::maintenance(&client, *id, &viewer)
+                .await?
+                .map(|m| Rendering::new(m.version, &MaintenanceBody::from(m)))
+                .transpose()
+        })
         .await?
         .ok_or_else(|| ApiError::NotFound("no such maintenance".into()))?;
-    Ok(http::resource(
-        StatusCode::OK,
-        maintenance.version,
-        &MaintenanceBody::from(maintenance),
-    ))
+    Ok(rendering.respond(&request))
 }

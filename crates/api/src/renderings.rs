@@ -1,0 +1,140 @@
+//! The answers to `GET /v1/incidents/{id}` and `GET /v1/maintenances/{id}`, rendered once
+//! per version and viewer and served from memory while the notice stays at that version.
+//!
+//! During an outage every client polls the incident it was told about. Each request still
+//! asks the database for the notice's current version (so a write answered on any process
+//! shows at once: read-your-writes), but those questions are batched ([`Coalesced`]) and the
+//! answer is a version number, not a state to decode and serialize again. A version is one
+//! state, and what a viewer sees of it depends only on that state, so bytes rendered for
+//! (notice, viewer) at a version are the answer for as long as the version holds.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::web::Bytes;
+use actix_web::{HttpRequest, HttpResponse};
+use deadpool_postgres::Pool;
+use projections::queries::{self, NoticeTable, Viewer};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::coalesce::Coalesced;
+use crate::problem::ApiError;
+
+/// Bytes of renderings one table's cache keeps (with a rough per-entry overhead).
+const RENDERINGS_BYTES: u64 = 32 << 20;
+const ENTRY_OVERHEAD: u64 = 128;
+
+/// A notice as one viewer sees it at one version, ready to send.
+#[derive(Debug)]
+pub struct Rendering {
+    pub version: u64,
+    body: Bytes,
+    etag: HeaderValue,
+}
+
+impl Rendering {
+    pub fn new<T: Serialize>(version: u64, body: &T) -> Result<Rendering, ApiError> {
+        let body = serde_json::to_vec(body)
+            .map_err(|e| ApiError::Internal(format!("cannot render a notice: {e}")))?;
+        let etag = HeaderValue::from_str(&crate::http::etag(version))
+            .map_err(|e| ApiError::Internal(format!("cannot render an ETag: {e}")))?;
+        Ok(Rendering {
+            version,
+            body: body.into(),
+            etag,
+        })
+    }
+
+    /// 200 with the bytes, or 304 when the client's `If-None-Match` names this version.
+    pub fn respond(&self, request: &HttpRequest) -> HttpResponse {
+        let ours = self.etag.as_bytes();
+        let unchanged = request
+            .headers()
+            .get_all(header::IF_NONE_MATCH)
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            // Weak comparison (RFC 9110 §13.1.2), as If-None-Match requires.
+            .map(|tag| tag.trim().trim_start_matches("W/"))
+            .any(|tag| tag == "*" || tag.as_bytes() == ours);
+        if unchanged {
+            return HttpResponse::build(StatusCode::NOT_MODIFIED)
+                .insert_header((header::ETAG, self.etag.clone()))
+                .finish();
+        }
+        HttpResponse::Ok()
+            .insert_header((header::ETAG, self.etag.clone()))
+            .content_type("application/json")
+            .body(self.body.clone())
+    }
+}
+
+#[derive(Clone)]
+struct RenderingWeight;
+
+impl quick_cache::Weighter<(Uuid, Viewer), Arc<Rendering>> for RenderingWeight {
+    fn weight(&self, (_, viewer): &(Uuid, Viewer), rendering: &Arc<Rendering>) -> u64 {
+        let tenant = match viewer {
+            Viewer::Tenant(tenant) => tenant.len(),
+            _ => 0,
+        };
+        rendering.body.len() as u64 + tenant as u64 + ENTRY_OVERHEAD
+    }
+}
+
+type Cache = quick_cache::sync::Cache<(Uuid, Viewer), Arc<Rendering>, RenderingWeight>;
+
+/// The current renderings of one notice table.
+pub struct Renderings {
+    versions: Coalesced<Uuid, u64>,
+    rendered: Cache,
+}
+
+impl Renderings {
+    pub fn new(pool: Pool, table: NoticeTable) -> Renderings {
+        Renderings {
+            versions: Coalesced::new(move |ids: Vec<Uuid>| {
+                let pool = pool.clone();
+                async move {
+                    let client = pool.get().await?;
+                    Ok(queries::current_versions(&client, table, &ids).await?)
+                }
+            }),
+            rendered: Cache::with_weighter(10_000, RENDERINGS_BYTES, RenderingWeight),
+        }
+    }
+
+    /// The notice `id` as `viewer` sees it now; `None` when there is no such notice or the
+    /// viewer may not see it. `render` reads and renders it when memory has no rendering of
+    /// the current version.
+    pub async fn current<F, Fut>(
+        &self,
+        id: Uuid,
+        viewer: &Viewer,
+        render: F,
+    ) -> Result<Option<Arc<Rendering>>, ApiError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<Rendering>, ApiError>>,
+    {
+        let Some(version) = self.versions.get(id).await? else {
+            return Ok(None);
+        };
+        let key = (id, viewer.clone());
+        if let Some(hit) = self.rendered.get(&key).filter(|r| r.version == version) {
+            return Ok(Some(hit));
+        }
+        // Not cached when invisible: a viewer polling a notice it may not see is rare, and
+        // the rendering would say nothing.
+        let Some(rendering) = render().await? else {
+            return Ok(None);
+        };
+        // At `version` or later (a write may have landed since): either way it is what that
+        // version holds, so it may serve a later request that finds the same version.
+        let rendering = Arc::new(rendering);
+        self.rendered.insert(key, rendering.clone());
+        Ok(Some(rendering))
+    }
+}
