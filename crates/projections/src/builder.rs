@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::kinds::{parse_stream_id, Kind, StreamKind, Versioned};
 use crate::queries::stored_state;
 use crate::write::{write_changes, Changes};
-use crate::{ProjectionError, PROJECTIONS_LOCK};
+use crate::{ProjectionError, PROJECTIONS_LOCK, READ_MODEL_WRITE_SQL};
 
 #[derive(Debug, Clone)]
 pub struct BuilderOptions {
@@ -144,10 +144,7 @@ impl Builder {
                 .await?;
         }
         transaction
-            .execute(
-                "SELECT pg_advisory_xact_lock_shared($1)",
-                &[&PROJECTIONS_LOCK],
-            )
+            .execute(READ_MODEL_WRITE_SQL, &[&PROJECTIONS_LOCK])
             .await?;
         // The row lock makes builders of several processes take turns, each starting where
         // the last one committed.

@@ -40,6 +40,15 @@ use eventstore::StoreError;
 /// batches) and exclusively by a replay while it swaps the rebuilt tables in.
 pub(crate) const PROJECTIONS_LOCK: i64 = 0x6372_6965_7203;
 
+/// The first statement of a transaction that writes read models: the shared side of
+/// [`PROJECTIONS_LOCK`], and generic plans for the rest of the transaction. Each write is an
+/// `INSERT … SELECT … FROM unnest($1, …)` whose custom plan PostgreSQL judges cheaper (it
+/// knows how long the arrays are), so it would plan them again at every execution, about a
+/// quarter of its work under write load; the generic plans are the same per-row index
+/// lookups.
+pub(crate) const READ_MODEL_WRITE_SQL: &str =
+    "SELECT pg_advisory_xact_lock_shared($1), set_config('plan_cache_mode', 'force_generic_plan', true)";
+
 /// Every read-model table. A replay rebuilds exactly these (a test checks that the schema
 /// has no other).
 pub const READ_MODEL_TABLES: [&str; 8] = [

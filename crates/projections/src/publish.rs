@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::idempotency::{self, IdempotentRequest, Recall, StoredAnswer};
 use crate::kinds::{Kind, Versioned};
 use crate::write::{Changes, Writes};
-use crate::{ProjectionError, PROJECTIONS_LOCK};
+use crate::{ProjectionError, PROJECTIONS_LOCK, READ_MODEL_WRITE_SQL};
 use eventstore::pipeline::OpenTransaction;
 
 /// How often a command is decided again after a concurrent write to its resource won the
@@ -315,7 +315,7 @@ impl Publisher {
             Err(e) => return refused_append(e, if_match),
         };
         let writes = Writes::of(&changes)?.prepare(&client).await?;
-        let lock = client.prepare_cached(LOCK_SQL).await?;
+        let lock = client.prepare_cached(READ_MODEL_WRITE_SQL).await?;
         let also = match also {
             Some(also) => Some((client.prepare_cached(also.statement).await?, also.params)),
             None => None,
@@ -380,9 +380,6 @@ impl Publisher {
         outcome
     }
 }
-
-/// Takes the shared side of the projections lock for the write's transaction.
-const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock_shared($1)";
 
 /// What a refused append means for the command: decide it again on the newer state, or
 /// give up.
