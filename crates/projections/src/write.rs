@@ -534,8 +534,9 @@ impl<'a> Writes<'a> {
                                    $6::text[], $7::timestamptz[], $9::int4[], $10::json[]) \
                             AS u(update_id, resource_id, version, title, status, message, \
                                  created_at, seq, body) \
-                       JOIN {parent_table} p ON p.id = u.resource_id AND p.version = u.version \
-                     {on_conflict}"
+                       CROSS JOIN LATERAL ({}) p \
+                     {on_conflict}",
+                    parent_at_version(parent_table, "u.resource_id", "u.version")
                 ),
                 params![
                     rows.update_ids,
@@ -560,7 +561,8 @@ impl<'a> Writes<'a> {
                             p.tenants \
                        FROM unnest($1::uuid[], $2::uuid[], $3::int8[], $4::text[], $5::int2[]) \
                             AS i(service_id, source_id, version, status, severity) \
-                       JOIN {parent_table} p ON p.id = i.source_id AND p.version = i.version"
+                       CROSS JOIN LATERAL ({}) p",
+                    parent_at_version(parent_table, "i.source_id", "i.version")
                 ),
                 params![
                     impacts.service_ids,
@@ -704,6 +706,17 @@ impl<'a> Writes<'a> {
             changes,
         )
     }
+}
+
+/// The parent row's audience when it holds the version a derived row was made from: a
+/// subquery that always plans as one primary-key lookup per row. (As a join, the generic plan
+/// of a write (see `READ_MODEL_WRITE_SQL`) scans a small parent table whole, guessing ten
+/// rows per array.)
+fn parent_at_version(parent_table: &str, id: &str, version: &str) -> String {
+    format!(
+        "SELECT p.public, p.tenants FROM {parent_table} p \
+          WHERE p.id = {id} AND p.version = {version} LIMIT 1"
+    )
 }
 
 #[cfg(test)]
