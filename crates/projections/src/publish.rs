@@ -134,7 +134,28 @@ enum Attempt<R> {
     Replayed(StoredAnswer),
     /// Another writer appended to the stream between our read and our append.
     LostRace,
+    /// The state this process wrote last could not decide the command alone (it refused
+    /// it, or the append found the stream moved on): read the current one and decide again.
+    Unverified,
 }
+
+/// A command as its caller sent it, with what its transaction must also write.
+struct Request<'r, K: Kind> {
+    id: Uuid,
+    command: &'r K::Command,
+    if_match: Option<u64>,
+    metadata: &'r Metadata,
+    once: Option<&'r Once<'r, K::Resource>>,
+    also: Option<&'r AlsoWrite<'r>>,
+}
+
+// By hand: a derive would ask `K: Copy`.
+impl<K: Kind> Clone for Request<'_, K> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<K: Kind> Copy for Request<'_, K> {}
 
 impl Publisher {
     pub fn new(store: &EventStore) -> Self {
@@ -193,30 +214,72 @@ impl Publisher {
         once: Option<Once<'_, K::Resource>>,
         also: Option<&AlsoWrite<'_>>,
     ) -> Result<Outcome<K::Resource>, CommandError> {
-        for _ in 0..MAX_ATTEMPTS {
-            match self
-                .attempt::<K>(id, command, if_match, metadata, once.as_ref(), also)
-                .await?
-            {
+        // The first attempt trusts the state this process wrote last, if it has it: the
+        // append's expected version and the idempotency record prove it current, so the
+        // common write skips the read round trip. Anything it cannot settle alone is tried
+        // again on what the database holds.
+        let mut from_memory = true;
+        let mut attempts = 0;
+        while attempts < MAX_ATTEMPTS {
+            let request = Request::<K> {
+                id,
+                command,
+                if_match,
+                metadata,
+                once: once.as_ref(),
+                also,
+            };
+            let attempt = self.attempt(request, from_memory).await?;
+            match attempt {
                 Attempt::Done(written) => return Ok(Outcome::Written(written)),
                 Attempt::Replayed(answer) => return Ok(Outcome::Replayed(answer)),
-                Attempt::LostRace => continue,
+                Attempt::Unverified => {}
+                Attempt::LostRace => attempts += 1,
             }
+            from_memory = false;
         }
         Err(CommandError::Contended)
     }
 
     async fn attempt<K: Kind>(
         &self,
-        id: Uuid,
-        command: &K::Command,
-        if_match: Option<u64>,
-        metadata: &Metadata,
-        once: Option<&Once<'_, K::Resource>>,
-        also: Option<&AlsoWrite<'_>>,
+        request: Request<'_, K>,
+        from_memory: bool,
     ) -> Result<Attempt<K::Resource>, CommandError> {
+        let Request {
+            id,
+            command,
+            if_match,
+            once,
+            ..
+        } = request;
         let stream_id = K::stream_id(id);
         let client = self.store.pool().get().await?;
+        let known = self.recent.get(&id).and_then(|recent| {
+            let state = recent.state.downcast::<K::Resource>().ok()?;
+            Some((recent.version, state))
+        });
+        // Decided on the state this process wrote last, unverified: any refusal, from the
+        // decision or the append, is checked against the database's state first.
+        if let Some((version, state)) = known
+            .as_ref()
+            .filter(|(version, _)| from_memory && if_match.is_none_or(|v| v == *version))
+        {
+            return match self
+                .decide_and_write(
+                    &client,
+                    request,
+                    &stream_id,
+                    *version,
+                    Some(K::Resource::clone(state)),
+                    true,
+                )
+                .await
+            {
+                Err(CommandError::Domain(_)) => Ok(Attempt::Unverified),
+                other => other,
+            };
+        }
         // Read outside any transaction, in one round trip: the append's expected version
         // tells whether what was read is still current, and a concurrent request under the
         // same idempotency key is caught when its answer is recorded.
@@ -226,10 +289,6 @@ impl Publisher {
                 None => Ok(Recall::Fresh),
             }
         };
-        let known = self.recent.get(&id).and_then(|recent| {
-            let state = recent.state.downcast::<K::Resource>().ok()?;
-            Some((recent.version, state))
-        });
         let load = load::<K, _>(&client, &stream_id, id, known);
         let (recalled, (version, state)) = futures_util::try_join!(recall, load)?;
         match recalled {
@@ -255,6 +314,31 @@ impl Publisher {
                 });
             }
         }
+        self.decide_and_write(&client, request, &stream_id, version, state, false)
+            .await
+    }
+
+    /// Decides `command` on `state` (the resource at `version`) and writes the outcome in one
+    /// pipelined transaction. `unverified`: `state` is what this process wrote last, not
+    /// read now, so a refusal that a newer state might not give is
+    /// [`Attempt::Unverified`].
+    async fn decide_and_write<K: Kind>(
+        &self,
+        client: &deadpool_postgres::Client,
+        request: Request<'_, K>,
+        stream_id: &str,
+        version: u64,
+        state: K::State,
+        unverified: bool,
+    ) -> Result<Attempt<K::Resource>, CommandError> {
+        let Request {
+            id,
+            command,
+            if_match,
+            metadata,
+            once,
+            also,
+        } = request;
         let events = K::decide(command, &state)?;
         let before = state.clone();
         let new_state = events.iter().fold(state, K::evolve).ok_or_else(|| {
@@ -276,10 +360,14 @@ impl Publisher {
             events: events.len(),
         };
         if events.is_empty() {
+            if unverified {
+                // Nothing to append, so nothing would prove the state current.
+                return Ok(Attempt::Unverified);
+            }
             if let Some(once) = once {
                 let answer = (once.answer)(&written);
-                let remember = idempotency::prepare_remember(&client, once.request, answer).await?;
-                if !remember.send(&client).await? {
+                let remember = idempotency::prepare_remember(client, once.request, answer).await?;
+                if !remember.send(client).await? {
                     return Ok(Attempt::LostRace);
                 }
             }
@@ -308,13 +396,13 @@ impl Publisher {
         // the idempotency key, and `COMMIT`.
         let append = match self
             .store
-            .prepare_pipelined_append(&client, &stream_id, version, &new_events)
+            .prepare_pipelined_append(client, stream_id, version, &new_events)
             .await
         {
             Ok(append) => append,
-            Err(e) => return refused_append(e, if_match),
+            Err(e) => return refused_append(e, if_match, unverified),
         };
-        let writes = Writes::of(&changes)?.prepare(&client).await?;
+        let writes = Writes::of(&changes)?.prepare(client).await?;
         let lock = client.prepare_cached(READ_MODEL_WRITE_SQL).await?;
         let also = match also {
             Some(also) => Some((client.prepare_cached(also.statement).await?, also.params)),
@@ -322,17 +410,17 @@ impl Publisher {
         };
         let remember = match once {
             Some(once) => Some(
-                idempotency::prepare_remember(&client, once.request, (once.answer)(&written))
+                idempotency::prepare_remember(client, once.request, (once.answer)(&written))
                     .await?,
             ),
             None => None,
         };
-        let (transaction, begin) = OpenTransaction::begin(&client);
+        let (transaction, begin) = OpenTransaction::begin(client);
         let (begun, locked, appended, wrote, also_wrote, remembered, committed) = futures_util::join!(
             begin,
             client.execute(&lock, &[&PROJECTIONS_LOCK]),
-            append.send(&client),
-            writes.send(&client),
+            append.send(client),
+            writes.send(client),
             async {
                 match &also {
                     Some((statement, params)) => client.execute(statement, params).await,
@@ -341,7 +429,7 @@ impl Publisher {
             },
             async {
                 match &remember {
-                    Some(remember) => remember.send(&client).await,
+                    Some(remember) => remember.send(client).await,
                     None => Ok(true),
                 }
             },
@@ -355,7 +443,7 @@ impl Publisher {
             begun?;
             locked?;
             if let Err(e) = appended {
-                return refused_append(e, if_match);
+                return refused_append(e, if_match, unverified);
             }
             wrote?;
             also_wrote?;
@@ -386,8 +474,17 @@ impl Publisher {
 fn refused_append<R>(
     error: AppendError,
     if_match: Option<u64>,
+    unverified: bool,
 ) -> Result<Attempt<R>, CommandError> {
     match error {
+        // The stream moved past the state this process wrote last.
+        AppendError::WrongExpectedVersion { .. }
+        | AppendError::StreamMoved { .. }
+        | AppendError::Contended { .. }
+            if unverified =>
+        {
+            Ok(Attempt::Unverified)
+        }
         AppendError::WrongExpectedVersion { current, .. } => match if_match {
             Some(expected) => Err(CommandError::VersionMismatch { expected, current }),
             None => Ok(Attempt::LostRace),

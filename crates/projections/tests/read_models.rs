@@ -1209,4 +1209,35 @@ async fn publishers_of_several_processes_each_decide_on_the_others_latest_writes
         status_for(&store, service_id, &Viewer::Public).await,
         ServiceStatus::Operational
     );
+    // The second publisher last wrote the incident open, where a reopening is refused; it
+    // must decide on the resolved incident the first one wrote instead.
+    let reopen = incident::Command::Reopen(incident::Reopen {
+        update_id: Uuid::new_v4(),
+        message: "Failures are back.".into(),
+        author: "comms".into(),
+        at: at(8),
+    });
+    let reopened = second
+        .execute::<IncidentDecider>(id, &reopen, None, &by())
+        .await
+        .unwrap();
+    assert_eq!(reopened.resource.version, 8);
+    assert_eq!(
+        reopened.resource.state.status,
+        IncidentStatus::Investigating
+    );
+    // And the first, which last wrote version 7, is told the incident is at 8.
+    let stale = first
+        .execute::<IncidentDecider>(id, &post(IncidentStatus::Identified, 9), Some(7), &by())
+        .await;
+    assert!(
+        matches!(
+            stale,
+            Err(CommandError::VersionMismatch {
+                expected: 7,
+                current: 8
+            })
+        ),
+        "{stale:?}"
+    );
 }
