@@ -159,6 +159,19 @@ pub fn etag(version: u64) -> String {
     format!("\"{version}\"")
 }
 
+/// Whether the request's `If-None-Match` names `etag` (or `*`), compared weakly as RFC 9110
+/// §13.1.2 requires: `W/"x"` and `"x"` match.
+pub fn if_none_match_names(request: &HttpRequest, etag: &str) -> bool {
+    let ours = etag.trim_start_matches("W/");
+    request
+        .headers()
+        .get_all(header::IF_NONE_MATCH)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|tag| tag.trim().trim_start_matches("W/"))
+        .any(|tag| tag == "*" || tag == ours)
+}
+
 /// A resource as JSON, with its `ETag`.
 pub fn resource<T: Serialize>(status: StatusCode, version: u64, body: &T) -> HttpResponse {
     HttpResponse::build(status)

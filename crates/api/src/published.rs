@@ -62,19 +62,8 @@ impl Document {
         request: &HttpRequest,
         cache_control: &'static str,
     ) -> HttpResponse {
-        // Weak comparison (RFC 9110 §13.1.2), as If-None-Match requires.
-        let ours = self
-            .etag
-            .to_str()
-            .unwrap_or_default()
-            .trim_start_matches("W/");
-        let matches = request
-            .headers()
-            .get_all(header::IF_NONE_MATCH)
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|tag| tag.trim().trim_start_matches("W/"))
-            .any(|tag| tag == "*" || tag == ours);
+        let matches =
+            crate::http::if_none_match_names(request, self.etag.to_str().unwrap_or_default());
         let mut response = if matches {
             HttpResponse::build(StatusCode::NOT_MODIFIED)
         } else {

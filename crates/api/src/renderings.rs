@@ -50,16 +50,7 @@ impl Rendering {
 
     /// 200 with the bytes, or 304 when the client's `If-None-Match` names this version.
     pub fn respond(&self, request: &HttpRequest) -> HttpResponse {
-        let ours = self.etag.as_bytes();
-        let unchanged = request
-            .headers()
-            .get_all(header::IF_NONE_MATCH)
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            // Weak comparison (RFC 9110 §13.1.2), as If-None-Match requires.
-            .map(|tag| tag.trim().trim_start_matches("W/"))
-            .any(|tag| tag == "*" || tag.as_bytes() == ours);
-        if unchanged {
+        if crate::http::if_none_match_names(request, self.etag.to_str().unwrap_or_default()) {
             return HttpResponse::build(StatusCode::NOT_MODIFIED)
                 .insert_header((header::ETAG, self.etag.clone()))
                 .finish();
