@@ -12,6 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
@@ -31,7 +32,14 @@ pub struct Coalesced<K, V> {
 struct Shared<K, V> {
     queue: Mutex<Queue<K, V>>,
     lookup: Box<Lookup<K, V>>,
+    /// Where rounds run: the runtime the lookup was made on (the process's main one), not
+    /// the HTTP worker whose request starts a round, which may stop first at shutdown.
+    runtime: Option<tokio::runtime::Handle>,
 }
+
+/// Longest a round may take: every caller of the process waits on it, so one that hangs (a
+/// half-open connection, a lock) must end as a 503 rather than hold them all.
+const ROUND_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Queue<K, V> {
     waiting: Vec<(K, oneshot::Sender<Answer<V>>)>,
@@ -64,6 +72,7 @@ where
                     round_running: false,
                 }),
                 lookup: Box::new(move |keys| lookup(keys).boxed()),
+                runtime: tokio::runtime::Handle::try_current().ok(),
             }),
         }
     }
@@ -78,10 +87,14 @@ where
         };
         if start_rounds {
             // A task of its own: a request that goes away must not strand the others.
-            tokio::spawn(run_rounds(RoundsRunning {
+            let rounds = run_rounds(RoundsRunning {
                 shared: self.shared.clone(),
                 finished: false,
-            }));
+            });
+            match &self.shared.runtime {
+                Some(runtime) => drop(runtime.spawn(rounds)),
+                None => drop(tokio::spawn(rounds)),
+            }
         }
         receiver.await.unwrap_or_else(|_| {
             Err(ApiError::Unavailable(
@@ -134,7 +147,13 @@ where
             .into_iter()
             .cloned()
             .collect();
-        let found = (shared.lookup)(keys).await;
+        let found = tokio::time::timeout(ROUND_TIMEOUT, (shared.lookup)(keys))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ApiError::Unavailable(
+                    "the database did not answer in time".into(),
+                ))
+            });
         for (key, sender) in waiting {
             let answer = match &found {
                 Ok(values) => Ok(values.get(&key).cloned()),
@@ -158,7 +177,6 @@ fn for_every_caller(e: &ApiError) -> ApiError {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
 
     #[tokio::test]
     async fn concurrent_callers_share_a_round_and_each_gets_its_own_value() {
@@ -239,6 +257,23 @@ mod tests {
         assert!(lookup.get(3).await.unwrap_err().is_unavailable());
         fail.store(false, Ordering::SeqCst);
         assert_eq!(lookup.get(3).await.unwrap(), Some(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_round_that_hangs_ends_as_unavailable_and_the_next_round_runs() {
+        let hang = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let hanging = hang.clone();
+        let lookup = Coalesced::new(move |keys: Vec<u32>| {
+            let hang = hanging.swap(false, Ordering::SeqCst);
+            async move {
+                if hang {
+                    std::future::pending::<()>().await;
+                }
+                Ok(keys.into_iter().map(|k| (k, k)).collect())
+            }
+        });
+        assert!(lookup.get(4).await.unwrap_err().is_unavailable());
+        assert_eq!(lookup.get(4).await.unwrap(), Some(4));
     }
 
     #[tokio::test]

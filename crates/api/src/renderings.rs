@@ -50,13 +50,18 @@ impl Rendering {
 
     /// 200 with the bytes, or 304 when the client's `If-None-Match` names this version.
     pub fn respond(&self, request: &HttpRequest) -> HttpResponse {
+        // What a notice shows depends on the key (a tenant's view is redacted): a cache
+        // must not give one caller's answer to another.
+        let vary = (header::VARY, "Authorization");
         if crate::http::if_none_match_names(request, self.etag.to_str().unwrap_or_default()) {
             return HttpResponse::build(StatusCode::NOT_MODIFIED)
                 .insert_header((header::ETAG, self.etag.clone()))
+                .insert_header(vary)
                 .finish();
         }
         HttpResponse::Ok()
             .insert_header((header::ETAG, self.etag.clone()))
+            .insert_header(vary)
             .content_type("application/json")
             .body(self.body.clone())
     }
