@@ -186,16 +186,15 @@ const INSERT_MANY_SQL: &str = "WITH current AS ( \
       ORDER BY i.ord \
      RETURNING stream_version";
 
-/// The fast path for an exact expected version N (`NoStream` is 0), the usual case: a
-/// command decided on a state it read. Version N must exist (unless N is 0) and N + 1 must
-/// not, which the unique index decides. Probing one index entry costs less than finding the
+/// The path for an exact expected version N (`NoStream` is 0), the usual case: a command
+/// decided on a state it read. Version N must exist (unless N is 0) and N + 1 must not,
+/// which the unique index decides. Probing one index entry costs less than finding the
 /// stream's highest version (pgbench, 8 clients, against a bare INSERT: 0.88 instead of
-/// 0.85; docs/PERFORMANCE.md).
+/// 0.85; docs/PERFORMANCE.md). The versions are known, so nothing is returned.
 const EXACT_ONE_SQL: &str = "INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, data, metadata, content_hash) \
      SELECT $1, $2::bigint + 1, $3, $4, $5, $6, $7, $8 \
       WHERE $2::bigint = 0 OR EXISTS (SELECT 1 FROM events \
-                                       WHERE stream_id = $1 AND stream_version = $2::bigint) \
-     RETURNING stream_version";
+                                       WHERE stream_id = $1 AND stream_version = $2::bigint)";
 
 const EXACT_MANY_SQL: &str = "INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, data, metadata, content_hash) \
      SELECT $1, $2::bigint + i.ord, i.event_id, i.event_type, i.schema_version, i.data, i.metadata, i.content_hash \
@@ -203,8 +202,20 @@ const EXACT_MANY_SQL: &str = "INSERT INTO events (stream_id, stream_version, eve
             WITH ORDINALITY AS i(event_id, event_type, schema_version, data, metadata, content_hash, ord) \
       WHERE $2::bigint = 0 OR EXISTS (SELECT 1 FROM events \
                                        WHERE stream_id = $1 AND stream_version = $2::bigint) \
-      ORDER BY i.ord \
-     RETURNING stream_version";
+      ORDER BY i.ord";
+
+/// The path for an exact expected version N that is known to exist: versions are never
+/// removed, so "N exists" stays true once it was, and the unique index alone decides
+/// whether N + 1 is free (a stream past N refuses it). No probe: the bare insert, as raw
+/// PostgreSQL would do it. Also the path for `NoStream`, where there is nothing to probe.
+const KNOWN_ONE_SQL: &str = "INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, data, metadata, content_hash) \
+     VALUES ($1, $2::bigint + 1, $3, $4, $5, $6, $7, $8)";
+
+const KNOWN_MANY_SQL: &str = "INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, data, metadata, content_hash) \
+     SELECT $1, $2::bigint + i.ord, i.event_id, i.event_type, i.schema_version, i.data, i.metadata, i.content_hash \
+       FROM unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[], $8::bytea[]) \
+            WITH ORDINALITY AS i(event_id, event_type, schema_version, data, metadata, content_hash, ord) \
+      ORDER BY i.ord";
 
 /// The pipelined form of [`EXACT_ONE_SQL`]: the statement must fail, never insert nothing,
 /// because the caller's next statements are already on their way. A stream below the
@@ -381,31 +392,60 @@ fn data_exception(e: &tokio_postgres::Error) -> Option<AppendError> {
     Some(AppendError::Invalid(message))
 }
 
+/// One insert attempt. `version_known`: the caller knows that the expected version N exists
+/// (see [`KNOWN_ONE_SQL`]), so the statement need not probe for it.
 async fn try_insert<C: GenericClient>(
     client: &C,
     stream_id: &str,
     expected: ExpectedVersion,
+    version_known: bool,
     events: &[NewEvent],
     prepared: &Prepared,
 ) -> Result<Attempt, AppendError> {
     let expected_code = expected.code()?;
-    let params = InsertParams::new(events, prepared);
-    let sql = match expected {
-        ExpectedVersion::NoStream | ExpectedVersion::Exact(_) => {
-            params.pick(EXACT_ONE_SQL, EXACT_MANY_SQL)
-        }
-        ExpectedVersion::Any | ExpectedVersion::StreamExists => {
-            params.pick(INSERT_ONE_SQL, INSERT_MANY_SQL)
+    let insert = InsertParams::new(events, prepared);
+    let exact = match expected {
+        ExpectedVersion::NoStream => Some(0),
+        ExpectedVersion::Exact(n) => Some(n),
+        ExpectedVersion::Any | ExpectedVersion::StreamExists => None,
+    };
+    let refused = |e: tokio_postgres::Error| {
+        if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+            Ok(Attempt::Refused)
+        } else {
+            Err(data_exception(&e).unwrap_or_else(|| e.into()))
         }
     };
-    let statement = client.prepare_cached(sql).await?;
-    let result = client
-        .query(&statement, &params.with(&stream_id, &expected_code))
-        .await;
-    let rows = match result {
+    let params = insert.with(&stream_id, &expected_code);
+
+    if let Some(n) = exact {
+        // The versions follow from N: the row count alone says whether the insert happened.
+        let sql = if n == 0 || version_known {
+            insert.pick(KNOWN_ONE_SQL, KNOWN_MANY_SQL)
+        } else {
+            insert.pick(EXACT_ONE_SQL, EXACT_MANY_SQL)
+        };
+        let statement = client.prepare_cached(sql).await?;
+        let inserted = match client.execute(&statement, &params).await {
+            Ok(inserted) => inserted,
+            Err(e) => return refused(e),
+        };
+        if inserted != events.len() as u64 {
+            return Ok(Attempt::Refused);
+        }
+        return Ok(Attempt::Appended(AppendOutcome {
+            first_version: n + 1,
+            stream_version: n + events.len() as u64,
+            already_stored: false,
+        }));
+    }
+
+    let statement = client
+        .prepare_cached(insert.pick(INSERT_ONE_SQL, INSERT_MANY_SQL))
+        .await?;
+    let rows = match client.query(&statement, &params).await {
         Ok(rows) => rows,
-        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => return Ok(Attempt::Refused),
-        Err(e) => return Err(data_exception(&e).unwrap_or_else(|| e.into())),
+        Err(e) => return refused(e),
     };
     if rows.len() != events.len() {
         return Ok(Attempt::Refused);
@@ -587,18 +627,48 @@ impl EventStore {
     ) -> Result<AppendOutcome, AppendError> {
         validate(stream_id, events)?;
         let prepared = prepare(events)?;
+        let version_known = match expected {
+            ExpectedVersion::Exact(n) => self.shared.known_versions.knows(stream_id, n),
+            _ => false,
+        };
         let client = self.pool.get().await?;
         for _ in 0..MAX_RACE_RETRIES {
-            // Autocommit: the insert is its own transaction, one round trip.
-            let outcome = match try_insert(&client, stream_id, expected, events, &prepared).await? {
+            // Autocommit: the insert is its own transaction, one round trip, and what it
+            // answers is committed (so its versions are known to exist from then on).
+            let attempt = try_insert(
+                &client,
+                stream_id,
+                expected,
+                version_known,
+                events,
+                &prepared,
+            )
+            .await?;
+            let outcome = match attempt {
                 Attempt::Appended(outcome) => outcome,
                 Attempt::Refused => {
-                    match classify(&client, stream_id, expected, events, &prepared).await? {
-                        Some(outcome) => outcome,
-                        None => continue,
+                    match classify(&client, stream_id, expected, events, &prepared).await {
+                        Ok(Some(outcome)) => outcome,
+                        Ok(None) => continue,
+                        Err(AppendError::WrongExpectedVersion {
+                            stream_id,
+                            expected,
+                            current,
+                        }) => {
+                            self.shared.known_versions.note(&stream_id, current);
+                            return Err(AppendError::WrongExpectedVersion {
+                                stream_id,
+                                expected,
+                                current,
+                            });
+                        }
+                        Err(e) => return Err(e),
                     }
                 }
             };
+            self.shared
+                .known_versions
+                .note(stream_id, outcome.stream_version);
             count_appended(&outcome);
             self.notify_appended();
             return Ok(outcome);
@@ -643,7 +713,9 @@ impl EventStore {
             // A lost race aborts the statement; the savepoint keeps the caller's
             // transaction usable for the retry.
             let savepoint = transaction.savepoint("crier_append").await?;
-            let attempt = try_insert(&savepoint, stream_id, expected, events, &prepared).await;
+            // Not `version_known`: what this process knows is only what committed.
+            let attempt =
+                try_insert(&savepoint, stream_id, expected, false, events, &prepared).await;
             match attempt {
                 Ok(Attempt::Appended(outcome)) => {
                     savepoint.commit().await?;
@@ -698,5 +770,33 @@ impl EventStore {
     /// rather than at its next poll.
     pub fn notify_appended(&self) {
         self.shared.appended.notify_one();
+    }
+}
+
+/// Stream versions this process has seen committed, so that an append at a version known to
+/// exist needs no probe for it (see [`KNOWN_ONE_SQL`]). Every entry is a fact that stays
+/// true, since versions are never removed; an entry that is missing, evicted or lower than
+/// the stream's version costs only the probe. Bounded: one entry per stream, the least
+/// used evicted first.
+pub(crate) struct KnownVersions(quick_cache::sync::Cache<String, u64>);
+
+impl KnownVersions {
+    /// About 100 bytes per stream besides its id.
+    const STREAMS: usize = 100_000;
+
+    pub(crate) fn new() -> Self {
+        KnownVersions(quick_cache::sync::Cache::new(Self::STREAMS))
+    }
+
+    fn knows(&self, stream_id: &str, version: u64) -> bool {
+        self.0.get(stream_id).is_some_and(|known| known >= version)
+    }
+
+    /// Records that `version` of `stream_id` was committed. Concurrent notes may leave the
+    /// lower of two versions: still true, only less useful.
+    pub(crate) fn note(&self, stream_id: &str, version: u64) {
+        if version > 0 && !self.knows(stream_id, version) {
+            self.0.insert(stream_id.to_owned(), version);
+        }
     }
 }

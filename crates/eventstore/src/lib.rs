@@ -59,6 +59,8 @@ struct Shared {
     /// The highest sealed position this process knows of: moved by the local sealer, by
     /// NOTIFY from other processes' sealers, and by polling.
     log_head: watch::Sender<u64>,
+    /// Stream versions seen committed, which spare appends a probe.
+    known_versions: append::KnownVersions,
 }
 
 impl EventStore {
@@ -72,6 +74,7 @@ impl EventStore {
                 config,
                 appended: Notify::new(),
                 log_head,
+                known_versions: append::KnownVersions::new(),
             }),
         })
     }

@@ -95,7 +95,9 @@ impl EventStore {
         count: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let client = self.pool.get().await?;
-        read_stream_forward_with(&client, stream_id, from, count).await
+        let events = read_stream_forward_with(&client, stream_id, from, count).await?;
+        self.note_read(stream_id, &events);
+        Ok(events)
     }
 
     /// Events of `stream_id` from version `from` (inclusive) downwards, newest first.
@@ -122,7 +124,16 @@ impl EventStore {
         count: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let client = self.pool.get().await?;
-        query_stream(&client, sql, stream_id, from, count).await
+        let events = query_stream(&client, sql, stream_id, from, count).await?;
+        self.note_read(stream_id, &events);
+        Ok(events)
+    }
+
+    /// Versions read outside a transaction were committed: appends at them need no probe.
+    fn note_read(&self, stream_id: &str, events: &[RecordedEvent]) {
+        if let Some(version) = events.iter().map(|e| e.stream_version).max() {
+            self.shared.known_versions.note(stream_id, version);
+        }
     }
 
     /// The events of `stream_id` that the global log holds at or before `position`, in
@@ -200,7 +211,9 @@ impl EventStore {
             )
             .await?;
         let row = client.query_one(&statement, &[&stream_id]).await?;
-        to_u64(row.try_get("version")?, "stream version")
+        let version = to_u64(row.try_get("version")?, "stream version")?;
+        self.shared.known_versions.note(stream_id, version);
+        Ok(version)
     }
 
     /// Up to `count` events of the global log after position `after`, in order. Only sealed

@@ -139,6 +139,72 @@ async fn a_wrong_expected_version_appends_nothing_and_tells_the_current_version(
     assert_eq!(outcome.stream_version, 4);
 }
 
+/// A process that knows version N exists appends at N without probing for it: the unique
+/// index must still refuse a stream that another process moved on, and a version the
+/// process does not know is still probed, so no append leaves a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_at_versions_known_to_exist_still_refuse_a_stream_that_moved_on() {
+    let db = TestDatabase::create().await;
+    // Two processes: each knows only what it appended or read itself.
+    let (this, other) = (db.store(), db.store());
+    let conflict = |result: Result<eventstore::AppendOutcome, AppendError>| match result {
+        Err(AppendError::WrongExpectedVersion { current, .. }) => current,
+        other => panic!("expected a conflict, got {other:?}"),
+    };
+    this.append("s", ExpectedVersion::NoStream, &[event(1), event(2), event(3)])
+        .await
+        .expect("first append");
+    other
+        .append("s", ExpectedVersion::Exact(3), &[event(4)])
+        .await
+        .expect("the other process appends version 4");
+
+    // Versions 3 and 2 are known here; the stream is at 4.
+    let single = this.append("s", ExpectedVersion::Exact(3), &[event(9)]).await;
+    assert_eq!(conflict(single), 4);
+    let batch = this
+        .append("s", ExpectedVersion::Exact(2), &[event(9), event(10)])
+        .await;
+    assert_eq!(conflict(batch), 4);
+    // Beyond anything known: probed, so no gap.
+    let beyond = this.append("s", ExpectedVersion::Exact(6), &[event(9)]).await;
+    assert_eq!(conflict(beyond), 4);
+
+    // The conflict taught this process version 4; a retry of a known-path append is
+    // recognised.
+    let events = [event(5), event(6)];
+    let outcome = this
+        .append("s", ExpectedVersion::Exact(4), &events)
+        .await
+        .expect("append at the version learnt from the conflict");
+    assert_eq!((outcome.first_version, outcome.stream_version), (5, 6));
+    let retry = this
+        .append("s", ExpectedVersion::Exact(4), &events)
+        .await
+        .expect("retry");
+    assert!(retry.already_stored);
+    assert_eq!((retry.first_version, retry.stream_version), (5, 6));
+    let stale = other.append("s", ExpectedVersion::Exact(4), &[event(9)]).await;
+    assert_eq!(conflict(stale), 6);
+
+    let versions: Vec<u64> = other
+        .read_stream_forward("s", 1, 100)
+        .await
+        .expect("read")
+        .iter()
+        .map(|e| e.stream_version)
+        .collect();
+    assert_eq!(versions, (1..=6).collect::<Vec<_>>());
+    let numbers: Vec<u64> = other
+        .read_stream_forward("s", 1, 100)
+        .await
+        .expect("read")
+        .iter()
+        .filter_map(|e| e.data["n"].as_u64())
+        .collect();
+    assert_eq!(numbers, [1, 2, 3, 4, 5, 6]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_append_is_stored_once_and_says_so() {
     let db = TestDatabase::create().await;
