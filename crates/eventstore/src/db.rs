@@ -31,6 +31,12 @@ pub struct StoreConfig {
     /// How long the sealer lets appends gather after being woken, so that a stream of
     /// single-event appends is sealed in batches rather than one transaction each.
     pub seal_delay: Duration,
+    /// Under steady appends, the least time between the starts of two seals that link
+    /// events: each seal is a transaction with a cost of its own, whatever the number of
+    /// events it links, so this bounds how many the sealer runs a second however fast events
+    /// come, for at most this much added latency (an append after a quiet moment is still
+    /// sealed after `seal_delay`).
+    pub seal_interval: Duration,
 }
 
 impl StoreConfig {
@@ -44,6 +50,7 @@ impl StoreConfig {
             poll_interval: Duration::from_millis(500),
             seal_batch_size: 2000,
             seal_delay: Duration::from_millis(2),
+            seal_interval: Duration::from_millis(20),
         }
     }
 

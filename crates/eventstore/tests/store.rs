@@ -151,23 +151,31 @@ async fn appends_at_versions_known_to_exist_still_refuse_a_stream_that_moved_on(
         Err(AppendError::WrongExpectedVersion { current, .. }) => current,
         other => panic!("expected a conflict, got {other:?}"),
     };
-    this.append("s", ExpectedVersion::NoStream, &[event(1), event(2), event(3)])
-        .await
-        .expect("first append");
+    this.append(
+        "s",
+        ExpectedVersion::NoStream,
+        &[event(1), event(2), event(3)],
+    )
+    .await
+    .expect("first append");
     other
         .append("s", ExpectedVersion::Exact(3), &[event(4)])
         .await
         .expect("the other process appends version 4");
 
     // Versions 3 and 2 are known here; the stream is at 4.
-    let single = this.append("s", ExpectedVersion::Exact(3), &[event(9)]).await;
+    let single = this
+        .append("s", ExpectedVersion::Exact(3), &[event(9)])
+        .await;
     assert_eq!(conflict(single), 4);
     let batch = this
         .append("s", ExpectedVersion::Exact(2), &[event(9), event(10)])
         .await;
     assert_eq!(conflict(batch), 4);
     // Beyond anything known: probed, so no gap.
-    let beyond = this.append("s", ExpectedVersion::Exact(6), &[event(9)]).await;
+    let beyond = this
+        .append("s", ExpectedVersion::Exact(6), &[event(9)])
+        .await;
     assert_eq!(conflict(beyond), 4);
 
     // The conflict taught this process version 4; a retry of a known-path append is
@@ -184,7 +192,9 @@ async fn appends_at_versions_known_to_exist_still_refuse_a_stream_that_moved_on(
         .expect("retry");
     assert!(retry.already_stored);
     assert_eq!((retry.first_version, retry.stream_version), (5, 6));
-    let stale = other.append("s", ExpectedVersion::Exact(4), &[event(9)]).await;
+    let stale = other
+        .append("s", ExpectedVersion::Exact(4), &[event(9)])
+        .await;
     assert_eq!(conflict(stale), 6);
 
     let versions: Vec<u64> = other
@@ -465,6 +475,60 @@ async fn an_event_committed_later_by_an_older_transaction_is_never_placed_before
     let log = whole_log(&store).await;
     let streams: Vec<&str> = log.iter().map(|e| e.event.stream_id.as_str()).collect();
     assert_eq!(streams, vec!["older", "younger"], "ordered by transaction");
+}
+
+/// Waits until this process knows the log reaches `position`; how long that took.
+async fn time_to_seal(store: &EventStore, position: u64) -> Duration {
+    let started = std::time::Instant::now();
+    let mut head = store.watch_log_head();
+    tokio::time::timeout(Duration::from_secs(20), head.wait_for(|h| *h >= position))
+        .await
+        .expect("sealed in time")
+        .expect("sealer alive");
+    started.elapsed()
+}
+
+/// Under steady appends the sealer runs at most one seal per `seal_interval`, yet an append
+/// after a quiet moment (idle polls included) is sealed after `seal_delay` only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seal_interval_gathers_steady_appends_without_delaying_one_after_a_quiet_moment() {
+    let db = TestDatabase::create().await;
+    let mut config = db.config();
+    config.seal_interval = Duration::from_secs(3);
+    // No poll during the test (a poll seals what it finds at once): only the seal at start,
+    // which links nothing and so imposes no wait.
+    config.poll_interval = Duration::from_secs(60);
+    let store = EventStore::connect(config).expect("store");
+    let (stop, shutdown) = watch::channel(false);
+    let background = store.spawn_background(shutdown);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    store
+        .append("s", ExpectedVersion::NoStream, &[event(1)])
+        .await
+        .expect("append");
+    let quiet = time_to_seal(&store, 1).await;
+    assert!(quiet < Duration::from_secs(2), "a lone append waited {quiet:?}");
+
+    // Right behind it: gathered until the interval since that seal has passed.
+    store
+        .append("s", ExpectedVersion::Exact(1), &[event(2)])
+        .await
+        .expect("append");
+    let steady = time_to_seal(&store, 2).await;
+    assert!(
+        steady > Duration::from_secs(1),
+        "an append right after a seal was sealed after {steady:?}, within the interval"
+    );
+
+    let _ = stop.send(true);
+    background.join().await;
+    let versions: Vec<u64> = whole_log(&store)
+        .await
+        .iter()
+        .map(|e| e.event.stream_version)
+        .collect();
+    assert_eq!(versions, [1, 2]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
