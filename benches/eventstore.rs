@@ -102,8 +102,31 @@ async fn raw_connection(url: &str) -> tokio_postgres::Client {
     client
 }
 
-/// Runs `WRITERS` copies of `work(writer, n)` for `seconds`; returns events per second.
-async fn run_for<F, Fut>(seconds: u64, events_per_call: u64, work: F) -> f64
+/// The machine's busy CPU time so far (every core, every process: this bench, PostgreSQL and
+/// anything else), in clock ticks, from /proc/stat; `None` off Linux.
+fn busy_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // user, nice, system, idle, iowait, irq, softirq: busy is all but idle and iowait.
+    Some(fields.iter().take(7).sum::<u64>() - fields.get(3)? - fields.get(4)?)
+}
+
+/// What one side of a round did: events per second, and the machine's CPU time per event in
+/// microseconds (less sensitive than throughput to a neighbour taking the disk for a while).
+#[derive(Clone, Copy)]
+struct Rate {
+    per_second: f64,
+    cpu_us_per_event: Option<f64>,
+}
+
+/// Runs `WRITERS` copies of `work(writer, n)` for `seconds`.
+async fn run_for<F, Fut>(seconds: u64, events_per_call: u64, work: F) -> Rate
 where
     F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
@@ -111,6 +134,7 @@ where
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
+    let busy_at_start = busy_ticks();
     let tasks: Vec<_> = (0..WRITERS)
         .map(|writer| {
             let (stop, done, work) = (stop.clone(), done.clone(), work.clone());
@@ -129,7 +153,15 @@ where
     for task in tasks {
         task.await.expect("writer");
     }
-    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    let events = done.load(Ordering::Relaxed) as f64;
+    // USER_HZ is 100 on every Linux this runs on.
+    let cpu_us_per_event = busy_at_start
+        .zip(busy_ticks())
+        .map(|(start, end)| (end - start) as f64 * 10_000.0 / events.max(1.0));
+    Rate {
+        per_second: events / start.elapsed().as_secs_f64(),
+        cpu_us_per_event,
+    }
 }
 
 /// One connection per writer with `sql` prepared on it, as the store's pool has.
@@ -146,7 +178,7 @@ async fn prepared_writers(
     writers
 }
 
-async fn raw_single(url: &str, round: usize, seconds: u64) -> f64 {
+async fn raw_single(url: &str, round: usize, seconds: u64) -> Rate {
     let clients = prepared_writers(url, RAW_INSERT_ONE).await;
     let clients = Arc::new(clients);
     run_for(seconds, 1, move |writer, n| {
@@ -177,7 +209,7 @@ async fn raw_single(url: &str, round: usize, seconds: u64) -> f64 {
     .await
 }
 
-async fn raw_batches(url: &str, round: usize, seconds: u64) -> f64 {
+async fn raw_batches(url: &str, round: usize, seconds: u64) -> Rate {
     let clients = prepared_writers(url, RAW_INSERT_MANY).await;
     let clients = Arc::new(clients);
     run_for(seconds, BATCH as u64, move |writer, n| {
@@ -216,7 +248,7 @@ async fn raw_batches(url: &str, round: usize, seconds: u64) -> f64 {
     .await
 }
 
-async fn store_single(store: &EventStore, round: usize, seconds: u64) -> f64 {
+async fn store_single(store: &EventStore, round: usize, seconds: u64) -> Rate {
     let store = store.clone();
     run_for(seconds, 1, move |writer, n| {
         let store = store.clone();
@@ -235,7 +267,7 @@ async fn store_single(store: &EventStore, round: usize, seconds: u64) -> f64 {
     .await
 }
 
-async fn store_batches(store: &EventStore, round: usize, seconds: u64) -> f64 {
+async fn store_batches(store: &EventStore, round: usize, seconds: u64) -> Rate {
     let store = store.clone();
     run_for(seconds, BATCH as u64, move |writer, n| {
         let store = store.clone();
@@ -290,6 +322,40 @@ async fn read_whole_raw(url: &str) -> (u64, f64) {
     (count, count as f64 / start.elapsed().as_secs_f64())
 }
 
+/// Starts each side's round right after a checkpoint, so that neither pays for one the
+/// other side's writes brought on (a checkpoint every few seconds at these rates, with
+/// PostgreSQL's default `max_wal_size`; the full-page images after it fall on whoever writes
+/// next). Needs a role allowed to CHECKPOINT; without one, rounds run as they fall.
+async fn checkpoint(admin: &tokio_postgres::Client) {
+    if let Err(e) = admin.batch_execute("CHECKPOINT").await {
+        eprintln!("no CHECKPOINT between rounds: {e}");
+    }
+}
+
+fn report_round(round: usize, part: &str, raw: Rate, store: Rate, cpu_ratios: &mut Vec<f64>) {
+    let cpu = match (raw.cpu_us_per_event, store.cpu_us_per_event) {
+        (Some(raw), Some(store)) => {
+            cpu_ratios.push(raw / store);
+            format!(", CPU per event {raw:.1} µs and {store:.1} µs")
+        }
+        _ => String::new(),
+    };
+    println!(
+        "  round {round} ({part}) raw {:.0}/s, store {:.0}/s{cpu}",
+        raw.per_second, store.per_second
+    );
+}
+
+/// The median of raw's CPU per event over the store's: the throughput ratio the store would
+/// reach if CPU were all that bounded both.
+fn cpu_ratio(ratios: Vec<f64>) -> String {
+    if ratios.is_empty() {
+        "-".into()
+    } else {
+        format!("{:.2}", median(ratios))
+    }
+}
+
 /// Decodes a timestamptz without pulling chrono into the root package.
 mod chrono_free {
     use tokio_postgres::types::{FromSql, Type};
@@ -323,6 +389,13 @@ async fn main() {
     {
         config.seal_delay = Duration::from_millis(ms);
     }
+    // CRIER_BENCH_SEAL_INTERVAL_MS: the least time between seals under steady appends.
+    if let Some(ms) = std::env::var("CRIER_BENCH_SEAL_INTERVAL_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.seal_interval = Duration::from_millis(ms);
+    }
 
     let store = EventStore::connect(config).expect("store");
     raw_connection(&db.url)
@@ -330,6 +403,7 @@ async fn main() {
         .batch_execute(RAW_TABLE)
         .await
         .expect("raw table");
+    let admin = raw_connection(&db.url).await;
     let (stop, shutdown) = watch::channel(false);
     // CRIER_BENCH_SEALER=off measures appends alone; the backlog is then sealed at the end.
     let sealer_on = std::env::var("CRIER_BENCH_SEALER").map_or(true, |v| v != "off");
@@ -340,34 +414,38 @@ async fn main() {
         args.rounds, args.seconds
     );
     let (mut raw_a, mut store_a, mut raw_b, mut store_b) = (vec![], vec![], vec![], vec![]);
+    let (mut cpu_a, mut cpu_b) = (vec![], vec![]);
     let measure = |part: &str| args.only.as_deref().is_none_or(|only| only == part);
     for round in (0..args.rounds).filter(|_| measure("a")) {
-        raw_a.push(raw_single(&db.url, round, args.seconds).await);
-        store_a.push(store_single(&store, round, args.seconds).await);
-        println!(
-            "  round {round} (a) raw {:.0}/s, store {:.0}/s",
-            raw_a[round], store_a[round]
-        );
+        checkpoint(&admin).await;
+        let raw = raw_single(&db.url, round, args.seconds).await;
+        checkpoint(&admin).await;
+        let store = store_single(&store, round, args.seconds).await;
+        report_round(round, "a", raw, store, &mut cpu_a);
+        raw_a.push(raw.per_second);
+        store_a.push(store.per_second);
     }
     for round in (0..args.rounds).filter(|_| measure("b")) {
-        raw_b.push(raw_batches(&db.url, round, args.seconds).await);
-        store_b.push(store_batches(&store, round, args.seconds).await);
-        println!(
-            "  round {round} (b) raw {:.0}/s, store {:.0}/s",
-            raw_b[round], store_b[round]
-        );
+        checkpoint(&admin).await;
+        let raw = raw_batches(&db.url, round, args.seconds).await;
+        checkpoint(&admin).await;
+        let store = store_batches(&store, round, args.seconds).await;
+        report_round(round, "b", raw, store, &mut cpu_b);
+        raw_b.push(raw.per_second);
+        store_b.push(store.per_second);
     }
 
     if args.only.is_some() {
-        let (raw, store) = if measure("a") {
-            (raw_a, store_a)
+        let (raw, store, cpu) = if measure("a") {
+            (raw_a, store_a, cpu_a)
         } else {
-            (raw_b, store_b)
+            (raw_b, store_b, cpu_b)
         };
         let (raw, store) = (median(raw), median(store));
         println!(
-            "median: raw {raw:.0}/s, store {store:.0}/s, ratio {:.2}",
-            store / raw
+            "median: raw {raw:.0}/s, store {store:.0}/s, ratio {:.2}; CPU per event, raw/store: {}",
+            store / raw,
+            cpu_ratio(cpu)
         );
         return;
     }
@@ -407,6 +485,11 @@ async fn main() {
     println!(
         "| (c) read the whole log in order (events/s; {logged} events, {raw_rows} raw rows) | {raw_read:.0} | {store_read:.0} | {:.2} |",
         store_read / raw_read
+    );
+    println!(
+        "CPU per event (the whole machine's), raw over store, median: (a) {}, (b) {}",
+        cpu_ratio(cpu_a),
+        cpu_ratio(cpu_b)
     );
     println!();
     println!(
