@@ -66,20 +66,23 @@ pub(crate) fn to_u32(value: i32, what: &str) -> Result<u32, crate::StoreError> {
 impl RecordedEvent {
     /// Reads the columns of [`crate::EVENT_COLUMNS`] by name.
     pub fn from_row(row: &tokio_postgres::Row) -> Result<Self, crate::StoreError> {
-        Ok(Self::from_row_with_stored_metadata(row)?.0)
-    }
-
-    /// Also returns the metadata exactly as stored, which the hash chain covers (parsing
-    /// into [`Metadata`] would drop keys it does not know).
-    pub(crate) fn from_row_with_stored_metadata(
-        row: &tokio_postgres::Row,
-    ) -> Result<(Self, serde_json::Value), crate::StoreError> {
-        let stored_metadata: serde_json::Value = row.try_get("metadata")?;
+        // The metadata goes straight from its stored text into `Metadata`, without a
+        // `serde_json::Value` between (the verifier reads the stored text itself).
         let event_id: Uuid = row.try_get("event_id")?;
-        let metadata = serde_json::from_value(stored_metadata.clone()).map_err(|e| {
+        let stored_metadata: crate::xid::RawJson = row.try_get("metadata")?;
+        let metadata = serde_json::from_str(stored_metadata.0).map_err(|e| {
             crate::StoreError::Corrupt(format!("metadata of event {event_id}: {e}"))
         })?;
-        let event = RecordedEvent {
+        Self::with_metadata(row, event_id, metadata)
+    }
+
+    /// The columns besides the metadata, decoded already.
+    fn with_metadata(
+        row: &tokio_postgres::Row,
+        event_id: Uuid,
+        metadata: Metadata,
+    ) -> Result<Self, crate::StoreError> {
+        Ok(RecordedEvent {
             stream_id: row.try_get("stream_id")?,
             stream_version: to_u64(row.try_get("stream_version")?, "stream version")?,
             event_id,
@@ -93,7 +96,6 @@ impl RecordedEvent {
                     "content hash of event {event_id} is not 32 bytes"
                 ))
             })?,
-        };
-        Ok((event, stored_metadata))
+        })
     }
 }

@@ -508,7 +508,10 @@ async fn the_seal_interval_gathers_steady_appends_without_delaying_one_after_a_q
         .await
         .expect("append");
     let quiet = time_to_seal(&store, 1).await;
-    assert!(quiet < Duration::from_secs(2), "a lone append waited {quiet:?}");
+    assert!(
+        quiet < Duration::from_secs(2),
+        "a lone append waited {quiet:?}"
+    );
 
     // Right behind it: gathered until the interval since that seal has passed.
     store
