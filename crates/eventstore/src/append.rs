@@ -650,19 +650,12 @@ impl EventStore {
                     match classify(&client, stream_id, expected, events, &prepared).await {
                         Ok(Some(outcome)) => outcome,
                         Ok(None) => continue,
-                        Err(AppendError::WrongExpectedVersion {
-                            stream_id,
-                            expected,
-                            current,
-                        }) => {
-                            self.shared.known_versions.note(&stream_id, current);
-                            return Err(AppendError::WrongExpectedVersion {
-                                stream_id,
-                                expected,
-                                current,
-                            });
+                        Err(e) => {
+                            if let AppendError::WrongExpectedVersion { current, .. } = e {
+                                self.shared.known_versions.note(stream_id, current);
+                            }
+                            return Err(e);
                         }
-                        Err(e) => return Err(e),
                     }
                 }
             };

@@ -60,10 +60,10 @@ const HEAD_SQL: &str =
     "SELECT position, transaction_id, seq, hash FROM event_log ORDER BY position DESC LIMIT 1";
 
 /// The events after the head, in sealing order. One statement, so that the rows and xmin
-/// come from one snapshot (xmin in a subquery, so that it is computed once rather than for
-/// every row: 1.1 µs an event in psql); it finds the head itself, so that it can go out with the lock in
-/// one round trip (under the lock the head cannot move between the two statements). Only
-/// what the link covers is read: the content is hashed already.
+/// come from one snapshot (xmin in a subquery, computed once rather than for every row:
+/// 1.1 µs an event in psql); it finds the head itself, so that it can go out with the lock
+/// in one round trip (under the lock the head cannot move between the two statements).
+/// Only what the link covers is read: the content is hashed already.
 const PENDING_SQL: &str = "WITH head AS ( \
         SELECT transaction_id, seq FROM event_log ORDER BY position DESC LIMIT 1) \
      SELECT e.seq, e.transaction_id, (SELECT pg_snapshot_xmin(pg_current_snapshot())) AS xmin, \
@@ -111,9 +111,9 @@ fn copy_data(links: &[Link]) -> Bytes {
 const NOTIFY_SQL: &str = "SELECT pg_notify('crier_log', $1)";
 
 /// One batch in four round trips: `BEGIN`, the lock, the head and the pending events in the
-/// first; the links in two (a COPY waits to be accepted before its data goes); the NOTIFY and
-/// `COMMIT` in the last. The sealer runs every few milliseconds
-/// while appends go on, so its round trips are paid by the appenders' CPU.
+/// first; the links in two (a COPY waits to be accepted before its data goes); the NOTIFY
+/// and `COMMIT` in the last. Under steady appends a seal runs every `seal_interval`, and
+/// its round trips are paid by the appenders' CPU.
 async fn seal_batch(store: &EventStore) -> Result<Batch, StoreError> {
     let batch_size = i64::try_from(store.config().seal_batch_size.max(1)).unwrap_or(1000);
     let client = store.pool.get().await?;
