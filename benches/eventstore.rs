@@ -332,27 +332,45 @@ async fn checkpoint(admin: &tokio_postgres::Client) {
     }
 }
 
-fn report_round(round: usize, part: &str, raw: Rate, store: Rate, cpu_ratios: &mut Vec<f64>) {
-    let cpu = match (raw.cpu_us_per_event, store.cpu_us_per_event) {
-        (Some(raw), Some(store)) => {
-            cpu_ratios.push(raw / store);
-            format!(", CPU per event {raw:.1} µs and {store:.1} µs")
-        }
-        _ => String::new(),
-    };
-    println!(
-        "  round {round} ({part}) raw {:.0}/s, store {:.0}/s{cpu}",
-        raw.per_second, store.per_second
-    );
+/// One part's ((a) or (b)) results, round by round.
+#[derive(Default)]
+struct Part {
+    raw: Vec<f64>,
+    store: Vec<f64>,
+    /// Raw's CPU per event over the store's, where the machine tells.
+    cpu_ratios: Vec<f64>,
 }
 
-/// The median of raw's CPU per event over the store's: the throughput ratio the store would
-/// reach if CPU were all that bounded both.
-fn cpu_ratio(ratios: Vec<f64>) -> String {
-    if ratios.is_empty() {
-        "-".into()
-    } else {
-        format!("{:.2}", median(ratios))
+impl Part {
+    fn record(&mut self, round: usize, name: &str, raw: Rate, store: Rate) {
+        let cpu = match (raw.cpu_us_per_event, store.cpu_us_per_event) {
+            (Some(raw), Some(store)) => {
+                self.cpu_ratios.push(raw / store);
+                format!(", CPU per event {raw:.1} µs and {store:.1} µs")
+            }
+            _ => String::new(),
+        };
+        println!(
+            "  round {round} ({name}) raw {:.0}/s, store {:.0}/s{cpu}",
+            raw.per_second, store.per_second
+        );
+        self.raw.push(raw.per_second);
+        self.store.push(store.per_second);
+    }
+
+    /// The median throughputs, raw and store.
+    fn medians(&self) -> (f64, f64) {
+        (median(self.raw.clone()), median(self.store.clone()))
+    }
+
+    /// The median of raw's CPU per event over the store's: the throughput ratio the store
+    /// would reach if CPU were all that bounded both.
+    fn cpu_ratio(&self) -> String {
+        if self.cpu_ratios.is_empty() {
+            "-".into()
+        } else {
+            format!("{:.2}", median(self.cpu_ratios.clone()))
+        }
     }
 }
 
@@ -413,39 +431,30 @@ async fn main() {
         "event store benchmark: {WRITERS} writers, {} rounds of {} s per side, alternating",
         args.rounds, args.seconds
     );
-    let (mut raw_a, mut store_a, mut raw_b, mut store_b) = (vec![], vec![], vec![], vec![]);
-    let (mut cpu_a, mut cpu_b) = (vec![], vec![]);
+    let (mut a, mut b) = (Part::default(), Part::default());
     let measure = |part: &str| args.only.as_deref().is_none_or(|only| only == part);
     for round in (0..args.rounds).filter(|_| measure("a")) {
         checkpoint(&admin).await;
         let raw = raw_single(&db.url, round, args.seconds).await;
         checkpoint(&admin).await;
         let store = store_single(&store, round, args.seconds).await;
-        report_round(round, "a", raw, store, &mut cpu_a);
-        raw_a.push(raw.per_second);
-        store_a.push(store.per_second);
+        a.record(round, "a", raw, store);
     }
     for round in (0..args.rounds).filter(|_| measure("b")) {
         checkpoint(&admin).await;
         let raw = raw_batches(&db.url, round, args.seconds).await;
         checkpoint(&admin).await;
         let store = store_batches(&store, round, args.seconds).await;
-        report_round(round, "b", raw, store, &mut cpu_b);
-        raw_b.push(raw.per_second);
-        store_b.push(store.per_second);
+        b.record(round, "b", raw, store);
     }
 
     if args.only.is_some() {
-        let (raw, store, cpu) = if measure("a") {
-            (raw_a, store_a, cpu_a)
-        } else {
-            (raw_b, store_b, cpu_b)
-        };
-        let (raw, store) = (median(raw), median(store));
+        let part = if measure("a") { &a } else { &b };
+        let (raw, store) = part.medians();
         println!(
             "median: raw {raw:.0}/s, store {store:.0}/s, ratio {:.2}; CPU per event, raw/store: {}",
             store / raw,
-            cpu_ratio(cpu)
+            part.cpu_ratio()
         );
         return;
     }
@@ -464,12 +473,7 @@ async fn main() {
 
     let (logged, store_read) = read_whole_log(&store).await;
     let (raw_rows, raw_read) = read_whole_raw(&db.url).await;
-    let (raw_a, store_a, raw_b, store_b) = (
-        median(raw_a),
-        median(store_a),
-        median(raw_b),
-        median(store_b),
-    );
+    let ((raw_a, store_a), (raw_b, store_b)) = (a.medians(), b.medians());
 
     println!();
     println!("| measurement | raw PostgreSQL | crier event store | ratio |");
@@ -488,8 +492,8 @@ async fn main() {
     );
     println!(
         "CPU per event (the whole machine's), raw over store, median: (a) {}, (b) {}",
-        cpu_ratio(cpu_a),
-        cpu_ratio(cpu_b)
+        a.cpu_ratio(),
+        b.cpu_ratio()
     );
     println!();
     println!(
