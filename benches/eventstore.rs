@@ -8,7 +8,9 @@
 //!     version checked, idempotency checked, sealer running) against a plain autocommit
 //!     INSERT into a table with the same columns and indexes;
 //! (b) appends of 100-event batches from 8 writers, against one 100-row INSERT;
-//! (c) reading the whole log in order (JSON decoded), against a keyset SELECT of the raw table.
+//! (c) reading the whole log in order (JSON decoded) with `EventStore::log_reader`, which keeps
+//!     reads ahead in flight, against a keyset SELECT of the raw table, one read at a time
+//!     (the store's own one-read-at-a-time figure is printed beside it).
 //!
 //! Needs PostgreSQL at CRIER_TEST_DATABASE_URL (default the local one); makes and drops
 //! its own database.
@@ -19,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{median, read_whole_log};
+use common::{median, read_whole_log, read_whole_log_one_read_at_a_time};
 
 use eventstore::testing::TestDatabase;
 use eventstore::{EventStore, ExpectedVersion, Metadata, NewEvent};
@@ -472,6 +474,7 @@ async fn main() {
     }
 
     let (logged, store_read) = read_whole_log(&store).await;
+    let (_, store_read_serially) = read_whole_log_one_read_at_a_time(&store).await;
     let (raw_rows, raw_read) = read_whole_raw(&db.url).await;
     let ((raw_a, store_a), (raw_b, store_b)) = (a.medians(), b.medians());
 
@@ -489,6 +492,10 @@ async fn main() {
     println!(
         "| (c) read the whole log in order (events/s; {logged} events, {raw_rows} raw rows) | {raw_read:.0} | {store_read:.0} | {:.2} |",
         store_read / raw_read
+    );
+    println!(
+        "| (c) the same, one `read_log` at a time instead of the log reader's reads ahead | {raw_read:.0} | {store_read_serially:.0} | {:.2} |",
+        store_read_serially / raw_read
     );
     println!(
         "CPU per event (the whole machine's), raw over store, median: (a) {}, (b) {}",

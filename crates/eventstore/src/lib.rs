@@ -8,6 +8,7 @@
 //!   retries of stored event ids are recognised ([`AppendOutcome::already_stored`]).
 //! * The [`sealer`] gives committed events their global `position` and hash-chain link, in an
 //!   order that never lets an event appear before one a reader has already seen.
+//! * [`EventStore::log_reader`] reads the global log with the next batches in flight.
 //! * [`Subscription`] follows the global log from a durable checkpoint.
 //! * [`verify`] recomputes the chain.
 
@@ -18,6 +19,7 @@ mod db;
 mod error;
 pub mod export;
 mod jcs;
+mod log_reader;
 mod model;
 pub mod pipeline;
 mod read;
@@ -32,6 +34,7 @@ pub use append::{AppendError, AppendOutcome, ExpectedVersion, NewEvent, Pipeline
 pub use chain::Hash;
 pub use db::{ensure_database, migrate, schema_is_current, StoreConfig};
 pub use error::StoreError;
+pub use log_reader::{LogReader, READ_AHEAD};
 pub use model::{LoggedEvent, Metadata, RecordedEvent};
 pub use read::{read_log_after, read_stream_forward_with, EVENT_COLUMNS, MAX_READ_BATCH};
 pub use subscription::{load_checkpoint, save_checkpoint, Subscription, SubscriptionOptions};

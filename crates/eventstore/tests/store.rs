@@ -530,8 +530,21 @@ async fn the_seal_interval_gathers_steady_appends_without_delaying_one_after_a_q
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_polling_during_concurrent_writes_never_finds_an_event_behind_what_it_saw() {
+    follow_the_log_while_sixteen_writers_append(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_reading_ahead_during_concurrent_writes_sees_what_one_read_at_a_time_sees() {
+    follow_the_log_while_sixteen_writers_append(true).await;
+}
+
+/// Follows the log, one read at a time or with reads ahead in small batches (so that reads
+/// ahead race the sealer at the head), while sixteen writers append; then checks that what
+/// was seen along the way is the whole log as read afterwards.
+async fn follow_the_log_while_sixteen_writers_append(reading_ahead: bool) {
     let db = TestDatabase::create().await;
     let store = db.store();
+    let mut reader = store.log_reader(0, 7);
     let (stop, shutdown) = watch::channel(false);
     let background = store.spawn_background(shutdown);
     const WRITERS: usize = 16;
@@ -555,8 +568,12 @@ async fn a_reader_polling_during_concurrent_writes_never_finds_an_event_behind_w
     let expected_total: usize = WRITERS * (0..EACH).map(|n| n % 3 + 1).sum::<usize>();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while seen.len() < expected_total && tokio::time::Instant::now() < deadline {
-        let after = seen.last().map_or(0, |e| e.position);
-        seen.extend(store.read_log(after, 100).await.expect("read"));
+        if reading_ahead {
+            seen.extend(reader.next_batch().await.expect("read"));
+        } else {
+            let after = seen.last().map_or(0, |e| e.position);
+            seen.extend(store.read_log(after, 100).await.expect("read"));
+        }
     }
     for writer in writers {
         writer.await.expect("writer");
@@ -632,6 +649,55 @@ async fn forge(db: &TestDatabase, statement: &str) {
         ))
         .await
         .expect("forge");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_reader_answers_what_one_read_at_a_time_answers_and_follows_new_seals() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    sealed_history(&store, 1_234).await;
+    let serial = whole_log(&store).await;
+
+    for after in [0, 1, 600, 1_199, 1_234, 5_000] {
+        let mut reader = store.log_reader(after, 100);
+        let mut read = Vec::new();
+        let mut sizes = Vec::new();
+        loop {
+            let batch = reader.next_batch().await.expect("read");
+            if batch.is_empty() {
+                break;
+            }
+            sizes.push(batch.len());
+            read.extend(batch);
+        }
+        let skipped = usize::try_from(after)
+            .unwrap_or(usize::MAX)
+            .min(serial.len());
+        assert_eq!(read, serial[skipped..], "reading after {after}");
+        assert!(
+            sizes.iter().rev().skip(1).all(|&size| size == 100),
+            "only the last batch is short: {sizes:?}"
+        );
+        assert_eq!(reader.position(), after.max(1_234));
+    }
+
+    // At the head, a reader answers nothing until more is sealed, then goes on from there.
+    let mut reader = store.log_reader(0, 500);
+    while !reader.next_batch().await.expect("read").is_empty() {}
+    assert!(reader.next_batch().await.expect("read").is_empty());
+    for n in 1..=3 {
+        store
+            .append("later", ExpectedVersion::Any, &[event(n)])
+            .await
+            .expect("append");
+    }
+    store.seal_all(Duration::from_secs(10)).await.expect("seal");
+    let more = reader.next_batch().await.expect("read");
+    assert_eq!(
+        more.iter().map(|e| e.position).collect::<Vec<_>>(),
+        [1_235, 1_236, 1_237]
+    );
+    assert_eq!(reader.position(), 1_237);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

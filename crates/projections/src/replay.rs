@@ -189,29 +189,25 @@ async fn rebuild_and_swap(
 /// Sends the sealed log after `position` in batches until it reaches the head.
 async fn read_ahead_from(
     store: EventStore,
-    mut position: u64,
+    position: u64,
     batch_size: usize,
     batches: tokio::sync::mpsc::Sender<Result<Vec<eventstore::LoggedEvent>, ProjectionError>>,
 ) {
+    let mut reader = store.log_reader(position, batch_size);
     loop {
-        let batch = store.read_log(position, batch_size).await;
-        let (last, full) = match &batch {
-            Ok(events) => (
-                events.last().map(|e| e.position),
-                events.len() == batch_size,
-            ),
-            Err(_) => (None, false),
+        let batch = reader.next_batch().await;
+        let last = match &batch {
+            Ok(events) if events.is_empty() => return,
+            Ok(events) => events.len() < batch_size,
+            Err(_) => true,
         };
-        let batch = batch.map_err(ProjectionError::from);
-        if batch.as_ref().is_ok_and(|events| events.is_empty()) {
-            return;
-        }
-        if batches.send(batch).await.is_err() {
-            return; // the rebuild stopped
-        }
-        match last {
-            Some(last) if full => position = last,
-            _ => return,
+        if batches
+            .send(batch.map_err(ProjectionError::from))
+            .await
+            .is_err()
+            || last
+        {
+            return; // the rebuild stopped, or the head or an error was reached
         }
     }
 }
