@@ -25,7 +25,8 @@ pub const READ_AHEAD: usize = 3;
 type PendingRead = JoinHandle<Result<Vec<LoggedEvent>, StoreError>>;
 
 /// Hands out the sealed global log in order, in batches, reading ahead (see the module
-/// documentation). Dropping it cancels the reads in flight.
+/// documentation). Dropping it cancels the reads in flight; dropping a `next_batch` call
+/// before it answers loses nothing.
 pub struct LogReader {
     store: EventStore,
     batch_size: usize,
@@ -63,6 +64,15 @@ impl LogReader {
     /// The next batch of the log, empty at its head. After an error the reader starts again
     /// from [`LogReader::position`], so the call can be retried.
     pub async fn next_batch(&mut self) -> Result<Vec<LoggedEvent>, StoreError> {
+        if self
+            .in_flight
+            .front()
+            .is_some_and(|(after, _)| *after != self.position)
+        {
+            // A call dropped while it awaited its read (a timeout, a `select!`) took that
+            // read with it: what is in flight now starts further on.
+            self.cancel_reads_ahead();
+        }
         self.read_ahead();
         let Some((after, pending)) = self.in_flight.pop_front() else {
             // read_ahead always leaves one read in flight.

@@ -681,6 +681,23 @@ async fn a_log_reader_answers_what_one_read_at_a_time_answers_and_follows_new_se
         assert_eq!(reader.position(), after.max(1_234));
     }
 
+    // A call dropped while its read is in flight (a timeout) loses nothing.
+    let mut reader = store.log_reader(0, 100);
+    let mut read = Vec::new();
+    for _ in 0..3 {
+        if let Ok(batch) = tokio::time::timeout(Duration::ZERO, reader.next_batch()).await {
+            read.extend(batch.expect("read"));
+        }
+    }
+    loop {
+        let batch = reader.next_batch().await.expect("read");
+        if batch.is_empty() {
+            break;
+        }
+        read.extend(batch);
+    }
+    assert_eq!(read, serial);
+
     // At the head, a reader answers nothing until more is sealed, then goes on from there.
     let mut reader = store.log_reader(0, 500);
     while !reader.next_batch().await.expect("read").is_empty() {}
