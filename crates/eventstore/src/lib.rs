@@ -34,7 +34,7 @@ pub use append::{AppendError, AppendOutcome, ExpectedVersion, NewEvent, Pipeline
 pub use chain::Hash;
 pub use db::{ensure_database, migrate, schema_is_current, StoreConfig};
 pub use error::StoreError;
-pub use log_reader::{LogReader, READ_AHEAD};
+pub use log_reader::LogReader;
 pub use model::{LoggedEvent, Metadata, RecordedEvent};
 pub use read::{read_log_after, read_stream_forward_with, EVENT_COLUMNS, MAX_READ_BATCH};
 pub use subscription::{load_checkpoint, save_checkpoint, Subscription, SubscriptionOptions};

@@ -20,7 +20,7 @@ use crate::{EventStore, StoreError};
 
 /// Reads kept in flight while the log is behind by more than a batch. Each holds a pooled
 /// connection; three kept the server busy in the bench, more gained nothing on two cores.
-pub const READ_AHEAD: usize = 3;
+const READ_AHEAD: usize = 3;
 
 type PendingRead = JoinHandle<Result<Vec<LoggedEvent>, StoreError>>;
 
@@ -42,7 +42,7 @@ pub struct LogReader {
 impl EventStore {
     /// A reader of the sealed global log after `after`, in batches of `batch_size` events
     /// (at most [`MAX_READ_BATCH`]), that reads ahead while the log is behind. For catching
-    /// up on a long log: replay, export, benchmarks. It answers exactly what successive
+    /// up on a long log: replay, benchmarks. It answers exactly what successive
     /// [`EventStore::read_log`] calls would.
     pub fn log_reader(&self, after: u64, batch_size: usize) -> LogReader {
         LogReader {
