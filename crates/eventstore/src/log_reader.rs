@@ -64,21 +64,17 @@ impl LogReader {
     /// The next batch of the log, empty at its head. After an error the reader starts again
     /// from [`LogReader::position`], so the call can be retried.
     pub async fn next_batch(&mut self) -> Result<Vec<LoggedEvent>, StoreError> {
-        if self
-            .in_flight
-            .front()
-            .is_some_and(|(after, _)| *after != self.position)
-        {
-            // A call dropped while it awaited its read (a timeout, a `select!`) took that
-            // read with it: what is in flight now starts further on.
-            self.cancel_reads_ahead();
-        }
         self.read_ahead();
-        let Some((after, pending)) = self.in_flight.pop_front() else {
+        let Some((after, pending)) = self.in_flight.front_mut() else {
             // read_ahead always leaves one read in flight.
             return Ok(Vec::new());
         };
-        let batch = match pending.await {
+        let after = *after;
+        // Awaited where it stands, and taken out only once finished (no await in between):
+        // a call dropped meanwhile (a timeout, a `select!`) leaves the read to the next call.
+        let finished = pending.await;
+        self.in_flight.pop_front();
+        let batch = match finished {
             Ok(Ok(batch)) => batch,
             Ok(Err(error)) => {
                 self.cancel_reads_ahead();
