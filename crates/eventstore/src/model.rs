@@ -73,15 +73,6 @@ impl RecordedEvent {
         let metadata = serde_json::from_str(stored_metadata.0).map_err(|e| {
             crate::StoreError::Corrupt(format!("metadata of event {event_id}: {e}"))
         })?;
-        Self::with_metadata(row, event_id, metadata)
-    }
-
-    /// The columns besides the metadata, decoded already.
-    fn with_metadata(
-        row: &tokio_postgres::Row,
-        event_id: Uuid,
-        metadata: Metadata,
-    ) -> Result<Self, crate::StoreError> {
         Ok(RecordedEvent {
             stream_id: row.try_get("stream_id")?,
             stream_version: to_u64(row.try_get("stream_version")?, "stream version")?,
