@@ -351,22 +351,24 @@ async fn read_whole_raw_ahead(url: &str) -> (u64, f64) {
     };
     let start = Instant::now();
     let mut pending = std::collections::VecDeque::new();
-    for k in 0..IN_FLIGHT {
-        pending.push_back(read(readers[k as usize].clone(), k * BATCH));
-    }
-    let mut next = IN_FLIGHT;
+    let mut next = 0;
     let mut count = 0u64;
-    while let Some(read_rows) = pending.pop_front() {
+    loop {
+        while pending.len() < IN_FLIGHT as usize {
+            pending.push_back(read(
+                readers[(next % IN_FLIGHT) as usize].clone(),
+                next * BATCH,
+            ));
+            next += 1;
+        }
+        let Some(read_rows) = pending.pop_front() else {
+            break;
+        };
         let rows = read_rows.await.expect("raw reader");
         count += rows;
         if rows < BATCH as u64 {
             break;
         }
-        pending.push_back(read(
-            readers[(next % IN_FLIGHT) as usize].clone(),
-            next * BATCH,
-        ));
-        next += 1;
     }
     (count, count as f64 / start.elapsed().as_secs_f64())
 }
