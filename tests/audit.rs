@@ -453,7 +453,7 @@ async fn the_export_is_cloudevents_equal_to_the_audit_listing_and_verifies_indep
         .await
         .batch_execute(
             "UPDATE events SET data = jsonb_set(data, '{title}', '\"Nothing happened\"') \
-              WHERE seq = (SELECT seq FROM event_log WHERE position = 6)",
+              WHERE seq = (SELECT seq FROM log_links(5, 1))",
         )
         .await
         .expect("forge");
@@ -554,12 +554,14 @@ async fn recompute_the_whole_chain(client: &tokio_postgres::Client) {
         .query(
             "SELECT l.position, e.seq, e.stream_id, e.stream_version, e.event_id, e.event_type, \
                     e.schema_version, e.data, e.metadata, e.recorded_at \
-               FROM event_log l JOIN events e ON e.seq = l.seq ORDER BY l.position",
+               FROM log_links(0, 1000000) l JOIN events e ON e.seq = l.seq ORDER BY l.position",
             &[],
         )
         .await
         .unwrap();
     let mut prev = eventstore::Hash::GENESIS;
+    // Element p (from 1) is the new link of position p; element p of `prevs`, the one before.
+    let (mut prevs, mut hashes): (Vec<Vec<u8>>, Vec<Vec<u8>>) = (Vec::new(), Vec::new());
     for row in rows {
         let content = content_hash(
             &row.get("event_id"),
@@ -586,15 +588,18 @@ async fn recompute_the_whole_chain(client: &tokio_postgres::Client) {
             )
             .await
             .unwrap();
-        client
-            .execute(
-                "UPDATE event_log SET prev_hash = $2, hash = $3 WHERE seq = $1",
-                &[&seq, &prev.0.as_slice(), &hash.0.as_slice()],
-            )
-            .await
-            .unwrap();
+        prevs.push(prev.0.to_vec());
+        hashes.push(hash.0.to_vec());
         prev = hash;
     }
+    client
+        .execute(
+            "UPDATE log_seals SET prev_hash = ($1::bytea[])[first_position], \
+                                  hashes = ($2::bytea[])[first_position:last_position]",
+            &[&prevs, &hashes],
+        )
+        .await
+        .unwrap();
 }
 
 async fn crier_verify(db: &TestDatabase, args: &[&str]) -> (Option<i32>, String) {
@@ -747,7 +752,7 @@ async fn a_signed_checkpoint_proves_the_history_extends_it_and_catches_a_rewritt
     forger
         .batch_execute(
             "UPDATE events SET data = jsonb_set(data, '{title}', '\"Nothing happened\"') \
-              WHERE seq = (SELECT seq FROM event_log WHERE position = 3)",
+              WHERE seq = (SELECT seq FROM log_links(2, 1))",
         )
         .await
         .unwrap();
@@ -776,8 +781,12 @@ async fn a_signed_checkpoint_proves_the_history_extends_it_and_catches_a_rewritt
     // Cutting the end off: the remaining chain verifies, the checkpoint shows the loss.
     forger
         .batch_execute(&format!(
-            "DELETE FROM events WHERE seq IN (SELECT seq FROM event_log WHERE position >= {head}); \
-             DELETE FROM event_log WHERE position >= {head};"
+            "DELETE FROM events WHERE seq IN (SELECT seq FROM log_links({head} - 1, 1000000)); \
+             UPDATE log_seals SET transaction_ids = transaction_ids[:{head} - first_position], \
+                                  seqs = seqs[:{head} - first_position], \
+                                  hashes = hashes[:{head} - first_position] \
+              WHERE first_position < {head} AND last_position >= {head}; \
+             DELETE FROM log_seals WHERE first_position >= {head};"
         ))
         .await
         .unwrap();
@@ -907,7 +916,7 @@ async fn the_signer_trusts_no_stored_checkpoint_and_never_signs_a_changed_past()
     forger
         .batch_execute(
             "UPDATE events SET data = '{\"n\": 99}' \
-              WHERE seq = (SELECT seq FROM event_log WHERE position = 2)",
+              WHERE seq = (SELECT seq FROM log_links(1, 1))",
         )
         .await
         .unwrap();

@@ -75,7 +75,7 @@ async fn verify_reports_a_clean_history_and_names_the_first_forged_position() {
     client
         .batch_execute(
             "SET session_replication_role = replica; \
-             UPDATE events SET data = '{\"n\": 33}' WHERE seq = (SELECT seq FROM event_log WHERE position = 3)",
+             UPDATE events SET data = '{\"n\": 33}' WHERE seq = (SELECT seq FROM log_links(2, 1))",
         )
         .await
         .expect("forge");

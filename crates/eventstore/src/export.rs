@@ -86,8 +86,7 @@ const EXPORT_SQL: &str = "SELECT l.position, l.prev_hash, l.hash, e.stream_id, e
         e.metadata->>'actor' AS actor, e.metadata->>'request_id' AS request_id, \
         e.metadata->>'correlation_id' AS correlation_id, \
         e.metadata->>'causation_id' AS causation_id \
-   FROM event_log l JOIN events e ON e.seq = l.seq \
-  WHERE l.position > $1 ORDER BY l.position LIMIT $2";
+   FROM log_links($1, $2) l JOIN events e ON e.seq = l.seq ORDER BY l.position";
 
 /// Appends one event's line (with its newline) to `out`; answers its position.
 fn write_line(

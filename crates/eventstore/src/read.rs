@@ -1,6 +1,7 @@
 use deadpool_postgres::GenericClient;
 
 use crate::model::{to_u64, LoggedEvent, RecordedEvent};
+use crate::xid::Xid8;
 use crate::{EventStore, Hash, StoreError};
 
 /// Columns of `events e` that [`RecordedEvent::from_row`] reads: for callers that read a
@@ -13,11 +14,6 @@ pub const MAX_READ_BATCH: usize = 10_000;
 
 fn limit(count: usize) -> i64 {
     i64::try_from(count.clamp(1, MAX_READ_BATCH)).unwrap_or(1)
-}
-
-fn position_param(position: u64) -> Result<i64, StoreError> {
-    i64::try_from(position)
-        .map_err(|_| StoreError::Config(format!("position {position} out of range")))
 }
 
 pub(crate) fn logged_from_row(row: &tokio_postgres::Row) -> Result<LoggedEvent, StoreError> {
@@ -43,13 +39,14 @@ pub async fn read_log_after<C: GenericClient>(
 ) -> Result<Vec<LoggedEvent>, StoreError> {
     let sql = format!(
         "SELECT l.position, l.prev_hash, l.hash, {EVENT_COLUMNS} \
-           FROM event_log l JOIN events e ON e.seq = l.seq \
-          WHERE l.position > $1 ORDER BY l.position LIMIT $2"
+           FROM log_links($1, $2) l JOIN events e ON e.seq = l.seq ORDER BY l.position"
     );
+    // Nothing is after the largest bigint (and `log_links` adds one to `after`).
+    let Some(after) = i64::try_from(after).ok().filter(|&p| p < i64::MAX) else {
+        return Ok(Vec::new());
+    };
     let statement = client.prepare_cached(&sql).await?;
-    let rows = client
-        .query(&statement, &[&position_param(after)?, &limit(count)])
-        .await?;
+    let rows = client.query(&statement, &[&after, &limit(count)]).await?;
     rows.iter().map(logged_from_row).collect()
 }
 
@@ -144,14 +141,31 @@ impl EventStore {
         stream_id: &str,
         position: u64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events e JOIN event_log l ON l.seq = e.seq \
-              WHERE e.stream_id = $1 AND l.position <= $2 AND e.stream_version > $3 \
-              ORDER BY e.stream_version LIMIT $4"
-        );
         let client = self.pool.get().await?;
+        // Events take positions in `(transaction_id, seq)` order, every one up to the head:
+        // those at or before `position` are those at or before its pair (or the head's, if
+        // `position` is beyond it).
+        let last = client
+            .query_opt(
+                "SELECT s.transaction_ids[i] AS transaction_id, s.seqs[i] AS seq \
+                   FROM (SELECT transaction_ids, seqs, \
+                                least($1, last_position) - first_position + 1 AS i \
+                           FROM log_seals WHERE first_position <= $1 \
+                          ORDER BY first_position DESC LIMIT 1) s",
+                &[&i64::try_from(position).unwrap_or(i64::MAX)],
+            )
+            .await?;
+        let Some(last) = last else {
+            return Ok(Vec::new());
+        };
+        let last: (Xid8, i64) = (last.try_get("transaction_id")?, last.try_get("seq")?);
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events e \
+              WHERE e.stream_id = $1 AND (e.transaction_id, e.seq) <= ($2, $3) \
+                AND e.stream_version > $4 \
+              ORDER BY e.stream_version LIMIT $5"
+        );
         let statement = client.prepare_cached(&sql).await?;
-        let position = i64::try_from(position).unwrap_or(i64::MAX);
         let mut events: Vec<RecordedEvent> = Vec::new();
         loop {
             // Paged by stream version, so that a long stream is read whole.
@@ -163,7 +177,8 @@ impl EventStore {
                     &statement,
                     &[
                         &stream_id,
-                        &position,
+                        &last.0,
+                        &last.1,
                         &after_version,
                         &limit(MAX_READ_BATCH),
                     ],
@@ -188,9 +203,16 @@ impl EventStore {
         count: usize,
     ) -> Result<Vec<LoggedEvent>, StoreError> {
         let sql = format!(
-            "SELECT l.position, l.prev_hash, l.hash, {EVENT_COLUMNS} \
-               FROM events e JOIN event_log l ON l.seq = e.seq \
-              WHERE e.stream_id = $1 AND e.stream_version > $2 \
+            "SELECT s.first_position + l.i - 1 AS position, \
+                    CASE WHEN l.i = 1 THEN s.prev_hash ELSE s.hashes[l.i - 1] END AS prev_hash, \
+                    s.hashes[l.i] AS hash, {EVENT_COLUMNS} \
+               FROM events e \
+               CROSS JOIN LATERAL ( \
+                    SELECT * FROM log_seals s \
+                     WHERE (s.last_transaction_id, s.last_seq) >= (e.transaction_id, e.seq) \
+                     ORDER BY s.last_transaction_id, s.last_seq LIMIT 1) s \
+               CROSS JOIN LATERAL array_position(s.seqs, e.seq) AS l(i) \
+              WHERE e.stream_id = $1 AND e.stream_version > $2 AND l.i IS NOT NULL \
               ORDER BY e.stream_version LIMIT $3"
         );
         let client = self.pool.get().await?;
@@ -228,7 +250,8 @@ impl EventStore {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
-                "SELECT position, hash FROM event_log ORDER BY position DESC LIMIT 1",
+                "SELECT last_position AS position, hashes[cardinality(hashes)] AS hash \
+                   FROM log_seals ORDER BY first_position DESC LIMIT 1",
                 &[],
             )
             .await?;

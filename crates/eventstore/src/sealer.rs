@@ -5,16 +5,14 @@
 //! advisory lock), reads the events of transactions that have *ended* — those whose id is
 //! below `pg_snapshot_xmin` of its snapshot, so no running transaction can add one before
 //! them — in `(transaction_id, seq)` order after the last sealed one, numbers them on from
-//! the last position, chains their hashes, and inserts them into `event_log` in one
-//! transaction. Readers of the global log read `event_log` by position, so a position, once
-//! visible, never gets an event before it. The cost is a short delay between an append's
-//! commit and its position, and one writer of `event_log` instead of many of `events`.
+//! the last position, chains their hashes, and inserts them into `log_seals` as one row, in
+//! one transaction. Readers of the global log read `log_seals` by position, so a position,
+//! once visible, never gets an event before it. The cost is a short delay between an
+//! append's commit and its position, and one writer of the log instead of many of `events`.
 
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::future::{join, join4};
-use futures_util::SinkExt;
+use futures_util::future::{join3, join4};
 use tokio::sync::watch;
 
 use crate::chain;
@@ -35,15 +33,6 @@ pub struct SealReport {
     pub waiting_for_older_transactions: bool,
 }
 
-/// One event's place in the chain, as the sealer writes it to `event_log`.
-struct Link {
-    position: i64,
-    seq: i64,
-    xid: Xid8,
-    prev_hash: Hash,
-    hash: Hash,
-}
-
 struct Batch {
     sealed: u64,
     head: u64,
@@ -56,8 +45,8 @@ const LOCK_SQL: &str =
     "SELECT pg_advisory_xact_lock($1), set_config('synchronous_commit', 'off', true)";
 
 /// The last sealed event: where the chain goes on from.
-const HEAD_SQL: &str =
-    "SELECT position, transaction_id, seq, hash FROM event_log ORDER BY position DESC LIMIT 1";
+const HEAD_SQL: &str = "SELECT last_position AS position, hashes[cardinality(hashes)] AS hash \
+       FROM log_seals ORDER BY first_position DESC LIMIT 1";
 
 /// The events after the head, in sealing order. One statement, so that the rows and xmin
 /// come from one snapshot (xmin in a subquery, computed once rather than for every row:
@@ -65,55 +54,26 @@ const HEAD_SQL: &str =
 /// in one round trip (under the lock the head cannot move between the two statements).
 /// Only what the link covers is read: the content is hashed already.
 const PENDING_SQL: &str = "WITH head AS ( \
-        SELECT transaction_id, seq FROM event_log ORDER BY position DESC LIMIT 1) \
+        SELECT last_transaction_id, last_seq FROM log_seals ORDER BY first_position DESC LIMIT 1) \
      SELECT e.seq, e.transaction_id, (SELECT pg_snapshot_xmin(pg_current_snapshot())) AS xmin, \
             e.stream_id, e.stream_version, e.recorded_at, e.content_hash \
        FROM events e \
-      WHERE (e.transaction_id, e.seq) > (coalesce((SELECT transaction_id FROM head), '0'::xid8), \
-                                         coalesce((SELECT seq FROM head), 0)) \
+      WHERE (e.transaction_id, e.seq) > \
+            (coalesce((SELECT last_transaction_id FROM head), '0'::xid8), \
+             coalesce((SELECT last_seq FROM head), 0)) \
       ORDER BY e.transaction_id, e.seq LIMIT $1";
 
-/// The links go in by binary COPY: PostgreSQL then inserts a page of rows per WAL record
-/// and skips the executor's work per row, which an `INSERT … FROM unnest(…)` pays (psql,
-/// 200,000 links: 410 ms and 44 MB of WAL against 915 ms and 54 MB; docs/PERFORMANCE.md).
-const COPY_SQL: &str =
-    "COPY event_log (position, seq, transaction_id, prev_hash, hash) FROM STDIN (FORMAT binary)";
-
-/// The links in PostgreSQL's binary COPY format for [`COPY_SQL`]'s columns, in one buffer:
-/// tokio-postgres's `BinaryCopyInWriter` hands its sink 4 kB at a time, a wake-up of the
-/// connection task each, which cost the appenders more than the COPY saved.
-fn copy_data(links: &[Link]) -> Bytes {
-    const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0";
-    const COLUMNS: i16 = 5;
-    let row_len = 2 + 4 * 5 + 8 + 8 + 8 + 32 + 32;
-    let mut out = BytesMut::with_capacity(HEADER.len() + 8 + links.len() * row_len + 2);
-    out.put_slice(HEADER);
-    out.put_i32(0); // flags: no OIDs
-    out.put_i32(0); // no header extension
-    for link in links {
-        out.put_i16(COLUMNS);
-        for integer in [link.position, link.seq] {
-            out.put_i32(8);
-            out.put_i64(integer);
-        }
-        out.put_i32(8);
-        out.put_u64(link.xid.0);
-        for hash in [&link.prev_hash, &link.hash] {
-            out.put_i32(32);
-            out.put_slice(&hash.0);
-        }
-    }
-    out.put_i16(-1); // end of data
-    out.freeze()
-}
+/// The seal as one row (see migrations/V9). The generated columns follow from the arrays.
+const INSERT_SQL: &str =
+    "INSERT INTO log_seals (first_position, transaction_ids, seqs, prev_hash, hashes) \
+     VALUES ($1, $2, $3, $4, $5)";
 
 /// A hint for other processes' followers (they poll as well, so losing it is harmless).
 const NOTIFY_SQL: &str = "SELECT pg_notify('crier_log', $1)";
 
-/// One batch in four round trips: `BEGIN`, the lock, the head and the pending events in the
-/// first; the links in two (a COPY waits to be accepted before its data goes); the NOTIFY
-/// and `COMMIT` in the last. Under steady appends a seal runs every `seal_interval`, and
-/// its round trips are paid by the appenders' CPU.
+/// One batch in two round trips: `BEGIN`, the lock, the head and the pending events in the
+/// first; the seal's row, the NOTIFY and `COMMIT` in the second. Under steady appends a
+/// seal runs every `seal_interval`, and its round trips are paid by the appenders' CPU.
 async fn seal_batch(store: &EventStore) -> Result<Batch, StoreError> {
     let batch_size = i64::try_from(store.config().seal_batch_size.max(1)).unwrap_or(1000);
     let client = store.pool.get().await?;
@@ -122,7 +82,7 @@ async fn seal_batch(store: &EventStore) -> Result<Batch, StoreError> {
     let lock = client.prepare_cached(LOCK_SQL).await?;
     let head = client.prepare_cached(HEAD_SQL).await?;
     let pending = client.prepare_cached(PENDING_SQL).await?;
-    let copy = client.prepare_cached(COPY_SQL).await?;
+    let insert = client.prepare_cached(INSERT_SQL).await?;
     let notify = client.prepare_cached(NOTIFY_SQL).await?;
 
     // Asynchronous commit is safe here, and spares the appenders' WAL flushes: the seal is
@@ -147,13 +107,17 @@ async fn seal_batch(store: &EventStore) -> Result<Batch, StoreError> {
         Some(row) => {
             let bytes: &[u8] = row.try_get("hash")?;
             let hash = Hash::from_slice(bytes)
-                .ok_or_else(|| StoreError::Corrupt("event_log hash is not 32 bytes".into()))?;
+                .ok_or_else(|| StoreError::Corrupt("log_seals hash is not 32 bytes".into()))?;
             (to_u64(row.try_get("position")?, "position")?, hash)
         }
         None => (0, Hash::GENESIS),
     };
 
-    let mut links = Vec::with_capacity(rows.len());
+    let first_position = position + 1;
+    let seal_prev_hash = prev_hash;
+    let mut transaction_ids = Vec::with_capacity(rows.len());
+    let mut seqs: Vec<i64> = Vec::with_capacity(rows.len());
+    let mut hashes: Vec<Hash> = Vec::with_capacity(rows.len());
     for row in &rows {
         let xid: Xid8 = row.try_get("transaction_id")?;
         let xmin: Xid8 = row.try_get("xmin")?;
@@ -165,7 +129,7 @@ async fn seal_batch(store: &EventStore) -> Result<Batch, StoreError> {
         let content_hash = Hash::from_slice(row.try_get("content_hash")?)
             .ok_or_else(|| StoreError::Corrupt("content hash is not 32 bytes".into()))?;
         position += 1;
-        let hash = chain::link(
+        prev_hash = chain::link(
             &prev_hash,
             &chain::LinkInput {
                 position,
@@ -175,39 +139,37 @@ async fn seal_batch(store: &EventStore) -> Result<Batch, StoreError> {
                 content_hash: &content_hash,
             },
         );
-        links.push(Link {
-            position: i64::try_from(position)
-                .map_err(|_| StoreError::Corrupt("position overflow".into()))?,
-            seq: row.try_get("seq")?,
-            xid,
-            prev_hash,
-            hash,
-        });
-        prev_hash = hash;
+        transaction_ids.push(xid);
+        seqs.push(row.try_get("seq")?);
+        hashes.push(prev_hash);
     }
-    let sealed = links.len();
+    let sealed = seqs.len();
     let waiting = sealed < rows.len();
     let full = rows.len() as i64 == batch_size && !waiting;
 
     if sealed > 0 {
-        let written = async {
-            let mut sink = std::pin::pin!(client.copy_in::<_, Bytes>(&copy).await?);
-            sink.send(copy_data(&links)).await?;
-            sink.finish().await
-        }
-        .await;
-        if let Err(e) = written {
-            transaction.finish(false).await?;
-            return Err(e.into());
-        }
+        let first_position = i64::try_from(first_position)
+            .map_err(|_| StoreError::Corrupt("position overflow".into()))?;
+        let hashes: Vec<&[u8]> = hashes.iter().map(|hash| hash.0.as_slice()).collect();
         let notice = position.to_string();
-        let (notified, committed) = join(
+        // Sent together without waiting for one another: a failed INSERT or NOTIFY aborts
+        // the transaction, and the COMMIT behind them then rolls it back.
+        let (inserted, notified, committed) = join3(
+            client.execute(
+                &insert,
+                &[
+                    &first_position,
+                    &transaction_ids,
+                    &seqs,
+                    &seal_prev_hash.0.as_slice(),
+                    &hashes,
+                ],
+            ),
             client.execute(&notify, &[&notice]),
-            // Sent behind the NOTIFY without waiting for it: a failed NOTIFY aborts the
-            // transaction, and this COMMIT then rolls it back.
             transaction.finish(true),
         )
         .await;
+        inserted?;
         notified?;
         committed?;
     } else {

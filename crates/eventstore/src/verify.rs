@@ -80,12 +80,17 @@ fn head_of(position: u64, hash: &Hash) -> Option<ChainHead> {
 /// One log row and its event exactly as stored, owned so that another thread can hash it.
 struct ChainRow {
     position: i64,
-    prev_hash: Vec<u8>,
-    hash: Vec<u8>,
-    pair: (Xid8, i64),
+    /// `None` when the seal's arrays are not all as long as it claims (a forged seal).
+    link: Option<StoredLink>,
     event_xid: Option<Xid8>,
     /// `None` when the log row's event row is missing.
     event: Option<StoredEvent>,
+}
+
+struct StoredLink {
+    prev_hash: Vec<u8>,
+    hash: Vec<u8>,
+    pair: (Xid8, i64),
 }
 
 struct StoredEvent {
@@ -117,11 +122,22 @@ impl ChainRow {
         } else {
             None
         };
+        let link = match (
+            row.try_get("prev_hash")?,
+            row.try_get("hash")?,
+            row.try_get("log_xid")?,
+            row.try_get("log_seq")?,
+        ) {
+            (Some(prev_hash), Some(hash), Some(xid), Some(seq)) => Some(StoredLink {
+                prev_hash,
+                hash,
+                pair: (xid, seq),
+            }),
+            _ => None,
+        };
         Ok(ChainRow {
             position: row.try_get("position")?,
-            prev_hash: row.try_get("prev_hash")?,
-            hash: row.try_get("hash")?,
-            pair: (row.try_get("log_xid")?, row.try_get("log_seq")?),
+            link,
             event_xid: row.try_get("event_xid")?,
             event,
         })
@@ -141,18 +157,24 @@ fn check_batch(mut progress: Progress, rows: &[ChainRow]) -> Result<Progress, Ve
                 format!("position {expected} is missing (next is {})", row.position),
             ));
         }
+        let Some(link) = &row.link else {
+            return Err(progress.bad(
+                position,
+                "its seal does not hold a transaction id, seq and hash for it",
+            ));
+        };
         let Some(event) = &row.event else {
             return Err(progress.bad(position, "its event row is missing"));
         };
         // The sealer links events in (transaction_id, seq) order and resumes from the last
         // pair: a pair out of order, or not the event's own, would make it skip events.
-        if Some(row.pair.0) != row.event_xid {
+        if Some(link.pair.0) != row.event_xid {
             return Err(progress.bad(position, "the log's transaction id is not its event's"));
         }
-        if progress.last_pair.is_some_and(|last| row.pair <= last) {
+        if progress.last_pair.is_some_and(|last| link.pair <= last) {
             return Err(progress.bad(position, "out of (transaction, seq) order"));
         }
-        if row.prev_hash.as_slice() != progress.prev_hash.0.as_slice() {
+        if link.prev_hash.as_slice() != progress.prev_hash.0.as_slice() {
             return Err(progress.bad(
                 position,
                 "prev_hash is not the hash of the previous position",
@@ -181,7 +203,7 @@ fn check_batch(mut progress: Progress, rows: &[ChainRow]) -> Result<Progress, Ve
                 content_hash: &content_hash,
             },
         );
-        if row.hash.as_slice() != recomputed.0.as_slice() {
+        if link.hash.as_slice() != recomputed.0.as_slice() {
             return Err(progress.bad(position, "the stored event does not give the stored hash"));
         }
         if progress.probe == Some(position) {
@@ -190,7 +212,7 @@ fn check_batch(mut progress: Progress, rows: &[ChainRow]) -> Result<Progress, Ve
         progress = Progress {
             checked: position,
             prev_hash: recomputed,
-            last_pair: Some(row.pair),
+            last_pair: Some(link.pair),
             ..progress
         };
     }
@@ -301,7 +323,7 @@ impl EventStore {
         if position > 0 {
             let row = client
                 .query_opt(
-                    "SELECT hash, transaction_id, seq FROM event_log WHERE position = $1",
+                    "SELECT hash, transaction_id, seq FROM log_links($1::bigint - 1, 1) WHERE position = $1",
                     &[&i64::try_from(position).unwrap_or(i64::MAX)],
                 )
                 .await?;
@@ -339,8 +361,8 @@ impl EventStore {
                         e.seq IS NOT NULL AS present, e.stream_id, e.stream_version, \
                         e.event_id, e.event_type, e.schema_version, e.data, e.metadata, \
                         e.recorded_at, e.content_hash \
-                   FROM event_log l LEFT JOIN events e ON e.seq = l.seq \
-                  WHERE l.position > $1 ORDER BY l.position LIMIT $2",
+                   FROM log_links($1, $2) l LEFT JOIN events e ON e.seq = l.seq \
+                  ORDER BY l.position",
             )
             .await?;
         let fetch = |after: i64| {
@@ -377,7 +399,7 @@ impl EventStore {
             let good = position.saturating_sub(1);
             let row = client
                 .query_opt(
-                    "SELECT hash FROM event_log WHERE position = $1",
+                    "SELECT hash FROM log_links($1::bigint - 1, 1) WHERE position = $1",
                     &[&i64::try_from(good).unwrap_or(i64::MAX)],
                 )
                 .await?;
@@ -440,9 +462,10 @@ async fn skipped_event(
     };
     let row = client
         .query_opt(
-            "SELECT e.seq, e.transaction_id FROM events e \
+            "WITH linked AS (SELECT unnest(seqs) AS seq FROM log_seals) \
+             SELECT e.seq, e.transaction_id FROM events e \
               WHERE (e.transaction_id, e.seq) < ($1, $2) \
-                AND NOT EXISTS (SELECT 1 FROM event_log l WHERE l.seq = e.seq) \
+                AND NOT EXISTS (SELECT 1 FROM linked l WHERE l.seq = e.seq) \
               ORDER BY e.transaction_id, e.seq LIMIT 1",
             &[&xid, &seq],
         )
@@ -451,14 +474,22 @@ async fn skipped_event(
         return Ok(None);
     };
     let skipped: (Xid8, i64) = (row.try_get("transaction_id")?, row.try_get("seq")?);
+    // The first link after it is in the first seal that ends after it.
     let row = client
-        .query_one(
-            "SELECT min(position) AS position FROM event_log WHERE (transaction_id, seq) > ($1, $2)",
+        .query_opt(
+            "SELECT s.first_position + l.ord - 1 AS position \
+               FROM (SELECT first_position, transaction_ids, seqs FROM log_seals \
+                      WHERE (last_transaction_id, last_seq) > ($1, $2) \
+                      ORDER BY last_transaction_id, last_seq LIMIT 1) s, \
+                    unnest(s.transaction_ids, s.seqs) WITH ORDINALITY AS l(transaction_id, seq, ord) \
+              WHERE (l.transaction_id, l.seq) > ($1, $2) \
+              ORDER BY l.ord LIMIT 1",
             &[&skipped.0, &skipped.1],
         )
         .await?;
-    let position = row
-        .try_get::<_, Option<i64>>("position")?
-        .map_or(Ok(1), |p| to_u64(p, "position"))?;
+    let position = match row {
+        Some(row) => to_u64(row.try_get("position")?, "position")?,
+        None => 1,
+    };
     Ok(Some((skipped.1, position)))
 }

@@ -602,8 +602,11 @@ async fn the_database_refuses_to_update_delete_or_truncate_history_even_for_its_
         "UPDATE events SET data = '{\"n\": 2}'",
         "DELETE FROM events",
         "TRUNCATE events CASCADE",
-        "UPDATE event_log SET hash = prev_hash",
-        "DELETE FROM event_log",
+        "UPDATE log_seals SET hashes = hashes",
+        "DELETE FROM log_seals",
+        "TRUNCATE log_seals",
+        // The log as kept before one row per seal (V9): frozen and still protected (empty
+        // here, so that only its statement trigger has anything to refuse).
         "TRUNCATE event_log",
     ] {
         let err = client
@@ -638,6 +641,21 @@ async fn sealed_history(store: &EventStore, n: u64) {
     }
     let report = store.seal_all(Duration::from_secs(10)).await.expect("seal");
     assert_eq!(report.head, n);
+}
+
+/// A forgery of the log written against a table `links` that holds it one row per link
+/// (`log_links`' columns), after which the log is rewritten from `links`, as one seal.
+fn relinked(forgery: &str) -> String {
+    format!(
+        "CREATE TEMP TABLE links AS SELECT * FROM log_links(0, 1000000); \
+         {forgery}; \
+         DELETE FROM log_seals; \
+         INSERT INTO log_seals (first_position, transaction_ids, seqs, prev_hash, hashes) \
+         SELECT min(position), array_agg(transaction_id ORDER BY position), \
+                array_agg(seq ORDER BY position), (array_agg(prev_hash ORDER BY position))[1], \
+                array_agg(hash ORDER BY position) \
+           FROM links"
+    )
 }
 
 /// Runs `statement` with triggers and foreign keys switched off, as an intruder with
@@ -756,7 +774,7 @@ async fn assert_forgery_found(statement: &str, bad_position: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_names_the_position_of_forged_data() {
     assert_forgery_found(
-        "UPDATE events SET data = '{\"n\": 700}' WHERE seq = (SELECT seq FROM event_log WHERE position = 7)",
+        "UPDATE events SET data = '{\"n\": 700}' WHERE seq = (SELECT seq FROM log_links(6, 1))",
         7,
     )
     .await;
@@ -765,7 +783,7 @@ async fn verify_names_the_position_of_forged_data() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_names_the_position_of_forged_metadata_even_an_added_key() {
     assert_forgery_found(
-        "UPDATE events SET metadata = metadata || '{\"note\": \"x\"}' WHERE seq = (SELECT seq FROM event_log WHERE position = 4)",
+        "UPDATE events SET metadata = metadata || '{\"note\": \"x\"}' WHERE seq = (SELECT seq FROM log_links(3, 1))",
         4,
     )
     .await;
@@ -774,12 +792,12 @@ async fn verify_names_the_position_of_forged_metadata_even_an_added_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_names_the_position_of_a_forged_time_type_or_version() {
     assert_forgery_found(
-        "UPDATE events SET recorded_at = recorded_at + interval '1 microsecond' WHERE seq = (SELECT seq FROM event_log WHERE position = 9)",
+        "UPDATE events SET recorded_at = recorded_at + interval '1 microsecond' WHERE seq = (SELECT seq FROM log_links(8, 1))",
         9,
     )
     .await;
     assert_forgery_found(
-        "UPDATE events SET event_type = 'other' WHERE seq = (SELECT seq FROM event_log WHERE position = 2)",
+        "UPDATE events SET event_type = 'other' WHERE seq = (SELECT seq FROM log_links(1, 1))",
         2,
     )
     .await;
@@ -787,22 +805,43 @@ async fn verify_names_the_position_of_a_forged_time_type_or_version() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_names_the_position_of_a_deleted_or_reordered_row() {
-    // A deleted log row leaves a hole.
-    assert_forgery_found("DELETE FROM event_log WHERE position = 5", 5).await;
+    // A link taken out of its seal moves every later event one position down.
+    assert_forgery_found(&relinked("DELETE FROM links WHERE position = 5"), 5).await;
+    // A seal whose arrays are not all as long as its positions.
+    assert_forgery_found(
+        "UPDATE log_seals SET hashes = hashes[:9 - first_position + 1] \
+          WHERE 10 BETWEEN first_position AND last_position",
+        10,
+    )
+    .await;
+    assert_forgery_found(
+        "UPDATE log_seals SET transaction_ids = transaction_ids[:7 - first_position + 1] \
+          WHERE 8 BETWEEN first_position AND last_position",
+        8,
+    )
+    .await;
+    // A seal that starts past the end of the one before leaves a hole.
+    assert_forgery_found(
+        "INSERT INTO log_seals (first_position, transaction_ids, seqs, prev_hash, hashes) \
+         VALUES (14, ARRAY['1'::xid8], ARRAY[-1::bigint], sha256(''), ARRAY[sha256('')])",
+        13,
+    )
+    .await;
     // A deleted event leaves its log row pointing at nothing.
     assert_forgery_found(
-        "DELETE FROM events WHERE seq = (SELECT seq FROM event_log WHERE position = 6)",
+        "DELETE FROM events WHERE seq = (SELECT seq FROM log_links(5, 1))",
         6,
     )
     .await;
     // Two events swapped in the global order.
     assert_forgery_found(
-        "CREATE TEMP TABLE swap AS SELECT \
-            (SELECT seq FROM event_log WHERE position = 3) AS a, \
-            (SELECT seq FROM event_log WHERE position = 8) AS b; \
-         UPDATE event_log SET seq = -1 WHERE position = 3; \
-         UPDATE event_log SET seq = (SELECT a FROM swap) WHERE position = 8; \
-         UPDATE event_log SET seq = (SELECT b FROM swap) WHERE position = 3",
+        &relinked(
+            "CREATE TEMP TABLE swap AS SELECT \
+                (SELECT seq FROM links WHERE position = 3) AS a, \
+                (SELECT seq FROM links WHERE position = 8) AS b; \
+             UPDATE links SET seq = (SELECT b FROM swap) WHERE position = 3; \
+             UPDATE links SET seq = (SELECT a FROM swap) WHERE position = 8",
+        ),
         3,
     )
     .await;
@@ -951,7 +990,10 @@ async fn integers_beyond_what_a_double_holds_exactly_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_names_a_forged_transaction_id_that_would_make_the_sealer_skip_events() {
     assert_forgery_found(
-        "UPDATE event_log SET transaction_id = (transaction_id::text::bigint + 1000)::text::xid8 WHERE position = 12",
+        &relinked(
+            "UPDATE links SET transaction_id = (transaction_id::text::bigint + 1000)::text::xid8 \
+              WHERE position = 12",
+        ),
         12,
     )
     .await;
@@ -1203,4 +1245,112 @@ async fn pipelined_appends_racing_for_one_version_leave_exactly_one_winner() {
         .get(0);
     assert_eq!(side, 1, "only the winner's own write is kept");
     assert_eq!(store.stream_version("s").await.expect("version"), 2);
+}
+
+/// Puts a database back as it was before V9: the log one `event_log` row per event.
+async fn rewind_to_before_v9(db: &TestDatabase, forgery: &str) {
+    forge(
+        db,
+        &format!(
+            "INSERT INTO event_log (position, seq, transaction_id, prev_hash, hash) \
+             SELECT position, seq, transaction_id, prev_hash, hash FROM log_links(0, 1000000); \
+             DROP FUNCTION log_links; DROP TABLE log_seals; \
+             DELETE FROM refinery_schema_history WHERE version = 9; {forgery}"
+        ),
+    )
+    .await;
+}
+
+/// A history of several seals of uneven sizes, more than 1000 positions.
+async fn history_of_several_seals(store: &EventStore) -> u64 {
+    let mut appended = 0;
+    for round in 0..30u64 {
+        let events: Vec<NewEvent> = (0..(round * 7 % 90 + 1)).map(event).collect();
+        appended += events.len() as u64;
+        store
+            .append(&format!("s{}", round % 4), ExpectedVersion::Any, &events)
+            .await
+            .expect("append");
+        if round % 4 == 0 {
+            store.seal_all(Duration::from_secs(10)).await.expect("seal");
+        }
+    }
+    store.seal_all(Duration::from_secs(10)).await.expect("seal");
+    appended
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_v9_moves_every_link_into_seals_unchanged() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    let head = history_of_several_seals(&store).await;
+    assert!(head > 1000, "{head}");
+    let log = whole_log(&store).await;
+    let stream = store
+        .read_stream_sealed("s1", 0, 10_000)
+        .await
+        .expect("read");
+    let as_of = store
+        .read_stream_until_position("s2", 700)
+        .await
+        .expect("read");
+    assert!(!stream.is_empty() && !as_of.is_empty());
+    assert!(
+        as_of.len()
+            < store
+                .read_stream_forward("s2", 1, 10_000)
+                .await
+                .expect("read")
+                .len()
+    );
+    let verified = store.verify().await.expect("verify");
+    assert!(verified.ok, "{verified:?}");
+    drop(store);
+
+    rewind_to_before_v9(&db, "").await;
+    eventstore::migrate(&db.url).await.expect("migrate");
+    let store = db.store();
+    assert_eq!(whole_log(&store).await, log);
+    assert_eq!(
+        store
+            .read_stream_sealed("s1", 0, 10_000)
+            .await
+            .expect("read"),
+        stream
+    );
+    assert_eq!(
+        store
+            .read_stream_until_position("s2", 700)
+            .await
+            .expect("read"),
+        as_of
+    );
+    assert_eq!(store.verify().await.expect("verify"), verified);
+
+    // Sealing goes on from the copied head.
+    store
+        .append("after", ExpectedVersion::Any, &[event(1)])
+        .await
+        .expect("append");
+    let report = store.seal_all(Duration::from_secs(10)).await.expect("seal");
+    assert_eq!(report.head, head + 1);
+    let report = store.verify().await.expect("verify");
+    assert!(report.ok && report.checked == head + 1, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_v9_copies_a_forged_link_as_it_is_and_verify_still_names_it() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    history_of_several_seals(&store).await;
+    drop(store);
+    rewind_to_before_v9(
+        &db,
+        "UPDATE event_log SET hash = prev_hash WHERE position = 1003",
+    )
+    .await;
+    eventstore::migrate(&db.url).await.expect("migrate");
+    let report = db.store().verify().await.expect("verify");
+    assert_eq!(report.first_bad_position, Some(1003), "{report:?}");
+    assert_eq!(report.checked, 1002);
 }

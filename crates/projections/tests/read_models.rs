@@ -820,7 +820,8 @@ async fn migration_v8_moves_every_timeline_into_its_update_rows_unchanged() {
     assert!(before.0.iter().any(|i| i.state.updates.len() > 3));
     assert!(!before.1.is_empty());
 
-    // Back to the layout V7 left: each timeline inside its state, update rows without it.
+    // Back to the layout V7 left: each timeline inside its state, update rows without it
+    // (and the log in `event_log`, as before V9).
     let client = store.pool().get().await.unwrap();
     client
         .batch_execute(
@@ -831,7 +832,11 @@ async fn migration_v8_moves_every_timeline_into_its_update_rows_unchanged() {
                  (SELECT jsonb_agg(u.body::jsonb ORDER BY u.seq) FROM rm_updates u \
                    WHERE u.resource_kind = 'maintenance' AND u.resource_id = r.id)))::json; \
              ALTER TABLE rm_updates DROP COLUMN seq, DROP COLUMN body; \
-             DELETE FROM refinery_schema_history WHERE version = 8;",
+             DELETE FROM refinery_schema_history WHERE version = 8; \
+             INSERT INTO event_log (position, seq, transaction_id, prev_hash, hash) \
+             SELECT position, seq, transaction_id, prev_hash, hash FROM log_links(0, 1000000); \
+             DROP FUNCTION log_links; DROP TABLE log_seals; \
+             DELETE FROM refinery_schema_history WHERE version = 9;",
         )
         .await
         .unwrap();
