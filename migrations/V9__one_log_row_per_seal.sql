@@ -23,9 +23,10 @@ CREATE TABLE log_seals (
     prev_hash           bytea    NOT NULL,
     hashes              bytea[]  NOT NULL,
     -- Derived, so that they cannot disagree with the arrays: what the sealer resumes from
-    -- and what reverse lookups (an event's position from its pair) search by.
+    -- and what reverse lookups (an event's position from its pair) search by. `seqs` counts
+    -- the positions; `crier verify` checks that the other arrays are as long.
     last_position       bigint   GENERATED ALWAYS AS (first_position + cardinality(seqs) - 1) STORED,
-    last_transaction_id xid8     GENERATED ALWAYS AS (transaction_ids[cardinality(transaction_ids)]) STORED,
+    last_transaction_id xid8     GENERATED ALWAYS AS (transaction_ids[cardinality(seqs)]) STORED,
     last_seq            bigint   GENERATED ALWAYS AS (seqs[cardinality(seqs)]) STORED
 );
 
@@ -45,21 +46,38 @@ CREATE TRIGGER log_seals_no_truncate
     BEFORE TRUNCATE ON log_seals
     FOR EACH STATEMENT EXECUTE FUNCTION refuse_history_change();
 
--- The links sealed so far, copied as they are (nothing is recomputed: a forged link stays
--- forged, and `crier verify` still finds it), in seals of 1000 positions. `event_log`
+-- The links sealed so far, copied as they are: nothing is recomputed, so a forged link
+-- stays forged and `crier verify` still finds it. A seal holds a run of rows in which each
+-- position follows the one before and each `prev_hash` is the hash before it (a seal
+-- stores only its first `prev_hash`), cut every 1000 positions: a hole, or a `prev_hash`
+-- that does not match, starts a new seal and stays there for verify to name. `event_log`
 -- keeps its rows and is no longer written or read.
+WITH linked AS (
+    SELECT l.*,
+           CASE WHEN position = lag(position) OVER w + 1 AND prev_hash = lag(hash) OVER w
+                THEN 0 ELSE 1 END AS starts_run
+      FROM event_log l
+    WINDOW w AS (ORDER BY position)
+), runs AS (
+    SELECT linked.*, sum(starts_run) OVER (ORDER BY position) AS run FROM linked
+), parts AS (
+    SELECT runs.*, (row_number() OVER (PARTITION BY run ORDER BY position) - 1) / 1000 AS part
+      FROM runs
+)
 INSERT INTO log_seals (first_position, transaction_ids, seqs, prev_hash, hashes)
 SELECT min(position),
        array_agg(transaction_id ORDER BY position),
        array_agg(seq ORDER BY position),
        (array_agg(prev_hash ORDER BY position))[1],
        array_agg(hash ORDER BY position)
-  FROM event_log
- GROUP BY (position - 1) / 1000;
+  FROM parts
+ GROUP BY run, part;
 
 -- At most `max_links` links after `after_position`, in position order: the log as one row
 -- per event, for the store's readers and for an auditor's SQL. PostgreSQL inlines it into
--- the calling query, and its order (by "position") carries through a join with `events`.
+-- the calling query (where a join with `events` keeps its order, so that the caller's
+-- ORDER BY costs no sort). It trusts the seals to follow one another: `crier verify` checks
+-- that they do.
 -- The arrays are named once per seal in the FROM item and nowhere per row: a per-row
 -- reference would fetch a seal's arrays from TOAST again for every event.
 CREATE FUNCTION log_links(after_position bigint, max_links bigint)

@@ -250,7 +250,7 @@ impl EventStore {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
-                "SELECT last_position AS position, hashes[cardinality(hashes)] AS hash \
+                "SELECT last_position AS position, hashes[cardinality(seqs)] AS hash \
                    FROM log_seals ORDER BY first_position DESC LIMIT 1",
                 &[],
             )

@@ -45,7 +45,7 @@ const LOCK_SQL: &str =
     "SELECT pg_advisory_xact_lock($1), set_config('synchronous_commit', 'off', true)";
 
 /// The last sealed event: where the chain goes on from.
-const HEAD_SQL: &str = "SELECT last_position AS position, hashes[cardinality(hashes)] AS hash \
+const HEAD_SQL: &str = "SELECT last_position AS position, hashes[cardinality(seqs)] AS hash \
        FROM log_seals ORDER BY first_position DESC LIMIT 1";
 
 /// The events after the head, in sealing order. One statement, so that the rows and xmin
@@ -129,7 +129,7 @@ async fn seal_batch(store: &EventStore) -> Result<Batch, StoreError> {
         let content_hash = Hash::from_slice(row.try_get("content_hash")?)
             .ok_or_else(|| StoreError::Corrupt("content hash is not 32 bytes".into()))?;
         position += 1;
-        prev_hash = chain::link(
+        let hash = chain::link(
             &prev_hash,
             &chain::LinkInput {
                 position,
@@ -141,7 +141,8 @@ async fn seal_batch(store: &EventStore) -> Result<Batch, StoreError> {
         );
         transaction_ids.push(xid);
         seqs.push(row.try_get("seq")?);
-        hashes.push(prev_hash);
+        hashes.push(hash);
+        prev_hash = hash;
     }
     let sealed = seqs.len();
     let waiting = sealed < rows.len();

@@ -374,6 +374,10 @@ impl EventStore {
                     .collect::<Result<Vec<_>, StoreError>>()
             }
         };
+        // The reads trust the seals to follow one another; whether they do is checked apart.
+        let broken = broken_seal(&client)
+            .await?
+            .filter(|(bad, _)| *bad > position);
         let mut batch = fetch(i64::try_from(position).unwrap_or(i64::MAX)).await?;
         while !batch.is_empty() {
             let last_read = batch.last().map_or(0, |row| row.position);
@@ -389,35 +393,31 @@ impl EventStore {
             let (checked, next) = tokio::join!(checking, reading);
             progress = match checked {
                 Ok(Ok(progress)) => progress,
-                Ok(Err(report)) => return Ok((report, None)),
+                Ok(Err(report)) => {
+                    // A broken seal before the position this batch found wrong comes first.
+                    let report = match broken {
+                        Some((bad, problem)) if report.first_bad_position > Some(bad) => {
+                            bad_after_good_links(&client, bad, problem).await?
+                        }
+                        _ => report,
+                    };
+                    return Ok((report, None));
+                }
                 Err(e) => return Err(StoreError::Corrupt(format!("verification failed: {e}"))),
             };
             batch = next?;
         }
+        if let Some((bad, problem)) = broken {
+            return Ok((bad_after_good_links(&client, bad, problem).await?, None));
+        }
         if let Some((seq, position)) = skipped_event(&client, progress.last_pair).await? {
             // The links up to `position - 1` are right; the event belongs before `position`.
-            let good = position.saturating_sub(1);
-            let row = client
-                .query_opt(
-                    "SELECT hash FROM log_links($1::bigint - 1, 1) WHERE position = $1",
-                    &[&i64::try_from(good).unwrap_or(i64::MAX)],
-                )
-                .await?;
-            let head = match row {
-                Some(row) => Hash::from_slice(row.try_get("hash")?).and_then(|h| head_of(good, &h)),
-                None => None,
-            };
-            let report = VerifyReport {
-                ok: false,
-                checked: good,
-                head,
-                first_bad_position: Some(position),
-                problem: Some(format!(
-                    "event seq {seq} was committed before this position but never linked"
-                )),
-                unsealed: 0,
-            };
-            return Ok((report, None));
+            let problem =
+                format!("event seq {seq} was committed before this position but never linked");
+            return Ok((
+                bad_after_good_links(&client, position, problem).await?,
+                None,
+            ));
         }
         let unsealed = self.count_unverified(&client, progress.last_pair).await?;
         let report = VerifyReport {
@@ -449,6 +449,94 @@ impl EventStore {
             .await?;
         to_u64(row.try_get("n")?, "count")
     }
+}
+
+/// The report for a problem at `position` when every link before it was recomputed and
+/// found right.
+async fn bad_after_good_links(
+    client: &tokio_postgres::Client,
+    position: u64,
+    problem: String,
+) -> Result<VerifyReport, StoreError> {
+    let good = position.saturating_sub(1);
+    let row = client
+        .query_opt(
+            "SELECT hash FROM log_links($1::bigint - 1, 1) WHERE position = $1",
+            &[&i64::try_from(good).unwrap_or(i64::MAX)],
+        )
+        .await?;
+    let head = match row {
+        Some(row) => Hash::from_slice(row.try_get("hash")?).and_then(|h| head_of(good, &h)),
+        None => None,
+    };
+    Ok(VerifyReport {
+        ok: false,
+        checked: good,
+        head,
+        first_bad_position: Some(position),
+        problem: Some(problem),
+        unsealed: 0,
+    })
+}
+
+/// The first seal that does not fit the log: one that does not start right after the one
+/// before (a hole, or positions linked twice), or whose arrays are not one-dimensional from
+/// index 1 and as long as one another. Answers the first position it leaves wrong, and why.
+async fn broken_seal(client: &tokio_postgres::Client) -> Result<Option<(u64, String)>, StoreError> {
+    let row = client
+        .query_opt(
+            "SELECT first_position, previous_last, positions, transaction_ids, hashes, from_one \
+               FROM (SELECT first_position, \
+                            lag(last_position) OVER (ORDER BY first_position) AS previous_last, \
+                            cardinality(seqs) AS positions, \
+                            cardinality(transaction_ids) AS transaction_ids, \
+                            cardinality(hashes) AS hashes, \
+                            coalesce(array_ndims(seqs) = 1 AND array_lower(seqs, 1) = 1 \
+                                 AND array_ndims(transaction_ids) = 1 \
+                                 AND array_lower(transaction_ids, 1) = 1 \
+                                 AND array_ndims(hashes) = 1 AND array_lower(hashes, 1) = 1, \
+                                 false) AS from_one \
+                       FROM log_seals) s \
+              WHERE first_position <> coalesce(previous_last, 0) + 1 OR NOT from_one \
+                 OR transaction_ids <> positions OR hashes <> positions \
+              ORDER BY first_position LIMIT 1",
+            &[],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let first = to_u64(row.try_get("first_position")?, "position")?;
+    let previous_last: Option<i64> = row.try_get("previous_last")?;
+    let expected = previous_last.map_or(Ok(0), |p| to_u64(p, "position"))? + 1;
+    if first > expected {
+        return Ok(Some((
+            expected,
+            format!("position {expected} is missing (the next seal starts at {first})"),
+        )));
+    }
+    if first < expected {
+        return Ok(Some((first, "two seals link this position".to_owned())));
+    }
+    if !row.try_get::<_, bool>("from_one")? {
+        return Ok(Some((
+            first,
+            "its seal's arrays are not one-dimensional from index 1".to_owned(),
+        )));
+    }
+    let lengths: [i32; 3] = [
+        row.try_get("positions")?,
+        row.try_get("transaction_ids")?,
+        row.try_get("hashes")?,
+    ];
+    let shortest = lengths.into_iter().min().unwrap_or(0);
+    Ok(Some((
+        first + u64::try_from(shortest).unwrap_or(0),
+        format!(
+            "the seal from position {first} holds {} seqs, {} transaction ids and {} hashes",
+            lengths[0], lengths[1], lengths[2]
+        ),
+    )))
 }
 
 /// An event that sorts before the chain's last linked event but has no position: the chain

@@ -820,10 +820,32 @@ async fn verify_names_the_position_of_a_deleted_or_reordered_row() {
         8,
     )
     .await;
-    // A seal that starts past the end of the one before leaves a hole.
+    // A seal that starts past the end of the one before leaves a hole, however far.
+    for first in [14, 100_000] {
+        assert_forgery_found(
+            &format!(
+                "INSERT INTO log_seals (first_position, transaction_ids, seqs, prev_hash, hashes) \
+                 VALUES ({first}, ARRAY['1'::xid8], ARRAY[-1::bigint], sha256(''), ARRAY[sha256('')])"
+            ),
+            13,
+        )
+        .await;
+    }
+    // Two seals that link one position.
     assert_forgery_found(
-        "INSERT INTO log_seals (first_position, transaction_ids, seqs, prev_hash, hashes) \
-         VALUES (14, ARRAY['1'::xid8], ARRAY[-1::bigint], sha256(''), ARRAY[sha256('')])",
+        &format!(
+            "{}; INSERT INTO log_seals (first_position, transaction_ids, seqs, prev_hash, hashes) \
+             VALUES (12, ARRAY['1'::xid8], ARRAY[-1::bigint], sha256(''), ARRAY[sha256('')])",
+            relinked("SELECT 1")
+        ),
+        12,
+    )
+    .await;
+    // A transaction id past the seal's last position: no position covers it, but the
+    // sealer would resume from it.
+    assert_forgery_found(
+        "UPDATE log_seals SET transaction_ids = transaction_ids || '99999999'::xid8 \
+          WHERE first_position = (SELECT max(first_position) FROM log_seals)",
         13,
     )
     .await;
@@ -1339,18 +1361,31 @@ async fn migration_v9_moves_every_link_into_seals_unchanged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn migration_v9_copies_a_forged_link_as_it_is_and_verify_still_names_it() {
-    let db = TestDatabase::create().await;
-    let store = db.store();
-    history_of_several_seals(&store).await;
-    drop(store);
-    rewind_to_before_v9(
-        &db,
-        "UPDATE event_log SET hash = prev_hash WHERE position = 1003",
-    )
-    .await;
-    eventstore::migrate(&db.url).await.expect("migrate");
-    let report = db.store().verify().await.expect("verify");
-    assert_eq!(report.first_bad_position, Some(1003), "{report:?}");
-    assert_eq!(report.checked, 1002);
+async fn migration_v9_copies_forged_links_as_they_are_and_verify_still_names_them() {
+    for (forgery, bad) in [
+        (
+            "UPDATE event_log SET hash = prev_hash WHERE position = 1003",
+            1003,
+        ),
+        // A seal keeps only its first prev_hash: a wrong one starts a seal of its own.
+        (
+            "UPDATE event_log SET prev_hash = hash WHERE position = 1100",
+            1100,
+        ),
+        ("DELETE FROM event_log WHERE position = 1150", 1150),
+    ] {
+        let db = TestDatabase::create().await;
+        let store = db.store();
+        history_of_several_seals(&store).await;
+        drop(store);
+        rewind_to_before_v9(&db, forgery).await;
+        eventstore::migrate(&db.url).await.expect("migrate");
+        let report = db.store().verify().await.expect("verify");
+        assert_eq!(
+            report.first_bad_position,
+            Some(bad),
+            "{forgery}: {report:?}"
+        );
+        assert_eq!(report.checked, bad - 1, "{forgery}");
+    }
 }
