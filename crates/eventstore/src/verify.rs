@@ -410,7 +410,9 @@ impl EventStore {
         if let Some((bad, problem)) = broken {
             return Ok((bad_after_good_links(&client, bad, problem).await?, None));
         }
-        if let Some((seq, position)) = skipped_event(&client, progress.last_pair).await? {
+        if let Some((seq, position)) =
+            skipped_event(&client, progress.last_pair, progress.checked).await?
+        {
             // The links up to `position - 1` are right; the event belongs before `position`.
             let problem =
                 format!("event seq {seq} was committed before this position but never linked");
@@ -541,13 +543,27 @@ async fn broken_seal(client: &tokio_postgres::Client) -> Result<Option<(u64, Str
 
 /// An event that sorts before the chain's last linked event but has no position: the chain
 /// skipped it. Returns its seq and the first position that sorts after it.
+///
+/// The `linked` positions up to the last pair hold distinct events at or below it (verified
+/// along the chain), so there is none unless more events than that sort at or below it: a
+/// count on the `(transaction_id, seq)` index. Only then is the event looked for.
 async fn skipped_event(
     client: &tokio_postgres::Client,
     last_pair: Option<(Xid8, i64)>,
+    linked: u64,
 ) -> Result<Option<(i64, u64)>, StoreError> {
     let Some((xid, seq)) = last_pair else {
         return Ok(None);
     };
+    let row = client
+        .query_one(
+            "SELECT count(*) AS n FROM events WHERE (transaction_id, seq) <= ($1, $2)",
+            &[&xid, &seq],
+        )
+        .await?;
+    if to_u64(row.try_get("n")?, "count")? <= linked {
+        return Ok(None);
+    }
     let row = client
         .query_opt(
             "WITH linked AS (SELECT unnest(seqs) AS seq FROM log_seals) \
