@@ -9,6 +9,11 @@ use crate::{EventStore, Hash, StoreError};
 pub const EVENT_COLUMNS: &str = "e.stream_id, e.stream_version, e.event_id, e.event_type, \
      e.schema_version, e.data, e.metadata, e.recorded_at, e.content_hash";
 
+/// The last sealed position and its hash: the last element of the last seal.
+pub(crate) const LOG_HEAD_SQL: &str =
+    "SELECT last_position AS position, hashes[cardinality(seqs)] AS hash \
+       FROM log_seals ORDER BY first_position DESC LIMIT 1";
+
 /// Most events one read returns.
 pub const MAX_READ_BATCH: usize = 10_000;
 
@@ -248,13 +253,7 @@ impl EventStore {
     /// The last sealed position and its hash, if anything is sealed.
     pub async fn log_head(&self) -> Result<Option<(u64, Hash)>, StoreError> {
         let client = self.pool.get().await?;
-        let row = client
-            .query_opt(
-                "SELECT last_position AS position, hashes[cardinality(seqs)] AS hash \
-                   FROM log_seals ORDER BY first_position DESC LIMIT 1",
-                &[],
-            )
-            .await?;
+        let row = client.query_opt(LOG_HEAD_SQL, &[]).await?;
         row.map(|row| {
             let bytes: &[u8] = row.try_get("hash")?;
             let hash = Hash::from_slice(bytes)

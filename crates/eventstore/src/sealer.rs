@@ -19,6 +19,7 @@ use crate::chain;
 use crate::db::SEALER_LOCK;
 use crate::model::to_u64;
 use crate::pipeline::OpenTransaction;
+use crate::read::LOG_HEAD_SQL;
 use crate::xid::Xid8;
 use crate::{EventStore, Hash, StoreError};
 
@@ -43,10 +44,6 @@ struct Batch {
 /// Takes the sealer's lock for the transaction; its commit may be asynchronous (see below).
 const LOCK_SQL: &str =
     "SELECT pg_advisory_xact_lock($1), set_config('synchronous_commit', 'off', true)";
-
-/// The last sealed event: where the chain goes on from.
-const HEAD_SQL: &str = "SELECT last_position AS position, hashes[cardinality(seqs)] AS hash \
-       FROM log_seals ORDER BY first_position DESC LIMIT 1";
 
 /// The events after the head, in sealing order. One statement, so that the rows and xmin
 /// come from one snapshot (xmin in a subquery, computed once rather than for every row:
@@ -80,7 +77,8 @@ async fn seal_batch(store: &EventStore) -> Result<Batch, StoreError> {
     // Prepared before the pipeline goes out: a statement still to be prepared would be sent
     // after the ones behind it.
     let lock = client.prepare_cached(LOCK_SQL).await?;
-    let head = client.prepare_cached(HEAD_SQL).await?;
+    // The last sealed event: where the chain goes on from.
+    let head = client.prepare_cached(LOG_HEAD_SQL).await?;
     let pending = client.prepare_cached(PENDING_SQL).await?;
     let insert = client.prepare_cached(INSERT_SQL).await?;
     let notify = client.prepare_cached(NOTIFY_SQL).await?;
