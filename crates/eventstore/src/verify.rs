@@ -16,6 +16,10 @@ use crate::{EventStore, Hash, StoreError};
 
 const VERIFY_BATCH: i64 = 10_000;
 
+/// The stored link at position `$1`, if there is one.
+const LINK_AT_SQL: &str =
+    "SELECT hash, transaction_id, seq FROM log_links($1::bigint - 1, 1) WHERE position = $1";
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainHead {
     pub position: u64,
@@ -322,10 +326,7 @@ impl EventStore {
         };
         if position > 0 {
             let row = client
-                .query_opt(
-                    "SELECT hash, transaction_id, seq FROM log_links($1::bigint - 1, 1) WHERE position = $1",
-                    &[&i64::try_from(position).unwrap_or(i64::MAX)],
-                )
+                .query_opt(LINK_AT_SQL, &[&i64::try_from(position).unwrap_or(i64::MAX)])
                 .await?;
             let start = Progress {
                 checked: position - 1,
@@ -462,10 +463,7 @@ async fn bad_after_good_links(
 ) -> Result<VerifyReport, StoreError> {
     let good = position.saturating_sub(1);
     let row = client
-        .query_opt(
-            "SELECT hash FROM log_links($1::bigint - 1, 1) WHERE position = $1",
-            &[&i64::try_from(good).unwrap_or(i64::MAX)],
-        )
+        .query_opt(LINK_AT_SQL, &[&i64::try_from(good).unwrap_or(i64::MAX)])
         .await?;
     let head = match row {
         Some(row) => Hash::from_slice(row.try_get("hash")?).and_then(|h| head_of(good, &h)),
