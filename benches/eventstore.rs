@@ -1,7 +1,7 @@
 //! Event store throughput against raw PostgreSQL doing the same work, in one run.
 //!
-//!     cargo bench --bench eventstore                 # 3 alternating rounds of 5 s
-//!     cargo bench --bench eventstore -- --seconds 10 --rounds 5
+//!     cargo bench --bench eventstore                 # 5 rounds of 4 s per side
+//!     cargo bench --bench eventstore -- --seconds 10 --rounds 7
 //!     cargo bench --bench eventstore -- --only a     # (a) alone, for quicker experiments
 //!
 //! (a) single-event appends from 8 concurrent writers: `EventStore::append` (expected
@@ -80,15 +80,15 @@ struct Args {
 
 fn args() -> Args {
     let mut args = Args {
-        seconds: 5,
-        rounds: 3,
+        seconds: 4,
+        rounds: 5,
         only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
-            "--seconds" => args.seconds = it.next().and_then(|v| v.parse().ok()).unwrap_or(5),
-            "--rounds" => args.rounds = it.next().and_then(|v| v.parse().ok()).unwrap_or(3),
+            "--seconds" => args.seconds = it.next().and_then(|v| v.parse().ok()).unwrap_or(4),
+            "--rounds" => args.rounds = it.next().and_then(|v| v.parse().ok()).unwrap_or(5),
             "--only" => args.only = it.next(),
             _ => {} // cargo bench passes --bench
         }
@@ -383,11 +383,34 @@ async fn checkpoint(admin: &tokio_postgres::Client) {
     }
 }
 
+/// Runs one round's two sides, each right after a checkpoint: raw first in even rounds, the
+/// store first in odd ones.
+async fn in_turn(
+    round: usize,
+    admin: &tokio_postgres::Client,
+    raw: impl std::future::Future<Output = Rate>,
+    store: impl std::future::Future<Output = Rate>,
+) -> (Rate, Rate) {
+    if round % 2 == 0 {
+        checkpoint(admin).await;
+        let raw = raw.await;
+        checkpoint(admin).await;
+        (raw, store.await)
+    } else {
+        checkpoint(admin).await;
+        let store = store.await;
+        checkpoint(admin).await;
+        (raw.await, store)
+    }
+}
+
 /// One part's ((a) or (b)) results, round by round.
 #[derive(Default)]
 struct Part {
     raw: Vec<f64>,
     store: Vec<f64>,
+    /// Each round's store throughput over the raw throughput measured next to it.
+    ratios: Vec<f64>,
     /// Raw's CPU per event over the store's, where the machine tells.
     cpu_ratios: Vec<f64>,
 }
@@ -402,16 +425,25 @@ impl Part {
             _ => String::new(),
         };
         println!(
-            "  round {round} ({name}) raw {:.0}/s, store {:.0}/s{cpu}",
-            raw.per_second, store.per_second
+            "  round {round} ({name}) raw {:.0}/s, store {:.0}/s (ratio {:.2}){cpu}",
+            raw.per_second,
+            store.per_second,
+            store.per_second / raw.per_second
         );
         self.raw.push(raw.per_second);
         self.store.push(store.per_second);
+        self.ratios.push(store.per_second / raw.per_second);
     }
 
     /// The median throughputs, raw and store.
     fn medians(&self) -> (f64, f64) {
         (median(self.raw.clone()), median(self.store.clone()))
+    }
+
+    /// The median of the rounds' ratios: each pairs two measurements taken seconds apart, so
+    /// that a machine that slows down or speeds up between rounds moves both sides alike.
+    fn ratio(&self) -> f64 {
+        median(self.ratios.clone())
     }
 
     /// The median of raw's CPU per event over the store's: the throughput ratio the store
@@ -479,23 +511,31 @@ async fn main() {
     let background = sealer_on.then(|| store.spawn_background(shutdown));
 
     println!(
-        "event store benchmark: {WRITERS} writers, {} rounds of {} s per side, alternating",
+        "event store benchmark: {WRITERS} writers, {} rounds of {} s per side (raw first in even rounds, the store first in odd ones)",
         args.rounds, args.seconds
     );
     let (mut a, mut b) = (Part::default(), Part::default());
     let measure = |part: &str| args.only.as_deref().is_none_or(|only| only == part);
+    // Odd rounds run the store first, so that neither side always follows the other (the
+    // tables grow, and PostgreSQL's background work trails whichever side wrote last).
     for round in (0..args.rounds).filter(|_| measure("a")) {
-        checkpoint(&admin).await;
-        let raw = raw_single(&db.url, round, args.seconds).await;
-        checkpoint(&admin).await;
-        let store = store_single(&store, round, args.seconds).await;
+        let (raw, store) = in_turn(
+            round,
+            &admin,
+            raw_single(&db.url, round, args.seconds),
+            store_single(&store, round, args.seconds),
+        )
+        .await;
         a.record(round, "a", raw, store);
     }
     for round in (0..args.rounds).filter(|_| measure("b")) {
-        checkpoint(&admin).await;
-        let raw = raw_batches(&db.url, round, args.seconds).await;
-        checkpoint(&admin).await;
-        let store = store_batches(&store, round, args.seconds).await;
+        let (raw, store) = in_turn(
+            round,
+            &admin,
+            raw_batches(&db.url, round, args.seconds),
+            store_batches(&store, round, args.seconds),
+        )
+        .await;
         b.record(round, "b", raw, store);
     }
 
@@ -503,7 +543,8 @@ async fn main() {
         let part = if measure("a") { &a } else { &b };
         let (raw, store) = part.medians();
         println!(
-            "median: raw {raw:.0}/s, store {store:.0}/s, ratio {:.2}; CPU per event, raw/store: {}",
+            "median: raw {raw:.0}/s, store {store:.0}/s; ratio {:.2} (the rounds' median; of the medians {:.2}); CPU per event, raw/store: {}",
+            part.ratio(),
             store / raw,
             part.cpu_ratio()
         );
@@ -534,11 +575,11 @@ async fn main() {
     println!("|---|---:|---:|---:|");
     println!(
         "| (a) single-event appends, {WRITERS} writers (events/s, median) | {raw_a:.0} | {store_a:.0} | {:.2} |",
-        store_a / raw_a
+        a.ratio()
     );
     println!(
         "| (b) {BATCH}-event appends, {WRITERS} writers (events/s, median) | {raw_b:.0} | {store_b:.0} | {:.2} |",
-        store_b / raw_b
+        b.ratio()
     );
     println!(
         "| (c) read the whole log in order (events/s; {logged} events, {raw_rows} raw rows) | {raw_read:.0} | {store_read:.0} | {:.2} |",
@@ -551,6 +592,12 @@ async fn main() {
     println!(
         "| (c) the log reader against raw reading ahead the same way (three reads in flight) | {raw_read_ahead:.0} | {store_read:.0} | {:.2} |",
         store_read / raw_read_ahead
+    );
+    println!(
+        "ratio: the median of the rounds' ratios (each round's store over its raw); \
+         the ratio of the two medians instead: (a) {:.2}, (b) {:.2}",
+        store_a / raw_a,
+        store_b / raw_b
     );
     println!(
         "CPU per event (the whole machine's), raw over store, median: (a) {}, (b) {}",
