@@ -186,6 +186,15 @@ impl TestDatabase {
     }
 }
 
+/// Puts a migrated database's global log back as it was before migration V9 (one
+/// `event_log` row per event) and forgets V9, so that migrating again runs V9 on it: for
+/// tests of that migration and of later ones that rewind past it.
+pub const UNDO_V9_SQL: &str =
+    "INSERT INTO event_log (position, seq, transaction_id, prev_hash, hash) \
+     SELECT position, seq, transaction_id, prev_hash, hash FROM log_links(0, 1000000); \
+     DROP FUNCTION log_links; DROP TABLE log_seals; \
+     DELETE FROM refinery_schema_history WHERE version = 9;";
+
 /// The whole global log, read in batches.
 pub async fn whole_log(store: &EventStore) -> Vec<crate::LoggedEvent> {
     let mut all = Vec::new();

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use eventstore::testing::{whole_log, TestDatabase};
+use eventstore::testing::{whole_log, TestDatabase, UNDO_V9_SQL};
 use eventstore::{
     AppendError, EventStore, ExpectedVersion, LoggedEvent, Metadata, NewEvent, Subscription,
     SubscriptionOptions,
@@ -1271,16 +1271,7 @@ async fn pipelined_appends_racing_for_one_version_leave_exactly_one_winner() {
 
 /// Puts a database back as it was before V9: the log one `event_log` row per event.
 async fn rewind_to_before_v9(db: &TestDatabase, forgery: &str) {
-    forge(
-        db,
-        &format!(
-            "INSERT INTO event_log (position, seq, transaction_id, prev_hash, hash) \
-             SELECT position, seq, transaction_id, prev_hash, hash FROM log_links(0, 1000000); \
-             DROP FUNCTION log_links; DROP TABLE log_seals; \
-             DELETE FROM refinery_schema_history WHERE version = 9; {forgery}"
-        ),
-    )
-    .await;
+    forge(db, &format!("{UNDO_V9_SQL} {forgery}")).await;
 }
 
 /// A history of several seals of uneven sizes, more than 1000 positions.

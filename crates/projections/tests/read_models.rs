@@ -12,7 +12,7 @@ use domain::values::{
     AffectedService, Audience, ClientAction, Impact, IncidentStatus, ServiceStatus,
 };
 use domain::{Decider, DomainError};
-use eventstore::testing::TestDatabase;
+use eventstore::testing::{TestDatabase, UNDO_V9_SQL};
 use eventstore::{EventStore, Metadata};
 use projections::history::{self, AsOf};
 use projections::queries::{self, Viewer};
@@ -824,7 +824,7 @@ async fn migration_v8_moves_every_timeline_into_its_update_rows_unchanged() {
     // (and the log in `event_log`, as before V9).
     let client = store.pool().get().await.unwrap();
     client
-        .batch_execute(
+        .batch_execute(&format!(
             "UPDATE rm_incidents r SET state = (r.state::jsonb || jsonb_build_object('updates', \
                  (SELECT jsonb_agg(u.body::jsonb ORDER BY u.seq) FROM rm_updates u \
                    WHERE u.resource_kind = 'incident' AND u.resource_id = r.id)))::json; \
@@ -832,12 +832,8 @@ async fn migration_v8_moves_every_timeline_into_its_update_rows_unchanged() {
                  (SELECT jsonb_agg(u.body::jsonb ORDER BY u.seq) FROM rm_updates u \
                    WHERE u.resource_kind = 'maintenance' AND u.resource_id = r.id)))::json; \
              ALTER TABLE rm_updates DROP COLUMN seq, DROP COLUMN body; \
-             DELETE FROM refinery_schema_history WHERE version = 8; \
-             INSERT INTO event_log (position, seq, transaction_id, prev_hash, hash) \
-             SELECT position, seq, transaction_id, prev_hash, hash FROM log_links(0, 1000000); \
-             DROP FUNCTION log_links; DROP TABLE log_seals; \
-             DELETE FROM refinery_schema_history WHERE version = 9;",
-        )
+             DELETE FROM refinery_schema_history WHERE version = 8; {UNDO_V9_SQL}"
+        ))
         .await
         .unwrap();
     drop(client);
