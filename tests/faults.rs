@@ -1,5 +1,5 @@
 //! Faults under load, against the real binary: `kill -9` of `crier serve` while 8 clients
-//! write, and PostgreSQL going away while they write. Clients behave as the contract asks:
+//! write, and PostgreSQL going away while they write. Clients behave as docs/API.md asks:
 //! each write carries an Idempotency-Key and is retried with it until it is acknowledged.
 
 use std::collections::{BTreeMap, HashSet};

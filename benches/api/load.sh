@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Load benchmark of the publishing API (issue 4), with its baselines measured in the same run:
+# Load benchmark of the publishing API, with its baselines measured in the same run:
 #
 #   writes: POST /v1/incidents/{id}/updates (random incident of 200) against pgbench inserting
 #           a row of the same size in autocommit, with as many clients;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The real PostgreSQL stopped under write load and started again (issue 7), by hand: this
+# The real PostgreSQL stopped under write load and started again, by hand: this
 # stops the local cluster for 3 s, so run it on a machine where nothing else needs it.
 # (tests/faults.rs does the same in CI with a TCP proxy cut, which other tests survive.)
 #

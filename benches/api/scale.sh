@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Horizontal scale on one database (issue 7): the write load of benches/api/load.sh spread
+# Horizontal scale on one database: the write load of benches/api/load.sh spread
 # over 1, then 3, `crier serve` processes in the same run, against pgbench inserting a
 # same-sized row with as many clients; plus the database connections each process holds.
 #

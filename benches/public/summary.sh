@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Load benchmark of the Statuspage API (issue: subscriptions), with its baseline measured in
+# Load benchmark of the Statuspage API, with its baseline measured in
 # the same run: GET /api/v2/summary.json from a release `crier serve` against nginx serving
 # the same bytes from a file, with wrk. Also the conditional GET a polling widget makes
 # (If-None-Match with the current ETag: 304).
