@@ -4,13 +4,13 @@
     crier export > history.ndjson          # or GET /v1/audit/export
     python3 tools/verify_export.py history.ndjson [--checkpoint checkpoint.json]
 
-An auditor's own implementation of ARCHITECTURE.md, "The hash chain: how an auditor
-verifies", written from that description alone: it shares no code with Crier. Each line is
-a CloudEvent; the event's metadata is rebuilt from the extension attributes `actor`,
+An auditor's own implementation of docs/EVENT-STORE.md, "The hash chain", written from
+that description alone: it shares no code with Crier. Each line is a CloudEvent; the
+event's metadata is rebuilt from the extension attributes `actor`,
 `requestid`, `correlationid`, `causationid` (absent means null), its JSON is put in RFC 8785
 (JCS) form, and every link is recomputed. With --checkpoint, the export must also hold the
 checkpoint's position with the checkpoint's hash (check its signature separately, e.g. with
-openssl; see ARCHITECTURE.md).
+openssl; see docs/EVENT-STORE.md, "Signed checkpoints").
 
 Prints "ok: N events; head P HASH" and exits 0, or names the first bad position and exits 1.
 """

@@ -1,3 +1,78 @@
+//! Appending to a stream: expected versions, idempotent retries, and appends inside the
+//! caller's transaction.
+//!
+//! # One statement
+//!
+//! [`EventStore::append`] is one `INSERT` in autocommit. With an exact version N (or
+//! `NoStream`, N = 0), the usual case, it inserts version N + 1 where version N exists
+//! (`INSERT … SELECT … WHERE EXISTS <version N>`, one probe of the unique index), and the
+//! unique index refuses N + 1 if the stream is past N. The versions follow from N, so the row
+//! count is the whole answer.
+//!
+//! The probe is skipped (a bare `INSERT … VALUES`, as raw PostgreSQL would write it) for N = 0
+//! and when this process knows that version N exists: versions are never removed, so "N
+//! exists" stays true once it was. [`KnownVersions`] keeps that per stream: the versions this
+//! process's autocommit appends, conflicts and stream reads saw committed, never what an
+//! [`EventStore::append_in_transaction`] wrote (its transaction may still roll back). An
+//! entry missing, evicted or behind the stream costs only the probe. One ahead of the database
+//! is impossible short of restoring the database under running processes (restart them after
+//! a restore, as their publishers' kept states require anyway).
+//!
+//! With `Any` or `StreamExists` the statement reads the stream's highest version from the
+//! unique index itself and returns the versions it took.
+//!
+//! # Refusals and retries
+//!
+//! If the insert writes nothing, or a unique index refuses it, a second query says why:
+//!
+//! * every event id is stored already, in this stream, in this order, with the same content
+//!   hash (type, schema version, data and metadata): an idempotent retry, a success with
+//!   [`AppendOutcome::already_stored`], nothing written;
+//! * some ids are stored elsewhere or with other content: [`AppendError::EventIdReused`];
+//! * none is stored and the stream is not at the expected version:
+//!   [`AppendError::WrongExpectedVersion`], with the current version;
+//! * none is stored and the expectation still holds (under `Any` or `StreamExists`, a
+//!   concurrent append committed the same version first): tried again, at most
+//!   [`MAX_RACE_RETRIES`] times before [`AppendError::Contended`].
+//!
+//! Two appends can never both take one stream version: the unique index decides, and the loser
+//! waits for the winner's commit, then fails.
+//!
+//! # Inside the caller's transaction
+//!
+//! [`EventStore::append_in_transaction`] is for writes that must commit or roll back with the
+//! events. Each attempt runs under a savepoint, so a lost race leaves the transaction usable.
+//! It needs a READ COMMITTED transaction (a REPEATABLE READ snapshot cannot see the winner of a
+//! race, and ends in `Contended`), and it must be the transaction's first write: the log orders
+//! transactions by id, and a transaction that took its id (by writing) before reading the
+//! stream's version could be sealed ahead of the version it builds on. It is refused
+//! otherwise, so a stream's events always take positions in stream order, which the projection
+//! builder and `as_of` by position rely on.
+//!
+//! The pipelined append ([`EventStore::prepare_pipelined_append`], then
+//! [`PipelinedAppend::send`]) is for a caller that sends its whole transaction at once, as the
+//! projections' publisher does (see [`crate::pipeline`]): every statement is prepared first,
+//! then `BEGIN`, the append and the caller's writes go out together, and the server runs them
+//! in order. Its statement must therefore fail rather than insert nothing. The new version is
+//! `CASE WHEN <version N exists> THEN N + 1 END`, so a stream below N is a not-null violation,
+//! and one past N, or taken concurrently, a unique violation: either aborts the transaction
+//! ([`AppendError::StreamMoved`]), and the caller's later statements with it. It does not
+//! recognise retries: the caller chooses fresh event ids for every attempt.
+//!
+//! # Checks, hashes, durability
+//!
+//! Before any SQL, the store validates: stream ids and event types of 1 to [`MAX_NAME_LEN`]
+//! characters, 1 to [`MAX_EVENTS_PER_APPEND`] events, schema versions from 1, distinct event
+//! ids, and integers in data within ±(2^53 − 1) (RFC 7493 I-JSON), because the chain's RFC 8785
+//! form writes numbers as doubles and two larger integers could share one. A data exception
+//! from the server, such as a NUL character (which jsonb cannot store), is invalid input too.
+//! The writer computes each event's content hash ([`crate::chain::content_hash`]) so that the
+//! sealer links events without decoding their JSON.
+//!
+//! Appends always commit synchronously, whatever the database default: the pool's sessions
+//! set `synchronous_commit = on`, and the in-transaction and pipelined appends set it for the
+//! caller's transaction. The sealer's asynchronous commit relies on it (see [`crate::sealer`]).
+
 use std::collections::HashSet;
 
 use deadpool_postgres::GenericClient;

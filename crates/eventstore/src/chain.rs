@@ -21,6 +21,11 @@
 //!
 //! Every field an auditor reads is covered, length prefixes make the encoding unambiguous,
 //! and JCS lets any RFC 8785 implementation reproduce the JSON bytes.
+//!
+//! docs/EVENT-STORE.md gives what an auditor needs to reimplement it (the UUID's byte order,
+//! the time's form, the metadata's four keys, JCS in detail, how to read an export), with the
+//! worked example that `tests::the_encoding_is_stable` pins. Changing any of it would break
+//! every stored chain.
 
 use std::fmt;
 

@@ -16,9 +16,32 @@
 //! signed_at <RFC 3339 UTC, 6 fractional digits, Z>
 //! ```
 //!
-//! (each line ends with a line feed). The signer recomputes the chain before it signs: from
-//! position 1, or from a checkpoint the same process verified earlier (held in memory,
-//! never read back from the database). A chain that does not verify is never signed.
+//! (each line ends with a line feed), signed with Ed25519 (RFC 8032, pure). Its JSON form,
+//! [`SignedCheckpoint`], carries the key and the signature in standard base64.
+//! docs/EVENT-STORE.md says how to check one with openssl.
+//!
+//! **Signing** ([`EventStore::sign_checkpoint`]). Nothing read back from the database is
+//! trusted, since that is what a checkpoint guards against. The signer recomputes the chain
+//! first: `crier checkpoint sign` from position 1; `serve --checkpoint-key` from position 1 at
+//! start and every hour, and in between only what follows the last checkpoint it verified
+//! itself, held in memory ([`EventStore::verify_after`] checks that the stored link there is
+//! still that one). A chain that does not verify is never signed. Checkpoints go to
+//! `chain_checkpoints`, append-only like the log (same triggers). When this key already has a
+//! row at the head (another process signed it a moment ago), that row is accepted only if it
+//! is this key's valid signature of the very link just recomputed; otherwise nothing is signed
+//! and the contradiction is reported ([`SignOutcome::Contradicted`]): a planted row, or a
+//! history rewritten and linked again since.
+//!
+//! **Serving** ([`EventStore::latest_checkpoint`]): the highest checkpoint whose signature
+//! holds, by the given key, or by any key. Rows that do not verify are skipped and logged.
+//!
+//! **Checking** ([`EventStore::check_checkpoint`]): the signature must hold (by the trusted key
+//! when one is given), and today's chain must verify from position 1, reach the position, and
+//! have the signed link there. A history cut short before it, or rewritten and linked again,
+//! fails.
+//!
+//! Keep the private key out of the database's reach: whoever holds both could sign a rewritten
+//! history again.
 
 use std::path::Path;
 

@@ -1,4 +1,14 @@
 //! Connecting: database creation, migrations under a lock, the connection pool.
+//!
+//! Every session the store opens sets `synchronous_commit = on`, whatever the database's
+//! default: an acknowledged append must be durable, and the sealer's asynchronous commit relies
+//! on every event it reads being so (see [`crate::sealer`]). A connection that cannot be opened,
+//! or a pooled one not free, within `connect_timeout` is [`StoreError::Unavailable`]; the pool
+//! replaces broken connections by itself.
+//!
+//! Exclusive work across processes takes a PostgreSQL advisory lock, keys `0x637269657201`
+//! ("crier" and a number) upwards: migrations and the sealer here, the read models' writers and
+//! replay in `crates/projections`.
 
 use std::str::FromStr;
 use std::time::Duration;

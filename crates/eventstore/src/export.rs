@@ -2,7 +2,7 @@
 //! `GET /v1/audit/export` and `crier export`.
 //!
 //! Each line carries everything the chain covers, so an auditor can recompute it from the
-//! export alone (see ARCHITECTURE.md, "The export: the chain's inputs as CloudEvents"):
+//! export alone (docs/EVENT-STORE.md says how; `tools/verify_export.py` does it):
 //!
 //! ```json
 //! {"specversion":"1.0","id":"<event id>","source":"<public URL>/v1/audit/streams/<stream id>",
@@ -13,12 +13,17 @@
 //! ```
 //!
 //! Extension attributes are lower-case letters only, as CloudEvents requires; metadata
-//! fields that are null are left out.
+//! fields that are null are left out, and the hashed metadata is the four fields with null
+//! for each one absent. `time` is exactly the `recorded_at` string the link hashes, `subject`
+//! is the stream id (`source` holds it percent-encoded), and `data` is the stored JSON's text,
+//! copied as it is, without building a JSON tree.
 //!
 //! Memory stays constant however long the history: rows stream from the database (one
-//! query per batch, so no snapshot is held for the whole export) and leave as chunks of a
-//! few tens of kilobytes; a slow reader slows the query instead of filling memory. The export
-//! ends at the head the caller read when it began.
+//! query per 10,000 events, so no snapshot is held for the whole export) and leave as chunks
+//! of about 64 KiB; a slow reader slows the query instead of filling memory. The export ends at
+//! the head the caller read when it began (the HTTP answer names it in `Crier-Export-Head`). An
+//! error, a missing position included, ends the stream; a caller that has started answering
+//! must then cut its answer short rather than end it cleanly.
 
 use std::pin::Pin;
 

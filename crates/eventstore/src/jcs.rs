@@ -4,7 +4,9 @@
 //!
 //! JCS: no whitespace; object members sorted by the UTF-16 code units of their names;
 //! strings escape only `"`, `\` and control characters (`\b \t \n \f \r`, else `\u00xx`);
-//! numbers are IEEE-754 doubles written as ECMAScript's `Number.prototype.toString`.
+//! numbers are IEEE-754 doubles written as ECMAScript's `Number.prototype.toString`. Integers
+//! beyond ±(2^53 − 1) would round, and two of them could share one form: appends refuse them
+//! in event data.
 
 use std::cmp::Ordering;
 

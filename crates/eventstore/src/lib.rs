@@ -1,16 +1,24 @@
 //! An append-only, hash-chained event store on PostgreSQL.
 //!
 //! It knows streams, stream versions, global positions, hashes and subscribers, and nothing
-//! of what the events mean. See ARCHITECTURE.md at the workspace root for the design and the
-//! canonical byte encoding that the hash chain covers.
+//! of what the events mean. docs/EVENT-STORE.md at the workspace root describes what spans
+//! the modules: the tables, the global order, the exact bytes the hash chain covers (enough
+//! for an auditor to verify it with other tools), what verification and checkpoints prove,
+//! and several processes on one database.
 //!
 //! * [`EventStore::append`] appends to one stream atomically with an [`ExpectedVersion`];
 //!   retries of stored event ids are recognised ([`AppendOutcome::already_stored`]).
+//!   [`EventStore::append_in_transaction`] and [`EventStore::prepare_pipelined_append`] do
+//!   the same inside the caller's transaction, for writes that must commit with the events.
 //! * The [`sealer`] gives committed events their global `position` and hash-chain link, in an
 //!   order that never lets an event appear before one a reader has already seen.
-//! * [`EventStore::log_reader`] reads the global log with the next batches in flight.
+//! * [`EventStore::read_log`] reads the global log by position, [`EventStore::log_reader`]
+//!   with the next batches in flight; streams are read forwards, backwards, or as a reader
+//!   at some position saw them.
 //! * [`Subscription`] follows the global log from a durable checkpoint.
-//! * [`verify`] recomputes the chain.
+//! * [`pipeline`] sends several statements in one round trip.
+//! * [`chain`] is the canonical encoding, [`verify`] recomputes the chain, [`export`] writes
+//!   the history as CloudEvents, and [`checkpoint`] signs the chain head.
 
 mod append;
 pub mod chain;

@@ -6,6 +6,11 @@
 //! them back to back, and the writer waits once for all the answers instead of once per
 //! statement. Every statement must be prepared *before* the pipeline is sent: one that is
 //! still to be prepared would go out after the statements behind it.
+//!
+//! A transaction can begin in a pipeline and send its `COMMIT` in one ([`OpenTransaction`]), as
+//! the sealer and the projections' publisher do. That `COMMIT` goes out before the answers of
+//! the statements ahead of it are in, so it is safe only when every outcome that must not be
+//! committed is some statement's error.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -1,3 +1,19 @@
+//! Reading streams and the global log.
+//!
+//! A stream is readable as soon as its append commits, sealed or not. The global log holds
+//! only sealed events, read by position through the SQL function `log_links` (migration V9),
+//! which turns the seals covering a range into one row per link. PostgreSQL inlines it, and
+//! joined with `events` on `seq` it keeps its order, so the `ORDER BY` costs no sort.
+//!
+//! Positions follow `(transaction_id, seq)` order, so lookups that start from an event search
+//! `log_seals` by its unique index on each seal's last pair: a stream's sealed events with their
+//! links ([`EventStore::read_stream_sealed`]), and a stream as a reader at some position saw it
+//! ([`EventStore::read_stream_until_position`]: its events at or before that position's pair).
+//! The head is the last seal.
+//!
+//! Stream reads outside a transaction note the versions they saw committed, which spares later
+//! appends at those versions a probe (see [`crate::append`]).
+
 use deadpool_postgres::GenericClient;
 
 use crate::model::{to_u64, LoggedEvent, RecordedEvent};

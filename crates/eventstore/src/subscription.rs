@@ -1,5 +1,21 @@
 //! Following the global log: durable checkpoints, and the LISTEN connection that wakes
 //! followers when another process seals.
+//!
+//! A [`Subscription`] reads the log after its position in batches, then waits for this
+//! process's log head to move, and reads again. The head moves when the local sealer seals,
+//! when a `NOTIFY` on [`LOG_CHANNEL`] arrives from another process's sealer (received on a
+//! dedicated LISTEN connection that reconnects by itself, and wakes every follower to re-read
+//! after a reconnection, since notifications sent meanwhile are lost), or at the latest after
+//! the poll interval (500 ms). A lost notification costs latency, never an event. Positions are
+//! dense, so a gap is reported as corruption, never skipped.
+//!
+//! A follower with durable effects stores its position in the transaction of those effects,
+//! so a crash neither repeats nor skips an event: [`save_checkpoint`] keeps named positions in
+//! `subscription_checkpoints` (the webhook fan-out's, for one), and only ever moves one
+//! forwards. The projection builder keeps its own, in the read models' `rm_checkpoint`, so that
+//! a replay rebuilds it with them.
+//!
+//! A reader far behind the head, with nothing to wait for, uses [`crate::LogReader`] instead.
 
 use std::time::Duration;
 

@@ -1,8 +1,24 @@
 //! Recomputing the hash chain from the stored bytes.
 //!
-//! Rows are read in batches by position; while one batch is hashed on a blocking thread the
-//! next is read, so the database and the hashing work at the same time (and a long
-//! verification never stalls the async workers of the process that runs it).
+//! Each position's event is read as stored (its JSON as the text jsonb gives back, not a
+//! struct serialised again), its content hash and link recomputed, and compared with the stored
+//! ones; the first position that does not hold is reported with what is wrong there.
+//! docs/EVENT-STORE.md lists what that catches. Besides the chain, verification checks what
+//! the sealer relies on: each link's transaction id is its event's, `(transaction_id, seq)`
+//! strictly increases along positions, and no committed event sorting before the last linked
+//! one was left without a position (a count on the `(transaction_id, seq)` index first, a
+//! search only when it finds too many). The readers of the log trust the seals to follow one
+//! another, so that is checked apart, from each seal's first and last positions and its arrays'
+//! shapes, and reported at the first position it leaves wrong.
+//!
+//! Rows are read in batches of 10,000 by position on one connection. While one batch is hashed
+//! on a blocking thread (content hashes in parallel on up to four threads, then the links in
+//! order), the next is read, so the database and the hashing work at the same time, and a long
+//! verification never stalls the async workers of the process that runs it.
+//!
+//! [`EventStore::verify_after`] starts from a link verified earlier, which a signer holds in
+//! memory (see [`crate::checkpoint`]); the stored link there must still be that one. Events
+//! committed after the last verified one are counted, not judged ([`VerifyReport::unsealed`]).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

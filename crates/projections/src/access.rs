@@ -1,5 +1,9 @@
 //! Issuing API keys: secrets are made here, shown once to whoever asked, and only their
 //! SHA-256 is kept (in the event and in `rm_api_keys`).
+//!
+//! A secret is [`SECRET_PREFIX`] and 256 random bits; requests are matched by its hash
+//! ([`crate::queries::live_keys_by_secret_hashes`]). The bootstrap admin key's id derives from
+//! its secret, so processes starting together create one key ([`ensure_bootstrap_admin`]).
 
 use chrono::Utc;
 use domain::api_key::{self, ApiKey, ApiKeyDecider, Role};

@@ -1,5 +1,18 @@
 //! The projection builder: folds the global log into the read models, batch by batch, each
 //! batch in one transaction with the checkpoint that accounts for it.
+//!
+//! A batch takes the shared projections lock and locks the `rm_checkpoint` row (`FOR UPDATE`:
+//! the builders of several processes take turns, each starting where the last one committed),
+//! reads the next sealed events, continues each stream's fold from its row's `state` and
+//! `version`, writes the new states, moves the checkpoint and commits. Events at or below a
+//! row's version are skipped (an inline write got there first), and a row already at or past
+//! the batch's last version of its stream is not even read: most of a busy log is folded that
+//! way. A crash loses the whole batch, checkpoint included, so nothing is applied twice or
+//! skipped; a gap in a stream's versions, or in positions, is reported, never skipped.
+//!
+//! Every `serve` runs one ([`run`]), woken by the log head. Inline writes make it a safety net
+//! for the live tables (events appended by other writers or older builds); it is the engine of
+//! [`crate::replay()`], which points it at a shadow schema.
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,5 +1,12 @@
 //! Time travel: a resource as it stood at a time or at a global position, folded from its
 //! events by the same `evolve` that builds the read models.
+//!
+//! [`as_of`] folds a prefix of the resource's stream. [`AsOf::Time`]: the events up to the
+//! first one recorded after that time, in stream order, so a later version never counts even
+//! if its clock reading were earlier. [`AsOf::Position`]: the events sealed at or before that
+//! position, which are a prefix of the stream because a stream's events take positions in
+//! stream order (see [`eventstore::EventStore::read_stream_until_position`]). The result is
+//! shown as the viewer may see it, like any read (see [`crate::queries`]).
 
 use std::str::FromStr;
 

@@ -1,5 +1,16 @@
 //! Idempotency records: the stored answer of a request sent with an `Idempotency-Key`,
 //! written in the transaction of the write it answers (see [`crate::Publisher::execute_once`]).
+//!
+//! The table `api_idempotency` (migration V3) keys each answer by the API key that sent the
+//! request and the `Idempotency-Key` it gave, so callers never collide, and keeps the request's
+//! hash (the caller computes it from the request) beside the answer: the same key with another
+//! request is refused rather than answered with this one's answer. The answer is recorded after
+//! the write's events, in their transaction, under the primary key: a crash leaves both or
+//! neither, and of two concurrent requests under one key the second to record fails and rolls
+//! back its whole write, its next attempt finding the first one's answer.
+//!
+//! Not a read model (nothing in it derives from events, and a replay leaves it alone) and not
+//! history: records older than [`RETENTION`] (24 hours) may be deleted ([`forget_older_than`]).
 
 use std::time::Duration;
 

@@ -1,19 +1,49 @@
 //! Crier's read models, derived from the event log by the domain's own `evolve`.
 //!
-//! * [`Publisher::execute`] runs a command: loads the resource's stream, asks the decider,
-//!   appends the events with the expected version, and writes the resource's new state into
-//!   the read models in the same transaction. A write that answered is therefore visible to
-//!   every later read on every process sharing the database (read-your-writes).
+//! * [`Publisher::execute`] runs a command: loads the resource, asks the decider, appends the
+//!   events with the expected version, and writes the resource's new state into the read
+//!   models in the same transaction. A write that answered is therefore visible to every
+//!   later read on every process sharing the database (read-your-writes).
 //! * [`Builder`] folds the global log into the same tables from a checkpoint kept in the same
 //!   transaction as the rows it accounts for: it applies events no inline write applied
-//!   (another writer, an older build) and it is how [`replay`] rebuilds everything.
+//!   (another writer, an older build) and it is how [`replay()`] rebuilds everything.
 //! * [`history`] computes a resource as it stood at a time or a global position, with the
 //!   same `evolve`.
-//! * [`queries`] reads the tables, always for a given viewer, so that a tenant's private
-//!   notices never reach anyone else.
+//! * [`queries`] reads the tables. Every read of a notice names its [`queries::Viewer`], so a
+//!   tenant's private notices never reach anyone else.
+//! * [`idempotency`] keeps the answers of requests sent with an `Idempotency-Key`, and
+//!   [`access`] issues API keys.
 //!
 //! Rows only move to higher stream versions, so applying an event twice, or racing an
 //! inline write, never changes a result.
+//!
+//! # Tables
+//!
+//! The read models are the [`READ_MODEL_TABLES`], created by migrations V2 and V5 and reshaped
+//! by V6 to V8:
+//!
+//! * `rm_services`, `rm_incidents`, `rm_maintenances`, `rm_api_keys`, `rm_webhooks`: one row
+//!   per resource with its stream `version` and its domain `state` (JSON, as `evolve` made it),
+//!   plus columns derived from the state for filtering and ordering. An incident's and a
+//!   maintenance's timeline is not in its `state` but in its update rows (see
+//!   [`queries::StoredState`]).
+//! * `rm_updates`: one row per update of every incident and maintenance, holding the update
+//!   whole at its place in the timeline, beside the columns the feeds read.
+//! * `rm_service_impacts`: one row per (service, open incident or active maintenance) with the
+//!   status it imposes.
+//! * `rm_checkpoint`: the global position the builder has folded, in one row.
+//!
+//! Every row that carries a notice (incidents, maintenances and their derived rows) has
+//! `public` and `tenants`, and derived rows copy them from their resource's row in the same
+//! statement. Readers filter with `$everyone OR public OR $tenant = ANY(tenants)`.
+//!
+//! A service's status is not stored. It is the worst `rm_service_impacts` row the viewer may
+//! see (operational when none): concurrent incidents on one service each write only their own
+//! rows, so none overwrites another's effect, and a private incident never shows in the public
+//! status.
+//!
+//! Not read models, and left alone by a replay: `api_idempotency` (see [`idempotency`]) and the
+//! webhook dispatcher's tables.
 
 pub mod access;
 mod builder;

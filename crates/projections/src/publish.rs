@@ -1,4 +1,51 @@
 //! Running a command: the one write path of the product.
+//!
+//! # Read-your-writes, inline
+//!
+//! [`Publisher::execute`] writes the resource's new state in the transaction that appends its
+//! events. When a write answers, its read models are committed, so the next read on any
+//! process sees them; nothing waits for the sealer or a follower.
+//!
+//! The command is decided on the resource as its row holds it (a snapshot written by the same
+//! `evolve`), folded forward with any newer events of its stream (appended by another writer
+//! and not folded yet), so a long timeline costs a write no more than a short one. It is
+//! appended with the version decided on as the expected one, so a stale snapshot can only lose
+//! the race: a lost race decides again on the newer state, or is a version mismatch (412)
+//! under `If-Match`.
+//!
+//! # Two round trips
+//!
+//! 1. The reads, outside any transaction, in one pipeline: the idempotency record, the
+//!    stream's events after the row's version, then the row. The events are read before the
+//!    row, so the row, read a moment later, is at their floor or past it: whatever the builder
+//!    did in between, the events cover everything after the row.
+//! 2. The transaction, as one pipeline (see [`eventstore::pipeline`]): `BEGIN`, the shared
+//!    projections lock (with generic plans, see `READ_MODEL_WRITE_SQL`), the append, the
+//!    read-model writes, the caller's own statement ([`AlsoWrite`]), the idempotency answer,
+//!    `COMMIT`. The lock comes before any write, so that a replay waiting for it exclusively
+//!    never waits on a transaction that holds back the sealer; the append is the first write,
+//!    as the log's order requires.
+//!
+//! The `COMMIT` goes out before any answer is in, so every outcome that must not be committed
+//! is a statement's error, never a result read afterwards: a stream that moved past the
+//! expected version is a unique violation of the append (one below it, a not-null violation),
+//! and a lost idempotency race a primary-key violation of the answer's row; after an error the
+//! server answers `COMMIT` by rolling back. A concurrent request under the same idempotency key
+//! is caught that way, when its answer is recorded; its next attempt finds the winner's answer.
+//!
+//! # The states written last
+//!
+//! Each publisher keeps the states it wrote last with their versions (`quick_cache`, bounded at
+//! 64 MiB by an estimate of their size, [`Kind::weight`]). The row read then returns the state
+//! only when the row no longer holds the known version: a version is one state, whoever
+//! computed it, so a write by another process or the builder simply moves the row past it.
+//!
+//! A write to a resource this process wrote last skips the reads altogether (one round trip):
+//! it is decided on the kept state and appended at the kept version, and the append's expected
+//! version (and the idempotency answer's primary key) prove that state current. Whatever that
+//! attempt cannot settle alone (the domain refuses the command, the stream moved on, the
+//! command changes nothing) is decided again on what the database holds, so a stale state
+//! never answers a 409, 412 or 400 that the current one would not.
 
 use std::any::Any;
 use std::sync::Arc;

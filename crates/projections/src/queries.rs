@@ -1,5 +1,20 @@
-//! Reading the read models, always on behalf of a viewer, so that a tenant's private
-//! notices (and their effect on service status) never reach anyone outside that tenant.
+//! Reading the read models. Every read of a notice (an incident, a maintenance, their updates,
+//! their effect on a service's status) is made for a [`Viewer`], so that a tenant's private
+//! notices never reach anyone outside that tenant.
+//!
+//! The SQL filters rows with `$everyone OR public OR $tenant = ANY(tenants)`, and a service's
+//! status is the worst impact row the viewer may see. A notice is returned only to a viewer its
+//! audience admits, and a tenant viewer sees the audience narrowed to its own tenant: it never
+//! learns which other tenants a notice is shared with ([`for_viewer`]).
+//!
+//! The other reads name no viewer, and their callers decide who may make them: API keys and
+//! webhooks, for those who manage them (narrowed to a tenant when given one); the live keys
+//! matching presented secrets ([`live_keys_by_secret_hashes`], read from the database on every
+//! call so that a revocation takes effect at once on every process); the current versions of
+//! notices, which cached renderings are checked against ([`current_versions`]).
+//!
+//! Incident and maintenance states are read with their timelines in the same statement (see
+//! [`StoredState`]).
 
 use std::collections::HashMap;
 
@@ -94,7 +109,7 @@ pub fn for_viewer<T: Notice>(mut notice: Versioned<T>, viewer: &Viewer) -> Optio
 /// A resource as its row stores it. Incidents and maintenances keep their timeline in their
 /// update rows, not in the row's `state` (migration V8): a query that reads their state
 /// reads [`StoredState::TIMELINE`] beside it, as a `timeline` column, and
-/// [`stored_state`] puts it back.
+/// `stored_state` puts it back.
 pub trait StoredState: DeserializeOwned {
     /// SQL of the `timeline` column (without its name) of the resource row aliased `r`: its
     /// update rows' bodies, in timeline order (NULL when it has none).

@@ -1,9 +1,23 @@
 //! `crier replay`: rebuilds every read model from the first event.
 //!
-//! The rebuild fills a shadow schema, batch by batch, each batch committed with its
-//! checkpoint, while the live tables keep serving; an interrupted replay resumes where it
-//! stopped. At the end, one transaction holds the projections lock exclusively (inline
-//! writes and builders wait), folds the last events, and swaps the rebuilt tables in.
+//! The rebuild fills a shadow schema, `crier_rebuild`, with tables `LIKE` the live ones, while
+//! the live tables keep serving. A builder runs there (`SET LOCAL search_path = crier_rebuild,
+//! public`), fed by a [`eventstore::LogReader`] that reads the log ahead on other connections;
+//! each batch commits with its checkpoint (asynchronously: a crash loses at most the last
+//! batches, which are folded again), so a killed replay resumes where it stopped. The schema is
+//! tagged with the migration version, and rebuilt from scratch if that differs.
+//!
+//! At the end, one transaction takes the projections lock exclusively: every inline write and
+//! builder batch holds it shared, so none is in flight and none starts. It seals every
+//! committed event, refusing to swap while an older transaction holds the log back (acknowledged
+//! writes would be missing), folds the rest, and replaces each live table with its rebuilt twin,
+//! giving it the live owner, privileges and index names. The waits that could stall writers
+//! happen before the lock (sealing with patience, `ANALYZE`), the locked step has a
+//! `lock_timeout`, and a migration applied during the rebuild makes it refuse to swap. Readers
+//! wait only for the swap itself.
+//!
+//! One replay runs at a time, across processes: a session advisory lock on a connection taken
+//! out of the pool, released even if the replay is dropped.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -1,11 +1,41 @@
 //! Writing resource states into the read-model tables, in bulk: one statement per table
 //! for any number of resources, the same code for one command and for a replay batch, and
-//! every statement of a write sent in one pipeline (see [`crate::pipeline`]).
+//! every statement of a write sent in one pipeline (see [`eventstore::pipeline`]).
 //!
 //! A row only ever moves to a higher version (the upsert's `WHERE`), and a resource's
 //! derived rows (its updates, its service impacts) are written only while its row holds the
 //! very version they were derived from, so writing a state twice, or an older one after a
-//! newer, changes nothing.
+//! newer, changes nothing. That condition is a subquery of the derived rows' own statement, so
+//! they need not wait for the upsert's answer. It looks the parent up in a `LATERAL … LIMIT 1`
+//! subquery, which plans as a primary-key lookup per row whatever the table's size; as a join,
+//! the generic plan the write runs under (see `READ_MODEL_WRITE_SQL`) scanned small parent
+//! tables whole.
+//!
+//! What the resource's previous state already made is left out ([`Changes::stored_updates`],
+//! [`Changes::stored_impacts`]): update rows unchanged at their place in the timeline, and the
+//! impact rows when all of them are unchanged; none when the title or audience changed, since
+//! every derived row holds them. The rows of the updates that the write's own events create
+//! ([`Changes::new_updates`]) are plain inserts; the others are upserts.
+//!
+//! # Timelines in update rows
+//!
+//! An incident's or a maintenance's timeline is not in its row's `state` (which holds the
+//! resource with an empty `updates`) but in its `rm_updates` rows: each holds its update whole
+//! (`body`, `json`) at its place in the timeline (`seq`), beside the columns the feeds read
+//! (migration V8). A new update then writes one small row and a state of constant size, where
+//! it used to rewrite a state that grew with every update, the largest cost of a write on a
+//! long timeline. Readers put the timeline back in the same statement, so from the same
+//! snapshot, as the state (see [`crate::queries::StoredState`]); and since update rows are
+//! written only where the resource row holds their version, a snapshot never pairs a state
+//! with another version's timeline.
+//!
+//! Incident and maintenance states are `json`, not `jsonb` (migration V7): they are written
+//! whole and only read whole, by the application, so PostgreSQL need not convert them into its
+//! binary form on every write. They and the stored idempotency answers are compressed with lz4
+//! where the server has it (V6). The array columns that SQL filters by (regions, services,
+//! tenants) travel as one small jsonb per row beside the state. In memory a timeline is a
+//! [`domain::values::Timeline`] of shared updates, so the copies a write makes of a state
+//! (decided on, written, kept, answered) share every update's text.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -287,7 +317,7 @@ impl<'a> Writes<'a> {
 }
 
 impl PreparedWrites<'_> {
-    /// Sends every statement, in order, when first polled (see [`crate::pipeline`]), and
+    /// Sends every statement, in order, when first polled (see [`eventstore::pipeline`]), and
     /// waits for all of them.
     pub async fn send<C: GenericClient>(&self, client: &C) -> Result<(), ProjectionError> {
         let params: Vec<Vec<&(dyn ToSql + Sync)>> = self

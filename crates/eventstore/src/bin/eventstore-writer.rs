@@ -2,7 +2,7 @@
 //! events to their own streams, each with the exact expected version, and print
 //! `ack <event_id>` once the append is acknowledged. Runs the sealer as `crier serve` does.
 //!
-//! Usage: eventstore-writer DATABASE_URL [WRITERS]
+//! Usage: `eventstore-writer DATABASE_URL [WRITERS]`
 
 use std::io::Write;
 
