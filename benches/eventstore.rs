@@ -14,6 +14,7 @@
 //!
 //! Needs PostgreSQL at CRIER_TEST_DATABASE_URL (default the local one); makes and drops
 //! its own database.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic here is a failed test
 
 mod common;
 
@@ -26,7 +27,6 @@ use common::{median, read_whole_log, read_whole_log_one_read_at_a_time};
 use eventstore::testing::TestDatabase;
 use eventstore::{EventStore, ExpectedVersion, Metadata, NewEvent};
 use serde_json::{json, Value};
-use tokio::sync::watch;
 use uuid::Uuid;
 
 const WRITERS: usize = 8;
@@ -505,10 +505,10 @@ async fn main() {
         .await
         .expect("raw table");
     let admin = raw_connection(&db.url).await;
-    let (stop, shutdown) = watch::channel(false);
+    let stop = eventstore::CancellationToken::new();
     // CRIER_BENCH_SEALER=off measures appends alone; the backlog is then sealed at the end.
     let sealer_on = std::env::var("CRIER_BENCH_SEALER").map_or(true, |v| v != "off");
-    let background = sealer_on.then(|| store.spawn_background(shutdown));
+    let background = sealer_on.then(|| store.spawn_background(stop.clone()));
 
     println!(
         "event store benchmark: {WRITERS} writers, {} rounds of {} s per side (raw first in even rounds, the store first in odd ones)",
@@ -558,7 +558,7 @@ async fn main() {
         .await
         .expect("seal");
     let drain = seal_start.elapsed();
-    let _ = stop.send(true);
+    stop.cancel();
     if let Some(background) = background {
         background.join().await;
     }

@@ -10,6 +10,7 @@
 //!
 //! Needs PostgreSQL at CRIER_TEST_DATABASE_URL (default the local one); makes and drops
 //! its own database.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic here is a failed test
 
 mod common;
 

@@ -10,6 +10,7 @@
 //! each, the time from sending the POST until the last subscriber has read it. The
 //! baseline in the same run is the POST's own answer time (what a publisher waits for).
 //! Needs `ulimit -n` above the subscriber count (in both this process and the server).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic here is a failed test
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

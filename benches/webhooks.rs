@@ -10,6 +10,7 @@
 //! database, with `--endpoints` webhooks to the receiver: `--notices` incidents are
 //! declared (8 at a time), and the clock runs from the first declaration until the
 //! receiver has every delivery. Also reported: publish-to-delivery latency per delivery.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic here is a failed test
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

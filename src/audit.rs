@@ -94,10 +94,14 @@ pub async fn verify(store: &EventStore, args: &VerifyArgs) -> anyhow::Result<Exi
     Ok(exit(report.ok))
 }
 
-pub async fn export(store: &EventStore, after: u64, base: &str) -> anyhow::Result<ExitCode> {
+pub async fn export(
+    store: &EventStore,
+    after: u64,
+    source_prefix: &str,
+) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout();
     let until = store.log_head().await?.map_or(0, |(position, _)| position);
-    let mut chunks = std::pin::pin!(store.export(after, until, base));
+    let mut chunks = std::pin::pin!(store.export(after, until, source_prefix));
     while let Some(chunk) = chunks.next().await {
         match out.write_all(&chunk?) {
             Ok(()) => {}

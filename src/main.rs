@@ -38,18 +38,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 stream_buffer: usize::try_from(args.stream_buffer)?,
                 stream_heartbeat: std::time::Duration::from_secs(args.stream_heartbeat),
                 public_url: cli.public_url.clone(),
-                webhooks: api::webhooks::WebhookSettings {
-                    policy: api::webhooks::TargetPolicy {
+                webhooks: delivery::WebhookSettings {
+                    policy: delivery::TargetPolicy {
                         allow_private: args.webhook_allow_private,
                     },
                     timeout: std::time::Duration::from_secs(args.webhook_timeout),
                     retry_base: std::time::Duration::from_millis(args.webhook_retry_base_ms),
                     max_attempts: args.webhook_max_attempts,
-                    ..api::webhooks::WebhookSettings::default()
+                    ..delivery::WebhookSettings::default()
                 },
                 checkpoints: match &args.checkpoint_key {
                     Some(path) => Some(startup::CheckpointSettings {
-                        key: eventstore::checkpoint::load_signing_key(path)?,
+                        key: std::sync::Arc::new(eventstore::checkpoint::load_signing_key(path)?),
                         interval: std::time::Duration::from_secs(args.checkpoint_interval),
                     }),
                     None => None,
@@ -131,7 +131,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .public_url
                 .clone()
                 .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
-            audit::export(&store, args.after, &base).await
+            audit::export(&store, args.after, &api::audit_stream_url_prefix(&base)).await
         }
         Command::Checkpoint {
             command: CheckpointCommand::Keygen { out },

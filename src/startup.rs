@@ -1,4 +1,10 @@
 //! Building and running the server, so that tests can start it on port 0.
+//!
+//! `serve` listens at once and prepares the database in the background (create, migrate,
+//! retrying while it is down), so `/healthz` answers even when PostgreSQL does not. Every
+//! long-running task then runs under [`tasks::Tasks`]: started, supervised (a failed one is
+//! logged, counted, makes `/readyz` answer 503 and is started again), stopped and awaited
+//! the same way.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -6,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{middleware, App, HttpServer};
-use eventstore::{EventStore, StoreConfig};
-use tokio::sync::watch;
+use eventstore::{CancellationToken, EventStore, StoreConfig};
+use tasks::{Chain, Tasks};
 
 pub struct Settings {
     pub store: StoreConfig,
@@ -20,12 +26,12 @@ pub struct Settings {
     pub public_url: Option<String>,
     pub stream_buffer: usize,
     pub stream_heartbeat: Duration,
-    pub webhooks: api::webhooks::WebhookSettings,
+    pub webhooks: delivery::WebhookSettings,
 }
 
 /// Signing the chain head periodically.
 pub struct CheckpointSettings {
-    pub key: eventstore::checkpoint::SigningKey,
+    pub key: Arc<eventstore::checkpoint::SigningKey>,
     pub interval: Duration,
 }
 
@@ -37,9 +43,10 @@ pub struct Application {
     prepared: Arc<AtomicBool>,
     limits: Arc<api::Limits>,
     checkpoints: Option<CheckpointSettings>,
-    notices: Arc<api::stream::NoticeHub>,
-    webhooks: Arc<api::webhooks::sender::Sender>,
+    notices: Arc<notices::NoticeHub>,
+    webhooks: Arc<delivery::Sender>,
     public_url: String,
+    tasks: Tasks,
 }
 
 impl Application {
@@ -55,16 +62,17 @@ impl Application {
             .clone()
             .unwrap_or_else(|| format!("http://{address}"));
         let page = api::PublicPage::new(&settings.page_name, &public_url);
+        let tasks = Tasks::new();
         let mut state = api::AppState::new(store.clone(), prepared.clone(), settings.limits, page);
-        state.notices = Arc::new(api::stream::NoticeHub::new(
+        state.notices = Arc::new(notices::NoticeHub::new(
             settings.stream_buffer,
             settings.stream_heartbeat,
             &public_url,
         ));
         state.checkpoint_key = settings.checkpoints.as_ref().map(|c| c.key.verifying_key());
-        let webhooks =
-            api::webhooks::sender::Sender::new(&store, settings.webhooks.clone(), Arc::default())?;
+        let webhooks = delivery::Sender::new(&store, settings.webhooks.clone(), Arc::default())?;
         state.webhooks = Arc::new(settings.webhooks);
+        state.tasks = tasks.health();
         let limits = state.limits.clone();
         let notices = state.notices.clone();
         api::prometheus_handle();
@@ -91,6 +99,7 @@ impl Application {
             notices,
             webhooks,
             public_url: public_url.trim_end_matches('/').to_owned(),
+            tasks,
         })
     }
 
@@ -101,40 +110,35 @@ impl Application {
     /// Serves until SIGTERM or SIGINT: then stops accepting, finishes in-flight requests,
     /// stops the background work and returns.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let (stop, shutdown) = watch::channel(false);
+        let tasks = self.tasks;
         // actix stops accepting on SIGTERM/SIGINT and waits for open answers; event streams
         // never end by themselves, so they are told to close at the same signal.
-        tokio::spawn(close_streams_on_signal(self.notices.clone()));
-        let preparation = tokio::spawn(prepare_database(
-            self.store.clone(),
-            self.bootstrap_admin_key,
-            self.prepared,
-            self.checkpoints,
-            self.notices,
-            Webhooks {
-                sender: self.webhooks,
-                source_base: self.public_url,
-            },
-            shutdown.clone(),
-        ));
-        let housekeeping = tokio::spawn(housekeeping(self.store.clone(), self.limits, shutdown));
+        let notices = self.notices.clone();
+        tasks.spawn("signals", move |cancel| {
+            close_streams_on_signal(notices.clone(), cancel)
+        });
+        let store = self.store.clone();
+        let limits = self.limits;
+        tasks.spawn("housekeeping", move |cancel| {
+            housekeeping(store.clone(), limits.clone(), cancel)
+        });
+        tasks.spawn_once(
+            "preparation",
+            prepare_database(
+                Background {
+                    store: self.store.clone(),
+                    checkpoints: self.checkpoints,
+                    notices: self.notices,
+                    webhooks: self.webhooks,
+                    source_base: self.public_url,
+                    tasks: tasks.clone(),
+                },
+                self.bootstrap_admin_key,
+                self.prepared,
+            ),
+        );
         let served = self.server.await;
-        let _ = stop.send(true);
-        match tokio::time::timeout(Duration::from_secs(10), preparation).await {
-            Ok(Ok(Some(background))) => {
-                background.store.join().await;
-                let _ = background.builder.await;
-                let _ = background.notices.await;
-                let _ = background.fan_out.await;
-                let _ = background.sender.await;
-                if let Some(signer) = background.signer {
-                    let _ = signer.await;
-                }
-            }
-            Ok(_) => {}
-            Err(_) => tracing::warn!("background work did not stop in time"),
-        }
-        let _ = housekeeping.await;
+        tasks.stop(Duration::from_secs(10)).await;
         tracing::info!("stopped");
         Ok(served?)
     }
@@ -158,13 +162,13 @@ async fn ensure_bootstrap_admin(store: &EventStore, secret: &str) -> anyhow::Res
 async fn housekeeping(
     store: EventStore,
     limits: Arc<api::Limits>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+    cancel: CancellationToken,
+) -> Result<(), std::convert::Infallible> {
     let mut minutes = 0u64;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(60)) => {}
-            _ = shutdown.changed() => return,
+            _ = cancel.cancelled() => return Ok(()),
         }
         limits.forget_idle();
         minutes += 1;
@@ -181,61 +185,62 @@ async fn housekeeping(
             match forgotten {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(records = n, "deleted expired idempotency records"),
-                Err(e) => tracing::warn!(error = %e, "could not delete idempotency records"),
+                Err(e) => {
+                    tracing::warn!(error = %Chain(&e), "could not delete idempotency records")
+                }
             }
         }
     }
 }
 
-/// The process's background work once the database is ready.
+/// What the background work needs once the database is ready.
 struct Background {
-    /// The sealer and the NOTIFY listener.
-    store: eventstore::BackgroundTasks,
-    /// The projection builder.
-    builder: tokio::task::JoinHandle<()>,
-    /// The checkpoint signer, when a key is configured.
-    signer: Option<tokio::task::JoinHandle<()>>,
-    /// The follower of the log that feeds `/v1/stream`.
-    notices: tokio::task::JoinHandle<()>,
-    /// The webhook fan-out (log to deliveries) and sender.
-    fan_out: tokio::task::JoinHandle<()>,
-    sender: tokio::task::JoinHandle<()>,
-}
-
-/// What the webhook dispatch needs to start.
-struct Webhooks {
-    sender: Arc<api::webhooks::sender::Sender>,
+    store: EventStore,
+    /// Signing the chain head, when a key is configured.
+    checkpoints: Option<CheckpointSettings>,
+    /// The hub that feeds `/v1/stream`.
+    notices: Arc<notices::NoticeHub>,
+    /// The webhook sender.
+    webhooks: Arc<delivery::Sender>,
     /// CloudEvents `source` is under it.
     source_base: String,
+    tasks: Tasks,
 }
 
-async fn close_streams_on_signal(notices: Arc<api::stream::NoticeHub>) {
+async fn close_streams_on_signal(
+    notices: Arc<notices::NoticeHub>,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut terminate), Ok(mut interrupt)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return;
-    };
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
     tokio::select! {
         _ = terminate.recv() => {}
         _ = interrupt.recv() => {}
+        _ = cancel.cancelled() => return Ok(()),
     }
     notices.close();
+    // Streams are closed; nothing more to watch for, until the process stops.
+    cancel.cancelled().await;
+    Ok(())
 }
 
 /// Creates and migrates the database, retrying while it is unreachable (the server answers
-/// `/healthz` meanwhile and `/readyz` says 503), then starts the sealer, the listener and
-/// the projection builder.
+/// `/healthz` meanwhile and `/readyz` says 503), then starts the background work.
 async fn prepare_database(
-    store: EventStore,
+    background: Background,
     bootstrap_admin_key: Option<String>,
     prepared: Arc<AtomicBool>,
-    checkpoints: Option<CheckpointSettings>,
-    notices: Arc<api::stream::NoticeHub>,
-    webhooks: Webhooks,
-    mut shutdown: watch::Receiver<bool>,
-) -> Option<Background> {
+) -> Result<(), std::convert::Infallible> {
+    let Background {
+        store,
+        checkpoints,
+        notices,
+        webhooks,
+        source_base,
+        tasks,
+    } = background;
+    let cancel = tasks.cancellation();
     let url = store.config().database_url.clone();
     let mut retry = Duration::from_millis(200);
     loop {
@@ -251,40 +256,46 @@ async fn prepare_database(
         match prepared {
             Ok(()) => break,
             Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = retry.as_millis() as u64, "database not ready")
+                tracing::warn!(error = %format!("{e:#}"), retry_in_ms = retry.as_millis() as u64, "database not ready")
             }
         }
         tokio::select! {
             _ = tokio::time::sleep(retry) => {}
-            _ = shutdown.changed() => return None,
+            _ = cancel.cancelled() => return Ok(()),
         }
         retry = (retry * 2).min(Duration::from_secs(5));
     }
     tracing::info!("database ready");
     prepared.store(true, Ordering::Release);
-    let builder = tokio::spawn(projections::run_builder(
-        store.clone(),
-        projections::BuilderOptions::default(),
-        shutdown.clone(),
-    ));
-    let signer = checkpoints
-        .map(|settings| tokio::spawn(sign_checkpoints(store.clone(), settings, shutdown.clone())));
-    let notices = tokio::spawn(notices.follow(store.clone(), shutdown.clone()));
-    let fan_out = tokio::spawn(api::webhooks::fanout::run(
-        store.clone(),
-        webhooks.source_base,
-        webhooks.sender.wake(),
-        shutdown.clone(),
-    ));
-    let sender = tokio::spawn(webhooks.sender.run(shutdown.clone()));
-    Some(Background {
-        fan_out,
-        sender,
-        store: store.spawn_background(shutdown),
-        builder,
-        signer,
-        notices,
-    })
+    let s = store.clone();
+    tasks.spawn("sealer", move |cancel| {
+        eventstore::sealer::run(s.clone(), cancel)
+    });
+    let s = store.clone();
+    tasks.spawn("log-listener", move |cancel| {
+        eventstore::listen(s.clone(), cancel)
+    });
+    let s = store.clone();
+    tasks.spawn("projection-builder", move |cancel| {
+        projections::run_builder(s.clone(), projections::BuilderOptions::default(), cancel)
+    });
+    if let Some(settings) = checkpoints {
+        let s = store.clone();
+        tasks.spawn("checkpoint-signer", move |cancel| {
+            sign_checkpoints(s.clone(), settings.key.clone(), settings.interval, cancel)
+        });
+    }
+    let s = store.clone();
+    tasks.spawn("notice-hub", move |cancel| {
+        notices.clone().follow(s.clone(), cancel)
+    });
+    let s = store.clone();
+    let wake = webhooks.wake();
+    tasks.spawn("webhook-outbox", move |cancel| {
+        delivery::outbox::run(s.clone(), source_base.clone(), wake.clone(), cancel)
+    });
+    tasks.spawn("webhook-sender", move |cancel| webhooks.clone().run(cancel));
+    Ok(())
 }
 
 /// How often the signer recomputes the whole chain rather than only what follows its last
@@ -297,9 +308,10 @@ const FULL_VERIFICATION_EVERY: Duration = Duration::from_secs(3600);
 /// error level every time.
 async fn sign_checkpoints(
     store: EventStore,
-    settings: CheckpointSettings,
-    mut shutdown: watch::Receiver<bool>,
-) {
+    key: Arc<eventstore::checkpoint::SigningKey>,
+    interval: Duration,
+    cancel: CancellationToken,
+) -> Result<(), std::convert::Infallible> {
     use eventstore::checkpoint::SignOutcome;
     let mut trusted: Option<(u64, eventstore::Hash)> = None;
     let mut full_verification = std::time::Instant::now();
@@ -308,7 +320,7 @@ async fn sign_checkpoints(
             trusted = None;
             full_verification = std::time::Instant::now();
         }
-        let outcome = store.sign_checkpoint(&settings.key, trusted).await;
+        let outcome = store.sign_checkpoint(&key, trusted).await;
         if let Ok(SignOutcome::Signed(signed) | SignOutcome::Unchanged(signed)) = &outcome {
             trusted = signed.link().ok().map(|link| (signed.position, link));
         }
@@ -327,11 +339,11 @@ async fn sign_checkpoints(
                 "this key's stored checkpoint is not its signature of today's link there \
                  (forged, or the history rewritten): no checkpoint signed"
             ),
-            Err(e) => tracing::warn!(error = %e, "could not sign a checkpoint"),
+            Err(e) => tracing::warn!(error = %Chain(&e), "could not sign a checkpoint"),
         }
         tokio::select! {
-            _ = tokio::time::sleep(settings.interval) => {}
-            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(interval) => {}
+            _ = cancel.cancelled() => return Ok(()),
         }
     }
 }

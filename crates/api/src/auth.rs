@@ -9,12 +9,12 @@ use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest};
 use domain::api_key::{ApiKey, Role};
-use projections::queries::{self, Viewer};
+use domain::values::Audience;
+use projections::queries::Viewer;
 use projections::Versioned;
 
-use crate::coalesce::Coalesced;
 use crate::problem::ApiError;
-use crate::AppState;
+use crate::state::AppState;
 
 /// Longest `Authorization` value looked at; a real key is 70 characters.
 const MAX_SECRET_LEN: usize = 512;
@@ -105,6 +105,75 @@ impl Caller {
     }
 }
 
+/// A caller that publishes notices: its key, and the tenant it is confined to. The tenant
+/// publishing policy: a tenant-bound publisher writes to its own tenant only (the default
+/// audience of its notices) and changes only notices of exactly that audience.
+pub struct Author<'a> {
+    pub key: &'a Versioned<ApiKey>,
+    pub tenant: Option<&'a str>,
+}
+
+impl Caller {
+    /// The caller as the author of notices: 401 or 403 unless it may publish.
+    pub fn author(&self) -> Result<Author<'_>, ApiError> {
+        Ok(Author {
+            key: self.require(Permission::Publish)?,
+            tenant: self.tenant(),
+        })
+    }
+}
+
+impl Author<'_> {
+    /// What the author may see: its tenant's notices and the public ones, or everything.
+    pub fn viewer(&self) -> Viewer {
+        match self.tenant {
+            Some(tenant) => Viewer::Tenant(tenant.to_owned()),
+            None => Viewer::Everyone,
+        }
+    }
+
+    /// The audience of a new notice: as asked, or for a tenant-bound key exactly its
+    /// tenant (the default when none is asked).
+    pub fn audience(&self, asked: Option<Audience>) -> Result<Audience, ApiError> {
+        let Some(tenant) = self.tenant else {
+            return Ok(asked.unwrap_or_default());
+        };
+        let own = Audience::Tenants {
+            tenants: vec![tenant.to_owned()],
+        };
+        match asked {
+            None => Ok(own),
+            Some(Audience::Tenants { tenants })
+                if tenants.len() == 1 && tenants[0].trim().eq_ignore_ascii_case(tenant) =>
+            {
+                Ok(own)
+            }
+            Some(_) => Err(ApiError::Forbidden(format!(
+                "a key bound to tenant {tenant} publishes to that tenant only"
+            ))),
+        }
+    }
+
+    /// Refuses a command on a notice this key may not write, given the notice's whole
+    /// (unredacted) audience, `None` if there is no such notice: 404 when the key may not
+    /// even see it, 403 when it is shared beyond the key's tenant. Audiences never change,
+    /// so the check holds for the write that follows.
+    pub fn may_write(&self, audience: Option<&Audience>) -> Result<(), ApiError> {
+        let audience = audience
+            .filter(|a| self.viewer().may_see(a))
+            .ok_or_else(|| ApiError::NotFound("no such notice".into()))?;
+        let Some(tenant) = self.tenant else {
+            return Ok(());
+        };
+        match audience {
+            Audience::Tenants { tenants } if tenants.len() == 1 && tenants[0] == tenant => Ok(()),
+            _ => Err(ApiError::Forbidden(format!(
+                "a key bound to tenant {tenant} changes that tenant's notices only"
+            ))),
+        }
+    }
+}
+
 /// The secret of `Authorization: Bearer <secret>`; `None` when there is no such header.
 fn bearer_secret(request: &HttpRequest) -> Result<Option<String>, ApiError> {
     let Some(value) = request.headers().get(header::AUTHORIZATION) else {
@@ -126,7 +195,7 @@ async fn authenticate(request: HttpRequest) -> Result<Caller, ApiError> {
     let secret = bearer_secret(&request);
     let state = request
         .app_data::<web::Data<AppState>>()
-        .ok_or_else(|| ApiError::Internal("no application state".into()))?;
+        .ok_or_else(|| ApiError::internal("no application state"))?;
     let limits = &state.limits;
     if let Some(ip) = client_ip {
         limits.refuse_blocked_address(ip)?;
@@ -152,19 +221,6 @@ async fn authenticate(request: HttpRequest) -> Result<Caller, ApiError> {
             ApiError::Unauthorized("unknown or revoked API key".into()),
         )),
     }
-}
-
-/// Live keys by the SHA-256 of their secret, read from the database for every request (so
-/// that a revocation takes effect at once, on every process), concurrent requests' in one
-/// query.
-pub fn live_keys(pool: deadpool_postgres::Pool) -> Coalesced<String, Versioned<ApiKey>> {
-    Coalesced::new(move |hashes: Vec<String>| {
-        let pool = pool.clone();
-        async move {
-            let client = pool.get().await?;
-            Ok(queries::live_keys_by_secret_hashes(&client, &hashes).await?)
-        }
-    })
 }
 
 impl FromRequest for Caller {

@@ -96,11 +96,9 @@ where
                 None => drop(tokio::spawn(rounds)),
             }
         }
-        receiver.await.unwrap_or_else(|_| {
-            Err(ApiError::Unavailable(
-                "the lookup was abandoned; try again".into(),
-            ))
-        })
+        receiver
+            .await
+            .unwrap_or_else(|_| Err(ApiError::unavailable("the lookup was abandoned; try again")))
     }
 }
 
@@ -149,27 +147,15 @@ where
             .collect();
         let found = tokio::time::timeout(ROUND_TIMEOUT, (shared.lookup)(keys))
             .await
-            .unwrap_or_else(|_| {
-                Err(ApiError::Unavailable(
-                    "the database did not answer in time".into(),
-                ))
-            });
+            .unwrap_or_else(|_| Err(ApiError::unavailable("the database did not answer in time")));
         for (key, sender) in waiting {
             let answer = match &found {
                 Ok(values) => Ok(values.get(&key).cloned()),
-                Err(e) => Err(for_every_caller(e)),
+                Err(e) => Err(e.clone()),
             };
             // A caller that went away needs no answer.
             let _ = sender.send(answer);
         }
-    }
-}
-
-/// A round's failure, as each of its callers gets it.
-fn for_every_caller(e: &ApiError) -> ApiError {
-    match e {
-        ApiError::Unavailable(why) => ApiError::Unavailable(why.clone()),
-        other => ApiError::Internal(other.to_string()),
     }
 }
 
@@ -248,7 +234,7 @@ mod tests {
             let fail = failing.load(Ordering::SeqCst);
             async move {
                 if fail {
-                    Err(ApiError::Unavailable("database down".into()))
+                    Err(ApiError::unavailable("database down"))
                 } else {
                     Ok(keys.into_iter().map(|k| (k, k)).collect())
                 }

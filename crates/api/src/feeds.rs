@@ -6,8 +6,8 @@ use projections::queries::{self, RecentUpdate, Viewer};
 use quick_xml::events::{BytesDecl, BytesText, Event};
 use quick_xml::Writer;
 
+use crate::documents::Document;
 use crate::problem::ApiError;
-use crate::published::Document;
 use crate::statuspage::PublicPage;
 
 /// Entries in a feed.
@@ -196,7 +196,7 @@ pub async fn render(
     let updated = updates
         .first()
         .map_or(DateTime::<Utc>::UNIX_EPOCH, |u| u.created_at);
-    let failed = |e: std::io::Error| ApiError::Internal(format!("cannot render a feed: {e}"));
+    let failed = |e: std::io::Error| ApiError::internal_by("cannot render a feed", e);
     Ok(FeedDocuments {
         atom: Document::new(
             atom(page, &updates, &updated).map_err(failed)?,

@@ -220,8 +220,8 @@ pub async fn bounded_requests(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let settings = request
-        .app_data::<web::Data<crate::AppState>>()
-        .map(|state| state.limits.settings())
+        .app_data::<web::Data<Limits>>()
+        .map(|limits| limits.settings())
         .unwrap_or_default();
     let head_bytes = head_bytes(&request);
     if head_bytes > settings.max_head_bytes {

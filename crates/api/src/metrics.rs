@@ -1,9 +1,8 @@
+//! The process-wide Prometheus recorder that `/metrics` renders.
+
 use std::sync::OnceLock;
 
-use actix_web::{web, HttpResponse};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-
-use crate::AppState;
 
 /// The process-wide Prometheus recorder, installed on first use.
 pub fn prometheus_handle() -> PrometheusHandle {
@@ -29,22 +28,4 @@ pub fn prometheus_handle() -> PrometheusHandle {
             handle
         })
         .clone()
-}
-
-/// Prometheus metrics: requests by route and status, latency histograms, pool usage, events
-/// appended and sealed.
-#[utoipa::path(
-    get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"))
-)]
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let pool = state.store.pool().status();
-    metrics::gauge!("crier_db_pool_connections").set(pool.size as f64);
-    metrics::gauge!("crier_db_pool_available").set(pool.available as f64);
-    metrics::gauge!("crier_db_pool_waiting").set(pool.waiting as f64);
-    metrics::gauge!("crier_db_pool_max").set(pool.max_size as f64);
-    metrics::gauge!("crier_log_head_position").set(state.store.known_log_head() as f64);
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(prometheus_handle().render())
 }

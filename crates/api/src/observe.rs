@@ -3,8 +3,6 @@
 //! answer; Prometheus metrics by route and status; and problem+json for every error answer,
 //! including those actix makes itself (unknown method, unreadable body, …).
 
-use std::collections::HashMap;
-use std::sync::LazyLock;
 use std::time::Instant;
 
 use actix_web::body::{self, BoxBody, MessageBody};
@@ -12,7 +10,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
-use actix_web::{Error, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{Error, HttpMessage};
 use tracing::Instrument;
 
 use crate::problem::{Problem, CONTENT_TYPE};
@@ -124,46 +122,4 @@ async fn problem_for_every_error(
         }
     }
     Ok(ServiceResponse::new(request, problem))
-}
-
-/// The methods each documented path answers (`GET` implying `HEAD`), read from the OpenAPI
-/// document so that `Allow` can never disagree with it.
-static ALLOWED_METHODS: LazyLock<HashMap<String, String>> = LazyLock::new(|| {
-    crate::openapi::document()
-        .paths
-        .paths
-        .into_iter()
-        .map(|(path, item)| {
-            let methods = [
-                ("GET, HEAD", item.get.is_some()),
-                ("POST", item.post.is_some()),
-                ("PUT", item.put.is_some()),
-                ("PATCH", item.patch.is_some()),
-                ("DELETE", item.delete.is_some()),
-            ];
-            let allow: Vec<&str> = methods
-                .into_iter()
-                .filter_map(|(name, answered)| answered.then_some(name))
-                .collect();
-            (path, allow.join(", "))
-        })
-        .collect()
-});
-
-/// The answer for a known path with a method it does not have: 405 with the `Allow` header
-/// RFC 9110 requires.
-pub async fn method_not_allowed(request: HttpRequest) -> HttpResponse {
-    let mut answer = Problem::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "this path does not support this method",
-    )
-    .response();
-    let allow = request
-        .match_pattern()
-        .and_then(|pattern| ALLOWED_METHODS.get(&pattern))
-        .and_then(|methods| HeaderValue::from_str(methods).ok());
-    if let Some(allow) = allow {
-        answer.headers_mut().insert(header::ALLOW, allow);
-    }
-    answer
 }

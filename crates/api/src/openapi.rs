@@ -1,11 +1,12 @@
-//! The OpenAPI 3.1 document, generated from the handlers' annotations. It is served at
-//! `/openapi.json` and committed as `openapi/openapi.json` (a test keeps the two equal).
+//! The OpenAPI 3.1 document, generated from the handlers' annotations: this module gives
+//! its description, tags and security scheme, and each route module its operations. It is
+//! served at `/openapi.json` and committed as `openapi/openapi.json` (a test keeps the two
+//! equal, and the document's operations equal to the registered routes).
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, incidents, keys, maintenances, public, services, webhooks};
-use crate::{health, metrics, problem};
+use crate::problem;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,58 +20,7 @@ as `ETag`; writes accept `If-Match` (412 on mismatch) and `Idempotency-Key` on P
 key and body get the first answer with `Idempotent-Replayed: true`; another body, 422).",
         license(name = "MIT OR Apache-2.0")
     ),
-    paths(
-        health::healthz,
-        health::readyz,
-        metrics::metrics,
-        keys::create,
-        keys::list,
-        keys::get,
-        keys::revoke,
-        services::create,
-        services::list,
-        services::get,
-        services::change,
-        services::retire,
-        incidents::declare,
-        incidents::list,
-        incidents::get,
-        incidents::post_update,
-        incidents::correct,
-        incidents::reopen,
-        incidents::postmortem,
-        maintenances::schedule,
-        maintenances::list,
-        maintenances::get,
-        maintenances::post_update,
-        audit::events,
-        audit::stream_events,
-        audit::verify,
-        audit::export,
-        audit::checkpoint,
-        public::summary,
-        public::status,
-        public::components,
-        public::incidents,
-        public::unresolved,
-        public::maintenances,
-        public::upcoming,
-        public::active,
-        crate::routes::stream::stream,
-        public::atom,
-        public::rss,
-        webhooks::create,
-        webhooks::list,
-        webhooks::get,
-        webhooks::delete,
-        webhooks::deliveries,
-    ),
-    components(schemas(
-        problem::Problem,
-        problem::ProblemField,
-        incidents::IncidentListState,
-        maintenances::MaintenanceListState
-    )),
+    components(schemas(problem::Problem, problem::ProblemField)),
     modifiers(&BearerKey),
     tags(
         (name = "operations", description = "Health, readiness and metrics"),
@@ -108,5 +58,9 @@ impl Modify for BearerKey {
 
 /// The document as served and committed.
 pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    crate::routes::documents()
+        .into_iter()
+        .fold(ApiDoc::openapi(), |document, module| {
+            document.merge_from(module)
+        })
 }

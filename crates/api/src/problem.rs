@@ -1,14 +1,29 @@
 //! RFC 9457 problem details: the body of every error answer, and the one error type of the
 //! handlers.
+//!
+//! [`ApiError`] has a variant per way a request fails; most map to one status each, and two
+//! statuses have two variants: 400 (`BadRequest`, a bad header or query, and `Invalid`, with
+//! the invalid fields) and 429 (`RateLimited`, `TooManyStreams`). A 500 or 503 keeps the
+//! error it comes from as its source; the answer shows a short detail, and the log line
+//! prints the whole chain of causes.
 
+use std::error::Error as StdError;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use delivery::DeliveryError;
 use domain::{DomainError, FieldError};
+use notices::NoticeError;
 use projections::{CommandError, ProjectionError};
 use serde::Serialize;
+use tasks::Chain;
 use utoipa::ToSchema;
+
+/// The error a 500 or 503 comes from, shared (a coalesced lookup's failure answers every
+/// caller of its round).
+pub type Cause = Arc<dyn StdError + Send + Sync + 'static>;
 
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
@@ -71,7 +86,7 @@ impl Problem {
 }
 
 /// Every way a request can fail, each with its status code.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
     /// 400 without field details (a bad header or query).
     #[error("{0}")]
@@ -99,17 +114,64 @@ pub enum ApiError {
     RateLimited { retry_after: Duration },
     #[error("this address has {limit} event streams open, the most it may; close one first")]
     TooManyStreams { limit: u32 },
-    #[error("{0}")]
-    Unavailable(String),
-    /// A fault of the server; the detail is logged, never shown.
-    #[error("{0}")]
-    Internal(String),
+    /// 503: the database is away or busy, or the process is starting or stopping.
+    #[error("{context}")]
+    Unavailable {
+        context: String,
+        #[source]
+        cause: Option<Cause>,
+    },
+    /// 500: a fault of the server; the detail and its causes are logged, never shown.
+    #[error("{context}")]
+    Internal {
+        context: String,
+        #[source]
+        cause: Option<Cause>,
+    },
 }
 
 impl ApiError {
     /// The database is away or busy: worth retrying as it is.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, ApiError::Unavailable(_))
+        matches!(self, ApiError::Unavailable { .. })
+    }
+
+    /// 503 for a reason of our own, with no error behind it.
+    pub fn unavailable(context: impl Into<String>) -> Self {
+        ApiError::Unavailable {
+            context: context.into(),
+            cause: None,
+        }
+    }
+
+    /// 503 because of `cause`.
+    pub fn unavailable_by(
+        context: impl Into<String>,
+        cause: impl StdError + Send + Sync + 'static,
+    ) -> Self {
+        ApiError::Unavailable {
+            context: context.into(),
+            cause: Some(Arc::new(cause)),
+        }
+    }
+
+    /// 500 for a fault found here, with no error behind it.
+    pub fn internal(context: impl Into<String>) -> Self {
+        ApiError::Internal {
+            context: context.into(),
+            cause: None,
+        }
+    }
+
+    /// 500 because of `cause`.
+    pub fn internal_by(
+        context: impl Into<String>,
+        cause: impl StdError + Send + Sync + 'static,
+    ) -> Self {
+        ApiError::Internal {
+            context: context.into(),
+            cause: Some(Arc::new(cause)),
+        }
     }
 
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
@@ -130,7 +192,7 @@ impl ApiError {
                 };
                 problem.errors = errors.clone();
             }
-            ApiError::Internal(_) => {
+            ApiError::Internal { .. } => {
                 problem.detail = "the server failed to handle this request".into();
             }
             _ => {}
@@ -154,14 +216,18 @@ impl ResponseError for ApiError {
             ApiError::RateLimited { .. } | ApiError::TooManyStreams { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let ApiError::Internal(detail) = self {
-            tracing::error!(error = %detail, "request failed");
+        match self {
+            ApiError::Internal { .. } => tracing::error!(error = %Chain(self), "request failed"),
+            ApiError::Unavailable { .. } => {
+                tracing::warn!(error = %Chain(self), "request refused for now")
+            }
+            _ => {}
         }
         let mut response = self.problem().response();
         let retry_after = match self {
@@ -194,12 +260,12 @@ impl From<DomainError> for ApiError {
 impl From<ProjectionError> for ApiError {
     fn from(err: ProjectionError) -> Self {
         if err.is_unavailable() {
-            return ApiError::Unavailable(err.to_string());
+            return ApiError::unavailable_by("the database is unavailable", err);
         }
         match err {
-            ProjectionError::Busy(why) => ApiError::Unavailable(why),
+            ProjectionError::Busy(why) => ApiError::unavailable(why),
             ProjectionError::Store(eventstore::StoreError::SchemaOutdated) => {
-                ApiError::Unavailable("the database is being migrated".into())
+                ApiError::unavailable("the database is being migrated")
             }
             ProjectionError::Store(ref store)
                 if matches!(
@@ -208,9 +274,9 @@ impl From<ProjectionError> for ApiError {
                     Some("40001" | "40P01" | "57014" | "55P03")
                 ) =>
             {
-                ApiError::Unavailable(format!("the database is busy: {err}"))
+                ApiError::unavailable_by("the database is busy", err)
             }
-            other => ApiError::Internal(other.to_string()),
+            other => ApiError::internal_by("the read models failed", other),
         }
     }
 }
@@ -223,11 +289,34 @@ impl From<CommandError> for ApiError {
                 ApiError::PreconditionFailed { expected, current }
             }
             CommandError::IdempotencyKeyReused => ApiError::IdempotencyKeyReused,
-            CommandError::Contended => ApiError::Unavailable(
-                "the resource is changing too fast to apply this command; retry".into(),
+            CommandError::Contended => ApiError::unavailable(
+                "the resource is changing too fast to apply this command; retry",
             ),
-            CommandError::Refused(why) => ApiError::Internal(why),
+            err @ (CommandError::Refused(_) | CommandError::Randomness(_)) => {
+                ApiError::internal_by("a command failed", err)
+            }
             CommandError::Projection(e) => e.into(),
+        }
+    }
+}
+
+impl From<NoticeError> for ApiError {
+    fn from(err: NoticeError) -> Self {
+        match err {
+            NoticeError::Read(e) => e.into(),
+            NoticeError::Stopping => ApiError::unavailable("the process is stopping"),
+            other => ApiError::internal_by("a notice could not be rendered", other),
+        }
+    }
+}
+
+impl From<DeliveryError> for ApiError {
+    fn from(err: DeliveryError) -> Self {
+        match err {
+            DeliveryError::Database(e) => e.into(),
+            DeliveryError::Notice(e) => e.into(),
+            DeliveryError::Timeout => ApiError::unavailable_by("the database is slow", err),
+            other => ApiError::internal_by("delivery failed", other),
         }
     }
 }

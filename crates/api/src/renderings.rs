@@ -38,9 +38,9 @@ pub struct Rendering {
 impl Rendering {
     pub fn new<T: Serialize>(version: u64, body: &T) -> Result<Rendering, ApiError> {
         let body = serde_json::to_vec(body)
-            .map_err(|e| ApiError::Internal(format!("cannot render a notice: {e}")))?;
-        let etag = HeaderValue::from_str(&crate::http::etag(version))
-            .map_err(|e| ApiError::Internal(format!("cannot render an ETag: {e}")))?;
+            .map_err(|e| ApiError::internal_by("cannot render a notice", e))?;
+        let etag = HeaderValue::from_str(&crate::extract::etag(version))
+            .map_err(|e| ApiError::internal_by("cannot render an ETag", e))?;
         Ok(Rendering {
             version,
             body: body.into(),
@@ -53,7 +53,7 @@ impl Rendering {
         // What a notice shows depends on the key (a tenant's view is redacted): a cache
         // must not give one caller's answer to another.
         let vary = (header::VARY, "Authorization");
-        if crate::http::if_none_match_names(request, self.etag.to_str().unwrap_or_default()) {
+        if crate::extract::if_none_match_names(request, self.etag.to_str().unwrap_or_default()) {
             return HttpResponse::build(StatusCode::NOT_MODIFIED)
                 .insert_header((header::ETAG, self.etag.clone()))
                 .insert_header(vary)

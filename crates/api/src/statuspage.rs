@@ -27,8 +27,8 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::documents::Document;
 use crate::problem::ApiError;
-use crate::published::Document;
 
 /// Most incidents and maintenances a list shows (as Statuspage: the 50 most recent).
 const RECENT: usize = 50;
@@ -534,7 +534,7 @@ fn rollup(components: &[SpComponent], unresolved: &[Versioned<Incident>]) -> SpS
 
 fn json<T: Serialize>(value: &T) -> Result<Document, ApiError> {
     let body = serde_json::to_vec(value)
-        .map_err(|e| ApiError::Internal(format!("cannot render a status document: {e}")))?;
+        .map_err(|e| ApiError::internal_by("cannot render a status document", e))?;
     Ok(Document::new(body, "application/json"))
 }
 

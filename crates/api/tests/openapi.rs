@@ -2,6 +2,7 @@
 //!
 //! After changing the API, regenerate it with
 //! `CRIER_UPDATE_OPENAPI=1 cargo nextest run -p api --test openapi`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic here is a failed test
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -118,4 +119,28 @@ fn a_validator_accepts_the_committed_document() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+#[test]
+fn every_registered_route_is_in_the_document_and_every_documented_one_is_registered() {
+    use std::collections::BTreeSet;
+    let registered: BTreeSet<(String, String)> = api::routes::registered().into_iter().collect();
+    let document: serde_json::Value = serde_json::from_str(&generated()).unwrap();
+    let mut documented = BTreeSet::new();
+    for (path, operations) in document["paths"].as_object().unwrap() {
+        for method in operations.as_object().unwrap().keys() {
+            if ["get", "put", "post", "delete", "patch", "head", "options"]
+                .contains(&method.as_str())
+            {
+                documented.insert((method.clone(), path.clone()));
+            }
+        }
+    }
+    let undocumented: Vec<_> = registered.difference(&documented).collect();
+    let unregistered: Vec<_> = documented.difference(&registered).collect();
+    assert!(
+        undocumented.is_empty() && unregistered.is_empty(),
+        "registered but not documented: {undocumented:?}; documented but not registered: {unregistered:?}"
+    );
+    assert!(registered.len() > 40, "only {} routes", registered.len());
 }

@@ -489,7 +489,7 @@ mod tests {
     }
 
     #[test]
-    fn audience_and_client_action_have_the_contract_shape() {
+    fn audience_and_client_action_have_their_documented_shape() {
         let tenants: Audience =
             serde_json::from_value(json!({ "visibility": "tenants", "tenants": ["contoso"] }))
                 .unwrap();

@@ -570,7 +570,7 @@ impl PipelinedAppend<'_> {
             .await
             .map_err(|e| self.refusal(e))?;
         if rows.len() != self.events.len() {
-            return Err(StoreError::Corrupt(format!(
+            return Err(StoreError::corrupt(format!(
                 "a pipelined append of {} events inserted {}",
                 self.events.len(),
                 rows.len()
@@ -652,7 +652,7 @@ async fn classify<C: GenericClient>(
         let index = usize::try_from(ord - 1)
             .ok()
             .filter(|i| *i < events.len())
-            .ok_or_else(|| StoreError::Corrupt(format!("ordinality {ord} out of range")))?;
+            .ok_or_else(|| StoreError::corrupt(format!("ordinality {ord} out of range")))?;
         let event_id = events[index].event_id;
         first_stored.get_or_insert(event_id);
         let version = crate::model::to_u64(row.try_get("stream_version")?, "stream version")?;
@@ -673,9 +673,7 @@ async fn classify<C: GenericClient>(
         // stored and new events) the first stored one.
         _ => match first_mismatch.or(first_stored) {
             Some(event_id) => Err(AppendError::EventIdReused { event_id }),
-            None => {
-                Err(StoreError::Corrupt("classified an empty set of stored events".into()).into())
-            }
+            None => Err(StoreError::corrupt("classified an empty set of stored events").into()),
         },
     }
 }

@@ -170,13 +170,13 @@ pub fn parse_public_key(text: &str) -> Result<VerifyingKey, CheckpointError> {
 /// ed25519` or `crier checkpoint keygen` write it).
 pub fn load_signing_key(path: &Path) -> Result<SigningKey, StoreError> {
     let pem = std::fs::read_to_string(path).map_err(|e| {
-        StoreError::Config(format!(
+        StoreError::config(format!(
             "cannot read the checkpoint key {}: {e}",
             path.display()
         ))
     })?;
     SigningKey::from_pkcs8_pem(&pem).map_err(|e| {
-        StoreError::Config(format!(
+        StoreError::config(format!(
             "{} is not an Ed25519 private key in PKCS#8 PEM: {e}",
             path.display()
         ))
@@ -186,12 +186,11 @@ pub fn load_signing_key(path: &Path) -> Result<SigningKey, StoreError> {
 /// A new random signing key and its PKCS#8 PEM.
 pub fn generate_signing_key() -> Result<(SigningKey, String), StoreError> {
     let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed)
-        .map_err(|e| StoreError::Config(format!("no randomness for a key: {e}")))?;
+    getrandom::fill(&mut seed).map_err(|e| StoreError::config_by("no randomness for a key", e))?;
     let key = SigningKey::from_bytes(&seed);
     let pem = key
         .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
-        .map_err(|e| StoreError::Config(format!("cannot encode the key: {e}")))?;
+        .map_err(|e| StoreError::config_by("cannot encode the key", e))?;
     Ok((key, pem.to_string()))
 }
 
@@ -297,13 +296,13 @@ impl EventStore {
         let link = hex::decode(&head.hash)
             .ok()
             .and_then(|bytes| Hash::from_slice(&bytes))
-            .ok_or_else(|| StoreError::Corrupt("the verified head is not a hash".into()))?;
+            .ok_or_else(|| StoreError::corrupt("the verified head is not a hash"))?;
         // Kept to the microsecond, as both the signed text and the column hold it.
         let signed_at = Utc::now().trunc_subsecs(6);
         let checkpoint = SignedCheckpoint::sign(key, head.position, &link, signed_at);
         let signature = checkpoint
             .signature_bytes()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            .map_err(|e| StoreError::corrupt_by("the verified head", e))?;
         let client = self.pool().get().await?;
         let position = i64::try_from(head.position).unwrap_or(i64::MAX);
         let inserted = client

@@ -74,7 +74,7 @@ pub(crate) fn pg_config(
     timeout: Duration,
 ) -> Result<tokio_postgres::Config, StoreError> {
     let mut config = tokio_postgres::Config::from_str(url)
-        .map_err(|e| StoreError::Config(format!("DATABASE_URL is not a PostgreSQL URL: {e}")))?;
+        .map_err(|e| StoreError::config_by("DATABASE_URL is not a PostgreSQL URL", e))?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(timeout);
     }
@@ -108,7 +108,7 @@ pub(crate) fn build_pool(config: &StoreConfig) -> Result<Pool, StoreError> {
         .recycle_timeout(Some(config.connect_timeout))
         .runtime(Runtime::Tokio1)
         .build()
-        .map_err(|e| StoreError::Config(e.to_string()))
+        .map_err(|e| StoreError::config_by("cannot build the connection pool", e))
 }
 
 /// Opens one connection outside the pool (for LISTEN, migrations and administration).
@@ -179,7 +179,7 @@ pub async fn migrate(url: &str) -> Result<(), StoreError> {
     let report = embedded::migrations::runner()
         .run_async(&mut client)
         .await
-        .map_err(|e| StoreError::Migration(e.to_string()));
+        .map_err(|e| StoreError::Migration(Box::new(e)));
     // Closing the connection would release the lock too; unlock explicitly all the same.
     let _ = client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])

@@ -1,23 +1,36 @@
 use std::error::Error as _;
 
-/// Failures of the store itself, as opposed to a refused append (see `AppendError`).
+/// An error of another library, kept as the cause of one of ours.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Failures of the store itself, as opposed to a refused append (see `AppendError`). Each
+/// keeps the error it comes from as its `source`, so that a log line can print the whole
+/// chain.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot be reached now; the operation can be retried later and the pool
     /// reconnects by itself.
-    #[error("the database is unavailable: {0}")]
-    Unavailable(String),
+    #[error("the database is unavailable")]
+    Unavailable(#[source] BoxError),
     /// The database answers but its schema is older than this build expects.
     #[error("the database schema is not migrated to this version of crier")]
     SchemaOutdated,
-    #[error("invalid configuration: {0}")]
-    Config(String),
-    #[error("stored history is malformed: {0}")]
-    Corrupt(String),
-    #[error("database error: {0}")]
-    Database(tokio_postgres::Error),
-    #[error("migration failed: {0}")]
-    Migration(String),
+    #[error("invalid configuration: {what}")]
+    Config {
+        what: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+    #[error("stored history is malformed: {what}")]
+    Corrupt {
+        what: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+    #[error("the database refused a statement")]
+    Database(#[source] tokio_postgres::Error),
+    #[error("migration failed")]
+    Migration(#[source] BoxError),
 }
 
 impl StoreError {
@@ -30,6 +43,36 @@ impl StoreError {
         match self {
             StoreError::Database(e) => e.code().map(|c| c.code()),
             _ => None,
+        }
+    }
+
+    /// Stored history is not what this build can read.
+    pub fn corrupt(what: impl Into<String>) -> StoreError {
+        StoreError::Corrupt {
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    /// Stored history is not what this build can read, as `source` found.
+    pub fn corrupt_by(what: impl Into<String>, source: impl Into<BoxError>) -> StoreError {
+        StoreError::Corrupt {
+            what: what.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    pub fn config(what: impl Into<String>) -> StoreError {
+        StoreError::Config {
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    pub fn config_by(what: impl Into<String>, source: impl Into<BoxError>) -> StoreError {
+        StoreError::Config {
+            what: what.into(),
+            source: Some(source.into()),
         }
     }
 }
@@ -54,7 +97,7 @@ fn is_unavailable(err: &tokio_postgres::Error) -> bool {
 impl From<tokio_postgres::Error> for StoreError {
     fn from(err: tokio_postgres::Error) -> Self {
         if is_unavailable(&err) {
-            StoreError::Unavailable(err.to_string())
+            StoreError::Unavailable(Box::new(err))
         } else {
             StoreError::Database(err)
         }
@@ -65,7 +108,7 @@ impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(err: deadpool_postgres::PoolError) -> Self {
         match err {
             deadpool_postgres::PoolError::Backend(e) => e.into(),
-            other => StoreError::Unavailable(other.to_string()),
+            other => StoreError::Unavailable(Box::new(other)),
         }
     }
 }

@@ -5,18 +5,20 @@
 //! export alone (docs/EVENT-STORE.md says how; `tools/verify_export.py` does it):
 //!
 //! ```json
-//! {"specversion":"1.0","id":"<event id>","source":"<public URL>/v1/audit/streams/<stream id>",
+//! {"specversion":"1.0","id":"<event id>","source":"<stream URL prefix><stream id>",
 //!  "type":"incident.declared","subject":"<stream id>","time":"<recorded at>",
 //!  "datacontenttype":"application/json","position":1,"streamversion":1,"schemaversion":1,
 //!  "actor":"…","requestid":"…","correlationid":"…","causationid":"…",
 //!  "prevhash":"<hex>","hash":"<hex>","data":{…}}
 //! ```
 //!
-//! Extension attributes are lower-case letters only, as CloudEvents requires; metadata
-//! fields that are null are left out, and the hashed metadata is the four fields with null
-//! for each one absent. `time` is exactly the `recorded_at` string the link hashes, `subject`
-//! is the stream id (`source` holds it percent-encoded), and `data` is the stored JSON's text,
-//! copied as it is, without building a JSON tree.
+//! `source` is the caller's prefix (the server uses the audit URL of the stream,
+//! `<public URL>/v1/audit/streams/`) followed by the stream id, percent-encoded as a path
+//! segment: the store knows nothing of where that URL is served. Extension attributes are
+//! lower-case letters only, as CloudEvents requires; metadata fields that are null are left
+//! out, and the hashed metadata is the four fields with null for each one absent. `time` is
+//! exactly the `recorded_at` string the link hashes, `subject` is the stream id, and `data`
+//! is the stored JSON's text, copied as it is, without building a JSON tree.
 //!
 //! Memory stays constant however long the history: rows stream from the database (one
 //! query per 10,000 events, so no snapshot is held for the whole export) and leave as chunks
@@ -51,13 +53,9 @@ const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-/// `source` of an exported event: the audit URL of its stream under `base` (the public
-/// URL, without a trailing slash).
-pub fn stream_source(base: &str, stream_id: &str) -> String {
-    format!(
-        "{base}/v1/audit/streams/{}",
-        utf8_percent_encode(stream_id, PATH_SEGMENT)
-    )
+/// `source` of an exported event: `prefix` followed by its stream id as a path segment.
+pub fn stream_source(prefix: &str, stream_id: &str) -> String {
+    format!("{prefix}{}", utf8_percent_encode(stream_id, PATH_SEGMENT))
 }
 
 #[derive(Serialize)]
@@ -96,18 +94,18 @@ const EXPORT_SQL: &str = "SELECT l.position, l.prev_hash, l.hash, e.stream_id, e
 /// Appends one event's line (with its newline) to `out`; answers its position.
 fn write_line(
     row: &tokio_postgres::Row,
-    source_base: &str,
+    source_prefix: &str,
     out: &mut Vec<u8>,
 ) -> Result<i64, StoreError> {
     let stream_id: &str = row.try_get("stream_id")?;
     let data: RawJson = row.try_get("data")?;
     let data: &RawValue = serde_json::from_str(data.0)
-        .map_err(|e| StoreError::Corrupt(format!("stored data is not JSON: {e}")))?;
+        .map_err(|e| StoreError::corrupt_by("stored data is not JSON", e))?;
     let position: i64 = row.try_get("position")?;
     let line = ExportLine {
         specversion: "1.0",
         id: row.try_get("event_id")?,
-        source: stream_source(source_base, stream_id),
+        source: stream_source(source_prefix, stream_id),
         event_type: row.try_get("event_type")?,
         subject: stream_id,
         time: canonical_time(&row.try_get("recorded_at")?),
@@ -124,7 +122,7 @@ fn write_line(
         data,
     };
     serde_json::to_writer(&mut *out, &line)
-        .map_err(|e| StoreError::Corrupt(format!("cannot encode position {position}: {e}")))?;
+        .map_err(|e| StoreError::corrupt_by(format!("cannot encode position {position}"), e))?;
     out.push(b'\n');
     Ok(position)
 }
@@ -132,7 +130,7 @@ fn write_line(
 /// The state of one export between chunks.
 struct Export {
     store: EventStore,
-    source_base: String,
+    source_prefix: String,
     connection: Option<(deadpool_postgres::Object, Statement)>,
     rows: Option<Pin<Box<RowStream>>>,
     rows_this_batch: usize,
@@ -175,10 +173,10 @@ impl Export {
             match rows.next().await {
                 Some(row) => {
                     let expected = self.after + 1;
-                    let position = write_line(&row?, &self.source_base, &mut out)?;
+                    let position = write_line(&row?, &self.source_prefix, &mut out)?;
                     // Positions are dense: a hole means a log row without its event.
                     if position != expected {
-                        return Err(StoreError::Corrupt(format!(
+                        return Err(StoreError::corrupt(format!(
                             "position {expected} is missing from the log or its event"
                         )));
                     }
@@ -188,7 +186,7 @@ impl Export {
                 None => {
                     self.rows = None;
                     if self.rows_this_batch == 0 {
-                        return Err(StoreError::Corrupt(format!(
+                        return Err(StoreError::corrupt(format!(
                             "the log has no positions after {} up to its head {}",
                             self.after, self.until
                         )));
@@ -203,17 +201,18 @@ impl Export {
 impl EventStore {
     /// The sealed history after `after` up to `until` (the head when the export begins:
     /// see [`EventStore::log_head`]), as NDJSON chunks of CloudEvents whose `source` is
-    /// under `source_base` (see the module documentation). Nothing is read until it is
+    /// `source_prefix` followed by the stream id (see the module documentation). Nothing is
+    /// read until it is
     /// polled. A missing position ends the stream with an error.
     pub fn export(
         &self,
         after: u64,
         until: u64,
-        source_base: &str,
+        source_prefix: &str,
     ) -> impl Stream<Item = Result<Bytes, StoreError>> + Send {
         let export = Export {
             store: self.clone(),
-            source_base: source_base.trim_end_matches('/').to_owned(),
+            source_prefix: source_prefix.to_owned(),
             connection: None,
             rows: None,
             rows_this_batch: 0,

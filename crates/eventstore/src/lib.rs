@@ -41,11 +41,14 @@ mod xid;
 pub use append::{AppendError, AppendOutcome, ExpectedVersion, NewEvent, PipelinedAppend};
 pub use chain::Hash;
 pub use db::{ensure_database, migrate, schema_is_current, StoreConfig};
-pub use error::StoreError;
+pub use error::{BoxError, StoreError};
 pub use log_reader::LogReader;
 pub use model::{LoggedEvent, Metadata, RecordedEvent};
 pub use read::{read_log_after, read_stream_forward_with, EVENT_COLUMNS, MAX_READ_BATCH};
-pub use subscription::{load_checkpoint, save_checkpoint, Subscription, SubscriptionOptions};
+pub use subscription::{
+    listen, load_checkpoint, save_checkpoint, Subscription, SubscriptionOptions,
+};
+pub use tokio_util::sync::CancellationToken;
 pub use verify::{ChainHead, VerifyReport};
 
 use std::sync::Arc;
@@ -135,11 +138,12 @@ impl EventStore {
         }
     }
 
-    /// Starts the process's background work: the sealer and the listener that turns other
-    /// processes' NOTIFY into local wake-ups. Both stop when `shutdown` is set to true.
-    pub fn spawn_background(&self, shutdown: watch::Receiver<bool>) -> BackgroundTasks {
-        let sealer = tokio::spawn(sealer::run(self.clone(), shutdown.clone()));
-        let listener = tokio::spawn(subscription::listen(self.clone(), shutdown));
+    /// Starts the sealer and the listener that turns other processes' NOTIFY into local
+    /// wake-ups, unsupervised, until `cancel`: for tools and tests. `crier serve` runs
+    /// [`sealer::run`] and [`listen`] under its supervisor instead.
+    pub fn spawn_background(&self, cancel: CancellationToken) -> BackgroundTasks {
+        let sealer = tokio::spawn(sealer::run(self.clone(), cancel.clone()));
+        let listener = tokio::spawn(subscription::listen(self.clone(), cancel));
         BackgroundTasks { sealer, listener }
     }
 
@@ -150,8 +154,8 @@ impl EventStore {
 
 /// The join handles of [`EventStore::spawn_background`].
 pub struct BackgroundTasks {
-    pub sealer: tokio::task::JoinHandle<()>,
-    pub listener: tokio::task::JoinHandle<()>,
+    pub sealer: tokio::task::JoinHandle<Result<(), StoreError>>,
+    pub listener: tokio::task::JoinHandle<Result<(), StoreError>>,
 }
 
 impl BackgroundTasks {

@@ -55,12 +55,12 @@ pub struct LoggedEvent {
 
 pub(crate) fn to_u64(value: i64, what: &str) -> Result<u64, crate::StoreError> {
     u64::try_from(value)
-        .map_err(|_| crate::StoreError::Corrupt(format!("negative {what}: {value}")))
+        .map_err(|_| crate::StoreError::corrupt(format!("negative {what}: {value}")))
 }
 
 pub(crate) fn to_u32(value: i32, what: &str) -> Result<u32, crate::StoreError> {
     u32::try_from(value)
-        .map_err(|_| crate::StoreError::Corrupt(format!("negative {what}: {value}")))
+        .map_err(|_| crate::StoreError::corrupt(format!("negative {what}: {value}")))
 }
 
 impl RecordedEvent {
@@ -71,7 +71,7 @@ impl RecordedEvent {
         let event_id: Uuid = row.try_get("event_id")?;
         let stored_metadata: crate::xid::RawJson = row.try_get("metadata")?;
         let metadata = serde_json::from_str(stored_metadata.0).map_err(|e| {
-            crate::StoreError::Corrupt(format!("metadata of event {event_id}: {e}"))
+            crate::StoreError::corrupt_by(format!("metadata of event {event_id}"), e)
         })?;
         Ok(RecordedEvent {
             stream_id: row.try_get("stream_id")?,
@@ -83,7 +83,7 @@ impl RecordedEvent {
             metadata,
             recorded_at: row.try_get("recorded_at")?,
             content_hash: Hash::from_slice(row.try_get("content_hash")?).ok_or_else(|| {
-                crate::StoreError::Corrupt(format!(
+                crate::StoreError::corrupt(format!(
                     "content hash of event {event_id} is not 32 bytes"
                 ))
             })?,

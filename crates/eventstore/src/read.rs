@@ -41,7 +41,7 @@ pub(crate) fn logged_from_row(row: &tokio_postgres::Row) -> Result<LoggedEvent, 
     let hash = |column: &str| -> Result<Hash, StoreError> {
         let bytes: &[u8] = row.try_get(column)?;
         Hash::from_slice(bytes)
-            .ok_or_else(|| StoreError::Corrupt(format!("{column} is not 32 bytes")))
+            .ok_or_else(|| StoreError::corrupt(format!("{column} is not 32 bytes")))
     };
     Ok(LoggedEvent {
         position: to_u64(row.try_get("position")?, "position")?,
@@ -273,7 +273,7 @@ impl EventStore {
         row.map(|row| {
             let bytes: &[u8] = row.try_get("hash")?;
             let hash = Hash::from_slice(bytes)
-                .ok_or_else(|| StoreError::Corrupt("hash is not 32 bytes".into()))?;
+                .ok_or_else(|| StoreError::corrupt("hash is not 32 bytes"))?;
             Ok((to_u64(row.try_get("position")?, "position")?, hash))
         })
         .transpose()

@@ -59,7 +59,8 @@
 use std::time::{Duration, Instant};
 
 use futures_util::future::{join3, join4};
-use tokio::sync::watch;
+use tasks::Chain;
+use tokio_util::sync::CancellationToken;
 
 use crate::chain;
 use crate::db::SEALER_LOCK;
@@ -151,7 +152,7 @@ async fn seal_batch(store: &EventStore) -> Result<Batch, StoreError> {
         Some(row) => {
             let bytes: &[u8] = row.try_get("hash")?;
             let hash = Hash::from_slice(bytes)
-                .ok_or_else(|| StoreError::Corrupt("log_seals hash is not 32 bytes".into()))?;
+                .ok_or_else(|| StoreError::corrupt("log_seals hash is not 32 bytes"))?;
             (to_u64(row.try_get("position")?, "position")?, hash)
         }
         None => (0, Hash::GENESIS),
@@ -171,7 +172,7 @@ async fn seal_batch(store: &EventStore) -> Result<Batch, StoreError> {
             break;
         }
         let content_hash = Hash::from_slice(row.try_get("content_hash")?)
-            .ok_or_else(|| StoreError::Corrupt("content hash is not 32 bytes".into()))?;
+            .ok_or_else(|| StoreError::corrupt("content hash is not 32 bytes"))?;
         position += 1;
         let hash = chain::link(
             &prev_hash,
@@ -193,8 +194,8 @@ async fn seal_batch(store: &EventStore) -> Result<Batch, StoreError> {
     let full = rows.len() as i64 == batch_size && !waiting;
 
     if sealed > 0 {
-        let first_position = i64::try_from(first_position)
-            .map_err(|_| StoreError::Corrupt("position overflow".into()))?;
+        let first_position =
+            i64::try_from(first_position).map_err(|_| StoreError::corrupt("position overflow"))?;
         let hashes: Vec<&[u8]> = hashes.iter().map(|hash| hash.0.as_slice()).collect();
         let notice = position.to_string();
         // Sent together without waiting for one another: a failed INSERT or NOTIFY aborts
@@ -268,7 +269,8 @@ impl EventStore {
 /// The background sealer: seals whenever this process appends, whenever another process's
 /// events are found by polling, and retries quickly while events wait for older
 /// transactions.
-pub(crate) async fn run(store: EventStore, mut shutdown: watch::Receiver<bool>) {
+/// Runs until `cancel`; failures to seal are retried, never fatal.
+pub async fn run(store: EventStore, cancel: CancellationToken) -> Result<(), StoreError> {
     const QUICK_RETRY_MIN: Duration = Duration::from_millis(2);
     const QUICK_RETRY_MAX: Duration = Duration::from_millis(50);
     const ERROR_RETRY_MAX: Duration = Duration::from_secs(5);
@@ -282,7 +284,7 @@ pub(crate) async fn run(store: EventStore, mut shutdown: watch::Receiver<bool>) 
     let mut last_busy_seal: Option<Instant> = None;
 
     loop {
-        if *shutdown.borrow() {
+        if cancel.is_cancelled() {
             break;
         }
         let seal_started = Instant::now();
@@ -314,7 +316,7 @@ pub(crate) async fn run(store: EventStore, mut shutdown: watch::Receiver<bool>) 
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "sealer could not seal; retrying");
+                tracing::warn!(error = %Chain(&e), "sealer could not seal; retrying");
                 let wait = error_retry;
                 error_retry = (error_retry * 2).min(ERROR_RETRY_MAX);
                 wait
@@ -332,8 +334,9 @@ pub(crate) async fn run(store: EventStore, mut shutdown: watch::Receiver<bool>) 
                 tokio::time::sleep_until(until.into()).await;
             }
             _ = tokio::time::sleep(wait) => {}
-            changed = shutdown.changed() => if changed.is_err() { break },
+            _ = cancel.cancelled() => break,
         }
     }
     tracing::debug!("sealer stopped");
+    Ok(())
 }

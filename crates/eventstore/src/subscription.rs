@@ -21,8 +21,10 @@ use std::time::Duration;
 
 use deadpool_postgres::GenericClient;
 use futures_util::StreamExt;
+use tasks::Chain;
 use tokio::sync::watch;
 use tokio_postgres::AsyncMessage;
+use tokio_util::sync::CancellationToken;
 
 use crate::db::connect_one;
 use crate::model::{to_u64, LoggedEvent};
@@ -56,7 +58,7 @@ pub async fn save_checkpoint<C: GenericClient>(
     position: u64,
 ) -> Result<(), StoreError> {
     let position = i64::try_from(position)
-        .map_err(|_| StoreError::Config(format!("checkpoint {position} out of range")))?;
+        .map_err(|_| StoreError::config(format!("checkpoint {position} out of range")))?;
     let statement = client
         .prepare_cached(
             "INSERT INTO subscription_checkpoints (subscription, position) VALUES ($1, $2) \
@@ -151,7 +153,7 @@ impl Subscription {
         // Positions are dense: a hole means the log was tampered with, never "skip it".
         for (offset, event) in events.iter().enumerate() {
             if event.position != self.position + 1 + offset as u64 {
-                return Err(StoreError::Corrupt(format!(
+                return Err(StoreError::corrupt(format!(
                     "global log jumps from position {} to {}",
                     self.position + offset as u64,
                     event.position
@@ -165,10 +167,10 @@ impl Subscription {
 
 /// Listens on a dedicated connection (a pooled one would drop notifications when it is
 /// recycled) and moves the process's log head; reconnects with backoff.
-pub(crate) async fn listen(store: EventStore, mut shutdown: watch::Receiver<bool>) {
+pub async fn listen(store: EventStore, cancel: CancellationToken) -> Result<(), StoreError> {
     let mut retry = Duration::from_millis(100);
     loop {
-        if *shutdown.borrow() {
+        if cancel.is_cancelled() {
             break;
         }
         match store.config().pg_config() {
@@ -187,7 +189,7 @@ pub(crate) async fn listen(store: EventStore, mut shutdown: watch::Receiver<bool
                                 }
                                 Ok(_) => {}
                                 Err(e) => {
-                                    tracing::warn!(error = %e, "log listener connection failed");
+                                    tracing::warn!(error = %Chain(&e), "log listener connection failed");
                                     break;
                                 }
                             }
@@ -200,34 +202,29 @@ pub(crate) async fn listen(store: EventStore, mut shutdown: watch::Receiver<bool
                             store.nudge_subscribers();
                             tokio::select! {
                                 _ = &mut driver => {}
-                                changed = shutdown.changed() => {
-                                    if changed.is_err() {
-                                        driver.abort();
-                                        return;
-                                    }
-                                }
+                                _ = cancel.cancelled() => {}
                             }
                         }
-                        Err(e) => tracing::warn!(error = %e, "LISTEN failed"),
+                        Err(e) => tracing::warn!(error = %Chain(&e), "LISTEN failed"),
                     }
                     driver.abort();
                     drop(client);
                 }
-                Err(e) => tracing::warn!(error = %e, "log listener cannot connect; retrying"),
+                Err(e) => {
+                    tracing::warn!(error = %Chain(&e), "log listener cannot connect; retrying")
+                }
             },
-            Err(e) => {
-                tracing::error!(error = %e, "log listener has no valid configuration");
-                return;
-            }
+            Err(e) => return Err(e),
         }
-        if *shutdown.borrow() {
+        if cancel.is_cancelled() {
             break;
         }
         tokio::select! {
             _ = tokio::time::sleep(retry) => {}
-            changed = shutdown.changed() => if changed.is_err() { return },
+            _ = cancel.cancelled() => break,
         }
         retry = (retry * 2).min(Duration::from_secs(5));
     }
     tracing::debug!("log listener stopped");
+    Ok(())
 }

@@ -1,4 +1,5 @@
 //! A throw-away database per test, so tests run in parallel and leave nothing behind.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a panic is a failed test
 
 use std::time::Duration;
 

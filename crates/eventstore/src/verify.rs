@@ -420,7 +420,7 @@ impl EventStore {
                     };
                     return Ok((report, None));
                 }
-                Err(e) => return Err(StoreError::Corrupt(format!("verification failed: {e}"))),
+                Err(e) => return Err(StoreError::corrupt_by("the verification task failed", e)),
             };
             batch = next?;
         }

@@ -1,4 +1,5 @@
 //! Faults: a writer process killed with SIGKILL mid-write, and the database going away.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic here is a failed test
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};

@@ -1,4 +1,5 @@
 //! The event store against a real PostgreSQL, one fresh database per test.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic here is a failed test
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -10,7 +11,6 @@ use eventstore::{
 };
 use futures_util::FutureExt;
 use serde_json::json;
-use tokio::sync::watch;
 use uuid::Uuid;
 
 fn event(n: u64) -> NewEvent {
@@ -368,9 +368,9 @@ async fn subscribers_see_every_event_of_concurrent_writers_once_in_one_agreed_or
     // Two handles on one database stand for two crier processes, each with its own sealer.
     let store_a = db.store();
     let store_b = db.store();
-    let (stop, shutdown) = watch::channel(false);
-    let background_a = store_a.spawn_background(shutdown.clone());
-    let background_b = store_b.spawn_background(shutdown);
+    let stop = eventstore::CancellationToken::new();
+    let background_a = store_a.spawn_background(stop.clone());
+    let background_b = store_b.spawn_background(stop.clone());
 
     const WRITERS: usize = 32;
     const EACH: usize = 40;
@@ -412,7 +412,7 @@ async fn subscribers_see_every_event_of_concurrent_writers_once_in_one_agreed_or
 
     let seen_a = follower_a.await.expect("follower a");
     let seen_b = follower_b.await.expect("follower b");
-    let _ = stop.send(true);
+    stop.cancel();
     background_a.join().await;
     background_b.join().await;
 
@@ -494,8 +494,8 @@ async fn the_seal_interval_gathers_steady_appends_without_delaying_one_after_a_q
     // which links nothing and so imposes no wait.
     config.poll_interval = Duration::from_secs(60);
     let store = EventStore::connect(config).expect("store");
-    let (stop, shutdown) = watch::channel(false);
-    let background = store.spawn_background(shutdown);
+    let stop = eventstore::CancellationToken::new();
+    let background = store.spawn_background(stop.clone());
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     store
@@ -519,7 +519,7 @@ async fn the_seal_interval_gathers_steady_appends_without_delaying_one_after_a_q
         "an append right after a seal was sealed after {steady:?}, within the interval"
     );
 
-    let _ = stop.send(true);
+    stop.cancel();
     background.join().await;
     let versions: Vec<u64> = whole_log(&store)
         .await
@@ -546,8 +546,8 @@ async fn follow_the_log_while_sixteen_writers_append(reading_ahead: bool) {
     let db = TestDatabase::create().await;
     let store = db.store();
     let mut reader = store.log_reader(0, 7);
-    let (stop, shutdown) = watch::channel(false);
-    let background = store.spawn_background(shutdown);
+    let stop = eventstore::CancellationToken::new();
+    let background = store.spawn_background(stop.clone());
     const WRITERS: usize = 16;
     const EACH: usize = 30;
     let writers: Vec<_> = (0..WRITERS)
@@ -579,7 +579,7 @@ async fn follow_the_log_while_sixteen_writers_append(reading_ahead: bool) {
     for writer in writers {
         writer.await.expect("writer");
     }
-    let _ = stop.send(true);
+    stop.cancel();
     background.join().await;
     // Afterwards, the full log must equal what was seen along the way: nothing slipped in.
     let full = whole_log(&store).await;

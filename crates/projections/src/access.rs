@@ -33,7 +33,7 @@ pub fn secret_sha256(secret: &str) -> String {
 pub fn new_secret() -> Result<String, CommandError> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)
-        .map_err(|e| CommandError::Refused(format!("no randomness for a secret: {e}")))?;
+        .map_err(CommandError::Randomness)?;
     Ok(format!("{SECRET_PREFIX}{}", hex::encode(bytes)))
 }
 

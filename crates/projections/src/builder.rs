@@ -23,8 +23,9 @@ use domain::incident::IncidentDecider;
 use domain::maintenance::MaintenanceDecider;
 use domain::service::ServiceDecider;
 use domain::webhook::WebhookDecider;
+use eventstore::CancellationToken;
 use eventstore::{EventStore, LoggedEvent, RecordedEvent};
-use tokio::sync::watch;
+use tasks::Chain;
 use uuid::Uuid;
 
 use crate::kinds::{parse_stream_id, Kind, StreamKind, Versioned};
@@ -330,12 +331,16 @@ pub(crate) fn fold_stream<K: Kind>(
 /// The live builder of a `serve` process: catches up whenever the log head moves (and at
 /// every poll interval), until `shutdown`. Several processes may run one each; they take
 /// turns on the checkpoint row.
-pub async fn run(store: EventStore, options: BuilderOptions, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    store: EventStore,
+    options: BuilderOptions,
+    cancel: CancellationToken,
+) -> Result<(), ProjectionError> {
     let builder = Builder::new(&store, options);
     let mut head = store.watch_log_head();
     let mut retry = Duration::from_millis(100);
     loop {
-        if *shutdown.borrow() {
+        if cancel.is_cancelled() {
             break;
         }
         head.borrow_and_update();
@@ -346,9 +351,9 @@ pub async fn run(store: EventStore, options: BuilderOptions, mut shutdown: watch
             }
             Err(e) => {
                 if e.is_unavailable() {
-                    tracing::warn!(error = %e, "projection builder cannot reach the database; retrying");
+                    tracing::warn!(error = %Chain(&e), "projection builder cannot reach the database; retrying");
                 } else {
-                    tracing::error!(error = %e, "projection builder stopped on an event; retrying");
+                    tracing::error!(error = %Chain(&e), "projection builder stopped on an event; retrying");
                 }
                 false
             }
@@ -361,16 +366,17 @@ pub async fn run(store: EventStore, options: BuilderOptions, mut shutdown: watch
                     }
                 }
                 _ = tokio::time::sleep(store.config().poll_interval) => {}
-                changed = shutdown.changed() => if changed.is_err() { break },
+                _ = cancel.cancelled() => break,
             }
         } else {
             // After a failure, back off whatever the log head does.
             tokio::select! {
                 _ = tokio::time::sleep(retry) => {}
-                changed = shutdown.changed() => if changed.is_err() { break },
+                _ = cancel.cancelled() => break,
             }
             retry = (retry * 2).min(Duration::from_secs(10));
         }
     }
     tracing::debug!("projection builder stopped");
+    Ok(())
 }

@@ -2,6 +2,7 @@
 //! `<kind>-<uuid>`, and the domain's events stored by type name and schema version.
 
 use crate::write::Derived;
+use crate::ProjectionError;
 use domain::{api_key, incident, maintenance, service, webhook, Decider, DecodeError};
 use eventstore::RecordedEvent;
 use serde::Serialize;
@@ -26,7 +27,7 @@ pub trait Kind: Decider<State = Option<Self::Resource>> {
     fn decode(event: &RecordedEvent) -> Result<Self::Event, DecodeError>;
 
     /// The stored type name, schema version and payload of `event`.
-    fn encode(event: &Self::Event) -> Result<(&'static str, u32, serde_json::Value), String>;
+    fn encode(event: &Self::Event) -> Result<(&'static str, u32, serde_json::Value), ProjectionError>;
 
     /// The id the resource names itself by (its stream must carry the same).
     fn resource_id(resource: &Self::Resource) -> Uuid;
@@ -76,10 +77,10 @@ fn encoded<E: Serialize>(
     type_name: &'static str,
     version: u32,
     event: &E,
-) -> Result<(&'static str, u32, serde_json::Value), String> {
+) -> Result<(&'static str, u32, serde_json::Value), ProjectionError> {
     serde_json::to_value(event)
         .map(|data| (type_name, version, data))
-        .map_err(|e| format!("{type_name} does not serialise: {e}"))
+        .map_err(|source| ProjectionError::Encode { type_name, source })
 }
 
 impl Kind for incident::IncidentDecider {
@@ -126,7 +127,7 @@ impl Kind for incident::IncidentDecider {
         incident::Event::from_stored(&event.event_type, event.schema_version, event.data.clone())
     }
 
-    fn encode(event: &incident::Event) -> Result<(&'static str, u32, serde_json::Value), String> {
+    fn encode(event: &incident::Event) -> Result<(&'static str, u32, serde_json::Value), ProjectionError> {
         encoded(event.type_name(), event.schema_version(), event)
     }
 }
@@ -148,7 +149,7 @@ impl Kind for service::ServiceDecider {
         service::Event::from_stored(&event.event_type, event.schema_version, event.data.clone())
     }
 
-    fn encode(event: &service::Event) -> Result<(&'static str, u32, serde_json::Value), String> {
+    fn encode(event: &service::Event) -> Result<(&'static str, u32, serde_json::Value), ProjectionError> {
         encoded(event.type_name(), event.schema_version(), event)
     }
 }
@@ -199,7 +200,7 @@ impl Kind for maintenance::MaintenanceDecider {
 
     fn encode(
         event: &maintenance::Event,
-    ) -> Result<(&'static str, u32, serde_json::Value), String> {
+    ) -> Result<(&'static str, u32, serde_json::Value), ProjectionError> {
         encoded(event.type_name(), event.schema_version(), event)
     }
 }
@@ -221,7 +222,7 @@ impl Kind for api_key::ApiKeyDecider {
         api_key::Event::from_stored(&event.event_type, event.schema_version, event.data.clone())
     }
 
-    fn encode(event: &api_key::Event) -> Result<(&'static str, u32, serde_json::Value), String> {
+    fn encode(event: &api_key::Event) -> Result<(&'static str, u32, serde_json::Value), ProjectionError> {
         encoded(event.type_name(), event.schema_version(), event)
     }
 }
@@ -243,7 +244,7 @@ impl Kind for webhook::WebhookDecider {
         webhook::Event::from_stored(&event.event_type, event.schema_version, event.data.clone())
     }
 
-    fn encode(event: &webhook::Event) -> Result<(&'static str, u32, serde_json::Value), String> {
+    fn encode(event: &webhook::Event) -> Result<(&'static str, u32, serde_json::Value), ProjectionError> {
         encoded(event.type_name(), event.schema_version(), event)
     }
 }

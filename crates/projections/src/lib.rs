@@ -97,10 +97,17 @@ pub enum ProjectionError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A stored event this build cannot read: the builder stops rather than skip it.
-    #[error("a stored event cannot be read: {0}")]
+    #[error("a stored event cannot be read")]
     Decode(#[from] DecodeError),
     #[error("read models are inconsistent with the log: {0}")]
     Corrupt(String),
+    /// An event that cannot be encoded as JSON (a bug).
+    #[error("a {type_name} event cannot be encoded")]
+    Encode {
+        type_name: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
     /// Exclusive work (a replay) is already running elsewhere.
     #[error("{0}")]
     Busy(String),

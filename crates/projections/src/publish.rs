@@ -115,6 +115,9 @@ pub enum CommandError {
     /// The store refused the events as malformed (a bug or a payload beyond its limits).
     #[error("the events were refused: {0}")]
     Refused(String),
+    /// The system gave no randomness for a secret.
+    #[error("no randomness for a secret")]
+    Randomness(#[source] getrandom::Error),
     #[error(transparent)]
     Projection(#[from] ProjectionError),
 }
@@ -423,7 +426,7 @@ impl Publisher {
         let mut new_events = Vec::with_capacity(events.len());
         for event in &events {
             let (type_name, schema_version, data) =
-                K::encode(event).map_err(ProjectionError::Corrupt)?;
+                K::encode(event)?;
             let mut new_event = NewEvent::new(type_name, data, metadata.clone());
             new_event.schema_version = schema_version;
             new_events.push(new_event);

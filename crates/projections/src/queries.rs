@@ -32,6 +32,7 @@ use uuid::Uuid;
 
 use crate::kinds::Versioned;
 use crate::ProjectionError;
+use eventstore::StoreError;
 
 /// Who is reading.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -192,8 +193,9 @@ pub(crate) fn stored_state<T: StoredState>(
     row: &tokio_postgres::Row,
     id: Uuid,
 ) -> Result<Option<T>, ProjectionError> {
-    let corrupt =
-        |e: tokio_postgres::Error| ProjectionError::Corrupt(format!("stored state of {id}: {e}"));
+    let corrupt = |e: tokio_postgres::Error| {
+        ProjectionError::Store(StoreError::corrupt_by(format!("stored state of {id}"), e))
+    };
     let state: Option<Json<T>> = row.try_get("state").map_err(corrupt)?;
     let Some(Json(mut state)) = state else {
         return Ok(None);

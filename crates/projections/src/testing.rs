@@ -1,6 +1,7 @@
 //! Realistic, deterministic histories for tests and benchmarks: services, incidents with
 //! updates, corrections, resolutions, reopenings and postmortems, private (tenant) notices,
 //! and maintenances moving through their statuses.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a panic is a failed test
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use domain::api_key::{self, ApiKeyDecider, Role};

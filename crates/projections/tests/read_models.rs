@@ -1,5 +1,6 @@
 //! Read models on a real PostgreSQL: read-your-writes, derived service status under
 //! concurrency, tenancy, the builder, replay and time travel.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic here is a failed test
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -6,13 +6,31 @@ use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use futures_util::TryStreamExt;
 use serde::Deserialize;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, OpenApi};
 
 use crate::auth::{Caller, Permission};
-use crate::http;
+use crate::bodies::{AuditEvent, AuditEventPage, CheckpointBody, VerificationBody};
+use crate::extract;
+use crate::paging;
 use crate::problem::ApiError;
-use crate::views::{AuditEvent, AuditEventPage, CheckpointBody, VerificationBody};
-use crate::AppState;
+use crate::routing::{self, Routes};
+use crate::state::AppState;
+
+pub fn configure(routes: &mut Routes<'_>) {
+    routes
+        .resource("/v1/audit/events", [routing::get(events)])
+        .resource(
+            "/v1/audit/streams/{stream_id}/events",
+            [routing::get(stream_events)],
+        )
+        .resource("/v1/audit/verify", [routing::get(verify)])
+        .resource("/v1/audit/export", [routing::get(export)])
+        .resource("/v1/audit/checkpoint", [routing::get(checkpoint)]);
+}
+
+#[derive(OpenApi)]
+#[openapi(paths(events, stream_events, verify, export, checkpoint))]
+pub struct Doc;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -57,7 +75,7 @@ fn auditor(caller: &Caller) -> Result<(), ApiError> {
 
 /// A position or version from the query (0 when absent).
 fn after_param(after: Option<u64>) -> Result<u64, ApiError> {
-    Ok(http::position_param("after", after)?.unwrap_or(0))
+    Ok(extract::position_param("after", after)?.unwrap_or(0))
 }
 
 /// A stream id as the store accepts them: 1 to 200 characters, no control characters.
@@ -99,7 +117,7 @@ pub async fn events(
     query: web::Query<LogQuery>,
 ) -> Result<HttpResponse, ApiError> {
     auditor(&caller)?;
-    let limit = http::page_limit(query.limit)?;
+    let limit = paging::page_limit(query.limit)?;
     let after = after_param(query.after)?;
     let events = state.store.read_log(after, limit).await?;
     let next_after = events.last().map_or(after, |e| e.position);
@@ -128,7 +146,7 @@ pub async fn stream_events(
     query: web::Query<StreamQuery>,
 ) -> Result<HttpResponse, ApiError> {
     auditor(&caller)?;
-    let limit = http::page_limit(query.limit)?;
+    let limit = paging::page_limit(query.limit)?;
     let after = after_param(query.after)?;
     let stream_id = stream_param(&stream_id)?;
     let events = state
@@ -190,8 +208,12 @@ pub async fn export(
         .map_or(0, |(position, _)| position);
     let chunks = state
         .store
-        .export(after, head.max(after), &state.page.url)
-        .inspect_err(|e| tracing::warn!(error = %e, "export ended early"))
+        .export(
+            after,
+            head.max(after),
+            &crate::audit_stream_url_prefix(&state.page.url),
+        )
+        .inspect_err(|e| tracing::warn!(error = %tasks::Chain(e), "export ended early"))
         // The turn is given back when the answer ends (or its reader goes away).
         .map_ok(move |chunk| {
             let _ = &turn;

@@ -1,28 +1,54 @@
 //! `/v1/incidents`: publishers declare and update incidents; anyone reads the ones they may
-//! see. A tenant-bound publisher writes to its own tenant only.
+//! see. A tenant-bound author writes to its own tenant only.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
-use domain::api_key::ApiKey;
 use domain::incident::{self, Incident, IncidentDecider};
-use domain::values::{AffectedService, Audience};
+use domain::values::AffectedService;
 use projections::history::{self, AsOf};
 use projections::queries::{self, for_viewer, IncidentFilter, IncidentState, Viewer};
 use projections::Versioned;
 use serde::Deserialize;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
-use crate::auth::{Caller, Permission};
-use crate::http::{self, Answer};
-use crate::problem::ApiError;
-use crate::renderings::Rendering;
-use crate::views::{
+use crate::auth::{Author, Caller};
+use crate::bodies::{
     IncidentBody, IncidentPage, NewCorrection, NewIncident, NewIncidentUpdate, NewPostmortem,
     Reopening,
 };
-use crate::AppState;
+use crate::commands::{self, Answer};
+use crate::extract;
+use crate::lookups::known_services;
+use crate::paging;
+use crate::problem::ApiError;
+use crate::renderings::Rendering;
+use crate::routing::{self, Routes};
+use crate::state::AppState;
+
+pub fn configure(routes: &mut Routes<'_>) {
+    routes
+        .resource(
+            "/v1/incidents",
+            [routing::post(declare), routing::get(list)],
+        )
+        .resource("/v1/incidents/{id}", [routing::get(get)])
+        .resource("/v1/incidents/{id}/updates", [routing::post(post_update)])
+        .resource(
+            "/v1/incidents/{id}/updates/{update_id}/corrections",
+            [routing::post(correct)],
+        )
+        .resource("/v1/incidents/{id}/reopen", [routing::post(reopen)])
+        .resource("/v1/incidents/{id}/postmortem", [routing::post(postmortem)]);
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(declare, list, get, post_update, correct, reopen, postmortem),
+    components(schemas(IncidentListState))
+)]
+pub struct Doc;
 
 /// Which incidents a list shows.
 #[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
@@ -79,107 +105,20 @@ fn as_of_schema() -> utoipa::openapi::schema::Schema {
         .into()
 }
 
-/// What a publisher writes, as the caller: the key, and the audience it is confined to.
-pub(crate) struct Publisher<'a> {
-    pub(crate) key: &'a Versioned<ApiKey>,
-    pub(crate) tenant: Option<&'a str>,
-}
-
-pub(crate) fn publisher(caller: &Caller) -> Result<Publisher<'_>, ApiError> {
-    Ok(Publisher {
-        key: caller.require(Permission::Publish)?,
-        tenant: caller.tenant(),
-    })
-}
-
-impl Publisher<'_> {
-    pub(crate) fn viewer(&self) -> Viewer {
-        match self.tenant {
-            Some(tenant) => Viewer::Tenant(tenant.to_owned()),
-            None => Viewer::Everyone,
-        }
-    }
-
-    /// The audience of a new notice: as asked, or for a tenant-bound key exactly its
-    /// tenant (the default when none is asked).
-    pub(crate) fn audience(&self, asked: Option<Audience>) -> Result<Audience, ApiError> {
-        let Some(tenant) = self.tenant else {
-            return Ok(asked.unwrap_or_default());
-        };
-        let own = Audience::Tenants {
-            tenants: vec![tenant.to_owned()],
-        };
-        match asked {
-            None => Ok(own),
-            Some(Audience::Tenants { tenants })
-                if tenants.len() == 1 && tenants[0].trim().eq_ignore_ascii_case(tenant) =>
-            {
-                Ok(own)
-            }
-            Some(_) => Err(ApiError::Forbidden(format!(
-                "a key bound to tenant {tenant} publishes to that tenant only"
-            ))),
-        }
-    }
-
-    /// Refuses a command on a notice this key may not write, given the notice's whole
-    /// (unredacted) audience, `None` if there is no such notice: 404 when the key may not
-    /// even see it, 403 when it is shared beyond the key's tenant. Audiences never change,
-    /// so the check holds for the write that follows.
-    pub(crate) fn may_write(&self, audience: Option<&Audience>) -> Result<(), ApiError> {
-        let audience = audience
-            .filter(|a| self.viewer().may_see(a))
-            .ok_or_else(|| ApiError::NotFound("no such notice".into()))?;
-        let Some(tenant) = self.tenant else {
-            return Ok(());
-        };
-        match audience {
-            Audience::Tenants { tenants } if tenants.len() == 1 && tenants[0] == tenant => Ok(()),
-            _ => Err(ApiError::Forbidden(format!(
-                "a key bound to tenant {tenant} changes that tenant's notices only"
-            ))),
-        }
-    }
-}
-
-/// 404 or 403 unless the caller may write to incident `id` (see [`Publisher::may_write`]).
+/// 404 or 403 unless the caller may write to incident `id` (see [`Author::may_write`]).
 async fn may_write_incident(
     state: &AppState,
-    publisher: &Publisher<'_>,
+    author: &Author<'_>,
     id: Uuid,
 ) -> Result<(), ApiError> {
-    if publisher.tenant.is_none() {
+    if author.tenant.is_none() {
         // Sees every incident; the command itself answers 404 for a missing one.
         return Ok(());
     }
     let client = state.store.pool().get().await?;
     // Read unredacted: the tenant's view would hide the other tenants it is shared with.
     let incident = queries::incident(&client, id, &Viewer::Everyone).await?;
-    publisher.may_write(incident.as_ref().map(|i| &i.state.audience))
-}
-
-/// 400 naming every service of the list `field` that does not exist (or is retired).
-pub(crate) async fn known_services(
-    state: &AppState,
-    field: &str,
-    ids: impl Iterator<Item = Uuid>,
-) -> Result<(), ApiError> {
-    let ids: Vec<Uuid> = ids.collect();
-    let client = state.store.pool().get().await?;
-    let unknown = queries::unknown_services(&client, &ids).await?;
-    if unknown.is_empty() {
-        return Ok(());
-    }
-    Err(ApiError::Invalid(
-        ids.iter()
-            .enumerate()
-            .filter(|(_, id)| unknown.contains(id))
-            .map(|(i, id)| domain::FieldError {
-                field: format!("{field}[{i}]"),
-                message: format!("there is no service {id} in use"),
-            })
-            .collect(),
-    ))
+    author.may_write(incident.as_ref().map(|i| &i.state.audience))
 }
 
 fn service_ids(services: &[AffectedService]) -> impl Iterator<Item = Uuid> + '_ {
@@ -199,22 +138,22 @@ async fn run(
     state: &AppState,
     request: &HttpRequest,
     body: &[u8],
-    publisher: &Publisher<'_>,
+    author: &Author<'_>,
     id: Uuid,
     command: incident::Command,
     status: StatusCode,
 ) -> Result<HttpResponse, ApiError> {
-    http::execute::<IncidentDecider>(
+    commands::execute::<IncidentDecider>(
         state,
         request,
         body,
-        publisher.key,
+        author.key,
         id,
         &command,
         Answer {
             status,
             location: Some(format!("/v1/incidents/{id}")),
-            render: &render(publisher.viewer()),
+            render: &render(author.viewer()),
         },
     )
     .await
@@ -224,7 +163,7 @@ async fn run(
 #[utoipa::path(
     operation_id = "declare_incident", post, path = "/v1/incidents", tag = "incidents",
     request_body = NewIncident,
-    params(http::CreateHeaders),
+    params(commands::CreateHeaders),
     responses(
         (status = 201, body = IncidentBody, headers(("Location" = String), ("ETag" = String))),
         crate::problem::documented::CreateProblems,
@@ -237,9 +176,9 @@ pub async fn declare(
     request: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let publisher = publisher(&caller)?;
-    let new: NewIncident = http::json_body(&request, &body)?;
-    let audience = publisher.audience(new.audience)?;
+    let author = caller.author()?;
+    let new: NewIncident = extract::json_body(&request, &body)?;
+    let audience = author.audience(new.audience)?;
     known_services(
         &state,
         "affected_services",
@@ -258,14 +197,14 @@ pub async fn declare(
         regions: new.regions,
         audience,
         client_action: new.client_action.unwrap_or_default(),
-        author: publisher.key.state.name.clone(),
+        author: author.key.state.name.clone(),
         at: Utc::now(),
     });
     run(
         &state,
         &request,
         &body,
-        &publisher,
+        &author,
         id,
         command,
         StatusCode::CREATED,
@@ -279,7 +218,7 @@ pub async fn declare(
     operation_id = "post_incident_update", post, path = "/v1/incidents/{id}/updates", tag = "incidents",
     request_body = NewIncidentUpdate,
     params(("id" = Uuid, Path),
-        http::CommandHeaders),
+        commands::CommandHeaders),
     responses(
         (status = 201, description = "The incident with the new update", body = IncidentBody, headers(("Location" = String), ("ETag" = String))),
         crate::problem::documented::CommandProblems,
@@ -293,9 +232,9 @@ pub async fn post_update(
     id: web::Path<Uuid>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let publisher = publisher(&caller)?;
-    let update: NewIncidentUpdate = http::json_body(&request, &body)?;
-    may_write_incident(&state, &publisher, *id).await?;
+    let author = caller.author()?;
+    let update: NewIncidentUpdate = extract::json_body(&request, &body)?;
+    may_write_incident(&state, &author, *id).await?;
     if let Some(services) = &update.affected_services {
         known_services(&state, "affected_services", service_ids(services)).await?;
     }
@@ -306,14 +245,14 @@ pub async fn post_update(
         impact: update.impact,
         affected_services: update.affected_services,
         client_action: update.client_action,
-        author: publisher.key.state.name.clone(),
+        author: author.key.state.name.clone(),
         at: Utc::now(),
     });
     run(
         &state,
         &request,
         &body,
-        &publisher,
+        &author,
         *id,
         command,
         StatusCode::CREATED,
@@ -326,7 +265,7 @@ pub async fn post_update(
     operation_id = "correct_incident_update", post, path = "/v1/incidents/{id}/updates/{update_id}/corrections", tag = "incidents",
     request_body = NewCorrection,
     params(("id" = Uuid, Path), ("update_id" = Uuid, Path),
-        http::CommandHeaders),
+        commands::CommandHeaders),
     responses(
         (status = 201, description = "The incident with the corrected update", body = IncidentBody, headers(("Location" = String), ("ETag" = String))),
         crate::problem::documented::CommandProblems,
@@ -341,21 +280,21 @@ pub async fn correct(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let (id, update_id) = path.into_inner();
-    let publisher = publisher(&caller)?;
-    let correction: NewCorrection = http::json_body(&request, &body)?;
-    may_write_incident(&state, &publisher, id).await?;
+    let author = caller.author()?;
+    let correction: NewCorrection = extract::json_body(&request, &body)?;
+    may_write_incident(&state, &author, id).await?;
     let command = incident::Command::Correct(incident::Correct {
         update_id,
         message: correction.message,
         reason: correction.reason,
-        author: publisher.key.state.name.clone(),
+        author: author.key.state.name.clone(),
         at: Utc::now(),
     });
     run(
         &state,
         &request,
         &body,
-        &publisher,
+        &author,
         id,
         command,
         StatusCode::CREATED,
@@ -368,7 +307,7 @@ pub async fn correct(
     operation_id = "reopen_incident", post, path = "/v1/incidents/{id}/reopen", tag = "incidents",
     request_body = Reopening,
     params(("id" = Uuid, Path),
-        http::CommandHeaders),
+        commands::CommandHeaders),
     responses(
         (status = 200, description = "The reopened incident", body = IncidentBody, headers(("Location" = String), ("ETag" = String))),
         crate::problem::documented::CommandProblems,
@@ -382,20 +321,20 @@ pub async fn reopen(
     id: web::Path<Uuid>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let publisher = publisher(&caller)?;
-    let reopening: Reopening = http::json_body(&request, &body)?;
-    may_write_incident(&state, &publisher, *id).await?;
+    let author = caller.author()?;
+    let reopening: Reopening = extract::json_body(&request, &body)?;
+    may_write_incident(&state, &author, *id).await?;
     let command = incident::Command::Reopen(incident::Reopen {
         update_id: Uuid::new_v4(),
         message: reopening.message,
-        author: publisher.key.state.name.clone(),
+        author: author.key.state.name.clone(),
         at: Utc::now(),
     });
     run(
         &state,
         &request,
         &body,
-        &publisher,
+        &author,
         *id,
         command,
         StatusCode::OK,
@@ -408,7 +347,7 @@ pub async fn reopen(
     operation_id = "publish_postmortem", post, path = "/v1/incidents/{id}/postmortem", tag = "incidents",
     request_body = NewPostmortem,
     params(("id" = Uuid, Path),
-        http::CommandHeaders),
+        commands::CommandHeaders),
     responses(
         (status = 201, description = "The incident with its postmortem", body = IncidentBody, headers(("Location" = String), ("ETag" = String))),
         crate::problem::documented::CommandProblems,
@@ -422,19 +361,19 @@ pub async fn postmortem(
     id: web::Path<Uuid>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let publisher = publisher(&caller)?;
-    let postmortem: NewPostmortem = http::json_body(&request, &body)?;
-    may_write_incident(&state, &publisher, *id).await?;
+    let author = caller.author()?;
+    let postmortem: NewPostmortem = extract::json_body(&request, &body)?;
+    may_write_incident(&state, &author, *id).await?;
     let command = incident::Command::PublishPostmortem(incident::PublishPostmortem {
         body: postmortem.body,
-        author: publisher.key.state.name.clone(),
+        author: author.key.state.name.clone(),
         at: Utc::now(),
     });
     run(
         &state,
         &request,
         &body,
-        &publisher,
+        &author,
         *id,
         command,
         StatusCode::CREATED,
@@ -458,7 +397,7 @@ pub async fn list(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     state.limits.allow_read(caller.client_ip)?;
-    let limit = http::page_limit(query.limit)?;
+    let limit = paging::page_limit(query.limit)?;
     let region = query
         .region
         .as_deref()
@@ -472,11 +411,11 @@ pub async fn list(
         },
         service_id: query.service_id,
         region,
-        after: http::decode_cursor::<(DateTime<Utc>, Uuid)>(query.cursor.as_deref())?,
+        after: paging::decode_cursor::<(DateTime<Utc>, Uuid)>(query.cursor.as_deref())?,
     };
     let client = state.store.pool().get().await?;
     let page = queries::incidents_page(&client, &caller.viewer(), &filter, limit).await?;
-    let next_cursor = http::next_cursor(&page, |last| (last.state.started_at, last.id));
+    let next_cursor = paging::next_cursor(&page, |last| (last.state.started_at, last.id));
     Ok(HttpResponse::Ok().json(IncidentPage {
         items: page.items.into_iter().map(IncidentBody::from).collect(),
         next_cursor,
@@ -527,7 +466,7 @@ pub async fn get(
     let incident = history::as_of::<IncidentDecider>(&state.store, *id, as_of, &viewer)
         .await?
         .ok_or_else(not_found)?;
-    Ok(http::resource(
+    Ok(commands::resource(
         StatusCode::OK,
         incident.version,
         &IncidentBody::from(incident),

@@ -8,14 +8,30 @@ use domain::api_key::{self, ApiKeyDecider};
 use projections::access::new_key;
 use projections::queries;
 use serde::Deserialize;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, OpenApi};
 use uuid::Uuid;
 
 use crate::auth::{Caller, Permission};
-use crate::http::{self, Answer};
+use crate::bodies::{ApiKeyBody, ApiKeyPage, CreatedApiKey, NewApiKey};
+use crate::commands::{self, Answer};
+use crate::extract;
+use crate::paging;
 use crate::problem::ApiError;
-use crate::views::{ApiKeyBody, ApiKeyPage, CreatedApiKey, NewApiKey};
-use crate::AppState;
+use crate::routing::{self, Routes};
+use crate::state::AppState;
+
+pub fn configure(routes: &mut Routes<'_>) {
+    routes
+        .resource("/v1/api-keys", [routing::post(create), routing::get(list)])
+        .resource(
+            "/v1/api-keys/{id}",
+            [routing::get(get), routing::delete(revoke)],
+        );
+}
+
+#[derive(OpenApi)]
+#[openapi(paths(create, list, get, revoke))]
+pub struct Doc;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -31,7 +47,7 @@ pub struct ListQuery {
 #[utoipa::path(
     operation_id = "create_api_key", post, path = "/v1/api-keys", tag = "api-keys",
     request_body = NewApiKey,
-    params(http::CreateHeaders),
+    params(commands::CreateHeaders),
     responses(
         (status = 201, description = "Created; the only answer that shows the secret", body = CreatedApiKey,
             headers(("Location" = String), ("ETag" = String))),
@@ -46,7 +62,7 @@ pub async fn create(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let key = caller.require(Permission::ManageKeys)?;
-    let asked: NewApiKey = http::json_body(&request, &body)?;
+    let asked: NewApiKey = extract::json_body(&request, &body)?;
     let tenant = match (caller.tenant(), asked.tenant) {
         (None, tenant) => tenant,
         (Some(own), None) => Some(own.to_owned()),
@@ -74,7 +90,7 @@ pub async fn create(
         })
         .unwrap_or_default()
     };
-    http::execute::<ApiKeyDecider>(
+    commands::execute::<ApiKeyDecider>(
         &state,
         &request,
         &body,
@@ -106,8 +122,8 @@ pub async fn list(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::ManageKeys)?;
-    let limit = http::page_limit(query.limit)?;
-    let after: Option<(String, Uuid)> = http::decode_cursor(query.cursor.as_deref())?;
+    let limit = paging::page_limit(query.limit)?;
+    let after: Option<(String, Uuid)> = paging::decode_cursor(query.cursor.as_deref())?;
     let client = state.store.pool().get().await?;
     let page = queries::api_keys_page(
         &client,
@@ -116,7 +132,7 @@ pub async fn list(
         limit,
     )
     .await?;
-    let next_cursor = http::next_cursor(&page, |last| (last.state.name.clone(), last.id));
+    let next_cursor = paging::next_cursor(&page, |last| (last.state.name.clone(), last.id));
     Ok(HttpResponse::Ok().json(ApiKeyPage {
         items: page.items.into_iter().map(ApiKeyBody::from).collect(),
         next_cursor,
@@ -152,7 +168,7 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::ManageKeys)?;
     let key = visible_key(&state, &caller, *id).await?;
-    Ok(http::resource(
+    Ok(commands::resource(
         StatusCode::OK,
         key.version,
         &ApiKeyBody::from(key),
@@ -184,7 +200,7 @@ pub async fn revoke(
     let render = |revoked: &projections::Versioned<api_key::ApiKey>| {
         serde_json::to_string(&ApiKeyBody::from(revoked.clone())).unwrap_or_default()
     };
-    http::execute::<ApiKeyDecider>(
+    commands::execute::<ApiKeyDecider>(
         &state,
         &request,
         b"",

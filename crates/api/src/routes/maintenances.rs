@@ -8,16 +8,39 @@ use domain::maintenance::{self, Maintenance, MaintenanceDecider};
 use projections::queries::{self, for_viewer, MaintenanceState, Viewer};
 use projections::Versioned;
 use serde::Deserialize;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
-use crate::auth::Caller;
-use crate::http::{self, Answer};
+use crate::auth::{Author, Caller};
+use crate::bodies::{MaintenanceBody, MaintenancePage, NewMaintenance, NewMaintenanceUpdate};
+use crate::commands::{self, Answer};
+use crate::extract;
+use crate::lookups::known_services;
+use crate::paging;
 use crate::problem::ApiError;
 use crate::renderings::Rendering;
-use crate::routes::incidents::{known_services, publisher, Publisher};
-use crate::views::{MaintenanceBody, MaintenancePage, NewMaintenance, NewMaintenanceUpdate};
-use crate::AppState;
+use crate::routing::{self, Routes};
+use crate::state::AppState;
+
+pub fn configure(routes: &mut Routes<'_>) {
+    routes
+        .resource(
+            "/v1/maintenances",
+            [routing::post(schedule), routing::get(list)],
+        )
+        .resource("/v1/maintenances/{id}", [routing::get(get)])
+        .resource(
+            "/v1/maintenances/{id}/updates",
+            [routing::post(post_update)],
+        );
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(schedule, list, get, post_update),
+    components(schemas(MaintenanceListState))
+)]
+pub struct Doc;
 
 /// Which maintenances a list shows.
 #[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
@@ -58,21 +81,21 @@ async fn run(
     state: &AppState,
     request: &HttpRequest,
     body: &[u8],
-    publisher: &Publisher<'_>,
+    author: &Author<'_>,
     id: Uuid,
     command: maintenance::Command,
 ) -> Result<HttpResponse, ApiError> {
-    http::execute::<MaintenanceDecider>(
+    commands::execute::<MaintenanceDecider>(
         state,
         request,
         body,
-        publisher.key,
+        author.key,
         id,
         &command,
         Answer {
             status: StatusCode::CREATED,
             location: Some(format!("/v1/maintenances/{id}")),
-            render: &render(publisher.viewer()),
+            render: &render(author.viewer()),
         },
     )
     .await
@@ -82,7 +105,7 @@ async fn run(
 #[utoipa::path(
     operation_id = "schedule_maintenance", post, path = "/v1/maintenances", tag = "maintenances",
     request_body = NewMaintenance,
-    params(http::CreateHeaders),
+    params(commands::CreateHeaders),
     responses(
         (status = 201, body = MaintenanceBody, headers(("Location" = String), ("ETag" = String))),
         crate::problem::documented::CreateProblems,
@@ -95,9 +118,9 @@ pub async fn schedule(
     request: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let publisher = publisher(&caller)?;
-    let new: NewMaintenance = http::json_body(&request, &body)?;
-    let audience = publisher.audience(new.audience)?;
+    let author = caller.author()?;
+    let new: NewMaintenance = extract::json_body(&request, &body)?;
+    let audience = author.audience(new.audience)?;
     known_services(
         &state,
         "affected_services",
@@ -115,10 +138,10 @@ pub async fn schedule(
         starts_at: new.starts_at,
         ends_at: new.ends_at,
         audience,
-        author: publisher.key.state.name.clone(),
+        author: author.key.state.name.clone(),
         at: Utc::now(),
     });
-    run(&state, &request, &body, &publisher, id, command).await
+    run(&state, &request, &body, &author, id, command).await
 }
 
 /// Post an update: move the work to its next status, or note progress in the same one.
@@ -126,7 +149,7 @@ pub async fn schedule(
     operation_id = "post_maintenance_update", post, path = "/v1/maintenances/{id}/updates", tag = "maintenances",
     request_body = NewMaintenanceUpdate,
     params(("id" = Uuid, Path),
-        http::CommandHeaders),
+        commands::CommandHeaders),
     responses(
         (status = 201, description = "The maintenance with the new update", body = MaintenanceBody, headers(("Location" = String), ("ETag" = String))),
         crate::problem::documented::CommandProblems,
@@ -140,22 +163,22 @@ pub async fn post_update(
     id: web::Path<Uuid>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let publisher = publisher(&caller)?;
-    let update: NewMaintenanceUpdate = http::json_body(&request, &body)?;
-    if publisher.tenant.is_some() {
+    let author = caller.author()?;
+    let update: NewMaintenanceUpdate = extract::json_body(&request, &body)?;
+    if author.tenant.is_some() {
         let client = state.store.pool().get().await?;
         // Read unredacted: the tenant's view would hide the other tenants it is shared with.
         let found = queries::maintenance(&client, *id, &Viewer::Everyone).await?;
-        publisher.may_write(found.as_ref().map(|m| &m.state.audience))?;
+        author.may_write(found.as_ref().map(|m| &m.state.audience))?;
     }
     let command = maintenance::Command::PostUpdate(maintenance::PostUpdate {
         update_id: Uuid::new_v4(),
         status: update.status,
         message: update.message,
-        author: publisher.key.state.name.clone(),
+        author: author.key.state.name.clone(),
         at: Utc::now(),
     });
-    run(&state, &request, &body, &publisher, *id, command).await
+    run(&state, &request, &body, &author, *id, command).await
 }
 
 /// The maintenances the caller may see, latest start first.
@@ -174,17 +197,17 @@ pub async fn list(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     state.limits.allow_read(caller.client_ip)?;
-    let limit = http::page_limit(query.limit)?;
+    let limit = paging::page_limit(query.limit)?;
     let filter = match query.state.unwrap_or_default() {
         MaintenanceListState::Upcoming => MaintenanceState::Upcoming,
         MaintenanceListState::Active => MaintenanceState::Active,
         MaintenanceListState::Completed => MaintenanceState::Completed,
         MaintenanceListState::All => MaintenanceState::All,
     };
-    let after = http::decode_cursor::<(DateTime<Utc>, Uuid)>(query.cursor.as_deref())?;
+    let after = paging::decode_cursor::<(DateTime<Utc>, Uuid)>(query.cursor.as_deref())?;
     let client = state.store.pool().get().await?;
     let page = queries::maintenances_page(&client, &caller.viewer(), filter, after, limit).await?;
-    let next_cursor = http::next_cursor(&page, |last| (last.state.starts_at, last.id));
+    let next_cursor = paging::next_cursor(&page, |last| (last.state.starts_at, last.id));
     Ok(HttpResponse::Ok().json(MaintenancePage {
         items: page.items.into_iter().map(MaintenanceBody::from).collect(),
         next_cursor,

@@ -1,10 +1,56 @@
-//! The `/v1` handlers, one module per resource.
+//! The handlers, one module per resource. Each module registers its own paths
+//! (`configure`) and lists its operations for the OpenAPI document (`Doc`); no module here
+//! imports another.
 
 pub mod audit;
 pub mod incidents;
 pub mod keys;
 pub mod maintenances;
+pub mod operations;
 pub mod public;
 pub mod services;
 pub mod stream;
 pub mod webhooks;
+
+use utoipa::OpenApi;
+
+use crate::routing::Routes;
+
+/// Registers every module's routes.
+pub fn configure(routes: &mut Routes<'_>) {
+    operations::configure(routes);
+    keys::configure(routes);
+    webhooks::configure(routes);
+    services::configure(routes);
+    incidents::configure(routes);
+    maintenances::configure(routes);
+    audit::configure(routes);
+    public::configure(routes);
+    stream::configure(routes);
+}
+
+/// Every module's operations, in the order the document lists them.
+pub fn documents() -> Vec<utoipa::openapi::OpenApi> {
+    vec![
+        operations::Doc::openapi(),
+        keys::Doc::openapi(),
+        services::Doc::openapi(),
+        incidents::Doc::openapi(),
+        maintenances::Doc::openapi(),
+        audit::Doc::openapi(),
+        public::Doc::openapi(),
+        stream::Doc::openapi(),
+        webhooks::Doc::openapi(),
+    ]
+}
+
+/// Every (method, path) the routes register, `GET` implying `HEAD`.
+pub fn registered() -> Vec<(String, String)> {
+    let mut routes = Routes::recording();
+    configure(&mut routes);
+    routes
+        .registered()
+        .iter()
+        .map(|(method, path)| (method.as_str().to_ascii_lowercase(), path.clone()))
+        .collect()
+}

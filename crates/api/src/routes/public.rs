@@ -1,17 +1,63 @@
 //! The documents everyone reads alike: the Statuspage v2 API (public notices only, whatever
 //! key is sent) and the feeds (a key adds its tenant's notices, rendered for it and cached
-//! privately); the public renderings are served from memory (see `published`).
+//! privately); the public renderings are served from memory (see `documents`).
 
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use projections::queries::Viewer;
+use utoipa::OpenApi;
 
 use crate::auth::Caller;
 
+use crate::documents::Document;
 use crate::feeds::{self, FeedDocuments};
 use crate::problem::ApiError;
-use crate::published::Document;
+use crate::routing::{self, Routes};
+use crate::state::AppState;
 use crate::statuspage::{self, StatusDocuments};
-use crate::AppState;
+
+pub fn configure(routes: &mut Routes<'_>) {
+    routes
+        .resource("/api/v2/summary.json", [routing::get_and_head(summary)])
+        .resource("/api/v2/status.json", [routing::get_and_head(status)])
+        .resource(
+            "/api/v2/components.json",
+            [routing::get_and_head(components)],
+        )
+        .resource("/api/v2/incidents.json", [routing::get_and_head(incidents)])
+        .resource(
+            "/api/v2/incidents/unresolved.json",
+            [routing::get_and_head(unresolved)],
+        )
+        .resource(
+            "/api/v2/scheduled-maintenances.json",
+            [routing::get_and_head(maintenances)],
+        )
+        .resource(
+            "/api/v2/scheduled-maintenances/upcoming.json",
+            [routing::get_and_head(upcoming)],
+        )
+        .resource(
+            "/api/v2/scheduled-maintenances/active.json",
+            [routing::get_and_head(active)],
+        )
+        .resource("/v1/feed.atom", [routing::get_and_head(atom)])
+        .resource("/v1/feed.rss", [routing::get_and_head(rss)]);
+}
+
+#[derive(OpenApi)]
+#[openapi(paths(
+    summary,
+    status,
+    components,
+    incidents,
+    unresolved,
+    maintenances,
+    upcoming,
+    active,
+    atom,
+    rss
+))]
+pub struct Doc;
 
 async fn status_document(
     state: &AppState,

@@ -9,14 +9,34 @@ use domain::values::ServiceStatus;
 use projections::queries::{self, ServiceSortKey, ServiceView};
 use projections::Versioned;
 use serde::Deserialize;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, OpenApi};
 use uuid::Uuid;
 
 use crate::auth::{Caller, Permission};
-use crate::http::{self, Answer};
+use crate::bodies::{NewService, ServiceBody, ServiceChanges, ServicePage};
+use crate::commands::{self, Answer};
+use crate::extract;
+use crate::paging;
 use crate::problem::ApiError;
-use crate::views::{NewService, ServiceBody, ServiceChanges, ServicePage};
-use crate::AppState;
+use crate::routing::{self, Routes};
+use crate::state::AppState;
+
+pub fn configure(routes: &mut Routes<'_>) {
+    routes
+        .resource("/v1/services", [routing::post(create), routing::get(list)])
+        .resource(
+            "/v1/services/{id}",
+            [
+                routing::get(get),
+                routing::patch(change),
+                routing::delete(retire),
+            ],
+        );
+}
+
+#[derive(OpenApi)]
+#[openapi(paths(create, list, get, change, retire))]
+pub struct Doc;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -53,7 +73,7 @@ fn body_with(status: ServiceStatus) -> impl Fn(&Versioned<Service>) -> String + 
 #[utoipa::path(
     operation_id = "create_service", post, path = "/v1/services", tag = "services",
     request_body = NewService,
-    params(http::CreateHeaders),
+    params(commands::CreateHeaders),
     responses(
         (status = 201, body = ServiceBody, headers(("Location" = String), ("ETag" = String))),
         crate::problem::documented::CreateProblems,
@@ -67,7 +87,7 @@ pub async fn create(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let key = service_admin(&caller)?;
-    let new: NewService = http::json_body(&request, &body)?;
+    let new: NewService = extract::json_body(&request, &body)?;
     let id = Uuid::new_v4();
     let command = service::Command::Create(service::Create {
         service_id: id,
@@ -77,7 +97,7 @@ pub async fn create(
         author: key.state.name.clone(),
         at: Utc::now(),
     });
-    http::execute::<ServiceDecider>(
+    commands::execute::<ServiceDecider>(
         &state,
         &request,
         &body,
@@ -110,7 +130,7 @@ async fn current_status(
 #[utoipa::path(
     operation_id = "change_service", patch, path = "/v1/services/{id}", tag = "services",
     request_body = ServiceChanges,
-    params(("id" = Uuid, Path), http::CommandHeaders),
+    params(("id" = Uuid, Path), commands::CommandHeaders),
     responses(
         (status = 200, body = ServiceBody, headers(("ETag" = String))),
         crate::problem::documented::CommandProblems,
@@ -125,7 +145,7 @@ pub async fn change(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let key = service_admin(&caller)?;
-    let changes: ServiceChanges = http::json_body(&request, &body)?;
+    let changes: ServiceChanges = extract::json_body(&request, &body)?;
     let command = service::Command::Change(service::Change {
         name: changes.name,
         description: changes.description,
@@ -134,7 +154,7 @@ pub async fn change(
         at: Utc::now(),
     });
     let status = current_status(&state, &caller, *id).await?;
-    http::execute::<ServiceDecider>(
+    commands::execute::<ServiceDecider>(
         &state,
         &request,
         &body,
@@ -153,7 +173,7 @@ pub async fn change(
 /// Retire a service: it leaves the lists; its history stays.
 #[utoipa::path(
     operation_id = "retire_service", delete, path = "/v1/services/{id}", tag = "services",
-    params(("id" = Uuid, Path), http::CommandHeaders),
+    params(("id" = Uuid, Path), commands::CommandHeaders),
     responses(
         (status = 200, body = ServiceBody, headers(("ETag" = String))),
         crate::problem::documented::RemoveProblems,
@@ -172,7 +192,7 @@ pub async fn retire(
         at: Utc::now(),
     });
     let status = current_status(&state, &caller, *id).await?;
-    http::execute::<ServiceDecider>(
+    commands::execute::<ServiceDecider>(
         &state,
         &request,
         b"",
@@ -204,12 +224,12 @@ pub async fn list(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     state.limits.allow_read(caller.client_ip)?;
-    let limit = http::page_limit(query.limit)?;
-    let after: Option<(String, String, Uuid)> = http::decode_cursor(query.cursor.as_deref())?;
+    let limit = paging::page_limit(query.limit)?;
+    let after: Option<(String, String, Uuid)> = paging::decode_cursor(query.cursor.as_deref())?;
     let after = after.map(|(group, name, id)| ServiceSortKey { group, name, id });
     let client = state.store.pool().get().await?;
     let page = queries::services_page(&client, &caller.viewer(), after.as_ref(), limit).await?;
-    let next_cursor = http::next_cursor(&page, |last| {
+    let next_cursor = paging::next_cursor(&page, |last| {
         let key = ServiceSortKey::of(&last.service);
         (key.group, key.name, key.id)
     });
@@ -239,7 +259,7 @@ pub async fn get(
     let view = queries::service(&client, *id, &caller.viewer())
         .await?
         .ok_or_else(|| ApiError::NotFound("no such service".into()))?;
-    Ok(http::resource(
+    Ok(commands::resource(
         StatusCode::OK,
         view.service.version,
         &ServiceBody::from(view),

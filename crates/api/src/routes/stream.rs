@@ -5,15 +5,24 @@ use std::convert::Infallible;
 use actix_web::http::header::{self, ContentEncoding};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, OpenApi};
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::http;
-use crate::notice::NoticeFilter;
+use crate::extract;
+use notices::{NoticeFilter, StreamKey, Subscriber};
+
 use crate::problem::ApiError;
-use crate::stream::{StreamKey, Subscriber};
-use crate::AppState;
+use crate::routing::{self, Routes};
+use crate::state::AppState;
+
+pub fn configure(routes: &mut Routes<'_>) {
+    routes.resource("/v1/stream", [routing::get_and_head(stream)]);
+}
+
+#[derive(OpenApi)]
+#[openapi(paths(stream))]
+pub struct Doc;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -69,8 +78,8 @@ pub async fn stream(
                 })?,
         ),
     };
-    let last_event_id = http::position_param("Last-Event-ID", last_event_id)?;
-    let after = last_event_id.or(http::position_param("after", query.after)?);
+    let last_event_id = extract::position_param("Last-Event-ID", last_event_id)?;
+    let after = last_event_id.or(extract::position_param("after", query.after)?);
     if let Some(after) = after {
         // A position this history has not reached (another deployment's, or a restored
         // database's) would silently hold back every notice until the log caught up.
@@ -102,7 +111,7 @@ pub async fn stream(
         caller.key.as_ref().map(|key| StreamKey { id: key.id }),
         after,
     )
-    .ok_or_else(|| ApiError::Unavailable("the notice stream is starting or stopping".into()))?;
+    .ok_or_else(|| ApiError::unavailable("the notice stream is starting or stopping"))?;
     // The slot travels with the stream and is given back when the stream ends.
     let body =
         futures_util::stream::unfold((subscriber, slot), |(mut subscriber, slot)| async move {

@@ -8,16 +8,33 @@ use chrono::{DateTime, Utc};
 use domain::webhook::{self, WebhookDecider};
 use projections::{queries, AlsoWrite, Versioned};
 use serde::Deserialize;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, OpenApi};
 use uuid::Uuid;
 
 use crate::auth::{Caller, Permission};
-use crate::http::{self, Answer};
+use crate::bodies::{CreatedWebhook, Delivery, DeliveryPage, NewWebhook, WebhookBody, WebhookPage};
+use crate::commands::{self, Answer};
+use crate::extract;
+use crate::lookups::known_services;
+use crate::paging;
 use crate::problem::ApiError;
-use crate::routes::incidents::known_services;
-use crate::views::{CreatedWebhook, DeliveryPage, NewWebhook, WebhookBody, WebhookPage};
-use crate::webhooks::{deliveries, new_secret};
-use crate::AppState;
+use crate::routing::{self, Routes};
+use crate::state::AppState;
+use delivery::new_secret;
+
+pub fn configure(routes: &mut Routes<'_>) {
+    routes
+        .resource("/v1/webhooks", [routing::post(create), routing::get(list)])
+        .resource(
+            "/v1/webhooks/{id}",
+            [routing::get(get), routing::delete(delete)],
+        )
+        .resource("/v1/webhooks/{id}/deliveries", [routing::get(deliveries)]);
+}
+
+#[derive(OpenApi)]
+#[openapi(paths(create, list, get, delete, deliveries))]
+pub struct Doc;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -39,7 +56,7 @@ pub struct ListQuery {
 #[utoipa::path(
     operation_id = "create_webhook", post, path = "/v1/webhooks", tag = "webhooks",
     request_body = NewWebhook,
-    params(http::CreateHeaders),
+    params(commands::CreateHeaders),
     responses(
         (status = 201, description = "Registered; the only answer that shows the secret", body = CreatedWebhook,
             headers(("Location" = String), ("ETag" = String))),
@@ -54,7 +71,7 @@ pub async fn create(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let key = caller.require(Permission::ManageWebhooks)?;
-    let asked: NewWebhook = http::json_body(&request, &body)?;
+    let asked: NewWebhook = extract::json_body(&request, &body)?;
     let url = webhook::endpoint_url(&asked.url)?;
     let parsed = url::Url::parse(&url).map_err(|e| ApiError::invalid("url", e.to_string()))?;
     state
@@ -66,8 +83,7 @@ pub async fn create(
     let service_ids = asked.service_ids.unwrap_or_default();
     known_services(&state, "service_ids", service_ids.iter().copied()).await?;
     let id = Uuid::new_v4();
-    let secret =
-        new_secret().map_err(|e| ApiError::Internal(format!("no randomness for a secret: {e}")))?;
+    let secret = new_secret()?;
     let command = webhook::Command::Register(webhook::Register {
         webhook_id: id,
         url,
@@ -88,7 +104,7 @@ pub async fn create(
         statement: "INSERT INTO webhook_secrets (webhook_id, secret) VALUES ($1, $2)",
         params: &[&id, &secret],
     };
-    http::execute_also::<WebhookDecider>(
+    commands::execute_also::<WebhookDecider>(
         &state,
         &request,
         &body,
@@ -121,11 +137,11 @@ pub async fn list(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::ManageWebhooks)?;
-    let limit = http::page_limit(query.limit)?;
-    let after: Option<(DateTime<Utc>, Uuid)> = http::decode_cursor(query.cursor.as_deref())?;
+    let limit = paging::page_limit(query.limit)?;
+    let after: Option<(DateTime<Utc>, Uuid)> = paging::decode_cursor(query.cursor.as_deref())?;
     let client = state.store.pool().get().await?;
     let page = queries::webhooks_page(&client, caller.tenant(), after, limit).await?;
-    let next_cursor = http::next_cursor(&page, |last| (last.state.created_at, last.id));
+    let next_cursor = paging::next_cursor(&page, |last| (last.state.created_at, last.id));
     Ok(HttpResponse::Ok().json(WebhookPage {
         items: page.items.into_iter().map(WebhookBody::from).collect(),
         next_cursor,
@@ -161,7 +177,7 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::ManageWebhooks)?;
     let found = visible_webhook(&state, &caller, *id).await?;
-    Ok(http::resource(
+    Ok(commands::resource(
         StatusCode::OK,
         found.version,
         &WebhookBody::from(found),
@@ -193,7 +209,7 @@ pub async fn delete(
     let render = |deleted: &Versioned<webhook::Webhook>| {
         serde_json::to_string(&WebhookBody::from(deleted.clone())).unwrap_or_default()
     };
-    http::execute::<WebhookDecider>(
+    commands::execute::<WebhookDecider>(
         &state,
         &request,
         b"",
@@ -226,14 +242,14 @@ pub async fn deliveries(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::ManageWebhooks)?;
-    let limit = http::page_limit(query.limit)?;
-    let before: Option<u64> = http::decode_cursor(query.cursor.as_deref())?;
+    let limit = paging::page_limit(query.limit)?;
+    let before: Option<u64> = paging::decode_cursor(query.cursor.as_deref())?;
     visible_webhook(&state, &caller, *id).await?;
     let client = state.store.pool().get().await?;
-    let page = deliveries::deliveries_page(&client, *id, before, limit).await?;
-    let next_cursor = http::next_cursor(&page, |last| last.position);
+    let page = delivery::log::deliveries_page(&client, *id, before, limit).await?;
+    let next_cursor = paging::next_cursor(&page, |last| last.position);
     Ok(HttpResponse::Ok().json(DeliveryPage {
-        items: page.items,
+        items: page.items.into_iter().map(Delivery::from).collect(),
         next_cursor,
     }))
 }

@@ -8,7 +8,7 @@ use std::io::Write;
 
 use eventstore::{EventStore, ExpectedVersion, Metadata, NewEvent, StoreConfig};
 use serde_json::json;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -25,8 +25,7 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let (_stop, shutdown) = watch::channel(false);
-    let _background = store.spawn_background(shutdown);
+    let _background = store.spawn_background(eventstore::CancellationToken::new());
     let (acks, mut acked) = mpsc::unbounded_channel();
     for writer in 0..writers {
         let store = store.clone();

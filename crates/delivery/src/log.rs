@@ -1,16 +1,14 @@
-//! Reading a webhook's deliveries and their attempts.
+//! The delivery log: a webhook's deliveries and every attempt at each.
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use projections::queries::Page;
-use serde::Serialize;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::problem::ApiError;
+use crate::DeliveryError;
 
 /// One notice owed to one endpoint.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone)]
 pub struct Delivery {
     /// The `webhook-id` header: the same on every attempt.
     pub message_id: Uuid,
@@ -31,7 +29,7 @@ pub struct Delivery {
 }
 
 /// One attempt to deliver.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone)]
 pub struct Attempt {
     /// 1 for the first. A number missing from the list is an attempt whose sender stopped
     /// before it could record it.
@@ -49,7 +47,7 @@ pub async fn deliveries_page<C: GenericClient>(
     webhook_id: Uuid,
     before: Option<u64>,
     limit: usize,
-) -> Result<Page<Delivery>, ApiError> {
+) -> Result<Page<Delivery>, DeliveryError> {
     let before = before.map(|p| i64::try_from(p).unwrap_or(i64::MAX));
     let statement = client
         .prepare_cached(

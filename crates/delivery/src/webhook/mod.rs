@@ -1,20 +1,8 @@
-//! Webhooks: notices delivered to registered endpoints, per the Standard Webhooks
-//! specification, at least once, in order per incident.
-//!
-//! * [`fanout`] follows the durable global log from its checkpoint (subscription
-//!   `webhooks`) and, in the transaction that moves the checkpoint, writes one delivery per
-//!   (endpoint, notice) with its body rendered once. A crash loses or repeats none.
-//! * [`sender`] claims due deliveries with a lease (any number of processes share the
-//!   work), sends them signed, records every attempt, and schedules retries with
-//!   exponential backoff and jitter (or the endpoint's `Retry-After`). An endpoint answering
-//!   410 Gone is disabled. Deliveries of one resource go one at a time in log order;
-//!   endpoints never wait for one another: each has a bounded share of the sends in flight,
-//!   and each send its own timeout.
-//! * [`target`] keeps endpoints off internal addresses (SSRF).
+//! The webhook channel: notices POSTed to registered endpoints as CloudEvents, signed per
+//! the Standard Webhooks specification (`webhook-id`, `webhook-timestamp`,
+//! `webhook-signature`), through the crate's outbox and sender. [`target`] keeps endpoints
+//! off internal addresses (SSRF).
 
-pub mod deliveries;
-pub mod fanout;
-pub mod sender;
 pub mod target;
 
 use std::time::Duration;
@@ -60,9 +48,9 @@ impl Default for WebhookSettings {
 
 /// A new signing secret: `whsec_` and 32 random bytes in base64, as Standard Webhooks
 /// libraries read it.
-pub fn new_secret() -> Result<String, getrandom::Error> {
+pub fn new_secret() -> Result<String, crate::DeliveryError> {
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes)?;
+    getrandom::fill(&mut bytes).map_err(crate::DeliveryError::Randomness)?;
     Ok(format!(
         "{SECRET_PREFIX}{}",
         base64::engine::general_purpose::STANDARD.encode(bytes)

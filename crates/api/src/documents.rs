@@ -63,7 +63,7 @@ impl Document {
         cache_control: &'static str,
     ) -> HttpResponse {
         let matches =
-            crate::http::if_none_match_names(request, self.etag.to_str().unwrap_or_default());
+            crate::extract::if_none_match_names(request, self.etag.to_str().unwrap_or_default());
         let mut response = if matches {
             HttpResponse::build(StatusCode::NOT_MODIFIED)
         } else {
@@ -83,7 +83,8 @@ impl Document {
     }
 }
 
-/// What a rendering is current for: see [`crate::AppState::document_generation`].
+/// What a rendering is current for: the log head this process knows and the count of its
+/// own writes (`AppState::document_generation`).
 pub type Generation = (u64, u64);
 
 struct Rendering<T> {
@@ -93,7 +94,7 @@ struct Rendering<T> {
 }
 
 /// A value rendered from the read models, shared until the generation moves.
-pub struct Published<T> {
+pub struct DocumentCache<T> {
     current: RwLock<Option<Rendering<T>>>,
     /// When rendering last failed.
     failed_at: RwLock<Option<Instant>>,
@@ -101,9 +102,9 @@ pub struct Published<T> {
     rendering: tokio::sync::Mutex<()>,
 }
 
-impl<T> Default for Published<T> {
+impl<T> Default for DocumentCache<T> {
     fn default() -> Self {
-        Published {
+        DocumentCache {
             current: RwLock::new(None),
             failed_at: RwLock::new(None),
             rendering: tokio::sync::Mutex::new(()),
@@ -111,7 +112,7 @@ impl<T> Default for Published<T> {
     }
 }
 
-impl<T> Published<T> {
+impl<T> DocumentCache<T> {
     fn fresh(&self, generation: Generation) -> Option<Arc<T>> {
         let current = self.current.read().ok()?;
         current
@@ -176,7 +177,7 @@ impl<T> Published<T> {
                 }
                 match self.last() {
                     Some(stale) => {
-                        tracing::warn!(error = %e, "serving the last rendering: cannot render a new one");
+                        tracing::warn!(error = %tasks::Chain(&e), "serving the last rendering: cannot render a new one");
                         Ok(stale)
                     }
                     None => Err(e),

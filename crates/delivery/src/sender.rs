@@ -20,15 +20,16 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use domain::webhook::{self, WebhookDecider};
-use eventstore::{EventStore, Metadata};
+use eventstore::{CancellationToken, EventStore, Metadata};
 use projections::Publisher;
 use reqwest::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
-use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tasks::Chain;
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
-use super::target::GuardedResolver;
-use super::WebhookSettings;
-use crate::problem::ApiError;
+use crate::webhook::target::GuardedResolver;
+use crate::webhook::WebhookSettings;
+use crate::DeliveryError;
 
 /// Time a lease holds beyond the attempt's own timeout.
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
@@ -85,6 +86,7 @@ struct Record {
 
 /// Records for the recorder, each with the slot its send held; `None` stops it.
 type Records = mpsc::UnboundedReceiver<Option<(Record, OwnedSemaphorePermit)>>;
+type RecordsSender = mpsc::UnboundedSender<Option<(Record, OwnedSemaphorePermit)>>;
 
 /// What an attempt saw.
 struct Seen {
@@ -103,9 +105,6 @@ pub struct Sender {
     slots: Arc<Semaphore>,
     /// Sends in flight (or being recorded) per endpoint in this process.
     in_flight: Mutex<HashMap<Uuid, usize>>,
-    records: mpsc::UnboundedSender<Option<(Record, OwnedSemaphorePermit)>>,
-    /// Taken by [`Sender::run`].
-    recorder: Mutex<Option<Records>>,
 }
 
 impl Sender {
@@ -124,10 +123,7 @@ impl Sender {
             }))
             .pool_idle_timeout(Duration::from_secs(30))
             .build()?;
-        let (records, recorder) = mpsc::unbounded_channel();
         Ok(Arc::new(Sender {
-            records,
-            recorder: Mutex::new(Some(recorder)),
             store: store.clone(),
             publisher: Publisher::new(store),
             slots: Arc::new(Semaphore::new(settings.concurrency.max(1))),
@@ -143,16 +139,13 @@ impl Sender {
         self.wake.clone()
     }
 
-    /// Sends until `shutdown`, then waits a little for the sends in flight.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let Some(records) = self.recorder.lock().ok().and_then(|mut r| r.take()) else {
-            tracing::error!("the webhook sender was started twice");
-            return;
-        };
-        let recorder = tokio::spawn(self.clone().record_loop(records));
+    /// Sends until `cancel`, then waits a little for the sends in flight.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) -> Result<(), DeliveryError> {
+        let (records, recorded) = mpsc::unbounded_channel();
+        let recorder = tokio::spawn(self.clone().record_loop(recorded));
         let mut retry = Duration::from_millis(100);
         loop {
-            if *shutdown.borrow() {
+            if cancel.is_cancelled() {
                 break;
             }
             let free = self.slots.available_permits();
@@ -172,16 +165,19 @@ impl Sender {
                             continue;
                         };
                         let sender = self.clone();
-                        tokio::spawn(async move { sender.attempt(delivery, permit).await });
+                        let records = records.clone();
+                        tokio::spawn(
+                            async move { sender.attempt(delivery, permit, records).await },
+                        );
                     }
                     continue;
                 }
                 Ok(_) => retry = Duration::from_millis(100),
                 Err(e) => {
-                    tracing::warn!(error = %e, "webhook sender cannot claim deliveries; retrying");
+                    tracing::warn!(error = %Chain(&e), "webhook sender cannot claim deliveries; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(retry) => {}
-                        _ = shutdown.changed() => break,
+                        _ = cancel.cancelled() => break,
                     }
                     retry = (retry * 2).min(Duration::from_secs(10));
                     continue;
@@ -194,7 +190,7 @@ impl Sender {
                     tokio::time::sleep(CLAIM_GATHER).await;
                 }
                 _ = tokio::time::sleep(IDLE_POLL) => {}
-                _ = shutdown.changed() => break,
+                _ = cancel.cancelled() => break,
             }
         }
         // The sends in flight end (each within its timeout) and are recorded, a little
@@ -202,9 +198,10 @@ impl Sender {
         // (a slot comes back once its record is written).
         let all = u32::try_from(self.settings.concurrency.max(1)).unwrap_or(u32::MAX);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.slots.acquire_many(all)).await;
-        let _ = self.records.send(None);
+        let _ = records.send(None);
         let _ = tokio::time::timeout(Duration::from_secs(2), recorder).await;
         tracing::debug!("webhook sender stopped");
+        Ok(())
     }
 
     /// Leases up to `limit` due deliveries, at most `per_endpoint` in flight per endpoint.
@@ -212,7 +209,7 @@ impl Sender {
     /// A delivery behind a pending one of its queue waits with an infinite
     /// `next_attempt_at`, so what is due is simply what is past its time: the claim reads
     /// each active endpoint's soonest due deliveries from an index, never the backlog.
-    async fn claim(&self, limit: usize) -> Result<Vec<Claimed>, ApiError> {
+    async fn claim(&self, limit: usize) -> Result<Vec<Claimed>, DeliveryError> {
         let (busy_ids, busy_counts): (Vec<Uuid>, Vec<i64>) = self
             .in_flight
             .lock()
@@ -295,7 +292,7 @@ impl Sender {
 
     /// Sends one delivery and hands what happened to the recorder, with the slot it holds
     /// (freed once the record is written, so sends cannot outrun their records).
-    async fn attempt(&self, delivery: Claimed, slot: OwnedSemaphorePermit) {
+    async fn attempt(&self, delivery: Claimed, slot: OwnedSemaphorePermit, records: RecordsSender) {
         let started_at = Utc::now();
         let clock = Instant::now();
         let seen = self.send(&delivery).await;
@@ -308,7 +305,7 @@ impl Sender {
         metrics::counter!("crier_webhook_attempts_total", "outcome" => label).increment(1);
         metrics::histogram!("crier_webhook_attempt_seconds").record(duration.as_secs_f64());
         let record = self.record_of(&delivery, started_at, duration, seen);
-        if self.records.send(Some((record, slot))).is_err() {
+        if records.send(Some((record, slot))).is_err() {
             // The recorder is gone (the process is stopping): the lease runs out and the
             // delivery is sent again.
             self.release(delivery.webhook_id);
@@ -451,7 +448,7 @@ impl Sender {
                 match self.record_batch(&batch).await {
                     Ok(()) => break,
                     Err(e) => {
-                        tracing::warn!(error = %e, records = batch.len(), "could not record webhook attempts; retrying");
+                        tracing::warn!(error = %Chain(&e), records = batch.len(), "could not record webhook attempts; retrying");
                         tokio::time::sleep(wait).await;
                         wait *= 2;
                     }
@@ -473,7 +470,10 @@ impl Sender {
         }
     }
 
-    async fn record_batch(&self, batch: &[(Record, OwnedSemaphorePermit)]) -> Result<(), ApiError> {
+    async fn record_batch(
+        &self,
+        batch: &[(Record, OwnedSemaphorePermit)],
+    ) -> Result<(), DeliveryError> {
         let records = batch.iter().map(|(r, _)| r);
         let webhook_ids: Vec<Uuid> = records.clone().map(|r| r.webhook_id).collect();
         let positions: Vec<i64> = records.clone().map(|r| r.position).collect();
@@ -589,7 +589,7 @@ impl Sender {
                 tracing::info!(webhook = %webhook_id, "webhook disabled: its endpoint answered 410 Gone")
             }
             Err(e) => {
-                tracing::warn!(error = %e, webhook = %webhook_id, "could not disable a webhook")
+                tracing::warn!(error = %Chain(&e), webhook = %webhook_id, "could not disable a webhook")
             }
         }
     }

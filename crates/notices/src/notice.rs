@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use actix_web::web::Bytes;
+use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use domain::incident::{Incident, IncidentDecider};
 use domain::maintenance::{Maintenance, MaintenanceDecider};
@@ -22,8 +22,8 @@ use projections::Versioned;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::problem::ApiError;
-use crate::views::{IncidentBody, MaintenanceBody, ServiceBody};
+use crate::representation::{IncidentBody, MaintenanceBody, ServiceBody};
+use crate::NoticeError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum ResourceKind {
@@ -179,7 +179,7 @@ impl Notice {
 
     /// The resource as it stood right after this event: the read-model row when it is at
     /// that version (the usual case for a live notice), else folded from the log.
-    async fn load(&self, store: &EventStore) -> Result<Option<Arc<Resource>>, ApiError> {
+    async fn load(&self, store: &EventStore) -> Result<Option<Arc<Resource>>, NoticeError> {
         let everyone = Viewer::Everyone;
         let at = AsOf::Position(self.position);
         let id = self.resource_id;
@@ -213,7 +213,7 @@ impl Notice {
         Ok(resource.map(Arc::new))
     }
 
-    async fn load_services_before(&self, store: &EventStore) -> Result<Vec<Uuid>, ApiError> {
+    async fn load_services_before(&self, store: &EventStore) -> Result<Vec<Uuid>, NoticeError> {
         if self.kind != ResourceKind::Incident || self.stream_version <= 1 {
             return Ok(Vec::new());
         }
@@ -239,7 +239,7 @@ impl Notice {
         store: &EventStore,
         resource: &Resource,
         filter: &NoticeFilter,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<bool, NoticeError> {
         if resource.matches(filter) {
             return Ok(true);
         }
@@ -268,7 +268,7 @@ impl Notice {
         viewer: &Viewer,
         filter: &NoticeFilter,
         source_base: &str,
-    ) -> Result<Option<Rendered>, ApiError> {
+    ) -> Result<Option<Rendered>, NoticeError> {
         if !filter.types.is_empty() && !filter.types.contains(&self.notice_type) {
             return Ok(None);
         }
@@ -304,7 +304,7 @@ impl Notice {
         viewer: &Viewer,
         filter: &NoticeFilter,
         source_base: &str,
-    ) -> Result<Option<Bytes>, ApiError> {
+    ) -> Result<Option<Bytes>, NoticeError> {
         let rendered = self.render_for(store, viewer, filter, source_base).await?;
         Ok(rendered.map(|r| r.sse))
     }
@@ -313,7 +313,7 @@ impl Notice {
         &self,
         data: serde_json::Value,
         source_base: &str,
-    ) -> Result<Rendered, ApiError> {
+    ) -> Result<Rendered, NoticeError> {
         let collection = match self.kind {
             ResourceKind::Incident => "incidents",
             ResourceKind::Maintenance => "maintenances",
@@ -332,8 +332,7 @@ impl Notice {
             position: self.position,
             data,
         };
-        let json = serde_json::to_string(&event)
-            .map_err(|e| ApiError::Internal(format!("cannot render a notice: {e}")))?;
+        let json = serde_json::to_string(&event)?;
         let sse = Bytes::from(format!(
             "id: {}\nevent: {}\ndata: {json}\n\n",
             self.position,
@@ -388,7 +387,7 @@ async fn services_for(
     store: &EventStore,
     ids: impl Iterator<Item = Uuid>,
     viewer: &Viewer,
-) -> Result<Vec<ServiceBody>, ApiError> {
+) -> Result<Vec<ServiceBody>, NoticeError> {
     let client = store.pool().get().await?;
     let mut services = Vec::new();
     for id in ids {
@@ -404,10 +403,9 @@ async fn render_data(
     store: &EventStore,
     resource: Resource,
     viewer: &Viewer,
-) -> Result<Option<serde_json::Value>, ApiError> {
-    let encode = |value: Result<serde_json::Value, serde_json::Error>| {
-        value.map_err(|e| ApiError::Internal(format!("cannot render a notice: {e}")))
-    };
+) -> Result<Option<serde_json::Value>, NoticeError> {
+    let encode =
+        |value: Result<serde_json::Value, serde_json::Error>| value.map_err(NoticeError::from);
     Ok(match resource {
         Resource::Incident(incident) => match queries::for_viewer(incident, viewer) {
             None => None,

@@ -1,90 +1,18 @@
-//! What the API sends and accepts: the JSON shapes of `../shared/API.md`, with their
-//! OpenAPI schemas. Requests refuse unknown fields, so a misspelt field is a 400, not a
-//! silently ignored setting.
+//! The JSON bodies the API accepts and answers, with their OpenAPI schemas (the incidents,
+//! maintenances and services that notices carry too are in `notices::representation`).
+//! Requests refuse unknown fields, so a misspelt field is a 400, not a silently ignored
+//! setting.
 
 use chrono::{DateTime, Utc};
 use domain::api_key::{ApiKey, Role};
-use domain::incident::Incident;
-use domain::maintenance::{Maintenance, MaintenanceStatus};
-use domain::values::{
-    AffectedService, Audience, ClientAction, Impact, IncidentStatus, NoticeType, ServiceStatus,
-};
+use domain::maintenance::MaintenanceStatus;
+use domain::values::{AffectedService, Audience, ClientAction, Impact, IncidentStatus, NoticeType};
 use domain::webhook::{Webhook, WebhookStatus};
-use projections::queries::ServiceView;
+pub use notices::representation::{IncidentBody, MaintenanceBody, ServiceBody};
 use projections::Versioned;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
-
-/// A service, with its status derived from the open incidents and active maintenances
-/// that the caller may see.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ServiceBody {
-    pub id: Uuid,
-    pub name: String,
-    pub description: String,
-    pub group: Option<String>,
-    pub status: ServiceStatus,
-    /// The stream version, also served as `ETag`.
-    pub version: u64,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    /// Set once the service is retired; retired services leave the lists.
-    pub retired_at: Option<DateTime<Utc>>,
-}
-
-impl From<ServiceView> for ServiceBody {
-    fn from(view: ServiceView) -> Self {
-        let service = view.service.state;
-        ServiceBody {
-            id: view.service.id,
-            name: service.name,
-            description: service.description,
-            group: service.group,
-            status: view.status,
-            version: view.service.version,
-            created_at: service.created_at,
-            updated_at: service.updated_at,
-            retired_at: service.retired_at,
-        }
-    }
-}
-
-/// An incident as it stands, with its whole timeline.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct IncidentBody {
-    #[serde(flatten)]
-    pub incident: Incident,
-    /// The stream version, also served as `ETag`.
-    pub version: u64,
-}
-
-impl From<Versioned<Incident>> for IncidentBody {
-    fn from(v: Versioned<Incident>) -> Self {
-        IncidentBody {
-            incident: v.state,
-            version: v.version,
-        }
-    }
-}
-
-/// A maintenance as it stands.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct MaintenanceBody {
-    #[serde(flatten)]
-    pub maintenance: Maintenance,
-    /// The stream version, also served as `ETag`.
-    pub version: u64,
-}
-
-impl From<Versioned<Maintenance>> for MaintenanceBody {
-    fn from(v: Versioned<Maintenance>) -> Self {
-        MaintenanceBody {
-            maintenance: v.state,
-            version: v.version,
-        }
-    }
-}
 
 /// An API key, without its secret (which only its creator ever saw).
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -558,7 +486,66 @@ pub struct WebhookPage {
 /// One page of a webhook's deliveries, newest first.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct DeliveryPage {
-    pub items: Vec<crate::webhooks::deliveries::Delivery>,
+    pub items: Vec<Delivery>,
     /// Pass as `cursor` for the next page; `null` on the last one.
     pub next_cursor: Option<String>,
+}
+
+/// One notice owed to one endpoint.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Delivery {
+    /// The `webhook-id` header: the same on every attempt.
+    pub message_id: Uuid,
+    /// The notice's global position.
+    pub position: u64,
+    /// The CloudEvent type.
+    pub event_type: String,
+    /// `pending` (to be sent or retried), `delivered`, `failed` (attempts ran out) or
+    /// `cancelled` (the webhook was deleted or disabled).
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    /// When the next attempt is due (pending deliveries); `null` while the delivery waits
+    /// for an earlier one of the same incident or maintenance to this endpoint.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Every attempt, first first.
+    pub attempts: Vec<Attempt>,
+}
+
+/// One attempt to deliver.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Attempt {
+    /// 1 for the first. A number missing from the list is an attempt whose sender stopped
+    /// before it could record it.
+    pub attempt: u32,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: u32,
+    /// The endpoint's HTTP status; absent when it gave none (refused, timed out).
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+}
+
+impl From<delivery::log::Delivery> for Delivery {
+    fn from(logged: delivery::log::Delivery) -> Self {
+        Delivery {
+            message_id: logged.message_id,
+            position: logged.position,
+            event_type: logged.event_type,
+            status: logged.status,
+            created_at: logged.created_at,
+            next_attempt_at: logged.next_attempt_at,
+            finished_at: logged.finished_at,
+            attempts: logged
+                .attempts
+                .into_iter()
+                .map(|a| Attempt {
+                    attempt: a.attempt,
+                    started_at: a.started_at,
+                    duration_ms: a.duration_ms,
+                    status_code: a.status_code,
+                    error: a.error,
+                })
+                .collect(),
+        }
+    }
 }

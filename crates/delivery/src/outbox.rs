@@ -1,4 +1,4 @@
-//! The fan-out: from the global log to deliveries.
+//! The outbox: from the global log to deliveries.
 //!
 //! One batch at a time, in one transaction: lock the checkpoint row of subscription
 //! `webhooks` (so that the processes sharing a database take turns, each starting where the
@@ -14,14 +14,15 @@ use std::time::Duration;
 use deadpool_postgres::GenericClient;
 use domain::values::NoticeType;
 use domain::webhook::{Event as WebhookEvent, WebhookDecider};
-use eventstore::{EventStore, LoggedEvent};
+use eventstore::{CancellationToken, EventStore, LoggedEvent};
+use notices::{Notice, NoticeFilter};
 use projections::queries::Viewer;
 use projections::{parse_stream_id, Kind, StreamKind};
-use tokio::sync::{watch, Notify};
+use tasks::Chain;
+use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::notice::{Notice, NoticeFilter};
-use crate::problem::ApiError;
+use crate::DeliveryError;
 
 /// The subscription name of the fan-out's checkpoint.
 pub const SUBSCRIPTION: &str = "webhooks";
@@ -36,7 +37,7 @@ struct Endpoint {
 }
 
 impl Endpoint {
-    fn from_row(row: &tokio_postgres::Row) -> Result<Endpoint, ApiError> {
+    fn from_row(row: &tokio_postgres::Row) -> Result<Endpoint, DeliveryError> {
         let types: Vec<String> = row.try_get("event_types")?;
         let tenant: Option<String> = row.try_get("tenant")?;
         Ok(Endpoint {
@@ -65,13 +66,15 @@ struct NewDeliveries {
     bodies: Vec<String>,
 }
 
-fn position_i64(position: u64) -> Result<i64, ApiError> {
-    i64::try_from(position)
-        .map_err(|_| ApiError::Internal(format!("position {position} is out of range")))
+fn position_i64(position: u64) -> Result<i64, DeliveryError> {
+    i64::try_from(position).map_err(|_| DeliveryError::PositionOutOfRange(position))
 }
 
 /// Fans out the next batch after the checkpoint; answers how many events it read.
-pub async fn fan_out_next_batch(store: &EventStore, source_base: &str) -> Result<usize, ApiError> {
+pub async fn fan_out_next_batch(
+    store: &EventStore,
+    source_base: &str,
+) -> Result<usize, DeliveryError> {
     let mut client = store.pool().get().await?;
     let transaction = client.transaction().await?;
     transaction
@@ -88,19 +91,17 @@ pub async fn fan_out_next_batch(store: &EventStore, source_base: &str) -> Result
         )
         .await?
         .try_get(0)?;
-    let checkpoint = u64::try_from(checkpoint)
-        .map_err(|_| ApiError::Internal("negative webhook checkpoint".into()))?;
+    let checkpoint = u64::try_from(checkpoint).map_err(|_| DeliveryError::NegativeCheckpoint)?;
     let events = eventstore::read_log_after(&transaction, checkpoint, BATCH).await?;
     let Some(last) = events.last().map(|e| e.position) else {
         return Ok(0);
     };
     for (offset, event) in events.iter().enumerate() {
         if event.position != checkpoint + 1 + offset as u64 {
-            return Err(ApiError::Internal(format!(
-                "the global log jumps from position {} to {}",
-                checkpoint + offset as u64,
-                event.position
-            )));
+            return Err(DeliveryError::Gap {
+                from: checkpoint + offset as u64,
+                to: event.position,
+            });
         }
     }
     let mut endpoints: Vec<Endpoint> = transaction
@@ -135,10 +136,9 @@ pub async fn fan_out_next_batch(store: &EventStore, source_base: &str) -> Result
                 deliveries.message_ids.push(notice.event_id());
                 deliveries.event_types.push(notice.notice_type.as_str());
                 deliveries.ordering_keys.push(notice.ordering_key());
-                deliveries.bodies.push(
-                    String::from_utf8(rendered.json.to_vec())
-                        .map_err(|e| ApiError::Internal(format!("a notice is not UTF-8: {e}")))?,
-                );
+                deliveries
+                    .bodies
+                    .push(String::from_utf8(rendered.json.to_vec())?);
             }
         }
     }
@@ -164,7 +164,7 @@ pub async fn fan_out_next_batch(store: &EventStore, source_base: &str) -> Result
 async fn insert_deliveries<C: GenericClient>(
     transaction: &C,
     deliveries: &NewDeliveries,
-) -> Result<(), ApiError> {
+) -> Result<(), DeliveryError> {
     let locked = transaction
         .query(
             "SELECT d.webhook_id, d.ordering_key FROM webhook_deliveries d \
@@ -220,10 +220,13 @@ async fn apply_webhook_event<C: GenericClient>(
     endpoints: &mut Vec<Endpoint>,
     id: Uuid,
     event: &LoggedEvent,
-) -> Result<(), ApiError> {
+) -> Result<(), DeliveryError> {
     let position = position_i64(event.position)?;
-    let decoded = WebhookDecider::decode(&event.event)
-        .map_err(|e| ApiError::Internal(format!("webhook event at {}: {e}", event.position)))?;
+    let decoded =
+        WebhookDecider::decode(&event.event).map_err(|source| DeliveryError::WebhookEvent {
+            position: event.position,
+            source,
+        })?;
     match decoded {
         WebhookEvent::Registered(registered) => {
             let types: Vec<&str> = registered.event_types.iter().map(|t| t.as_str()).collect();
@@ -270,18 +273,18 @@ async fn apply_webhook_event<C: GenericClient>(
     Ok(())
 }
 
-/// Fans out until `shutdown`, whenever the log head moves (and every poll interval);
-/// backs off while the database is away. `delivered` is woken when deliveries were written.
+/// Fans out until `cancel`, whenever the log head moves (and every poll interval); backs
+/// off while the database is away. `delivered` is woken when deliveries were written.
 pub async fn run(
     store: EventStore,
     source_base: String,
     delivered: Arc<Notify>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+    cancel: CancellationToken,
+) -> Result<(), DeliveryError> {
     let mut head = store.watch_log_head();
     let mut retry = Duration::from_millis(100);
     loop {
-        if *shutdown.borrow() {
+        if cancel.is_cancelled() {
             break;
         }
         head.borrow_and_update();
@@ -297,22 +300,23 @@ pub async fn run(
                 tokio::select! {
                     _ = head.changed() => {}
                     _ = tokio::time::sleep(store.config().poll_interval) => {}
-                    _ = shutdown.changed() => break,
+                    _ = cancel.cancelled() => break,
                 }
             }
             Err(e) => {
                 if e.is_unavailable() {
-                    tracing::warn!(error = %e, "webhook fan-out cannot reach the database; retrying");
+                    tracing::warn!(error = %Chain(&e), "webhook outbox cannot reach the database; retrying");
                 } else {
-                    tracing::error!(error = %e, "webhook fan-out stopped on an event; retrying");
+                    tracing::error!(error = %Chain(&e), "webhook outbox stopped on an event; retrying");
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(retry) => {}
-                    _ = shutdown.changed() => break,
+                    _ = cancel.cancelled() => break,
                 }
                 retry = (retry * 2).min(Duration::from_secs(10));
             }
         }
     }
-    tracing::debug!("webhook fan-out stopped");
+    tracing::debug!("webhook outbox stopped");
+    Ok(())
 }

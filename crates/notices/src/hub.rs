@@ -1,4 +1,4 @@
-//! `GET /v1/stream`: notices as Server-Sent Events.
+//! The live hub: notices as Server-Sent Events for the streams `GET /v1/stream` serves.
 //!
 //! One follower per process (the [`NoticeHub`]) reads the durable global log from the head
 //! it found at start, so a notice published through any process reaches the subscribers of
@@ -17,14 +17,15 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix_web::web::Bytes;
-use eventstore::{EventStore, Subscription, SubscriptionOptions};
+use bytes::Bytes;
+use eventstore::{CancellationToken, EventStore, Subscription, SubscriptionOptions};
 use projections::queries::Viewer;
+use tasks::Chain;
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
 use crate::notice::{Notice, NoticeFilter};
-use crate::problem::ApiError;
+use crate::NoticeError;
 
 /// Notices the ring holds by default: how far behind a subscriber may fall before it is
 /// closed.
@@ -117,17 +118,21 @@ impl NoticeHub {
         *self.closing.borrow()
     }
 
-    /// Follows the log from its head at start until `shutdown`; retries while the
-    /// database is away.
-    pub async fn follow(self: Arc<Self>, store: EventStore, mut shutdown: watch::Receiver<bool>) {
+    /// Follows the log from its head at start until `cancel`; retries while the database
+    /// is away.
+    pub async fn follow(
+        self: Arc<Self>,
+        store: EventStore,
+        cancel: CancellationToken,
+    ) -> Result<(), NoticeError> {
         let start = loop {
             match store.log_head().await {
                 Ok(head) => break head.map_or(0, |(position, _)| position),
                 Err(e) => {
-                    tracing::warn!(error = %e, "the notice stream waits for the database");
+                    tracing::warn!(error = %Chain(&e), "the notice stream waits for the database");
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = shutdown.changed() => return,
+                        _ = cancel.cancelled() => return Ok(()),
                     }
                 }
             }
@@ -140,13 +145,16 @@ impl NoticeHub {
         loop {
             let batch = tokio::select! {
                 batch = log.next_batch() => batch,
-                _ = shutdown.changed() => return,
+                _ = cancel.cancelled() => return Ok(()),
             };
             let events = match batch {
                 Ok(events) => events,
                 Err(e) => {
-                    tracing::warn!(error = %e, "the notice stream could not read the log");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tracing::warn!(error = %Chain(&e), "the notice stream could not read the log");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = cancel.cancelled() => return Ok(()),
+                    }
                     continue;
                 }
             };
@@ -177,7 +185,7 @@ impl NoticeHub {
                         .message_for(&store, &Viewer::Public, &everyone, &self.source_base)
                         .await
                     {
-                        tracing::warn!(error = %e, position = event.position, "could not prepare a notice");
+                        tracing::warn!(error = %Chain(&e), position = event.position, "could not prepare a notice");
                     }
                 }
                 self.publish(event.position, notice);
@@ -289,14 +297,14 @@ impl Subscriber {
 
     /// Reads the next events of the log after `last` and queues their messages; joins the
     /// ring once caught up.
-    async fn catch_up(&mut self) -> Result<(), ApiError> {
+    async fn catch_up(&mut self) -> Result<(), NoticeError> {
         let turn = self
             .hub
             .catching_up
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_| ApiError::Unavailable("the process is stopping".into()))?;
+            .map_err(|_| NoticeError::Stopping)?;
         let events = self.store.read_log(self.last, CATCH_UP_BATCH).await?;
         let caught_up = events.len() < CATCH_UP_BATCH;
         for event in &events {
@@ -370,7 +378,7 @@ impl Subscriber {
             }
             if self.ring.is_none() || self.catch_up_to.is_some() {
                 if let Err(e) = self.catch_up().await {
-                    tracing::warn!(error = %e, "a stream could not catch up; closing it");
+                    tracing::warn!(error = %Chain(&e), "a stream could not catch up; closing it");
                     self.done = true;
                     return Some(farewell(self.last, "the history is unavailable"));
                 }
@@ -390,7 +398,7 @@ impl Subscriber {
                             Ok(Some(message)) => self.ready.push_back(message),
                             Ok(None) => {}
                             Err(e) => {
-                                tracing::warn!(error = %e, "a notice could not be rendered; closing the stream");
+                                tracing::warn!(error = %Chain(&e), "a notice could not be rendered; closing the stream");
                                 self.done = true;
                                 // Resuming before this notice gets it then.
                                 return Some(farewell(self.last, "the history is unavailable"));

@@ -1,0 +1,109 @@
+//! Notices taken out of the process to someone else: today webhooks (Standard Webhooks,
+//! CloudEvents bodies). Every channel follows one design:
+//!
+//! 1. **From the durable log, never after commit.** The [`outbox`] follows the global log
+//!    from its own checkpoint (subscription `webhooks` in `subscription_checkpoints`). In one
+//!    transaction per batch it locks the checkpoint row (processes take turns), keeps the
+//!    channel's endpoints in step with the registration events it passes (so a notice at
+//!    position p goes exactly to the endpoints registered before p and not ended before p),
+//!    writes one delivery per (endpoint, notice) with its body rendered once, and moves the
+//!    checkpoint. A crash loses and doubles nothing.
+//! 2. **Leases, so processes share the work.** The [`sender`] claims due deliveries with a
+//!    lease (`leased_until`, `FOR UPDATE SKIP LOCKED`) committed before it sends, so no two
+//!    processes send one delivery at once and a dead sender's deliveries are sent again when
+//!    its lease runs out: delivery is at least once, and a restart or `kill -9` repeats at
+//!    most the attempts that were in flight.
+//! 3. **In order per incident.** A delivery written behind a pending one of the same
+//!    resource stream to the same endpoint waits (`next_attempt_at` infinity) until the
+//!    recorder ends that one and releases it. The outbox share-locks those pending ones in
+//!    the order the recorder locks them, so a release never misses a delivery being
+//!    written.
+//! 4. **Bounded and fair.** A claim reads each active endpoint's soonest due deliveries
+//!    from an index, never the backlog, at most `per_endpoint` in flight per endpoint and
+//!    `concurrency` per process, so a slow or dead endpoint never delays the others, and
+//!    each attempt has its own timeout. Nothing here runs on a request's path.
+//! 5. **Retries.** A failed attempt is retried after an equal-jitter exponential backoff
+//!    (`retry_base` doubled per attempt, at most `retry_max`, the upper half random), or
+//!    after the endpoint's `Retry-After` when that is later, until `max_attempts`. 410 Gone
+//!    disables a webhook (event `webhook.disabled`, actor `system`).
+//! 6. **Every attempt logged.** One recorder task writes each attempt (`webhook_attempts`,
+//!    append-only) and the delivery's new state in batches, and frees the send's slot only
+//!    then, so sends cannot outrun their records; the [`log`] reads them back.
+//!
+//! The delivery tables (`webhook_endpoints`, `webhook_deliveries`, `webhook_attempts`,
+//! `webhook_secrets`) are not read models and `crier replay` leaves them alone: they record
+//! what was sent to whom and when, which no fold of the history can recompute (an attempt's
+//! outcome is the endpoint's, not an event), and rebuilding them would send every notice
+//! again. The endpoints' registrations themselves are events and their read model,
+//! `rm_webhooks`, is rebuilt like any other. Secrets live in `webhook_secrets`, written in the
+//! registration's own transaction, never in an event.
+//!
+//! The crate knows nothing of the HTTP server; its errors are its own ([`DeliveryError`]).
+
+pub mod log;
+pub mod outbox;
+pub mod sender;
+pub mod webhook;
+
+pub use sender::Sender;
+pub use webhook::{new_secret, target::TargetPolicy, WebhookSettings, SECRET_PREFIX};
+
+use notices::NoticeError;
+use projections::ProjectionError;
+
+/// Why delivery work failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("the delivery tables cannot be read or written")]
+    Database(#[from] ProjectionError),
+    #[error("a notice cannot be rendered")]
+    Notice(#[from] NoticeError),
+    #[error("the global log jumps from position {from} to {to}")]
+    Gap { from: u64, to: u64 },
+    #[error("the webhook event at position {position} cannot be read")]
+    WebhookEvent {
+        position: u64,
+        #[source]
+        source: domain::DecodeError,
+    },
+    #[error("position {0} is out of range")]
+    PositionOutOfRange(u64),
+    #[error("the delivery checkpoint is negative")]
+    NegativeCheckpoint,
+    #[error("a rendered notice is not UTF-8")]
+    NotUtf8(#[from] std::string::FromUtf8Error),
+    #[error("the system has no randomness for a secret")]
+    Randomness(#[source] getrandom::Error),
+    #[error("the database did not answer in time")]
+    Timeout,
+}
+
+impl DeliveryError {
+    /// The database is away: worth retrying as it is.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            DeliveryError::Database(e) => e.is_unavailable(),
+            DeliveryError::Notice(e) => e.is_unavailable(),
+            DeliveryError::Timeout => true,
+            _ => false,
+        }
+    }
+}
+
+impl From<eventstore::StoreError> for DeliveryError {
+    fn from(err: eventstore::StoreError) -> Self {
+        DeliveryError::Database(err.into())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for DeliveryError {
+    fn from(err: deadpool_postgres::PoolError) -> Self {
+        DeliveryError::Database(err.into())
+    }
+}
+
+impl From<tokio_postgres::Error> for DeliveryError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        DeliveryError::Database(err.into())
+    }
+}
