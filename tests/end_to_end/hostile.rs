@@ -9,9 +9,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 fn address(api: &Api) -> String {
     api.server

@@ -1,5 +1,4 @@
 //! Running the real `crier` binary in tests.
-#![allow(dead_code)] // Each test binary uses a part.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};

@@ -11,9 +11,7 @@ use eventstore::testing::TestDatabase;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 fn keys(value: &Value) -> BTreeSet<&str> {
     value

@@ -7,9 +7,7 @@ use std::time::Duration;
 use eventstore::testing::TestDatabase;
 use serde_json::json;
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 const PROCESSES: usize = 3;
 const WRITERS: usize = 6;

@@ -10,9 +10,7 @@ use projections::testing::{read_model_snapshot, Shape};
 use projections::{Builder, BuilderOptions};
 use serde_json::{json, Value};
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_creates_a_missing_database_and_processes_racing_to_migrate_are_safe() {

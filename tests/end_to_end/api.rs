@@ -7,9 +7,7 @@ use eventstore::testing::{OutageProxy, TestDatabase};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 fn outage(service_id: &str) -> Value {
     json!({
@@ -221,7 +219,7 @@ async fn the_seed_outage_goes_through_its_whole_lifecycle() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_error_of_the_contract_is_a_problem_with_its_status() {
+async fn every_documented_error_status_is_a_problem() {
     let db = TestDatabase::create().await;
     let api = Api::start_with(
         &db,

@@ -9,9 +9,7 @@ use std::time::Duration;
 use eventstore::testing::TestDatabase;
 use serde_json::{json, Value};
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 fn incident(service_id: &str, title: &str) -> Value {
     json!({

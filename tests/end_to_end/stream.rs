@@ -7,9 +7,7 @@ use std::time::Duration;
 use eventstore::testing::TestDatabase;
 use serde_json::{json, Value};
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 fn incident_body(service: &str, title: &str, audience: Option<Value>, regions: &[&str]) -> Value {
     let mut body = json!({

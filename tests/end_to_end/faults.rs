@@ -12,9 +12,7 @@ use eventstore::EventStore;
 use projections::testing::read_model_snapshot;
 use serde_json::{json, Value};
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 const CLIENTS: usize = 8;
 const UPDATES_PER_CLIENT: usize = 12;

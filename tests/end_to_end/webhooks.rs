@@ -9,9 +9,7 @@ use eventstore::testing::TestDatabase;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 const FAST_RETRIES: [(&str, &str); 4] = [
     ("CRIER_WRITE_RATE_LIMIT", "0"),

@@ -1,0 +1,18 @@
+//! The `crier` binary end to end: each test starts real `crier` processes against a fresh
+//! PostgreSQL database of its own, and drives them as clients, operators and attackers would.
+//! One test binary with a module per area, so the support code and the dependencies are
+//! compiled and linked once.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic here is a failed test
+
+mod support;
+
+mod api;
+mod audit;
+mod cli;
+mod contract_fuzz;
+mod faults;
+mod hostile;
+mod public;
+mod scale;
+mod stream;
+mod webhooks;
