@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fuzz a running Crier from its own contract: schemathesis reads `/openapi.json` and sends
+"""Fuzz a running Crier from its own OpenAPI document: schemathesis reads `/openapi.json` and sends
 generated requests, valid and invalid, to every operation, once per role, then stateful
 sequences that follow the documented links (create, then read, update, delete).
 
@@ -13,7 +13,7 @@ target/ on first use) with every check. It exits 0 only when no answer was a 5xx
 its documented schema, status code, content type or headers, and no invalid request was
 accepted. schemathesis's report for each role is left in target/fuzz/<role>/.
 
-`GET /v1/stream` is left out: it never ends, and tests/stream.rs covers it.
+`GET /v1/stream` is left out: it never ends, and tests/end_to_end/stream.rs covers it.
 """
 
 import argparse

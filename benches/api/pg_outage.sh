@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The real PostgreSQL stopped under write load and started again, by hand: this
 # stops the local cluster for 3 s, so run it on a machine where nothing else needs it.
-# (tests/faults.rs does the same in CI with a TCP proxy cut, which other tests survive.)
+# (tests/end_to_end/faults.rs does the same in CI with a TCP proxy cut, which other tests survive.)
 #
 # Usage: benches/api/pg_outage.sh
 # Needs wrk and pg_ctlcluster (Debian's postgresql-common), run as a user that may use it.
