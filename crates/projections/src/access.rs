@@ -32,8 +32,7 @@ pub fn secret_sha256(secret: &str) -> String {
 /// A new secret: the prefix and 256 bits from the operating system's generator.
 pub fn new_secret() -> Result<String, CommandError> {
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes)
-        .map_err(CommandError::Randomness)?;
+    getrandom::fill(&mut bytes).map_err(CommandError::Randomness)?;
     Ok(format!("{SECRET_PREFIX}{}", hex::encode(bytes)))
 }
 

@@ -27,7 +27,7 @@ pub trait Kind: Decider<State = Option<Self::Resource>> {
     fn decode(event: &RecordedEvent) -> Result<Self::Event, DecodeError>;
 
     /// The stored type name, schema version and payload of `event`.
-    fn encode(event: &Self::Event) -> Result<(&'static str, u32, serde_json::Value), ProjectionError>;
+    fn encode(event: &Self::Event) -> Result<Encoded, ProjectionError>;
 
     /// The id the resource names itself by (its stream must carry the same).
     fn resource_id(resource: &Self::Resource) -> Uuid;
@@ -73,11 +73,14 @@ fn timeline_weight(message_lengths: impl Iterator<Item = usize>) -> u64 {
     1024 + bytes as u64
 }
 
+/// An event as stored: its type name, schema version and payload.
+pub type Encoded = (&'static str, u32, serde_json::Value);
+
 fn encoded<E: Serialize>(
     type_name: &'static str,
     version: u32,
     event: &E,
-) -> Result<(&'static str, u32, serde_json::Value), ProjectionError> {
+) -> Result<Encoded, ProjectionError> {
     serde_json::to_value(event)
         .map(|data| (type_name, version, data))
         .map_err(|source| ProjectionError::Encode { type_name, source })
@@ -127,7 +130,7 @@ impl Kind for incident::IncidentDecider {
         incident::Event::from_stored(&event.event_type, event.schema_version, event.data.clone())
     }
 
-    fn encode(event: &incident::Event) -> Result<(&'static str, u32, serde_json::Value), ProjectionError> {
+    fn encode(event: &incident::Event) -> Result<Encoded, ProjectionError> {
         encoded(event.type_name(), event.schema_version(), event)
     }
 }
@@ -149,7 +152,7 @@ impl Kind for service::ServiceDecider {
         service::Event::from_stored(&event.event_type, event.schema_version, event.data.clone())
     }
 
-    fn encode(event: &service::Event) -> Result<(&'static str, u32, serde_json::Value), ProjectionError> {
+    fn encode(event: &service::Event) -> Result<Encoded, ProjectionError> {
         encoded(event.type_name(), event.schema_version(), event)
     }
 }
@@ -198,9 +201,7 @@ impl Kind for maintenance::MaintenanceDecider {
         maintenance::Event::from_stored(&event.event_type, event.schema_version, event.data.clone())
     }
 
-    fn encode(
-        event: &maintenance::Event,
-    ) -> Result<(&'static str, u32, serde_json::Value), ProjectionError> {
+    fn encode(event: &maintenance::Event) -> Result<Encoded, ProjectionError> {
         encoded(event.type_name(), event.schema_version(), event)
     }
 }
@@ -222,7 +223,7 @@ impl Kind for api_key::ApiKeyDecider {
         api_key::Event::from_stored(&event.event_type, event.schema_version, event.data.clone())
     }
 
-    fn encode(event: &api_key::Event) -> Result<(&'static str, u32, serde_json::Value), ProjectionError> {
+    fn encode(event: &api_key::Event) -> Result<Encoded, ProjectionError> {
         encoded(event.type_name(), event.schema_version(), event)
     }
 }
@@ -244,7 +245,7 @@ impl Kind for webhook::WebhookDecider {
         webhook::Event::from_stored(&event.event_type, event.schema_version, event.data.clone())
     }
 
-    fn encode(event: &webhook::Event) -> Result<(&'static str, u32, serde_json::Value), ProjectionError> {
+    fn encode(event: &webhook::Event) -> Result<Encoded, ProjectionError> {
         encoded(event.type_name(), event.schema_version(), event)
     }
 }

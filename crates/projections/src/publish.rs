@@ -425,8 +425,7 @@ impl Publisher {
         }
         let mut new_events = Vec::with_capacity(events.len());
         for event in &events {
-            let (type_name, schema_version, data) =
-                K::encode(event)?;
+            let (type_name, schema_version, data) = K::encode(event)?;
             let mut new_event = NewEvent::new(type_name, data, metadata.clone());
             new_event.schema_version = schema_version;
             new_events.push(new_event);
