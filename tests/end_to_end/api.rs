@@ -485,6 +485,110 @@ async fn every_documented_error_status_is_a_problem() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_admin_never_sees_the_id_of_a_key_outside_its_tenant() {
+    let db = TestDatabase::create().await;
+    let api = Api::start(&db).await;
+    let contoso_admin = api.key("admin", Some("contoso")).await;
+    let made_by_tenant = api
+        .post(
+            "/v1/api-keys",
+            &contoso_admin,
+            json!({"name": "contoso reader", "role": "reader"}),
+        )
+        .await
+        .expect(201);
+    let all = api
+        .get("/v1/api-keys", Some(ADMIN_SECRET))
+        .await
+        .expect(200);
+    let operator_ids: Vec<&str> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["tenant"].is_null())
+        .map(|k| k["id"].as_str().unwrap())
+        .collect();
+    assert!(!operator_ids.is_empty());
+    let seen = api
+        .get("/v1/api-keys", Some(&contoso_admin))
+        .await
+        .expect(200);
+    let items = seen["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{seen:#}");
+    let admin = items.iter().find(|k| k["role"] == "admin").unwrap();
+    assert_eq!(admin["created_by"], "operator", "{admin:#}");
+    let reader = items.iter().find(|k| k["role"] == "reader").unwrap();
+    assert_eq!(reader["created_by"], admin["id"]);
+    let one = api
+        .get(
+            &format!("/v1/api-keys/{}", admin["id"].as_str().unwrap()),
+            Some(&contoso_admin),
+        )
+        .await
+        .expect(200);
+    assert_eq!(one["created_by"], "operator");
+    let revoked = api
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v1/api-keys/{}", made_by_tenant["id"].as_str().unwrap()),
+            Some(&contoso_admin),
+            &[],
+            None,
+        )
+        .await
+        .expect(200);
+    assert_eq!(revoked["created_by"], admin["id"]);
+    let text = seen.to_string() + &one.to_string();
+    for id in operator_ids {
+        assert!(
+            !text.contains(id),
+            "an operator key's id {id} reached a tenant: {text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_time_outside_1970_to_9999_is_a_400_naming_its_field_and_writes_nothing() {
+    let db = TestDatabase::create().await;
+    let api = Api::start(&db).await;
+    let exchange = api.service("Exchange Online").await;
+    let comms = api.key("publisher", None).await;
+    // The first was stored as far as PostgreSQL once, and answered 500.
+    for (starts_at, ends_at, field) in [
+        ("-4714-12-01T00:00:00Z", "2026-12-01T01:00:00Z", "starts_at"),
+        ("1969-12-31T23:59:59Z", "2026-12-01T01:00:00Z", "starts_at"),
+        ("2026-12-01T00:00:00Z", "+10000-01-01T00:00:00Z", "ends_at"),
+        ("2026-12-01T00:00:00Z", "10000-01-01T00:00:00Z", "ends_at"),
+    ] {
+        let problem = api
+            .post(
+                "/v1/maintenances",
+                &comms,
+                json!({"title": "Mailbox moves", "message": "Mail may be slow.",
+                       "affected_services": [exchange], "starts_at": starts_at, "ends_at": ends_at}),
+            )
+            .await
+            .problem(400);
+        assert_eq!(problem["errors"][0]["field"], field, "{problem:#}");
+    }
+    let listed = api.get("/v1/maintenances", None).await.expect(200);
+    assert_eq!(listed["items"], json!([]));
+    let incident = api.declare(&comms, outage(&exchange)).await;
+    let id = incident["id"].as_str().unwrap();
+    for as_of in [
+        "-4714-12-01T00:00:00Z",
+        "1969-12-31T23:59:59Z",
+        "%2B10000-01-01T00:00:00Z",
+    ] {
+        let problem = api
+            .get(&format!("/v1/incidents/{id}?as_of={as_of}"), None)
+            .await
+            .problem(400);
+        assert_eq!(problem["errors"][0]["field"], "as_of", "{problem:#}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_answers_503_with_retry_after_and_the_server_recovers() {
     let db = TestDatabase::create().await;
     let proxy = OutageProxy::start().await;

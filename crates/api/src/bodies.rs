@@ -23,7 +23,8 @@ pub struct ApiKeyBody {
     /// The tenant the key is bound to, if any.
     pub tenant: Option<String>,
     pub created_at: DateTime<Utc>,
-    /// Who created it: an API key id, `cli` or `bootstrap`.
+    /// Who created it: an API key id, `cli` or `bootstrap`; to a tenant-bound caller, a key
+    /// of its tenant by id and anything else as `operator`.
     pub created_by: String,
     pub revoked_at: Option<DateTime<Utc>>,
     pub version: u64,
@@ -229,7 +230,9 @@ pub struct NewMaintenance {
     #[serde(default)]
     #[schema(schema_with = domain::values::schema::labels)]
     pub regions: Vec<String>,
+    /// When the work starts: between 1970 and 9999 (UTC).
     pub starts_at: DateTime<Utc>,
+    /// When it ends, after `starts_at`: between 1970 and 9999 (UTC).
     pub ends_at: DateTime<Utc>,
     #[serde(default)]
     pub audience: Option<Audience>,

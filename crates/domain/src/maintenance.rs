@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::values::{
-    labels, text, Audience, MaintenanceId, ServiceId, Timeline, UpdateId, MAX_LIST_LEN,
+    labels, text, time, Audience, MaintenanceId, ServiceId, Timeline, UpdateId, MAX_LIST_LEN,
     MAX_MESSAGE_CHARS, MAX_TITLE_CHARS,
 };
 use crate::{decode, Decider, DecodeError, DomainError, Validation};
@@ -250,8 +250,12 @@ impl Decider for MaintenanceDecider {
                 let regions = v.check(labels("regions", &c.regions));
                 let audience = v.check(c.audience.validated());
                 let author = v.check(text("author", &c.author, MAX_TITLE_CHARS));
-                if c.ends_at <= c.starts_at {
-                    v.refuse("ends_at", "must be after starts_at");
+                let starts_at = v.check(time("starts_at", c.starts_at).map(Some));
+                let ends_at = v.check(time("ends_at", c.ends_at).map(Some));
+                if let (Some(starts_at), Some(ends_at)) = (starts_at, ends_at) {
+                    if ends_at <= starts_at {
+                        v.refuse("ends_at", "must be after starts_at");
+                    }
                 }
                 v.finish()?;
                 Ok(vec![Event::Scheduled(MaintenanceScheduled {
@@ -430,6 +434,27 @@ mod tests {
                 "{path:?}"
             );
         }
+    }
+
+    #[test]
+    fn times_outside_1970_to_9999_are_refused_by_field() {
+        // -4714-12-01 reached PostgreSQL once and answered 500.
+        let mut bad = schedule();
+        bad.starts_at = Utc.with_ymd_and_hms(-4714, 12, 1, 0, 0, 0).unwrap();
+        bad.ends_at = Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap();
+        let Err(DomainError::Invalid(errors)) =
+            given::<MaintenanceDecider>(&[]).when(Command::Schedule(bad))
+        else {
+            panic!()
+        };
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, vec!["starts_at", "ends_at"]);
+        let mut edge = schedule();
+        edge.starts_at = Utc.with_ymd_and_hms(1970, 1, 1, 0, 0, 0).unwrap();
+        edge.ends_at = Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap();
+        assert!(given::<MaintenanceDecider>(&[])
+            .when(Command::Schedule(edge))
+            .is_ok());
     }
 
     #[test]

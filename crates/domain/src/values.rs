@@ -20,6 +20,27 @@ pub const MAX_ACTION_MESSAGE_CHARS: usize = 500;
 pub const MAX_LABEL_CHARS: usize = 64;
 pub const MAX_LIST_LEN: usize = 100;
 
+/// The earliest time a command may carry: 1970-01-01T00:00:00Z.
+pub const EARLIEST_TIME_SECS: i64 = 0;
+/// The latest time a command may carry: 9999-12-31T23:59:59Z (RFC 3339 writes four-digit
+/// years; PostgreSQL would store far more, and chrono parse it, but no client reads it back).
+pub const LATEST_TIME_SECS: i64 = 253_402_300_799;
+
+/// A time a client gave, between 1970 and the end of 9999 (UTC).
+pub fn time(
+    field: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<chrono::DateTime<chrono::Utc>, DomainError> {
+    if (EARLIEST_TIME_SECS..=LATEST_TIME_SECS).contains(&at.timestamp()) {
+        Ok(at)
+    } else {
+        Err(DomainError::invalid(
+            field,
+            "must be between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59Z",
+        ))
+    }
+}
+
 /// Trimmed text of 1 to `max` characters, without control characters other than line
 /// breaks and tabs (PostgreSQL's jsonb cannot even store NUL).
 pub fn text(field: &str, value: &str, max: usize) -> Result<String, DomainError> {

@@ -32,7 +32,8 @@ pub enum AsOf {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "as_of must be an RFC 3339 time (2026-11-24T08:00:00Z) or a global position (a whole number)"
+    "as_of must be an RFC 3339 time (2026-11-24T08:00:00Z) between 1970 and 9999, or a global \
+     position (a whole number)"
 )]
 pub struct AsOfError;
 
@@ -43,8 +44,9 @@ impl FromStr for AsOf {
         if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
             return text.parse().map(AsOf::Position).map_err(|_| AsOfError);
         }
-        DateTime::parse_from_rfc3339(text)
-            .map(|t| AsOf::Time(t.with_timezone(&Utc)))
+        let time = DateTime::parse_from_rfc3339(text).map_err(|_| AsOfError)?;
+        domain::values::time("as_of", time.with_timezone(&Utc))
+            .map(AsOf::Time)
             .map_err(|_| AsOfError)
     }
 }
@@ -103,6 +105,8 @@ mod tests {
             "yesterday",
             "2026-11-24",
             "99999999999999999999999",
+            "1969-12-31T23:59:59Z",
+            "+10000-01-01T00:00:00Z",
         ] {
             assert_eq!(bad.parse::<AsOf>(), Err(AsOfError), "{bad}");
         }
