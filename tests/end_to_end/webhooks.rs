@@ -178,6 +178,16 @@ async fn registration_is_for_admins_validated_and_refuses_internal_addresses_by_
         ("http://169.254.169.254/latest/meta-data", "link-local"),
         ("http://[::1]/hook", "loopback"),
         ("http://10.0.0.8/hook", "private"),
+        // Each of these was accepted once by an attack on a running server.
+        ("http://[::ffff:0:127.0.0.1]/hook", "globally routable"),
+        ("http://[64:ff9b:1::7f00:1]/hook", "globally routable"),
+        ("http://[2002:7f00:1::]/hook", "globally routable"),
+        ("http://[fec0::1]/hook", "globally routable"),
+        ("http://[100::1]/hook", "globally routable"),
+        ("http://192.0.0.8/hook", "globally routable"),
+        ("http://198.18.0.1/hook", "globally routable"),
+        ("http://240.0.0.1/hook", "globally routable"),
+        ("http://localhost./hook", "globally routable"),
         ("ftp://hooks.example.com/", "http"),
         ("not a url", "absolute"),
     ] {
@@ -322,6 +332,102 @@ async fn a_tenant_admin_manages_its_own_webhooks_which_also_receive_its_private_
     };
     assert_eq!(to_public.len(), 1, "{to_public:#?}");
     assert_eq!(to_public[0]["event"]["subject"], open["id"]);
+}
+
+#[tokio::test]
+async fn revoking_a_key_disables_its_webhooks_which_get_no_private_notice_after() {
+    let db = TestDatabase::create().await;
+    let api = Api::start_with(&db, &FAST_RETRIES).await;
+    let contoso_admin = api.key("admin", Some("contoso")).await;
+    let publisher = api.key("publisher", None).await;
+    let service = api.service("Teams").await;
+    let contoso = Receiver::start(&[]);
+    let hook = api
+        .post("/v1/webhooks", &contoso_admin, json!({"url": contoso.url}))
+        .await
+        .expect(201);
+    contoso.set_secret(hook["secret"].as_str().unwrap()).await;
+    let private = || {
+        let mut private = incident(&service, "Contoso's tenant is degraded");
+        private["audience"] = json!({"visibility": "tenants", "tenants": ["contoso"]});
+        private
+    };
+    let before = api.declare(&publisher, private()).await;
+    contoso
+        .wait_until("the private notice before", |l| delivered_ids(l).len() == 1)
+        .await;
+
+    // The attack: the key is revoked, the webhook it registered keeps listening.
+    let key_id = api
+        .get("/v1/api-keys", Some(ADMIN_SECRET))
+        .await
+        .expect(200)["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["tenant"] == "contoso")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    api.send(
+        Method::DELETE,
+        &format!("/v1/api-keys/{key_id}"),
+        Some(ADMIN_SECRET),
+        &[],
+        None,
+    )
+    .await
+    .expect(200);
+    let after = api.declare(&publisher, private()).await;
+    // The webhook says why it stopped, in its resource and in its history.
+    let shown = api
+        .get(
+            &format!("/v1/webhooks/{}", hook["id"].as_str().unwrap()),
+            Some(ADMIN_SECRET),
+        )
+        .await
+        .expect(200);
+    assert_eq!(shown["status"], "disabled", "{shown:#}");
+    assert_eq!(
+        shown["ended_reason"],
+        "the API key that registered it was revoked"
+    );
+    let history = api
+        .get(
+            &format!(
+                "/v1/audit/streams/webhook-{}/events",
+                hook["id"].as_str().unwrap()
+            ),
+            Some(ADMIN_SECRET),
+        )
+        .await
+        .expect(200);
+    let types: Vec<&str> = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["webhook.registered", "webhook.disabled"]);
+    // Another endpoint shows the fan-out has moved past the second notice.
+    let witness = Receiver::start(&[]);
+    register(&api, &witness, json!({})).await;
+    api.declare(&publisher, incident(&service, "Teams is down"))
+        .await;
+    witness
+        .wait_until("a later public notice", |l| !delivered_ids(l).is_empty())
+        .await;
+    let received: Vec<Value> = contoso.lines();
+    assert!(
+        received
+            .iter()
+            .all(|l| l["event"]["subject"] != after["id"]),
+        "a revoked key's webhook got a private notice: {received:#?}"
+    );
+    assert!(received
+        .iter()
+        .any(|l| l["event"]["subject"] == before["id"]));
 }
 
 #[tokio::test]
