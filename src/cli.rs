@@ -109,7 +109,8 @@ pub enum CheckpointCommand {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Make sure an admin key with exactly this secret exists (idempotent), so that a fresh
-    /// deployment can be driven by scripts. At least 16 characters.
+    /// deployment can be driven by scripts. At least 32 characters, of 16 different ones, and
+    /// 128 bits by the kinds of characters used: `openssl rand -base64 32` makes one.
     #[arg(long, env = "CRIER_BOOTSTRAP_ADMIN_KEY", hide_env_values = true)]
     pub bootstrap_admin_key: Option<String>,
     /// Address to listen on; port 0 picks a free port (printed at start).

@@ -21,6 +21,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = store_config(&cli);
     match cli.command {
         Command::Serve(args) => {
+            if let Some(secret) = &args.bootstrap_admin_key {
+                projections::access::check_bootstrap_secret(secret).map_err(|rule| {
+                    anyhow::anyhow!("CRIER_BOOTSTRAP_ADMIN_KEY is refused: {rule}")
+                })?;
+            }
             let app = Application::build(Settings {
                 store: config,
                 listen: args.listen,

@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 REQUIREMENTS = ROOT / "tools" / "fuzz-requirements.txt"
-BOOTSTRAP_SECRET = "crier-fuzz-bootstrap-admin-key"
+BOOTSTRAP_SECRET = "crier-fuzz-Bootstrap-Admin-Key-5Kd8Rt3Wz"
 SERVER = "postgres://postgres@127.0.0.1:5432"
 
 

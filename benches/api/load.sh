@@ -18,7 +18,7 @@ PGURL="${PGURL:-postgres://postgres@127.0.0.1:5432}"
 DB=crier_bench_api
 PORT=18090
 NGINX_PORT=18091
-ADMIN="bench-admin-secret-0123456789"
+ADMIN="bench-Admin-Secret-0123456789-QxWzKv"
 WORK="$(mktemp -d)"
 BASE="http://127.0.0.1:$PORT"
 

@@ -14,7 +14,7 @@ PGURL="${PGURL:-postgres://postgres@127.0.0.1:5432}"
 CLUSTER="$(ls /etc/postgresql | head -n 1) main"
 DB=crier_bench_outage
 PORT=18290
-ADMIN="bench-admin-secret-0123456789"
+ADMIN="bench-Admin-Secret-0123456789-QxWzKv"
 WORK="$(mktemp -d)"
 BASE="http://127.0.0.1:$PORT"
 

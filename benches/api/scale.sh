@@ -16,7 +16,7 @@ TOTAL_CONNECTIONS="${2:-16}"
 PGURL="${PGURL:-postgres://postgres@127.0.0.1:5432}"
 DB=crier_bench_scale
 FIRST_PORT=18190
-ADMIN="bench-admin-secret-0123456789"
+ADMIN="bench-Admin-Secret-0123456789-QxWzKv"
 WORK="$(mktemp -d)"
 
 trap stop_everything EXIT

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 /// The bootstrap admin key of every benchmark server.
-pub const ADMIN: &str = "bench-admin-secret-0123456789";
+pub const ADMIN: &str = "bench-Admin-Secret-0123456789-QxWzKv";
 
 /// `crier serve` (2 HTTP workers, no write rate limit) on a database, killed when dropped.
 pub struct BenchServer {

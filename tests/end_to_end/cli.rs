@@ -361,7 +361,8 @@ async fn key_rows(store: &EventStore) -> Vec<(String, String, Option<String>, bo
     let client = store.pool().get().await.expect("connect");
     client
         .query(
-            "SELECT secret_sha256, role, tenant, revoked FROM rm_api_keys ORDER BY id",
+            "SELECT v.secret_sha256, k.role, k.tenant, k.revoked \
+               FROM rm_api_keys k JOIN api_key_verifiers v ON v.key_id = k.id ORDER BY k.id",
             &[],
         )
         .await
@@ -414,7 +415,7 @@ async fn keys_create_prints_the_secret_once_and_stores_only_its_hash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_with_one_bootstrap_secret_make_exactly_one_admin_key() {
     let db = TestDatabase::create().await;
-    let secret = "bootstrap-secret-for-tests-0123456789";
+    let secret = "bootstrap-Secret-for-tests-0123456789";
     let start = || {
         let mut command = crier(&db.url);
         command.env("CRIER_BOOTSTRAP_ADMIN_KEY", secret);
@@ -434,6 +435,64 @@ async fn two_servers_with_one_bootstrap_secret_make_exactly_one_admin_key() {
     wait_for_status(&client, &third.url("/readyz"), 200).await;
     assert_eq!(
         key_rows(&store).await,
-        vec![(hash, "admin".into(), None, false)]
+        vec![(hash.clone(), "admin".into(), None, false)]
     );
+    // Nothing in the history could let the secret be guessed offline: no digest of it, and
+    // the key's id is random, not derived from it.
+    let client = store.pool().get().await.expect("connect");
+    let history: Vec<String> = client
+        .query(
+            "SELECT stream_id || data::text || metadata::text FROM events",
+            &[],
+        )
+        .await
+        .expect("events")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(!history.is_empty());
+    assert!(
+        history
+            .iter()
+            .all(|e| !e.contains(&hash) && !e.contains(secret)),
+        "{history:?}"
+    );
+    drop(third);
+    let other_db = TestDatabase::create().await;
+    let mut elsewhere = crier(&other_db.url);
+    elsewhere.env("CRIER_BOOTSTRAP_ADMIN_KEY", secret);
+    let elsewhere = Server::start_with(elsewhere);
+    wait_for_status(&reqwest::Client::new(), &elsewhere.url("/readyz"), 200).await;
+    let ids = |db: &TestDatabase| {
+        let config = db.config();
+        async move {
+            let store = EventStore::connect(config).expect("connect");
+            let client = store.pool().get().await.expect("connect");
+            client
+                .query_one("SELECT id FROM rm_api_keys", &[])
+                .await
+                .expect("one key")
+                .get::<_, uuid::Uuid>(0)
+        }
+    };
+    assert_ne!(
+        ids(&db).await,
+        ids(&other_db).await,
+        "the id depends on the secret"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_a_guessable_bootstrap_secret_at_start_naming_the_rule() {
+    let db = TestDatabase::create().await;
+    let mut command = crier(&db.url);
+    command
+        .env("CRIER_BOOTSTRAP_ADMIN_KEY", "change-me-to-a-long-secret")
+        .args(["serve", "--listen", "127.0.0.1:0"]);
+    let refused = output(command).await;
+    assert_eq!(refused.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("CRIER_BOOTSTRAP_ADMIN_KEY"), "{said}");
+    assert!(said.contains("at least 32 characters"), "{said}");
+    assert!(said.contains("openssl rand -base64 32"), "{said}");
 }

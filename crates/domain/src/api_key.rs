@@ -1,7 +1,10 @@
 //! API keys: who may do what. Created with a role (and optionally a tenant), revoked once.
 //!
-//! The secret never enters the domain: commands and events carry only its SHA-256 (hex),
-//! which is what requests are matched by. A key's secret is shown once, by whoever made it.
+//! Neither the secret nor any digest of it enters the domain or the history: the verifier
+//! that requests are matched by is kept beside the read models, outside the history, so that
+//! an export never carries something a secret could be guessed from offline. A key's secret
+//! is shown once, by whoever made it. `api_key.created` v1 carried the secret's SHA-256; v2
+//! does not, and v1 payloads are upcast without it.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -49,8 +52,6 @@ pub struct Create {
     pub name: String,
     pub role: Role,
     pub tenant: Option<String>,
-    /// Lower-case hex SHA-256 of the secret.
-    pub secret_sha256: String,
     pub author: String,
     pub at: DateTime<Utc>,
 }
@@ -75,7 +76,6 @@ pub struct ApiKeyCreated {
     pub name: String,
     pub role: Role,
     pub tenant: Option<String>,
-    pub secret_sha256: String,
     pub author: String,
     pub at: DateTime<Utc>,
 }
@@ -87,9 +87,13 @@ pub struct ApiKeyRevoked {
 }
 
 impl Event {
-    /// The schema version of the stored form written today.
+    /// The schema version of the stored form written today: `api_key.created` v2 dropped
+    /// `secret_sha256`.
     pub fn schema_version(&self) -> u32 {
-        1
+        match self {
+            Event::Created(_) => 2,
+            Event::Revoked(_) => 1,
+        }
     }
 
     pub fn type_name(&self) -> &'static str {
@@ -105,11 +109,25 @@ impl Event {
         data: serde_json::Value,
     ) -> Result<Event, DecodeError> {
         match type_name {
-            "api_key.created" => decode(type_name, schema_version, data, &[], Event::Created),
+            "api_key.created" => decode(
+                type_name,
+                schema_version,
+                data,
+                &[created_v1_to_v2],
+                Event::Created,
+            ),
             "api_key.revoked" => decode(type_name, schema_version, data, &[], Event::Revoked),
             other => Err(DecodeError::UnknownType(other.to_owned())),
         }
     }
+}
+
+/// v1 carried the secret's SHA-256, which now lives outside the history.
+fn created_v1_to_v2(
+    mut object: serde_json::Map<String, serde_json::Value>,
+) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    object.remove("secret_sha256");
+    Ok(object)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,7 +136,6 @@ pub struct ApiKey {
     pub name: String,
     pub role: Role,
     pub tenant: Option<String>,
-    pub secret_sha256: String,
     pub created_at: DateTime<Utc>,
     pub created_by: String,
     pub revoked_at: Option<DateTime<Utc>>,
@@ -127,21 +144,6 @@ pub struct ApiKey {
 pub type State = Option<ApiKey>;
 
 pub struct ApiKeyDecider;
-
-fn secret_sha256(value: &str) -> Result<String, DomainError> {
-    let valid = value.len() == 64
-        && value
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    if valid {
-        Ok(value.to_owned())
-    } else {
-        Err(DomainError::invalid(
-            "secret_sha256",
-            "must be a SHA-256 in lower-case hex (the secret itself is never stored)",
-        ))
-    }
-}
 
 impl Decider for ApiKeyDecider {
     type Command = Command;
@@ -157,7 +159,6 @@ impl Decider for ApiKeyDecider {
                 let mut v = Validation::default();
                 let name = v.check(text("name", &c.name, MAX_TITLE_CHARS));
                 let tenant = v.check(c.tenant.as_deref().map(|t| label("tenant", t)).transpose());
-                let secret = v.check(secret_sha256(&c.secret_sha256));
                 let author = v.check(text("author", &c.author, MAX_TITLE_CHARS));
                 v.finish()?;
                 Ok(vec![Event::Created(ApiKeyCreated {
@@ -165,7 +166,6 @@ impl Decider for ApiKeyDecider {
                     name,
                     role: c.role,
                     tenant,
-                    secret_sha256: secret,
                     author,
                     at: c.at,
                 })])
@@ -191,7 +191,6 @@ impl Decider for ApiKeyDecider {
                 name: e.name.clone(),
                 role: e.role,
                 tenant: e.tenant.clone(),
-                secret_sha256: e.secret_sha256.clone(),
                 created_at: e.at,
                 created_by: e.author.clone(),
                 revoked_at: None,
@@ -221,7 +220,6 @@ mod tests {
             name: "Status page publisher".into(),
             role: Role::Publisher,
             tenant: None,
-            secret_sha256: "ab".repeat(32),
             author: "bootstrap".into(),
             at: at(0),
         }
@@ -234,7 +232,7 @@ mod tests {
     }
 
     #[test]
-    fn a_key_is_created_once_with_its_role_tenant_and_secret_hash_only() {
+    fn a_key_is_created_once_with_its_role_and_tenant_and_nothing_of_its_secret() {
         let mut bound = create();
         bound.tenant = Some(" Contoso ".into());
         let events = given::<ApiKeyDecider>(&[])
@@ -252,9 +250,8 @@ mod tests {
     }
 
     #[test]
-    fn a_create_without_a_proper_hash_name_or_tenant_names_every_field() {
+    fn a_create_without_a_proper_name_or_tenant_names_every_field() {
         let mut bad = create();
-        bad.secret_sha256 = "crier_plaintext_secret".into();
         bad.name = " ".into();
         bad.tenant = Some("not a label!".into());
         let Err(DomainError::Invalid(errors)) =
@@ -263,7 +260,7 @@ mod tests {
             panic!("accepted");
         };
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, ["name", "tenant", "secret_sha256"]);
+        assert_eq!(fields, ["name", "tenant"]);
     }
 
     #[test]
@@ -289,6 +286,19 @@ mod tests {
             given::<ApiKeyDecider>(&[]).when(revoke()),
             Err(DomainError::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn a_version_1_creation_is_read_without_its_secret_digest() {
+        let stored = serde_json::json!({
+            "key_id": Uuid::from_u128(1), "name": "Status page publisher", "role": "publisher",
+            "tenant": null, "secret_sha256": "ab".repeat(32), "author": "bootstrap",
+            "at": "2026-11-24T09:00:00Z"
+        });
+        let event = Event::from_stored("api_key.created", 1, stored).unwrap();
+        assert_eq!(event, created());
+        let data = serde_json::to_value(&event).unwrap();
+        assert!(data.get("secret_sha256").is_none(), "{data}");
     }
 
     #[test]

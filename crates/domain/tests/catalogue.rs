@@ -116,7 +116,7 @@ fn every_event_type_at_its_current_version_is_documented() {
         ("incident.postmortem_published", 1),
         ("maintenance.scheduled", 2),
         ("maintenance.update_posted", 1),
-        ("api_key.created", 1),
+        ("api_key.created", 2),
         ("api_key.revoked", 1),
         ("webhook.registered", 1),
         ("webhook.deleted", 1),

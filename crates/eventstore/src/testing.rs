@@ -187,14 +187,27 @@ impl TestDatabase {
     }
 }
 
-/// Puts a migrated database's global log back as it was before migration V9 (one
-/// `event_log` row per event) and forgets V9, so that migrating again runs V9 on it: for
-/// tests of that migration and of later ones that rewind past it.
-pub const UNDO_V9_SQL: &str =
+/// Puts a migrated database back as it was before migration V9 (the global log as one
+/// `event_log` row per event), undoing the migrations after it first, and forgets them, so
+/// that migrating again runs V9 and the rest on it: for tests of V9 and of earlier
+/// migrations. A new migration adds its undo at the front.
+pub const UNDO_V9_SQL: &str = concat!(
+    // V11: endpoints know their registering key.
+    "ALTER TABLE webhook_endpoints DROP COLUMN registered_by; ",
+    // V10: key verifiers outside the history.
+    "ALTER TABLE rm_api_keys ADD COLUMN secret_sha256 text; ",
+    "UPDATE rm_api_keys k SET secret_sha256 = coalesce( \
+         (SELECT v.secret_sha256 FROM api_key_verifiers v WHERE v.key_id = k.id), \
+         encode(sha256(k.id::text::bytea), 'hex')); ",
+    "ALTER TABLE rm_api_keys ALTER COLUMN secret_sha256 SET NOT NULL; ",
+    "CREATE INDEX rm_api_keys_secret ON rm_api_keys (secret_sha256); ",
+    "DROP TABLE api_key_verifiers; ",
+    // V9: one log row per seal.
     "INSERT INTO event_log (position, seq, transaction_id, prev_hash, hash) \
      SELECT position, seq, transaction_id, prev_hash, hash FROM log_links(0, 1000000); \
-     DROP FUNCTION log_links; DROP TABLE log_seals; \
-     DELETE FROM refinery_schema_history WHERE version = 9;";
+     DROP FUNCTION log_links; DROP TABLE log_seals; ",
+    "DELETE FROM refinery_schema_history WHERE version >= 9;"
+);
 
 /// The whole global log, read in batches.
 pub async fn whole_log(store: &EventStore) -> Vec<crate::LoggedEvent> {

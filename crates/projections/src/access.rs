@@ -1,21 +1,35 @@
-//! Issuing API keys: secrets are made here, shown once to whoever asked, and only their
-//! SHA-256 is kept (in the event and in `rm_api_keys`).
+//! Issuing API keys: secrets are made here and shown once to whoever asked. Neither the
+//! secret nor a digest of it is in the history: the verifier requests are matched by (its
+//! SHA-256, [`crate::queries::live_keys_by_secret_hashes`]) is written to
+//! `api_key_verifiers` in the transaction of the key's creation, outside the events.
 //!
-//! A secret is [`SECRET_PREFIX`] and 256 random bits; requests are matched by its hash
-//! ([`crate::queries::live_keys_by_secret_hashes`]). The bootstrap admin key's id derives from
-//! its secret, so processes starting together create one key ([`ensure_bootstrap_admin`]).
+//! A generated secret is [`SECRET_PREFIX`] and 256 random bits. The bootstrap admin key's
+//! secret is chosen by an operator, so it must be strong ([`check_bootstrap_secret`]); its key
+//! gets a random id like any other, and processes starting together with one secret make one
+//! key because a verifier is unique ([`ensure_bootstrap_admin`]).
 
 use chrono::Utc;
 use domain::api_key::{self, ApiKey, ApiKeyDecider, Role};
-use domain::DomainError;
 use eventstore::Metadata;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::{CommandError, Publisher, Versioned};
+use crate::{AlsoWrite, CommandError, Outcome, Publisher, Versioned};
 
 /// Every secret starts so, which lets secret scanners recognise a leaked one.
 pub const SECRET_PREFIX: &str = "crier_";
+
+/// Writes a key's verifier in the transaction of its creation.
+pub const INSERT_VERIFIER_SQL: &str =
+    "INSERT INTO api_key_verifiers (key_id, secret_sha256) VALUES ($1, $2)";
+
+/// The shortest bootstrap secret accepted.
+pub const MIN_BOOTSTRAP_SECRET_CHARS: usize = 32;
+/// The fewest different characters a bootstrap secret may be made of.
+const MIN_BOOTSTRAP_DISTINCT_CHARS: usize = 16;
+/// The least strength a bootstrap secret may have, estimated from its length and the kinds of
+/// characters it uses.
+const MIN_BOOTSTRAP_SECRET_BITS: f64 = 128.0;
 
 /// A key just made, with the only copy of its secret.
 #[derive(Debug, Clone)]
@@ -36,16 +50,17 @@ pub fn new_secret() -> Result<String, CommandError> {
     Ok(format!("{SECRET_PREFIX}{}", hex::encode(bytes)))
 }
 
-/// The command that creates a key with a fresh secret, and that secret.
+/// The command that creates a key, its secret and the verifier to store beside it.
 #[derive(Debug, Clone)]
 pub struct NewKey {
     pub id: Uuid,
     pub command: api_key::Command,
     pub secret: String,
+    /// The secret's SHA-256: written with [`INSERT_VERIFIER_SQL`], never in an event.
+    pub verifier: String,
 }
 
-/// Makes a fresh secret and the command that creates its key (whose events hold only the
-/// secret's SHA-256).
+/// Makes a fresh secret and the command that creates its key.
 pub fn new_key(
     name: &str,
     role: Role,
@@ -53,21 +68,66 @@ pub fn new_key(
     author: &str,
 ) -> Result<NewKey, CommandError> {
     let secret = new_secret()?;
-    let id = Uuid::new_v4();
+    Ok(key_with_secret(
+        Uuid::new_v4(),
+        name,
+        role,
+        tenant,
+        author,
+        secret,
+    ))
+}
+
+fn key_with_secret(
+    id: Uuid,
+    name: &str,
+    role: Role,
+    tenant: Option<&str>,
+    author: &str,
+    secret: String,
+) -> NewKey {
     let command = api_key::Command::Create(api_key::Create {
         key_id: id,
         name: name.to_owned(),
         role,
         tenant: tenant.map(str::to_owned),
-        secret_sha256: secret_sha256(&secret),
         author: author.to_owned(),
         at: Utc::now(),
     });
-    Ok(NewKey {
+    NewKey {
         id,
         command,
+        verifier: secret_sha256(&secret),
         secret,
-    })
+    }
+}
+
+/// Creates the key of `new` with its verifier, in one transaction.
+async fn create(
+    publisher: &Publisher,
+    new: &NewKey,
+    actor: &str,
+) -> Result<Versioned<ApiKey>, CommandError> {
+    let also = AlsoWrite {
+        statement: INSERT_VERIFIER_SQL,
+        params: &[&new.id, &new.verifier],
+    };
+    match publisher
+        .execute_once::<ApiKeyDecider>(
+            new.id,
+            &new.command,
+            None,
+            &Metadata::by(actor),
+            None,
+            Some(&also),
+        )
+        .await?
+    {
+        Outcome::Written(written) => Ok(written.resource),
+        Outcome::Replayed(_) => Err(CommandError::Refused(
+            "a replayed answer without an idempotency key".into(),
+        )),
+    }
 }
 
 /// Creates a key with a fresh secret.
@@ -79,11 +139,9 @@ pub async fn issue_key(
     actor: &str,
 ) -> Result<IssuedKey, CommandError> {
     let new = new_key(name, role, tenant, actor)?;
-    let written = publisher
-        .execute::<ApiKeyDecider>(new.id, &new.command, None, &Metadata::by(actor))
-        .await?;
+    let key = create(publisher, &new, actor).await?;
     Ok(IssuedKey {
-        key: written.resource,
+        key,
         secret: new.secret,
     })
 }
@@ -97,51 +155,88 @@ pub enum Bootstrap {
     Revoked,
 }
 
-/// Makes sure an admin key with exactly `secret` exists. Its id is derived from the secret,
-/// so processes starting together create one key, and restarts create none.
+/// Refuses a bootstrap secret that could be guessed: it must be at least
+/// [`MIN_BOOTSTRAP_SECRET_CHARS`] characters, of at least 16 different ones, and hold at
+/// least 128 bits by the kinds of characters it uses (lower case, upper case, digits,
+/// others). `openssl rand -base64 32` makes one.
+pub fn check_bootstrap_secret(secret: &str) -> Result<(), String> {
+    let rule = format!(
+        "a bootstrap admin key must be at least {MIN_BOOTSTRAP_SECRET_CHARS} characters, of at \
+         least {MIN_BOOTSTRAP_DISTINCT_CHARS} different ones, and hold 128 bits by the kinds of \
+         characters it uses (make one with `openssl rand -base64 32`)"
+    );
+    let chars: Vec<char> = secret.chars().collect();
+    let mut distinct = chars.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let kinds = [
+        (chars.iter().any(char::is_ascii_lowercase), 26.0),
+        (chars.iter().any(char::is_ascii_uppercase), 26.0),
+        (chars.iter().any(char::is_ascii_digit), 10.0),
+        (chars.iter().any(|c| !c.is_ascii_alphanumeric()), 33.0),
+    ];
+    let alphabet: f64 = kinds.iter().filter(|(used, _)| *used).map(|(_, n)| n).sum();
+    let bits = chars.len() as f64 * alphabet.max(1.0).log2();
+    if chars.len() < MIN_BOOTSTRAP_SECRET_CHARS
+        || distinct.len() < MIN_BOOTSTRAP_DISTINCT_CHARS
+        || bits < MIN_BOOTSTRAP_SECRET_BITS
+    {
+        return Err(rule);
+    }
+    Ok(())
+}
+
+/// Whether a key with this verifier exists, and if so whether it is revoked.
+async fn verified_key(publisher: &Publisher, verifier: &str) -> Result<Option<bool>, CommandError> {
+    let client = publisher.store().pool().get().await?;
+    let row = client
+        .query_opt(
+            "SELECT k.revoked FROM api_key_verifiers v JOIN rm_api_keys k ON k.id = v.key_id \
+              WHERE v.secret_sha256 = $1",
+            &[&verifier],
+        )
+        .await?;
+    Ok(row.map(|row| row.try_get::<_, bool>(0)).transpose()?)
+}
+
+/// Makes sure an admin key with exactly `secret` exists (see [`check_bootstrap_secret`]).
+/// Processes starting together create one key: the second's verifier collides with the
+/// first's, which rolls its whole creation back, and it finds the first's key.
 pub async fn ensure_bootstrap_admin(
     publisher: &Publisher,
     secret: &str,
 ) -> Result<Bootstrap, CommandError> {
-    if secret.trim().len() < 16 {
-        return Err(CommandError::Domain(DomainError::invalid(
+    if let Err(rule) = check_bootstrap_secret(secret) {
+        return Err(CommandError::Domain(domain::DomainError::invalid(
             "CRIER_BOOTSTRAP_ADMIN_KEY",
-            "must be at least 16 characters",
+            rule,
         )));
     }
-    let hash = secret_sha256(secret);
-    let mut derived = [0u8; 16];
-    derived.copy_from_slice(&Sha256::digest(format!("crier.bootstrap-admin\0{hash}"))[..16]);
-    let id = uuid::Builder::from_custom_bytes(derived).into_uuid();
-    let command = api_key::Command::Create(api_key::Create {
-        key_id: id,
-        name: "bootstrap admin".into(),
-        role: Role::Admin,
-        tenant: None,
-        secret_sha256: hash,
-        author: "bootstrap".into(),
-        at: Utc::now(),
-    });
-    match publisher
-        .execute::<ApiKeyDecider>(id, &command, None, &Metadata::by("bootstrap"))
-        .await
-    {
-        Ok(_) => Ok(Bootstrap::Created),
-        Err(CommandError::Domain(DomainError::Conflict(_))) => {
-            let client = publisher.store().pool().get().await?;
-            let revoked = client
-                .query_opt("SELECT revoked FROM rm_api_keys WHERE id = $1", &[&id])
-                .await?
-                .map(|row| row.try_get::<_, bool>(0))
-                .transpose()?
-                .unwrap_or(false);
-            Ok(if revoked {
-                Bootstrap::Revoked
-            } else {
-                Bootstrap::Present
-            })
+    let verifier = secret_sha256(secret);
+    let found = |revoked: bool| {
+        if revoked {
+            Bootstrap::Revoked
+        } else {
+            Bootstrap::Present
         }
-        Err(e) => Err(e),
+    };
+    if let Some(revoked) = verified_key(publisher, &verifier).await? {
+        return Ok(found(revoked));
+    }
+    let new = key_with_secret(
+        Uuid::new_v4(),
+        "bootstrap admin",
+        Role::Admin,
+        None,
+        "bootstrap",
+        secret.to_owned(),
+    );
+    match create(publisher, &new, "bootstrap").await {
+        Ok(_) => Ok(Bootstrap::Created),
+        Err(e) => match verified_key(publisher, &verifier).await? {
+            Some(revoked) => Ok(found(revoked)),
+            None => Err(e),
+        },
     }
 }
 
@@ -162,5 +257,26 @@ mod tests {
             secret_sha256("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn a_bootstrap_secret_a_person_could_guess_is_refused_naming_the_rule() {
+        for weak in [
+            "change-me-to-a-long-secret",
+            "crier-test-bootstrap-admin-secret",
+            "00000000000000000000000000000000000000000000",
+            "12345678901234567890123456789012345678",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        ] {
+            let refused = check_bootstrap_secret(weak).unwrap_err();
+            assert!(refused.contains("at least 32 characters"), "{refused}");
+        }
+        for strong in [
+            "q7Jm2kL9xB4vR8nT1wZ5cF3hY6pD0sGa",
+            "Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0Zw==",
+            &new_secret().unwrap(),
+        ] {
+            assert_eq!(check_bootstrap_secret(strong), Ok(()), "{strong}");
+        }
     }
 }

@@ -360,16 +360,18 @@ pub async fn incidents<C: GenericClient>(
     Ok(incidents_page(client, viewer, &filter, limit).await?.items)
 }
 
-/// The live (not revoked) key of each of these secret SHA-256s that has exactly one. Read
-/// from the database on every call, so a revocation takes effect at once on every process.
+/// The live (not revoked) key of each of these secret SHA-256s, by its verifier (kept
+/// outside the history, in `api_key_verifiers`). Read from the database on every call, so a
+/// revocation takes effect at once on every process.
 pub async fn live_keys_by_secret_hashes<C: GenericClient>(
     client: &C,
     secret_sha256s: &[String],
 ) -> Result<HashMap<String, Versioned<ApiKey>>, ProjectionError> {
     let statement = client
         .prepare_cached(
-            "SELECT secret_sha256, id, version, state FROM rm_api_keys \
-              WHERE secret_sha256 = ANY($1) AND NOT revoked",
+            "SELECT v.secret_sha256, k.id, k.version, k.state \
+               FROM api_key_verifiers v JOIN rm_api_keys k ON k.id = v.key_id \
+              WHERE v.secret_sha256 = ANY($1) AND NOT k.revoked",
         )
         .await?;
     let rows = client.query(&statement, &[&secret_sha256s]).await?;
@@ -381,7 +383,7 @@ pub async fn live_keys_by_secret_hashes<C: GenericClient>(
             ambiguous.push(hash);
         }
     }
-    // Only a forged history has two live keys with one secret: neither is anyone's.
+    // A verifier is unique, so only forged rows give two keys one secret: neither is anyone's.
     for hash in ambiguous {
         keys.remove(&hash);
     }
@@ -683,6 +685,37 @@ pub async fn api_key<C: GenericClient>(
         .await?;
     let row = client.query_opt(&statement, &[&id]).await?;
     row.as_ref().map(versioned).transpose()
+}
+
+/// The active webhooks that key `key_id` registered.
+pub async fn active_webhooks_registered_by<C: GenericClient>(
+    client: &C,
+    key_id: Uuid,
+) -> Result<Vec<Uuid>, ProjectionError> {
+    let statement = client
+        .prepare_cached(
+            "SELECT id FROM rm_webhooks WHERE active AND state->>'created_by' = $1 ORDER BY id",
+        )
+        .await?;
+    let rows = client.query(&statement, &[&key_id.to_string()]).await?;
+    rows.iter()
+        .map(|row| row.try_get(0).map_err(ProjectionError::from))
+        .collect()
+}
+
+/// The tenant of each of these keys that exists (`None`: bound to no tenant).
+pub async fn key_tenants<C: GenericClient>(
+    client: &C,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, Option<String>>, ProjectionError> {
+    let statement = client
+        .prepare_cached("SELECT id, tenant FROM rm_api_keys WHERE id = ANY($1)")
+        .await?;
+    let mut tenants = HashMap::with_capacity(ids.len());
+    for row in client.query(&statement, &[&ids]).await? {
+        tenants.insert(row.try_get("id")?, row.try_get("tenant")?);
+    }
+    Ok(tenants)
 }
 
 /// Webhooks, newest first, after the `(created_at, id)` of the previous page; only those of

@@ -102,7 +102,6 @@ fn key_scripts() -> Vec<Script> {
                 name: format!("{} key", role.as_str()),
                 role,
                 tenant: tenant.map(str::to_owned),
-                secret_sha256: format!("{n:064x}"),
                 author: "bootstrap".into(),
                 at,
             })];

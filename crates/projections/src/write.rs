@@ -391,23 +391,19 @@ impl<'a> Writes<'a> {
     fn api_keys(&mut self, keys: &'a [Versioned<ApiKey>]) -> Result<(), ProjectionError> {
         let ids: Vec<Uuid> = keys.iter().map(|k| k.id).collect();
         let versions = keys.iter().map(version).collect::<Result<Vec<_>, _>>()?;
-        let hashes: Vec<&str> = keys
-            .iter()
-            .map(|k| k.state.secret_sha256.as_str())
-            .collect();
         let roles: Vec<&str> = keys.iter().map(|k| k.state.role.as_str()).collect();
         let tenants: Vec<Option<&str>> = keys.iter().map(|k| k.state.tenant.as_deref()).collect();
         let revoked: Vec<bool> = keys.iter().map(|k| k.state.revoked_at.is_some()).collect();
         let states: Vec<_> = keys.iter().map(state_json).collect();
         self.push(
-            "INSERT INTO rm_api_keys AS r (id, version, secret_sha256, role, tenant, revoked, state) \
-             SELECT * FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::text[], $5::text[], \
-                                  $6::bool[], $7::jsonb[]) \
+            "INSERT INTO rm_api_keys AS r (id, version, role, tenant, revoked, state) \
+             SELECT * FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::text[], \
+                                  $5::bool[], $6::jsonb[]) \
              ON CONFLICT (id) DO UPDATE SET version = excluded.version, \
-                 secret_sha256 = excluded.secret_sha256, role = excluded.role, \
-                 tenant = excluded.tenant, revoked = excluded.revoked, state = excluded.state \
+                 role = excluded.role, tenant = excluded.tenant, revoked = excluded.revoked, \
+                 state = excluded.state \
              WHERE r.version < excluded.version",
-            params![ids, versions, hashes, roles, tenants, revoked, states],
+            params![ids, versions, roles, tenants, revoked, states],
         );
         Ok(())
     }

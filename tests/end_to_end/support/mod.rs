@@ -118,7 +118,7 @@ pub async fn wait_for_status(client: &reqwest::Client, url: &str, want: u16) -> 
 
 // The REST API as a client drives it.
 
-pub const ADMIN_SECRET: &str = "crier-test-bootstrap-admin-secret";
+pub const ADMIN_SECRET: &str = "crier-test-Bootstrap-Admin-7Hq2Xw9Lm4";
 pub const RESTART: &str =
     "If a user is still experiencing impact, they need to restart their clients to recover.";
 

@@ -5,8 +5,9 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use domain::api_key::{self, ApiKeyDecider};
-use projections::access::new_key;
+use projections::access::{new_key, INSERT_VERIFIER_SQL};
 use projections::queries;
+use projections::AlsoWrite;
 use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi};
 use uuid::Uuid;
@@ -80,6 +81,10 @@ pub async fn create(
         &key.id.to_string(),
     )?;
     let (id, secret) = (made.id, made.secret.clone());
+    let verifier = AlsoWrite {
+        statement: INSERT_VERIFIER_SQL,
+        params: &[&made.id, &made.verifier],
+    };
     let render = |created: &projections::Versioned<api_key::ApiKey>| {
         serde_json::to_string(&CreatedApiKey {
             id: created.id,
@@ -90,7 +95,7 @@ pub async fn create(
         })
         .unwrap_or_default()
     };
-    commands::execute::<ApiKeyDecider>(
+    commands::execute_also::<ApiKeyDecider>(
         &state,
         &request,
         &body,
@@ -102,9 +107,42 @@ pub async fn create(
             location: Some(format!("/v1/api-keys/{id}")),
             render: &render,
         },
+        Some(&verifier),
     )
     .await
 }
+
+/// What a tenant-bound caller is shown as the creator of its keys: a key of its own tenant by
+/// id; anything else (an operator's key, `cli`, `bootstrap`) as `operator`, since a tenant
+/// never learns the ids of keys outside it.
+async fn creators_shown(
+    state: &AppState,
+    caller: &Caller,
+    keys: &mut [ApiKeyBody],
+) -> Result<(), ApiError> {
+    let Some(own) = caller.tenant() else {
+        return Ok(());
+    };
+    let ids: Vec<Uuid> = keys
+        .iter()
+        .filter_map(|k| Uuid::parse_str(&k.created_by).ok())
+        .collect();
+    let client = state.store.pool().get().await?;
+    let tenants = queries::key_tenants(&client, &ids).await?;
+    for key in keys {
+        let same_tenant = Uuid::parse_str(&key.created_by)
+            .ok()
+            .and_then(|id| tenants.get(&id))
+            .is_some_and(|tenant| tenant.as_deref() == Some(own));
+        if !same_tenant {
+            key.created_by = OPERATOR.to_owned();
+        }
+    }
+    Ok(())
+}
+
+/// The creator a tenant-bound caller sees for a key made outside its tenant.
+const OPERATOR: &str = "operator";
 
 /// List API keys by name (never their secrets).
 #[utoipa::path(
@@ -133,10 +171,9 @@ pub async fn list(
     )
     .await?;
     let next_cursor = paging::next_cursor(&page, |last| (last.state.name.clone(), last.id));
-    Ok(HttpResponse::Ok().json(ApiKeyPage {
-        items: page.items.into_iter().map(ApiKeyBody::from).collect(),
-        next_cursor,
-    }))
+    let mut items: Vec<ApiKeyBody> = page.items.into_iter().map(ApiKeyBody::from).collect();
+    creators_shown(&state, &caller, &mut items).await?;
+    Ok(HttpResponse::Ok().json(ApiKeyPage { items, next_cursor }))
 }
 
 async fn visible_key(
@@ -168,14 +205,14 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::ManageKeys)?;
     let key = visible_key(&state, &caller, *id).await?;
-    Ok(commands::resource(
-        StatusCode::OK,
-        key.version,
-        &ApiKeyBody::from(key),
-    ))
+    let version = key.version;
+    let mut body = [ApiKeyBody::from(key)];
+    creators_shown(&state, &caller, &mut body).await?;
+    Ok(commands::resource(StatusCode::OK, version, &body[0]))
 }
 
-/// Revoke an API key: every process refuses it from the next request on.
+/// Revoke an API key: every process refuses it from the next request on, and the webhooks it
+/// registered are disabled.
 #[utoipa::path(
     operation_id = "revoke_api_key", delete, path = "/v1/api-keys/{id}", tag = "api-keys",
     params(("id" = Uuid, Path)),
@@ -192,15 +229,20 @@ pub async fn revoke(
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let key = caller.require(Permission::ManageKeys)?;
-    visible_key(&state, &caller, *id).await?;
+    let target = visible_key(&state, &caller, *id).await?;
+    let mut shown = [ApiKeyBody::from(target)];
+    creators_shown(&state, &caller, &mut shown).await?;
+    let created_by = shown[0].created_by.clone();
     let command = api_key::Command::Revoke(api_key::Revoke {
         author: key.id.to_string(),
         at: Utc::now(),
     });
     let render = |revoked: &projections::Versioned<api_key::ApiKey>| {
-        serde_json::to_string(&ApiKeyBody::from(revoked.clone())).unwrap_or_default()
+        let mut body = ApiKeyBody::from(revoked.clone());
+        body.created_by = created_by.clone();
+        serde_json::to_string(&body).unwrap_or_default()
     };
-    commands::execute::<ApiKeyDecider>(
+    let answer = commands::execute::<ApiKeyDecider>(
         &state,
         &request,
         b"",
@@ -213,5 +255,14 @@ pub async fn revoke(
             render: &render,
         },
     )
-    .await
+    .await?;
+    // Its webhooks receive nothing after the revocation (the outbox ends them there); this
+    // says so in their history, and a retry of the revocation finishes what a failure left.
+    delivery::webhook::disable_registered_by(
+        &state.publisher,
+        *id,
+        &commands::metadata(&request, key),
+    )
+    .await?;
+    Ok(answer)
 }
