@@ -315,6 +315,7 @@ impl From<DeliveryError> for ApiError {
         match err {
             DeliveryError::Database(e) => e.into(),
             DeliveryError::Notice(e) => e.into(),
+            DeliveryError::Command(e) => e.into(),
             DeliveryError::Timeout => ApiError::unavailable_by("the database is slow", err),
             other => ApiError::internal_by("delivery failed", other),
         }

@@ -76,6 +76,8 @@ pub enum DeliveryError {
     Randomness(#[source] getrandom::Error),
     #[error("the database did not answer in time")]
     Timeout,
+    #[error("a command on a webhook failed")]
+    Command(#[source] projections::CommandError),
 }
 
 impl DeliveryError {
@@ -85,6 +87,7 @@ impl DeliveryError {
             DeliveryError::Database(e) => e.is_unavailable(),
             DeliveryError::Notice(e) => e.is_unavailable(),
             DeliveryError::Timeout => true,
+            DeliveryError::Command(e) => e.is_unavailable(),
             _ => false,
         }
     }

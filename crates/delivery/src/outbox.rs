@@ -116,9 +116,16 @@ pub async fn fan_out_next_batch(
         .collect::<Result<_, _>>()?;
     let mut deliveries = NewDeliveries::default();
     for event in &events {
-        if let Some((StreamKind::Webhook, id)) = parse_stream_id(&event.event.stream_id) {
-            apply_webhook_event(&transaction, &mut endpoints, id, event).await?;
-            continue;
+        match parse_stream_id(&event.event.stream_id) {
+            Some((StreamKind::Webhook, id)) => {
+                apply_webhook_event(&transaction, &mut endpoints, id, event).await?;
+                continue;
+            }
+            Some((StreamKind::ApiKey, key)) if event.event.event_type == "api_key.revoked" => {
+                end_endpoints_of_key(&transaction, &mut endpoints, key, event.position).await?;
+                continue;
+            }
+            _ => {}
         }
         if endpoints.is_empty() {
             continue;
@@ -233,8 +240,8 @@ async fn apply_webhook_event<C: GenericClient>(
             let row = transaction
                 .query_opt(
                     "INSERT INTO webhook_endpoints (webhook_id, event_types, service_ids, tenant, \
-                                                    registered_position) \
-                     VALUES ($1, $2, $3, $4, $5) \
+                                                    registered_position, registered_by) \
+                     VALUES ($1, $2, $3, $4, $5, $6) \
                      ON CONFLICT (webhook_id) DO NOTHING \
                      RETURNING webhook_id, event_types, service_ids, tenant",
                     &[
@@ -243,6 +250,7 @@ async fn apply_webhook_event<C: GenericClient>(
                         &registered.service_ids,
                         &registered.tenant,
                         &position,
+                        &registered.author,
                     ],
                 )
                 .await?;
@@ -251,26 +259,63 @@ async fn apply_webhook_event<C: GenericClient>(
             }
         }
         WebhookEvent::Deleted(_) | WebhookEvent::Disabled(_) => {
-            transaction
-                .execute(
-                    "UPDATE webhook_endpoints SET ended_position = $2 \
-                      WHERE webhook_id = $1 AND ended_position IS NULL",
-                    &[&id, &position],
-                )
-                .await?;
-            // What it was still owed is owed no more.
-            transaction
-                .execute(
-                    "UPDATE webhook_deliveries SET state = 'cancelled', finished_at = now(), \
-                            leased_until = NULL \
-                      WHERE webhook_id = $1 AND state = 'pending'",
-                    &[&id],
-                )
-                .await?;
-            endpoints.retain(|e| e.id != id);
+            end_endpoints(transaction, endpoints, &[id], position).await?;
         }
     }
     Ok(())
+}
+
+/// Ends these endpoints at `position` and cancels what they were still owed.
+async fn end_endpoints<C: GenericClient>(
+    transaction: &C,
+    endpoints: &mut Vec<Endpoint>,
+    ids: &[Uuid],
+    position: i64,
+) -> Result<(), DeliveryError> {
+    transaction
+        .execute(
+            "UPDATE webhook_endpoints SET ended_position = $2 \
+              WHERE webhook_id = ANY($1) AND ended_position IS NULL",
+            &[&ids, &position],
+        )
+        .await?;
+    // What they were still owed is owed no more.
+    transaction
+        .execute(
+            "UPDATE webhook_deliveries SET state = 'cancelled', finished_at = now(), \
+                    leased_until = NULL \
+              WHERE webhook_id = ANY($1) AND state = 'pending'",
+            &[&ids],
+        )
+        .await?;
+    endpoints.retain(|e| !ids.contains(&e.id));
+    Ok(())
+}
+
+/// A key was revoked: the endpoints it registered take nothing after this position (the
+/// revocation's handler also disables them, with an event saying why; this holds even if it
+/// could not).
+async fn end_endpoints_of_key<C: GenericClient>(
+    transaction: &C,
+    endpoints: &mut Vec<Endpoint>,
+    key: Uuid,
+    position: u64,
+) -> Result<(), DeliveryError> {
+    let position = position_i64(position)?;
+    let ids: Vec<Uuid> = transaction
+        .query(
+            "SELECT webhook_id FROM webhook_endpoints \
+              WHERE registered_by = $1 AND ended_position IS NULL",
+            &[&key.to_string()],
+        )
+        .await?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()?;
+    if ids.is_empty() {
+        return Ok(());
+    }
+    end_endpoints(transaction, endpoints, &ids, position).await
 }
 
 /// Fans out until `cancel`, whenever the log head moves (and every poll interval); backs

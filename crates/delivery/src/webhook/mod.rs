@@ -46,6 +46,34 @@ impl Default for WebhookSettings {
     }
 }
 
+/// Why a webhook stops when the key that registered it is revoked.
+pub const KEY_REVOKED: &str = "the API key that registered it was revoked";
+
+/// Disables every active webhook that key `key_id` registered, with an event saying why
+/// (`webhook.disabled`, caused by the revocation). The outbox has already stopped them at the
+/// revocation's position, whether or not this runs; this makes it visible and final.
+pub async fn disable_registered_by(
+    publisher: &projections::Publisher,
+    key_id: uuid::Uuid,
+    metadata: &eventstore::Metadata,
+) -> Result<usize, crate::DeliveryError> {
+    let ids = {
+        let client = publisher.store().pool().get().await?;
+        projections::queries::active_webhooks_registered_by(&client, key_id).await?
+    };
+    let command = domain::webhook::Command::Disable(domain::webhook::Disable {
+        reason: KEY_REVOKED.to_owned(),
+        at: chrono::Utc::now(),
+    });
+    for id in &ids {
+        publisher
+            .execute::<domain::webhook::WebhookDecider>(*id, &command, None, metadata)
+            .await
+            .map_err(crate::DeliveryError::Command)?;
+    }
+    Ok(ids.len())
+}
+
 /// A new signing secret: `whsec_` and 32 random bytes in base64, as Standard Webhooks
 /// libraries read it.
 pub fn new_secret() -> Result<String, crate::DeliveryError> {
