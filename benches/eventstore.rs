@@ -12,6 +12,9 @@
 //!     reads ahead in flight, against a keyset SELECT of the raw table, one read at a time
 //!     (printed beside it: the store one read at a time, and raw reading ahead too).
 //!
+//! CRIER_BENCH_HISTORY_KEY=on authenticates every appended event with a history key, for the
+//! cost of authentication against the same run without a key.
+//!
 //! Needs PostgreSQL at CRIER_TEST_DATABASE_URL (default the local one); makes and drops
 //! its own database.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic here is a failed test
@@ -483,6 +486,13 @@ async fn main() {
     let db = TestDatabase::create().await;
     let mut config = db.config();
     config.pool_size = WRITERS + 2;
+    // CRIER_BENCH_HISTORY_KEY=on authenticates every event the store appends (HMAC-SHA256
+    // with a history key), as `crier serve` does with CRIER_HISTORY_KEY_FILE.
+    if std::env::var("CRIER_BENCH_HISTORY_KEY").is_ok_and(|v| v == "on") {
+        let key = eventstore::HistoryKey::generate().expect("a history key");
+        config.history_keys = Some(eventstore::HistoryKeys::new(vec![key]).expect("keys"));
+        println!("events are authenticated with a history key");
+    }
     // CRIER_BENCH_SEAL_DELAY_MS: the sealer's gathering delay (default: the store's).
     if let Some(ms) = std::env::var("CRIER_BENCH_SEAL_DELAY_MS")
         .ok()

@@ -25,6 +25,13 @@ fn print_report(report: &VerifyReport) {
                 report.unsealed
             );
         }
+        if let (Some(authenticated), Some(unauthenticated)) =
+            (report.authenticated, report.unauthenticated)
+        {
+            println!(
+                "{authenticated} events authenticated by a history key; {unauthenticated} written before a key was set"
+            );
+        }
     } else {
         println!(
             "TAMPERED: first bad position {}: {} ({} events before it are good)",
@@ -114,8 +121,8 @@ pub async fn export(
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn keygen(out: &Path) -> anyhow::Result<ExitCode> {
-    let (key, pem) = checkpoint::generate_signing_key()?;
+/// Writes a new secret file, readable by its owner only; refuses to replace one.
+fn write_secret_file(out: &Path, contents: &str) -> anyhow::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -123,8 +130,28 @@ pub fn keygen(out: &Path) -> anyhow::Result<ExitCode> {
     let mut file = options
         .open(out)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
-    file.write_all(pem.as_bytes())?;
+    file.write_all(contents.as_bytes())?;
     file.sync_all()?;
+    Ok(())
+}
+
+pub fn history_keygen(out: &Path) -> anyhow::Result<ExitCode> {
+    let key = eventstore::HistoryKey::generate()?;
+    write_secret_file(
+        out,
+        &format!(
+            "# crier history key {}: keep it where the database never sees it\n{}\n",
+            key.id_hex(),
+            key.to_line()
+        ),
+    )?;
+    println!("{}", key.id_hex());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn keygen(out: &Path) -> anyhow::Result<ExitCode> {
+    let (key, pem) = checkpoint::generate_signing_key()?;
+    write_secret_file(out, &pem)?;
     println!(
         "{}",
         base64::Engine::encode(

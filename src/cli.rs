@@ -45,6 +45,12 @@ pub struct DatabaseArgs {
     /// Most connections to PostgreSQL this process opens.
     #[arg(long, global = true, env = "CRIER_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: usize,
+    /// A history key file (`crier history keygen`, or `openssl rand -base64 32`), kept where
+    /// the database never sees it: every event this process appends is authenticated with
+    /// its first key, and `verify` reports an event without a valid authenticator at its
+    /// position. Later lines hold older keys, still accepted when verifying.
+    #[arg(long, global = true, env = "CRIER_HISTORY_KEY_FILE")]
+    pub history_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -73,6 +79,11 @@ pub enum Command {
     /// Write the sealed history to standard output as NDJSON, one CloudEvent per line, in
     /// global order, up to the head sealed when it starts (constant memory).
     Export(ExportArgs),
+    /// History keys, which authenticate every event appended (see `--history-key-file`).
+    History {
+        #[command(subcommand)]
+        command: HistoryCommand,
+    },
     /// Signed checkpoints of the chain head (see `verify --checkpoint`).
     Checkpoint {
         #[command(subcommand)]
@@ -85,6 +96,18 @@ pub struct ExportArgs {
     /// Start after this global position (0: from the first event).
     #[arg(long, default_value_t = 0)]
     pub after: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HistoryCommand {
+    /// Make a new history key of 32 random bytes: write it (base64, readable by its owner
+    /// only) to FILE and print its key id. To rotate, put a new key on the first line of the
+    /// file in use and keep the old ones below it.
+    Keygen {
+        /// Where to write the key; refused if the file exists.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

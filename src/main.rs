@@ -8,17 +8,20 @@ use std::process::ExitCode;
 use clap::Parser;
 use eventstore::{EventStore, StoreConfig};
 
-use cli::{CheckpointCommand, Cli, Command, KeysCommand};
+use cli::{CheckpointCommand, Cli, Command, HistoryCommand, KeysCommand};
 use startup::{Application, Settings};
 
-fn store_config(cli: &Cli) -> StoreConfig {
+fn store_config(cli: &Cli) -> anyhow::Result<StoreConfig> {
     let mut config = StoreConfig::new(cli.database.database_url.clone());
     config.pool_size = cli.database.db_pool_size.max(1);
-    config
+    if let Some(path) = &cli.database.history_key_file {
+        config.history_keys = Some(eventstore::HistoryKeys::load(path)?);
+    }
+    Ok(config)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let config = store_config(&cli);
+    let config = store_config(&cli)?;
     match cli.command {
         Command::Serve(args) => {
             if let Some(secret) = &args.bootstrap_admin_key {
@@ -141,6 +144,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Checkpoint {
             command: CheckpointCommand::Keygen { out },
         } => audit::keygen(&out),
+        Command::History {
+            command: HistoryCommand::Keygen { out },
+        } => audit::history_keygen(&out),
         Command::Checkpoint {
             command: CheckpointCommand::Sign { key },
         } => {

@@ -3,6 +3,7 @@
 
     crier export > history.ndjson          # or GET /v1/audit/export
     python3 tools/verify_export.py history.ndjson [--checkpoint checkpoint.json]
+                                                  [--history-key KEYFILE]
 
 An auditor's own implementation of docs/EVENT-STORE.md, "The hash chain", written from
 that description alone: it shares no code with Crier. Each line is a CloudEvent; the
@@ -10,12 +11,17 @@ event's metadata is rebuilt from the extension attributes `actor`,
 `requestid`, `correlationid`, `causationid` (absent means null), its JSON is put in RFC 8785
 (JCS) form, and every link is recomputed. With --checkpoint, the export must also hold the
 checkpoint's position with the checkpoint's hash (check its signature separately, e.g. with
-openssl; see docs/EVENT-STORE.md, "Signed checkpoints").
+openssl; see docs/EVENT-STORE.md, "Signed checkpoints"). With --history-key (the key file
+the server appends with), every event's `authenticator` is checked too (docs/EVENT-STORE.md,
+"Authenticated events"): from the first authenticated event on, every event must carry a
+valid one; events before it were written before a key was set.
 
 Prints "ok: N events; head P HASH" and exits 0, or names the first bad position and exits 1.
 """
 
+import base64
 import hashlib
+import hmac
 import json
 import struct
 import sys
@@ -108,12 +114,42 @@ def link(prev, event):
     ).digest()
 
 
+def history_keys(path):
+    """The keys of a history key file, by their 8-byte id."""
+    keys = {}
+    for line in open(path, encoding="utf-8"):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key = base64.b64decode(line + "=" * (-len(line) % 4))
+        keys[hashlib.sha256(b"crier.history-key-id\x00" + key).digest()[:8]] = key
+    return keys
+
+
+def authentic(keys, event):
+    """None when the event carries a valid authenticator, else what is wrong."""
+    given = event.get("authenticator")
+    if given is None:
+        return "missing"
+    given = bytes.fromhex(given)
+    key = keys.get(given[:8])
+    if key is None:
+        return f"made by history key {given[:8].hex()}, which was not given"
+    message = b"crier.auth.v1\x00" + lp(event["subject"].encode()) + content_hash(event)
+    expected = hmac.new(key, message, hashlib.sha256).digest()
+    return None if hmac.compare_digest(given[8:], expected) else "not its own (forged or changed)"
+
+
 def main(argv):
     paths = [a for a in argv if not a.startswith("--")]
-    checkpoint = None
+    checkpoint, keys = None, None
     if "--checkpoint" in argv:
         checkpoint = json.load(open(argv[argv.index("--checkpoint") + 1]))
         paths.remove(argv[argv.index("--checkpoint") + 1])
+    if "--history-key" in argv:
+        keys = history_keys(argv[argv.index("--history-key") + 1])
+        paths.remove(argv[argv.index("--history-key") + 1])
+    authenticated, unauthenticated = 0, 0
     source = open(paths[0], encoding="utf-8") if paths else sys.stdin
     prev, position, count, seen_checkpoint = None, None, 0, False
     for number, line in enumerate(source, 1):
@@ -139,6 +175,15 @@ def main(argv):
         if recomputed.hex() != event["hash"]:
             print(f"BAD at position {at}: the event does not give its hash")
             return 1
+        if keys is not None:
+            problem = authentic(keys, event)
+            if problem is None:
+                authenticated += 1
+            elif problem == "missing" and authenticated == 0:
+                unauthenticated += 1
+            else:
+                print(f"BAD at position {at}: its authenticator is {problem}")
+                return 1
         if checkpoint and at == checkpoint["position"]:
             if recomputed.hex() != checkpoint["hash"]:
                 print(f"BAD at position {at}: not the link the checkpoint signed")
@@ -149,6 +194,8 @@ def main(argv):
         print(f"BAD: the export does not reach the checkpoint's position {checkpoint['position']}")
         return 1
     print(f"ok: {count} events; head {position} {prev.hex() if prev else ''}")
+    if keys is not None:
+        print(f"{authenticated} authenticated; {unauthenticated} written before a key was set")
     return 0
 
 

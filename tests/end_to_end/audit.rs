@@ -122,6 +122,14 @@ fn tools_script() -> PathBuf {
 
 /// Runs the independent Python verifier on an export; answers its exit code and output.
 async fn independent_verification(export: &str, checkpoint: Option<&Path>) -> (i32, String) {
+    independent_verification_with(export, checkpoint, None).await
+}
+
+async fn independent_verification_with(
+    export: &str,
+    checkpoint: Option<&Path>,
+    history_key: Option<&Path>,
+) -> (i32, String) {
     let dir = std::env::temp_dir().join(format!("crier-export-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("history.ndjson");
@@ -130,6 +138,9 @@ async fn independent_verification(export: &str, checkpoint: Option<&Path>) -> (i
     command.arg(tools_script()).arg(&file);
     if let Some(checkpoint) = checkpoint {
         command.arg("--checkpoint").arg(checkpoint);
+    }
+    if let Some(key) = history_key {
+        command.arg("--history-key").arg(key);
     }
     let out = output(command).await;
     std::fs::remove_dir_all(&dir).ok();
@@ -921,5 +932,128 @@ async fn the_signer_trusts_no_stored_checkpoint_and_never_signs_a_changed_past()
     let refused = sign().await;
     assert_eq!(refused.status.code(), Some(1), "{refused:?}");
     assert!(String::from_utf8_lossy(&refused.stdout).contains("TAMPERED: first bad position 2"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_added_by_plain_sql_is_reported_at_its_position_given_the_history_key() {
+    let db = TestDatabase::create().await;
+    let dir = std::env::temp_dir().join(format!("crier-history-key-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("history.key");
+    // History written before any key was set.
+    let service = {
+        let api = Api::start(&db).await;
+        api.service("Microsoft Teams").await
+    };
+    let mut keygen = crier(&db.url);
+    keygen.args(["history", "keygen", "--out"]).arg(&key_file);
+    let made = output(keygen).await;
+    assert!(made.status.success(), "{made:?}");
+    let key_id = String::from_utf8(made.stdout).unwrap().trim().to_owned();
+    assert_eq!(key_id.len(), 16);
+    let key = key_file.to_str().unwrap();
+    let api = Api::start_with(
+        &db,
+        &[
+            ("CRIER_WRITE_RATE_LIMIT", "0"),
+            ("CRIER_HISTORY_KEY_FILE", key),
+        ],
+    )
+    .await;
+    let comms = api.key("publisher", None).await;
+    let declared = api
+        .declare(&comms, incident(&service, "Users cannot sign in to Teams"))
+        .await;
+    let id = declared["id"].as_str().unwrap();
+    let before = settled_head(&api, ADMIN_SECRET).await;
+    let clean = api
+        .get("/v1/audit/verify", Some(ADMIN_SECRET))
+        .await
+        .expect(200);
+    assert_eq!(clean["ok"], true, "{clean:#}");
+    let unauthenticated = clean["unauthenticated"].as_u64().unwrap();
+    assert!(
+        unauthenticated >= 2,
+        "the key and the service came first: {clean:#}"
+    );
+    assert_eq!(
+        clean["authenticated"].as_u64().unwrap() + unauthenticated,
+        before
+    );
+
+    // The attack: someone with the database's credentials (no trigger bypassed) adds a
+    // "resolved" update with its content hash computed as documented.
+    let (attacker, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let event_id = uuid::Uuid::new_v4();
+    let data = json!({"update_id": uuid::Uuid::new_v4(), "status": "resolved",
+        "message": "Fixed.", "impact": null, "affected_services": null, "client_action": null,
+        "author": "comms team", "at": "2026-12-01T10:00:00Z"});
+    let metadata = json!({"actor": "system", "request_id": null, "correlation_id": null,
+        "causation_id": null});
+    let content_hash =
+        eventstore::chain::content_hash(&event_id, "incident.update_posted", 1, &data, &metadata);
+    attacker
+        .execute(
+            "INSERT INTO events (stream_id, stream_version, event_id, event_type, \
+                                 schema_version, data, metadata, content_hash) \
+             SELECT $1, max(stream_version) + 1, $2, 'incident.update_posted', 1, $3, $4, $5 \
+               FROM events WHERE stream_id = $1",
+            &[
+                &format!("incident-{id}"),
+                &event_id,
+                &data,
+                &metadata,
+                &content_hash.0.as_slice(),
+            ],
+        )
+        .await
+        .unwrap();
+    let forged_at = before + 1;
+    // Sealed like any event, so the chain alone says nothing is wrong.
+    let mut report = Value::Null;
+    for _ in 0..100 {
+        report = api
+            .get("/v1/audit/verify", Some(ADMIN_SECRET))
+            .await
+            .expect(200);
+        if report["checked"].as_u64() == Some(before) && report["ok"] == false {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(report["ok"], false, "{report:#}");
+    assert_eq!(report["first_bad_position"], forged_at, "{report:#}");
+    assert!(
+        report["problem"]
+            .as_str()
+            .unwrap()
+            .contains("not authenticated"),
+        "{report:#}"
+    );
+    let (code, said) = crier_verify(&db, &["--history-key-file", key]).await;
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.contains(&format!("first bad position {forged_at}")),
+        "{said}"
+    );
+    let (code, said) = crier_verify(&db, &[]).await;
+    assert_eq!(
+        code,
+        Some(0),
+        "without the key the chain alone holds: {said}"
+    );
+    let export = cli_export(&db, 0).await;
+    let (code, said) = independent_verification_with(&export, None, Some(&key_file)).await;
+    assert_eq!(code, 1, "{said}");
+    assert!(
+        said.contains(&format!("BAD at position {forged_at}")),
+        "{said}"
+    );
+    let (code, said) = independent_verification(&export, None).await;
+    assert_eq!(code, 0, "{said}");
     std::fs::remove_dir_all(&dir).ok();
 }

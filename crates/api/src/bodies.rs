@@ -365,6 +365,12 @@ pub struct VerificationBody {
     /// Committed events the verification did not reach: not given a position yet, or given
     /// one after it read the log (not an error). 0: it covered everything committed.
     pub unsealed: u64,
+    /// When the server has a history key: the events whose authenticator holds (`null`
+    /// without a key).
+    pub authenticated: Option<u64>,
+    /// When the server has a history key: the events before the first authenticated one,
+    /// written before a key was set (not an error).
+    pub unauthenticated: Option<u64>,
 }
 
 impl From<eventstore::VerifyReport> for VerificationBody {
@@ -379,6 +385,8 @@ impl From<eventstore::VerifyReport> for VerificationBody {
             first_bad_position: report.first_bad_position,
             problem: report.problem,
             unsealed: report.unsealed,
+            authenticated: report.authenticated,
+            unauthenticated: report.unauthenticated,
         }
     }
 }

@@ -246,17 +246,17 @@ fn validate(stream_id: &str, events: &[NewEvent]) -> Result<(), AppendError> {
 /// violation. Either way [`classify`] then says why.
 const INSERT_ONE_SQL: &str = "WITH current AS ( \
         SELECT coalesce(max(stream_version), 0) AS version FROM events WHERE stream_id = $1) \
-     INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, data, metadata, content_hash) \
-     SELECT $1, current.version + 1, $3, $4, $5, $6, $7, $8 FROM current \
+     INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, data, metadata, content_hash, authenticator) \
+     SELECT $1, current.version + 1, $3, $4, $5, $6, $7, $8, $9 FROM current \
       WHERE $2::bigint = -1 OR ($2::bigint = -2 AND current.version > 0) OR current.version = $2::bigint \
      RETURNING stream_version";
 
 const INSERT_MANY_SQL: &str = "WITH current AS ( \
         SELECT coalesce(max(stream_version), 0) AS version FROM events WHERE stream_id = $1) \
-     INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, data, metadata, content_hash) \
-     SELECT $1, current.version + i.ord, i.event_id, i.event_type, i.schema_version, i.data, i.metadata, i.content_hash \
-       FROM current, unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[], $8::bytea[]) \
-            WITH ORDINALITY AS i(event_id, event_type, schema_version, data, metadata, content_hash, ord) \
+     INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, data, metadata, content_hash, authenticator) \
+     SELECT $1, current.version + i.ord, i.event_id, i.event_type, i.schema_version, i.data, i.metadata, i.content_hash, i.authenticator \
+       FROM current, unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[], $8::bytea[], $9::bytea[]) \
+            WITH ORDINALITY AS i(event_id, event_type, schema_version, data, metadata, content_hash, authenticator, ord) \
       WHERE $2::bigint = -1 OR ($2::bigint = -2 AND current.version > 0) OR current.version = $2::bigint \
       ORDER BY i.ord \
      RETURNING stream_version";
@@ -266,15 +266,15 @@ const INSERT_MANY_SQL: &str = "WITH current AS ( \
 /// which the unique index decides. Probing one index entry costs less than finding the
 /// stream's highest version (pgbench, 8 clients, against a bare INSERT: 0.88 instead of
 /// 0.85; docs/PERFORMANCE.md). The versions are known, so nothing is returned.
-const EXACT_ONE_SQL: &str = "INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, data, metadata, content_hash) \
-     SELECT $1, $2::bigint + 1, $3, $4, $5, $6, $7, $8 \
+const EXACT_ONE_SQL: &str = "INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, data, metadata, content_hash, authenticator) \
+     SELECT $1, $2::bigint + 1, $3, $4, $5, $6, $7, $8, $9 \
       WHERE $2::bigint = 0 OR EXISTS (SELECT 1 FROM events \
                                        WHERE stream_id = $1 AND stream_version = $2::bigint)";
 
-const EXACT_MANY_SQL: &str = "INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, data, metadata, content_hash) \
-     SELECT $1, $2::bigint + i.ord, i.event_id, i.event_type, i.schema_version, i.data, i.metadata, i.content_hash \
-       FROM unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[], $8::bytea[]) \
-            WITH ORDINALITY AS i(event_id, event_type, schema_version, data, metadata, content_hash, ord) \
+const EXACT_MANY_SQL: &str = "INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, data, metadata, content_hash, authenticator) \
+     SELECT $1, $2::bigint + i.ord, i.event_id, i.event_type, i.schema_version, i.data, i.metadata, i.content_hash, i.authenticator \
+       FROM unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[], $8::bytea[], $9::bytea[]) \
+            WITH ORDINALITY AS i(event_id, event_type, schema_version, data, metadata, content_hash, authenticator, ord) \
       WHERE $2::bigint = 0 OR EXISTS (SELECT 1 FROM events \
                                        WHERE stream_id = $1 AND stream_version = $2::bigint) \
       ORDER BY i.ord";
@@ -283,13 +283,13 @@ const EXACT_MANY_SQL: &str = "INSERT INTO events (stream_id, stream_version, eve
 /// removed, so "N exists" stays true once it was, and the unique index alone decides
 /// whether N + 1 is free (a stream past N refuses it). No probe: the bare insert, as raw
 /// PostgreSQL would do it. Also the path for `NoStream`, where there is nothing to probe.
-const KNOWN_ONE_SQL: &str = "INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, data, metadata, content_hash) \
-     VALUES ($1, $2::bigint + 1, $3, $4, $5, $6, $7, $8)";
+const KNOWN_ONE_SQL: &str = "INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, data, metadata, content_hash, authenticator) \
+     VALUES ($1, $2::bigint + 1, $3, $4, $5, $6, $7, $8, $9)";
 
-const KNOWN_MANY_SQL: &str = "INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, data, metadata, content_hash) \
-     SELECT $1, $2::bigint + i.ord, i.event_id, i.event_type, i.schema_version, i.data, i.metadata, i.content_hash \
-       FROM unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[], $8::bytea[]) \
-            WITH ORDINALITY AS i(event_id, event_type, schema_version, data, metadata, content_hash, ord) \
+const KNOWN_MANY_SQL: &str = "INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, data, metadata, content_hash, authenticator) \
+     SELECT $1, $2::bigint + i.ord, i.event_id, i.event_type, i.schema_version, i.data, i.metadata, i.content_hash, i.authenticator \
+       FROM unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[], $8::bytea[], $9::bytea[]) \
+            WITH ORDINALITY AS i(event_id, event_type, schema_version, data, metadata, content_hash, authenticator, ord) \
       ORDER BY i.ord";
 
 /// The pipelined form of [`EXACT_ONE_SQL`]: the statement must fail, never insert nothing,
@@ -298,21 +298,21 @@ const KNOWN_MANY_SQL: &str = "INSERT INTO events (stream_id, stream_version, eve
 /// a concurrent append that took the version first, makes it a unique violation. It also
 /// makes the transaction commit synchronously (see [`EventStore::append_in_transaction`]),
 /// so that a pipeline needs no statement of its own for that.
-const PIPELINED_ONE_SQL: &str = "INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, data, metadata, content_hash) \
+const PIPELINED_ONE_SQL: &str = "INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, data, metadata, content_hash, authenticator) \
      SELECT $1, CASE WHEN $2::bigint = 0 OR EXISTS (SELECT 1 FROM events \
                          WHERE stream_id = $1 AND stream_version = $2::bigint) \
-                     THEN $2::bigint + 1 END, $3, $4, $5, $6, $7, $8 \
+                     THEN $2::bigint + 1 END, $3, $4, $5, $6, $7, $8, $9 \
        FROM (SELECT set_config('synchronous_commit', 'on', true)) AS synchronous \
      RETURNING stream_version";
 
-const PIPELINED_MANY_SQL: &str = "INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, data, metadata, content_hash) \
+const PIPELINED_MANY_SQL: &str = "INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, data, metadata, content_hash, authenticator) \
      SELECT $1, CASE WHEN $2::bigint = 0 OR EXISTS (SELECT 1 FROM events \
                          WHERE stream_id = $1 AND stream_version = $2::bigint) \
                      THEN $2::bigint + i.ord END, i.event_id, i.event_type, \
-            i.schema_version, i.data, i.metadata, i.content_hash \
+            i.schema_version, i.data, i.metadata, i.content_hash, i.authenticator \
        FROM (SELECT set_config('synchronous_commit', 'on', true)) AS synchronous, \
-            unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[], $8::bytea[]) \
-            WITH ORDINALITY AS i(event_id, event_type, schema_version, data, metadata, content_hash, ord) \
+            unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[], $8::bytea[], $9::bytea[]) \
+            WITH ORDINALITY AS i(event_id, event_type, schema_version, data, metadata, content_hash, authenticator, ord) \
       ORDER BY i.ord \
      RETURNING stream_version";
 
@@ -338,14 +338,19 @@ fn schema_version_param(event: &NewEvent) -> i32 {
     i32::try_from(event.schema_version).unwrap_or(i32::MAX)
 }
 
-/// What the statements send besides the events themselves: metadata as JSON and the
-/// content hash of each event.
+/// What the statements send besides the events themselves: metadata as JSON, the content
+/// hash of each event, and its authenticator when the store has a history key.
 struct Prepared {
     metadata: Vec<Value>,
     content_hashes: Vec<Vec<u8>>,
+    authenticators: Vec<Option<Vec<u8>>>,
 }
 
-fn prepare(events: &[NewEvent]) -> Result<Prepared, AppendError> {
+fn prepare(
+    stream_id: &str,
+    events: &[NewEvent],
+    keys: Option<&crate::HistoryKeys>,
+) -> Result<Prepared, AppendError> {
     let metadata = events
         .iter()
         .map(|e| serde_json::to_value(&e.metadata))
@@ -356,13 +361,16 @@ fn prepare(events: &[NewEvent]) -> Result<Prepared, AppendError> {
         .zip(&metadata)
         .map(|(e, m)| {
             crate::chain::content_hash(&e.event_id, &e.event_type, e.schema_version, &e.data, m)
-                .0
-                .to_vec()
         })
+        .collect::<Vec<_>>();
+    let authenticators = content_hashes
+        .iter()
+        .map(|hash| keys.map(|keys| keys.current().authenticate(stream_id, hash)))
         .collect();
     Ok(Prepared {
         metadata,
-        content_hashes,
+        content_hashes: content_hashes.iter().map(|h| h.0.to_vec()).collect(),
+        authenticators,
     })
 }
 
@@ -374,6 +382,7 @@ enum InsertParams<'a> {
         schema_version: i32,
         metadata: &'a Value,
         content_hash: &'a Vec<u8>,
+        authenticator: &'a Option<Vec<u8>>,
     },
     Many {
         ids: Vec<Uuid>,
@@ -382,6 +391,7 @@ enum InsertParams<'a> {
         data: Vec<&'a Value>,
         metadata: &'a Vec<Value>,
         content_hashes: &'a Vec<Vec<u8>>,
+        authenticators: &'a Vec<Option<Vec<u8>>>,
     },
 }
 
@@ -393,6 +403,7 @@ impl<'a> InsertParams<'a> {
                 schema_version: schema_version_param(event),
                 metadata: &prepared.metadata[0],
                 content_hash: &prepared.content_hashes[0],
+                authenticator: &prepared.authenticators[0],
             },
             _ => InsertParams::Many {
                 ids: events.iter().map(|e| e.event_id).collect(),
@@ -401,6 +412,7 @@ impl<'a> InsertParams<'a> {
                 data: events.iter().map(|e| &e.data).collect(),
                 metadata: &prepared.metadata,
                 content_hashes: &prepared.content_hashes,
+                authenticators: &prepared.authenticators,
             },
         }
     }
@@ -417,13 +429,14 @@ impl<'a> InsertParams<'a> {
         &'p self,
         stream_id: &'p (dyn ToSql + Sync),
         expected: &'p (dyn ToSql + Sync),
-    ) -> [&'p (dyn ToSql + Sync); 8] {
+    ) -> [&'p (dyn ToSql + Sync); 9] {
         match self {
             InsertParams::One {
                 event,
                 schema_version,
                 metadata,
                 content_hash,
+                authenticator,
             } => [
                 stream_id,
                 expected,
@@ -433,6 +446,7 @@ impl<'a> InsertParams<'a> {
                 &event.data,
                 metadata,
                 content_hash,
+                authenticator,
             ],
             InsertParams::Many {
                 ids,
@@ -441,6 +455,7 @@ impl<'a> InsertParams<'a> {
                 data,
                 metadata,
                 content_hashes,
+                authenticators,
             } => [
                 stream_id,
                 expected,
@@ -450,6 +465,7 @@ impl<'a> InsertParams<'a> {
                 data,
                 metadata,
                 content_hashes,
+                authenticators,
             ],
         }
     }
@@ -699,7 +715,7 @@ impl EventStore {
         events: &[NewEvent],
     ) -> Result<AppendOutcome, AppendError> {
         validate(stream_id, events)?;
-        let prepared = prepare(events)?;
+        let prepared = prepare(stream_id, events, self.config().history_keys.as_ref())?;
         let version_known = match expected {
             ExpectedVersion::Exact(n) => self.shared.known_versions.knows(stream_id, n),
             _ => false,
@@ -756,7 +772,7 @@ impl EventStore {
         events: &[NewEvent],
     ) -> Result<AppendOutcome, AppendError> {
         validate(stream_id, events)?;
-        let prepared = prepare(events)?;
+        let prepared = prepare(stream_id, events, self.config().history_keys.as_ref())?;
         // The sealer's asynchronous commit is safe only because appends commit synchronously
         // (see sealer.rs); hold to that whatever the session or database default says.
         // And the transaction must not have written yet: the log orders transactions by id,
@@ -819,7 +835,7 @@ impl EventStore {
     ) -> Result<PipelinedAppend<'a>, AppendError> {
         validate(stream_id, events)?;
         let expected_param = ExpectedVersion::Exact(expected).code()?;
-        let prepared = prepare(events)?;
+        let prepared = prepare(stream_id, events, self.config().history_keys.as_ref())?;
         let sql = InsertParams::new(events, &prepared).pick(PIPELINED_ONE_SQL, PIPELINED_MANY_SQL);
         let statement = client.prepare_cached(sql).await?;
         Ok(PipelinedAppend {

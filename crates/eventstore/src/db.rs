@@ -47,6 +47,10 @@ pub struct StoreConfig {
     /// come, for at most this much added latency (an append after a quiet moment is still
     /// sealed after `seal_delay`).
     pub seal_interval: Duration,
+    /// The keys events are authenticated with (see [`crate::authentication`]): the first
+    /// authenticates what this process appends, all are accepted when verifying. `None`:
+    /// events are appended without an authenticator, and verification does not check them.
+    pub history_keys: Option<crate::HistoryKeys>,
 }
 
 impl StoreConfig {
@@ -61,6 +65,7 @@ impl StoreConfig {
             seal_batch_size: 2000,
             seal_delay: Duration::from_millis(2),
             seal_interval: Duration::from_millis(20),
+            history_keys: None,
         }
     }
 

@@ -9,7 +9,7 @@
 //!  "type":"incident.declared","subject":"<stream id>","time":"<recorded at>",
 //!  "datacontenttype":"application/json","position":1,"streamversion":1,"schemaversion":1,
 //!  "actor":"…","requestid":"…","correlationid":"…","causationid":"…",
-//!  "prevhash":"<hex>","hash":"<hex>","data":{…}}
+//!  "prevhash":"<hex>","hash":"<hex>","authenticator":"<hex>","data":{…}}
 //! ```
 //!
 //! `source` is the caller's prefix (the server uses the audit URL of the stream,
@@ -81,6 +81,9 @@ struct ExportLine<'a> {
     causationid: Option<&'a str>,
     prevhash: String,
     hash: String,
+    /// The history key's authenticator, when the event was appended with one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authenticator: Option<String>,
     data: &'a RawValue,
 }
 
@@ -88,7 +91,7 @@ const EXPORT_SQL: &str = "SELECT l.position, l.prev_hash, l.hash, e.stream_id, e
         e.event_id, e.event_type, e.schema_version, e.data, e.recorded_at, \
         e.metadata->>'actor' AS actor, e.metadata->>'request_id' AS request_id, \
         e.metadata->>'correlation_id' AS correlation_id, \
-        e.metadata->>'causation_id' AS causation_id \
+        e.metadata->>'causation_id' AS causation_id, e.authenticator \
    FROM log_links($1, $2) l JOIN events e ON e.seq = l.seq ORDER BY l.position";
 
 /// Appends one event's line (with its newline) to `out`; answers its position.
@@ -119,6 +122,9 @@ fn write_line(
         causationid: row.try_get("causation_id")?,
         prevhash: hex::encode(row.try_get::<_, &[u8]>("prev_hash")?),
         hash: hex::encode(row.try_get::<_, &[u8]>("hash")?),
+        authenticator: row
+            .try_get::<_, Option<&[u8]>>("authenticator")?
+            .map(hex::encode),
         data,
     };
     serde_json::to_writer(&mut *out, &line)

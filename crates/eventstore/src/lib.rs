@@ -21,6 +21,7 @@
 //!   the history as CloudEvents, and [`checkpoint`] signs the chain head.
 
 mod append;
+pub mod authentication;
 pub mod chain;
 pub mod checkpoint;
 mod db;
@@ -39,6 +40,7 @@ pub mod verify;
 mod xid;
 
 pub use append::{AppendError, AppendOutcome, ExpectedVersion, NewEvent, PipelinedAppend};
+pub use authentication::{Authenticity, HistoryKey, HistoryKeys};
 pub use chain::Hash;
 pub use db::{ensure_database, migrate, schema_is_current, StoreConfig};
 pub use error::{BoxError, StoreError};

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::authentication::{Authenticity, HistoryKeys};
 use crate::chain;
 use crate::model::{to_u64, Metadata};
 use crate::xid::{RawJson, Xid8};
@@ -59,6 +60,11 @@ pub struct VerifyReport {
     /// Committed events the verification did not reach: not given a position by the sealer
     /// yet, or given one after the verification read the log (not an error).
     pub unsealed: u64,
+    /// With a history key: the events whose authenticator holds. `None` without a key.
+    pub authenticated: Option<u64>,
+    /// With a history key: the events before the first authenticated one, written before a
+    /// key was set (not an error; any event after it without a valid authenticator is).
+    pub unauthenticated: Option<u64>,
 }
 
 /// Where recomputation stands: the last good position and its link, and the
@@ -71,6 +77,11 @@ struct Progress {
     /// A position whose recomputed link is wanted, and that link once reached.
     probe: Option<u64>,
     probed: Option<Hash>,
+    /// Events authenticated, and events before the first authenticated one.
+    authenticated: u64,
+    unauthenticated: u64,
+    /// An authenticated event has been met: every later one must be too.
+    authentication_began: bool,
 }
 
 impl Progress {
@@ -86,6 +97,8 @@ impl Progress {
             first_bad_position: Some(position),
             problem: Some(problem.into()),
             unsealed: 0,
+            authenticated: None,
+            unauthenticated: None,
         }
     }
 }
@@ -123,6 +136,7 @@ struct StoredEvent {
     metadata: String,
     recorded_at: DateTime<Utc>,
     content_hash: Vec<u8>,
+    authenticator: Option<Vec<u8>>,
 }
 
 impl ChainRow {
@@ -138,6 +152,7 @@ impl ChainRow {
                 metadata: row.try_get::<_, RawJson>("metadata")?.0.to_owned(),
                 recorded_at: row.try_get("recorded_at")?,
                 content_hash: row.try_get("content_hash")?,
+                authenticator: row.try_get("authenticator")?,
             })
         } else {
             None
@@ -166,7 +181,13 @@ impl ChainRow {
 
 /// Checks one batch after `progress`: what the chain covers, and what the sealer relies on
 /// (its event's transaction id, `(transaction_id, seq)` order). Pure computation.
-fn check_batch(mut progress: Progress, rows: &[ChainRow]) -> Result<Progress, VerifyReport> {
+// The error is the final report, made once per verification: not worth a box.
+#[allow(clippy::result_large_err)]
+fn check_batch(
+    mut progress: Progress,
+    rows: &[ChainRow],
+    keys: Option<&HistoryKeys>,
+) -> Result<Progress, VerifyReport> {
     let content_hashes = content_hashes(rows);
     for (row, content_hash) in rows.iter().zip(content_hashes) {
         let expected = progress.checked + 1;
@@ -225,6 +246,40 @@ fn check_batch(mut progress: Progress, rows: &[ChainRow]) -> Result<Progress, Ve
         );
         if link.hash.as_slice() != recomputed.0.as_slice() {
             return Err(progress.bad(position, "the stored event does not give the stored hash"));
+        }
+        if let Some(keys) = keys {
+            match keys.check(
+                &event.stream_id,
+                &content_hash,
+                event.authenticator.as_deref(),
+            ) {
+                Authenticity::Valid => {
+                    progress.authenticated += 1;
+                    progress.authentication_began = true;
+                }
+                Authenticity::Missing if !progress.authentication_began => {
+                    progress.unauthenticated += 1
+                }
+                Authenticity::Missing => {
+                    return Err(progress.bad(
+                        position,
+                        "not authenticated, though events before it are: added by another \
+                         path than crier's appends",
+                    ))
+                }
+                Authenticity::UnknownKey(id) => return Err(progress.bad(
+                    position,
+                    format!(
+                        "authenticated by history key {id}, which this verification was not given"
+                    ),
+                )),
+                Authenticity::Invalid => {
+                    return Err(progress.bad(
+                        position,
+                        "its authenticator is not its own: forged, or the event was changed",
+                    ))
+                }
+            }
         }
         if progress.probe == Some(position) {
             progress.probed = Some(recomputed);
@@ -333,12 +388,16 @@ impl EventStore {
         probe: Option<u64>,
     ) -> Result<(VerifyReport, Option<Hash>), StoreError> {
         let client = self.pool().get().await?;
+        let keys = self.config().history_keys.clone();
         let mut progress = Progress {
             checked: position,
             prev_hash: hash,
             last_pair: None,
             probe,
             probed: None,
+            authenticated: 0,
+            unauthenticated: 0,
+            authentication_began: false,
         };
         if position > 0 {
             let row = client
@@ -370,6 +429,18 @@ impl EventStore {
                 ));
             }
             progress.last_pair = Some((row.try_get("transaction_id")?, row.try_get("seq")?));
+            if keys.is_some() {
+                // Whether authentication had begun by the trusted position: its event says.
+                let began: Option<bool> = client
+                    .query_opt(
+                        "SELECT e.authenticator IS NOT NULL FROM events e WHERE e.seq = $1",
+                        &[&progress.last_pair.map(|(_, seq)| seq)],
+                    )
+                    .await?
+                    .map(|row| row.try_get(0))
+                    .transpose()?;
+                progress.authentication_began = began == Some(true);
+            }
         }
         let statement = client
             .prepare(
@@ -377,7 +448,7 @@ impl EventStore {
                         l.transaction_id AS log_xid, e.transaction_id AS event_xid, \
                         e.seq IS NOT NULL AS present, e.stream_id, e.stream_version, \
                         e.event_id, e.event_type, e.schema_version, e.data, e.metadata, \
-                        e.recorded_at, e.content_hash \
+                        e.recorded_at, e.content_hash, e.authenticator \
                    FROM log_links($1, $2) l LEFT JOIN events e ON e.seq = l.seq \
                   ORDER BY l.position",
             )
@@ -399,7 +470,11 @@ impl EventStore {
         while !batch.is_empty() {
             let last_read = batch.last().map_or(0, |row| row.position);
             let more = batch.len() as i64 == VERIFY_BATCH;
-            let checking = tokio::task::spawn_blocking(move || check_batch(progress, &batch));
+            let batch_keys = keys.clone();
+            #[allow(clippy::result_large_err)]
+            let checking = tokio::task::spawn_blocking(move || {
+                check_batch(progress, &batch, batch_keys.as_ref())
+            });
             let reading = async {
                 if more {
                     fetch(last_read).await
@@ -446,6 +521,8 @@ impl EventStore {
             first_bad_position: None,
             problem: None,
             unsealed,
+            authenticated: keys.as_ref().map(|_| progress.authenticated),
+            unauthenticated: keys.as_ref().map(|_| progress.unauthenticated),
         };
         Ok((report, progress.probed))
     }
@@ -492,6 +569,8 @@ async fn bad_after_good_links(
         first_bad_position: Some(position),
         problem: Some(problem),
         unsealed: 0,
+        authenticated: None,
+        unauthenticated: None,
     })
 }
 
