@@ -63,8 +63,9 @@ pub enum LogFormat {
 pub enum Command {
     /// Serve the HTTP API (creates and migrates the database first).
     Serve(ServeArgs),
-    /// Create the database if it is missing and apply the migrations, then exit.
-    Migrate,
+    /// Create the database if it is missing and apply the migrations, then exit. Run it as
+    /// the database's owner; `serve` may then run as a role that owns nothing.
+    Migrate(MigrateArgs),
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
@@ -89,6 +90,15 @@ pub enum Command {
         #[command(subcommand)]
         command: CheckpointCommand,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Also give this existing role exactly what `crier serve` needs: read and add to the
+    /// history (never change, delete, truncate it or touch its triggers), read and write the
+    /// other tables. Run again after every upgrade.
+    #[arg(long)]
+    pub app_role: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -256,4 +266,9 @@ pub struct VerifyArgs {
     /// key file. Without it, the key named in the checkpoint is printed for you to compare.
     #[arg(long, requires = "checkpoint")]
     pub public_key: Option<String>,
+    /// Also fold the whole history into a scratch schema and compare every read model with
+    /// it: exit 1 naming the first row that differs (one changed by hand, say). Needs the
+    /// owner's privileges; writers wait while the tables are compared.
+    #[arg(long)]
+    pub read_models: bool,
 }

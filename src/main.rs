@@ -67,10 +67,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             app.run_until_stopped().await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Migrate => {
+        Command::Migrate(args) => {
             eventstore::ensure_database(&config.database_url).await?;
             eventstore::migrate(&config.database_url).await?;
             println!("database migrated");
+            if let Some(role) = &args.app_role {
+                eventstore::grant_app_role(&config.database_url, role).await?;
+                println!("role {role} may run crier serve");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify(args) => {

@@ -246,7 +246,12 @@ async fn prepare_database(
     loop {
         let prepared = async {
             eventstore::ensure_database(&url).await?;
-            eventstore::migrate(&url).await?;
+            eventstore::ensure_current_schema(&url).await.map_err(|e| {
+                anyhow::Error::new(e).context(
+                    "the schema is not migrated (a role that owns nothing cannot migrate it: \
+                     run `crier migrate` as the database's owner)",
+                )
+            })?;
             if let Some(secret) = &bootstrap_admin_key {
                 ensure_bootstrap_admin(&store, secret).await?;
             }

@@ -12,6 +12,7 @@ mod cli;
 mod contract_fuzz;
 mod faults;
 mod hostile;
+mod privileges;
 mod public;
 mod scale;
 mod stream;

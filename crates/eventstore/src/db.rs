@@ -195,6 +195,62 @@ pub async fn migrate(url: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The tables of the history: a role `serve` runs as may read them and add to them, and
+/// nothing else (the append-only triggers refuse UPDATE and DELETE even to their owner; a role
+/// without ownership can neither TRUNCATE them nor alter or disable their triggers).
+pub const HISTORY_TABLES: [&str; 4] = ["events", "log_seals", "event_log", "chain_checkpoints"];
+
+/// Migrates unless every migration is applied already: so that `serve`, running as a role
+/// that owns nothing, starts on a schema its owner migrated.
+pub async fn ensure_current_schema(url: &str) -> Result<(), StoreError> {
+    let config = pg_config(url, Duration::from_secs(5))?;
+    let client = connect_driven(&config).await?;
+    if schema_is_current(&client).await? {
+        return Ok(());
+    }
+    drop(client);
+    migrate(url).await
+}
+
+/// Gives `role` exactly what `crier serve` needs on the migrated schema, as its owner: read
+/// and add to the history ([`HISTORY_TABLES`]), read the migrations applied, and read and
+/// write every other table (the read models, the delivery tables, idempotency records,
+/// checkpoints of subscribers). Idempotent; run it again after new migrations (`crier
+/// migrate --app-role` does). The role must exist and own nothing.
+pub async fn grant_app_role(url: &str, role: &str) -> Result<(), StoreError> {
+    let config = pg_config(url, Duration::from_secs(5))?;
+    let client = connect_driven(&config).await?;
+    let role = quote_identifier(role);
+    let tables: Vec<String> = client
+        .query(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()?;
+    let mut statements = vec![
+        format!("GRANT USAGE ON SCHEMA public TO {role}"),
+        format!("GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}"),
+        format!("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO {role}"),
+    ];
+    for table in &tables {
+        let name = quote_identifier(table);
+        let privileges = if HISTORY_TABLES.contains(&table.as_str()) {
+            "SELECT, INSERT"
+        } else if table == "refinery_schema_history" {
+            "SELECT"
+        } else {
+            "SELECT, INSERT, UPDATE, DELETE"
+        };
+        statements.push(format!("REVOKE ALL ON {name} FROM {role}"));
+        statements.push(format!("GRANT {privileges} ON {name} TO {role}"));
+    }
+    client.batch_execute(&statements.join("; ")).await?;
+    Ok(())
+}
+
 fn latest_embedded_version() -> i64 {
     embedded::migrations::runner()
         .get_migrations()

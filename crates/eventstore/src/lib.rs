@@ -42,7 +42,10 @@ mod xid;
 pub use append::{AppendError, AppendOutcome, ExpectedVersion, NewEvent, PipelinedAppend};
 pub use authentication::{Authenticity, HistoryKey, HistoryKeys};
 pub use chain::Hash;
-pub use db::{ensure_database, migrate, schema_is_current, StoreConfig};
+pub use db::{
+    ensure_current_schema, ensure_database, grant_app_role, migrate, schema_is_current,
+    StoreConfig, HISTORY_TABLES,
+};
 pub use error::{BoxError, StoreError};
 pub use log_reader::LogReader;
 pub use model::{LoggedEvent, Metadata, RecordedEvent};

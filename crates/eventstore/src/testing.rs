@@ -100,6 +100,55 @@ impl Drop for TestDatabase {
     }
 }
 
+/// A login role of its own for a test (`crier_test_role_<random>`), owning nothing and with
+/// no attribute beyond LOGIN; dropped on drop. Declare it before the databases it is given
+/// privileges in, so that they are dropped first (a role with privileges cannot be dropped).
+pub struct TestRole {
+    pub name: String,
+}
+
+impl TestRole {
+    pub async fn create() -> TestRole {
+        let name = format!("crier_test_role_{}", uuid::Uuid::new_v4().simple());
+        admin_execute(&format!(
+            "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT",
+            quote_identifier(&name)
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("cannot create test role {name}: {e}"));
+        TestRole { name }
+    }
+
+    /// The URL of `database` as this role.
+    pub fn url(&self, database: &TestDatabase) -> String {
+        let config = pg_config(&database.url, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("bad database URL: {e}"));
+        let mut url = url_for(&config, &database.name);
+        let user = config.get_user().unwrap_or("postgres");
+        url = url.replacen(&format!("//{user}"), &format!("//{}", self.name), 1);
+        url
+    }
+}
+
+impl Drop for TestRole {
+    fn drop(&mut self) {
+        let statement = format!("DROP ROLE IF EXISTS {}", quote_identifier(&self.name));
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime
+                .block_on(admin_execute(&statement))
+                .map_err(|e| e.to_string())
+        })
+        .join();
+        if let Ok(Err(e)) = dropped {
+            eprintln!("could not drop test role {}: {e}", self.name);
+        }
+    }
+}
+
 /// A TCP proxy in front of PostgreSQL that a test can cut (every connection dropped, new
 /// ones refused) and restore, to play a database outage without touching the shared server.
 pub struct OutageProxy {
