@@ -62,6 +62,41 @@ fn trusted_key(given: &str) -> anyhow::Result<checkpoint::VerifyingKey> {
 }
 
 pub async fn verify(store: &EventStore, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    let chain = verify_chain(store, args).await?;
+    if !args.read_models {
+        return Ok(chain);
+    }
+    let check =
+        projections::check_read_models(store, &projections::ReplayOptions::default()).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&check)?);
+    } else {
+        match &check.difference {
+            None => println!(
+                "read models ok: every table equals a fold of the history up to position {}",
+                check.position
+            ),
+            Some(d) => println!(
+                "READ MODELS DIFFER: {} row {} is {} ({})",
+                d.table,
+                d.key.as_deref().unwrap_or("?"),
+                if d.side == "live" {
+                    "in the read models but not in a fold of the history"
+                } else {
+                    "in a fold of the history but not in the read models"
+                },
+                d.row
+            ),
+        }
+    }
+    Ok(if check.ok && chain == ExitCode::SUCCESS {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+async fn verify_chain(store: &EventStore, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let Some(path) = &args.checkpoint else {
         let report = store.verify().await?;
         if args.json {

@@ -496,3 +496,50 @@ async fn serve_refuses_a_guessable_bootstrap_secret_at_start_naming_the_rule() {
     assert!(said.contains("at least 32 characters"), "{said}");
     assert!(said.contains("openssl rand -base64 32"), "{said}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_read_models_names_a_row_changed_by_sql() {
+    let db = TestDatabase::create().await;
+    let api = Api::start(&db).await;
+    let service = api.service("Microsoft Teams").await;
+    let comms = api.key("publisher", None).await;
+    let declared = api
+        .declare(
+            &comms,
+            json!({"title": "Users cannot sign in to Teams", "impact": "major",
+                   "message": "We are investigating.",
+                   "affected_services": [{"service_id": service, "status": "major_outage"}]}),
+        )
+        .await;
+    let id = declared["id"].as_str().unwrap().to_owned();
+    let verify = || {
+        let mut command = crier(&db.url);
+        command.args(["verify", "--read-models"]);
+        output(command)
+    };
+    let clean = verify().await;
+    let said = String::from_utf8_lossy(&clean.stdout).into_owned();
+    assert_eq!(clean.status.code(), Some(0), "{said}");
+    assert!(said.contains("read models ok"), "{said}");
+
+    // Someone with the database's credentials rewrites what readers see.
+    let store = EventStore::connect(db.config()).expect("connect");
+    store
+        .pool()
+        .get()
+        .await
+        .unwrap()
+        .execute(
+            "UPDATE rm_incidents SET state = json_build_object('title', 'All is well') \
+              WHERE id = $1::text::uuid",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let found = verify().await;
+    let said = String::from_utf8_lossy(&found.stdout).into_owned();
+    assert_eq!(found.status.code(), Some(1), "{said}");
+    assert!(said.contains("READ MODELS DIFFER: rm_incidents"), "{said}");
+    assert!(said.contains(&id), "names the incident: {said}");
+    drop(api);
+}

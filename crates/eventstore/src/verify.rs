@@ -267,12 +267,14 @@ fn check_batch(
                          path than crier's appends",
                     ))
                 }
-                Authenticity::UnknownKey(id) => return Err(progress.bad(
-                    position,
-                    format!(
+                Authenticity::UnknownKey(id) => {
+                    return Err(progress.bad(
+                        position,
+                        format!(
                         "authenticated by history key {id}, which this verification was not given"
                     ),
-                )),
+                    ))
+                }
                 Authenticity::Invalid => {
                     return Err(progress.bad(
                         position,

@@ -60,7 +60,9 @@ mod write;
 pub use builder::{run as run_builder, BatchReport, Builder, BuilderOptions};
 pub use kinds::{parse_stream_id, Kind, StreamKind, Versioned};
 pub use publish::{AlsoWrite, CommandError, Once, Outcome, Publisher, Written};
-pub use replay::{replay, ReplayOptions, ReplayReport};
+pub use replay::{
+    check_read_models, replay, ReadModelCheck, ReadModelDifference, ReplayOptions, ReplayReport,
+};
 pub use write::{write_changes, Changes};
 
 use domain::DecodeError;

@@ -200,6 +200,178 @@ async fn rebuild_and_swap(
     })
 }
 
+/// A live read-model row that a fold of the history does not give, or the other way round.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ReadModelDifference {
+    pub table: String,
+    /// The row's key (its `id`, or the first id column it has).
+    pub key: Option<String>,
+    /// `live` (in the read models, not in the fold) or `history` (the other way round).
+    pub side: String,
+    /// The row, as JSON.
+    pub row: serde_json::Value,
+}
+
+/// What [`check_read_models`] found.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ReadModelCheck {
+    /// Whether every read-model table equals a fold of the history.
+    pub ok: bool,
+    /// The position the fold reached.
+    pub position: u64,
+    /// The first difference, if any.
+    pub difference: Option<ReadModelDifference>,
+}
+
+/// Folds the whole history into a shadow schema, as a replay does, and compares every read
+/// model with it, table by table, without swapping anything in: a row changed, added or
+/// removed by hand is found and named. Writers wait for the comparison itself (it runs
+/// under the projections lock, so that the live tables hold still); the fold before it does
+/// not stop them.
+pub async fn check_read_models(
+    store: &EventStore,
+    options: &ReplayOptions,
+) -> Result<ReadModelCheck, ProjectionError> {
+    let session = deadpool_postgres::Object::take(store.pool().get().await?);
+    let locked: bool = session
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&REPLAY_LOCK])
+        .await?
+        .try_get(0)?;
+    if !locked {
+        return Err(ProjectionError::Busy(
+            "a replay or a check is running".into(),
+        ));
+    }
+    let result = fold_and_compare(store, options).await;
+    let _ = session
+        .execute("SELECT pg_advisory_unlock($1)", &[&REPLAY_LOCK])
+        .await;
+    drop(session);
+    // The shadow is not kept: the next replay or check starts fresh.
+    if let Ok(client) = store.pool().get().await {
+        let _ = client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {REBUILD_SCHEMA} CASCADE"))
+            .await;
+    }
+    result
+}
+
+async fn fold_and_compare(
+    store: &EventStore,
+    options: &ReplayOptions,
+) -> Result<ReadModelCheck, ProjectionError> {
+    prepare_rebuild_schema(store, true).await?;
+    let builder = Builder::new(
+        store,
+        BuilderOptions {
+            batch_size: options.batch_size,
+        },
+    )
+    .into_schema("crier_rebuild, public");
+    let batch_size = builder.batch_size();
+    let (read_ahead, mut batches) = tokio::sync::mpsc::channel(2);
+    let reader = tokio::spawn(read_ahead_from(store.clone(), 0, batch_size, read_ahead));
+    while let Some(batch) = batches.recv().await {
+        builder.apply_read_ahead(&batch?).await?;
+    }
+    let _ = reader.await;
+    store.seal_all(options.seal_timeout).await?;
+    let mut client = store.pool().get().await?;
+    let transaction = client.transaction().await?;
+    transaction
+        .batch_execute("SET LOCAL lock_timeout = '10s'")
+        .await?;
+    transaction
+        .execute("SELECT pg_advisory_xact_lock($1)", &[&PROJECTIONS_LOCK])
+        .await?;
+    let position = loop {
+        let batch = builder.apply_batch_in(&transaction).await?;
+        if batch.events < batch_size {
+            break batch.position;
+        }
+    };
+    // The live builder may trail the log; what it has not folded yet is not a difference.
+    let live_position: i64 = transaction
+        .query_one("SELECT position FROM public.rm_checkpoint", &[])
+        .await?
+        .try_get(0)?;
+    if u64::try_from(live_position).unwrap_or(0) < position {
+        transaction
+            .batch_execute("SET LOCAL search_path = public")
+            .await?;
+        Builder::new(store, BuilderOptions::default())
+            .apply_batch_in(&transaction)
+            .await?;
+    }
+    for table in READ_MODEL_TABLES.iter().filter(|t| **t != "rm_checkpoint") {
+        if let Some(difference) = first_difference(&transaction, table).await? {
+            return Ok(ReadModelCheck {
+                ok: false,
+                position,
+                difference: Some(difference),
+            });
+        }
+    }
+    Ok(ReadModelCheck {
+        ok: true,
+        position,
+        difference: None,
+    })
+}
+
+/// The first row of `table` that is in the live read models and not in the fold, or the
+/// other way round (json columns compared as their text, which has no equality otherwise).
+async fn first_difference<C: GenericClient>(
+    client: &C,
+    table: &str,
+) -> Result<Option<ReadModelDifference>, ProjectionError> {
+    let columns: String = client
+        .query_one(
+            "SELECT string_agg(quote_ident(column_name) \
+                    || CASE WHEN data_type = 'json' THEN '::text' ELSE '' END \
+                    || ' AS ' || quote_ident(column_name), ', ' ORDER BY ordinal_position) \
+               FROM information_schema.columns WHERE table_schema = 'public' AND table_name = $1",
+            &[&table],
+        )
+        .await?
+        .try_get(0)?;
+    let live = format!("SELECT {columns} FROM public.{table}");
+    let folded = format!("SELECT {columns} FROM {REBUILD_SCHEMA}.{table}");
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT side, to_jsonb(d) - 'side' AS row FROM ( \
+                   (SELECT 'live' AS side, * FROM ({live} EXCEPT {folded}) a) \
+                   UNION ALL \
+                   (SELECT 'history' AS side, * FROM ({folded} EXCEPT {live}) b)) d \
+                 LIMIT 1"
+            ),
+            &[],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let side: String = row.try_get("side")?;
+    let row: serde_json::Value = row.try_get("row")?;
+    let key = [
+        "id",
+        "update_id",
+        "incident_id",
+        "maintenance_id",
+        "service_id",
+    ]
+    .iter()
+    .find_map(|k| row.get(*k))
+    .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned));
+    Ok(Some(ReadModelDifference {
+        table: table.to_owned(),
+        key,
+        side,
+        row,
+    }))
+}
+
 /// Sends the sealed log after `position` in batches until it reaches the head.
 async fn read_ahead_from(
     store: EventStore,
