@@ -164,6 +164,17 @@ pub struct ServeArgs {
     /// 0: no limit.
     #[arg(long, env = "CRIER_STREAM_PER_CLIENT_LIMIT", default_value_t = 1_000)]
     pub stream_per_client_limit: u32,
+    /// `/v1/stream` connections this process holds open at once (503 with `Retry-After`
+    /// past it). Default: its open-file limit less a tenth (at least 512) kept for
+    /// everything else; `serve` first raises its soft open-file limit to the hard one.
+    #[arg(long, env = "CRIER_STREAM_LIMIT")]
+    pub stream_limit: Option<u32>,
+    /// Addresses or CIDR blocks of the proxies in front of Crier, comma-separated. From
+    /// those peers only, the client address (what per-address limits count) is the
+    /// right-most hop of `Forwarded` (or `X-Forwarded-For`) that is not one of them; from
+    /// anyone else those headers are ignored.
+    #[arg(long, env = "CRIER_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Largest request line plus headers, in bytes; larger requests get 431. (actix
     /// refuses any head over 128 KiB by itself.)
     #[arg(long, env = "CRIER_MAX_HEADER_BYTES", default_value_t = 16_384, value_parser = clap::value_parser!(u64).range(1_024..=131_072))]
@@ -271,4 +282,12 @@ pub struct VerifyArgs {
     /// owner's privileges; writers wait while the tables are compared.
     #[arg(long)]
     pub read_models: bool,
+}
+
+/// An address or a CIDR block: `10.0.0.0/8`, `192.0.2.7`, `fd00::/8`.
+fn parse_net(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{text} is neither an address nor a CIDR block"))
 }

@@ -39,6 +39,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     auth_failures_per_minute: args.auth_failure_limit,
                     reads_per_second: args.read_rate_limit,
                     streams_per_client: args.stream_per_client_limit,
+                    streams_total: args
+                        .stream_limit
+                        .unwrap_or_else(startup::default_stream_limit),
                     max_head_bytes: usize::try_from(args.max_header_bytes)?,
                     body_timeout: std::time::Duration::from_secs(args.body_timeout),
                 },
@@ -46,6 +49,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 stream_buffer: usize::try_from(args.stream_buffer)?,
                 stream_heartbeat: std::time::Duration::from_secs(args.stream_heartbeat),
                 public_url: cli.public_url.clone(),
+                trusted_proxies: args.trusted_proxies.clone(),
                 webhooks: delivery::WebhookSettings {
                     policy: delivery::TargetPolicy {
                         allow_private: args.webhook_allow_private,

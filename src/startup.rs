@@ -27,6 +27,7 @@ pub struct Settings {
     pub stream_buffer: usize,
     pub stream_heartbeat: Duration,
     pub webhooks: delivery::WebhookSettings,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Signing the chain head periodically.
@@ -64,6 +65,10 @@ impl Application {
         let page = api::PublicPage::new(&settings.page_name, &public_url);
         let tasks = Tasks::new();
         let mut state = api::AppState::new(store.clone(), prepared.clone(), settings.limits, page);
+        state.limits = Arc::new(api::Limits::with_trusted_proxies(
+            settings.limits,
+            settings.trusted_proxies,
+        ));
         state.notices = Arc::new(notices::NoticeHub::new(
             settings.stream_buffer,
             settings.stream_heartbeat,
@@ -359,4 +364,24 @@ async fn sign_checkpoints(
 /// reads than two (docs/PERFORMANCE.md).
 fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |cores| (cores.get() / 2).max(1))
+}
+
+/// Streams a process may hold when none is configured: its open-file limit (the soft one,
+/// raised to the hard one first) less what everything else needs (a tenth, at least 512:
+/// database connections, outgoing webhook connections, the listener, files).
+pub fn default_stream_limit() -> u32 {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            limit = getrlimit(Resource::Nofile);
+        }
+    }
+    let files = limit.current.unwrap_or(1 << 20);
+    let reserve = (files / 10).max(512);
+    u32::try_from(files.saturating_sub(reserve).max(1)).unwrap_or(u32::MAX)
 }

@@ -255,3 +255,96 @@ async fn a_client_holding_its_most_streams_gets_429_and_others_are_served() {
     }
     assert!(reopened, "the closed stream's place was never given back");
 }
+
+/// Behind a load balancer every client has the balancer's address: only from a trusted
+/// proxy is the forwarded address believed, and then each client is counted on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_client_addresses_count_from_trusted_proxies_only() {
+    let db = TestDatabase::create().await;
+    let failures = |api: &Api, client: &'static str| {
+        let request = api
+            .http
+            .get(api.server.url("/v1/api-keys"))
+            .bearer_auth("crier_not-a-key")
+            .header("x-forwarded-for", client);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    // The test's requests come from 127.0.0.1: a trusted proxy here.
+    let behind = Api::start_with(
+        &db,
+        &[
+            ("CRIER_AUTH_FAILURE_LIMIT", "3"),
+            ("CRIER_TRUSTED_PROXIES", "127.0.0.1, ::1"),
+        ],
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(failures(&behind, "203.0.113.1").await, 401);
+    }
+    assert_eq!(
+        failures(&behind, "203.0.113.1").await,
+        429,
+        "that client is locked out"
+    );
+    assert_eq!(
+        failures(&behind, "203.0.113.2").await,
+        401,
+        "another client behind the same proxy is not"
+    );
+    drop(behind);
+    // Not trusted: the header is the client's own claim, ignored; every request counts
+    // against the peer, whatever it says.
+    let direct = Api::start_with(&db, &[("CRIER_AUTH_FAILURE_LIMIT", "3")]).await;
+    for _ in 0..3 {
+        assert_eq!(failures(&direct, "203.0.113.1").await, 401);
+    }
+    assert_eq!(
+        failures(&direct, "203.0.113.2").await,
+        429,
+        "a forged X-Forwarded-For does not buy a new budget"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_its_total_of_streams_a_process_answers_503_with_retry_after() {
+    let db = TestDatabase::create().await;
+    let api = Api::start_with(
+        &db,
+        &[("CRIER_STREAM_LIMIT", "3"), ("CRIER_STREAM_HEARTBEAT", "1")],
+    )
+    .await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let stream = api
+            .http
+            .get(api.server.url("/v1/stream"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stream.status(), 200);
+        open.push(stream);
+    }
+    let refused = api.get("/v1/stream", None).await;
+    assert_eq!(refused.status, 503, "{:#?}", refused.body);
+    assert!(refused.header("retry-after").is_some());
+    drop(open);
+    // A closed stream's place comes back (by its next heartbeat, when the server notices).
+    let mut reopened = None;
+    for _ in 0..100 {
+        let stream = api
+            .http
+            .get(api.server.url("/v1/stream"))
+            .send()
+            .await
+            .unwrap();
+        if stream.status() == 200 {
+            reopened = Some(stream);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        reopened.is_some(),
+        "the places of closed streams never came back"
+    );
+}

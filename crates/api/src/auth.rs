@@ -191,12 +191,12 @@ fn bearer_secret(request: &HttpRequest) -> Result<Option<String>, ApiError> {
 }
 
 async fn authenticate(request: HttpRequest) -> Result<Caller, ApiError> {
-    let client_ip = request.peer_addr().map(|a| a.ip());
     let secret = bearer_secret(&request);
     let state = request
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| ApiError::internal("no application state"))?;
     let limits = &state.limits;
+    let client_ip = limits.client_address(&request);
     if let Some(ip) = client_ip {
         limits.refuse_blocked_address(ip)?;
     }

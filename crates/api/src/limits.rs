@@ -1,8 +1,15 @@
 //! What one client may cost: rate limits (writes per API key, failed authentications per
 //! client address, and, off by default, public reads per client address), open event
-//! streams per client address, and bounds on each request (its head's size, the time its
-//! body may take to arrive). Each process keeps its own counts, so N processes behind a
-//! balancer allow up to N times the configured rates.
+//! streams per client address and in all, and bounds on each request (its head's size, the
+//! time its body may take to arrive). Each process keeps its own counts, so N processes
+//! behind a balancer allow up to N times the configured rates.
+//!
+//! A client address is the TCP peer's, unless the peer is one of the trusted proxies
+//! (`CRIER_TRUSTED_PROXIES`): then it is the right-most address of `Forwarded` (or, without
+//! it, `X-Forwarded-For`) that is not a trusted proxy, since every proxy appends the address
+//! it heard from and only the trusted ones can be believed. From any other peer those
+//! headers are ignored, so a client cannot choose the address it is counted by. Limits count
+//! an IPv6 address by its /64, the block one subscriber line usually gets.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -37,6 +44,9 @@ pub struct LimitSettings {
     pub reads_per_second: u32,
     /// `/v1/stream` connections open at once from one address.
     pub streams_per_client: u32,
+    /// `/v1/stream` connections open at once in this process, below its open-file limit
+    /// (503 with `Retry-After` past it); `0`: no cap.
+    pub streams_total: u32,
     /// Largest request line plus headers, in bytes (431 past it).
     pub max_head_bytes: usize,
     /// How long a request's body may take to arrive once its head has (408 past it).
@@ -50,6 +60,7 @@ impl Default for LimitSettings {
             auth_failures_per_minute: 30,
             reads_per_second: 0,
             streams_per_client: 1_000,
+            streams_total: 0,
             max_head_bytes: 16 * 1024,
             body_timeout: Duration::from_secs(10),
         }
@@ -62,9 +73,11 @@ pub struct Limits {
     reads: Option<DefaultKeyedRateLimiter<IpAddr>>,
     /// Addresses that spent their failed-authentication budget, until when.
     blocked: Mutex<HashMap<IpAddr, Instant>>,
-    /// Open streams by address (addresses with none are removed).
+    /// Open streams by address (addresses with none are removed), and in all.
     streams: Mutex<HashMap<IpAddr, u32>>,
+    open_streams: std::sync::atomic::AtomicU32,
     settings: LimitSettings,
+    trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// One open stream of a client address, given back when dropped.
@@ -75,6 +88,9 @@ pub struct StreamSlot {
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
+        self.limits
+            .open_streams
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         let mut streams = self
             .limits
             .streams
@@ -106,8 +122,74 @@ fn refused<K: std::hash::Hash + Eq + Clone>(
         .map(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
 }
 
+/// The address a limit counts `ip` by: an IPv4 address as it is (also when written as
+/// IPv4-mapped IPv6), an IPv6 address by its /64.
+pub fn counted_as(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+    }
+}
+
+/// The hops a proxy chain reports, left (the first client) to right (the last proxy):
+/// `Forwarded` `for=` values when there is such a header, else `X-Forwarded-For`. A hop that
+/// is not an address (`unknown`, an obfuscated name) is `None`.
+fn forwarded_hops(request: &actix_web::HttpRequest) -> Vec<Option<IpAddr>> {
+    let headers = request.headers();
+    let forwarded: Vec<&str> = headers
+        .get_all(header::FORWARDED)
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if !forwarded.is_empty() {
+        return forwarded
+            .iter()
+            .flat_map(|v| v.split(','))
+            .filter_map(|element| {
+                element.split(';').find_map(|pair| {
+                    let (name, value) = pair.split_once('=')?;
+                    name.trim()
+                        .eq_ignore_ascii_case("for")
+                        .then(|| parse_hop(value.trim().trim_matches('"')))
+                })
+            })
+            .collect();
+    }
+    headers
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|hop| parse_hop(hop.trim()))
+        .collect()
+}
+
+/// An address as proxies write it: `192.0.2.1`, `192.0.2.1:4711`, `[2001:db8::1]:4711`,
+/// `2001:db8::1`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Some(rest) = hop.strip_prefix('[') {
+        return rest.split(']').next()?.parse().ok();
+    }
+    hop.parse::<std::net::SocketAddr>().ok().map(|a| a.ip())
+}
+
 impl Limits {
     pub fn new(settings: LimitSettings) -> Self {
+        Limits::with_trusted_proxies(settings, Vec::new())
+    }
+
+    /// Limits that take the client address from `Forwarded` or `X-Forwarded-For` of these
+    /// peers only.
+    pub fn with_trusted_proxies(
+        settings: LimitSettings,
+        trusted_proxies: Vec<ipnet::IpNet>,
+    ) -> Self {
         Limits {
             writes: per_second_with_double_burst(settings.writes_per_second)
                 .map(RateLimiter::keyed),
@@ -116,8 +198,39 @@ impl Limits {
             reads: per_second_with_double_burst(settings.reads_per_second).map(RateLimiter::keyed),
             blocked: Mutex::new(HashMap::new()),
             streams: Mutex::new(HashMap::new()),
+            open_streams: std::sync::atomic::AtomicU32::new(0),
             settings,
+            trusted_proxies,
         }
+    }
+
+    fn trusted(&self, ip: IpAddr) -> bool {
+        let ip = counted_as(ip).to_canonical();
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The client address of `request`: its TCP peer, or, when the peer is a trusted proxy,
+    /// the right-most hop it reports that is not one (see the module documentation).
+    pub fn client_address(&self, request: &actix_web::HttpRequest) -> Option<IpAddr> {
+        let peer = request.peer_addr()?.ip();
+        if !self.trusted(peer) {
+            return Some(peer);
+        }
+        let mut client = peer;
+        for hop in forwarded_hops(request).into_iter().rev() {
+            match hop {
+                Some(ip) if self.trusted(ip) => client = ip,
+                Some(ip) => return Some(ip),
+                // Not an address: the proxy that reported it is as far as can be known.
+                None => return Some(client),
+            }
+        }
+        Some(client)
+    }
+
+    /// Streams open in this process.
+    pub fn open_streams(&self) -> u32 {
+        self.open_streams.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn settings(&self) -> LimitSettings {
@@ -130,13 +243,28 @@ impl Limits {
         self: &Arc<Self>,
         address: Option<IpAddr>,
     ) -> Result<Option<StreamSlot>, ApiError> {
-        let Some(address) = address else {
+        let Some(address) = address.map(counted_as) else {
             return Ok(None);
         };
+        let total = self.settings.streams_total;
+        let open = self
+            .open_streams
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        if total != 0 && open >= total {
+            self.open_streams
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            return Err(ApiError::unavailable(format!(
+                "this process holds {total} event streams, the most it may (set \
+                 CRIER_STREAM_LIMIT, or add processes); retry later"
+            )));
+        }
         let limit = self.settings.streams_per_client;
         let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         let open = streams.entry(address).or_insert(0);
         if limit != 0 && *open >= limit {
+            drop(streams);
+            self.open_streams
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
             return Err(ApiError::TooManyStreams { limit });
         }
         *open += 1;
@@ -156,7 +284,7 @@ impl Limits {
 
     /// Counts one public read from `address`; 429 when it is over its rate.
     pub fn allow_read(&self, address: Option<IpAddr>) -> Result<(), ApiError> {
-        match address.and_then(|a| refused(&self.reads, &a)) {
+        match address.and_then(|a| refused(&self.reads, &counted_as(a))) {
             None => Ok(()),
             Some(retry_after) => Err(ApiError::RateLimited { retry_after }),
         }
@@ -168,6 +296,7 @@ impl Limits {
 
     /// 429 while `address` is serving a penalty for failed authentications.
     pub fn refuse_blocked_address(&self, address: IpAddr) -> Result<(), ApiError> {
+        let address = counted_as(address);
         let blocked = self.blocked.lock().unwrap_or_else(|e| e.into_inner());
         match blocked.get(&address) {
             Some(until) if *until > Instant::now() => Err(ApiError::RateLimited {
@@ -180,7 +309,7 @@ impl Limits {
     /// Counts a failed authentication from `address`: the failure itself, or 429 once the
     /// address has failed too often (and then until its budget refills).
     pub fn failed_authentication(&self, address: Option<IpAddr>, failure: ApiError) -> ApiError {
-        let Some(address) = address else {
+        let Some(address) = address.map(counted_as) else {
             return failure;
         };
         match refused(&self.auth_failures, &address) {
@@ -336,6 +465,105 @@ mod tests {
         limits
             .allow_write(Uuid::new_v4())
             .expect("other keys are not affected");
+    }
+
+    #[test]
+    fn an_ipv6_address_counts_by_its_64_and_a_mapped_ipv4_as_ipv4() {
+        let limits = Arc::new(Limits::new(LimitSettings {
+            streams_per_client: 2,
+            ..LimitSettings::default()
+        }));
+        let one: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same_line: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let next_line: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let _a = limits.open_stream(Some(one)).unwrap();
+        let _b = limits.open_stream(Some(same_line)).unwrap();
+        assert!(matches!(
+            limits.open_stream(Some("2001:db8:1:2:abcd::1".parse().unwrap())),
+            Err(ApiError::TooManyStreams { .. })
+        ));
+        let _c = limits.open_stream(Some(next_line)).unwrap();
+        assert_eq!(
+            counted_as("::ffff:192.0.2.7".parse().unwrap()),
+            "192.0.2.7".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn a_process_holds_at_most_its_total_of_streams_and_gives_each_back() {
+        let limits = Arc::new(Limits::new(LimitSettings {
+            streams_total: 3,
+            ..LimitSettings::default()
+        }));
+        let held: Vec<_> = (1..=3u8)
+            .map(|n| limits.open_stream(Some([10, 0, 0, n].into())).unwrap())
+            .collect();
+        let refused = limits.open_stream(Some([10, 0, 0, 9].into()));
+        assert!(matches!(refused, Err(ApiError::Unavailable { .. })));
+        assert_eq!(limits.open_streams(), 3);
+        drop(held);
+        assert_eq!(limits.open_streams(), 0);
+        assert!(limits.open_stream(Some([10, 0, 0, 9].into())).is_ok());
+    }
+
+    #[test]
+    fn forwarded_addresses_are_believed_from_trusted_proxies_only() {
+        use actix_web::test::TestRequest;
+        let proxies = vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()];
+        let limits = Limits::with_trusted_proxies(LimitSettings::default(), proxies);
+        let from = |peer: &str, headers: &[(&str, &str)]| {
+            let mut request = TestRequest::default().peer_addr(peer.parse().unwrap());
+            for (name, value) in headers {
+                request = request.insert_header((*name, *value));
+            }
+            limits.client_address(&request.to_http_request())
+        };
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        // A trusted proxy: the right-most untrusted hop; a client's own claim to its left is
+        // not believed.
+        assert_eq!(
+            from(
+                "10.0.0.2:443",
+                &[("x-forwarded-for", "1.1.1.1, 203.0.113.9, 10.0.0.5")]
+            ),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            from(
+                "10.0.0.2:443",
+                &[(
+                    "forwarded",
+                    "for=1.1.1.1, for=\"[2001:db8:cafe::17]:4711\";proto=https"
+                )]
+            ),
+            ip("2001:db8:cafe::17")
+        );
+        assert_eq!(
+            from(
+                "10.0.0.2:443",
+                &[("forwarded", "for=192.0.2.60:80;by=10.0.0.2")]
+            ),
+            ip("192.0.2.60")
+        );
+        // Only proxies in the chain: the left-most of them.
+        assert_eq!(
+            from("10.0.0.2:443", &[("x-forwarded-for", "10.1.1.1, 10.0.0.5")]),
+            ip("10.1.1.1")
+        );
+        // Not an address: the proxy that reported it.
+        assert_eq!(
+            from("10.0.0.2:443", &[("forwarded", "for=unknown")]),
+            ip("10.0.0.2")
+        );
+        // Anyone else: the peer, whatever the headers say.
+        assert_eq!(
+            from("198.51.100.4:5000", &[("x-forwarded-for", "1.1.1.1")]),
+            ip("198.51.100.4")
+        );
+        assert_eq!(
+            from("198.51.100.4:5000", &[("forwarded", "for=1.1.1.1")]),
+            ip("198.51.100.4")
+        );
     }
 
     #[test]

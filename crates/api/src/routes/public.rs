@@ -66,7 +66,7 @@ async fn status_document(
 ) -> Result<HttpResponse, ApiError> {
     state
         .limits
-        .allow_read(request.peer_addr().map(|a| a.ip()))?;
+        .allow_read(state.limits.client_address(request))?;
     let documents = state
         .statuspage
         .get(state.document_generation(), || {
