@@ -62,7 +62,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the HTTP API (creates and migrates the database first).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create the database if it is missing and apply the migrations, then exit. Run it as
     /// the database's owner; `serve` may then run as a role that owns nothing.
     Migrate(MigrateArgs),
@@ -175,6 +175,13 @@ pub struct ServeArgs {
     /// anyone else those headers are ignored.
     #[arg(long, env = "CRIER_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Serve `/metrics` on this address only (the main address then answers 404 there, and
+    /// this one nothing else), e.g. one that only the monitoring network reaches.
+    #[arg(long, env = "CRIER_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Serve `/metrics` only to `Authorization: Bearer <this token>`.
+    #[arg(long, env = "CRIER_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     /// Largest request line plus headers, in bytes; larger requests get 431. (actix
     /// refuses any head over 128 KiB by itself.)
     #[arg(long, env = "CRIER_MAX_HEADER_BYTES", default_value_t = 16_384, value_parser = clap::value_parser!(u64).range(1_024..=131_072))]

@@ -50,6 +50,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 stream_heartbeat: std::time::Duration::from_secs(args.stream_heartbeat),
                 public_url: cli.public_url.clone(),
                 trusted_proxies: args.trusted_proxies.clone(),
+                metrics: api::observe::MetricsAccess {
+                    listen: args.metrics_listen,
+                    token: args.metrics_token.clone(),
+                },
                 webhooks: delivery::WebhookSettings {
                     policy: delivery::TargetPolicy {
                         allow_private: args.webhook_allow_private,

@@ -28,6 +28,7 @@ pub struct Settings {
     pub stream_heartbeat: Duration,
     pub webhooks: delivery::WebhookSettings,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub metrics: api::observe::MetricsAccess,
 }
 
 /// Signing the chain head periodically.
@@ -78,6 +79,24 @@ impl Application {
         let webhooks = delivery::Sender::new(&store, settings.webhooks.clone(), Arc::default())?;
         state.webhooks = Arc::new(settings.webhooks);
         state.tasks = tasks.health();
+        // Metrics on an address of their own: the same server listens there too, and the
+        // middleware lets only /metrics through it.
+        let metrics_listener = match settings.metrics.listen {
+            Some(address) => {
+                let listener = TcpListener::bind(address)?;
+                let bound = listener.local_addr()?;
+                tracing::info!(address = %bound, "metrics served on an address of their own");
+                state.metrics = api::observe::MetricsAccess {
+                    listen: Some(bound),
+                    ..settings.metrics.clone()
+                };
+                Some(listener)
+            }
+            None => {
+                state.metrics = settings.metrics.clone();
+                None
+            }
+        };
         let limits = state.limits.clone();
         let notices = state.notices.clone();
         api::prometheus_handle();
@@ -93,6 +112,10 @@ impl Application {
         .shutdown_timeout(10)
         .workers(settings.workers.unwrap_or_else(default_workers))
         .listen(listener)?;
+        let server = match metrics_listener {
+            Some(listener) => server.listen(listener)?,
+            None => server,
+        };
         Ok(Application {
             address,
             server: server.run(),

@@ -348,3 +348,77 @@ async fn past_its_total_of_streams_a_process_answers_503_with_retry_after() {
         "the places of closed streams never came back"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_be_kept_to_a_token_or_an_address_of_their_own() {
+    let db = TestDatabase::create().await;
+    let with_token = Api::start_with(&db, &[("CRIER_METRICS_TOKEN", "scrape-me-7Qx2")]).await;
+    let anonymous = with_token.get("/metrics", None).await;
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(with_token.get("/metrics", Some("wrong")).await.status, 401);
+    let scraped = with_token
+        .http
+        .get(with_token.server.url("/metrics"))
+        .bearer_auth("scrape-me-7Qx2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scraped.status(), 200);
+    assert!(scraped
+        .text()
+        .await
+        .unwrap()
+        .contains("crier_http_requests_total"));
+    drop(with_token);
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics_address = format!("127.0.0.1:{port}");
+    let apart = Api::start_with(&db, &[("CRIER_METRICS_LISTEN", &metrics_address)]).await;
+    assert_eq!(
+        apart.get("/metrics", None).await.status,
+        404,
+        "not on the public address"
+    );
+    let http = reqwest::Client::new();
+    let scraped = http
+        .get(format!("http://{metrics_address}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scraped.status(), 200);
+    let api_there = http
+        .get(format!("http://{metrics_address}/v1/incidents"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        api_there.status(),
+        404,
+        "the metrics address serves nothing else"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_docs_page_may_not_be_framed_or_load_from_elsewhere() {
+    let db = TestDatabase::create().await;
+    let api = Api::start(&db).await;
+    let page = api.http.get(api.server.url("/docs/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let header = |name: &str| {
+        page.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(header("x-frame-options"), "DENY");
+    let policy = header("content-security-policy");
+    assert!(policy.contains("default-src 'none'"), "{policy}");
+    assert!(policy.contains("script-src 'self'"), "{policy}");
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+    assert_eq!(header("x-content-type-options"), "nosniff");
+}

@@ -697,16 +697,26 @@ async fn feed_readers_parse_the_atom_and_rss_feeds_newest_first_with_public_upda
         );
         let entries = parsed["entries"].as_array().unwrap();
         assert_eq!(entries.len(), 2, "{path}: the private update is not in it");
-        // Newest first: the resolution, then the declaration.
+        // Newest first: the resolution, then the declaration. RSS readers take a title as
+        // HTML, so it arrives escaped for HTML: a reader shows the characters, never markup.
+        let title = |status: &str| {
+            let text = format!("Sign-in <fails> & \"retries\" — {status}");
+            if version == "atom10" {
+                text
+            } else {
+                text.replace('&', "&amp;")
+                    .replace('<', "&lt;")
+                    .replace('>', "&gt;")
+                    .replace('"', "&quot;")
+            }
+        };
+        assert_eq!(entries[0]["title"], title("Resolved"));
+        // What to do comes first: the sentence a reader most needs.
         assert_eq!(
-            entries[0]["title"],
-            "Sign-in <fails> & \"retries\" — Resolved"
+            entries[0]["summary"],
+            format!("What to do now: {RESTART}\n\nFixed.")
         );
-        assert_eq!(entries[0]["summary"], "Fixed.");
-        assert_eq!(
-            entries[1]["title"],
-            "Sign-in <fails> & \"retries\" — Investigating"
-        );
+        assert_eq!(entries[1]["title"], title("Investigating"));
         // Plain text everywhere: Atom says so (`type="text"`); an RSS description is HTML,
         // so the text arrives escaped and a reader shows the characters, not markup.
         let expected = if version == "atom10" {
@@ -714,7 +724,10 @@ async fn feed_readers_parse_the_atom_and_rss_feeds_newest_first_with_public_upda
         } else {
             "We are investigating &lt;b&gt;not bold&lt;/b&gt; &amp; more."
         };
-        assert_eq!(entries[1]["summary"], expected);
+        assert_eq!(
+            entries[1]["summary"],
+            format!("What to do now: {RESTART}\n\n{expected}")
+        );
         for entry in entries {
             assert_eq!(
                 entry["link"],

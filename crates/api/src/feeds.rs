@@ -47,6 +47,20 @@ fn entry_title(update: &RecentUpdate) -> String {
     format!("{} — {}", update.title, status_name(&update.status))
 }
 
+/// An entry's text: what to do first (the sentence a reader most needs), then the update.
+fn entry_text(update: &RecentUpdate) -> String {
+    match &update.client_action {
+        Some(action) => format!("What to do now: {action}\n\n{}", update.message),
+        None => update.message.clone(),
+    }
+}
+
+/// Text for an element that RSS readers show as HTML: escaped for HTML first (then for XML
+/// by the writer), so that a title like `<img src=x onerror=…>` stays text.
+fn html_text(text: &str) -> String {
+    quick_xml::escape::escape(text).into_owned()
+}
+
 fn resource_url(page: &PublicPage, update: &RecentUpdate) -> String {
     let collection = match update.resource_kind.as_str() {
         "maintenance" => "maintenances",
@@ -117,7 +131,7 @@ fn atom(
                         .write_empty()?;
                     w.create_element("content")
                         .with_attribute(("type", "text"))
-                        .write_text_content(xml_text(&update.message))?;
+                        .write_text_content(xml_text(&entry_text(update)))?;
                     Ok(())
                 })?;
             }
@@ -140,12 +154,12 @@ fn rss(
         .with_attribute(("xmlns:atom", "http://www.w3.org/2005/Atom"))
         .write_inner_content(|w| {
             w.create_element("channel").write_inner_content(|w| {
-                simple(w, "title", &page.name)?;
+                simple(w, "title", &html_text(&page.name))?;
                 simple(w, "link", &page.url)?;
                 simple(
                     w,
                     "description",
-                    &format!("{}: incidents and maintenances", page.name),
+                    &html_text(&format!("{}: incidents and maintenances", page.name)),
                 )?;
                 w.create_element("atom:link")
                     .with_attribute(("href", self_url.as_str()))
@@ -156,15 +170,10 @@ fn rss(
                 simple(w, "generator", "Crier")?;
                 for update in updates {
                     w.create_element("item").write_inner_content(|w| {
-                        simple(w, "title", &entry_title(update))?;
+                        // RSS readers take titles and descriptions as HTML.
+                        simple(w, "title", &html_text(&entry_title(update)))?;
                         simple(w, "link", &resource_url(page, update))?;
-                        // RSS readers take a description as HTML: the plain text is
-                        // escaped for HTML first (then for XML by the writer).
-                        simple(
-                            w,
-                            "description",
-                            &quick_xml::escape::escape(update.message.as_str()),
-                        )?;
+                        simple(w, "description", &html_text(&entry_text(update)))?;
                         w.create_element("guid")
                             .with_attribute(("isPermaLink", "false"))
                             .write_text_content(BytesText::new(&format!(

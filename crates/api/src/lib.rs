@@ -55,6 +55,7 @@ pub fn audit_stream_url_prefix(public_url: &str) -> String {
 pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(web::Data::from(state.limits.clone()))
+            .app_data(web::Data::new(state.metrics.clone()))
             .app_data(web::Data::new(state))
             .app_data(web::PayloadConfig::new(extract::MAX_BODY_BYTES))
             .app_data(

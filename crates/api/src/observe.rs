@@ -1,7 +1,10 @@
 //! The middleware every request passes: a request id (taken from `X-Request-Id` when the
 //! caller sent a sane one, made otherwise) in a tracing span around the request and in the
 //! answer; Prometheus metrics by route and status; and problem+json for every error answer,
-//! including those actix makes itself (unknown method, unreadable body, …).
+//! including those actix makes itself (unknown method, unreadable body, …); security
+//! headers (`X-Content-Type-Options` everywhere, a strict `Content-Security-Policy` and
+//! `X-Frame-Options` on the interactive docs); and, when metrics have an address of their
+//! own, nothing but `/metrics` on it.
 
 use std::time::Instant;
 
@@ -10,7 +13,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
-use actix_web::{Error, HttpMessage};
+use actix_web::{web, Error, HttpMessage, HttpRequest};
 use tracing::Instrument;
 
 use crate::problem::{Problem, CONTENT_TYPE};
@@ -19,6 +22,28 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 const MAX_REQUEST_ID_LEN: usize = 128;
 /// Largest actix error text kept in a problem's detail.
 const MAX_DETAIL_BYTES: usize = 4 * 1024;
+
+/// What `/docs/` may load: its own scripts and styles (Swagger UI sets inline style
+/// attributes), its own and inline images, and the OpenAPI document from this origin.
+pub const DOCS_CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
+     font-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+/// Who may read `/metrics`: everyone (the default), only on an address of its own
+/// (`CRIER_METRICS_LISTEN`), and/or only with a bearer token (`CRIER_METRICS_TOKEN`).
+#[derive(Debug, Clone, Default)]
+pub struct MetricsAccess {
+    pub listen: Option<std::net::SocketAddr>,
+    pub token: Option<String>,
+}
+
+impl MetricsAccess {
+    /// Whether `request` arrived on the metrics' own address.
+    pub fn on_metrics_address(&self, request: &HttpRequest) -> bool {
+        self.listen
+            .is_some_and(|listen| request.app_config().local_addr() == listen)
+    }
+}
 
 /// The id of the request being served, in its extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,12 +69,21 @@ pub async fn middleware(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     let started = Instant::now();
+    let metrics_only = request
+        .app_data::<web::Data<MetricsAccess>>()
+        .is_some_and(|access| access.on_metrics_address(request.request()));
+    if metrics_only && request.path() != "/metrics" {
+        let answer =
+            Problem::new(StatusCode::NOT_FOUND, "this address serves /metrics only").response();
+        return Ok(request.into_response(answer));
+    }
     let id = request_id(&request);
     request.extensions_mut().insert(RequestId(id.clone()));
     let method = request.method().clone();
     let route = request
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());
+    let interactive_docs = request.path().starts_with("/docs");
     let span = tracing::info_span!("request", request_id = %id, %method, path = %request.path());
     let mut response = async {
         let response = next.call(request).await?;
@@ -61,6 +95,20 @@ pub async fn middleware(
         response
             .headers_mut()
             .insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
+    }
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if interactive_docs {
+        // The documentation page runs scripts: only its own, and never inside a frame of
+        // another page (clickjacking).
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(DOCS_CONTENT_SECURITY_POLICY),
+        );
+        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     }
     let status = response.status();
     let elapsed = started.elapsed();

@@ -51,6 +51,8 @@ pub struct AppState {
     pub maintenance_renderings: Arc<Renderings>,
     /// The process's background tasks: one that failed makes the process not ready.
     pub tasks: Arc<Health>,
+    /// Who may read `/metrics`.
+    pub metrics: crate::observe::MetricsAccess,
 }
 
 impl AppState {
@@ -92,6 +94,7 @@ impl AppState {
             writes: Arc::default(),
             webhooks: Arc::default(),
             tasks: Arc::default(),
+            metrics: Default::default(),
         }
     }
 }

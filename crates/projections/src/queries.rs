@@ -771,6 +771,9 @@ pub struct RecentUpdate {
     /// Its latest text (corrections replace it).
     pub message: String,
     pub created_at: DateTime<Utc>,
+    /// What an affected client should do, as the incident now says (none for a
+    /// maintenance, or an action of kind `none`).
+    pub client_action: Option<String>,
 }
 
 /// The newest updates of incidents and maintenances the viewer may see, newest first.
@@ -782,9 +785,14 @@ pub async fn recent_updates<C: GenericClient>(
     let (everyone, tenant) = viewer.filter();
     let statement = client
         .prepare_cached(
-            "SELECT resource_kind, resource_id, update_id, title, status, message, created_at \
-               FROM rm_updates WHERE ($1 OR public OR $2 = ANY(tenants)) \
-              ORDER BY created_at DESC, update_id DESC LIMIT $3",
+            "SELECT u.resource_kind, u.resource_id, u.update_id, u.title, u.status, u.message, \
+                    u.created_at, \
+                    CASE WHEN i.state -> 'client_action' ->> 'kind' <> 'none' \
+                         THEN i.state -> 'client_action' ->> 'message' END AS client_action \
+               FROM (SELECT * FROM rm_updates WHERE ($1 OR public OR $2 = ANY(tenants)) \
+                      ORDER BY created_at DESC, update_id DESC LIMIT $3) u \
+               LEFT JOIN rm_incidents i ON u.resource_kind = 'incident' AND i.id = u.resource_id \
+              ORDER BY u.created_at DESC, u.update_id DESC",
         )
         .await?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -801,6 +809,9 @@ pub async fn recent_updates<C: GenericClient>(
                 status: row.try_get("status")?,
                 message: row.try_get("message")?,
                 created_at: row.try_get("created_at")?,
+                client_action: row
+                    .try_get::<_, Option<String>>("client_action")?
+                    .filter(|m| !m.trim().is_empty()),
             })
         })
         .collect()

@@ -1,8 +1,9 @@
 //! `/healthz`, `/readyz` and `/metrics`: what operators and orchestrators look at.
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
+use sha2::Digest;
 use utoipa::OpenApi;
 
 use crate::metrics::prometheus_handle;
@@ -71,13 +72,47 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-/// Prometheus metrics: requests by route and status, latency histograms, pool usage, events
-/// appended and sealed, background task failures.
+/// Prometheus metrics: requests by route pattern (never an id) and status, latency
+/// histograms, database pool usage, the log head, events appended and sealed, webhook
+/// deliveries and attempts, background task failures. No count is split by tenant, key or
+/// notice, but together they show how busy the server is, private activity included: give
+/// them an address of their own (`CRIER_METRICS_LISTEN`) or a bearer token
+/// (`CRIER_METRICS_TOKEN`) where that matters.
 #[utoipa::path(
     get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"))
+    responses(
+        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
+        (status = 401, description = "A metrics token is configured and was not sent", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Metrics are served on an address of their own", body = Problem, content_type = "application/problem+json"),
+    )
 )]
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+pub async fn metrics(state: web::Data<AppState>, request: HttpRequest) -> HttpResponse {
+    let access = &state.metrics;
+    if access.listen.is_some() && !access.on_metrics_address(&request) {
+        return Problem::new(
+            StatusCode::NOT_FOUND,
+            "metrics are served on an address of their own",
+        )
+        .response();
+    }
+    if let Some(token) = &access.token {
+        let presented = request
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        // Compared in constant time: the digests of equal strings are equal.
+        let same =
+            sha2::Sha256::digest(presented.as_bytes()) == sha2::Sha256::digest(token.as_bytes());
+        if !same {
+            return Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "metrics need the bearer token this server was given (CRIER_METRICS_TOKEN)",
+            )
+            .response();
+        }
+    }
     let pool = state.store.pool().status();
     metrics::gauge!("crier_db_pool_connections").set(pool.size as f64);
     metrics::gauge!("crier_db_pool_available").set(pool.available as f64);
