@@ -553,6 +553,38 @@ async fn as_of_a_position_or_time_is_the_incident_after_exactly_the_events_up_to
             .expect(200);
         assert_eq!(&at_time, answer, "as_of={time}");
     }
+    // As of a time the API showed, the answer holds what that time stamps: the incident
+    // as of its `started_at`, and each update as of its own `created_at` (both a few
+    // milliseconds before the database recorded them).
+    let last = answers.last().unwrap();
+    let started_at = last["started_at"].as_str().unwrap();
+    let declared = api
+        .get(
+            &format!(
+                "/v1/incidents/{id}?as_of={}",
+                started_at.replace('+', "%2B")
+            ),
+            None,
+        )
+        .await
+        .expect(200);
+    assert_eq!(declared["version"], 1);
+    for (n, update) in last["updates"].as_array().unwrap().iter().enumerate() {
+        let created_at = update["created_at"].as_str().unwrap();
+        let then = api
+            .get(
+                &format!(
+                    "/v1/incidents/{id}?as_of={}",
+                    created_at.replace('+', "%2B")
+                ),
+                None,
+            )
+            .await
+            .expect(200);
+        let shown = then["updates"].as_array().unwrap();
+        assert_eq!(shown.len(), n + 1, "as_of={created_at}: {then:#}");
+        assert_eq!(shown[n]["id"], update["id"]);
+    }
 }
 
 /// Recomputes every content hash and link from the stored rows, as someone with write

@@ -532,3 +532,48 @@ async fn subscribers_that_join_and_rejoin_during_concurrent_writes_miss_and_repe
         "the resuming subscriber missed or repeated a notice"
     );
 }
+
+/// Right after a (re)start the notice hub is not running yet: a browser's EventSource that
+/// reconnects then must be held, not refused (it treats any answer but 200 as final), and
+/// every other read answers 503 with Retry-After, never a 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_opened_before_the_database_is_ready_waits_then_delivers() {
+    let db = TestDatabase::reserve();
+    let proxy = eventstore::testing::OutageProxy::start().await;
+    proxy.cut();
+    let server = serve(&proxy.url(&db), &[("CRIER_WRITE_RATE_LIMIT", "0")]);
+    let http = reqwest::Client::new();
+    wait_for_status(&http, &server.url("/healthz"), 200).await;
+    let mut early = SseClient::open(&server.base, "", None, None).await;
+    for path in ["/v1/incidents", "/v1/services", "/api/v2/summary.json"] {
+        let answer = http.get(server.url(path)).send().await.unwrap();
+        assert_eq!(answer.status(), 503, "{path}");
+        assert!(answer.headers().contains_key("retry-after"), "{path}");
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(body["status"], 503, "{path}: {body}");
+    }
+    assert!(early.next(Duration::from_millis(1500)).await.is_none());
+    assert!(
+        early.comments.iter().any(|c| c.contains("starting")),
+        "{:?}",
+        early.comments
+    );
+
+    proxy.restore();
+    let api = Api::on(server).await;
+    let teams = api.service("Teams").await;
+    let comms = api.key("publisher", None).await;
+    let declared = api
+        .declare(
+            &comms,
+            json!({"title": "Teams is down", "impact": "major", "message": "Investigating.",
+                   "affected_services": [{"service_id": teams, "status": "major_outage"}]}),
+        )
+        .await;
+    let notice = early
+        .next_incident(Duration::from_secs(10))
+        .await
+        .expect("the stream held open gets the notice");
+    assert_eq!(notice.event, "incident.declared");
+    assert_eq!(notice.data["subject"], declared["id"]);
+}

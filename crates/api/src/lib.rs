@@ -24,6 +24,7 @@ pub mod observe;
 pub mod openapi;
 pub mod paging;
 pub mod problem;
+pub mod readiness;
 mod renderings;
 pub mod routes;
 pub mod routing;
@@ -56,6 +57,9 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(web::Data::from(state.limits.clone()))
             .app_data(web::Data::new(state.metrics.clone()))
+            .app_data(web::Data::new(readiness::Preparation(
+                state.prepared.clone(),
+            )))
             .app_data(web::Data::new(state))
             .app_data(web::PayloadConfig::new(extract::MAX_BODY_BYTES))
             .app_data(

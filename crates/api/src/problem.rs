@@ -276,6 +276,15 @@ impl From<ProjectionError> for ApiError {
             {
                 ApiError::unavailable_by("the database is busy", err)
             }
+            ProjectionError::Store(ref store)
+                if matches!(
+                    store.sql_state(),
+                    // An undefined table, function or schema: a schema not migrated yet.
+                    Some("42P01" | "42883" | "3F000")
+                ) =>
+            {
+                ApiError::unavailable_by("the database is being migrated", err)
+            }
             other => ApiError::internal_by("the read models failed", other),
         }
     }

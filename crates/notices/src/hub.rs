@@ -41,6 +41,8 @@ pub struct NoticeHub {
     ring: Mutex<HubState>,
     /// Set when the process stops: every stream ends.
     closing: watch::Sender<bool>,
+    /// Set once the follower has started: streams opened before wait for it.
+    started: watch::Sender<bool>,
     /// The ids of API keys revoked since start, as the log says: their streams end.
     revocations: broadcast::Sender<Uuid>,
     /// Subscribers reading the log to catch up at once (each holds a connection per read).
@@ -77,6 +79,7 @@ impl NoticeHub {
                 sender,
             }),
             closing: watch::Sender::new(false),
+            started: watch::Sender::new(false),
             revocations,
             catching_up: Arc::new(tokio::sync::Semaphore::new(CATCH_UPS_AT_ONCE)),
             heartbeat,
@@ -107,6 +110,23 @@ impl NoticeHub {
             }
             state.published = Some(position);
         }
+        self.started
+            .send_if_modified(|started| !std::mem::replace(started, true));
+    }
+
+    /// Waits until the follower has started (at once if it has), or the process stops.
+    pub async fn until_started(&self) {
+        let mut started = self.started.subscribe();
+        let mut closing = self.closing.subscribe();
+        tokio::select! {
+            _ = started.wait_for(|started| *started) => {}
+            _ = closing.wait_for(|closing| *closing) => {}
+        }
+    }
+
+    /// Whether the process is stopping (no stream opens any more).
+    pub fn stopping(&self) -> bool {
+        self.is_closing()
     }
 
     /// Ends every stream (the process is stopping).
@@ -226,6 +246,16 @@ fn farewell(last: u64, why: &str) -> Bytes {
     Bytes::from(format!(
         "id: {last}\n: {why}; reconnect to resume after {last}\n\n"
     ))
+}
+
+/// How long a client waits before it reconnects to a stopping server, in milliseconds:
+/// spread over a few seconds, so that every client of the process does not come back in the
+/// same instant (to the next process, or this one restarted).
+pub fn reconnect_hint() -> u32 {
+    let mut byte = [0u8; 2];
+    let spread =
+        getrandom::fill(&mut byte).map_or(0, |()| u32::from(u16::from_le_bytes(byte)) % 3000);
+    1000 + spread
 }
 
 impl Subscriber {
@@ -370,7 +400,12 @@ impl Subscriber {
             }
             if self.hub.is_closing() {
                 self.done = true;
-                return Some(farewell(self.last, "the server is stopping"));
+                return Some(Bytes::from(format!(
+                    "retry: {}\nid: {}\n: the server is stopping; reconnect to resume after {}\n\n",
+                    reconnect_hint(),
+                    self.last,
+                    self.last
+                )));
             }
             if self.revoked() {
                 self.done = true;

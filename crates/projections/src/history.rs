@@ -2,8 +2,10 @@
 //! events by the same `evolve` that builds the read models.
 //!
 //! [`as_of`] folds a prefix of the resource's stream. [`AsOf::Time`]: the events up to the
-//! first one recorded after that time, in stream order, so a later version never counts even
-//! if its clock reading were earlier. [`AsOf::Position`]: the events sealed at or before that
+//! first one whose time, as the API shows it (the `at` of its command: an incident's
+//! `started_at`, an update's `created_at`), is after that time, in stream order, so a later
+//! version never counts even if its time were earlier. As of a time the API showed, the
+//! answer includes what that time stamps. [`AsOf::Position`]: the events sealed at or before that
 //! position, which are a prefix of the stream because a stream's events take positions in
 //! stream order (see [`eventstore::EventStore::read_stream_until_position`]). The result is
 //! shown as the viewer may see it, like any read (see [`crate::queries`]).
@@ -51,6 +53,18 @@ impl FromStr for AsOf {
     }
 }
 
+/// The time the API shows for an event: the `at` its command carried (an incident's
+/// `started_at`, an update's `created_at`), which is a little before the database recorded
+/// it; the recorded time for an event without one.
+fn shown_time(event: &eventstore::RecordedEvent) -> DateTime<Utc> {
+    event
+        .data
+        .get("at")
+        .and_then(|at| at.as_str())
+        .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
+        .map_or(event.recorded_at, |at| at.with_timezone(&Utc))
+}
+
 /// Resource `id` of kind `K` as it stood at `as_of`, as `viewer` may see it; `None` if it
 /// did not exist yet or the viewer may not see it.
 pub async fn as_of<K: Kind>(
@@ -72,11 +86,11 @@ where
         AsOf::Time(time) => {
             let client = store.pool().get().await?;
             let mut events = read_whole_stream(&client, &stream_id).await?;
-            // The prefix recorded by then (stream order, so a later version never counts
-            // even if its clock reading were earlier).
+            // The prefix of events that the resource's own times show at or before `time`
+            // (stream order, so a later version never counts even if its time were earlier).
             let cut = events
                 .iter()
-                .position(|e| e.recorded_at > time)
+                .position(|e| shown_time(e) > time)
                 .unwrap_or(events.len());
             events.truncate(cut);
             events

@@ -1091,17 +1091,18 @@ async fn as_of_gives_the_incident_as_it_stood_at_each_position_and_time() {
         .await
         .unwrap();
         assert_eq!(by_position.as_ref(), Some(state));
-        let by_time = history::as_of::<IncidentDecider>(
-            &store,
-            id,
-            AsOf::Time(event.recorded_at),
-            &Viewer::Public,
-        )
-        .await
-        .unwrap();
+        // As of the time the resource shows for the event (its command's `at`).
+        let shown: chrono::DateTime<chrono::Utc> =
+            event.data["at"].as_str().unwrap().parse().unwrap();
+        let by_time =
+            history::as_of::<IncidentDecider>(&store, id, AsOf::Time(shown), &Viewer::Public)
+                .await
+                .unwrap();
         assert_eq!(by_time.as_ref(), Some(state));
     }
-    let before = events[0].recorded_at - chrono::Duration::microseconds(1);
+    let first: chrono::DateTime<chrono::Utc> =
+        events[0].data["at"].as_str().unwrap().parse().unwrap();
+    let before = first - chrono::Duration::microseconds(1);
     assert_eq!(
         history::as_of::<IncidentDecider>(&store, id, AsOf::Time(before), &Viewer::Public)
             .await

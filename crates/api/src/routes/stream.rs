@@ -1,17 +1,22 @@
 //! `GET /v1/stream`: Server-Sent Events of the notices the caller may see.
 
 use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::http::header::{self, ContentEncoding};
+use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
+use eventstore::EventStore;
+use notices::{NoticeFilter, NoticeHub, StreamKey, Subscriber};
+use projections::queries::Viewer;
 use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi};
 use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::extract;
-use notices::{NoticeFilter, StreamKey, Subscriber};
-
 use crate::problem::ApiError;
 use crate::routing::{self, Routes};
 use crate::state::AppState;
@@ -82,42 +87,50 @@ pub async fn stream(
     let after = last_event_id.or(extract::position_param("after", query.after)?);
     if let Some(after) = after {
         // A position this history has not reached (another deployment's, or a restored
-        // database's) would silently hold back every notice until the log caught up.
-        let head = state
-            .store
-            .log_head()
-            .await?
-            .map_or(0, |(position, _)| position);
-        if after > head {
-            return Err(ApiError::invalid(
-                "Last-Event-ID",
-                format!("position {after} is beyond the history's head {head}"),
-            ));
+        // database's) would silently hold back every notice until the log caught up. While
+        // the database is not ready that cannot be known yet: the stream waits instead, as
+        // a refusal would end a browser's EventSource for good.
+        match state.store.log_head().await {
+            Ok(head) => {
+                let head = head.map_or(0, |(position, _)| position);
+                if after > head {
+                    return Err(ApiError::invalid(
+                        "Last-Event-ID",
+                        format!("position {after} is beyond the history's head {head}"),
+                    ));
+                }
+            }
+            Err(e) if state.prepared.load(Ordering::Acquire) && !e.is_unavailable() => {
+                return Err(e.into())
+            }
+            Err(_) => {}
         }
     }
     let region = match query.region.as_deref() {
         None => None,
         Some(region) => Some(domain::values::label("region", region).map_err(ApiError::from)?),
     };
-    let subscriber = Subscriber::new(
-        state.store.clone(),
-        state.notices.clone(),
-        caller.viewer(),
-        NoticeFilter {
+    let opening = Opening {
+        store: state.store.clone(),
+        hub: state.notices.clone(),
+        viewer: caller.viewer(),
+        filter: NoticeFilter {
             services: query.service_id.into_iter().collect(),
             region,
             types: Vec::new(),
         },
-        caller.key.as_ref().map(|key| StreamKey { id: key.id }),
+        key: caller.key.as_ref().map(|key| StreamKey { id: key.id }),
         after,
-    )
-    .ok_or_else(|| ApiError::unavailable("the notice stream is starting or stopping"))?;
+        announced: false,
+    };
     // The slot travels with the stream and is given back when the stream ends.
-    let body =
-        futures_util::stream::unfold((subscriber, slot), |(mut subscriber, slot)| async move {
-            let chunk = subscriber.next_chunk().await?;
-            Some((Ok::<_, Infallible>(chunk), (subscriber, slot)))
-        });
+    let body = futures_util::stream::unfold(
+        (Phase::Opening(Box::new(opening)), slot),
+        |(phase, slot)| async move {
+            let (chunk, next) = phase.next().await?;
+            Some((Ok::<_, Infallible>(chunk), (next, slot)))
+        },
+    );
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
@@ -125,4 +138,92 @@ pub async fn stream(
         .insert_header(ContentEncoding::Identity)
         .insert_header(("X-Accel-Buffering", "no"))
         .streaming(body))
+}
+
+/// A stream before its subscriber exists: it may have to wait for the process's notice hub
+/// to start (right after a restart, while the database is being prepared). It answers at
+/// once all the same, and says every second that it is waiting: a browser's EventSource
+/// treats any answer but 200 as final, so a reconnect must never be refused for a moment's
+/// reason.
+struct Opening {
+    store: EventStore,
+    hub: Arc<NoticeHub>,
+    viewer: Viewer,
+    filter: NoticeFilter,
+    key: Option<StreamKey>,
+    after: Option<u64>,
+    announced: bool,
+}
+
+enum Phase {
+    Opening(Box<Opening>),
+    Streaming(Box<Subscriber>),
+    Done,
+}
+
+/// How often a waiting stream says it is alive.
+const WAITING_NOTE_EVERY: Duration = Duration::from_secs(1);
+
+/// The goodbye of a stream the stopping server will not open: come back in a few seconds.
+fn stopping() -> Bytes {
+    Bytes::from(format!(
+        "retry: {}\n: the server is stopping; reconnect\n\n",
+        notices::hub::reconnect_hint()
+    ))
+}
+
+impl Phase {
+    async fn next(self) -> Option<(Bytes, Phase)> {
+        match self {
+            Phase::Opening(mut opening) => {
+                if opening.hub.stopping() {
+                    return Some((stopping(), Phase::Done));
+                }
+                if !opening.hub.is_started() {
+                    if opening.announced {
+                        let _ =
+                            tokio::time::timeout(WAITING_NOTE_EVERY, opening.hub.until_started())
+                                .await;
+                        if !opening.hub.is_started() {
+                            return Some((
+                                Bytes::from_static(b": the notice stream is starting\n\n"),
+                                Phase::Opening(opening),
+                            ));
+                        }
+                    } else {
+                        opening.announced = true;
+                        return Some((
+                            Bytes::from_static(
+                                b"retry: 2000\n: the notice stream is starting; wait\n\n",
+                            ),
+                            Phase::Opening(opening),
+                        ));
+                    }
+                }
+                let Opening {
+                    store,
+                    hub,
+                    viewer,
+                    filter,
+                    key,
+                    after,
+                    ..
+                } = *opening;
+                match Subscriber::new(store, hub, viewer, filter, key, after) {
+                    Some(subscriber) => Phase::Streaming(Box::new(subscriber)).next_chunk().await,
+                    None => Some((stopping(), Phase::Done)),
+                }
+            }
+            Phase::Streaming(subscriber) => Phase::Streaming(subscriber).next_chunk().await,
+            Phase::Done => None,
+        }
+    }
+
+    async fn next_chunk(self) -> Option<(Bytes, Phase)> {
+        let Phase::Streaming(mut subscriber) = self else {
+            return None;
+        };
+        let chunk = subscriber.next_chunk().await?;
+        Some((chunk, Phase::Streaming(subscriber)))
+    }
 }
