@@ -150,6 +150,7 @@ pub struct NewIncident {
     pub impact: Impact,
     /// `investigating` when absent; an incident cannot be declared resolved.
     #[serde(default)]
+    #[schema(schema_with = open_status)]
     pub status: Option<IncidentStatus>,
     /// The first update's text.
     #[schema(schema_with = domain::values::schema::message)]
@@ -164,6 +165,24 @@ pub struct NewIncident {
     pub audience: Option<Audience>,
     #[serde(default)]
     pub client_action: Option<ClientAction>,
+}
+
+/// The statuses an incident may be declared with: the open ones.
+fn open_status() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    let mut status = utoipa::openapi::ObjectBuilder::new()
+        .enum_values(Some(
+            ["investigating", "identified", "monitoring"]
+                .into_iter()
+                .map(serde_json::Value::from)
+                .chain([serde_json::Value::Null]),
+        ))
+        .description(Some(
+            "`investigating` when absent; an incident cannot be declared resolved.",
+        ))
+        .build();
+    status.schema_type = SchemaType::from_iter([Type::String, Type::Null]);
+    status
 }
 
 /// An incident's title, with the example the documentation shows.

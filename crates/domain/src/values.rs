@@ -343,12 +343,60 @@ pub enum ClientActionKind {
 
 /// What an affected client app should do, machine-readable.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClientAction {
     pub kind: ClientActionKind,
     #[serde(default)]
     pub message: String,
 }
+
+/// The schema says what [`ClientAction::validated`] requires: `none` may leave the message
+/// out, any other kind must say in words what to do.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for ClientAction {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        let kinds = |names: &[&str]| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(names.iter().map(|n| serde_json::Value::from(*n))))
+                .build()
+        };
+        let none = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("kind", kinds(&["none"]))
+            .property("message", schema::optional_text(MAX_ACTION_MESSAGE_CHARS))
+            .required("kind")
+            .build();
+        let act = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property(
+                "kind",
+                kinds(&[
+                    "restart_client",
+                    "sign_in_again",
+                    "update_client",
+                    "clear_cache",
+                    "retry_later",
+                ]),
+            )
+            .property("message", schema::text(MAX_ACTION_MESSAGE_CHARS))
+            .required("kind")
+            .required("message")
+            .build();
+        let one_of = OneOfBuilder::new()
+            .item(none)
+            .item(act)
+            .description(Some(
+                "What an affected client app should do, machine-readable: `kind` for the app, \
+                 `message` for its user (required for every kind but `none`).",
+            ))
+            .build();
+        utoipa::openapi::RefOr::T(utoipa::openapi::schema::Schema::OneOf(one_of))
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for ClientAction {}
 
 impl Default for ClientAction {
     fn default() -> Self {
