@@ -179,6 +179,10 @@ pub struct ServeArgs {
     /// this one nothing else), e.g. one that only the monitoring network reaches.
     #[arg(long, env = "CRIER_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Origins (`https://ops.example.org`, comma-separated) whose pages may send requests
+    /// with a key from a browser. Public reads are open to every origin whatever this says.
+    #[arg(long, env = "CRIER_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
     /// Serve `/metrics` only to `Authorization: Bearer <this token>`.
     #[arg(long, env = "CRIER_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,

@@ -50,6 +50,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 stream_heartbeat: std::time::Duration::from_secs(args.stream_heartbeat),
                 public_url: cli.public_url.clone(),
                 trusted_proxies: args.trusted_proxies.clone(),
+                cors: api::cors::CorsOrigins::new(&args.cors_origins),
                 metrics: api::observe::MetricsAccess {
                     listen: args.metrics_listen,
                     token: args.metrics_token.clone(),

@@ -29,6 +29,7 @@ pub struct Settings {
     pub webhooks: delivery::WebhookSettings,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub metrics: api::observe::MetricsAccess,
+    pub cors: api::cors::CorsOrigins,
 }
 
 /// Signing the chain head periodically.
@@ -79,6 +80,7 @@ impl Application {
         let webhooks = delivery::Sender::new(&store, settings.webhooks.clone(), Arc::default())?;
         state.webhooks = Arc::new(settings.webhooks);
         state.tasks = tasks.health();
+        state.cors = settings.cors.clone();
         // Metrics on an address of their own: the same server listens there too, and the
         // middleware lets only /metrics through it.
         let metrics_listener = match settings.metrics.listen {
@@ -107,6 +109,7 @@ impl Application {
                 .wrap(middleware::from_fn(api::readiness::until_prepared))
                 .wrap(middleware::from_fn(api::limits::bounded_requests))
                 .wrap(middleware::from_fn(api::observe::middleware))
+                .wrap(middleware::from_fn(api::cors::middleware))
                 .wrap(middleware::Compress::default())
                 .configure(api::configure(state.clone()))
         })

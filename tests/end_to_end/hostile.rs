@@ -422,3 +422,80 @@ async fn the_docs_page_may_not_be_framed_or_load_from_elsewhere() {
     assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
     assert_eq!(header("x-content-type-options"), "nosniff");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflights_are_answered_for_listed_origins_and_public_reads_and_refused_otherwise() {
+    let db = TestDatabase::create().await;
+    let api = Api::start_with(
+        &db,
+        &[("CRIER_CORS_ORIGINS", "https://ops.contoso.example")],
+    )
+    .await;
+    let preflight = |origin: &'static str, method: &'static str, headers: &'static str| {
+        let request = api
+            .http
+            .request(reqwest::Method::OPTIONS, api.server.url("/v1/incidents"))
+            .header("origin", origin)
+            .header("access-control-request-method", method)
+            .header("access-control-request-headers", headers);
+        async move { request.send().await.unwrap() }
+    };
+    // It once answered 405: no browser could write.
+    let listed = preflight(
+        "https://ops.contoso.example",
+        "POST",
+        "authorization, content-type, idempotency-key",
+    )
+    .await;
+    assert_eq!(listed.status(), 204);
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(
+        header(&listed, "access-control-allow-origin"),
+        "https://ops.contoso.example"
+    );
+    assert!(header(&listed, "access-control-allow-headers").contains("Authorization"));
+    assert!(header(&listed, "access-control-allow-methods").contains("POST"));
+    let public = preflight("https://intranet.nhs.example", "GET", "if-none-match").await;
+    assert_eq!(public.status(), 204);
+    assert_eq!(header(&public, "access-control-allow-origin"), "*");
+    let keyed_elsewhere = preflight("https://intranet.nhs.example", "POST", "authorization").await;
+    assert_eq!(keyed_elsewhere.status(), 403);
+    // Answers: public reads for everyone, keyed ones for the listed origin only.
+    let read = api
+        .http
+        .get(api.server.url("/api/v2/summary.json"))
+        .header("origin", "https://intranet.nhs.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&read, "access-control-allow-origin"), "*");
+    assert!(header(&read, "access-control-expose-headers").contains("ETag"));
+    let keyed = api
+        .http
+        .get(api.server.url("/v1/api-keys"))
+        .bearer_auth(ADMIN_SECRET)
+        .header("origin", "https://intranet.nhs.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&keyed, "access-control-allow-origin"), "");
+    let keyed = api
+        .http
+        .get(api.server.url("/v1/api-keys"))
+        .bearer_auth(ADMIN_SECRET)
+        .header("origin", "https://ops.contoso.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        header(&keyed, "access-control-allow-origin"),
+        "https://ops.contoso.example"
+    );
+    assert!(header(&keyed, "vary").contains("Origin"));
+}

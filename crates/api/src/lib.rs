@@ -14,6 +14,7 @@ pub mod auth;
 pub mod bodies;
 mod coalesce;
 pub mod commands;
+pub mod cors;
 mod documents;
 pub mod extract;
 mod feeds;
@@ -57,6 +58,7 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(web::Data::from(state.limits.clone()))
             .app_data(web::Data::new(state.metrics.clone()))
+            .app_data(web::Data::new(state.cors.clone()))
             .app_data(web::Data::new(readiness::Preparation(
                 state.prepared.clone(),
             )))

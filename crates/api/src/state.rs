@@ -53,6 +53,8 @@ pub struct AppState {
     pub tasks: Arc<Health>,
     /// Who may read `/metrics`.
     pub metrics: crate::observe::MetricsAccess,
+    /// The origins whose pages may send requests with a key.
+    pub cors: crate::cors::CorsOrigins,
 }
 
 impl AppState {
@@ -95,6 +97,7 @@ impl AppState {
             webhooks: Arc::default(),
             tasks: Arc::default(),
             metrics: Default::default(),
+            cors: Default::default(),
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,9 +38,14 @@ impl Server {
         Server::start_with(crier(database_url))
     }
 
-    pub fn start_with(mut command: Command) -> Server {
+    pub fn start_with(command: Command) -> Server {
+        Server::start_listening(command, "127.0.0.1:0")
+    }
+
+    /// A server on this address (port 0: a free one).
+    pub fn start_listening(mut command: Command, listen: &str) -> Server {
         let mut child = command
-            .args(["serve", "--listen", "127.0.0.1:0", "--workers", "2"])
+            .args(["serve", "--listen", listen, "--workers", "2"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -488,4 +494,48 @@ impl SseClient {
         }
         out
     }
+}
+
+/// The browser checks' tools (tools/browser: playwright-core and axe-core, pinned by its
+/// package-lock.json), installed once with `npm ci` into tools/browser/node_modules: in a
+/// scratch directory first, moved into place whole, so that tests starting together never
+/// see half an install. Chromium itself is Debian's (`apt-get install chromium`, which
+/// .ci/run does when it is missing).
+pub fn browser_tools() -> PathBuf {
+    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/browser");
+    let modules = tools.join("node_modules");
+    if modules.join(".installed").exists() {
+        return tools;
+    }
+    let scratch = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join(format!("npm-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    for file in ["package.json", "package-lock.json"] {
+        std::fs::copy(tools.join(file), scratch.join(file)).unwrap();
+    }
+    let installed = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--silent"])
+        .current_dir(&scratch)
+        .status()
+        .expect("npm runs");
+    assert!(
+        installed.success(),
+        "npm ci could not install tools/browser"
+    );
+    std::fs::write(scratch.join("node_modules/.installed"), "").unwrap();
+    // Another test may have moved its install first: then this one is not needed.
+    let _ = std::fs::rename(scratch.join("node_modules"), &modules);
+    let _ = std::fs::remove_dir_all(&scratch);
+    assert!(modules.join(".installed").exists());
+    tools
+}
+
+/// A TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
