@@ -144,6 +144,10 @@ def fuzz(tool: list[str], base: str, role: str, key: str | None, args) -> bool:
     command = [
         *tool, "--config-file", str(ROOT / "tools" / "schemathesis.toml"), "--no-color", "run", f"{base}/openapi.json",
         "--checks", "all",
+        # DELETE retires a service, revokes a key or deletes a webhook without erasing it:
+        # the resource stays readable with its end recorded (`retired_at`, `revoked_at`,
+        # `status: deleted`), as history does, which this check calls a use after free.
+        "--exclude-checks", "use_after_free",
         "--max-examples", str(args.examples),
         "--seed", str(args.seed),
         "--exclude-path", "/v1/stream",

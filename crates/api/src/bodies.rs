@@ -250,8 +250,10 @@ pub struct NewMaintenance {
     #[schema(schema_with = domain::values::schema::labels)]
     pub regions: Vec<String>,
     /// When the work starts: between 1970 and 9999 (UTC).
+    #[schema(schema_with = domain::values::schema::time)]
     pub starts_at: DateTime<Utc>,
     /// When it ends, after `starts_at`: between 1970 and 9999 (UTC).
+    #[schema(schema_with = domain::values::schema::time)]
     pub ends_at: DateTime<Utc>,
     #[serde(default)]
     pub audience: Option<Audience>,

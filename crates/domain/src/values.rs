@@ -139,6 +139,21 @@ pub mod schema {
             .build()
     }
 
+    /// An RFC 3339 time between 1970 and 9999, as [`super::time`] takes it (the format says
+    /// RFC 3339; the pattern, the years).
+    pub fn time() -> Object {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::DateTime,
+            )))
+            .pattern(Some(TIME_PATTERN))
+            .build()
+    }
+
+    /// Years 1970 to 9999.
+    pub const TIME_PATTERN: &str = r"^(19[7-9][0-9]|[2-9][0-9]{3})-";
+
     /// A label such as a region or a tenant, as [`super::label`] takes it.
     pub fn label() -> Object {
         ObjectBuilder::new()

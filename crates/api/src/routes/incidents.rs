@@ -94,7 +94,8 @@ fn as_of_schema() -> utoipa::openapi::schema::Schema {
         .item(
             ObjectBuilder::new()
                 .schema_type(Type::String)
-                .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+                .pattern(Some(domain::values::schema::TIME_PATTERN)),
         )
         .item(
             ObjectBuilder::new()
