@@ -207,6 +207,10 @@ pub struct ServeArgs {
     /// The page's name in the Statuspage API and the feeds.
     #[arg(long, env = "CRIER_PAGE_NAME", default_value = "Service status")]
     pub page_name: String,
+    /// The language notices are written in (a BCP 47 tag); translations add others, and
+    /// readers get texts they lack in their language in this one.
+    #[arg(long, env = "CRIER_DEFAULT_LANGUAGE", default_value = "en", value_parser = parse_language)]
+    pub default_language: domain::language::Language,
     /// Ed25519 private key (PKCS#8 PEM) to sign the chain head with: every
     /// `--checkpoint-interval` seconds, when the head has moved, the chain is recomputed
     /// from the previous checkpoint and the new head signed. Without it nothing is signed.
@@ -293,6 +297,12 @@ pub struct VerifyArgs {
     /// owner's privileges; writers wait while the tables are compared.
     #[arg(long)]
     pub read_models: bool,
+}
+
+/// A BCP 47 language tag, put in canonical form.
+fn parse_language(text: &str) -> Result<domain::language::Language, String> {
+    domain::language::Language::parse("--default-language", text)
+        .map_err(|_| format!("{text} is not a BCP 47 language tag (such as en, cy or en-GB)"))
 }
 
 /// An address or a CIDR block: `10.0.0.0/8`, `192.0.2.7`, `fd00::/8`.

@@ -46,6 +46,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     body_timeout: std::time::Duration::from_secs(args.body_timeout),
                 },
                 page_name: args.page_name.clone(),
+                default_language: args.default_language.clone(),
                 stream_buffer: usize::try_from(args.stream_buffer)?,
                 stream_heartbeat: std::time::Duration::from_secs(args.stream_heartbeat),
                 public_url: cli.public_url.clone(),

@@ -23,6 +23,7 @@ pub struct Settings {
     pub limits: api::LimitSettings,
     pub checkpoints: Option<CheckpointSettings>,
     pub page_name: String,
+    pub default_language: domain::language::Language,
     pub public_url: Option<String>,
     pub stream_buffer: usize,
     pub stream_heartbeat: Duration,
@@ -48,7 +49,7 @@ pub struct Application {
     checkpoints: Option<CheckpointSettings>,
     notices: Arc<notices::NoticeHub>,
     webhooks: Arc<delivery::Sender>,
-    public_url: String,
+    site: notices::Site,
     tasks: Tasks,
 }
 
@@ -71,10 +72,12 @@ impl Application {
             settings.limits,
             settings.trusted_proxies,
         ));
+        let site = notices::Site::new(&public_url, settings.default_language.clone());
+        state.default_language = settings.default_language.clone();
         state.notices = Arc::new(notices::NoticeHub::new(
             settings.stream_buffer,
             settings.stream_heartbeat,
-            &public_url,
+            site.clone(),
         ));
         state.checkpoint_key = settings.checkpoints.as_ref().map(|c| c.key.verifying_key());
         let webhooks = delivery::Sender::new(&store, settings.webhooks.clone(), Arc::default())?;
@@ -130,7 +133,7 @@ impl Application {
             checkpoints: settings.checkpoints,
             notices,
             webhooks,
-            public_url: public_url.trim_end_matches('/').to_owned(),
+            site,
             tasks,
         })
     }
@@ -162,7 +165,7 @@ impl Application {
                     checkpoints: self.checkpoints,
                     notices: self.notices,
                     webhooks: self.webhooks,
-                    source_base: self.public_url,
+                    site: self.site,
                     tasks: tasks.clone(),
                 },
                 self.bootstrap_admin_key,
@@ -234,8 +237,8 @@ struct Background {
     notices: Arc<notices::NoticeHub>,
     /// The webhook sender.
     webhooks: Arc<delivery::Sender>,
-    /// CloudEvents `source` is under it.
-    source_base: String,
+    /// What notices are rendered for (CloudEvents `source`, the default language).
+    site: notices::Site,
     tasks: Tasks,
 }
 
@@ -269,7 +272,7 @@ async fn prepare_database(
         checkpoints,
         notices,
         webhooks,
-        source_base,
+        site,
         tasks,
     } = background;
     let cancel = tasks.cancellation();
@@ -329,7 +332,7 @@ async fn prepare_database(
     let s = store.clone();
     let wake = webhooks.wake();
     tasks.spawn("webhook-outbox", move |cancel| {
-        delivery::outbox::run(s.clone(), source_base.clone(), wake.clone(), cancel)
+        delivery::outbox::run(s.clone(), site.clone(), wake.clone(), cancel)
     });
     tasks.spawn("webhook-sender", move |cancel| webhooks.clone().run(cancel));
     Ok(())

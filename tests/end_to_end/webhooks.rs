@@ -393,22 +393,30 @@ async fn revoking_a_key_disables_its_webhooks_which_get_no_private_notice_after(
         shown["ended_reason"],
         "the API key that registered it was revoked"
     );
-    let history = api
-        .get(
-            &format!(
-                "/v1/audit/streams/webhook-{}/events",
-                hook["id"].as_str().unwrap()
-            ),
-            Some(ADMIN_SECRET),
-        )
-        .await
-        .expect(200);
-    let types: Vec<&str> = history["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["type"].as_str().unwrap())
-        .collect();
+    // The audit API shows sealed events only: the disabling is there once it is sealed.
+    let mut types: Vec<String> = Vec::new();
+    for _ in 0..100 {
+        let history = api
+            .get(
+                &format!(
+                    "/v1/audit/streams/webhook-{}/events",
+                    hook["id"].as_str().unwrap()
+                ),
+                Some(ADMIN_SECRET),
+            )
+            .await
+            .expect(200);
+        types = history["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["type"].as_str().unwrap().to_owned())
+            .collect();
+        if types.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert_eq!(types, ["webhook.registered", "webhook.disabled"]);
     // Another endpoint shows the fan-out has moved past the second notice.
     let witness = Receiver::start(&[]);

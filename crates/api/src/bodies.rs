@@ -5,9 +5,12 @@
 
 use chrono::{DateTime, Utc};
 use domain::api_key::{ApiKey, Role};
+use domain::incident::{BodyText, DeclarationTexts, MessageText, UpdateTexts};
+use domain::language::{RawTranslations, LANGUAGE_PATTERN, MAX_TRANSLATIONS};
 use domain::maintenance::MaintenanceStatus;
+use domain::maintenance::ScheduleTexts;
 use domain::values::{AffectedService, Audience, ClientAction, Impact, IncidentStatus, NoticeType};
-use domain::webhook::{Webhook, WebhookStatus};
+use domain::webhook::{Webhook, WebhookFormat, WebhookStatus};
 pub use notices::representation::{IncidentBody, MaintenanceBody, ServiceBody};
 use projections::Versioned;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -165,6 +168,29 @@ pub struct NewIncident {
     pub audience: Option<Audience>,
     #[serde(default)]
     pub client_action: Option<ClientAction>,
+    /// The texts in other languages, by BCP 47 tag: each translates texts this request
+    /// carries (`title`, `message`, `client_action.message`).
+    #[serde(default)]
+    #[schema(schema_with = translations::<DeclarationTexts>)]
+    pub translations: RawTranslations<DeclarationTexts>,
+}
+
+/// Translations keyed by language tag, as JSON Schema: an object whose property names are
+/// tags and whose values are `T`.
+fn translations<T: utoipa::ToSchema>() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .property_names(Some(
+            utoipa::openapi::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::Type::String)
+                .pattern(Some(LANGUAGE_PATTERN)),
+        ))
+        .additional_properties(Some(utoipa::openapi::Ref::from_schema_name(T::name())))
+        .max_properties(Some(MAX_TRANSLATIONS))
+        .description(Some(
+            "The same texts in other languages than the default, by BCP 47 tag (`cy`, \
+             `en-GB`); each translates only texts the request carries.",
+        ))
+        .build()
 }
 
 /// The statuses an incident may be declared with: the open ones.
@@ -208,6 +234,9 @@ pub struct NewIncidentUpdate {
     /// Replaces the action when present.
     #[serde(default)]
     pub client_action: Option<ClientAction>,
+    #[serde(default)]
+    #[schema(schema_with = translations::<UpdateTexts>)]
+    pub translations: RawTranslations<UpdateTexts>,
 }
 
 /// `POST /v1/incidents/{id}/updates/{update_id}/corrections`
@@ -219,6 +248,12 @@ pub struct NewCorrection {
     pub message: String,
     #[schema(schema_with = domain::values::schema::message)]
     pub reason: String,
+    /// The language of the text corrected (default: the default language's text). A
+    /// correction corrects one language at a time; in a language the update has no text in
+    /// yet, it adds one.
+    #[serde(default)]
+    #[schema(pattern = r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8}){0,7}$")]
+    pub language: Option<String>,
 }
 
 /// `POST /v1/incidents/{id}/reopen`
@@ -227,6 +262,9 @@ pub struct NewCorrection {
 pub struct Reopening {
     #[schema(schema_with = domain::values::schema::message)]
     pub message: String,
+    #[serde(default)]
+    #[schema(schema_with = translations::<MessageText>)]
+    pub translations: RawTranslations<MessageText>,
 }
 
 /// `POST /v1/incidents/{id}/postmortem`
@@ -235,6 +273,9 @@ pub struct Reopening {
 pub struct NewPostmortem {
     #[schema(schema_with = domain::values::schema::postmortem)]
     pub body: String,
+    #[serde(default)]
+    #[schema(schema_with = translations::<BodyText>)]
+    pub translations: RawTranslations<BodyText>,
 }
 
 /// `POST /v1/maintenances`
@@ -257,6 +298,9 @@ pub struct NewMaintenance {
     pub ends_at: DateTime<Utc>,
     #[serde(default)]
     pub audience: Option<Audience>,
+    #[serde(default)]
+    #[schema(schema_with = translations::<ScheduleTexts>)]
+    pub translations: RawTranslations<ScheduleTexts>,
 }
 
 /// `POST /v1/maintenances/{id}/updates`
@@ -266,6 +310,9 @@ pub struct NewMaintenanceUpdate {
     pub status: MaintenanceStatus,
     #[schema(schema_with = domain::values::schema::message)]
     pub message: String,
+    #[serde(default)]
+    #[schema(schema_with = translations::<MessageText>)]
+    pub translations: RawTranslations<MessageText>,
 }
 
 #[cfg(test)]
@@ -453,6 +500,10 @@ pub struct WebhookBody {
     pub service_ids: Vec<Uuid>,
     /// It also receives this tenant's private notices (the registering key's tenant).
     pub tenant: Option<String>,
+    /// The language its notices are rendered in; `null`: the default language.
+    pub language: Option<domain::language::Language>,
+    /// What its bodies are: CloudEvents, or Slack or Teams messages.
+    pub format: WebhookFormat,
     pub status: WebhookStatus,
     pub created_at: DateTime<Utc>,
     /// The API key id that registered it.
@@ -471,6 +522,8 @@ impl From<Versioned<Webhook>> for WebhookBody {
             event_types: v.state.event_types,
             service_ids: v.state.service_ids,
             tenant: v.state.tenant,
+            language: v.state.language,
+            format: v.state.format,
             status: v.state.status,
             created_at: v.state.created_at,
             created_by: v.state.created_by,
@@ -505,6 +558,15 @@ pub struct NewWebhook {
     /// Only notices that concern these services (default: all).
     #[serde(default)]
     pub service_ids: Option<Vec<Uuid>>,
+    /// The language to render its notices in where they have it (a BCP 47 tag; default:
+    /// the default language).
+    #[serde(default)]
+    #[schema(pattern = r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8}){0,7}$")]
+    pub language: Option<String>,
+    /// `cloudevents` (default), `slack` (a Slack incoming-webhook message) or `teams` (a
+    /// Microsoft Teams incoming-webhook or Workflows message with an Adaptive Card).
+    #[serde(default)]
+    pub format: WebhookFormat,
 }
 
 /// One page of webhooks, newest first.

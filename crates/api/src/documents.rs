@@ -12,12 +12,14 @@
 //! rendering. If the database is down, the last rendering keeps being served (without
 //! waiting: a failed rendering is not retried for a second).
 
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
+use domain::language::Language;
 use sha2::{Digest, Sha256};
 
 use crate::problem::ApiError;
@@ -184,5 +186,33 @@ impl<T> DocumentCache<T> {
                 }
             }
         }
+    }
+}
+
+/// Documents in the default language and, rendered when first asked for, in each other
+/// language their notices have: a cache per language, so that a language costs a rendering
+/// only when someone reads it. Languages come from the notices, never from requests, so a
+/// client cannot make the cache grow.
+pub struct LocalizedCache<T> {
+    pub default: DocumentCache<T>,
+    others: Mutex<HashMap<Language, Arc<DocumentCache<T>>>>,
+}
+
+impl<T> Default for LocalizedCache<T> {
+    fn default() -> Self {
+        LocalizedCache {
+            default: DocumentCache::default(),
+            others: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<T> LocalizedCache<T> {
+    /// The cache of `language`, one of the languages the default documents list.
+    pub fn of(&self, language: &Language) -> Arc<DocumentCache<T>> {
+        let Ok(mut others) = self.others.lock() else {
+            return Arc::new(DocumentCache::default());
+        };
+        others.entry(language.clone()).or_default().clone()
     }
 }

@@ -96,7 +96,13 @@ pub fn if_match(request: &HttpRequest) -> Result<Option<u64>, ApiError> {
         .strip_prefix('"')
         .and_then(|v| v.strip_suffix('"'))
         .unwrap_or(value);
-    Some(unquoted)
+    // A rendering in another language than the default names its language after the
+    // version (`"3-cy"`): the version is what must match.
+    let version = match unquoted.split_once('-') {
+        Some((version, language)) if !language.is_empty() => version,
+        _ => unquoted,
+    };
+    Some(version)
         .filter(|v| !v.is_empty() && v.len() <= 18 && v.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|v| v.parse().ok())
         .map(Some)
@@ -123,6 +129,20 @@ pub fn idempotency_key(request: &HttpRequest) -> Result<Option<String>, ApiError
 /// `ETag` for a stream version.
 pub fn etag(version: u64) -> String {
     format!("\"{version}\"")
+}
+
+/// The `ETag` of a resource at `version` rendered in `language`: the version alone in the
+/// default language, `"<version>-<language>"` in another. `If-Match` takes either.
+pub fn etag_in(
+    version: u64,
+    language: &domain::language::Language,
+    default: &domain::language::Language,
+) -> String {
+    if language == default {
+        etag(version)
+    } else {
+        format!("\"{version}-{language}\"")
+    }
 }
 
 /// Whether the request's `If-None-Match` names `etag` (or `*`), compared weakly as RFC 9110

@@ -2,6 +2,7 @@
 //! public incident or maintenance, newest first, for ordinary feed readers.
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use domain::language::Language;
 use projections::queries::{self, RecentUpdate, Viewer};
 use quick_xml::events::{BytesDecl, BytesText, Event};
 use quick_xml::Writer;
@@ -14,6 +15,10 @@ use crate::statuspage::PublicPage;
 const ENTRIES: usize = 50;
 
 pub struct FeedDocuments {
+    /// The language these feeds' texts are in.
+    pub language: Language,
+    /// The languages their entries have texts in besides the default one.
+    pub translations: Vec<Language>,
     pub atom: Document,
     pub rss: Document,
 }
@@ -88,6 +93,7 @@ fn atom(
     page: &PublicPage,
     updates: &[RecentUpdate],
     updated: &DateTime<Utc>,
+    language: &Language,
 ) -> std::io::Result<Vec<u8>> {
     let mut writer = Writer::new(Vec::with_capacity(4096 + updates.len() * 600));
     writer.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
@@ -95,6 +101,7 @@ fn atom(
     writer
         .create_element("feed")
         .with_attribute(("xmlns", "http://www.w3.org/2005/Atom"))
+        .with_attribute(("xml:lang", language.as_str()))
         .write_inner_content(|w| {
             simple(w, "id", &self_url)?;
             simple(w, "title", &page.name)?;
@@ -144,6 +151,7 @@ fn rss(
     page: &PublicPage,
     updates: &[RecentUpdate],
     updated: &DateTime<Utc>,
+    language: &Language,
 ) -> std::io::Result<Vec<u8>> {
     let mut writer = Writer::new(Vec::with_capacity(4096 + updates.len() * 600));
     writer.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
@@ -166,6 +174,7 @@ fn rss(
                     .with_attribute(("rel", "self"))
                     .with_attribute(("type", "application/rss+xml"))
                     .write_empty()?;
+                simple(w, "language", language.as_str())?;
                 simple(w, "lastBuildDate", &updated.to_rfc2822())?;
                 simple(w, "generator", "Crier")?;
                 for update in updates {
@@ -192,14 +201,32 @@ fn rss(
     Ok(writer.into_inner())
 }
 
-/// Reads the newest updates `viewer` may see once and renders both feeds.
+/// Reads the newest updates `viewer` may see once and renders both feeds, in `language`
+/// (`None`: the default language, `default`).
 pub async fn render(
     store: &eventstore::EventStore,
     page: &PublicPage,
     viewer: &Viewer,
+    language: Option<&Language>,
+    default: &Language,
 ) -> Result<FeedDocuments, ApiError> {
     let client = store.pool().get().await?;
     let updates = queries::recent_updates(&client, viewer, ENTRIES).await?;
+    let mut translations: Vec<Language> = updates
+        .iter()
+        .flat_map(|u| u.languages())
+        .cloned()
+        .collect();
+    translations.sort();
+    translations.dedup();
+    let updates: Vec<RecentUpdate> = match language {
+        None => updates,
+        Some(language) => updates
+            .into_iter()
+            .map(|u| u.in_language(language))
+            .collect(),
+    };
+    let language = language.unwrap_or(default);
     // An empty feed still needs an `updated`: the newest update, or a fixed time (so that
     // its validator stays the same).
     let updated = updates
@@ -207,12 +234,14 @@ pub async fn render(
         .map_or(DateTime::<Utc>::UNIX_EPOCH, |u| u.created_at);
     let failed = |e: std::io::Error| ApiError::internal_by("cannot render a feed", e);
     Ok(FeedDocuments {
+        language: language.clone(),
+        translations,
         atom: Document::new(
-            atom(page, &updates, &updated).map_err(failed)?,
+            atom(page, &updates, &updated, language).map_err(failed)?,
             "application/atom+xml; charset=utf-8",
         ),
         rss: Document::new(
-            rss(page, &updates, &updated).map_err(failed)?,
+            rss(page, &updates, &updated, language).map_err(failed)?,
             "application/rss+xml; charset=utf-8",
         ),
     })

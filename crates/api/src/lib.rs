@@ -18,6 +18,7 @@ pub mod cors;
 mod documents;
 pub mod extract;
 mod feeds;
+pub mod language;
 pub mod limits;
 mod lookups;
 mod metrics;

@@ -16,6 +16,7 @@ use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse};
 use deadpool_postgres::Pool;
+use domain::language::{Language, Negotiation};
 use projections::queries::{self, NoticeTable, Viewer};
 use serde::Serialize;
 use uuid::Uuid;
@@ -27,24 +28,43 @@ use crate::problem::ApiError;
 const RENDERINGS_BYTES: u64 = 32 << 20;
 const ENTRY_OVERHEAD: u64 = 128;
 
-/// A notice as one viewer sees it at one version, ready to send.
+/// A notice as one viewer sees it at one version in one language, ready to send.
 #[derive(Debug)]
 pub struct Rendering {
     pub version: u64,
     body: Bytes,
     etag: HeaderValue,
+    language: Language,
+    /// The languages the notice has texts in besides the default one.
+    translations: Vec<Language>,
 }
 
 impl Rendering {
-    pub fn new<T: Serialize>(version: u64, body: &T) -> Result<Rendering, ApiError> {
+    /// `body` rendered in `language`, of a notice that also has texts in `translations`.
+    /// The default language's rendering has the version as `ETag` (`"3"`), the others the
+    /// version and the language (`"3-cy"`): each representation its own validator.
+    pub fn new<T: Serialize>(
+        version: u64,
+        body: &T,
+        language: &Language,
+        translations: &[Language],
+        default: &Language,
+    ) -> Result<Rendering, ApiError> {
         let body = serde_json::to_vec(body)
             .map_err(|e| ApiError::internal_by("cannot render a notice", e))?;
-        let etag = HeaderValue::from_str(&crate::extract::etag(version))
+        let etag = crate::extract::etag_in(version, language, default);
+        let etag = HeaderValue::from_str(&etag)
             .map_err(|e| ApiError::internal_by("cannot render an ETag", e))?;
         Ok(Rendering {
             version,
             body: body.into(),
             etag,
+            language: language.clone(),
+            translations: translations
+                .iter()
+                .filter(|l| *l != default)
+                .cloned()
+                .collect(),
         })
     }
 
@@ -53,34 +73,43 @@ impl Rendering {
         // What a notice shows depends on the key (a tenant's view is redacted): a cache
         // must not give one caller's answer to another.
         let vary = (header::VARY, "Authorization");
-        if crate::extract::if_none_match_names(request, self.etag.to_str().unwrap_or_default()) {
-            return HttpResponse::build(StatusCode::NOT_MODIFIED)
-                .insert_header((header::ETAG, self.etag.clone()))
-                .insert_header(vary)
-                .finish();
-        }
-        HttpResponse::Ok()
-            .insert_header((header::ETAG, self.etag.clone()))
-            .insert_header(vary)
-            .content_type("application/json")
-            .body(self.body.clone())
+        let response =
+            if crate::extract::if_none_match_names(request, self.etag.to_str().unwrap_or_default())
+            {
+                HttpResponse::build(StatusCode::NOT_MODIFIED)
+                    .insert_header((header::ETAG, self.etag.clone()))
+                    .insert_header(vary)
+                    .finish()
+            } else {
+                HttpResponse::Ok()
+                    .insert_header((header::ETAG, self.etag.clone()))
+                    .insert_header(vary)
+                    .content_type("application/json")
+                    .body(self.body.clone())
+            };
+        crate::language::mark(response, &self.language)
     }
 }
+
+/// A rendering's place in the cache: the notice, the viewer, the language (`None`: the
+/// default one).
+type Key = (Uuid, Viewer, Option<Language>);
 
 #[derive(Clone)]
 struct RenderingWeight;
 
-impl quick_cache::Weighter<(Uuid, Viewer), Arc<Rendering>> for RenderingWeight {
-    fn weight(&self, (_, viewer): &(Uuid, Viewer), rendering: &Arc<Rendering>) -> u64 {
+impl quick_cache::Weighter<Key, Arc<Rendering>> for RenderingWeight {
+    fn weight(&self, (_, viewer, language): &Key, rendering: &Arc<Rendering>) -> u64 {
         let tenant = match viewer {
             Viewer::Tenant(tenant) => tenant.len(),
             _ => 0,
         };
-        rendering.body.len() as u64 + tenant as u64 + ENTRY_OVERHEAD
+        let language = language.as_ref().map_or(0, |l| l.as_str().len());
+        rendering.body.len() as u64 + (tenant + language) as u64 + ENTRY_OVERHEAD
     }
 }
 
-type Cache = quick_cache::sync::Cache<(Uuid, Viewer), Arc<Rendering>, RenderingWeight>;
+type Cache = quick_cache::sync::Cache<Key, Arc<Rendering>, RenderingWeight>;
 
 /// The current renderings of one notice table.
 pub struct Renderings {
@@ -102,29 +131,57 @@ impl Renderings {
         }
     }
 
-    /// The notice `id` as `viewer` sees it now; `None` when there is no such notice or the
-    /// viewer may not see it. `render` reads and renders it when memory has no rendering of
-    /// the current version.
+    /// The notice `id` as `viewer` sees it now, in the language `negotiation` chooses
+    /// among those the notice has; `None` when there is no such notice or the viewer may not
+    /// see it. `render(language)` reads and renders it in that language (`None`: the
+    /// default) when memory has no rendering of the current version.
     pub async fn current<F, Fut>(
         &self,
         id: Uuid,
         viewer: &Viewer,
+        negotiation: &Negotiation,
         render: F,
     ) -> Result<Option<Arc<Rendering>>, ApiError>
     where
-        F: FnOnce() -> Fut,
+        F: Fn(Option<Language>) -> Fut,
         Fut: Future<Output = Result<Option<Rendering>, ApiError>>,
     {
         let Some(version) = self.versions.get(id).await? else {
             return Ok(None);
         };
-        let key = (id, viewer.clone());
+        // The default rendering says which languages the notice has.
+        let Some(default) = self.at_version(id, viewer, None, version, &render).await? else {
+            return Ok(None);
+        };
+        match negotiation.choose(&default.translations) {
+            None => Ok(Some(default)),
+            Some(language) => {
+                let language = Some(language.clone());
+                self.at_version(id, viewer, language, version, &render)
+                    .await
+            }
+        }
+    }
+
+    async fn at_version<F, Fut>(
+        &self,
+        id: Uuid,
+        viewer: &Viewer,
+        language: Option<Language>,
+        version: u64,
+        render: &F,
+    ) -> Result<Option<Arc<Rendering>>, ApiError>
+    where
+        F: Fn(Option<Language>) -> Fut,
+        Fut: Future<Output = Result<Option<Rendering>, ApiError>>,
+    {
+        let key = (id, viewer.clone(), language.clone());
         if let Some(hit) = self.rendered.get(&key).filter(|r| r.version == version) {
             return Ok(Some(hit));
         }
         // Not cached when invisible: a viewer polling a notice it may not see is rare, and
         // the rendering would say nothing.
-        let Some(rendering) = render().await? else {
+        let Some(rendering) = render(language).await? else {
             return Ok(None);
         };
         // At `version` or later (a write may have landed since): either way it is what that

@@ -12,7 +12,7 @@ use projections::{Publisher, Versioned};
 use tasks::Health;
 
 use crate::coalesce::Coalesced;
-use crate::documents::DocumentCache;
+use crate::documents::LocalizedCache;
 use crate::feeds::FeedDocuments;
 use crate::limits::{LimitSettings, Limits};
 use crate::renderings::Renderings;
@@ -29,8 +29,8 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// The public page the Statuspage API and the feeds describe.
     pub page: Arc<PublicPage>,
-    pub statuspage: Arc<DocumentCache<StatusDocuments>>,
-    pub feeds: Arc<DocumentCache<FeedDocuments>>,
+    pub statuspage: Arc<LocalizedCache<StatusDocuments>>,
+    pub feeds: Arc<LocalizedCache<FeedDocuments>>,
     /// The key this process signs checkpoints with: the public checkpoint endpoint serves
     /// only its signatures. `None`: any key's valid signature.
     pub checkpoint_key: Option<eventstore::checkpoint::VerifyingKey>,
@@ -55,6 +55,8 @@ pub struct AppState {
     pub metrics: crate::observe::MetricsAccess,
     /// The origins whose pages may send requests with a key.
     pub cors: crate::cors::CorsOrigins,
+    /// The language notices are written in; translations add others.
+    pub default_language: domain::language::Language,
 }
 
 impl AppState {
@@ -98,6 +100,7 @@ impl AppState {
             tasks: Arc::default(),
             metrics: Default::default(),
             cors: Default::default(),
+            default_language: domain::language::Language::english(),
         }
     }
 }

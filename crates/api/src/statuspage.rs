@@ -18,6 +18,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use domain::incident::Incident;
+use domain::language::Language;
 use domain::maintenance::{Maintenance, MaintenanceStatus};
 use domain::values::{Impact, IncidentStatus, ServiceStatus};
 use projections::queries::{self, IncidentState, MaintenanceState, ServiceView, Viewer};
@@ -192,6 +193,11 @@ pub struct SpMaintenances {
 
 /// Every document of the API, rendered from one reading of the read models.
 pub struct StatusDocuments {
+    /// The language these documents' texts are in.
+    pub language: Language,
+    /// The languages their notices have texts in besides the default one: each may be
+    /// asked for.
+    pub translations: Vec<Language>,
     pub summary: Document,
     pub status: Document,
     pub components: Document,
@@ -538,10 +544,31 @@ fn json<T: Serialize>(value: &T) -> Result<Document, ApiError> {
     Ok(Document::new(body, "application/json"))
 }
 
-/// Reads the public read models once and renders every document.
+/// The notices' texts in `language` (`None`: the default language, as stored).
+fn localized<T: Clone>(
+    list: Vec<Versioned<T>>,
+    language: Option<&Language>,
+    in_language: fn(T, Option<&Language>) -> T,
+) -> Vec<Versioned<T>> {
+    match language {
+        None => list,
+        Some(language) => list
+            .into_iter()
+            .map(|v| Versioned {
+                state: in_language(v.state, Some(language)),
+                ..v
+            })
+            .collect(),
+    }
+}
+
+/// Reads the public read models once and renders every document, in `language` (`None`:
+/// the default language, `default`).
 pub async fn render(
     store: &eventstore::EventStore,
     page: &PublicPage,
+    language: Option<&Language>,
+    default: &Language,
 ) -> Result<StatusDocuments, ApiError> {
     let client = store.pool().get().await?;
     let viewer = Viewer::Public;
@@ -554,6 +581,18 @@ pub async fn render(
     let upcoming = queries::soonest_upcoming_maintenances(&client, &viewer, OPEN).await?;
     let active = maintenances(MaintenanceState::Active, OPEN).await?.items;
     let all_maintenances = maintenances(MaintenanceState::All, RECENT).await?.items;
+    let mut translations: std::collections::BTreeSet<Language> = Default::default();
+    for incident in unresolved.iter().chain(&recent) {
+        translations.extend(incident.state.languages().into_iter().cloned());
+    }
+    for maintenance in upcoming.iter().chain(&active).chain(&all_maintenances) {
+        translations.extend(maintenance.state.languages().into_iter().cloned());
+    }
+    let unresolved = localized(unresolved, language, Incident::in_language);
+    let recent = localized(recent, language, Incident::in_language);
+    let upcoming = localized(upcoming, language, Maintenance::in_language);
+    let active = localized(active, language, Maintenance::in_language);
+    let all_maintenances = localized(all_maintenances, language, Maintenance::in_language);
 
     let all = components(&services, page);
     let as_incidents = |list: &[Versioned<Incident>]| -> Vec<SpIncident> {
@@ -588,6 +627,8 @@ pub async fn render(
         active_docs.iter().chain(&upcoming_docs).cloned().collect();
     scheduled.sort_by(|a, b| a.scheduled_for.cmp(&b.scheduled_for));
     Ok(StatusDocuments {
+        language: language.unwrap_or(default).clone(),
+        translations: translations.into_iter().collect(),
         summary: json(&SpSummary {
             page: sp_page.clone(),
             components: all.clone(),

@@ -40,6 +40,7 @@
 //!
 //! The crate knows nothing of the HTTP server; its errors are its own ([`DeliveryError`]).
 
+pub mod chat;
 pub mod log;
 pub mod outbox;
 pub mod sender;
@@ -70,6 +71,8 @@ pub enum DeliveryError {
     PositionOutOfRange(u64),
     #[error("the delivery checkpoint is negative")]
     NegativeCheckpoint,
+    #[error("a message cannot be encoded")]
+    Encode(#[from] serde_json::Error),
     #[error("a rendered notice is not UTF-8")]
     NotUtf8(#[from] std::string::FromUtf8Error),
     #[error("the system has no randomness for a secret")]

@@ -12,10 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::GenericClient;
+use domain::language::{Language, Preferences};
 use domain::values::NoticeType;
-use domain::webhook::{Event as WebhookEvent, WebhookDecider};
+use domain::webhook::{Event as WebhookEvent, WebhookDecider, WebhookFormat};
 use eventstore::{CancellationToken, EventStore, LoggedEvent};
-use notices::{Notice, NoticeFilter};
+use notices::{Notice, NoticeFilter, Site};
 use projections::queries::Viewer;
 use projections::{parse_stream_id, Kind, StreamKind};
 use tasks::Chain;
@@ -34,12 +35,18 @@ struct Endpoint {
     id: Uuid,
     viewer: Viewer,
     filter: NoticeFilter,
+    format: WebhookFormat,
 }
+
+/// The columns [`Endpoint::from_row`] reads.
+const ENDPOINT_COLUMNS: &str = "webhook_id, event_types, service_ids, tenant, language, format";
 
 impl Endpoint {
     fn from_row(row: &tokio_postgres::Row) -> Result<Endpoint, DeliveryError> {
         let types: Vec<String> = row.try_get("event_types")?;
         let tenant: Option<String> = row.try_get("tenant")?;
+        let language: Option<String> = row.try_get("language")?;
+        let format: String = row.try_get("format")?;
         Ok(Endpoint {
             id: row.try_get("webhook_id")?,
             viewer: tenant.map_or(Viewer::Public, Viewer::Tenant),
@@ -50,7 +57,13 @@ impl Endpoint {
                     .iter()
                     .filter_map(|t| NoticeType::ALL.into_iter().find(|n| n.as_str() == t))
                     .collect(),
+                // Stored as the registration gave it, which was checked then.
+                preferences: language
+                    .and_then(|l| Language::parse("language", &l).ok())
+                    .map(Preferences::only)
+                    .unwrap_or_default(),
             },
+            format: serde_json::from_value(serde_json::Value::String(format)).unwrap_or_default(),
         })
     }
 }
@@ -71,10 +84,7 @@ fn position_i64(position: u64) -> Result<i64, DeliveryError> {
 }
 
 /// Fans out the next batch after the checkpoint; answers how many events it read.
-pub async fn fan_out_next_batch(
-    store: &EventStore,
-    source_base: &str,
-) -> Result<usize, DeliveryError> {
+pub async fn fan_out_next_batch(store: &EventStore, site: &Site) -> Result<usize, DeliveryError> {
     let mut client = store.pool().get().await?;
     let transaction = client.transaction().await?;
     transaction
@@ -106,8 +116,9 @@ pub async fn fan_out_next_batch(
     }
     let mut endpoints: Vec<Endpoint> = transaction
         .query(
-            "SELECT webhook_id, event_types, service_ids, tenant FROM webhook_endpoints \
-              WHERE ended_position IS NULL",
+            &format!(
+                "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE ended_position IS NULL"
+            ),
             &[],
         )
         .await?
@@ -135,17 +146,19 @@ pub async fn fan_out_next_batch(
         };
         for endpoint in &endpoints {
             let rendered = notice
-                .render_for(store, &endpoint.viewer, &endpoint.filter, source_base)
+                .render_for(store, &endpoint.viewer, &endpoint.filter, site)
                 .await?;
             if let Some(rendered) = rendered {
+                let body = match endpoint.format {
+                    WebhookFormat::Cloudevents => String::from_utf8(rendered.json.to_vec())?,
+                    chat => crate::chat::message(chat, &rendered.json, site)?,
+                };
                 deliveries.webhook_ids.push(endpoint.id);
                 deliveries.positions.push(position_i64(notice.position)?);
                 deliveries.message_ids.push(notice.event_id());
                 deliveries.event_types.push(notice.notice_type.as_str());
                 deliveries.ordering_keys.push(notice.ordering_key());
-                deliveries
-                    .bodies
-                    .push(String::from_utf8(rendered.json.to_vec())?);
+                deliveries.bodies.push(body);
             }
         }
     }
@@ -237,13 +250,17 @@ async fn apply_webhook_event<C: GenericClient>(
     match decoded {
         WebhookEvent::Registered(registered) => {
             let types: Vec<&str> = registered.event_types.iter().map(|t| t.as_str()).collect();
+            let language = registered.language.as_ref().map(Language::as_str);
+            let format = serde_json::to_value(registered.format)?;
             let row = transaction
                 .query_opt(
-                    "INSERT INTO webhook_endpoints (webhook_id, event_types, service_ids, tenant, \
-                                                    registered_position, registered_by) \
-                     VALUES ($1, $2, $3, $4, $5, $6) \
-                     ON CONFLICT (webhook_id) DO NOTHING \
-                     RETURNING webhook_id, event_types, service_ids, tenant",
+                    &format!(
+                        "INSERT INTO webhook_endpoints (webhook_id, event_types, service_ids, \
+                                tenant, registered_position, registered_by, language, format) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                         ON CONFLICT (webhook_id) DO NOTHING \
+                         RETURNING {ENDPOINT_COLUMNS}"
+                    ),
                     &[
                         &id,
                         &types,
@@ -251,6 +268,8 @@ async fn apply_webhook_event<C: GenericClient>(
                         &registered.tenant,
                         &position,
                         &registered.author,
+                        &language,
+                        &format.as_str().unwrap_or("cloudevents"),
                     ],
                 )
                 .await?;
@@ -322,7 +341,7 @@ async fn end_endpoints_of_key<C: GenericClient>(
 /// off while the database is away. `delivered` is woken when deliveries were written.
 pub async fn run(
     store: EventStore,
-    source_base: String,
+    site: Site,
     delivered: Arc<Notify>,
     cancel: CancellationToken,
 ) -> Result<(), DeliveryError> {
@@ -333,7 +352,7 @@ pub async fn run(
             break;
         }
         head.borrow_and_update();
-        match fan_out_next_batch(&store, &source_base).await {
+        match fan_out_next_batch(&store, &site).await {
             Ok(events) => {
                 retry = Duration::from_millis(100);
                 if events > 0 {

@@ -5,11 +5,15 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::language::{pick, refuse_empty, translated, translations, Language, RawTranslations};
 use crate::values::{
-    affected_services, labels, text, AffectedService, Audience, ClientAction, Impact, IncidentId,
-    IncidentStatus, Timeline, UpdateId, MAX_MESSAGE_CHARS, MAX_POSTMORTEM_CHARS, MAX_TITLE_CHARS,
+    affected_services, labels, text, AffectedService, Audience, ClientAction, ClientActionKind,
+    Impact, IncidentId, IncidentStatus, Timeline, UpdateId, MAX_ACTION_MESSAGE_CHARS,
+    MAX_MESSAGE_CHARS, MAX_POSTMORTEM_CHARS, MAX_TITLE_CHARS,
 };
-use crate::{decode, Decider, DecodeError, DomainError, Validation};
+use crate::{decode, Decider, DecodeError, DomainError, Upcast, Validation};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
@@ -34,6 +38,9 @@ pub struct Declare {
     pub regions: Vec<String>,
     pub audience: Audience,
     pub client_action: ClientAction,
+    pub translations: RawTranslations<DeclarationTexts>,
+    /// The language of the command's own texts.
+    pub default_language: Language,
     pub author: String,
     pub at: DateTime<Utc>,
 }
@@ -46,6 +53,8 @@ pub struct PostUpdate {
     pub impact: Option<Impact>,
     pub affected_services: Option<Vec<AffectedService>>,
     pub client_action: Option<ClientAction>,
+    pub translations: RawTranslations<UpdateTexts>,
+    pub default_language: Language,
     pub author: String,
     pub at: DateTime<Utc>,
 }
@@ -53,8 +62,12 @@ pub struct PostUpdate {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Correct {
     pub update_id: UpdateId,
+    /// The language whose text this corrects (a tag as the client wrote it); `None`: the
+    /// default language's.
+    pub language: Option<String>,
     pub message: String,
     pub reason: String,
+    pub default_language: Language,
     pub author: String,
     pub at: DateTime<Utc>,
 }
@@ -63,6 +76,8 @@ pub struct Correct {
 pub struct Reopen {
     pub update_id: UpdateId,
     pub message: String,
+    pub translations: RawTranslations<MessageText>,
+    pub default_language: Language,
     pub author: String,
     pub at: DateTime<Utc>,
 }
@@ -70,8 +85,70 @@ pub struct Reopen {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PublishPostmortem {
     pub body: String,
+    pub translations: RawTranslations<BodyText>,
+    pub default_language: Language,
     pub author: String,
     pub at: DateTime<Utc>,
+}
+
+/// A declaration's texts in one more language: each one the declaration carries in the
+/// default language may be translated.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeclarationTexts {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::values::schema::title))]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::values::schema::message))]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_action: Option<ActionText>,
+}
+
+/// An update's texts in one more language.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UpdateTexts {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::values::schema::message))]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_action: Option<ActionText>,
+}
+
+/// A client action's message in one more language.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ActionText {
+    #[cfg_attr(feature = "openapi", schema(schema_with = action_message))]
+    pub message: String,
+}
+
+#[cfg(feature = "openapi")]
+fn action_message() -> utoipa::openapi::Object {
+    crate::values::schema::text(MAX_ACTION_MESSAGE_CHARS)
+}
+
+/// A message in one more language.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MessageText {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::values::schema::message))]
+    pub message: String,
+}
+
+/// A postmortem in one more language.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BodyText {
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::values::schema::postmortem))]
+    pub body: String,
 }
 
 /// What happened to an incident. Stored as `data` of an event whose type is
@@ -99,6 +176,9 @@ pub struct IncidentDeclared {
     pub regions: Vec<String>,
     pub audience: Audience,
     pub client_action: ClientAction,
+    /// The texts in other languages than the default (schema version 2).
+    #[serde(default)]
+    pub translations: BTreeMap<Language, DeclarationTexts>,
     pub author: String,
     pub at: DateTime<Utc>,
 }
@@ -112,6 +192,8 @@ pub struct IncidentUpdatePosted {
     pub impact: Option<Impact>,
     pub affected_services: Option<Vec<AffectedService>>,
     pub client_action: Option<ClientAction>,
+    #[serde(default)]
+    pub translations: BTreeMap<Language, UpdateTexts>,
     pub author: String,
     pub at: DateTime<Utc>,
 }
@@ -119,6 +201,9 @@ pub struct IncidentUpdatePosted {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UpdateCorrected {
     pub update_id: UpdateId,
+    /// The language of the text corrected; absent: the default language (schema version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<Language>,
     /// The new text; the one it replaces stays in the update's corrections.
     pub message: String,
     pub reason: String,
@@ -130,6 +215,8 @@ pub struct UpdateCorrected {
 pub struct IncidentReopened {
     pub update_id: UpdateId,
     pub message: String,
+    #[serde(default)]
+    pub translations: BTreeMap<Language, MessageText>,
     pub author: String,
     pub at: DateTime<Utc>,
 }
@@ -137,6 +224,8 @@ pub struct IncidentReopened {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PostmortemPublished {
     pub body: String,
+    #[serde(default)]
+    pub translations: BTreeMap<Language, BodyText>,
     pub author: String,
     pub at: DateTime<Utc>,
 }
@@ -153,9 +242,10 @@ impl Event {
         }
     }
 
-    /// The schema version of the stored form written today.
+    /// The schema version of the stored form written today: version 2 added the texts'
+    /// translations (and a correction's language); version 1 payloads are upcast with none.
     pub fn schema_version(&self) -> u32 {
-        1
+        2
     }
 
     /// Reads a stored event back by its type (the JSON alone could be ambiguous).
@@ -165,24 +255,58 @@ impl Event {
         data: serde_json::Value,
     ) -> Result<Event, DecodeError> {
         match type_name {
-            "incident.declared" => decode(type_name, schema_version, data, &[], Event::Declared),
-            "incident.update_posted" => {
-                decode(type_name, schema_version, data, &[], Event::UpdatePosted)
-            }
-            "incident.update_corrected" => {
-                decode(type_name, schema_version, data, &[], Event::UpdateCorrected)
-            }
-            "incident.reopened" => decode(type_name, schema_version, data, &[], Event::Reopened),
+            "incident.declared" => decode(
+                type_name,
+                schema_version,
+                data,
+                &[WITHOUT_TRANSLATIONS],
+                Event::Declared,
+            ),
+            "incident.update_posted" => decode(
+                type_name,
+                schema_version,
+                data,
+                &[WITHOUT_TRANSLATIONS],
+                Event::UpdatePosted,
+            ),
+            "incident.update_corrected" => decode(
+                type_name,
+                schema_version,
+                data,
+                &[correction_v1_to_v2],
+                Event::UpdateCorrected,
+            ),
+            "incident.reopened" => decode(
+                type_name,
+                schema_version,
+                data,
+                &[WITHOUT_TRANSLATIONS],
+                Event::Reopened,
+            ),
             "incident.postmortem_published" => decode(
                 type_name,
                 schema_version,
                 data,
-                &[],
+                &[WITHOUT_TRANSLATIONS],
                 Event::PostmortemPublished,
             ),
             other => Err(DecodeError::UnknownType(other.to_owned())),
         }
     }
+}
+
+/// Version 1 of a text-carrying event had no translations: read as version 2 with none.
+pub(crate) const WITHOUT_TRANSLATIONS: Upcast = crate::language::v1_without_translations;
+
+/// Version 1 corrected the default language's text only: read as version 2 without a
+/// language.
+fn correction_v1_to_v2(
+    v1: serde_json::Map<String, serde_json::Value>,
+) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    if v1.contains_key("language") {
+        return Err("a version 1 correction names no language".into());
+    }
+    Ok(v1)
 }
 
 /// One correction: the text it replaced, and why.
@@ -207,6 +331,18 @@ pub struct Update {
     pub author: String,
     /// Every earlier text, oldest first.
     pub corrections: Vec<Correction>,
+    /// The message in other languages, each with its own corrections.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub translations: BTreeMap<Language, TranslatedMessage>,
+}
+
+/// An update's message in one more language, and every earlier text of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TranslatedMessage {
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub corrections: Vec<Correction>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,6 +351,9 @@ pub struct Postmortem {
     pub body: String,
     pub published_at: DateTime<Utc>,
     pub author: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub translations: BTreeMap<Language, String>,
 }
 
 /// An incident as it stands.
@@ -236,6 +375,75 @@ pub struct Incident {
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<Update>))]
     pub updates: Timeline<Update>,
     pub postmortem: Option<Postmortem>,
+    /// The title in other languages.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub title_translations: BTreeMap<Language, String>,
+    /// The client action's message in other languages.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub client_action_translations: BTreeMap<Language, String>,
+}
+
+impl Incident {
+    /// Every language the incident has a text in besides the default one.
+    pub fn languages(&self) -> BTreeSet<&Language> {
+        let mut languages: BTreeSet<&Language> = self.title_translations.keys().collect();
+        languages.extend(self.client_action_translations.keys());
+        for update in &self.updates {
+            languages.extend(update.translations.keys());
+        }
+        if let Some(postmortem) = &self.postmortem {
+            languages.extend(postmortem.translations.keys());
+        }
+        languages
+    }
+
+    /// The incident with every text in `language` where it has one (else in the default
+    /// language), and no translations left: what a reader of that language is shown. An
+    /// update's corrections are those of the text shown.
+    pub fn in_language(mut self, language: Option<&Language>) -> Incident {
+        if let Some(language) = language {
+            self.title = pick(&self.title, &self.title_translations, Some(language)).to_owned();
+            self.client_action.message = pick(
+                &self.client_action.message,
+                &self.client_action_translations,
+                Some(language),
+            )
+            .to_owned();
+            let updates: Vec<Update> = (self.updates.iter())
+                .map(|update| {
+                    let mut update = Update::clone(update);
+                    if let Some(translated) = update.translations.remove(language) {
+                        update.message = translated.message;
+                        update.corrections = translated.corrections;
+                    }
+                    update.translations.clear();
+                    update
+                })
+                .collect();
+            self.updates = updates.into();
+            if let Some(postmortem) = &mut self.postmortem {
+                if let Some(body) = postmortem.translations.remove(language) {
+                    postmortem.body = body;
+                }
+            }
+        } else if self.updates.iter().any(|u| !u.translations.is_empty()) {
+            let updates: Vec<Update> = (self.updates.iter())
+                .map(|update| Update {
+                    translations: BTreeMap::new(),
+                    ..Update::clone(update)
+                })
+                .collect();
+            self.updates = updates.into();
+        }
+        self.title_translations.clear();
+        self.client_action_translations.clear();
+        if let Some(postmortem) = &mut self.postmortem {
+            postmortem.translations.clear();
+        }
+        self
+    }
 }
 
 /// `None` until declared.
@@ -271,6 +479,33 @@ fn new_update_id(incident: &Incident, update_id: UpdateId) -> Result<(), DomainE
     }
 }
 
+fn checked_message(field: &str, value: &str) -> Result<String, DomainError> {
+    text(field, value, MAX_MESSAGE_CHARS)
+}
+
+fn checked_action_message(field: &str, value: &str) -> Result<String, DomainError> {
+    text(field, value, MAX_ACTION_MESSAGE_CHARS)
+}
+
+/// A translated client action message, allowed where the command's own client action has
+/// words to translate.
+fn action_text(
+    v: &mut Validation,
+    field: &str,
+    given: Option<&ActionText>,
+    action: Option<&ClientAction>,
+) -> Option<ActionText> {
+    let carried = action.is_some_and(|a| a.kind != ClientActionKind::None || !a.message.is_empty());
+    translated(
+        v,
+        &format!("{field}.client_action.message"),
+        given.map(|a| a.message.as_str()),
+        carried,
+        checked_action_message,
+    )
+    .map(|message| ActionText { message })
+}
+
 fn decide_declare(c: &Declare, state: &State) -> Result<Vec<Event>, DomainError> {
     let status = c.status.unwrap_or(IncidentStatus::Investigating);
     let mut v = Validation::default();
@@ -280,6 +515,37 @@ fn decide_declare(c: &Declare, state: &State) -> Result<Vec<Event>, DomainError>
     let regions = v.check(labels("regions", &c.regions));
     let audience = v.check(c.audience.validated());
     let client_action = v.check(c.client_action.validated());
+    let translations = translations(
+        &c.translations,
+        &c.default_language,
+        &mut v,
+        |field, t: &DeclarationTexts, v| {
+            let texts = DeclarationTexts {
+                title: translated(
+                    v,
+                    &format!("{field}.title"),
+                    t.title.as_deref(),
+                    true,
+                    |f, x| text(f, x, MAX_TITLE_CHARS),
+                ),
+                message: translated(
+                    v,
+                    &format!("{field}.message"),
+                    t.message.as_deref(),
+                    true,
+                    checked_message,
+                ),
+                client_action: action_text(
+                    v,
+                    field,
+                    t.client_action.as_ref(),
+                    Some(&c.client_action),
+                ),
+            };
+            refuse_empty(v, field, texts == DeclarationTexts::default());
+            texts
+        },
+    );
     let author = v.check(author(&c.author));
     if status == IncidentStatus::Resolved {
         v.refuse(
@@ -304,6 +570,7 @@ fn decide_declare(c: &Declare, state: &State) -> Result<Vec<Event>, DomainError>
         regions,
         audience,
         client_action,
+        translations,
         author,
         at: c.at,
     })])
@@ -325,6 +592,30 @@ fn decide_update(c: &PostUpdate, state: &State) -> Result<Vec<Event>, DomainErro
             .map(ClientAction::validated)
             .transpose(),
     );
+    let translations = translations(
+        &c.translations,
+        &c.default_language,
+        &mut v,
+        |field, t: &UpdateTexts, v| {
+            let texts = UpdateTexts {
+                message: translated(
+                    v,
+                    &format!("{field}.message"),
+                    t.message.as_deref(),
+                    true,
+                    checked_message,
+                ),
+                client_action: action_text(
+                    v,
+                    field,
+                    t.client_action.as_ref(),
+                    c.client_action.as_ref(),
+                ),
+            };
+            refuse_empty(v, field, texts == UpdateTexts::default());
+            texts
+        },
+    );
     let author = v.check(author(&c.author));
     v.finish()?;
     if !incident.status.is_open() {
@@ -340,6 +631,7 @@ fn decide_update(c: &PostUpdate, state: &State) -> Result<Vec<Event>, DomainErro
         impact: c.impact,
         affected_services,
         client_action,
+        translations,
         author,
         at: c.at,
     })])
@@ -353,9 +645,21 @@ fn decide_correct(c: &Correct, state: &State) -> Result<Vec<Event>, DomainError>
     let mut v = Validation::default();
     let message = v.check(message(&c.message));
     let reason = v.check(text("reason", &c.reason, MAX_MESSAGE_CHARS));
+    let language = v.check(
+        c.language
+            .as_deref()
+            .map(|tag| Language::parse("language", tag))
+            .transpose(),
+    );
     let author = v.check(author(&c.author));
     v.finish()?;
-    if message == update.message {
+    // The default language named is the default text.
+    let language = language.filter(|l| l != &c.default_language);
+    let current = match &language {
+        None => Some(&update.message),
+        Some(language) => update.translations.get(language).map(|t| &t.message),
+    };
+    if current == Some(&message) {
         return Err(DomainError::invalid(
             "message",
             "is the update's current text already",
@@ -363,6 +667,7 @@ fn decide_correct(c: &Correct, state: &State) -> Result<Vec<Event>, DomainError>
     }
     Ok(vec![Event::UpdateCorrected(UpdateCorrected {
         update_id: c.update_id,
+        language,
         message,
         reason,
         author,
@@ -370,10 +675,39 @@ fn decide_correct(c: &Correct, state: &State) -> Result<Vec<Event>, DomainError>
     })])
 }
 
+/// Translations of a message (a reopening's, a maintenance update's).
+pub(crate) fn message_translations(
+    raw: &RawTranslations<MessageText>,
+    default: &Language,
+    v: &mut Validation,
+) -> BTreeMap<Language, MessageText> {
+    translations(raw, default, v, |field, t: &MessageText, v| MessageText {
+        message: v.check(checked_message(&format!("{field}.message"), &t.message)),
+    })
+}
+
+/// Each translated message of an event, as an update's translations.
+fn translated_messages<'a>(
+    messages: impl Iterator<Item = (&'a Language, Option<&'a String>)>,
+) -> BTreeMap<Language, TranslatedMessage> {
+    messages
+        .filter_map(|(language, message)| {
+            message.map(|message| {
+                let translated = TranslatedMessage {
+                    message: message.clone(),
+                    corrections: Vec::new(),
+                };
+                (language.clone(), translated)
+            })
+        })
+        .collect()
+}
+
 fn decide_reopen(c: &Reopen, state: &State) -> Result<Vec<Event>, DomainError> {
     let incident = existing(state)?;
     let mut v = Validation::default();
     let message = v.check(message(&c.message));
+    let translations = message_translations(&c.translations, &c.default_language, &mut v);
     let author = v.check(author(&c.author));
     v.finish()?;
     if incident.status.is_open() {
@@ -385,6 +719,7 @@ fn decide_reopen(c: &Reopen, state: &State) -> Result<Vec<Event>, DomainError> {
     Ok(vec![Event::Reopened(IncidentReopened {
         update_id: c.update_id,
         message,
+        translations,
         author,
         at: c.at,
     })])
@@ -394,6 +729,18 @@ fn decide_postmortem(c: &PublishPostmortem, state: &State) -> Result<Vec<Event>,
     let incident = existing(state)?;
     let mut v = Validation::default();
     let body = v.check(text("body", &c.body, MAX_POSTMORTEM_CHARS));
+    let translations = translations(
+        &c.translations,
+        &c.default_language,
+        &mut v,
+        |field, t: &BodyText, v| BodyText {
+            body: v.check(text(
+                &format!("{field}.body"),
+                &t.body,
+                MAX_POSTMORTEM_CHARS,
+            )),
+        },
+    );
     let author = v.check(author(&c.author));
     v.finish()?;
     if incident.status.is_open() {
@@ -408,6 +755,7 @@ fn decide_postmortem(c: &PublishPostmortem, state: &State) -> Result<Vec<Event>,
     }
     Ok(vec![Event::PostmortemPublished(PostmortemPublished {
         body,
+        translations,
         author,
         at: c.at,
     })])
@@ -448,9 +796,18 @@ impl Decider for IncidentDecider {
                     created_at: e.at,
                     author: e.author.clone(),
                     corrections: Vec::new(),
+                    translations: translated_messages(
+                        e.translations.iter().map(|(l, t)| (l, t.message.as_ref())),
+                    ),
                 }]
                 .into(),
                 postmortem: None,
+                title_translations: (e.translations.iter())
+                    .filter_map(|(l, t)| Some((l.clone(), t.title.clone()?)))
+                    .collect(),
+                client_action_translations: (e.translations.iter())
+                    .filter_map(|(l, t)| Some((l.clone(), t.client_action.clone()?.message)))
+                    .collect(),
             }),
             (Some(mut incident), Event::UpdatePosted(e)) => {
                 incident.status = e.status;
@@ -463,6 +820,10 @@ impl Decider for IncidentDecider {
                 }
                 if let Some(action) = &e.client_action {
                     incident.client_action = action.clone();
+                    // A new action's words replace the old ones in every language.
+                    incident.client_action_translations = (e.translations.iter())
+                        .filter_map(|(l, t)| Some((l.clone(), t.client_action.clone()?.message)))
+                        .collect();
                 }
                 incident.updates.push(Update {
                     id: e.update_id,
@@ -471,18 +832,40 @@ impl Decider for IncidentDecider {
                     created_at: e.at,
                     author: e.author.clone(),
                     corrections: Vec::new(),
+                    translations: translated_messages(
+                        e.translations.iter().map(|(l, t)| (l, t.message.as_ref())),
+                    ),
                 });
                 Some(incident)
             }
             (Some(mut incident), Event::UpdateCorrected(e)) => {
                 if let Some(update) = incident.updates.find_mut(|u| u.id == e.update_id) {
-                    let previous = std::mem::replace(&mut update.message, e.message.clone());
-                    update.corrections.push(Correction {
-                        message: previous,
-                        reason: e.reason.clone(),
-                        created_at: e.at,
-                        author: e.author.clone(),
-                    });
+                    let (text, corrections) = match &e.language {
+                        None => (Some(&mut update.message), &mut update.corrections),
+                        Some(language) => {
+                            // A correction may bring a language the update lacked: then no
+                            // earlier text of it is kept, for there was none.
+                            let translated = update
+                                .translations
+                                .entry(language.clone())
+                                .or_insert_with(|| TranslatedMessage {
+                                    message: String::new(),
+                                    corrections: Vec::new(),
+                                });
+                            (Some(&mut translated.message), &mut translated.corrections)
+                        }
+                    };
+                    if let Some(text) = text {
+                        let previous = std::mem::replace(text, e.message.clone());
+                        if !previous.is_empty() {
+                            corrections.push(Correction {
+                                message: previous,
+                                reason: e.reason.clone(),
+                                created_at: e.at,
+                                author: e.author.clone(),
+                            });
+                        }
+                    }
                 }
                 Some(incident)
             }
@@ -496,6 +879,9 @@ impl Decider for IncidentDecider {
                     created_at: e.at,
                     author: e.author.clone(),
                     corrections: Vec::new(),
+                    translations: translated_messages(
+                        e.translations.iter().map(|(l, t)| (l, Some(&t.message))),
+                    ),
                 });
                 Some(incident)
             }
@@ -504,6 +890,9 @@ impl Decider for IncidentDecider {
                     body: e.body.clone(),
                     published_at: e.at,
                     author: e.author.clone(),
+                    translations: (e.translations.iter())
+                        .map(|(l, t)| (l.clone(), t.body.clone()))
+                        .collect(),
                 });
                 Some(incident)
             }
@@ -545,6 +934,8 @@ mod tests {
             regions: vec!["Europe".into()],
             audience: Audience::Public,
             client_action: ClientAction::default(),
+            translations: RawTranslations::new(),
+            default_language: Language::english(),
             author: "key-1".into(),
             at: at(0),
         }
@@ -564,6 +955,8 @@ mod tests {
             impact: None,
             affected_services: None,
             client_action: None,
+            translations: RawTranslations::new(),
+            default_language: Language::english(),
             author: "key-1".into(),
             at: at(n as u32),
         }
@@ -577,6 +970,7 @@ mod tests {
             impact: None,
             affected_services: None,
             client_action: None,
+            translations: BTreeMap::new(),
             author: "key-1".into(),
             at: at(n as u32),
         })
@@ -740,6 +1134,8 @@ mod tests {
         let correct = |n: u128, message: &str| {
             Command::Correct(Correct {
                 update_id: id(100),
+                language: None,
+                default_language: Language::english(),
                 message: message.into(),
                 reason: format!("typo {n}"),
                 author: "key-2".into(),
@@ -784,6 +1180,8 @@ mod tests {
         ));
         let mut unknown = Correct {
             update_id: id(999),
+            language: None,
+            default_language: Language::english(),
             message: "x".into(),
             reason: "y".into(),
             author: "a".into(),
@@ -807,6 +1205,8 @@ mod tests {
             Command::Reopen(Reopen {
                 update_id: id(200 + n),
                 message: "Failures are back.".into(),
+                translations: RawTranslations::new(),
+                default_language: Language::english(),
                 author: "key-1".into(),
                 at: at(30),
             })
@@ -814,6 +1214,8 @@ mod tests {
         let postmortem = || {
             Command::PublishPostmortem(PublishPostmortem {
                 body: "A certificate expired.".into(),
+                translations: RawTranslations::new(),
+                default_language: Language::english(),
                 author: "key-1".into(),
                 at: at(40),
             })
@@ -899,5 +1301,227 @@ mod tests {
             serde_json::json!({ "kind": "none", "message": "" })
         );
         assert_eq!(data["at"], "2026-11-24T09:00:00Z");
+    }
+
+    fn welsh() -> Language {
+        Language::parse("lang", "cy").unwrap()
+    }
+
+    fn declare_in_welsh_too() -> Declare {
+        let mut c = declare();
+        c.client_action = ClientAction {
+            kind: ClientActionKind::RestartClient,
+            message: "Restart Teams to recover.".into(),
+        };
+        c.translations.insert(
+            "CY".into(),
+            DeclarationTexts {
+                title: Some("Ni all defnyddwyr fewngofnodi i Teams".into()),
+                message: Some("Rydym yn ymchwilio.".into()),
+                client_action: Some(ActionText {
+                    message: "Ailgychwynnwch Teams i adfer.".into(),
+                }),
+            },
+        );
+        c
+    }
+
+    #[test]
+    fn a_translated_declaration_reads_in_each_language_and_falls_back_to_the_default() {
+        let events = given::<IncidentDecider>(&[])
+            .when(Command::Declare(declare_in_welsh_too()))
+            .unwrap();
+        let incident = incident(&events);
+        assert_eq!(
+            incident.languages().into_iter().collect::<Vec<_>>(),
+            [&welsh()]
+        );
+
+        let cy = incident.clone().in_language(Some(&welsh()));
+        assert_eq!(cy.title, "Ni all defnyddwyr fewngofnodi i Teams");
+        assert_eq!(cy.updates[0].message, "Rydym yn ymchwilio.");
+        assert_eq!(cy.client_action.message, "Ailgychwynnwch Teams i adfer.");
+        assert!(
+            cy.languages().is_empty(),
+            "a rendering carries no translations"
+        );
+
+        let en = incident.clone().in_language(None);
+        assert_eq!(en.title, "Users cannot sign in to Teams");
+        assert_eq!(en.updates[0].message, declare().message);
+
+        let french = Language::parse("lang", "fr").unwrap();
+        assert_eq!(incident.in_language(Some(&french)).title, declare().title);
+    }
+
+    #[test]
+    fn translations_are_refused_naming_the_field_for_a_bad_tag_a_text_not_carried_or_none() {
+        let mut c = declare();
+        c.translations.insert(
+            "cy".into(),
+            DeclarationTexts {
+                client_action: Some(ActionText {
+                    message: "Ailgychwynnwch".into(),
+                }),
+                ..DeclarationTexts::default()
+            },
+        );
+        c.translations
+            .insert("fr".into(), DeclarationTexts::default());
+        c.translations.insert(
+            "not a tag".into(),
+            DeclarationTexts {
+                title: Some("x".into()),
+                ..DeclarationTexts::default()
+            },
+        );
+        c.translations.insert(
+            "en".into(),
+            DeclarationTexts {
+                title: Some("x".into()),
+                ..DeclarationTexts::default()
+            },
+        );
+        c.translations.insert(
+            "de".into(),
+            DeclarationTexts {
+                title: Some("  ".into()),
+                ..DeclarationTexts::default()
+            },
+        );
+        let Err(DomainError::Invalid(errors)) =
+            given::<IncidentDecider>(&[]).when(Command::Declare(c))
+        else {
+            panic!("expected validation errors")
+        };
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "translations.cy.client_action.message",
+                "translations.cy",
+                "translations.de.title",
+                "translations.en",
+                "translations.fr",
+                "translations.not a tag",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_correction_of_the_welsh_text_keeps_the_earlier_welsh_and_leaves_the_english() {
+        let mut history = given::<IncidentDecider>(&[])
+            .when(Command::Declare(declare_in_welsh_too()))
+            .unwrap();
+        let correct = |message: &str, language: Option<&str>| {
+            Command::Correct(Correct {
+                update_id: id(100),
+                language: language.map(str::to_owned),
+                message: message.into(),
+                reason: "Cywiro".into(),
+                default_language: Language::english(),
+                author: "key-2".into(),
+                at: at(5),
+            })
+        };
+        assert!(matches!(
+            given::<IncidentDecider>(&history).when(correct("Cywiriad.", Some("cy-x"))),
+            Err(DomainError::Invalid(_))
+        ));
+        history.extend(
+            given::<IncidentDecider>(&history)
+                .when(correct(
+                    "Rydym yn ymchwilio i fethiannau mewngofnodi.",
+                    Some("cy"),
+                ))
+                .unwrap(),
+        );
+        let Event::UpdateCorrected(e) = history.last().unwrap() else {
+            panic!()
+        };
+        assert_eq!(e.language, Some(welsh()));
+        let incident = incident(&history);
+        let cy = incident.clone().in_language(Some(&welsh()));
+        assert_eq!(
+            cy.updates[0].message,
+            "Rydym yn ymchwilio i fethiannau mewngofnodi."
+        );
+        assert_eq!(cy.updates[0].corrections.len(), 1);
+        assert_eq!(cy.updates[0].corrections[0].message, "Rydym yn ymchwilio.");
+        let en = incident.in_language(None);
+        assert_eq!(en.updates[0].message, declare().message);
+        assert!(en.updates[0].corrections.is_empty());
+
+        // The same Welsh text again is refused; naming the default language corrects it.
+        assert!(given::<IncidentDecider>(&history)
+            .when(correct(
+                "Rydym yn ymchwilio i fethiannau mewngofnodi.",
+                Some("cy")
+            ))
+            .is_err());
+        let events = given::<IncidentDecider>(&history)
+            .when(correct("We are looking into it.", Some("EN")))
+            .unwrap();
+        let Event::UpdateCorrected(e) = &events[0] else {
+            panic!()
+        };
+        assert_eq!(e.language, None);
+    }
+
+    #[test]
+    fn a_new_client_action_drops_the_old_actions_translations() {
+        let mut history = given::<IncidentDecider>(&[])
+            .when(Command::Declare(declare_in_welsh_too()))
+            .unwrap();
+        let mut c = update(1, IncidentStatus::Identified, "Found it.");
+        c.client_action = Some(ClientAction {
+            kind: ClientActionKind::SignInAgain,
+            message: "Sign in again.".into(),
+        });
+        history.extend(
+            given::<IncidentDecider>(&history)
+                .when(Command::PostUpdate(c))
+                .unwrap(),
+        );
+        let cy = incident(&history).in_language(Some(&welsh()));
+        assert_eq!(cy.client_action.message, "Sign in again.");
+        assert_eq!(cy.title, "Ni all defnyddwyr fewngofnodi i Teams");
+    }
+
+    #[test]
+    fn version_1_events_stored_before_translations_read_as_version_2_with_none() {
+        let declared_v1 = serde_json::json!({
+            "incident_id": id(1), "update_id": id(100), "title": "Users cannot sign in",
+            "impact": "major", "status": "investigating", "message": "Investigating.",
+            "affected_services": [], "regions": [], "audience": {"visibility": "public"},
+            "client_action": {"kind": "none", "message": ""}, "author": "key-1",
+            "at": "2026-11-24T09:00:00Z"
+        });
+        let Event::Declared(e) =
+            Event::from_stored("incident.declared", 1, declared_v1.clone()).unwrap()
+        else {
+            panic!()
+        };
+        assert!(e.translations.is_empty());
+        let corrected_v1 = serde_json::json!({
+            "update_id": id(100), "message": "Investigating in Europe.", "reason": "where",
+            "author": "key-1", "at": "2026-11-24T09:01:00Z"
+        });
+        let Event::UpdateCorrected(c) =
+            Event::from_stored("incident.update_corrected", 1, corrected_v1).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(c.language, None);
+        let mut forged = declared_v1;
+        forged["translations"] = serde_json::json!({});
+        assert!(matches!(
+            Event::from_stored("incident.declared", 1, forged),
+            Err(DecodeError::Malformed(..))
+        ));
+        // Written today: version 2, translations always present.
+        let data = serde_json::to_value(declared()).unwrap();
+        assert_eq!(declared().schema_version(), 2);
+        assert_eq!(data["translations"], serde_json::json!({}));
     }
 }

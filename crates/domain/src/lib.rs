@@ -6,6 +6,7 @@
 
 pub mod api_key;
 pub mod incident;
+pub mod language;
 pub mod maintenance;
 pub mod service;
 pub mod values;

@@ -4,6 +4,10 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::incident::{message_translations, MessageText, WITHOUT_TRANSLATIONS};
+use crate::language::{pick, refuse_empty, translated, translations, Language, RawTranslations};
 use crate::values::{
     labels, text, time, Audience, MaintenanceId, ServiceId, Timeline, UpdateId, MAX_LIST_LEN,
     MAX_MESSAGE_CHARS, MAX_TITLE_CHARS,
@@ -82,6 +86,9 @@ pub struct Schedule {
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
     pub audience: Audience,
+    pub translations: RawTranslations<ScheduleTexts>,
+    /// The language of the command's own texts.
+    pub default_language: Language,
     pub author: String,
     pub at: DateTime<Utc>,
 }
@@ -91,8 +98,23 @@ pub struct PostUpdate {
     pub update_id: UpdateId,
     pub status: MaintenanceStatus,
     pub message: String,
+    pub translations: RawTranslations<MessageText>,
+    pub default_language: Language,
     pub author: String,
     pub at: DateTime<Utc>,
+}
+
+/// A schedule's texts in one more language.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ScheduleTexts {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::values::schema::title))]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::values::schema::message))]
+    pub message: Option<String>,
 }
 
 /// Serialises as its payload alone; read back by type name.
@@ -115,6 +137,9 @@ pub struct MaintenanceScheduled {
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
     pub audience: Audience,
+    /// The texts in other languages than the default (schema version 3).
+    #[serde(default)]
+    pub translations: BTreeMap<Language, ScheduleTexts>,
     pub author: String,
     pub at: DateTime<Utc>,
 }
@@ -124,17 +149,21 @@ pub struct MaintenanceUpdatePosted {
     pub update_id: UpdateId,
     pub status: MaintenanceStatus,
     pub message: String,
+    /// The message in other languages (schema version 2).
+    #[serde(default)]
+    pub translations: BTreeMap<Language, MessageText>,
     pub author: String,
     pub at: DateTime<Utc>,
 }
 
 impl Event {
     /// The schema version of the stored form written today. `maintenance.scheduled` v2
-    /// added `regions`; v1 payloads are upcast with none.
+    /// added `regions` and v3 `translations`; `maintenance.update_posted` v2 added
+    /// `translations`. Older payloads are upcast with none.
     pub fn schema_version(&self) -> u32 {
         match self {
-            Event::Scheduled(_) => 2,
-            Event::UpdatePosted(_) => 1,
+            Event::Scheduled(_) => 3,
+            Event::UpdatePosted(_) => 2,
         }
     }
 
@@ -155,12 +184,16 @@ impl Event {
                 type_name,
                 schema_version,
                 data,
-                &[scheduled_v1_to_v2],
+                &[scheduled_v1_to_v2, WITHOUT_TRANSLATIONS],
                 Event::Scheduled,
             ),
-            "maintenance.update_posted" => {
-                decode(type_name, schema_version, data, &[], Event::UpdatePosted)
-            }
+            "maintenance.update_posted" => decode(
+                type_name,
+                schema_version,
+                data,
+                &[WITHOUT_TRANSLATIONS],
+                Event::UpdatePosted,
+            ),
             other => Err(DecodeError::UnknownType(other.to_owned())),
         }
     }
@@ -186,6 +219,10 @@ pub struct MaintenanceUpdate {
     pub message: String,
     pub created_at: DateTime<Utc>,
     pub author: String,
+    /// The message in other languages.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub translations: BTreeMap<Language, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,6 +241,39 @@ pub struct Maintenance {
     /// Oldest first.
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<MaintenanceUpdate>))]
     pub updates: Timeline<MaintenanceUpdate>,
+    /// The title in other languages.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub title_translations: BTreeMap<Language, String>,
+}
+
+impl Maintenance {
+    /// Every language the maintenance has a text in besides the default one.
+    pub fn languages(&self) -> BTreeSet<&Language> {
+        let mut languages: BTreeSet<&Language> = self.title_translations.keys().collect();
+        for update in &self.updates {
+            languages.extend(update.translations.keys());
+        }
+        languages
+    }
+
+    /// The maintenance with every text in `language` where it has one (else in the
+    /// default language), and no translations left.
+    pub fn in_language(mut self, language: Option<&Language>) -> Maintenance {
+        self.title = pick(&self.title, &self.title_translations, language).to_owned();
+        self.title_translations.clear();
+        if self.updates.iter().any(|u| !u.translations.is_empty()) {
+            let updates: Vec<MaintenanceUpdate> = (self.updates.iter())
+                .map(|update| MaintenanceUpdate {
+                    message: pick(&update.message, &update.translations, language).to_owned(),
+                    translations: BTreeMap::new(),
+                    ..MaintenanceUpdate::clone(update)
+                })
+                .collect();
+            self.updates = updates.into();
+        }
+        self
+    }
 }
 
 pub type State = Option<Maintenance>;
@@ -249,6 +319,31 @@ impl Decider for MaintenanceDecider {
                 let affected_services = v.check(services(&c.affected_services));
                 let regions = v.check(labels("regions", &c.regions));
                 let audience = v.check(c.audience.validated());
+                let translations = translations(
+                    &c.translations,
+                    &c.default_language,
+                    &mut v,
+                    |field, t: &ScheduleTexts, v| {
+                        let texts = ScheduleTexts {
+                            title: translated(
+                                v,
+                                &format!("{field}.title"),
+                                t.title.as_deref(),
+                                true,
+                                |f, x| text(f, x, MAX_TITLE_CHARS),
+                            ),
+                            message: translated(
+                                v,
+                                &format!("{field}.message"),
+                                t.message.as_deref(),
+                                true,
+                                |f, x| text(f, x, MAX_MESSAGE_CHARS),
+                            ),
+                        };
+                        refuse_empty(v, field, texts == ScheduleTexts::default());
+                        texts
+                    },
+                );
                 let author = v.check(text("author", &c.author, MAX_TITLE_CHARS));
                 let starts_at = v.check(time("starts_at", c.starts_at).map(Some));
                 let ends_at = v.check(time("ends_at", c.ends_at).map(Some));
@@ -268,6 +363,7 @@ impl Decider for MaintenanceDecider {
                     starts_at: c.starts_at,
                     ends_at: c.ends_at,
                     audience,
+                    translations,
                     author,
                     at: c.at,
                 })])
@@ -278,6 +374,8 @@ impl Decider for MaintenanceDecider {
                     .ok_or_else(|| DomainError::NotFound("maintenance".into()))?;
                 let mut v = Validation::default();
                 let message = v.check(text("message", &c.message, MAX_MESSAGE_CHARS));
+                let translations =
+                    message_translations(&c.translations, &c.default_language, &mut v);
                 let author = v.check(text("author", &c.author, MAX_TITLE_CHARS));
                 v.finish()?;
                 if maintenance.status.is_finished() {
@@ -305,6 +403,7 @@ impl Decider for MaintenanceDecider {
                     update_id: c.update_id,
                     status: c.status,
                     message,
+                    translations,
                     author,
                     at: c.at,
                 })])
@@ -329,8 +428,14 @@ impl Decider for MaintenanceDecider {
                     message: e.message.clone(),
                     created_at: e.at,
                     author: e.author.clone(),
+                    translations: (e.translations.iter())
+                        .filter_map(|(l, t)| Some((l.clone(), t.message.clone()?)))
+                        .collect(),
                 }]
                 .into(),
+                title_translations: (e.translations.iter())
+                    .filter_map(|(l, t)| Some((l.clone(), t.title.clone()?)))
+                    .collect(),
             }),
             (Some(mut maintenance), Event::UpdatePosted(e)) => {
                 maintenance.status = e.status;
@@ -340,6 +445,9 @@ impl Decider for MaintenanceDecider {
                     message: e.message.clone(),
                     created_at: e.at,
                     author: e.author.clone(),
+                    translations: (e.translations.iter())
+                        .map(|(l, t)| (l.clone(), t.message.clone()))
+                        .collect(),
                 });
                 Some(maintenance)
             }
@@ -371,6 +479,8 @@ mod tests {
             starts_at: at(22),
             ends_at: at(23),
             audience: Audience::Public,
+            translations: RawTranslations::new(),
+            default_language: Language::english(),
             author: "key-1".into(),
             at: at(8),
         }
@@ -387,6 +497,8 @@ mod tests {
             update_id: Uuid::from_u128(10 + n),
             status,
             message: format!("step {n}"),
+            translations: RawTranslations::new(),
+            default_language: Language::english(),
             author: "key-1".into(),
             at: at(22),
         })
@@ -535,7 +647,7 @@ mod tests {
     #[test]
     fn versions_this_build_cannot_read_are_refused_not_guessed() {
         let current = serde_json::to_value(scheduled()).unwrap();
-        for version in [0, 3, u32::MAX] {
+        for version in [0, 4, u32::MAX] {
             assert!(matches!(
                 Event::from_stored("maintenance.scheduled", version, current.clone()),
                 Err(DecodeError::UnknownVersion(_, v)) if v == version
@@ -550,5 +662,44 @@ mod tests {
             Event::from_stored("maintenance.scheduled", 1, serde_json::json!([1])),
             Err(DecodeError::Malformed(..))
         ));
+    }
+
+    #[test]
+    fn a_translated_schedule_reads_in_each_language_and_old_versions_read_with_none() {
+        let mut c = schedule();
+        c.translations.insert(
+            "cy".into(),
+            ScheduleTexts {
+                title: Some("Uwchraddio cronfa ddata Exchange".into()),
+                message: None,
+            },
+        );
+        let events = given::<MaintenanceDecider>(&[])
+            .when(Command::Schedule(c.clone()))
+            .unwrap();
+        let maintenance = MaintenanceDecider::fold(&events).unwrap();
+        let welsh = Language::parse("lang", "cy").unwrap();
+        let cy = maintenance.clone().in_language(Some(&welsh));
+        assert_eq!(cy.title, "Uwchraddio cronfa ddata Exchange");
+        assert_eq!(cy.updates[0].message, schedule().message, "falls back");
+        assert_eq!(maintenance.in_language(None).title, schedule().title);
+
+        c.translations.insert("cy".into(), ScheduleTexts::default());
+        let Err(DomainError::Invalid(errors)) =
+            given::<MaintenanceDecider>(&[]).when(Command::Schedule(c))
+        else {
+            panic!("an empty translation is refused")
+        };
+        assert_eq!(errors[0].field, "translations.cy");
+
+        let Event::Scheduled(old) =
+            Event::from_stored("maintenance.scheduled", 1, scheduled_v1()).unwrap()
+        else {
+            panic!()
+        };
+        assert!(old.translations.is_empty());
+        let mut v2 = scheduled_v1();
+        v2["regions"] = serde_json::json!([]);
+        assert!(Event::from_stored("maintenance.scheduled", 2, v2).is_ok());
     }
 }

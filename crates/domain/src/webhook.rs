@@ -9,8 +9,24 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::language::Language;
 use crate::values::{label, text, NoticeType, ServiceId, MAX_LIST_LEN, MAX_TITLE_CHARS};
 use crate::{decode, Decider, DecodeError, DomainError, Validation};
+
+/// What a delivery's body is: a CloudEvent, or a message a chat product's incoming webhook
+/// takes and shows to people.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum WebhookFormat {
+    /// The notice as a CloudEvents 1.0 JSON object, signed as Standard Webhooks say.
+    #[default]
+    Cloudevents,
+    /// A Slack incoming-webhook message: `text` and `blocks`.
+    Slack,
+    /// A Microsoft Teams incoming-webhook (or Workflows) message carrying an Adaptive Card.
+    Teams,
+}
 
 pub type WebhookId = Uuid;
 
@@ -34,6 +50,10 @@ pub struct Register {
     pub service_ids: Vec<ServiceId>,
     /// The tenant whose private notices it also receives (the registering key's).
     pub tenant: Option<String>,
+    /// The language its notices are rendered in (a tag as the client wrote it); `None`:
+    /// the default language.
+    pub language: Option<String>,
+    pub format: WebhookFormat,
     pub author: String,
     pub at: DateTime<Utc>,
 }
@@ -67,6 +87,10 @@ pub struct WebhookRegistered {
     pub event_types: Vec<NoticeType>,
     pub service_ids: Vec<ServiceId>,
     pub tenant: Option<String>,
+    /// Schema version 2: the language of its notices (`null`: the default) and the format
+    /// of its bodies.
+    pub language: Option<Language>,
+    pub format: WebhookFormat,
     pub author: String,
     pub at: DateTime<Utc>,
 }
@@ -84,9 +108,13 @@ pub struct WebhookDisabled {
 }
 
 impl Event {
-    /// The schema version of the stored form written today.
+    /// The schema version of the stored form written today: `webhook.registered` v2 added
+    /// `language` and `format`.
     pub fn schema_version(&self) -> u32 {
-        1
+        match self {
+            Event::Registered(_) => 2,
+            _ => 1,
+        }
     }
 
     pub fn type_name(&self) -> &'static str {
@@ -103,12 +131,30 @@ impl Event {
         data: serde_json::Value,
     ) -> Result<Event, DecodeError> {
         match type_name {
-            "webhook.registered" => decode(type_name, schema_version, data, &[], Event::Registered),
+            "webhook.registered" => decode(
+                type_name,
+                schema_version,
+                data,
+                &[registered_v1_to_v2],
+                Event::Registered,
+            ),
             "webhook.deleted" => decode(type_name, schema_version, data, &[], Event::Deleted),
             "webhook.disabled" => decode(type_name, schema_version, data, &[], Event::Disabled),
             other => Err(DecodeError::UnknownType(other.to_owned())),
         }
     }
+}
+
+/// Version 1 registrations received CloudEvents in the default language.
+fn registered_v1_to_v2(
+    mut v1: serde_json::Map<String, serde_json::Value>,
+) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    if v1.contains_key("language") || v1.contains_key("format") {
+        return Err("a version 1 registration has no language or format".into());
+    }
+    v1.insert("language".into(), serde_json::Value::Null);
+    v1.insert("format".into(), "cloudevents".into());
+    Ok(v1)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -130,6 +176,10 @@ pub struct Webhook {
     pub event_types: Vec<NoticeType>,
     pub service_ids: Vec<ServiceId>,
     pub tenant: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<Language>,
+    #[serde(default)]
+    pub format: WebhookFormat,
     pub status: WebhookStatus,
     pub created_at: DateTime<Utc>,
     pub created_by: String,
@@ -201,6 +251,12 @@ impl Decider for WebhookDecider {
                 let event_types = v.check(distinct("event_types", &c.event_types));
                 let service_ids = v.check(distinct("service_ids", &c.service_ids));
                 let tenant = v.check(c.tenant.as_deref().map(|t| label("tenant", t)).transpose());
+                let language = v.check(
+                    c.language
+                        .as_deref()
+                        .map(|tag| Language::parse("language", tag))
+                        .transpose(),
+                );
                 let author = v.check(text("author", &c.author, MAX_TITLE_CHARS));
                 v.finish()?;
                 Ok(vec![Event::Registered(WebhookRegistered {
@@ -209,6 +265,8 @@ impl Decider for WebhookDecider {
                     event_types,
                     service_ids,
                     tenant,
+                    language,
+                    format: c.format,
                     author,
                     at: c.at,
                 })])
@@ -245,6 +303,8 @@ impl Decider for WebhookDecider {
                 event_types: e.event_types.clone(),
                 service_ids: e.service_ids.clone(),
                 tenant: e.tenant.clone(),
+                language: e.language.clone(),
+                format: e.format,
                 status: WebhookStatus::Active,
                 created_at: e.at,
                 created_by: e.author.clone(),
@@ -287,6 +347,8 @@ mod tests {
             event_types: vec![NoticeType::IncidentResolved, NoticeType::IncidentResolved],
             service_ids: vec![Uuid::from_u128(1), Uuid::from_u128(1), Uuid::from_u128(2)],
             tenant: Some("Contoso".into()),
+            language: Some("CY".into()),
+            format: WebhookFormat::Slack,
             author: "admin".into(),
             at: at(0),
         }
@@ -379,6 +441,32 @@ mod tests {
         assert_eq!(
             Event::from_stored(event.type_name(), event.schema_version(), data).unwrap(),
             event
+        );
+    }
+
+    #[test]
+    fn a_registration_keeps_its_language_and_format_and_version_1_reads_with_neither() {
+        let Event::Registered(e) = registered() else {
+            panic!()
+        };
+        assert_eq!(e.language.as_ref().map(Language::as_str), Some("cy"));
+        let webhook = WebhookDecider::fold(&[registered()]).unwrap();
+        assert_eq!(webhook.format, WebhookFormat::Slack);
+        let mut bad = register();
+        bad.language = Some("Welsh please".into());
+        assert!(WebhookDecider::decide(&Command::Register(bad), &None).is_err());
+
+        let mut v1 = serde_json::to_value(registered()).unwrap();
+        let object = v1.as_object_mut().unwrap();
+        object.remove("language");
+        object.remove("format");
+        let Event::Registered(old) = Event::from_stored("webhook.registered", 1, v1).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (old.language, old.format),
+            (None, WebhookFormat::Cloudevents)
         );
     }
 }

@@ -241,6 +241,8 @@ impl TestDatabase {
 /// that migrating again runs V9 and the rest on it: for tests of V9 and of earlier
 /// migrations. A new migration adds its undo at the front.
 pub const UNDO_V9_SQL: &str = concat!(
+    // V13: endpoints know their language and format.
+    "ALTER TABLE webhook_endpoints DROP COLUMN language, DROP COLUMN format; ",
     // V12: event authenticators.
     "ALTER TABLE events DROP COLUMN authenticator; ",
     // V11: endpoints know their registering key.

@@ -24,7 +24,7 @@ use tasks::Chain;
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
-use crate::notice::{Notice, NoticeFilter};
+use crate::notice::{Notice, NoticeFilter, Site};
 use crate::NoticeError;
 
 /// Notices the ring holds by default: how far behind a subscriber may fall before it is
@@ -48,8 +48,8 @@ pub struct NoticeHub {
     /// Subscribers reading the log to catch up at once (each holds a connection per read).
     catching_up: Arc<tokio::sync::Semaphore>,
     heartbeat: Duration,
-    /// The public base URL: CloudEvents `source` is under it.
-    source_base: String,
+    /// What notices are rendered for.
+    site: Site,
 }
 
 /// Subscribers of one process that may read the log to catch up at the same time.
@@ -63,14 +63,14 @@ struct HubState {
 
 impl Default for NoticeHub {
     fn default() -> Self {
-        NoticeHub::new(RING, HEARTBEAT, "http://127.0.0.1:8080")
+        NoticeHub::new(RING, HEARTBEAT, Site::default())
     }
 }
 
 impl NoticeHub {
     /// A hub whose ring holds `ring` notices, its streams sending a comment every
     /// `heartbeat`.
-    pub fn new(ring: usize, heartbeat: Duration, source_base: &str) -> NoticeHub {
+    pub fn new(ring: usize, heartbeat: Duration, site: Site) -> NoticeHub {
         let (sender, _) = broadcast::channel(ring.max(1));
         let (revocations, _) = broadcast::channel(256);
         NoticeHub {
@@ -83,7 +83,7 @@ impl NoticeHub {
             revocations,
             catching_up: Arc::new(tokio::sync::Semaphore::new(CATCH_UPS_AT_ONCE)),
             heartbeat,
-            source_base: source_base.trim_end_matches('/').to_owned(),
+            site,
         }
     }
 
@@ -202,7 +202,7 @@ impl NoticeHub {
                     // the database. A failure is retried by whichever subscriber needs it.
                     let everyone = NoticeFilter::default();
                     if let Err(e) = notice
-                        .message_for(&store, &Viewer::Public, &everyone, &self.source_base)
+                        .message_for(&store, &Viewer::Public, &everyone, &self.site)
                         .await
                     {
                         tracing::warn!(error = %Chain(&e), position = event.position, "could not prepare a notice");
@@ -343,12 +343,7 @@ impl Subscriber {
             }
             if let Some(notice) = Notice::of(event) {
                 if let Some(message) = notice
-                    .message_for(
-                        &self.store,
-                        &self.viewer,
-                        &self.filter,
-                        &self.hub.source_base,
-                    )
+                    .message_for(&self.store, &self.viewer, &self.filter, &self.hub.site)
                     .await?
                 {
                     self.ready.push_back(message);
@@ -427,7 +422,7 @@ impl Subscriber {
                     Ok(notice) if notice.position <= self.last => {}
                     Ok(notice) => {
                         match notice
-                            .message_for(&self.store, &self.viewer, &self.filter, &self.hub.source_base)
+                            .message_for(&self.store, &self.viewer, &self.filter, &self.hub.site)
                             .await
                         {
                             Ok(Some(message)) => self.ready.push_back(message),

@@ -17,7 +17,7 @@ pub mod notice;
 pub mod representation;
 
 pub use hub::{NoticeHub, StreamKey, Subscriber};
-pub use notice::{Notice, NoticeFilter, Rendered};
+pub use notice::{Notice, NoticeFilter, Rendered, Site};
 
 use projections::ProjectionError;
 

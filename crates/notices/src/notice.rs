@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use domain::incident::{Incident, IncidentDecider};
+use domain::language::{Language, Negotiation, Preferences};
 use domain::maintenance::{Maintenance, MaintenanceDecider};
 use domain::values::NoticeType;
 use eventstore::{EventStore, LoggedEvent};
@@ -47,8 +48,35 @@ pub struct Notice {
     /// The services an incident affected just before this event (for service filters:
     /// the update that frees a service concerns it too).
     services_before: tokio::sync::OnceCell<Vec<Uuid>>,
-    /// The notice for each kind of viewer, rendered once (`None`: it may not see it).
-    rendered: Mutex<HashMap<ViewerKey, Option<Rendered>>>,
+    /// The notice for each kind of viewer and language it is rendered in, rendered once
+    /// (`None`: it may not see it).
+    rendered: Mutex<HashMap<RenderingKey, Option<Rendered>>>,
+}
+
+/// A rendering's kind of viewer and language (`None`: the default one).
+type RenderingKey = (ViewerKey, Option<Language>);
+
+/// Where notices are rendered for: the public base URL (CloudEvents `source` is under it)
+/// and the default language of their texts.
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub source_base: String,
+    pub default_language: Language,
+}
+
+impl Site {
+    pub fn new(public_url: &str, default_language: Language) -> Site {
+        Site {
+            source_base: public_url.trim_end_matches('/').to_owned(),
+            default_language,
+        }
+    }
+}
+
+impl Default for Site {
+    fn default() -> Self {
+        Site::new("http://127.0.0.1:8080", Language::english())
+    }
 }
 
 /// One notice rendered for one kind of viewer.
@@ -95,6 +123,9 @@ pub struct NoticeFilter {
     pub region: Option<String>,
     /// Notices of these types.
     pub types: Vec<NoticeType>,
+    /// The languages to render them in, most wanted first, where they have them (none:
+    /// the default language).
+    pub preferences: Preferences,
 }
 
 fn regions_match(regions: &[String], wanted: &str) -> bool {
@@ -102,6 +133,18 @@ fn regions_match(regions: &[String], wanted: &str) -> bool {
 }
 
 impl Resource {
+    /// The language this resource renders in for `negotiation` (`None`: the default).
+    fn language(&self, negotiation: &Negotiation) -> Option<Language> {
+        if negotiation.preferences.is_empty() {
+            return None; // the usual subscriber: no texts to look through
+        }
+        match self {
+            Resource::Incident(i) => negotiation.choose(i.state.languages()).cloned(),
+            Resource::Maintenance(m) => negotiation.choose(m.state.languages()).cloned(),
+            Resource::Service(_) => None,
+        }
+    }
+
     fn matches(&self, filter: &NoticeFilter) -> bool {
         let service = |ids: Vec<Uuid>| {
             filter.services.is_empty() || ids.iter().any(|id| filter.services.contains(id))
@@ -267,7 +310,7 @@ impl Notice {
         store: &EventStore,
         viewer: &Viewer,
         filter: &NoticeFilter,
-        source_base: &str,
+        site: &Site,
     ) -> Result<Option<Rendered>, NoticeError> {
         if !filter.types.is_empty() && !filter.types.contains(&self.notice_type) {
             return Ok(None);
@@ -283,13 +326,18 @@ impl Notice {
         if !self.wanted(store, &resource, filter).await? {
             return Ok(None);
         }
-        let key = ViewerKey::from(viewer);
+        let negotiation = Negotiation {
+            preferences: filter.preferences.clone(),
+            default: site.default_language.clone(),
+        };
+        let language = resource.language(&negotiation);
+        let key = (ViewerKey::from(viewer), language);
         if let Some(rendered) = self.rendered.lock().ok().and_then(|r| r.get(&key).cloned()) {
             return Ok(rendered);
         }
-        let rendered = match render_data(store, (*resource).clone(), viewer).await? {
+        let rendered = match render_data(store, (*resource).clone(), viewer, &negotiation).await? {
             None => None,
-            Some(data) => Some(self.cloud_event(data, source_base)?),
+            Some(data) => Some(self.cloud_event(data, &site.source_base)?),
         };
         if let Ok(mut cache) = self.rendered.lock() {
             cache.insert(key, rendered.clone());
@@ -303,9 +351,9 @@ impl Notice {
         store: &EventStore,
         viewer: &Viewer,
         filter: &NoticeFilter,
-        source_base: &str,
+        site: &Site,
     ) -> Result<Option<Bytes>, NoticeError> {
-        let rendered = self.render_for(store, viewer, filter, source_base).await?;
+        let rendered = self.render_for(store, viewer, filter, site).await?;
         Ok(rendered.map(|r| r.sse))
     }
 
@@ -403,6 +451,7 @@ async fn render_data(
     store: &EventStore,
     resource: Resource,
     viewer: &Viewer,
+    negotiation: &Negotiation,
 ) -> Result<Option<serde_json::Value>, NoticeError> {
     let encode =
         |value: Result<serde_json::Value, serde_json::Error>| value.map_err(NoticeError::from);
@@ -417,7 +466,7 @@ async fn render_data(
                     .map(|a| a.service_id);
                 let services = services_for(store, ids, viewer).await?;
                 Some(encode(serde_json::to_value(WithServices {
-                    resource: IncidentBody::from(incident),
+                    resource: IncidentBody::new(incident, negotiation),
                     services,
                 }))?)
             }
@@ -428,7 +477,7 @@ async fn render_data(
                 let ids = maintenance.state.affected_services.clone().into_iter();
                 let services = services_for(store, ids, viewer).await?;
                 Some(encode(serde_json::to_value(WithServices {
-                    resource: MaintenanceBody::from(maintenance),
+                    resource: MaintenanceBody::new(maintenance, negotiation),
                     services,
                 }))?)
             }

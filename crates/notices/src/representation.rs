@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use domain::incident::Incident;
+use domain::language::{Language, Negotiation};
 use domain::maintenance::Maintenance;
 use domain::values::ServiceStatus;
 use projections::queries::ServiceView;
@@ -46,37 +47,76 @@ impl From<ServiceView> for ServiceBody {
     }
 }
 
-/// An incident as it stands, with its whole timeline.
+/// An incident as it stands, with its whole timeline, in one language.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct IncidentBody {
     #[serde(flatten)]
     pub incident: Incident,
+    /// The language its texts are shown in (a text it lacks there is shown in the default
+    /// language).
+    pub language: Language,
+    /// Every language it has texts in, the default one first: ask for one with `?lang=` or
+    /// `Accept-Language`.
+    pub translations: Vec<Language>,
     /// The stream version, also served as `ETag`.
     pub version: u64,
 }
 
-impl From<Versioned<Incident>> for IncidentBody {
-    fn from(v: Versioned<Incident>) -> Self {
+impl IncidentBody {
+    /// The incident in the language `negotiation` chooses among those it has.
+    pub fn new(v: Versioned<Incident>, negotiation: &Negotiation) -> Self {
+        let (chosen, translations) = {
+            let languages = v.state.languages();
+            let chosen = negotiation.choose(languages.iter().copied()).cloned();
+            let translations = all_languages(negotiation, languages);
+            (chosen, translations)
+        };
         IncidentBody {
-            incident: v.state,
+            language: negotiation.tag(chosen.as_ref()),
+            incident: v.state.in_language(chosen.as_ref()),
+            translations,
             version: v.version,
         }
     }
 }
 
-/// A maintenance as it stands.
+/// The default language, then every other a resource has.
+fn all_languages<'a>(
+    negotiation: &Negotiation,
+    others: impl IntoIterator<Item = &'a Language>,
+) -> Vec<Language> {
+    std::iter::once(negotiation.default.clone())
+        .chain(others.into_iter().cloned())
+        .collect()
+}
+
+/// A maintenance as it stands, in one language.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct MaintenanceBody {
     #[serde(flatten)]
     pub maintenance: Maintenance,
+    /// The language its texts are shown in (a text it lacks there is shown in the default
+    /// language).
+    pub language: Language,
+    /// Every language it has texts in, the default one first.
+    pub translations: Vec<Language>,
     /// The stream version, also served as `ETag`.
     pub version: u64,
 }
 
-impl From<Versioned<Maintenance>> for MaintenanceBody {
-    fn from(v: Versioned<Maintenance>) -> Self {
+impl MaintenanceBody {
+    /// The maintenance in the language `negotiation` chooses among those it has.
+    pub fn new(v: Versioned<Maintenance>, negotiation: &Negotiation) -> Self {
+        let (chosen, translations) = {
+            let languages = v.state.languages();
+            let chosen = negotiation.choose(languages.iter().copied()).cloned();
+            let translations = all_languages(negotiation, languages);
+            (chosen, translations)
+        };
         MaintenanceBody {
-            maintenance: v.state,
+            language: negotiation.tag(chosen.as_ref()),
+            maintenance: v.state.in_language(chosen.as_ref()),
+            translations,
             version: v.version,
         }
     }

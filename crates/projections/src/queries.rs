@@ -16,12 +16,13 @@
 //! Incident and maintenance states are read with their timelines in the same statement (see
 //! [`StoredState`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use domain::api_key::ApiKey;
 use domain::incident::Incident;
+use domain::language::Language;
 use domain::maintenance::Maintenance;
 use domain::service::Service;
 use domain::values::{Audience, ServiceStatus, Timeline};
@@ -774,6 +775,63 @@ pub struct RecentUpdate {
     /// What an affected client should do, as the incident now says (none for a
     /// maintenance, or an action of kind `none`).
     pub client_action: Option<String>,
+    /// The resource's title, the update's message and the client action in other languages.
+    pub title_translations: BTreeMap<Language, String>,
+    pub message_translations: BTreeMap<Language, String>,
+    pub client_action_translations: BTreeMap<Language, String>,
+}
+
+impl RecentUpdate {
+    /// Every language it has a text in besides the default one.
+    pub fn languages(&self) -> impl Iterator<Item = &Language> {
+        (self.title_translations.keys())
+            .chain(self.message_translations.keys())
+            .chain(self.client_action_translations.keys())
+    }
+
+    /// Its texts in `language` where it has them.
+    pub fn in_language(mut self, language: &Language) -> RecentUpdate {
+        if let Some(title) = self.title_translations.remove(language) {
+            self.title = title;
+        }
+        if let Some(message) = self.message_translations.remove(language) {
+            self.message = message;
+        }
+        if let (Some(action), Some(translated)) = (
+            &mut self.client_action,
+            self.client_action_translations.remove(language),
+        ) {
+            *action = translated;
+        }
+        self
+    }
+}
+
+/// A stored map of translations: language → text, or language → `{message, …}` (an
+/// update's message with its corrections).
+fn translations_column(
+    row: &tokio_postgres::Row,
+    column: &str,
+) -> Result<BTreeMap<Language, String>, ProjectionError> {
+    let value: Option<Json<serde_json::Value>> = row.try_get(column)?;
+    let Some(Json(serde_json::Value::Object(map))) = value else {
+        return Ok(BTreeMap::new());
+    };
+    Ok(map
+        .into_iter()
+        .filter_map(|(tag, text)| {
+            let text = match text {
+                serde_json::Value::String(text) => text,
+                serde_json::Value::Object(mut o) => match o.remove("message") {
+                    Some(serde_json::Value::String(text)) => text,
+                    _ => return None,
+                },
+                _ => return None,
+            };
+            let language = serde_json::from_value(serde_json::Value::String(tag)).ok()?;
+            Some((language, text))
+        })
+        .collect())
 }
 
 /// The newest updates of incidents and maintenances the viewer may see, newest first.
@@ -788,10 +846,15 @@ pub async fn recent_updates<C: GenericClient>(
             "SELECT u.resource_kind, u.resource_id, u.update_id, u.title, u.status, u.message, \
                     u.created_at, \
                     CASE WHEN i.state -> 'client_action' ->> 'kind' <> 'none' \
-                         THEN i.state -> 'client_action' ->> 'message' END AS client_action \
+                         THEN i.state -> 'client_action' ->> 'message' END AS client_action, \
+                    u.body -> 'translations' AS message_translations, \
+                    COALESCE(i.state, m.state) -> 'title_translations' AS title_translations, \
+                    i.state -> 'client_action_translations' AS client_action_translations \
                FROM (SELECT * FROM rm_updates WHERE ($1 OR public OR $2 = ANY(tenants)) \
                       ORDER BY created_at DESC, update_id DESC LIMIT $3) u \
                LEFT JOIN rm_incidents i ON u.resource_kind = 'incident' AND i.id = u.resource_id \
+               LEFT JOIN rm_maintenances m \
+                      ON u.resource_kind = 'maintenance' AND m.id = u.resource_id \
               ORDER BY u.created_at DESC, u.update_id DESC",
         )
         .await?;
@@ -812,6 +875,9 @@ pub async fn recent_updates<C: GenericClient>(
                 client_action: row
                     .try_get::<_, Option<String>>("client_action")?
                     .filter(|m| !m.trim().is_empty()),
+                title_translations: translations_column(row, "title_translations")?,
+                message_translations: translations_column(row, "message_translations")?,
+                client_action_translations: translations_column(row, "client_action_translations")?,
             })
         })
         .collect()

@@ -6,6 +6,7 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use domain::api_key::{self, ApiKeyDecider, Role};
 use domain::incident::{self, IncidentDecider};
+use domain::language::{Language, RawTranslations};
 use domain::maintenance::{self, MaintenanceDecider, MaintenanceStatus};
 use domain::service::{self, ServiceDecider};
 use domain::values::{
@@ -158,6 +159,12 @@ fn incident_script(n: usize, services: &[Uuid], shape: Shape) -> Vec<incident::C
         regions: vec![["europe", "asia", "global"][n % 3].to_owned()],
         audience: audience(n),
         client_action: ClientAction::default(),
+        translations: welsh(n, |cy| incident::DeclarationTexts {
+            title: Some(format!("Ni all defnyddwyr fewngofnodi ({n})")),
+            message: Some(cy.into()),
+            client_action: None,
+        }),
+        default_language: Language::english(),
         author: "publisher-key".into(),
         at: start,
     })];
@@ -185,12 +192,23 @@ fn incident_script(n: usize, services: &[Uuid], shape: Shape) -> Vec<incident::C
                 kind: ClientActionKind::RestartClient,
                 message: "Restart the app to recover.".into(),
             }),
+            translations: welsh(n, |cy| incident::UpdateTexts {
+                message: Some(cy.into()),
+                client_action: (status == IncidentStatus::Resolved).then(|| {
+                    incident::ActionText {
+                        message: "Ailgychwynnwch yr ap i adfer.".into(),
+                    }
+                }),
+            }),
+            default_language: Language::english(),
             author: "publisher-key".into(),
             at: start + Duration::seconds(10 * k as i64),
         }));
         if k == 1 && n % 4 == 0 {
             commands.push(incident::Command::Correct(incident::Correct {
                 update_id: update_id(0),
+                language: None,
+                default_language: Language::english(),
                 message: "We are investigating reports of sign-in failures in Europe.".into(),
                 reason: "The first update did not say where.".into(),
                 author: "publisher-key".into(),
@@ -203,6 +221,8 @@ fn incident_script(n: usize, services: &[Uuid], shape: Shape) -> Vec<incident::C
         commands.push(incident::Command::Reopen(incident::Reopen {
             update_id: update_id(updates + 1),
             message: "Sign-in failures have returned for some users.".into(),
+            translations: welsh(n, |cy| incident::MessageText { message: cy.into() }),
+            default_language: Language::english(),
             author: "publisher-key".into(),
             at: end,
         }));
@@ -212,12 +232,23 @@ fn incident_script(n: usize, services: &[Uuid], shape: Shape) -> Vec<incident::C
                 body:
                     "A configuration change removed a certificate; we now check before deploying."
                         .into(),
+                translations: welsh(n, |cy| incident::BodyText { body: cy.into() }),
+                default_language: Language::english(),
                 author: "publisher-key".into(),
                 at: end,
             },
         ));
     }
     commands
+}
+
+/// Every fifth resource of a script is published in Welsh too.
+fn welsh<T>(n: usize, texts: impl Fn(&str) -> T) -> RawTranslations<T> {
+    let mut translations = RawTranslations::new();
+    if n % 5 == 2 {
+        translations.insert("cy".to_owned(), texts("Testun Cymraeg."));
+    }
+    translations
 }
 
 fn maintenance_script(n: usize, services: &[Uuid]) -> Vec<maintenance::Command> {
@@ -232,6 +263,11 @@ fn maintenance_script(n: usize, services: &[Uuid]) -> Vec<maintenance::Command> 
         starts_at: at + Duration::hours(1),
         ends_at: at + Duration::hours(2),
         audience: audience(n + 1),
+        translations: welsh(n, |cy| maintenance::ScheduleTexts {
+            title: None,
+            message: Some(cy.into()),
+        }),
+        default_language: Language::english(),
         author: "publisher-key".into(),
         at,
     })];
@@ -250,6 +286,8 @@ fn maintenance_script(n: usize, services: &[Uuid]) -> Vec<maintenance::Command> 
             update_id: id(5, n * 10 + k + 1),
             status: *status,
             message: format!("The work is {}.", status.as_str().replace('_', " ")),
+            translations: welsh(n, |cy| incident::MessageText { message: cy.into() }),
+            default_language: Language::english(),
             author: "publisher-key".into(),
             at: at + Duration::hours(1) + Duration::minutes(k as i64 * 10),
         }));

@@ -68,6 +68,8 @@ fn declare(id: Uuid, affected: Vec<AffectedService>, audience: Audience) -> inci
         regions: vec!["europe".into()],
         audience,
         client_action: ClientAction::default(),
+        translations: Default::default(),
+        default_language: domain::language::Language::english(),
         author: "publisher".into(),
         at: at(1),
     })
@@ -81,6 +83,8 @@ fn post(status: IncidentStatus, minute: u32) -> incident::Command {
         impact: None,
         affected_services: None,
         client_action: None,
+        translations: Default::default(),
+        default_language: domain::language::Language::english(),
         author: "publisher".into(),
         at: at(minute),
     })
@@ -276,6 +280,8 @@ async fn concurrent_incidents_on_one_service_give_the_worst_open_status() {
         starts_at: at(30),
         ends_at: at(50),
         audience: Audience::Public,
+        translations: Default::default(),
+        default_language: domain::language::Language::english(),
         author: "publisher".into(),
         at: at(2),
     });
@@ -287,6 +293,8 @@ async fn concurrent_incidents_on_one_service_give_the_worst_open_status() {
         update_id: Uuid::new_v4(),
         status: MaintenanceStatus::InProgress,
         message: "Started.".into(),
+        translations: Default::default(),
+        default_language: domain::language::Language::english(),
         author: "publisher".into(),
         at: at(30),
     });
@@ -1233,6 +1241,8 @@ async fn publishers_of_several_processes_each_decide_on_the_others_latest_writes
     let reopen = incident::Command::Reopen(incident::Reopen {
         update_id: Uuid::new_v4(),
         message: "Failures are back.".into(),
+        translations: Default::default(),
+        default_language: domain::language::Language::english(),
         author: "comms".into(),
         at: at(8),
     });
@@ -1259,4 +1269,143 @@ async fn publishers_of_several_processes_each_decide_on_the_others_latest_writes
         ),
         "{stale:?}"
     );
+}
+
+/// Appends `payload` to `stream` as schema version 1 of `type_name` wrote it, the way a
+/// database upgraded from before translations holds it.
+async fn append_version_1(
+    store: &EventStore,
+    stream: &str,
+    type_name: &str,
+    payload: serde_json::Value,
+) {
+    let mut event = eventstore::NewEvent::new(type_name, payload, by());
+    event.schema_version = 1;
+    store
+        .append(stream, eventstore::ExpectedVersion::Any, &[event])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_history_mixing_version_1_and_translated_version_2_events_replays_to_the_live_read_models(
+) {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    let publisher = Publisher::new(&store);
+    testing::publish(&publisher, SMALL).await;
+    let service_id = create_service(&publisher, "Teams").await;
+
+    // An incident declared, updated and corrected before translations existed.
+    let id = Uuid::new_v4();
+    let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+    let stream = format!("incident-{id}");
+    append_version_1(
+        &store,
+        &stream,
+        "incident.declared",
+        serde_json::json!({
+            "incident_id": id, "update_id": first, "title": "Users cannot sign in",
+            "impact": "major", "status": "investigating", "message": "We are investigating.",
+            "affected_services": [{"service_id": service_id, "status": "major_outage"}],
+            "regions": [], "audience": {"visibility": "public"},
+            "client_action": {"kind": "none", "message": ""}, "author": "publisher-key",
+            "at": "2026-11-24T09:00:00Z"
+        }),
+    )
+    .await;
+    append_version_1(
+        &store,
+        &stream,
+        "incident.update_posted",
+        serde_json::json!({
+            "update_id": second, "status": "identified", "message": "Found it.", "impact": null,
+            "affected_services": null, "client_action": null, "author": "publisher-key",
+            "at": "2026-11-24T09:10:00Z"
+        }),
+    )
+    .await;
+    append_version_1(
+        &store,
+        &stream,
+        "incident.update_corrected",
+        serde_json::json!({
+            "update_id": first, "message": "We are investigating sign-in failures.",
+            "reason": "clearer", "author": "publisher-key", "at": "2026-11-24T09:11:00Z"
+        }),
+    )
+    .await;
+    store.seal_all(Duration::from_secs(10)).await.unwrap();
+    Builder::new(&store, BuilderOptions::default())
+        .catch_up()
+        .await
+        .unwrap();
+    {
+        let client = store.pool().get().await.unwrap();
+        let old = queries::incident(&client, id, &Viewer::Public)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (old.version, old.state.updates[0].corrections.len()),
+            (3, 1),
+            "{old:?}"
+        );
+    }
+    // Then, today, an update in English and Welsh, decided on the folded old history.
+    let mut welsh = domain::language::RawTranslations::new();
+    welsh.insert(
+        "cy".to_owned(),
+        incident::UpdateTexts {
+            message: Some("Wedi'i drwsio.".into()),
+            client_action: None,
+        },
+    );
+    publisher
+        .execute::<IncidentDecider>(
+            id,
+            &incident::Command::PostUpdate(incident::PostUpdate {
+                update_id: Uuid::new_v4(),
+                status: IncidentStatus::Resolved,
+                message: "Fixed.".into(),
+                impact: None,
+                affected_services: None,
+                client_action: None,
+                translations: welsh,
+                default_language: domain::language::Language::english(),
+                author: "publisher-key".into(),
+                at: chrono::Utc::now(),
+            }),
+            Some(3),
+            &by(),
+        )
+        .await
+        .unwrap();
+    store.seal_all(Duration::from_secs(10)).await.unwrap();
+    Builder::new(&store, BuilderOptions::default())
+        .catch_up()
+        .await
+        .unwrap();
+
+    let client = store.pool().get().await.unwrap();
+    let live_incident = queries::incident(&client, id, &Viewer::Public)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(live_incident.version, 4);
+    assert_eq!(live_incident.state.updates[0].corrections.len(), 1);
+    let cy = domain::language::Language::parse("lang", "cy").unwrap();
+    let in_welsh = live_incident.state.clone().in_language(Some(&cy));
+    assert_eq!(in_welsh.updates[2].message, "Wedi'i drwsio.");
+    assert_eq!(
+        in_welsh.updates[0].message,
+        "We are investigating sign-in failures."
+    );
+    drop(client);
+
+    let live = snapshot(&store).await;
+    projections::replay(&store, &ReplayOptions::default(), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(snapshot(&store).await, live);
 }

@@ -5,6 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use domain::incident::{self, Incident, IncidentDecider};
+use domain::language::{Language, Negotiation, Preferences};
 use domain::values::AffectedService;
 use projections::history::{self, AsOf};
 use projections::queries::{self, for_viewer, IncidentFilter, IncidentState, Viewer};
@@ -20,6 +21,7 @@ use crate::bodies::{
 };
 use crate::commands::{self, Answer};
 use crate::extract;
+use crate::language::{self, LanguageHeader, LanguageQuery};
 use crate::lookups::known_services;
 use crate::paging;
 use crate::problem::ApiError;
@@ -126,10 +128,13 @@ fn service_ids(services: &[AffectedService]) -> impl Iterator<Item = Uuid> + '_ 
     services.iter().map(|s| s.service_id)
 }
 
-fn render(viewer: Viewer) -> impl Fn(&Versioned<Incident>) -> String + Sync {
+fn render(
+    viewer: Viewer,
+    negotiation: Negotiation,
+) -> impl Fn(&Versioned<Incident>) -> String + Sync {
     move |incident: &Versioned<Incident>| {
         for_viewer(incident.clone(), &viewer)
-            .map(IncidentBody::from)
+            .map(|incident| IncidentBody::new(incident, &negotiation))
             .and_then(|body| serde_json::to_string(&body).ok())
             .unwrap_or_default()
     }
@@ -154,7 +159,14 @@ async fn run(
         Answer {
             status,
             location: Some(format!("/v1/incidents/{id}")),
-            render: &render(author.viewer()),
+            // A write answers in the writer's `Accept-Language`, as a read would.
+            render: &render(
+                author.viewer(),
+                Negotiation {
+                    preferences: language::accept_language(request),
+                    default: state.default_language.clone(),
+                },
+            ),
         },
     )
     .await
@@ -198,6 +210,8 @@ pub async fn declare(
         regions: new.regions,
         audience,
         client_action: new.client_action.unwrap_or_default(),
+        translations: new.translations,
+        default_language: state.default_language.clone(),
         author: author.key.state.name.clone(),
         at: Utc::now(),
     });
@@ -246,6 +260,8 @@ pub async fn post_update(
         impact: update.impact,
         affected_services: update.affected_services,
         client_action: update.client_action,
+        translations: update.translations,
+        default_language: state.default_language.clone(),
         author: author.key.state.name.clone(),
         at: Utc::now(),
     });
@@ -286,8 +302,10 @@ pub async fn correct(
     may_write_incident(&state, &author, id).await?;
     let command = incident::Command::Correct(incident::Correct {
         update_id,
+        language: correction.language,
         message: correction.message,
         reason: correction.reason,
+        default_language: state.default_language.clone(),
         author: author.key.state.name.clone(),
         at: Utc::now(),
     });
@@ -328,6 +346,8 @@ pub async fn reopen(
     let command = incident::Command::Reopen(incident::Reopen {
         update_id: Uuid::new_v4(),
         message: reopening.message,
+        translations: reopening.translations,
+        default_language: state.default_language.clone(),
         author: author.key.state.name.clone(),
         at: Utc::now(),
     });
@@ -367,6 +387,8 @@ pub async fn postmortem(
     may_write_incident(&state, &author, *id).await?;
     let command = incident::Command::PublishPostmortem(incident::PublishPostmortem {
         body: postmortem.body,
+        translations: postmortem.translations,
+        default_language: state.default_language.clone(),
         author: author.key.state.name.clone(),
         at: Utc::now(),
     });
@@ -385,9 +407,9 @@ pub async fn postmortem(
 /// The incidents the caller may see, newest first.
 #[utoipa::path(
     operation_id = "list_incidents", get, path = "/v1/incidents", tag = "incidents",
-    params(ListQuery),
+    params(ListQuery, LanguageQuery, LanguageHeader),
     responses(
-        (status = 200, body = IncidentPage),
+        (status = 200, body = IncidentPage, headers(("Content-Language" = String))),
         crate::problem::documented::PublicListProblems,
     ),
     security((), ("bearer" = []))
@@ -396,8 +418,10 @@ pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,
     query: web::Query<ListQuery>,
+    request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     state.limits.allow_read(caller.client_ip)?;
+    let negotiation = language::negotiation(&state, &request)?;
     let limit = paging::page_limit(query.limit)?;
     let region = query
         .region
@@ -417,21 +441,24 @@ pub async fn list(
     let client = state.store.pool().get().await?;
     let page = queries::incidents_page(&client, &caller.viewer(), &filter, limit).await?;
     let next_cursor = paging::next_cursor(&page, |last| (last.state.started_at, last.id));
-    Ok(HttpResponse::Ok().json(IncidentPage {
-        items: page.items.into_iter().map(IncidentBody::from).collect(),
-        next_cursor,
-    }))
+    let items: Vec<IncidentBody> = (page.items.into_iter())
+        .map(|incident| IncidentBody::new(incident, &negotiation))
+        .collect();
+    let rendered = language::distinct(items.iter().map(|i| &i.language), &negotiation.default);
+    let mut response = HttpResponse::Ok();
+    language::say_languages(&mut response, &rendered);
+    Ok(response.json(IncidentPage { items, next_cursor }))
 }
 
 /// One incident with its whole timeline, now or as it stood at `as_of`.
 #[utoipa::path(
     operation_id = "get_incident", get, path = "/v1/incidents/{id}", tag = "incidents",
     params(
-        ("id" = Uuid, Path), GetQuery,
+        ("id" = Uuid, Path), GetQuery, LanguageQuery, LanguageHeader,
         ("If-None-Match" = Option<String>, Header, description = "The ETag of an earlier answer: 304 while the incident is at that version (without `as_of`)"),
     ),
     responses(
-        (status = 200, body = IncidentBody, headers(("ETag" = String))),
+        (status = 200, body = IncidentBody, headers(("ETag" = String), ("Content-Language" = String))),
         (status = 304, description = "Not modified: `If-None-Match` names the current version"),
         crate::problem::documented::PublicGetProblems,
     ),
@@ -446,16 +473,34 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     state.limits.allow_read(caller.client_ip)?;
     let viewer = caller.viewer();
+    let negotiation = language::negotiation(&state, &request)?;
     let not_found = || ApiError::NotFound("no such incident".into());
     let Some(as_of) = query.as_of.as_deref() else {
         let rendering = state
             .incident_renderings
-            .current(*id, &viewer, || async {
-                let client = state.store.pool().get().await?;
-                queries::incident(&client, *id, &viewer)
-                    .await?
-                    .map(|incident| Rendering::new(incident.version, &IncidentBody::from(incident)))
-                    .transpose()
+            .current(*id, &viewer, &negotiation, |language: Option<Language>| {
+                let (state, viewer, id) = (&state, &viewer, *id);
+                async move {
+                    let client = state.store.pool().get().await?;
+                    let fixed = Negotiation {
+                        preferences: language.map(Preferences::only).unwrap_or_default(),
+                        default: state.default_language.clone(),
+                    };
+                    queries::incident(&client, id, viewer)
+                        .await?
+                        .map(|incident| {
+                            let version = incident.version;
+                            let body = IncidentBody::new(incident, &fixed);
+                            Rendering::new(
+                                version,
+                                &body,
+                                &body.language,
+                                &body.translations,
+                                &fixed.default,
+                            )
+                        })
+                        .transpose()
+                }
             })
             .await?
             .ok_or_else(not_found)?;
@@ -467,9 +512,11 @@ pub async fn get(
     let incident = history::as_of::<IncidentDecider>(&state.store, *id, as_of, &viewer)
         .await?
         .ok_or_else(not_found)?;
-    Ok(commands::resource(
-        StatusCode::OK,
-        incident.version,
-        &IncidentBody::from(incident),
-    ))
+    let version = incident.version;
+    let body = IncidentBody::new(incident, &negotiation);
+    let etag = extract::etag_in(version, &body.language, &negotiation.default);
+    let mut response = HttpResponse::Ok();
+    response.insert_header((actix_web::http::header::ETAG, etag));
+    language::say_languages(&mut response, std::slice::from_ref(&body.language));
+    Ok(response.json(&body))
 }

@@ -1,9 +1,11 @@
 //! `/v1/maintenances`: publishers schedule planned work and move it through its statuses;
 //! anyone reads the ones they may see.
 
+use crate::language::{self, LanguageHeader, LanguageQuery};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
+use domain::language::{Language, Negotiation, Preferences};
 use domain::maintenance::{self, Maintenance, MaintenanceDecider};
 use projections::queries::{self, for_viewer, MaintenanceState, Viewer};
 use projections::Versioned;
@@ -68,10 +70,13 @@ pub struct ListQuery {
     pub cursor: Option<String>,
 }
 
-fn render(viewer: Viewer) -> impl Fn(&Versioned<Maintenance>) -> String + Sync {
+fn render(
+    viewer: Viewer,
+    negotiation: Negotiation,
+) -> impl Fn(&Versioned<Maintenance>) -> String + Sync {
     move |maintenance: &Versioned<Maintenance>| {
         for_viewer(maintenance.clone(), &viewer)
-            .map(MaintenanceBody::from)
+            .map(|maintenance| MaintenanceBody::new(maintenance, &negotiation))
             .and_then(|body| serde_json::to_string(&body).ok())
             .unwrap_or_default()
     }
@@ -95,7 +100,14 @@ async fn run(
         Answer {
             status: StatusCode::CREATED,
             location: Some(format!("/v1/maintenances/{id}")),
-            render: &render(author.viewer()),
+            // A write answers in the writer's `Accept-Language`, as a read would.
+            render: &render(
+                author.viewer(),
+                Negotiation {
+                    preferences: language::accept_language(request),
+                    default: state.default_language.clone(),
+                },
+            ),
         },
     )
     .await
@@ -138,6 +150,8 @@ pub async fn schedule(
         starts_at: new.starts_at,
         ends_at: new.ends_at,
         audience,
+        translations: new.translations,
+        default_language: state.default_language.clone(),
         author: author.key.state.name.clone(),
         at: Utc::now(),
     });
@@ -175,6 +189,8 @@ pub async fn post_update(
         update_id: Uuid::new_v4(),
         status: update.status,
         message: update.message,
+        translations: update.translations,
+        default_language: state.default_language.clone(),
         author: author.key.state.name.clone(),
         at: Utc::now(),
     });
@@ -184,9 +200,9 @@ pub async fn post_update(
 /// The maintenances the caller may see, latest start first.
 #[utoipa::path(
     operation_id = "list_maintenances", get, path = "/v1/maintenances", tag = "maintenances",
-    params(ListQuery),
+    params(ListQuery, LanguageQuery, LanguageHeader),
     responses(
-        (status = 200, body = MaintenancePage),
+        (status = 200, body = MaintenancePage, headers(("Content-Language" = String))),
         crate::problem::documented::PublicListProblems,
     ),
     security((), ("bearer" = []))
@@ -195,8 +211,10 @@ pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,
     query: web::Query<ListQuery>,
+    request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     state.limits.allow_read(caller.client_ip)?;
+    let negotiation = language::negotiation(&state, &request)?;
     let limit = paging::page_limit(query.limit)?;
     let filter = match query.state.unwrap_or_default() {
         MaintenanceListState::Upcoming => MaintenanceState::Upcoming,
@@ -208,21 +226,24 @@ pub async fn list(
     let client = state.store.pool().get().await?;
     let page = queries::maintenances_page(&client, &caller.viewer(), filter, after, limit).await?;
     let next_cursor = paging::next_cursor(&page, |last| (last.state.starts_at, last.id));
-    Ok(HttpResponse::Ok().json(MaintenancePage {
-        items: page.items.into_iter().map(MaintenanceBody::from).collect(),
-        next_cursor,
-    }))
+    let items: Vec<MaintenanceBody> = (page.items.into_iter())
+        .map(|maintenance| MaintenanceBody::new(maintenance, &negotiation))
+        .collect();
+    let rendered = language::distinct(items.iter().map(|m| &m.language), &negotiation.default);
+    let mut response = HttpResponse::Ok();
+    language::say_languages(&mut response, &rendered);
+    Ok(response.json(MaintenancePage { items, next_cursor }))
 }
 
 /// One maintenance with its updates.
 #[utoipa::path(
     operation_id = "get_maintenance", get, path = "/v1/maintenances/{id}", tag = "maintenances",
     params(
-        ("id" = Uuid, Path),
+        ("id" = Uuid, Path), LanguageQuery, LanguageHeader,
         ("If-None-Match" = Option<String>, Header, description = "The ETag of an earlier answer: 304 while the maintenance is at that version"),
     ),
     responses(
-        (status = 200, body = MaintenanceBody, headers(("ETag" = String))),
+        (status = 200, body = MaintenanceBody, headers(("ETag" = String), ("Content-Language" = String))),
         (status = 304, description = "Not modified: `If-None-Match` names the current version"),
         crate::problem::documented::PublicGetProblems,
     ),
@@ -236,14 +257,32 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     state.limits.allow_read(caller.client_ip)?;
     let viewer = caller.viewer();
+    let negotiation = language::negotiation(&state, &request)?;
     let rendering = state
         .maintenance_renderings
-        .current(*id, &viewer, || async {
-            let client = state.store.pool().get().await?;
-            queries::maintenance(&client, *id, &viewer)
-                .await?
-                .map(|m| Rendering::new(m.version, &MaintenanceBody::from(m)))
-                .transpose()
+        .current(*id, &viewer, &negotiation, |language: Option<Language>| {
+            let (state, viewer, id) = (&state, &viewer, *id);
+            async move {
+                let client = state.store.pool().get().await?;
+                let fixed = Negotiation {
+                    preferences: language.map(Preferences::only).unwrap_or_default(),
+                    default: state.default_language.clone(),
+                };
+                queries::maintenance(&client, id, viewer)
+                    .await?
+                    .map(|m| {
+                        let version = m.version;
+                        let body = MaintenanceBody::new(m, &fixed);
+                        Rendering::new(
+                            version,
+                            &body,
+                            &body.language,
+                            &body.translations,
+                            &fixed.default,
+                        )
+                    })
+                    .transpose()
+            }
         })
         .await?
         .ok_or_else(|| ApiError::NotFound("no such maintenance".into()))?;

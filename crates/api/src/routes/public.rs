@@ -10,6 +10,7 @@ use crate::auth::Caller;
 
 use crate::documents::Document;
 use crate::feeds::{self, FeedDocuments};
+use crate::language::{self, LanguageHeader, LanguageQuery};
 use crate::problem::ApiError;
 use crate::routing::{self, Routes};
 use crate::state::AppState;
@@ -67,13 +68,31 @@ async fn status_document(
     state
         .limits
         .allow_read(state.limits.client_address(request))?;
+    let negotiation = language::negotiation(state, request)?;
+    let generation = state.document_generation();
+    let default = &state.default_language;
     let documents = state
         .statuspage
-        .get(state.document_generation(), || {
-            statuspage::render(&state.store, &state.page)
+        .default
+        .get(generation, || {
+            statuspage::render(&state.store, &state.page, None, default)
         })
         .await?;
-    Ok(pick(&documents).respond(request))
+    let documents = match negotiation.choose(&documents.translations) {
+        None => documents,
+        Some(language) => {
+            let cache = state.statuspage.of(language);
+            cache
+                .get(generation, || {
+                    statuspage::render(&state.store, &state.page, Some(language), default)
+                })
+                .await?
+        }
+    };
+    Ok(language::mark(
+        pick(&documents).respond(request),
+        &documents.language,
+    ))
 }
 
 async fn feed(
@@ -83,19 +102,45 @@ async fn feed(
 ) -> Result<HttpResponse, ApiError> {
     let caller = Caller::from_request(request, &mut actix_web::dev::Payload::None).await?;
     state.limits.allow_read(caller.client_ip)?;
+    let negotiation = language::negotiation(state, request)?;
     let viewer = caller.viewer();
+    let default = &state.default_language;
     if viewer == Viewer::Public {
+        let generation = state.document_generation();
         let documents = state
             .feeds
-            .get(state.document_generation(), || {
-                feeds::render(&state.store, &state.page, &Viewer::Public)
+            .default
+            .get(generation, || {
+                feeds::render(&state.store, &state.page, &Viewer::Public, None, default)
             })
             .await?;
-        return Ok(pick(&documents).respond(request));
+        let documents = match negotiation.choose(&documents.translations) {
+            None => documents,
+            Some(language) => {
+                let cache = state.feeds.of(language);
+                cache
+                    .get(generation, || {
+                        feeds::render(&state.store, &state.page, &viewer, Some(language), default)
+                    })
+                    .await?
+            }
+        };
+        return Ok(language::mark(
+            pick(&documents).respond(request),
+            &documents.language,
+        ));
     }
     // A key that sees more than the public: its own rendering, never shared.
-    let documents = feeds::render(&state.store, &state.page, &viewer).await?;
-    Ok(pick(&documents).respond_cached_as(request, "private, max-age=5"))
+    let documents = feeds::render(&state.store, &state.page, &viewer, None, default).await?;
+    let documents = match negotiation.choose(&documents.translations) {
+        None => documents,
+        Some(language) => {
+            let language = language.clone();
+            feeds::render(&state.store, &state.page, &viewer, Some(&language), default).await?
+        }
+    };
+    let response = pick(&documents).respond_cached_as(request, "private, max-age=5");
+    Ok(language::mark(response, &documents.language))
 }
 
 macro_rules! documented {
@@ -103,10 +148,12 @@ macro_rules! documented {
         $(#[$doc])*
         #[utoipa::path(
             operation_id = $id, get, path = $path, tag = $tag,
-            params(("If-None-Match" = Option<String>, Header, description = "An ETag of an earlier answer: 304 if unchanged")),
+            params(("If-None-Match" = Option<String>, Header, description = "An ETag of an earlier answer: 304 if unchanged"),
+                LanguageQuery, LanguageHeader),
             responses(
                 (status = 200, body = $body, content_type = $content,
-                    headers(("ETag" = String), ("Cache-Control" = String, description = "public, max-age=5"))),
+                    headers(("ETag" = String), ("Cache-Control" = String, description = "public, max-age=5"),
+                        ("Content-Language" = String, description = "The language of the texts"))),
                 (status = 304, description = "Not modified since the ETag sent"),
                 crate::problem::documented::PublicDocumentProblems,
             )

@@ -43,6 +43,10 @@ pub struct StreamQuery {
     /// sent). Without either, the stream starts with the next notice.
     #[param(maximum = 9_223_372_036_854_775_807_i64)]
     pub after: Option<u64>,
+    /// The language to render notices in where they have it (a BCP 47 tag); without it,
+    /// `Accept-Language` chooses, and without that the default language.
+    #[param(pattern = r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8}){0,7}$")]
+    pub lang: Option<String>,
 }
 
 /// Notices as Server-Sent Events: `id:` the global position, `event:` the CloudEvent type,
@@ -53,7 +57,7 @@ pub struct StreamQuery {
 #[utoipa::path(
     operation_id = "stream_notices", get, path = "/v1/stream", tag = "subscriptions",
     params(
-        StreamQuery,
+        StreamQuery, crate::language::LanguageHeader,
         ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this global position"),
     ),
     responses(
@@ -106,6 +110,7 @@ pub async fn stream(
             Err(_) => {}
         }
     }
+    let preferences = crate::language::preferences(&request)?;
     let region = match query.region.as_deref() {
         None => None,
         Some(region) => Some(domain::values::label("region", region).map_err(ApiError::from)?),
@@ -118,6 +123,7 @@ pub async fn stream(
             services: query.service_id.into_iter().collect(),
             region,
             types: Vec::new(),
+            preferences,
         },
         key: caller.key.as_ref().map(|key| StreamKey { id: key.id }),
         after,
@@ -137,6 +143,7 @@ pub async fn stream(
         // Compression would hold messages back until a buffer fills.
         .insert_header(ContentEncoding::Identity)
         .insert_header(("X-Accel-Buffering", "no"))
+        .insert_header((header::VARY, "Accept-Language"))
         .streaming(body))
 }
 

@@ -90,6 +90,8 @@ pub async fn create(
         event_types: asked.event_types.unwrap_or_default(),
         service_ids,
         tenant: caller.tenant().map(str::to_owned),
+        language: asked.language,
+        format: asked.format,
         author: key.id.to_string(),
         at: Utc::now(),
     });
