@@ -13,6 +13,7 @@ mod cli;
 mod contract_fuzz;
 mod faults;
 mod hostile;
+mod languages;
 mod privileges;
 mod public;
 mod scale;

@@ -542,7 +542,7 @@ fn decide_declare(c: &Declare, state: &State) -> Result<Vec<Event>, DomainError>
                     Some(&c.client_action),
                 ),
             };
-            refuse_empty(v, field, texts == DeclarationTexts::default());
+            refuse_empty(v, field, t == &DeclarationTexts::default());
             texts
         },
     );
@@ -612,7 +612,7 @@ fn decide_update(c: &PostUpdate, state: &State) -> Result<Vec<Event>, DomainErro
                     c.client_action.as_ref(),
                 ),
             };
-            refuse_empty(v, field, texts == UpdateTexts::default());
+            refuse_empty(v, field, t == &UpdateTexts::default());
             texts
         },
     );
@@ -1399,7 +1399,6 @@ mod tests {
             fields,
             [
                 "translations.cy.client_action.message",
-                "translations.cy",
                 "translations.de.title",
                 "translations.en",
                 "translations.fr",

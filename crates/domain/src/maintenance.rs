@@ -340,7 +340,7 @@ impl Decider for MaintenanceDecider {
                                 |f, x| text(f, x, MAX_MESSAGE_CHARS),
                             ),
                         };
-                        refuse_empty(v, field, texts == ScheduleTexts::default());
+                        refuse_empty(v, field, t == &ScheduleTexts::default());
                         texts
                     },
                 );
