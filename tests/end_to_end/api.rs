@@ -1106,3 +1106,64 @@ async fn the_served_openapi_document_is_the_committed_one_and_docs_are_served() 
         assert!(docs.text().await.unwrap().contains("swagger"), "{path}");
     }
 }
+
+/// Connects to `url` with tokio-postgres, the connection driven in the background.
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+}
+
+/// The database is reachable but its migrations have not run (another process holds the
+/// migration lock, as on a fresh deployment while the first process migrates): every read
+/// is a 503 with Retry-After, never a 500 for a table that is not there yet, and the
+/// server serves as soon as the migrations are done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_migrations_wait_every_read_is_503_with_retry_after_then_the_server_serves() {
+    let db = TestDatabase::reserve();
+    connect(&eventstore::testing::server_url())
+        .await
+        .batch_execute(&format!("CREATE DATABASE \"{}\"", db.name))
+        .await
+        .unwrap();
+    let holder = connect(&db.url).await;
+    holder
+        .execute("SELECT pg_advisory_lock($1)", &[&0x6372_6965_7201_i64])
+        .await
+        .unwrap();
+    let server = serve(&db.url, &[("CRIER_WRITE_RATE_LIMIT", "0")]);
+    let http = reqwest::Client::new();
+    wait_for_status(&http, &server.url("/healthz"), 200).await;
+    for _ in 0..3 {
+        for path in [
+            "/readyz",
+            "/v1/incidents",
+            "/v1/services",
+            "/v1/maintenances",
+            "/api/v2/summary.json",
+            "/v1/feed.atom",
+        ] {
+            let answer = http.get(server.url(path)).send().await.unwrap();
+            assert_eq!(answer.status(), 503, "{path}");
+            assert!(answer.headers().contains_key("retry-after"), "{path}");
+        }
+        let write = http
+            .post(server.url("/v1/services"))
+            .bearer_auth(ADMIN_SECRET)
+            .json(&json!({"name": "Teams"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(write.status(), 503);
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    holder
+        .execute("SELECT pg_advisory_unlock($1)", &[&0x6372_6965_7201_i64])
+        .await
+        .unwrap();
+    let api = Api::on(server).await;
+    api.get("/v1/incidents", None).await.expect(200);
+    api.service("Teams").await;
+}

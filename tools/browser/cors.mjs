@@ -5,9 +5,10 @@
 //
 // Serves an empty page on two origins: http://127.0.0.1:<allowed-port>, which Crier lists in
 // CRIER_CORS_ORIGINS, and http://127.0.0.1:<other-port>, which it does not. From each it
-// fetches a public document, sends a preflighted keyed write, and from the allowed one keeps
-// an EventSource on /v1/stream open, reporting every message (one JSON line each) until it
-// reads "done" on standard input; then it reports the summary and exits.
+// fetches a public document and sends a preflighted keyed write; the other one (whose pages
+// Crier does not list: public reads need no listing) keeps an EventSource on /v1/stream
+// open, reporting every message (one JSON line each) until it reads "done" on standard
+// input; then it reports the summary and exits.
 import http from "node:http";
 import readline from "node:readline";
 import { launch, report } from "./launch.mjs";
@@ -74,15 +75,15 @@ const browser = await launch();
 try {
   const context = await browser.newContext();
   const fromOther = await context.newPage();
+  fromOther.on("console", (message) => report({ console: message.text() }));
+  await fromOther.exposeFunction("reportEvent", (event) => report(event));
   await fromOther.goto(`http://127.0.0.1:${args["other-port"]}/`);
   report({ origin: "other", ...(await tryFromPage(fromOther, args.crier, args.key, args.service)) });
 
   const page = await context.newPage();
-  page.on("console", (message) => report({ console: message.text() }));
-  await page.exposeFunction("reportEvent", (event) => report(event));
   await page.goto(`http://127.0.0.1:${args["allowed-port"]}/`);
   report({ origin: "allowed", ...(await tryFromPage(page, args.crier, args.key, args.service)) });
-  await page.evaluate((crier) => {
+  await fromOther.evaluate((crier) => {
     const source = new EventSource(`${crier}/v1/stream`);
     source.onopen = () => window.reportEvent({ stream: "open" });
     source.onerror = () =>

@@ -204,8 +204,11 @@ impl Limits {
         }
     }
 
+    /// Is `ip` one of the trusted proxies? Matched as the address it is (an IPv4-mapped
+    /// IPv6 address as IPv4), not by the /64 limits count it by: a proxy named by its own
+    /// address or a block narrower than /64 must match, and its neighbours must not.
     fn trusted(&self, ip: IpAddr) -> bool {
-        let ip = counted_as(ip).to_canonical();
+        let ip = ip.to_canonical();
         self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
 
@@ -504,6 +507,30 @@ mod tests {
         drop(held);
         assert_eq!(limits.open_streams(), 0);
         assert!(limits.open_stream(Some([10, 0, 0, 9].into())).is_ok());
+    }
+
+    #[test]
+    fn an_ipv6_proxy_named_by_its_address_or_a_narrow_block_is_trusted_and_its_neighbours_not() {
+        use actix_web::test::TestRequest;
+        let proxies = vec![
+            ipnet::IpNet::from("::1".parse::<IpAddr>().unwrap()),
+            "2001:db8::10/125".parse().unwrap(),
+        ];
+        let limits = Limits::with_trusted_proxies(LimitSettings::default(), proxies);
+        let from = |peer: &str| {
+            let request = TestRequest::default()
+                .peer_addr(peer.parse().unwrap())
+                .insert_header(("x-forwarded-for", "203.0.113.9"));
+            limits.client_address(&request.to_http_request())
+        };
+        let forwarded = Some("203.0.113.9".parse::<IpAddr>().unwrap());
+        assert_eq!(from("[::1]:443"), forwarded);
+        assert_eq!(from("[2001:db8::11]:443"), forwarded);
+        // The same /64, outside the block: its header is not believed.
+        assert_eq!(
+            from("[2001:db8::20]:443"),
+            Some("2001:db8::20".parse().unwrap())
+        );
     }
 
     #[test]

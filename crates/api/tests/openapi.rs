@@ -144,3 +144,42 @@ fn every_registered_route_is_in_the_document_and_every_documented_one_is_registe
     );
     assert!(registered.len() > 40, "only {} routes", registered.len());
 }
+
+/// Rules JSON Schema can state are in the document, so that a schema-valid request is not
+/// refused for them: an incident is declared open, an action other than `none` has words,
+/// and a translation is keyed by a language tag.
+#[test]
+fn the_document_states_what_the_server_refuses_where_json_schema_can() {
+    let document: serde_json::Value = serde_json::from_str(&generated()).unwrap();
+    let schemas = &document["components"]["schemas"];
+    let new_incident = &schemas["NewIncident"]["properties"];
+    assert_eq!(
+        new_incident["status"]["enum"],
+        serde_json::json!(["investigating", "identified", "monitoring", null]),
+        "resolved is not a status to declare with"
+    );
+    let action = &schemas["ClientAction"]["oneOf"];
+    let variants = action.as_array().expect("client_action is oneOf");
+    assert_eq!(variants.len(), 2);
+    let none = &variants[0];
+    let act = &variants[1];
+    assert_eq!(
+        none["properties"]["kind"]["enum"],
+        serde_json::json!(["none"])
+    );
+    assert!(act["properties"]["kind"]["enum"]
+        .as_array()
+        .unwrap()
+        .contains(&"restart_client".into()));
+    assert!(act["required"]
+        .as_array()
+        .unwrap()
+        .contains(&"message".into()));
+    assert_eq!(act["properties"]["message"]["minLength"], 1);
+    let translations = &new_incident["translations"];
+    assert!(translations["propertyNames"]["pattern"].is_string());
+    assert_eq!(
+        translations["additionalProperties"]["$ref"],
+        "#/components/schemas/DeclarationTexts"
+    );
+}

@@ -71,6 +71,8 @@ pub enum DeliveryError {
     PositionOutOfRange(u64),
     #[error("the delivery checkpoint is negative")]
     NegativeCheckpoint,
+    #[error("the recorder of delivery attempts stopped")]
+    RecorderStopped,
     #[error("a message cannot be encoded")]
     Encode(#[from] serde_json::Error),
     #[error("a rendered notice is not UTF-8")]

@@ -148,6 +148,11 @@ impl Sender {
             if cancel.is_cancelled() {
                 break;
             }
+            // Without its recorder no attempt would be written or its slot given back: the
+            // sender fails, to be logged, counted and started again with a new one.
+            if recorder.is_finished() {
+                return Err(DeliveryError::RecorderStopped);
+            }
             let free = self.slots.available_permits();
             let claimed = if free == 0 {
                 Ok(Vec::new())
