@@ -211,6 +211,10 @@ pub struct ServeArgs {
     /// readers get texts they lack in their language in this one.
     #[arg(long, env = "CRIER_DEFAULT_LANGUAGE", default_value = "en", value_parser = parse_language)]
     pub default_language: domain::language::Language,
+    /// Milliseconds between the scheduler's looks at what is due (maintenances to start,
+    /// complete or remind of): how late such a move may come.
+    #[arg(long, env = "CRIER_SCHEDULER_INTERVAL_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    pub scheduler_interval_ms: u64,
     /// Ed25519 private key (PKCS#8 PEM) to sign the chain head with: every
     /// `--checkpoint-interval` seconds, when the head has moved, the chain is recomputed
     /// from the previous checkpoint and the new head signed. Without it nothing is signed.

@@ -47,6 +47,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
                 page_name: args.page_name.clone(),
                 default_language: args.default_language.clone(),
+                scheduler_interval: std::time::Duration::from_millis(args.scheduler_interval_ms),
                 stream_buffer: usize::try_from(args.stream_buffer)?,
                 stream_heartbeat: std::time::Duration::from_secs(args.stream_heartbeat),
                 public_url: cli.public_url.clone(),

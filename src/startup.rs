@@ -24,6 +24,7 @@ pub struct Settings {
     pub checkpoints: Option<CheckpointSettings>,
     pub page_name: String,
     pub default_language: domain::language::Language,
+    pub scheduler_interval: Duration,
     pub public_url: Option<String>,
     pub stream_buffer: usize,
     pub stream_heartbeat: Duration,
@@ -50,6 +51,7 @@ pub struct Application {
     notices: Arc<notices::NoticeHub>,
     webhooks: Arc<delivery::Sender>,
     site: notices::Site,
+    scheduler_interval: Duration,
     tasks: Tasks,
 }
 
@@ -134,6 +136,7 @@ impl Application {
             notices,
             webhooks,
             site,
+            scheduler_interval: settings.scheduler_interval,
             tasks,
         })
     }
@@ -166,6 +169,7 @@ impl Application {
                     notices: self.notices,
                     webhooks: self.webhooks,
                     site: self.site,
+                    scheduler_interval: self.scheduler_interval,
                     tasks: tasks.clone(),
                 },
                 self.bootstrap_admin_key,
@@ -239,6 +243,8 @@ struct Background {
     webhooks: Arc<delivery::Sender>,
     /// What notices are rendered for (CloudEvents `source`, the default language).
     site: notices::Site,
+    /// How often the scheduler looks at what is due.
+    scheduler_interval: Duration,
     tasks: Tasks,
 }
 
@@ -273,6 +279,7 @@ async fn prepare_database(
         notices,
         webhooks,
         site,
+        scheduler_interval,
         tasks,
     } = background;
     let cancel = tasks.cancellation();
@@ -329,12 +336,25 @@ async fn prepare_database(
     tasks.spawn("notice-hub", move |cancel| {
         notices.clone().follow(s.clone(), cancel)
     });
+    let scheduler = projections::scheduler::SchedulerSettings {
+        interval: scheduler_interval,
+        default_language: site.default_language.clone(),
+    };
     let s = store.clone();
     let wake = webhooks.wake();
     tasks.spawn("webhook-outbox", move |cancel| {
         delivery::outbox::run(s.clone(), site.clone(), wake.clone(), cancel)
     });
     tasks.spawn("webhook-sender", move |cancel| webhooks.clone().run(cancel));
+    let s = store.clone();
+    tasks.spawn("maintenance-scheduler", move |cancel| {
+        projections::scheduler::run(
+            projections::Publisher::new(&s),
+            s.clone(),
+            scheduler.clone(),
+            cancel,
+        )
+    });
     Ok(())
 }
 

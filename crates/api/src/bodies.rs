@@ -301,6 +301,19 @@ pub struct NewMaintenance {
     #[serde(default)]
     #[schema(schema_with = translations::<ScheduleTexts>)]
     pub translations: RawTranslations<ScheduleTexts>,
+    /// Crier moves it to `in_progress` at `starts_at` (default `true`), unless a publisher
+    /// moved it first.
+    #[serde(default)]
+    pub auto_start: Option<bool>,
+    /// Crier moves it to `completed` at `ends_at` (default `true`), unless a publisher
+    /// moved it first.
+    #[serde(default)]
+    pub auto_complete: Option<bool>,
+    /// Send subscribers a `maintenance.reminder` notice this many minutes before it starts
+    /// (default 60; 0: none; at most a year).
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 525_600)]
+    pub remind_before_minutes: Option<u32>,
 }
 
 /// `POST /v1/maintenances/{id}/updates`

@@ -72,7 +72,28 @@ impl MaintenanceStatus {
 pub enum Command {
     Schedule(Schedule),
     PostUpdate(PostUpdate),
+    /// The scheduler's moves, each decided on the time it carries: start at `starts_at`,
+    /// complete at `ends_at`, remind before the start. Each does nothing (no event) when it
+    /// is not due or a publisher moved first.
+    Start(Automatic),
+    Complete(Automatic),
+    Remind(Automatic),
 }
+
+/// A move the scheduler makes at `at` (the time comes in the command: the domain reads no
+/// clock).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Automatic {
+    pub update_id: UpdateId,
+    pub default_language: Language,
+    pub at: DateTime<Utc>,
+}
+
+/// The longest a reminder may come before the start: a year.
+pub const MAX_REMIND_BEFORE_MINUTES: u32 = 525_600;
+
+/// Who the scheduler's events name as their author.
+pub const SYSTEM: &str = "system";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Schedule {
@@ -89,6 +110,12 @@ pub struct Schedule {
     pub translations: RawTranslations<ScheduleTexts>,
     /// The language of the command's own texts.
     pub default_language: Language,
+    /// Move it to `in_progress` at `starts_at`, and to `completed` at `ends_at`, unless a
+    /// publisher moved it first.
+    pub auto_start: bool,
+    pub auto_complete: bool,
+    /// Remind subscribers this many minutes before the start; 0: no reminder.
+    pub remind_before_minutes: u32,
     pub author: String,
     pub at: DateTime<Utc>,
 }
@@ -123,6 +150,14 @@ pub struct ScheduleTexts {
 pub enum Event {
     Scheduled(MaintenanceScheduled),
     UpdatePosted(MaintenanceUpdatePosted),
+    ReminderSent(ReminderSent),
+}
+
+/// Subscribers were reminded that the work starts soon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReminderSent {
+    pub starts_at: DateTime<Utc>,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +175,10 @@ pub struct MaintenanceScheduled {
     /// The texts in other languages than the default (schema version 3).
     #[serde(default)]
     pub translations: BTreeMap<Language, ScheduleTexts>,
+    /// What the scheduler does with it (schema version 3; older ones: nothing).
+    pub auto_start: bool,
+    pub auto_complete: bool,
+    pub remind_before_minutes: u32,
     pub author: String,
     pub at: DateTime<Utc>,
 }
@@ -158,12 +197,15 @@ pub struct MaintenanceUpdatePosted {
 
 impl Event {
     /// The schema version of the stored form written today. `maintenance.scheduled` v2
-    /// added `regions` and v3 `translations`; `maintenance.update_posted` v2 added
-    /// `translations`. Older payloads are upcast with none.
+    /// added `regions` and v3 `translations` and the automation (`auto_start`,
+    /// `auto_complete`, `remind_before_minutes`); `maintenance.update_posted` v2 added
+    /// `translations`. Older payloads are upcast with none (and no automation: the
+    /// scheduler never moves a maintenance its publisher did not hand it).
     pub fn schema_version(&self) -> u32 {
         match self {
             Event::Scheduled(_) => 3,
             Event::UpdatePosted(_) => 2,
+            Event::ReminderSent(_) => 1,
         }
     }
 
@@ -171,6 +213,7 @@ impl Event {
         match self {
             Event::Scheduled(_) => "maintenance.scheduled",
             Event::UpdatePosted(_) => "maintenance.update_posted",
+            Event::ReminderSent(_) => "maintenance.reminder_sent",
         }
     }
 
@@ -184,9 +227,12 @@ impl Event {
                 type_name,
                 schema_version,
                 data,
-                &[scheduled_v1_to_v2, WITHOUT_TRANSLATIONS],
+                &[scheduled_v1_to_v2, scheduled_v2_to_v3],
                 Event::Scheduled,
             ),
+            "maintenance.reminder_sent" => {
+                decode(type_name, schema_version, data, &[], Event::ReminderSent)
+            }
             "maintenance.update_posted" => decode(
                 type_name,
                 schema_version,
@@ -208,6 +254,22 @@ fn scheduled_v1_to_v2(
     }
     v1.insert("regions".into(), serde_json::Value::Array(Vec::new()));
     Ok(v1)
+}
+
+/// v2 had no translations and no automation: read with none of either.
+fn scheduled_v2_to_v3(
+    v2: serde_json::Map<String, serde_json::Value>,
+) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    let mut v3 = WITHOUT_TRANSLATIONS(v2)?;
+    for field in ["auto_start", "auto_complete", "remind_before_minutes"] {
+        if v3.contains_key(field) {
+            return Err(format!("a version 2 schedule has no {field}"));
+        }
+    }
+    v3.insert("auto_start".into(), false.into());
+    v3.insert("auto_complete".into(), false.into());
+    v3.insert("remind_before_minutes".into(), 0.into());
+    Ok(v3)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -241,6 +303,18 @@ pub struct Maintenance {
     /// Oldest first.
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<MaintenanceUpdate>))]
     pub updates: Timeline<MaintenanceUpdate>,
+    /// Crier moves it to `in_progress` at `starts_at` (unless a publisher moved it first).
+    #[serde(default)]
+    pub auto_start: bool,
+    /// Crier moves it to `completed` at `ends_at` (unless a publisher moved it first).
+    #[serde(default)]
+    pub auto_complete: bool,
+    /// Subscribers are reminded this many minutes before the start; 0: never.
+    #[serde(default)]
+    pub remind_before_minutes: u32,
+    /// When they were reminded.
+    #[serde(default)]
+    pub reminded_at: Option<DateTime<Utc>>,
     /// The title in other languages.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[cfg_attr(feature = "openapi", schema(ignore))]
@@ -279,6 +353,133 @@ impl Maintenance {
 pub type State = Option<Maintenance>;
 
 pub struct MaintenanceDecider;
+
+/// The words of the scheduler's updates, in the languages Crier has them in.
+fn automatic_texts(status: MaintenanceStatus) -> [(&'static str, &'static str); 2] {
+    match status {
+        MaintenanceStatus::InProgress => [
+            ("en", "The maintenance has started."),
+            ("cy", "Mae'r gwaith cynnal wedi dechrau."),
+        ],
+        _ => [
+            ("en", "The maintenance is complete."),
+            ("cy", "Mae'r gwaith cynnal wedi'i gwblhau."),
+        ],
+    }
+}
+
+/// The scheduler moving a maintenance to `to` at `c.at`: an update by `system` when the
+/// maintenance hands that move to Crier, it is due, and nobody made it (or a later one)
+/// first; otherwise nothing.
+fn automatic_move(state: &State, c: &Automatic, to: MaintenanceStatus) -> Vec<Event> {
+    let Some(maintenance) = state else {
+        return Vec::new();
+    };
+    let due = match to {
+        MaintenanceStatus::InProgress => {
+            maintenance.auto_start
+                && maintenance.status == MaintenanceStatus::Scheduled
+                && c.at >= maintenance.starts_at
+        }
+        _ => {
+            maintenance.auto_complete
+                && maintenance.status.is_active()
+                && c.at >= maintenance.ends_at
+        }
+    };
+    if !due || maintenance.updates.iter().any(|u| u.id == c.update_id) {
+        return Vec::new();
+    }
+    let texts = automatic_texts(to);
+    let default = c.default_language.as_str();
+    let message = texts
+        .iter()
+        .find(|(tag, _)| *tag == default)
+        .unwrap_or(&texts[0])
+        .1
+        .to_owned();
+    let translations = texts
+        .iter()
+        .filter(|(_, text)| *text != message)
+        .filter_map(|(tag, text)| {
+            let language = Language::parse("language", tag).ok()?;
+            let text = MessageText {
+                message: (*text).to_owned(),
+            };
+            Some((language, text))
+        })
+        .collect();
+    vec![Event::UpdatePosted(MaintenanceUpdatePosted {
+        update_id: c.update_id,
+        status: to,
+        message,
+        translations,
+        author: SYSTEM.to_owned(),
+        at: c.at,
+    })]
+}
+
+/// The reminder, once, from `remind_before_minutes` before the start until the start.
+fn reminder(state: &State, c: &Automatic) -> Vec<Event> {
+    let Some(maintenance) = state else {
+        return Vec::new();
+    };
+    let before = chrono::Duration::minutes(i64::from(maintenance.remind_before_minutes));
+    let due = maintenance.remind_before_minutes > 0
+        && maintenance.status == MaintenanceStatus::Scheduled
+        && maintenance.reminded_at.is_none()
+        && c.at >= maintenance.starts_at - before
+        && c.at < maintenance.starts_at;
+    if !due {
+        return Vec::new();
+    }
+    vec![Event::ReminderSent(ReminderSent {
+        starts_at: maintenance.starts_at,
+        at: c.at,
+    })]
+}
+
+impl Maintenance {
+    /// The scheduler's next move for this maintenance at `now`, if any is due.
+    pub fn due(&self, now: DateTime<Utc>) -> Option<AutomaticMove> {
+        let before = chrono::Duration::minutes(i64::from(self.remind_before_minutes));
+        match self.status {
+            MaintenanceStatus::Scheduled if self.auto_start && now >= self.starts_at => {
+                Some(AutomaticMove::Start)
+            }
+            MaintenanceStatus::Scheduled
+                if self.remind_before_minutes > 0
+                    && self.reminded_at.is_none()
+                    && now >= self.starts_at - before
+                    && now < self.starts_at =>
+            {
+                Some(AutomaticMove::Remind)
+            }
+            status if status.is_active() && self.auto_complete && now >= self.ends_at => {
+                Some(AutomaticMove::Complete)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What the scheduler does next to a maintenance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutomaticMove {
+    Start,
+    Complete,
+    Remind,
+}
+
+impl AutomaticMove {
+    pub fn command(self, automatic: Automatic) -> Command {
+        match self {
+            AutomaticMove::Start => Command::Start(automatic),
+            AutomaticMove::Complete => Command::Complete(automatic),
+            AutomaticMove::Remind => Command::Remind(automatic),
+        }
+    }
+}
 
 fn services(values: &[ServiceId]) -> Result<Vec<ServiceId>, DomainError> {
     if values.len() > MAX_LIST_LEN {
@@ -352,6 +553,12 @@ impl Decider for MaintenanceDecider {
                         v.refuse("ends_at", "must be after starts_at");
                     }
                 }
+                if c.remind_before_minutes > MAX_REMIND_BEFORE_MINUTES {
+                    v.refuse(
+                        "remind_before_minutes",
+                        "must be at most 525600 (a year); 0 for no reminder",
+                    );
+                }
                 v.finish()?;
                 Ok(vec![Event::Scheduled(MaintenanceScheduled {
                     maintenance_id: c.maintenance_id,
@@ -364,10 +571,16 @@ impl Decider for MaintenanceDecider {
                     ends_at: c.ends_at,
                     audience,
                     translations,
+                    auto_start: c.auto_start,
+                    auto_complete: c.auto_complete,
+                    remind_before_minutes: c.remind_before_minutes,
                     author,
                     at: c.at,
                 })])
             }
+            Command::Start(c) => Ok(automatic_move(state, c, MaintenanceStatus::InProgress)),
+            Command::Complete(c) => Ok(automatic_move(state, c, MaintenanceStatus::Completed)),
+            Command::Remind(c) => Ok(reminder(state, c)),
             Command::PostUpdate(c) => {
                 let maintenance = state
                     .as_ref()
@@ -436,7 +649,15 @@ impl Decider for MaintenanceDecider {
                 title_translations: (e.translations.iter())
                     .filter_map(|(l, t)| Some((l.clone(), t.title.clone()?)))
                     .collect(),
+                auto_start: e.auto_start,
+                auto_complete: e.auto_complete,
+                remind_before_minutes: e.remind_before_minutes,
+                reminded_at: None,
             }),
+            (Some(mut maintenance), Event::ReminderSent(e)) => {
+                maintenance.reminded_at = Some(e.at);
+                Some(maintenance)
+            }
             (Some(mut maintenance), Event::UpdatePosted(e)) => {
                 maintenance.status = e.status;
                 maintenance.updates.push(MaintenanceUpdate {
@@ -481,6 +702,9 @@ mod tests {
             audience: Audience::Public,
             translations: RawTranslations::new(),
             default_language: Language::english(),
+            auto_start: true,
+            auto_complete: true,
+            remind_before_minutes: 60,
             author: "key-1".into(),
             at: at(8),
         }
@@ -636,6 +860,9 @@ mod tests {
         let mut today = scheduled();
         if let Event::Scheduled(ref mut payload) = today {
             payload.regions.clear();
+            // Read with no automation: it was never handed to the scheduler.
+            (payload.auto_start, payload.auto_complete) = (false, false);
+            payload.remind_before_minutes = 0;
         }
         assert_eq!(old, today);
         assert_eq!(
@@ -701,5 +928,123 @@ mod tests {
         let mut v2 = scheduled_v1();
         v2["regions"] = serde_json::json!([]);
         assert!(Event::from_stored("maintenance.scheduled", 2, v2).is_ok());
+    }
+
+    fn automatic(n: u128, hour: u32, minute: u32) -> Automatic {
+        Automatic {
+            update_id: Uuid::from_u128(900 + n),
+            default_language: Language::english(),
+            at: Utc.with_ymd_and_hms(2026, 11, 28, hour, minute, 0).unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_scheduler_reminds_starts_and_completes_each_once_and_only_when_due() {
+        let mut history = vec![scheduled()];
+        let state = |h: &[Event]| MaintenanceDecider::fold(h);
+        // Too early for anything; then the reminder, once, an hour before 22:00.
+        assert!(given::<MaintenanceDecider>(&history)
+            .when(Command::Remind(automatic(1, 20, 59)))
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            state(&history).unwrap().due(automatic(0, 21, 0).at),
+            Some(AutomaticMove::Remind)
+        );
+        let reminded = given::<MaintenanceDecider>(&history)
+            .when(Command::Remind(automatic(1, 21, 0)))
+            .unwrap();
+        assert!(matches!(reminded[..], [Event::ReminderSent(_)]));
+        history.extend(reminded);
+        assert!(given::<MaintenanceDecider>(&history)
+            .when(Command::Remind(automatic(2, 21, 30)))
+            .unwrap()
+            .is_empty());
+        assert_eq!(state(&history).unwrap().due(automatic(0, 21, 30).at), None);
+        // Not started before its time; started at it, by the system, in both languages.
+        assert!(given::<MaintenanceDecider>(&history)
+            .when(Command::Start(automatic(3, 21, 59)))
+            .unwrap()
+            .is_empty());
+        let started = given::<MaintenanceDecider>(&history)
+            .when(Command::Start(automatic(3, 22, 0)))
+            .unwrap();
+        let Event::UpdatePosted(e) = &started[0] else {
+            panic!("{started:?}")
+        };
+        assert_eq!((e.status, e.author.as_str()), (InProgress, SYSTEM));
+        assert_eq!(e.message, "The maintenance has started.");
+        assert!(e
+            .translations
+            .contains_key(&Language::parse("l", "cy").unwrap()));
+        history.extend(started);
+        assert!(given::<MaintenanceDecider>(&history)
+            .when(Command::Start(automatic(4, 22, 1)))
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            state(&history).unwrap().due(automatic(0, 23, 0).at),
+            Some(AutomaticMove::Complete)
+        );
+        let completed = given::<MaintenanceDecider>(&history)
+            .when(Command::Complete(automatic(5, 23, 0)))
+            .unwrap();
+        history.extend(completed);
+        assert_eq!(state(&history).unwrap().status, Completed);
+        assert_eq!(state(&history).unwrap().due(automatic(0, 23, 30).at), None);
+    }
+
+    #[test]
+    fn a_publishers_own_move_first_wins_and_the_scheduler_then_does_nothing() {
+        let cancelled = through(&[Cancelled]).unwrap();
+        let mut history = vec![scheduled()];
+        history.extend(cancelled);
+        for command in [
+            Command::Start(automatic(1, 22, 0)),
+            Command::Complete(automatic(2, 23, 0)),
+            Command::Remind(automatic(3, 21, 30)),
+        ] {
+            assert!(given::<MaintenanceDecider>(&history)
+                .when(command)
+                .unwrap()
+                .is_empty());
+        }
+        // Started early by hand: no second start; completed on time by the scheduler.
+        let mut early = vec![scheduled()];
+        early.extend(through(&[InProgress]).unwrap().into_iter().skip(1));
+        assert!(given::<MaintenanceDecider>(&early)
+            .when(Command::Start(automatic(4, 22, 0)))
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            given::<MaintenanceDecider>(&early)
+                .when(Command::Complete(automatic(5, 23, 0)))
+                .unwrap()
+                .len(),
+            1
+        );
+        // Without automation, nothing moves by itself.
+        let mut manual = schedule();
+        manual.auto_start = false;
+        manual.auto_complete = false;
+        manual.remind_before_minutes = 0;
+        let events = given::<MaintenanceDecider>(&[])
+            .when(Command::Schedule(manual))
+            .unwrap();
+        let state = MaintenanceDecider::fold(&events).unwrap();
+        assert_eq!(state.due(automatic(0, 21, 30).at), None);
+        assert_eq!(state.due(automatic(0, 23, 30).at), None);
+    }
+
+    #[test]
+    fn a_reminder_longer_than_a_year_is_refused() {
+        let mut c = schedule();
+        c.remind_before_minutes = MAX_REMIND_BEFORE_MINUTES + 1;
+        let Err(DomainError::Invalid(errors)) =
+            given::<MaintenanceDecider>(&[]).when(Command::Schedule(c))
+        else {
+            panic!("refused")
+        };
+        assert_eq!(errors[0].field, "remind_before_minutes");
     }
 }

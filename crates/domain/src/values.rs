@@ -503,12 +503,15 @@ pub enum NoticeType {
     MaintenanceScheduled,
     #[serde(rename = "maintenance.updated")]
     MaintenanceUpdated,
+    /// A maintenance starts soon (`remind_before_minutes` before it).
+    #[serde(rename = "maintenance.reminder")]
+    MaintenanceReminder,
     #[serde(rename = "service.updated")]
     ServiceUpdated,
 }
 
 impl NoticeType {
-    pub const ALL: [NoticeType; 9] = [
+    pub const ALL: [NoticeType; 10] = [
         NoticeType::IncidentDeclared,
         NoticeType::IncidentUpdated,
         NoticeType::IncidentResolved,
@@ -517,6 +520,7 @@ impl NoticeType {
         NoticeType::IncidentPostmortemPublished,
         NoticeType::MaintenanceScheduled,
         NoticeType::MaintenanceUpdated,
+        NoticeType::MaintenanceReminder,
         NoticeType::ServiceUpdated,
     ];
 
@@ -530,6 +534,7 @@ impl NoticeType {
             NoticeType::IncidentPostmortemPublished => "incident.postmortem_published",
             NoticeType::MaintenanceScheduled => "maintenance.scheduled",
             NoticeType::MaintenanceUpdated => "maintenance.updated",
+            NoticeType::MaintenanceReminder => "maintenance.reminder",
             NoticeType::ServiceUpdated => "service.updated",
         }
     }

@@ -116,6 +116,7 @@ fn every_event_type_at_its_current_version_is_documented() {
         ("incident.postmortem_published", 2),
         ("maintenance.scheduled", 3),
         ("maintenance.update_posted", 2),
+        ("maintenance.reminder_sent", 1),
         ("api_key.created", 2),
         ("api_key.revoked", 1),
         ("webhook.registered", 2),

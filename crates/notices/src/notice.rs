@@ -197,6 +197,7 @@ fn classify(event: &LoggedEvent) -> Option<(ResourceKind, Uuid, NoticeType)> {
         "incident.postmortem_published" => NoticeType::IncidentPostmortemPublished,
         "maintenance.scheduled" => NoticeType::MaintenanceScheduled,
         "maintenance.update_posted" => NoticeType::MaintenanceUpdated,
+        "maintenance.reminder_sent" => NoticeType::MaintenanceReminder,
         t if t.starts_with("service.") => NoticeType::ServiceUpdated,
         _ => return None,
     };

@@ -53,6 +53,7 @@ mod kinds;
 mod publish;
 pub mod queries;
 mod replay;
+pub mod scheduler;
 #[cfg(feature = "test-support")]
 pub mod testing;
 mod write;

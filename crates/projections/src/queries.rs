@@ -551,6 +551,25 @@ pub async fn maintenances_page<C: GenericClient>(
     Ok(Page::of(visible_rows(&rows, viewer)?, limit))
 }
 
+/// Every maintenance that is not finished and starts within a year of `now` (no reminder
+/// comes earlier than that), for the scheduler: all tenants' alike.
+pub async fn unfinished_maintenances<C: GenericClient>(
+    client: &C,
+    now: DateTime<Utc>,
+) -> Result<Vec<Versioned<Maintenance>>, ProjectionError> {
+    let statement = client
+        .prepare_cached(concat!(
+            "SELECT id, version, state, ",
+            timeline_sql!("maintenance"),
+            " AS timeline FROM rm_maintenances r \
+              WHERE status IN ('scheduled', 'in_progress', 'verifying') \
+                AND starts_at - interval '1 year' <= $1",
+        ))
+        .await?;
+    let rows = client.query(&statement, &[&now]).await?;
+    visible_rows(&rows, &Viewer::Everyone)
+}
+
 /// The maintenances the viewer may see that are scheduled and not started, soonest first.
 pub async fn soonest_upcoming_maintenances<C: GenericClient>(
     client: &C,

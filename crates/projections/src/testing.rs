@@ -268,6 +268,9 @@ fn maintenance_script(n: usize, services: &[Uuid]) -> Vec<maintenance::Command> 
             message: Some(cy.into()),
         }),
         default_language: Language::english(),
+        auto_start: false,
+        auto_complete: false,
+        remind_before_minutes: 0,
         author: "publisher-key".into(),
         at,
     })];

@@ -282,6 +282,9 @@ async fn concurrent_incidents_on_one_service_give_the_worst_open_status() {
         audience: Audience::Public,
         translations: Default::default(),
         default_language: domain::language::Language::english(),
+        auto_start: false,
+        auto_complete: false,
+        remind_before_minutes: 0,
         author: "publisher".into(),
         at: at(2),
     });

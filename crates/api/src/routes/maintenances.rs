@@ -152,6 +152,9 @@ pub async fn schedule(
         audience,
         translations: new.translations,
         default_language: state.default_language.clone(),
+        auto_start: new.auto_start.unwrap_or(true),
+        auto_complete: new.auto_complete.unwrap_or(true),
+        remind_before_minutes: new.remind_before_minutes.unwrap_or(60),
         author: author.key.state.name.clone(),
         at: Utc::now(),
     });
