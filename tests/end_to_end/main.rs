@@ -8,6 +8,7 @@ mod support;
 
 mod api;
 mod audit;
+mod automation;
 mod browser;
 mod cli;
 mod contract_fuzz;

@@ -662,6 +662,12 @@ pub mod documented {
     #[derive(IntoResponses)]
     pub enum PublicDocumentProblems {
         #[response(
+            status = 400,
+            description = "A `lang` that is not a language tag",
+            content_type = "application/problem+json"
+        )]
+        BadRequest(Problem),
+        #[response(
             status = 429,
             description = "Rate limited; see Retry-After",
             content_type = "application/problem+json"
