@@ -19,4 +19,5 @@ mod privileges;
 mod public;
 mod scale;
 mod stream;
+mod templates;
 mod webhooks;

@@ -148,16 +148,21 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewIncident {
+    /// Required, unless the template named by `template_id` has it.
+    #[serde(default)]
     #[schema(schema_with = incident_title)]
-    pub title: String,
-    pub impact: Impact,
+    pub title: Option<String>,
+    /// Required, unless the template named by `template_id` has it.
+    #[serde(default)]
+    pub impact: Option<Impact>,
     /// `investigating` when absent; an incident cannot be declared resolved.
     #[serde(default)]
     #[schema(schema_with = open_status)]
     pub status: Option<IncidentStatus>,
-    /// The first update's text.
-    #[schema(schema_with = domain::values::schema::message)]
-    pub message: String,
+    /// The first update's text. Required, unless the template named by `template_id` has it.
+    #[serde(default)]
+    #[schema(schema_with = optional_message)]
+    pub message: Option<String>,
     pub affected_services: Vec<AffectedService>,
     /// Free labels such as `europe` or `global`.
     #[serde(default)]
@@ -173,6 +178,9 @@ pub struct NewIncident {
     #[serde(default)]
     #[schema(schema_with = translations::<DeclarationTexts>)]
     pub translations: RawTranslations<DeclarationTexts>,
+    /// A template (`/v1/templates`) that fills every field this request does not give.
+    #[serde(default)]
+    pub template_id: Option<Uuid>,
 }
 
 /// Translations keyed by language tag, as JSON Schema: an object whose property names are
@@ -213,7 +221,7 @@ fn open_status() -> utoipa::openapi::Object {
 
 /// An incident's title, with the example the documentation shows.
 fn incident_title() -> utoipa::openapi::Object {
-    let mut title = domain::values::schema::title();
+    let mut title = domain::values::schema::optional_title();
     title.examples = vec!["Users cannot sign in to Teams".into()];
     title
 }
@@ -222,10 +230,14 @@ fn incident_title() -> utoipa::openapi::Object {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewIncidentUpdate {
-    /// `resolved` closes the incident.
-    pub status: IncidentStatus,
-    #[schema(schema_with = domain::values::schema::message)]
-    pub message: String,
+    /// `resolved` closes the incident. Required, unless the template named by
+    /// `template_id` has it.
+    #[serde(default)]
+    pub status: Option<IncidentStatus>,
+    /// Required, unless the template named by `template_id` has it.
+    #[serde(default)]
+    #[schema(schema_with = optional_message)]
+    pub message: Option<String>,
     #[serde(default)]
     pub impact: Option<Impact>,
     /// Replaces the list when present.
@@ -237,6 +249,9 @@ pub struct NewIncidentUpdate {
     #[serde(default)]
     #[schema(schema_with = translations::<UpdateTexts>)]
     pub translations: RawTranslations<UpdateTexts>,
+    /// A template (`/v1/templates`) that fills every field this request does not give.
+    #[serde(default)]
+    pub template_id: Option<Uuid>,
 }
 
 /// `POST /v1/incidents/{id}/updates/{update_id}/corrections`
@@ -655,4 +670,116 @@ impl From<delivery::log::Delivery> for Delivery {
                 .collect(),
         }
     }
+}
+
+/// `POST /v1/templates`: any of a notice's fields, which a declaration or an update naming
+/// the template takes when it does not give them.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTemplate {
+    /// What the team calls it, e.g. "Restart your clients".
+    #[schema(schema_with = domain::values::schema::title)]
+    pub name: String,
+    #[serde(default)]
+    #[schema(schema_with = domain::values::schema::optional_title)]
+    pub title: Option<String>,
+    #[serde(default)]
+    #[schema(schema_with = optional_message)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub impact: Option<Impact>,
+    #[serde(default)]
+    pub status: Option<IncidentStatus>,
+    #[serde(default)]
+    pub client_action: Option<ClientAction>,
+    #[serde(default)]
+    #[schema(schema_with = translations::<DeclarationTexts>)]
+    pub translations: RawTranslations<DeclarationTexts>,
+}
+
+fn optional_message() -> utoipa::openapi::Object {
+    let mut message = domain::values::schema::message();
+    message.schema_type = utoipa::openapi::schema::SchemaType::from_iter([
+        utoipa::openapi::Type::String,
+        utoipa::openapi::Type::Null,
+    ]);
+    message
+}
+
+/// `PATCH /v1/templates/{id}`: the fields present replace the template's (`null` clears
+/// one); `translations`, when present, replaces them all.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateChanges {
+    #[serde(default)]
+    #[schema(schema_with = domain::values::schema::optional_title)]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = domain::values::schema::optional_title)]
+    pub title: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = optional_message)]
+    pub message: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Impact>)]
+    pub impact: Option<Option<Impact>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<IncidentStatus>)]
+    pub status: Option<Option<IncidentStatus>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<ClientAction>)]
+    pub client_action: Option<Option<ClientAction>>,
+    #[serde(default)]
+    #[schema(schema_with = translations::<DeclarationTexts>)]
+    pub translations: Option<RawTranslations<DeclarationTexts>>,
+}
+
+/// A template.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TemplateBody {
+    pub id: Uuid,
+    pub name: String,
+    pub title: Option<String>,
+    pub message: Option<String>,
+    pub impact: Option<Impact>,
+    pub status: Option<IncidentStatus>,
+    pub client_action: Option<ClientAction>,
+    /// The texts in other languages, by tag.
+    #[schema(value_type = Object)]
+    pub translations: std::collections::BTreeMap<domain::language::Language, DeclarationTexts>,
+    /// The tenant it belongs to (the creating key's); `null`: every publisher's.
+    pub tenant: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub version: u64,
+}
+
+impl From<Versioned<domain::template::Template>> for TemplateBody {
+    fn from(v: Versioned<domain::template::Template>) -> Self {
+        let fields = v.state.fields;
+        TemplateBody {
+            id: v.id,
+            name: v.state.name,
+            title: fields.title,
+            message: fields.message,
+            impact: fields.impact,
+            status: fields.status,
+            client_action: fields.client_action,
+            translations: fields.translations,
+            tenant: v.state.tenant,
+            created_at: v.state.created_at,
+            updated_at: v.state.updated_at,
+            deleted_at: v.state.deleted_at,
+            version: v.version,
+        }
+    }
+}
+
+/// One page of templates, by name.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TemplatePage {
+    pub items: Vec<TemplateBody>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
 }

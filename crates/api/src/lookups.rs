@@ -29,3 +29,28 @@ pub async fn known_services(
             .collect(),
     ))
 }
+
+/// The template `id` a request names, if the caller may use it: its tenant's or of no
+/// tenant, and not deleted; 404 otherwise.
+pub async fn template(
+    state: &AppState,
+    tenant: Option<&str>,
+    id: Uuid,
+) -> Result<projections::Versioned<domain::template::Template>, ApiError> {
+    let client = state.store.pool().get().await?;
+    queries::template(&client, id, tenant)
+        .await?
+        .filter(|t| t.state.deleted_at.is_none())
+        .ok_or_else(|| ApiError::NotFound("no such template".into()))
+}
+
+/// A field a request must have, from itself or its template: 400 naming it when neither
+/// gives it.
+pub fn required<T>(field: &str, value: Option<T>) -> Result<T, ApiError> {
+    value.ok_or_else(|| {
+        ApiError::invalid(
+            field,
+            "required: give it, or a template_id whose template has it",
+        )
+    })
+}

@@ -241,6 +241,8 @@ impl TestDatabase {
 /// that migrating again runs V9 and the rest on it: for tests of V9 and of earlier
 /// migrations. A new migration adds its undo at the front.
 pub const UNDO_V9_SQL: &str = concat!(
+    // V14: templates.
+    "DROP TABLE rm_templates; ",
     // V13: endpoints know their language and format.
     "ALTER TABLE webhook_endpoints DROP COLUMN language, DROP COLUMN format; ",
     // V12: event authenticators.

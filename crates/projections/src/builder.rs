@@ -22,6 +22,7 @@ use domain::api_key::ApiKeyDecider;
 use domain::incident::IncidentDecider;
 use domain::maintenance::MaintenanceDecider;
 use domain::service::ServiceDecider;
+use domain::template::TemplateDecider;
 use domain::webhook::WebhookDecider;
 use eventstore::CancellationToken;
 use eventstore::{EventStore, LoggedEvent, RecordedEvent};
@@ -218,6 +219,7 @@ async fn fold_batch<C: GenericClient>(
     let mut incidents: Streams = HashMap::new();
     let mut maintenances: Streams = HashMap::new();
     let mut webhooks: Streams = HashMap::new();
+    let mut templates: Streams = HashMap::new();
     for logged in batch {
         let Some((kind, id)) = parse_stream_id(&logged.event.stream_id) else {
             continue;
@@ -228,6 +230,7 @@ async fn fold_batch<C: GenericClient>(
             StreamKind::Incident => &mut incidents,
             StreamKind::Maintenance => &mut maintenances,
             StreamKind::Webhook => &mut webhooks,
+            StreamKind::Template => &mut templates,
         };
         streams.entry(id).or_default().push(&logged.event);
     }
@@ -240,6 +243,8 @@ async fn fold_batch<C: GenericClient>(
     changes.maintenances =
         fold_kind::<MaintenanceDecider, C>(transaction, maintenances, &mut changes).await?;
     changes.webhooks = fold_kind::<WebhookDecider, C>(transaction, webhooks, &mut changes).await?;
+    changes.templates =
+        fold_kind::<TemplateDecider, C>(transaction, templates, &mut changes).await?;
     Ok(changes)
 }
 

@@ -3,7 +3,7 @@
 
 use crate::write::Derived;
 use crate::ProjectionError;
-use domain::{api_key, incident, maintenance, service, webhook, Decider, DecodeError};
+use domain::{api_key, incident, maintenance, service, template, webhook, Decider, DecodeError};
 use eventstore::RecordedEvent;
 use serde::Serialize;
 use uuid::Uuid;
@@ -250,6 +250,28 @@ impl Kind for webhook::WebhookDecider {
     }
 }
 
+impl Kind for template::TemplateDecider {
+    const NAME: &'static str = "template";
+    const TABLE: &'static str = "rm_templates";
+    type Resource = template::Template;
+
+    fn resource_id(resource: &Self::Resource) -> Uuid {
+        resource.id
+    }
+
+    fn add_to(changes: &mut crate::Changes, resource: Versioned<Self::Resource>) {
+        changes.templates.push(resource);
+    }
+
+    fn decode(event: &RecordedEvent) -> Result<template::Event, DecodeError> {
+        template::Event::from_stored(&event.event_type, event.schema_version, event.data.clone())
+    }
+
+    fn encode(event: &template::Event) -> Result<Encoded, ProjectionError> {
+        encoded(event.type_name(), event.schema_version(), event)
+    }
+}
+
 /// Which kind a stream belongs to, if any (streams of other names are not projected).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StreamKind {
@@ -258,6 +280,7 @@ pub enum StreamKind {
     Incident,
     Maintenance,
     Webhook,
+    Template,
 }
 
 /// Splits `<kind>-<uuid>` into its kind and id.
@@ -269,6 +292,7 @@ pub fn parse_stream_id(stream_id: &str) -> Option<(StreamKind, Uuid)> {
         incident::IncidentDecider::NAME => StreamKind::Incident,
         maintenance::MaintenanceDecider::NAME => StreamKind::Maintenance,
         webhook::WebhookDecider::NAME => StreamKind::Webhook,
+        template::TemplateDecider::NAME => StreamKind::Template,
         _ => return None,
     };
     // Only the canonical lower-case hyphenated form, so one resource has one stream.

@@ -22,7 +22,8 @@
 //! The read models are the [`READ_MODEL_TABLES`], created by migrations V2 and V5 and reshaped
 //! by V6 to V8:
 //!
-//! * `rm_services`, `rm_incidents`, `rm_maintenances`, `rm_api_keys`, `rm_webhooks`: one row
+//! * `rm_services`, `rm_incidents`, `rm_maintenances`, `rm_api_keys`, `rm_webhooks`,
+//!   `rm_templates` (V14): one row
 //!   per resource with its stream `version` and its domain `state` (JSON, as `evolve` made it),
 //!   plus columns derived from the state for filtering and ordering. An incident's and a
 //!   maintenance's timeline is not in its `state` but in its update rows (see
@@ -84,9 +85,10 @@ pub(crate) const READ_MODEL_WRITE_SQL: &str =
 
 /// Every read-model table. A replay rebuilds exactly these (a test checks that the schema
 /// has no other).
-pub const READ_MODEL_TABLES: [&str; 8] = [
+pub const READ_MODEL_TABLES: [&str; 9] = [
     "rm_api_keys",
     "rm_webhooks",
+    "rm_templates",
     "rm_services",
     "rm_incidents",
     "rm_maintenances",

@@ -167,6 +167,7 @@ impl StoredState for Maintenance {
 impl StoredState for Service {}
 impl StoredState for ApiKey {}
 impl StoredState for Webhook {}
+impl StoredState for domain::template::Template {}
 
 /// A service with its status as this viewer may know it.
 #[derive(Debug, Clone, PartialEq)]
@@ -900,4 +901,47 @@ pub async fn recent_updates<C: GenericClient>(
             })
         })
         .collect()
+}
+
+/// The template `id` as a caller of `tenant` may see it: its tenant's, and those of no
+/// tenant (an unbound caller sees every one). Deleted ones too (their `deleted_at` says so).
+pub async fn template<C: GenericClient>(
+    client: &C,
+    id: Uuid,
+    tenant: Option<&str>,
+) -> Result<Option<Versioned<domain::template::Template>>, ProjectionError> {
+    let statement = client
+        .prepare_cached(
+            "SELECT id, version, state FROM rm_templates \
+              WHERE id = $1 AND ($2::text IS NULL OR tenant IS NULL OR tenant = $2)",
+        )
+        .await?;
+    let row = client.query_opt(&statement, &[&id, &tenant]).await?;
+    row.as_ref().map(versioned).transpose()
+}
+
+/// The templates a caller of `tenant` may use, by name (at most `limit`, after `after`).
+pub async fn templates_page<C: GenericClient>(
+    client: &C,
+    tenant: Option<&str>,
+    after: Option<(String, Uuid)>,
+    limit: usize,
+) -> Result<Page<Versioned<domain::template::Template>>, ProjectionError> {
+    let (after_name, after_id) = after.unzip();
+    let statement = client
+        .prepare_cached(
+            "SELECT id, version, state FROM rm_templates \
+              WHERE NOT deleted AND ($1::text IS NULL OR tenant IS NULL OR tenant = $1) \
+                AND ($2::text IS NULL OR (name, id) > ($2, $3::uuid)) \
+              ORDER BY name, id LIMIT $4",
+        )
+        .await?;
+    let rows = client
+        .query(
+            &statement,
+            &[&tenant, &after_name, &after_id, &fetch_limit(limit)],
+        )
+        .await?;
+    let templates = rows.iter().map(versioned).collect::<Result<_, _>>()?;
+    Ok(Page::of(templates, limit))
 }

@@ -46,6 +46,7 @@ use domain::api_key::ApiKey;
 use domain::incident::Incident;
 use domain::maintenance::Maintenance;
 use domain::service::Service;
+use domain::template::Template;
 use domain::values::{Audience, ServiceStatus, Timeline};
 use domain::webhook::{Webhook, WebhookStatus};
 use serde::Serialize;
@@ -64,6 +65,7 @@ pub struct Changes {
     pub incidents: Vec<Versioned<Incident>>,
     pub maintenances: Vec<Versioned<Maintenance>>,
     pub webhooks: Vec<Versioned<Webhook>>,
+    pub templates: Vec<Versioned<Template>>,
     /// Updates (of these incidents and maintenances) whose derived rows are known to be
     /// stored exactly as these states would write them: left out, so that a write costs
     /// what changed rather than the length of the timeline. Empty: every one is written.
@@ -297,6 +299,9 @@ impl<'a> Writes<'a> {
         if !changes.webhooks.is_empty() {
             writes.webhooks(&changes.webhooks)?;
         }
+        if !changes.templates.is_empty() {
+            writes.templates(&changes.templates)?;
+        }
         Ok(writes)
     }
 
@@ -404,6 +409,35 @@ impl<'a> Writes<'a> {
                  state = excluded.state \
              WHERE r.version < excluded.version",
             params![ids, versions, roles, tenants, revoked, states],
+        );
+        Ok(())
+    }
+
+    fn templates(&mut self, templates: &'a [Versioned<Template>]) -> Result<(), ProjectionError> {
+        let ids: Vec<Uuid> = templates.iter().map(|t| t.id).collect();
+        let versions = templates
+            .iter()
+            .map(version)
+            .collect::<Result<Vec<_>, _>>()?;
+        let tenants: Vec<Option<&str>> = templates
+            .iter()
+            .map(|t| t.state.tenant.as_deref())
+            .collect();
+        let deleted: Vec<bool> = templates
+            .iter()
+            .map(|t| t.state.deleted_at.is_some())
+            .collect();
+        let names: Vec<&str> = templates.iter().map(|t| t.state.name.as_str()).collect();
+        let states: Vec<_> = templates.iter().map(state_json).collect();
+        self.push(
+            "INSERT INTO rm_templates AS r (id, version, tenant, deleted, name, state) \
+             SELECT * FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::bool[], \
+                                  $5::text[], $6::jsonb[]) \
+             ON CONFLICT (id) DO UPDATE SET version = excluded.version, \
+                 tenant = excluded.tenant, deleted = excluded.deleted, name = excluded.name, \
+                 state = excluded.state \
+             WHERE r.version < excluded.version",
+            params![ids, versions, tenants, deleted, names, states],
         );
         Ok(())
     }

@@ -6,6 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use domain::incident::{self, Incident, IncidentDecider};
 use domain::language::{Language, Negotiation, Preferences};
+use domain::template::Taken;
 use domain::values::AffectedService;
 use projections::history::{self, AsOf};
 use projections::queries::{self, for_viewer, IncidentFilter, IncidentState, Viewer};
@@ -22,7 +23,7 @@ use crate::bodies::{
 use crate::commands::{self, Answer};
 use crate::extract;
 use crate::language::{self, LanguageHeader, LanguageQuery};
-use crate::lookups::known_services;
+use crate::lookups::{self, known_services};
 use crate::paging;
 use crate::problem::ApiError;
 use crate::renderings::Rendering;
@@ -191,6 +192,39 @@ pub async fn declare(
 ) -> Result<HttpResponse, ApiError> {
     let author = caller.author()?;
     let new: NewIncident = extract::json_body(&request, &body)?;
+    let template = match new.template_id {
+        Some(id) => Some(
+            lookups::template(&state, caller.tenant(), id)
+                .await?
+                .state
+                .fields,
+        ),
+        None => None,
+    };
+    let from = |given: Option<String>, kept: Option<&String>| given.or_else(|| kept.cloned());
+    let fields = template.as_ref();
+    let taken = Taken {
+        title: new.title.is_none() && fields.is_some_and(|t| t.title.is_some()),
+        message: new.message.is_none() && fields.is_some_and(|t| t.message.is_some()),
+        client_action: new.client_action.is_none()
+            && fields.is_some_and(|t| t.client_action.is_some()),
+    };
+    let title = from(new.title, fields.and_then(|t| t.title.as_ref()));
+    let message = from(new.message, fields.and_then(|t| t.message.as_ref()));
+    let impact = new.impact.or(fields.and_then(|t| t.impact));
+    let (title, message, impact) = (
+        lookups::required("title", title)?,
+        lookups::required("message", message)?,
+        lookups::required("impact", impact)?,
+    );
+    let status = new.status.or(fields.and_then(|t| t.status));
+    let client_action = new
+        .client_action
+        .or_else(|| fields.and_then(|t| t.client_action.clone()));
+    let translations = match fields {
+        Some(fields) => fields.fill_translations(new.translations, taken),
+        None => new.translations,
+    };
     let audience = author.audience(new.audience)?;
     known_services(
         &state,
@@ -202,15 +236,15 @@ pub async fn declare(
     let command = incident::Command::Declare(incident::Declare {
         incident_id: id,
         update_id: Uuid::new_v4(),
-        title: new.title,
-        impact: new.impact,
-        status: new.status,
-        message: new.message,
+        title,
+        impact,
+        status,
+        message,
         affected_services: new.affected_services,
         regions: new.regions,
         audience,
-        client_action: new.client_action.unwrap_or_default(),
-        translations: new.translations,
+        client_action: client_action.unwrap_or_default(),
+        translations,
         default_language: state.default_language.clone(),
         author: author.key.state.name.clone(),
         at: Utc::now(),
@@ -249,18 +283,76 @@ pub async fn post_update(
 ) -> Result<HttpResponse, ApiError> {
     let author = caller.author()?;
     let update: NewIncidentUpdate = extract::json_body(&request, &body)?;
+    let template = match update.template_id {
+        Some(id) => Some(
+            lookups::template(&state, caller.tenant(), id)
+                .await?
+                .state
+                .fields,
+        ),
+        None => None,
+    };
+    let fields = template.as_ref();
+    let taken = Taken {
+        title: false,
+        message: update.message.is_none() && fields.is_some_and(|t| t.message.is_some()),
+        client_action: update.client_action.is_none()
+            && fields.is_some_and(|t| t.client_action.is_some()),
+    };
+    let message = update
+        .message
+        .or_else(|| fields.and_then(|t| t.message.clone()));
+    let status = update.status.or(fields.and_then(|t| t.status));
+    let (message, status) = (
+        lookups::required("message", message)?,
+        lookups::required("status", status)?,
+    );
+    let client_action = update
+        .client_action
+        .or_else(|| fields.and_then(|t| t.client_action.clone()));
+    let impact = update.impact.or(fields.and_then(|t| t.impact));
+    // An update has no title: the template's title and its translations stay out.
+    let translations = match fields {
+        Some(fields) => fields
+            .fill_translations(
+                update
+                    .translations
+                    .into_iter()
+                    .map(|(tag, t)| {
+                        let texts = domain::incident::DeclarationTexts {
+                            title: None,
+                            message: t.message,
+                            client_action: t.client_action,
+                        };
+                        (tag, texts)
+                    })
+                    .collect(),
+                taken,
+            )
+            .into_iter()
+            .map(|(tag, t)| {
+                let texts = domain::incident::UpdateTexts {
+                    message: t.message,
+                    client_action: t.client_action,
+                };
+                (tag, texts)
+            })
+            .filter(|(_, t)| t != &domain::incident::UpdateTexts::default())
+            .collect(),
+        None => update.translations,
+    };
     may_write_incident(&state, &author, *id).await?;
     if let Some(services) = &update.affected_services {
         known_services(&state, "affected_services", service_ids(services)).await?;
     }
     let command = incident::Command::PostUpdate(incident::PostUpdate {
         update_id: Uuid::new_v4(),
-        status: update.status,
-        message: update.message,
-        impact: update.impact,
+        status,
+        message,
+        impact,
         affected_services: update.affected_services,
-        client_action: update.client_action,
-        translations: update.translations,
+        client_action,
+        translations,
         default_language: state.default_language.clone(),
         author: author.key.state.name.clone(),
         at: Utc::now(),

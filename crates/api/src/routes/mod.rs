@@ -10,6 +10,7 @@ pub mod operations;
 pub mod public;
 pub mod services;
 pub mod stream;
+pub mod templates;
 pub mod webhooks;
 
 use utoipa::OpenApi;
@@ -21,6 +22,7 @@ pub fn configure(routes: &mut Routes<'_>) {
     operations::configure(routes);
     keys::configure(routes);
     webhooks::configure(routes);
+    templates::configure(routes);
     services::configure(routes);
     incidents::configure(routes);
     maintenances::configure(routes);
@@ -41,6 +43,7 @@ pub fn documents() -> Vec<utoipa::openapi::OpenApi> {
         public::Doc::openapi(),
         stream::Doc::openapi(),
         webhooks::Doc::openapi(),
+        templates::Doc::openapi(),
     ]
 }
 
