@@ -42,11 +42,9 @@ struct LangParam {
 
 /// The reader's wishes: `?lang=` when given, else `Accept-Language`.
 pub fn preferences(request: &HttpRequest) -> Result<Preferences, ApiError> {
-    // An empty `?lang=` (a form left blank) asks for nothing.
     let lang = actix_web::web::Query::<LangParam>::from_query(request.query_string())
         .ok()
-        .and_then(|q| q.into_inner().lang)
-        .filter(|lang| !lang.trim().is_empty());
+        .and_then(|q| q.into_inner().lang);
     if let Some(lang) = lang {
         return Ok(Preferences::only(Language::parse("lang", &lang)?));
     }

@@ -103,7 +103,7 @@ pub async fn create(
         .unwrap_or_default()
     };
     let also = AlsoWrite {
-        statement: "INSERT INTO webhook_secrets (webhook_id, secret) VALUES ($1, $2)",
+        statement: delivery::webhook::STORE_SECRET_SQL,
         params: &[&id, &secret],
     };
     commands::execute_also::<WebhookDecider>(

@@ -74,6 +74,12 @@ pub async fn disable_registered_by(
     Ok(ids.len())
 }
 
+/// Keeps a new endpoint's signing secret beside its registration: run in the registration's
+/// own transaction (`$1` the webhook id, `$2` the secret), so that neither exists without
+/// the other. The secret never enters the history.
+pub const STORE_SECRET_SQL: &str =
+    "INSERT INTO webhook_secrets (webhook_id, secret) VALUES ($1, $2)";
+
 /// A new signing secret: `whsec_` and 32 random bytes in base64, as Standard Webhooks
 /// libraries read it.
 pub fn new_secret() -> Result<String, crate::DeliveryError> {
