@@ -487,9 +487,37 @@ fn checked_action_message(field: &str, value: &str) -> Result<String, DomainErro
     text(field, value, MAX_ACTION_MESSAGE_CHARS)
 }
 
+/// A translated title (`<field>.title`), where the command carries a title.
+pub(crate) fn translated_title(
+    v: &mut Validation,
+    field: &str,
+    given: Option<&str>,
+    carried: bool,
+) -> Option<String> {
+    translated(v, &format!("{field}.title"), given, carried, |f, x| {
+        text(f, x, MAX_TITLE_CHARS)
+    })
+}
+
+/// A translated message (`<field>.message`), where the command carries a message.
+pub(crate) fn translated_message(
+    v: &mut Validation,
+    field: &str,
+    given: Option<&str>,
+    carried: bool,
+) -> Option<String> {
+    translated(
+        v,
+        &format!("{field}.message"),
+        given,
+        carried,
+        checked_message,
+    )
+}
+
 /// A translated client action message, allowed where the command's own client action has
 /// words to translate.
-fn action_text(
+pub(crate) fn action_text(
     v: &mut Validation,
     field: &str,
     given: Option<&ActionText>,
@@ -521,20 +549,8 @@ fn decide_declare(c: &Declare, state: &State) -> Result<Vec<Event>, DomainError>
         &mut v,
         |field, t: &DeclarationTexts, v| {
             let texts = DeclarationTexts {
-                title: translated(
-                    v,
-                    &format!("{field}.title"),
-                    t.title.as_deref(),
-                    true,
-                    |f, x| text(f, x, MAX_TITLE_CHARS),
-                ),
-                message: translated(
-                    v,
-                    &format!("{field}.message"),
-                    t.message.as_deref(),
-                    true,
-                    checked_message,
-                ),
+                title: translated_title(v, field, t.title.as_deref(), true),
+                message: translated_message(v, field, t.message.as_deref(), true),
                 client_action: action_text(
                     v,
                     field,
@@ -598,13 +614,7 @@ fn decide_update(c: &PostUpdate, state: &State) -> Result<Vec<Event>, DomainErro
         &mut v,
         |field, t: &UpdateTexts, v| {
             let texts = UpdateTexts {
-                message: translated(
-                    v,
-                    &format!("{field}.message"),
-                    t.message.as_deref(),
-                    true,
-                    checked_message,
-                ),
+                message: translated_message(v, field, t.message.as_deref(), true),
                 client_action: action_text(
                     v,
                     field,

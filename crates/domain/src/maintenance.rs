@@ -6,8 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::incident::{message_translations, MessageText, WITHOUT_TRANSLATIONS};
-use crate::language::{pick, refuse_empty, translated, translations, Language, RawTranslations};
+use crate::incident::{
+    message_translations, translated_message, translated_title, MessageText, WITHOUT_TRANSLATIONS,
+};
+use crate::language::{pick, refuse_empty, translations, Language, RawTranslations};
 use crate::values::{
     labels, text, time, Audience, MaintenanceId, ServiceId, Timeline, UpdateId, MAX_LIST_LEN,
     MAX_MESSAGE_CHARS, MAX_TITLE_CHARS,
@@ -526,20 +528,8 @@ impl Decider for MaintenanceDecider {
                     &mut v,
                     |field, t: &ScheduleTexts, v| {
                         let texts = ScheduleTexts {
-                            title: translated(
-                                v,
-                                &format!("{field}.title"),
-                                t.title.as_deref(),
-                                true,
-                                |f, x| text(f, x, MAX_TITLE_CHARS),
-                            ),
-                            message: translated(
-                                v,
-                                &format!("{field}.message"),
-                                t.message.as_deref(),
-                                true,
-                                |f, x| text(f, x, MAX_MESSAGE_CHARS),
-                            ),
+                            title: translated_title(v, field, t.title.as_deref(), true),
+                            message: translated_message(v, field, t.message.as_deref(), true),
                         };
                         refuse_empty(v, field, t == &ScheduleTexts::default());
                         texts

@@ -14,11 +14,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::incident::{ActionText, DeclarationTexts};
-use crate::language::{refuse_empty, translated, translations, Language, RawTranslations};
+use crate::incident::{action_text, translated_message, translated_title, DeclarationTexts};
+use crate::language::{refuse_empty, translations, Language, RawTranslations};
 use crate::values::{
-    label, text, ClientAction, ClientActionKind, Impact, IncidentStatus, MAX_ACTION_MESSAGE_CHARS,
-    MAX_MESSAGE_CHARS, MAX_TITLE_CHARS,
+    label, text, ClientAction, Impact, IncidentStatus, MAX_MESSAGE_CHARS, MAX_TITLE_CHARS,
 };
 use crate::{decode, Decider, DecodeError, DomainError, Validation};
 
@@ -174,34 +173,16 @@ fn checked_fields(raw: &RawFields, default: &Language, v: &mut Validation) -> Te
         .as_deref()
         .map(|m| v.check(text("message", m, MAX_MESSAGE_CHARS)));
     let client_action = raw.client_action.as_ref().map(|a| v.check(a.validated()));
-    let carries_action = raw
-        .client_action
-        .as_ref()
-        .is_some_and(|a| a.kind != ClientActionKind::None || !a.message.is_empty());
     let translations = translations(&raw.translations, default, v, |field, t, v| {
         let texts = DeclarationTexts {
-            title: translated(
+            title: translated_title(v, field, t.title.as_deref(), raw.title.is_some()),
+            message: translated_message(v, field, t.message.as_deref(), raw.message.is_some()),
+            client_action: action_text(
                 v,
-                &format!("{field}.title"),
-                t.title.as_deref(),
-                raw.title.is_some(),
-                |f, x| text(f, x, MAX_TITLE_CHARS),
+                field,
+                t.client_action.as_ref(),
+                raw.client_action.as_ref(),
             ),
-            message: translated(
-                v,
-                &format!("{field}.message"),
-                t.message.as_deref(),
-                raw.message.is_some(),
-                |f, x| text(f, x, MAX_MESSAGE_CHARS),
-            ),
-            client_action: translated(
-                v,
-                &format!("{field}.client_action.message"),
-                t.client_action.as_ref().map(|a| a.message.as_str()),
-                carries_action,
-                |f, x| text(f, x, MAX_ACTION_MESSAGE_CHARS),
-            )
-            .map(|message| ActionText { message }),
         };
         refuse_empty(v, field, t == &DeclarationTexts::default());
         texts
@@ -374,6 +355,7 @@ impl TemplateFields {
 mod tests {
     use super::*;
     use crate::given::given;
+    use crate::values::ClientActionKind;
     use chrono::TimeZone;
 
     fn at(minute: u32) -> DateTime<Utc> {
