@@ -151,8 +151,10 @@ async fn a_publishers_own_move_first_wins_and_the_scheduler_then_does_nothing() 
     let api = Api::start_with(&db, &FAST).await;
     let publisher = api.key("publisher", None).await;
     let service = api.service("Exchange").await;
+    // Due a few seconds ahead, so that the publisher's moves come first even on a busy
+    // machine.
     let cancelled = api
-        .post("/v1/maintenances", &publisher, maintenance(&service, 1, 2))
+        .post("/v1/maintenances", &publisher, maintenance(&service, 3, 4))
         .await
         .expect(201);
     let cancelled_id = cancelled["id"].as_str().unwrap().to_owned();
@@ -172,7 +174,7 @@ async fn a_publishers_own_move_first_wins_and_the_scheduler_then_does_nothing() 
         .await
         .expect(201);
     let early = api
-        .post("/v1/maintenances", &publisher, maintenance(&service, 2, 3))
+        .post("/v1/maintenances", &publisher, maintenance(&service, 4, 5))
         .await
         .expect(201);
     let early_id = early["id"].as_str().unwrap().to_owned();

@@ -117,11 +117,15 @@ async fn an_incident_in_english_and_welsh_reads_in_each_language_and_falls_back_
         )
         .await
         .expect(201);
+    // A write answers in the default language: its ETag is the version alone.
+    assert_eq!(update["language"], "en");
+    assert_eq!(update["translations"], json!(["en", "cy"]));
+    let welsh_update = read(&api, &format!("{path}?lang=cy"), &[]).await;
+    assert_eq!(welsh_update.header("etag"), Some("\"2-cy\""));
     assert_eq!(
-        update["language"], "cy",
-        "a write answers in the writer's language"
+        welsh_update.expect(200)["updates"][1]["message"],
+        "Wedi dod o hyd i'r achos."
     );
-    assert_eq!(update["updates"][1]["message"], "Wedi dod o hyd i'r achos.");
 
     // Lists and time travel too; a text without Welsh falls back, field by field.
     api.declare(

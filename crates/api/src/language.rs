@@ -67,15 +67,29 @@ pub fn accept_language(request: &HttpRequest) -> Preferences {
         .collect();
     // Stable: equal qualities keep the order the client gave.
     items.sort_by_key(|item| std::cmp::Reverse(item.quality));
-    Preferences::ranked(items.into_iter().filter_map(|item| {
-        match item.item {
-            Preference::Any => Some(Range::Any),
-            Preference::Specific(tag) => Language::parse("Accept-Language", tag.as_str())
-                .ok()
-                .map(Range::Language),
+    let mut ranges: Vec<Range> = Vec::new();
+    for item in items {
+        let range = match item.item {
+            Preference::Any => Range::Any,
+            Preference::Specific(tag) => match Language::parse("Accept-Language", tag.as_str()) {
+                Ok(language) => Range::Language(language),
+                Err(_) => continue,
+            },
+        };
+        if !ranges.contains(&range) {
+            ranges.push(range);
         }
-    }))
+        // Each range is tried against every language of every resource rendered: a
+        // header of thousands would cost that many times over.
+        if ranges.len() == MAX_RANGES {
+            break;
+        }
+    }
+    Preferences::ranked(ranges)
 }
+
+/// The most ranges of `Accept-Language` taken, most wanted first (browsers send a handful).
+const MAX_RANGES: usize = 16;
 
 /// What renders this request's resources.
 pub fn negotiation(state: &AppState, request: &HttpRequest) -> Result<Negotiation, ApiError> {
@@ -157,6 +171,32 @@ mod tests {
         assert_eq!(ranked("cy;q=nonsense"), ["default"], "malformed: ignored");
         assert_eq!(ranked(";;;,,"), ["default"]);
         assert_eq!(ranked("i-klingon, cy;q=0.3"), ["cy"]);
+    }
+
+    #[test]
+    fn a_huge_accept_language_is_cut_to_its_most_wanted_ranges() {
+        // 5,000 distinct three-letter tags, every one valid, none a language Crier has.
+        let letter = |n: usize| char::from(b'a' + (n % 26) as u8);
+        let mut header: Vec<String> = (0..5000)
+            .map(|n| format!("{}{}{}", letter(n / 676 + 1), letter(n / 26), letter(n)))
+            .filter(|tag| tag != "cym")
+            .collect();
+        header.push("cy;q=0.9".into());
+        let request = TestRequest::default()
+            .insert_header((header::ACCEPT_LANGUAGE, header.join(", ")))
+            .to_http_request();
+        let prefs = accept_language(&request);
+        let cy = Language::parse("t", "cy").unwrap();
+        assert_eq!(
+            prefs.choose(&Language::english(), [&cy]),
+            None,
+            "cy ranked 5001st"
+        );
+        assert_eq!(
+            ranked("cy, cy, cy, fr"),
+            ["cy"],
+            "repeats count once and the first still wins"
+        );
     }
 
     #[test]

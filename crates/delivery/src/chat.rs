@@ -4,7 +4,9 @@
 //!
 //! * Slack (incoming webhooks): `text` (the notification's fallback) and `blocks` (a
 //!   header, the status and impact as fields, the client action, the message, a link).
-//!   Text in `mrkdwn` has `&`, `<` and `>` escaped, as Slack requires.
+//!   Text in `mrkdwn` (the fallback too) has `&`, `<` and `>` escaped, as Slack requires.
+//!   A maintenance's message begins with its window; a reminder's title says it starts
+//!   soon.
 //! * Microsoft Teams (incoming webhooks and Workflows): a `message` with one attachment, an
 //!   Adaptive Card 1.4 (a title, a fact set, the action, the message, an `Action.OpenUrl`).
 //!
@@ -34,6 +36,8 @@ struct Labels {
     impact: &'static str,
     what_to_do: &'static str,
     open: &'static str,
+    when: &'static str,
+    reminder: &'static str,
     term: fn(&str) -> Option<&'static str>,
 }
 
@@ -42,6 +46,8 @@ const ENGLISH: Labels = Labels {
     impact: "Impact",
     what_to_do: "What to do",
     open: "Open",
+    when: "When:",
+    reminder: "Starting soon",
     term: english_term,
 };
 
@@ -50,6 +56,8 @@ const WELSH: Labels = Labels {
     impact: "Effaith",
     what_to_do: "Beth i'w wneud",
     open: "Agor",
+    when: "Pryd:",
+    reminder: "Yn dechrau cyn bo hir",
     term: welsh_term,
 };
 
@@ -135,10 +143,22 @@ impl Summary {
             .or_else(|| text(&data["name"]))
             .unwrap_or_default();
         // The newest update's message: the timeline is oldest first.
-        let message = data["updates"]
+        let mut message = data["updates"]
             .as_array()
             .and_then(|updates| updates.last())
             .and_then(|update| text(&update["message"]));
+        // A maintenance says when the work is; its reminder says it first.
+        let mut title = title;
+        if let (Some(starts), Some(ends)) = (data["starts_at"].as_str(), data["ends_at"].as_str()) {
+            let window = format!("{} {starts} – {ends} (UTC)", labels.when);
+            message = Some(match message {
+                Some(message) => format!("{window}\n{message}"),
+                None => window,
+            });
+            if event["type"] == "maintenance.reminder" {
+                title = format!("{}: {title}", labels.reminder);
+            }
+        }
         Summary {
             title,
             status: labels.term(data["status"].as_str().unwrap_or_default()),
@@ -199,7 +219,8 @@ fn slack(summary: &Summary) -> Value {
     if let Some(action) = &summary.action {
         fallback = format!("{fallback}: {action}");
     }
-    json!({"text": fallback, "blocks": blocks})
+    // The fallback is mrkdwn too: escaped, so a title cannot ping a channel or hide a link.
+    json!({"text": slack_escape(&fallback), "blocks": blocks})
 }
 
 fn teams(summary: &Summary) -> Value {

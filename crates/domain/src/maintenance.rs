@@ -387,6 +387,7 @@ fn automatic_move(state: &State, c: &Automatic, to: MaintenanceStatus) -> Vec<Ev
             maintenance.auto_complete
                 && maintenance.status.is_active()
                 && c.at >= maintenance.ends_at
+                && maintenance.began_in_time()
         }
     };
     if !due || maintenance.updates.iter().any(|u| u.id == c.update_id) {
@@ -442,6 +443,16 @@ fn reminder(state: &State, c: &Automatic) -> Vec<Event> {
 }
 
 impl Maintenance {
+    /// Did the work get under way before `ends_at`, or by the scheduler (catching up)? One
+    /// a publisher started only after its end was due is theirs to complete: the scheduler
+    /// would end it the moment it began.
+    fn began_in_time(&self) -> bool {
+        self.updates
+            .iter()
+            .find(|u| u.status.is_active())
+            .is_none_or(|u| u.author == SYSTEM || u.created_at < self.ends_at)
+    }
+
     /// The scheduler's next move for this maintenance at `now`, if any is due.
     pub fn due(&self, now: DateTime<Utc>) -> Option<AutomaticMove> {
         let before = chrono::Duration::minutes(i64::from(self.remind_before_minutes));
@@ -457,7 +468,12 @@ impl Maintenance {
             {
                 Some(AutomaticMove::Remind)
             }
-            status if status.is_active() && self.auto_complete && now >= self.ends_at => {
+            status
+                if status.is_active()
+                    && self.auto_complete
+                    && now >= self.ends_at
+                    && self.began_in_time() =>
+            {
                 Some(AutomaticMove::Complete)
             }
             _ => None,
@@ -1036,5 +1052,32 @@ mod tests {
             panic!("refused")
         };
         assert_eq!(errors[0].field, "remind_before_minutes");
+    }
+
+    #[test]
+    fn work_started_by_hand_after_its_end_is_not_completed_the_moment_it_begins() {
+        let mut history = vec![scheduled()];
+        history.extend(
+            given::<MaintenanceDecider>(&history)
+                .when(Command::PostUpdate(PostUpdate {
+                    update_id: Uuid::from_u128(77),
+                    status: InProgress,
+                    message: "Late, but starting.".into(),
+                    translations: RawTranslations::new(),
+                    default_language: Language::english(),
+                    author: "key-1".into(),
+                    at: Utc.with_ymd_and_hms(2026, 11, 28, 23, 30, 0).unwrap(),
+                }))
+                .unwrap(),
+        );
+        let late = automatic(1, 23, 31);
+        assert_eq!(
+            MaintenanceDecider::fold(&history).unwrap().due(late.at),
+            None
+        );
+        assert!(given::<MaintenanceDecider>(&history)
+            .when(Command::Complete(late))
+            .unwrap()
+            .is_empty());
     }
 }

@@ -336,6 +336,27 @@ impl TemplateFields {
         out
     }
 
+    /// Refuses, as a request without a template would be refused, a request's own
+    /// translations that name one language twice (`cy` and `CY`) or translate nothing:
+    /// merged with the template's they would pass unseen.
+    pub fn check_given(given: &RawTranslations<DeclarationTexts>) -> Result<(), DomainError> {
+        let mut v = Validation::default();
+        let mut seen: Vec<String> = Vec::new();
+        for (tag, texts) in given {
+            let field = format!("translations.{tag}");
+            let canonical = Language::parse(&field, tag).map(|l| l.to_string());
+            match canonical {
+                Ok(canonical) if seen.contains(&canonical) => {
+                    v.refuse(&field, "names a language given already")
+                }
+                Ok(canonical) => seen.push(canonical),
+                Err(_) => {}
+            }
+            refuse_empty(&mut v, &field, texts == &DeclarationTexts::default());
+        }
+        v.finish()
+    }
+
     /// The template's fields as a request would give them (tags as stored).
     pub fn as_raw(&self) -> RawFields {
         RawFields {

@@ -564,7 +564,10 @@ pub async fn unfinished_maintenances<C: GenericClient>(
             timeline_sql!("maintenance"),
             " AS timeline FROM rm_maintenances r \
               WHERE status IN ('scheduled', 'in_progress', 'verifying') \
-                AND starts_at - interval '1 year' <= $1",
+                AND starts_at - interval '1 year' <= $1 \
+                AND (coalesce((state ->> 'auto_start')::boolean, false) \
+                     OR coalesce((state ->> 'auto_complete')::boolean, false) \
+                     OR coalesce((state ->> 'remind_before_minutes')::integer, 0) > 0)",
         ))
         .await?;
     let rows = client.query(&statement, &[&now]).await?;

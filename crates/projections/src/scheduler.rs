@@ -68,7 +68,15 @@ pub async fn tick(
             Ok(written) => made += written.events,
             // Another process, or a publisher, moved it first: nothing is due any more.
             Err(CommandError::VersionMismatch { .. } | CommandError::Contended) => {}
-            Err(e) => return Err(e),
+            // The database away: the next tick tries everything again.
+            Err(CommandError::Projection(e)) if e.is_unavailable() => {
+                return Err(CommandError::Projection(e))
+            }
+            // One maintenance that cannot be moved holds back no other.
+            Err(e) => tracing::warn!(
+                error = %Chain(&e), maintenance = %maintenance.id,
+                "the scheduler could not move a maintenance"
+            ),
         }
     }
     Ok(made)

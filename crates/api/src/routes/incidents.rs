@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use domain::incident::{self, Incident, IncidentDecider};
 use domain::language::{Language, Negotiation, Preferences};
-use domain::template::Taken;
+use domain::template::{Taken, TemplateFields};
 use domain::values::AffectedService;
 use projections::history::{self, AsOf};
 use projections::queries::{self, for_viewer, IncidentFilter, IncidentState, Viewer};
@@ -160,13 +160,11 @@ async fn run(
         Answer {
             status,
             location: Some(format!("/v1/incidents/{id}")),
-            // A write answers in the writer's `Accept-Language`, as a read would.
+            // A write answers in the default language, so that its `ETag` (the version
+            // alone) names what it sent; a read in another language has its own.
             render: &render(
                 author.viewer(),
-                Negotiation {
-                    preferences: language::accept_language(request),
-                    default: state.default_language.clone(),
-                },
+                Negotiation::default_only(state.default_language.clone()),
             ),
         },
     )
@@ -222,7 +220,10 @@ pub async fn declare(
         .client_action
         .or_else(|| fields.and_then(|t| t.client_action.clone()));
     let translations = match fields {
-        Some(fields) => fields.fill_translations(new.translations, taken),
+        Some(fields) => {
+            TemplateFields::check_given(&new.translations)?;
+            fields.fill_translations(new.translations, taken)
+        }
         None => new.translations,
     };
     let audience = author.audience(new.audience)?;
@@ -315,18 +316,20 @@ pub async fn post_update(
     let translations = match fields {
         Some(fields) => fields
             .fill_translations(
-                update
-                    .translations
-                    .into_iter()
-                    .map(|(tag, t)| {
-                        let texts = domain::incident::DeclarationTexts {
-                            title: None,
-                            message: t.message,
-                            client_action: t.client_action,
-                        };
-                        (tag, texts)
-                    })
-                    .collect(),
+                {
+                    let given = (update.translations.into_iter())
+                        .map(|(tag, t)| {
+                            let texts = domain::incident::DeclarationTexts {
+                                title: None,
+                                message: t.message,
+                                client_action: t.client_action,
+                            };
+                            (tag, texts)
+                        })
+                        .collect();
+                    TemplateFields::check_given(&given)?;
+                    given
+                },
                 taken,
             )
             .into_iter()

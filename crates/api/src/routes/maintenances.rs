@@ -100,13 +100,11 @@ async fn run(
         Answer {
             status: StatusCode::CREATED,
             location: Some(format!("/v1/maintenances/{id}")),
-            // A write answers in the writer's `Accept-Language`, as a read would.
+            // A write answers in the default language, so that its `ETag` (the version
+            // alone) names what it sent; a read in another language has its own.
             render: &render(
                 author.viewer(),
-                Negotiation {
-                    preferences: language::accept_language(request),
-                    default: state.default_language.clone(),
-                },
+                Negotiation::default_only(state.default_language.clone()),
             ),
         },
     )

@@ -157,13 +157,17 @@ pub async fn get(
     ))
 }
 
-/// The template `id` if the caller may change it: its own tenant's (an unbound key: any).
+/// The template `id` if the caller may change it: its own tenant's (an unbound key: any),
+/// deleted ones too (deleting again is no change; changing one is refused by the domain).
 async fn changeable(
     state: &AppState,
     caller: &Caller,
     id: Uuid,
 ) -> Result<Versioned<template::Template>, ApiError> {
-    let found = crate::lookups::template(state, caller.tenant(), id).await?;
+    let client = state.store.pool().get().await?;
+    let found = queries::template(&client, id, caller.tenant())
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such template".into()))?;
     if caller.tenant().is_some() && found.state.tenant.as_deref() != caller.tenant() {
         return Err(ApiError::Forbidden(
             "a template of no tenant is changed by an unbound key".into(),
