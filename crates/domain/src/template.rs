@@ -66,11 +66,23 @@ pub struct RawFields {
     pub translations: RawTranslations<DeclarationTexts>,
 }
 
-/// The whole new name and fields (the API merges a `PATCH` into the current ones).
+/// What a `PATCH` changes: each field present replaces the template's (`Some(None)` clears
+/// it), merged into the template as it stands when the command is decided, so that two
+/// changes of different fields both hold.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Patch {
+    pub name: Option<String>,
+    pub title: Option<Option<String>>,
+    pub message: Option<Option<String>>,
+    pub impact: Option<Option<Impact>>,
+    pub status: Option<Option<IncidentStatus>>,
+    pub client_action: Option<Option<ClientAction>>,
+    pub translations: Option<RawTranslations<DeclarationTexts>>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
-    pub name: String,
-    pub fields: RawFields,
+    pub patch: Patch,
     pub default_language: Language,
     pub author: String,
     pub at: DateTime<Utc>,
@@ -225,9 +237,18 @@ impl Decider for TemplateDecider {
             }
             Command::Change(c) => {
                 let template = live(state)?;
+                let patch = c.patch.clone();
+                let mut raw = template.fields.as_raw();
+                raw.title = patch.title.unwrap_or(raw.title);
+                raw.message = patch.message.unwrap_or(raw.message);
+                raw.impact = patch.impact.unwrap_or(raw.impact);
+                raw.status = patch.status.unwrap_or(raw.status);
+                raw.client_action = patch.client_action.unwrap_or(raw.client_action);
+                raw.translations = patch.translations.unwrap_or(raw.translations);
+                let name = patch.name.unwrap_or_else(|| template.name.clone());
                 let mut v = Validation::default();
-                let name = v.check(text("name", &c.name, MAX_TITLE_CHARS));
-                let fields = checked_fields(&c.fields, &c.default_language, &mut v);
+                let name = v.check(text("name", &name, MAX_TITLE_CHARS));
+                let fields = checked_fields(&raw, &c.default_language, &mut v);
                 let author = v.check(text("author", &c.author, MAX_TITLE_CHARS));
                 v.finish()?;
                 if name == template.name && fields == template.fields {
@@ -424,23 +445,39 @@ mod tests {
         assert_eq!(template.fields.status, Some(IncidentStatus::Resolved));
         assert_eq!(template.fields.translations.len(), 1);
         let mut history = created.clone();
-        let mut fields = restart();
-        fields.message = Some("Restart Teams to recover.".into());
+        let change = |patch: Patch| {
+            Command::Change(Change {
+                patch,
+                default_language: Language::english(),
+                author: "key-1".into(),
+                at: at(1),
+            })
+        };
+        // Two changes of different fields, decided one after the other: both hold.
         history.extend(
             given::<TemplateDecider>(&history)
-                .when(Command::Change(Change {
-                    name: "Restart Teams".into(),
-                    fields,
-                    default_language: Language::english(),
-                    author: "key-1".into(),
-                    at: at(1),
+                .when(change(Patch {
+                    name: Some("Restart Teams".into()),
+                    ..Patch::default()
                 }))
                 .unwrap(),
         );
-        assert_eq!(
-            TemplateDecider::fold(&history).unwrap().name,
-            "Restart Teams"
+        history.extend(
+            given::<TemplateDecider>(&history)
+                .when(change(Patch {
+                    message: Some(Some("Restart Teams to recover.".into())),
+                    status: Some(None),
+                    ..Patch::default()
+                }))
+                .unwrap(),
         );
+        let changed = TemplateDecider::fold(&history).unwrap();
+        assert_eq!(changed.name, "Restart Teams");
+        assert_eq!(
+            changed.fields.message.as_deref(),
+            Some("Restart Teams to recover.")
+        );
+        assert_eq!(changed.fields.status, None);
         let delete = || {
             Command::Delete(Delete {
                 author: "key-1".into(),

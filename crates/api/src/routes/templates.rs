@@ -196,29 +196,19 @@ pub async fn change(
 ) -> Result<HttpResponse, ApiError> {
     let key = caller.require(Permission::Publish)?;
     let changes: TemplateChanges = extract::json_body(&request, &body)?;
-    let current = changeable(&state, &caller, *id).await?;
-    let mut fields = current.state.fields.as_raw();
-    if let Some(title) = changes.title {
-        fields.title = title;
-    }
-    if let Some(message) = changes.message {
-        fields.message = message;
-    }
-    if let Some(impact) = changes.impact {
-        fields.impact = impact;
-    }
-    if let Some(status) = changes.status {
-        fields.status = status;
-    }
-    if let Some(action) = changes.client_action {
-        fields.client_action = action;
-    }
-    if let Some(translations) = changes.translations {
-        fields.translations = translations;
-    }
+    changeable(&state, &caller, *id).await?;
+    // Merged into the template as it stands when the command is decided: two changes of
+    // different fields both hold.
     let command = template::Command::Change(template::Change {
-        name: changes.name.unwrap_or(current.state.name),
-        fields,
+        patch: template::Patch {
+            name: changes.name,
+            title: changes.title,
+            message: changes.message,
+            impact: changes.impact,
+            status: changes.status,
+            client_action: changes.client_action,
+            translations: changes.translations,
+        },
         default_language: state.default_language.clone(),
         author: key.id.to_string(),
         at: Utc::now(),
