@@ -304,3 +304,98 @@ mod tests {
         assert!(tasks.stop(Duration::from_secs(1)).await);
     }
 }
+
+#[cfg(test)]
+mod metric_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// Failures counted under `crier_task_failures_total{task="counted"}`.
+    static COUNTED: AtomicU64 = AtomicU64::new(0);
+
+    struct Failures;
+
+    impl metrics::CounterFn for Failures {
+        fn increment(&self, value: u64) {
+            COUNTED.fetch_add(value, Ordering::SeqCst);
+        }
+
+        fn absolute(&self, value: u64) {
+            COUNTED.store(value, Ordering::SeqCst);
+        }
+    }
+
+    /// A recorder that keeps one counter: the failures of the task named `counted`.
+    struct Recorder;
+
+    impl metrics::Recorder for Recorder {
+        fn describe_counter(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_gauge(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_histogram(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+
+        fn register_counter(
+            &self,
+            key: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Counter {
+            let ours = key.name() == "crier_task_failures_total"
+                && key
+                    .labels()
+                    .any(|l| l.key() == "task" && l.value() == "counted");
+            if ours {
+                metrics::Counter::from_arc(Arc::new(Failures))
+            } else {
+                metrics::Counter::noop()
+            }
+        }
+
+        fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+            metrics::Gauge::noop()
+        }
+
+        fn register_histogram(
+            &self,
+            _: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Histogram {
+            metrics::Histogram::noop()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_failure_of_a_task_is_counted_in_the_metrics_by_its_name() {
+        metrics::set_global_recorder(Recorder).unwrap();
+        let tasks = Tasks::new();
+        tasks.spawn("counted", |_cancel: CancellationToken| async {
+            Err::<(), BoxError>(BoxError::from("the database is gone"))
+        });
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(COUNTED.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(FIRST_BACKOFF + Duration::from_millis(1)).await;
+        assert_eq!(
+            COUNTED.load(Ordering::SeqCst),
+            2,
+            "each failure, after each backoff"
+        );
+        assert!(tasks.stop(Duration::from_secs(1)).await);
+    }
+}
