@@ -170,6 +170,15 @@ impl Negotiation {
         }
     }
 
+    /// Exactly `language` where a resource has it (`None`: the default language): how one
+    /// rendering of a cache of renderings per language is made.
+    pub fn fixed(language: Option<Language>, default: Language) -> Negotiation {
+        Negotiation {
+            preferences: language.map(Preferences::only).unwrap_or_default(),
+            default,
+        }
+    }
+
     /// The language of a resource whose texts also exist in `translations`: `None` for the
     /// default language.
     pub fn choose<'a>(

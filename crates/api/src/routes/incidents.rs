@@ -5,7 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use domain::incident::{self, Incident, IncidentDecider};
-use domain::language::{Language, Negotiation, Preferences};
+use domain::language::{Language, Negotiation};
 use domain::template::{Taken, TemplateFields};
 use domain::values::AffectedService;
 use projections::history::{self, AsOf};
@@ -577,10 +577,7 @@ pub async fn get(
                 let (state, viewer, id) = (&state, &viewer, *id);
                 async move {
                     let client = state.store.pool().get().await?;
-                    let fixed = Negotiation {
-                        preferences: language.map(Preferences::only).unwrap_or_default(),
-                        default: state.default_language.clone(),
-                    };
+                    let fixed = Negotiation::fixed(language, state.default_language.clone());
                     queries::incident(&client, id, viewer)
                         .await?
                         .map(|incident| {

@@ -5,7 +5,7 @@ use crate::language::{self, LanguageHeader, LanguageQuery};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
-use domain::language::{Language, Negotiation, Preferences};
+use domain::language::{Language, Negotiation};
 use domain::maintenance::{self, Maintenance, MaintenanceDecider};
 use projections::queries::{self, for_viewer, MaintenanceState, Viewer};
 use projections::Versioned;
@@ -265,10 +265,7 @@ pub async fn get(
             let (state, viewer, id) = (&state, &viewer, *id);
             async move {
                 let client = state.store.pool().get().await?;
-                let fixed = Negotiation {
-                    preferences: language.map(Preferences::only).unwrap_or_default(),
-                    default: state.default_language.clone(),
-                };
+                let fixed = Negotiation::fixed(language, state.default_language.clone());
                 queries::maintenance(&client, id, viewer)
                     .await?
                     .map(|m| {
