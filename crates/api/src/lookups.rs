@@ -30,9 +30,9 @@ pub async fn known_services(
     ))
 }
 
-/// The template `id` a request names, if the caller may use it: its tenant's or of no
-/// tenant, and not deleted; 404 otherwise.
-pub async fn template(
+/// The template `id` as a caller of `tenant` may see it (its tenant's or of no tenant),
+/// deleted ones too; 404 otherwise.
+pub async fn visible_template(
     state: &AppState,
     tenant: Option<&str>,
     id: Uuid,
@@ -40,6 +40,17 @@ pub async fn template(
     let client = state.store.pool().get().await?;
     queries::template(&client, id, tenant)
         .await?
+        .ok_or_else(|| ApiError::NotFound("no such template".into()))
+}
+
+/// The template `id` a request names, if the caller may use it: visible to it and not
+/// deleted; 404 otherwise.
+pub async fn template(
+    state: &AppState,
+    tenant: Option<&str>,
+    id: Uuid,
+) -> Result<projections::Versioned<domain::template::Template>, ApiError> {
+    Some(visible_template(state, tenant, id).await?)
         .filter(|t| t.state.deleted_at.is_none())
         .ok_or_else(|| ApiError::NotFound("no such template".into()))
 }

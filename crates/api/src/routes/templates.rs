@@ -15,6 +15,7 @@ use crate::auth::{Caller, Permission};
 use crate::bodies::{NewTemplate, TemplateBody, TemplateChanges, TemplatePage};
 use crate::commands::{self, Answer};
 use crate::extract;
+use crate::lookups;
 use crate::paging;
 use crate::problem::ApiError;
 use crate::routing::{self, Routes};
@@ -146,10 +147,7 @@ pub async fn get(
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::Publish)?;
-    let client = state.store.pool().get().await?;
-    let found = queries::template(&client, *id, caller.tenant())
-        .await?
-        .ok_or_else(|| ApiError::NotFound("no such template".into()))?;
+    let found = lookups::visible_template(&state, caller.tenant(), *id).await?;
     Ok(commands::resource(
         StatusCode::OK,
         found.version,
@@ -164,10 +162,7 @@ async fn changeable(
     caller: &Caller,
     id: Uuid,
 ) -> Result<Versioned<template::Template>, ApiError> {
-    let client = state.store.pool().get().await?;
-    let found = queries::template(&client, id, caller.tenant())
-        .await?
-        .ok_or_else(|| ApiError::NotFound("no such template".into()))?;
+    let found = lookups::visible_template(state, caller.tenant(), id).await?;
     if caller.tenant().is_some() && found.state.tenant.as_deref() != caller.tenant() {
         return Err(ApiError::Forbidden(
             "a template of no tenant is changed by an unbound key".into(),
