@@ -19,23 +19,24 @@ use serde_json::{json, Value};
 use crate::DeliveryError;
 use notices::Site;
 
-/// What a chat message says, read from a notice's CloudEvent.
-struct Summary {
-    title: String,
-    status: String,
-    impact: Option<String>,
-    action: Option<String>,
-    message: Option<String>,
-    link: String,
-    labels: &'static Labels,
+/// What a chat message (or an email) says, read from a notice's CloudEvent.
+pub(crate) struct Summary {
+    pub(crate) title: String,
+    pub(crate) status: String,
+    pub(crate) impact: Option<String>,
+    pub(crate) action: Option<String>,
+    pub(crate) message: Option<String>,
+    pub(crate) link: String,
+    pub(crate) language: String,
+    pub(crate) labels: &'static Labels,
 }
 
 /// The words around the notice's own texts, in the languages Crier has them in.
-struct Labels {
-    status: &'static str,
-    impact: &'static str,
-    what_to_do: &'static str,
-    open: &'static str,
+pub(crate) struct Labels {
+    pub(crate) status: &'static str,
+    pub(crate) impact: &'static str,
+    pub(crate) what_to_do: &'static str,
+    pub(crate) open: &'static str,
     when: &'static str,
     reminder: &'static str,
     term: fn(&str) -> Option<&'static str>,
@@ -110,7 +111,7 @@ fn welsh_term(value: &str) -> Option<&'static str> {
 }
 
 impl Labels {
-    fn for_language(tag: &str) -> &'static Labels {
+    pub(crate) fn for_language(tag: &str) -> &'static Labels {
         if tag == "cy" || tag.starts_with("cy-") {
             &WELSH
         } else {
@@ -133,7 +134,7 @@ fn text(value: &Value) -> Option<String> {
 }
 
 impl Summary {
-    fn of(event: &Value, site: &Site) -> Summary {
+    pub(crate) fn of(event: &Value, site: &Site) -> Summary {
         let data = &event["data"];
         let language = data["language"]
             .as_str()
@@ -168,6 +169,7 @@ impl Summary {
                 .flatten(),
             message,
             link: event["source"].as_str().unwrap_or_default().to_owned(),
+            language: language.to_owned(),
             labels,
         }
     }

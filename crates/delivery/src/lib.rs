@@ -41,6 +41,7 @@
 //! The crate knows nothing of the HTTP server; its errors are its own ([`DeliveryError`]).
 
 pub mod chat;
+pub mod email;
 pub mod log;
 pub mod outbox;
 pub mod sender;
@@ -61,6 +62,18 @@ pub enum DeliveryError {
     Notice(#[from] NoticeError),
     #[error("the global log jumps from position {from} to {to}")]
     Gap { from: u64, to: u64 },
+    #[error("the subscriber event at position {position} cannot be read")]
+    SubscriberEvent {
+        position: u64,
+        #[source]
+        source: domain::DecodeError,
+    },
+    #[error("an address cannot be sealed")]
+    Sealing,
+    #[error("an email template cannot be rendered: {0}")]
+    Template(String),
+    #[error("{0}")]
+    Settings(String),
     #[error("the webhook event at position {position} cannot be read")]
     WebhookEvent {
         position: u64,

@@ -620,7 +620,7 @@ fn describe(error: &reqwest::Error) -> String {
 }
 
 /// A random factor in [0, 1).
-fn jitter() -> f64 {
+pub(crate) fn jitter() -> f64 {
     let mut bytes = [0u8; 8];
     if getrandom::fill(&mut bytes).is_err() {
         return 0.5;
@@ -632,13 +632,20 @@ fn jitter() -> f64 {
 /// attempt before, at most `retry_max`, of which the upper half is random ("equal jitter":
 /// never sooner than half the backoff, and endpoints failing together do not retry in step).
 fn backoff(settings: &WebhookSettings, attempt: i32, jitter: f64) -> Duration {
+    backoff_between(settings.retry_base, settings.retry_max, attempt, jitter)
+}
+
+/// [`backoff`] for any channel: `base` doubled per attempt before, at most `max`.
+pub(crate) fn backoff_between(
+    base: Duration,
+    max: Duration,
+    attempt: i32,
+    jitter: f64,
+) -> Duration {
     let doublings = u32::try_from(attempt.saturating_sub(1))
         .unwrap_or(0)
         .min(30);
-    let full = settings
-        .retry_base
-        .saturating_mul(1u32 << doublings)
-        .min(settings.retry_max);
+    let full = base.saturating_mul(1u32 << doublings).min(max);
     full / 2 + full.mul_f64(jitter.clamp(0.0, 1.0) / 2.0)
 }
 

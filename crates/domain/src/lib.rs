@@ -9,6 +9,7 @@ pub mod incident;
 pub mod language;
 pub mod maintenance;
 pub mod service;
+pub mod subscriber;
 pub mod template;
 pub mod values;
 pub mod webhook;

@@ -407,6 +407,46 @@ impl Notice {
     pub fn event_id(&self) -> Uuid {
         self.event_id
     }
+
+    /// Is it the first notice of its resource (the declaration, the scheduling)? Emails
+    /// thread the rest under it.
+    pub fn opens_thread(&self) -> bool {
+        self.stream_version == 1
+    }
+
+    /// Every service this notice concerns: a filter naming any of them takes it. For the
+    /// channels that filter by service in bulk (one query for all email subscribers)
+    /// rather than per subscriber through [`Notice::render_for`].
+    pub async fn services(&self, store: &EventStore) -> Result<Vec<Uuid>, NoticeError> {
+        let state = self
+            .state
+            .get_or_try_init(|| self.load(store))
+            .await?
+            .clone();
+        let mut services = match state.as_deref() {
+            None => return Ok(Vec::new()),
+            Some(Resource::Incident(i)) => i
+                .state
+                .affected_services
+                .iter()
+                .map(|a| a.service_id)
+                .collect(),
+            Some(Resource::Maintenance(m)) => m.state.affected_services.clone(),
+            Some(Resource::Service(id)) => vec![*id],
+        };
+        if self.kind == ResourceKind::Incident {
+            let before = self
+                .services_before
+                .get_or_try_init(|| self.load_services_before(store))
+                .await?;
+            for id in before {
+                if !services.contains(id) {
+                    services.push(*id);
+                }
+            }
+        }
+        Ok(services)
+    }
 }
 
 #[derive(Serialize)]

@@ -22,6 +22,7 @@ use domain::api_key::ApiKeyDecider;
 use domain::incident::IncidentDecider;
 use domain::maintenance::MaintenanceDecider;
 use domain::service::ServiceDecider;
+use domain::subscriber::SubscriberDecider;
 use domain::template::TemplateDecider;
 use domain::webhook::WebhookDecider;
 use eventstore::CancellationToken;
@@ -220,6 +221,7 @@ async fn fold_batch<C: GenericClient>(
     let mut maintenances: Streams = HashMap::new();
     let mut webhooks: Streams = HashMap::new();
     let mut templates: Streams = HashMap::new();
+    let mut subscribers: Streams = HashMap::new();
     for logged in batch {
         let Some((kind, id)) = parse_stream_id(&logged.event.stream_id) else {
             continue;
@@ -231,6 +233,7 @@ async fn fold_batch<C: GenericClient>(
             StreamKind::Maintenance => &mut maintenances,
             StreamKind::Webhook => &mut webhooks,
             StreamKind::Template => &mut templates,
+            StreamKind::Subscriber => &mut subscribers,
         };
         streams.entry(id).or_default().push(&logged.event);
     }
@@ -245,6 +248,8 @@ async fn fold_batch<C: GenericClient>(
     changes.webhooks = fold_kind::<WebhookDecider, C>(transaction, webhooks, &mut changes).await?;
     changes.templates =
         fold_kind::<TemplateDecider, C>(transaction, templates, &mut changes).await?;
+    changes.subscribers =
+        fold_kind::<SubscriberDecider, C>(transaction, subscribers, &mut changes).await?;
     Ok(changes)
 }
 

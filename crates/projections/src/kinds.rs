@@ -3,7 +3,9 @@
 
 use crate::write::Derived;
 use crate::ProjectionError;
-use domain::{api_key, incident, maintenance, service, template, webhook, Decider, DecodeError};
+use domain::{
+    api_key, incident, maintenance, service, subscriber, template, webhook, Decider, DecodeError,
+};
 use eventstore::RecordedEvent;
 use serde::Serialize;
 use uuid::Uuid;
@@ -272,6 +274,28 @@ impl Kind for template::TemplateDecider {
     }
 }
 
+impl Kind for subscriber::SubscriberDecider {
+    const NAME: &'static str = "subscriber";
+    const TABLE: &'static str = "rm_subscribers";
+    type Resource = subscriber::Subscriber;
+
+    fn resource_id(resource: &Self::Resource) -> Uuid {
+        resource.id
+    }
+
+    fn add_to(changes: &mut crate::Changes, resource: Versioned<Self::Resource>) {
+        changes.subscribers.push(resource);
+    }
+
+    fn decode(event: &RecordedEvent) -> Result<subscriber::Event, DecodeError> {
+        subscriber::Event::from_stored(&event.event_type, event.schema_version, event.data.clone())
+    }
+
+    fn encode(event: &subscriber::Event) -> Result<Encoded, ProjectionError> {
+        encoded(event.type_name(), event.schema_version(), event)
+    }
+}
+
 /// Which kind a stream belongs to, if any (streams of other names are not projected).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StreamKind {
@@ -281,6 +305,7 @@ pub enum StreamKind {
     Maintenance,
     Webhook,
     Template,
+    Subscriber,
 }
 
 /// Splits `<kind>-<uuid>` into its kind and id.
@@ -293,6 +318,7 @@ pub fn parse_stream_id(stream_id: &str) -> Option<(StreamKind, Uuid)> {
         maintenance::MaintenanceDecider::NAME => StreamKind::Maintenance,
         webhook::WebhookDecider::NAME => StreamKind::Webhook,
         template::TemplateDecider::NAME => StreamKind::Template,
+        subscriber::SubscriberDecider::NAME => StreamKind::Subscriber,
         _ => return None,
     };
     // Only the canonical lower-case hyphenated form, so one resource has one stream.

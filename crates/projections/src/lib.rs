@@ -23,7 +23,7 @@
 //! by V6 to V8:
 //!
 //! * `rm_services`, `rm_incidents`, `rm_maintenances`, `rm_api_keys`, `rm_webhooks`,
-//!   `rm_templates` (V14): one row
+//!   `rm_templates` (V14), `rm_subscribers` (V15): one row
 //!   per resource with its stream `version` and its domain `state` (JSON, as `evolve` made it),
 //!   plus columns derived from the state for filtering and ordering. An incident's and a
 //!   maintenance's timeline is not in its `state` but in its update rows (see
@@ -85,10 +85,11 @@ pub(crate) const READ_MODEL_WRITE_SQL: &str =
 
 /// Every read-model table. A replay rebuilds exactly these (a test checks that the schema
 /// has no other).
-pub const READ_MODEL_TABLES: [&str; 9] = [
+pub const READ_MODEL_TABLES: [&str; 10] = [
     "rm_api_keys",
     "rm_webhooks",
     "rm_templates",
+    "rm_subscribers",
     "rm_services",
     "rm_incidents",
     "rm_maintenances",

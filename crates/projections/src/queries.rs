@@ -168,6 +168,7 @@ impl StoredState for Service {}
 impl StoredState for ApiKey {}
 impl StoredState for Webhook {}
 impl StoredState for domain::template::Template {}
+impl StoredState for domain::subscriber::Subscriber {}
 
 /// A service with its status as this viewer may know it.
 #[derive(Debug, Clone, PartialEq)]
@@ -767,6 +768,71 @@ pub async fn webhooks_page<C: GenericClient>(
         .await?;
     let webhooks = rows.iter().map(versioned).collect::<Result<_, _>>()?;
     Ok(Page::of(webhooks, limit))
+}
+
+/// Subscribers, newest first, after the `(created_at, id)` of the previous page; only
+/// those of `tenant` when the caller is bound to one, only those in `state` when given.
+pub async fn subscribers_page<C: GenericClient>(
+    client: &C,
+    tenant: Option<&str>,
+    state: Option<domain::subscriber::SubscriberState>,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: usize,
+) -> Result<Page<Versioned<domain::subscriber::Subscriber>>, ProjectionError> {
+    let (after_created, after_id) = after.unzip();
+    let status = state.map(|s| s.as_str());
+    let statement = client
+        .prepare_cached(
+            "SELECT id, version, state FROM rm_subscribers \
+              WHERE ($1::text IS NULL OR tenant = $1) \
+                AND ($2::text IS NULL OR status = $2) \
+                AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid)) \
+              ORDER BY created_at DESC, id DESC LIMIT $5",
+        )
+        .await?;
+    let rows = client
+        .query(
+            &statement,
+            &[
+                &tenant,
+                &status,
+                &after_created,
+                &after_id,
+                &fetch_limit(limit),
+            ],
+        )
+        .await?;
+    let subscribers = rows.iter().map(versioned).collect::<Result<_, _>>()?;
+    Ok(Page::of(subscribers, limit))
+}
+
+/// How many subscribers are in each state (of `tenant` when the caller is bound to one).
+pub async fn subscriber_counts<C: GenericClient>(
+    client: &C,
+    tenant: Option<&str>,
+) -> Result<Vec<(String, i64)>, ProjectionError> {
+    let statement = client
+        .prepare_cached(
+            "SELECT status, count(*) FROM rm_subscribers \
+              WHERE ($1::text IS NULL OR tenant = $1) GROUP BY status",
+        )
+        .await?;
+    let rows = client.query(&statement, &[&tenant]).await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect()
+}
+
+/// A subscriber by id, whatever its state.
+pub async fn subscriber<C: GenericClient>(
+    client: &C,
+    id: Uuid,
+) -> Result<Option<Versioned<domain::subscriber::Subscriber>>, ProjectionError> {
+    let statement = client
+        .prepare_cached("SELECT id, version, state FROM rm_subscribers WHERE id = $1")
+        .await?;
+    let row = client.query_opt(&statement, &[&id]).await?;
+    row.as_ref().map(versioned).transpose()
 }
 
 /// A webhook by id, whatever its status.

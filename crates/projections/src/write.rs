@@ -46,6 +46,7 @@ use domain::api_key::ApiKey;
 use domain::incident::Incident;
 use domain::maintenance::Maintenance;
 use domain::service::Service;
+use domain::subscriber::Subscriber;
 use domain::template::Template;
 use domain::values::{Audience, ServiceStatus, Timeline};
 use domain::webhook::{Webhook, WebhookStatus};
@@ -66,6 +67,7 @@ pub struct Changes {
     pub maintenances: Vec<Versioned<Maintenance>>,
     pub webhooks: Vec<Versioned<Webhook>>,
     pub templates: Vec<Versioned<Template>>,
+    pub subscribers: Vec<Versioned<Subscriber>>,
     /// Updates (of these incidents and maintenances) whose derived rows are known to be
     /// stored exactly as these states would write them: left out, so that a write costs
     /// what changed rather than the length of the timeline. Empty: every one is written.
@@ -302,6 +304,9 @@ impl<'a> Writes<'a> {
         if !changes.templates.is_empty() {
             writes.templates(&changes.templates)?;
         }
+        if !changes.subscribers.is_empty() {
+            writes.subscribers(&changes.subscribers)?;
+        }
         Ok(writes)
     }
 
@@ -438,6 +443,35 @@ impl<'a> Writes<'a> {
                  state = excluded.state \
              WHERE r.version < excluded.version",
             params![ids, versions, tenants, deleted, names, states],
+        );
+        Ok(())
+    }
+
+    fn subscribers(
+        &mut self,
+        subscribers: &'a [Versioned<Subscriber>],
+    ) -> Result<(), ProjectionError> {
+        let ids: Vec<Uuid> = subscribers.iter().map(|s| s.id).collect();
+        let versions = subscribers
+            .iter()
+            .map(version)
+            .collect::<Result<Vec<_>, _>>()?;
+        let tenants: Vec<Option<&str>> = subscribers
+            .iter()
+            .map(|s| s.state.tenant.as_deref())
+            .collect();
+        let statuses: Vec<&str> = subscribers.iter().map(|s| s.state.state.as_str()).collect();
+        let created: Vec<DateTime<Utc>> = subscribers.iter().map(|s| s.state.created_at).collect();
+        let states: Vec<_> = subscribers.iter().map(state_json).collect();
+        self.push(
+            "INSERT INTO rm_subscribers AS r (id, version, tenant, status, created_at, state) \
+             SELECT * FROM unnest($1::uuid[], $2::int8[], $3::text[], $4::text[], \
+                                  $5::timestamptz[], $6::jsonb[]) \
+             ON CONFLICT (id) DO UPDATE SET version = excluded.version, \
+                 tenant = excluded.tenant, status = excluded.status, \
+                 created_at = excluded.created_at, state = excluded.state \
+             WHERE r.version < excluded.version",
+            params![ids, versions, tenants, statuses, created, states],
         );
         Ok(())
     }

@@ -1,0 +1,379 @@
+//! The email outbox: from the global log to email deliveries, as the webhook outbox does
+//! it (one transaction per batch, checkpoint `email` locked so processes take turns).
+//!
+//! Subscriber events keep `email_recipients` in step (a request also owes its
+//! confirmation email). A notice is rendered once per (audience, language) its
+//! subscribers need, into `email_notices`, and owed to every subscriber confirmed before
+//! it and not ended before it, in one `INSERT … SELECT` per (tenant, language): the
+//! subscriber list is never loaded into memory, so a notice to 100,000 subscribers costs a
+//! few statements.
+
+use std::collections::HashSet;
+
+use deadpool_postgres::GenericClient;
+use domain::language::{Language, Preferences};
+use domain::subscriber::{Event as SubscriberEvent, SubscriberDecider};
+use eventstore::{EventStore, LoggedEvent};
+use notices::{Notice, NoticeFilter, Site};
+use projections::queries::Viewer;
+use projections::{parse_stream_id, Kind, StreamKind};
+use uuid::Uuid;
+
+use crate::email::render;
+use crate::DeliveryError;
+
+/// The subscription name of the outbox's checkpoint.
+pub const SUBSCRIPTION: &str = "email";
+/// Events read per batch.
+const BATCH: usize = 500;
+
+fn position_i64(position: u64) -> Result<i64, DeliveryError> {
+    i64::try_from(position).map_err(|_| DeliveryError::PositionOutOfRange(position))
+}
+
+/// The subscribers that may be owed a notice of this batch, by (tenant, language).
+struct Group {
+    tenant: Option<String>,
+    language: Option<String>,
+}
+
+/// One notice owed to one group, written at the end of the batch.
+struct Owed {
+    position: i64,
+    audience: String,
+    language: String,
+    ordering_key: String,
+    /// The group's subscribers: of this tenant, asking for this language.
+    tenant: Option<String>,
+    wanted_language: Option<String>,
+    services: Vec<Uuid>,
+}
+
+/// Fans out the next batch after the checkpoint; answers how many events it read.
+pub async fn fan_out_next_batch(store: &EventStore, site: &Site) -> Result<usize, DeliveryError> {
+    let mut client = store.pool().get().await?;
+    let transaction = client.transaction().await?;
+    transaction
+        .execute(
+            "INSERT INTO subscription_checkpoints (subscription, position) VALUES ($1, 0) \
+             ON CONFLICT (subscription) DO NOTHING",
+            &[&SUBSCRIPTION],
+        )
+        .await?;
+    let checkpoint: i64 = transaction
+        .query_one(
+            "SELECT position FROM subscription_checkpoints WHERE subscription = $1 FOR UPDATE",
+            &[&SUBSCRIPTION],
+        )
+        .await?
+        .try_get(0)?;
+    let checkpoint = u64::try_from(checkpoint).map_err(|_| DeliveryError::NegativeCheckpoint)?;
+    let events = eventstore::read_log_after(&transaction, checkpoint, BATCH).await?;
+    let Some(last) = events.last().map(|e| e.position) else {
+        return Ok(0);
+    };
+    for (offset, event) in events.iter().enumerate() {
+        if event.position != checkpoint + 1 + offset as u64 {
+            return Err(DeliveryError::Gap {
+                from: checkpoint + offset as u64,
+                to: event.position,
+            });
+        }
+    }
+    let first = position_i64(checkpoint + 1)?;
+    let mut groups: Option<Vec<Group>> = None;
+    let mut owed: Vec<Owed> = Vec::new();
+    let mut erased: Vec<Uuid> = Vec::new();
+    let mut rendered: HashSet<(i64, String, String)> = HashSet::new();
+    for event in &events {
+        if let Some((StreamKind::Subscriber, id)) = parse_stream_id(&event.event.stream_id) {
+            if apply_subscriber_event(&transaction, id, event).await? {
+                erased.push(id);
+            }
+            groups = None;
+            continue;
+        }
+        let Some(notice) = Notice::of(event) else {
+            continue;
+        };
+        if groups.is_none() {
+            groups = Some(active_groups(&transaction, first).await?);
+        }
+        let Some(groups) = groups.as_ref().filter(|g| !g.is_empty()) else {
+            continue;
+        };
+        let position = position_i64(notice.position)?;
+        let services = notice.services(store).await?;
+        for group in groups {
+            let viewer = group.tenant.clone().map_or(Viewer::Public, Viewer::Tenant);
+            let filter = NoticeFilter {
+                preferences: group
+                    .language
+                    .as_deref()
+                    .and_then(|l| Language::parse("language", l).ok())
+                    .map(Preferences::only)
+                    .unwrap_or_default(),
+                ..NoticeFilter::default()
+            };
+            let Some(cloud_event) = notice.render_for(store, &viewer, &filter, site).await? else {
+                continue;
+            };
+            let email = render::notice(&cloud_event.json, site)?;
+            let audience = group.tenant.clone().unwrap_or_default();
+            if rendered.insert((position, audience.clone(), email.language.clone())) {
+                transaction
+                    .execute(
+                        "INSERT INTO email_notices (position, audience, language, event_id, \
+                                thread, opens_thread, subject, text_body, html_body) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                         ON CONFLICT DO NOTHING",
+                        &[
+                            &position,
+                            &audience,
+                            &email.language,
+                            &notice.event_id(),
+                            &notice.ordering_key(),
+                            &notice.opens_thread(),
+                            &email.subject,
+                            &email.text,
+                            &email.html,
+                        ],
+                    )
+                    .await?;
+            }
+            owed.push(Owed {
+                position,
+                audience,
+                language: email.language,
+                ordering_key: notice.ordering_key(),
+                tenant: group.tenant.clone(),
+                wanted_language: group.language.clone(),
+                services: services.clone(),
+            });
+        }
+    }
+    let written = write_owed(&transaction, &owed).await?;
+    if !erased.is_empty() {
+        // Written above or before: an ended subscription is owed nothing more.
+        transaction
+            .execute(
+                "UPDATE email_deliveries SET state = 'cancelled', finished_at = now(), \
+                        leased_until = NULL \
+                  WHERE subscriber_id = ANY($1) AND state = 'pending'",
+                &[&erased],
+            )
+            .await?;
+    }
+    eventstore::save_checkpoint(&transaction, SUBSCRIPTION, last).await?;
+    transaction.commit().await?;
+    if written > 0 {
+        metrics::counter!("crier_email_deliveries_created_total").increment(written);
+    }
+    Ok(events.len())
+}
+
+/// The (tenant, language) of every subscriber confirmed and not ended before `from`, or
+/// changed since.
+async fn active_groups<C: GenericClient>(
+    transaction: &C,
+    from: i64,
+) -> Result<Vec<Group>, DeliveryError> {
+    let rows = transaction
+        .query(
+            "SELECT DISTINCT tenant, language FROM email_recipients \
+              WHERE confirmed_position IS NOT NULL \
+                AND (ended_position IS NULL OR ended_position >= $1)",
+            &[&from],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Group {
+                tenant: row.try_get(0)?,
+                language: row.try_get(1)?,
+            })
+        })
+        .collect()
+}
+
+/// Writes what the batch's notices owe, in log order. A delivery behind a pending one of
+/// its queue (subscriber, resource) waits with `next_attempt_at` infinity until the sender
+/// releases it; the pending ones of those resources are share-locked first, in the order
+/// the sender's recorder locks them, so a release never misses a delivery being written.
+async fn write_owed<C: GenericClient>(
+    transaction: &C,
+    owed: &[Owed],
+) -> Result<u64, DeliveryError> {
+    if owed.is_empty() {
+        return Ok(0);
+    }
+    let keys: Vec<&str> = owed.iter().map(|o| o.ordering_key.as_str()).collect();
+    transaction
+        .execute(
+            "SELECT 1 FROM email_deliveries d \
+              WHERE d.state = 'pending' AND d.ordering_key = ANY($1) \
+              ORDER BY d.subscriber_id, d.position FOR SHARE OF d",
+            &[&keys],
+        )
+        .await?;
+    let statement = transaction
+        .prepare_cached(
+            "INSERT INTO email_deliveries (subscriber_id, position, kind, audience, language, \
+                                           ordering_key, state, next_attempt_at) \
+             SELECT r.subscriber_id, $1, 'notice', $2, $3, $4, 'pending', \
+                    CASE WHEN EXISTS (SELECT 1 FROM email_deliveries p \
+                                       WHERE p.ordering_key = $4 \
+                                         AND p.subscriber_id = r.subscriber_id \
+                                         AND p.state = 'pending') \
+                         THEN 'infinity'::timestamptz ELSE now() END \
+               FROM email_recipients r \
+              WHERE r.confirmed_position < $1 \
+                AND (r.ended_position IS NULL OR r.ended_position > $1) \
+                AND r.tenant IS NOT DISTINCT FROM $5 AND r.language IS NOT DISTINCT FROM $6 \
+                AND (cardinality(r.service_ids) = 0 OR r.service_ids && $7) \
+             ON CONFLICT DO NOTHING",
+        )
+        .await?;
+    let mut written = 0;
+    for o in owed {
+        written += transaction
+            .execute(
+                &statement,
+                &[
+                    &o.position,
+                    &o.audience,
+                    &o.language,
+                    &o.ordering_key,
+                    &o.tenant,
+                    &o.wanted_language,
+                    &o.services,
+                ],
+            )
+            .await?;
+    }
+    Ok(written)
+}
+
+/// Brings `email_recipients` up to date with one subscriber event; answers whether it
+/// ended the subscription.
+async fn apply_subscriber_event<C: GenericClient>(
+    transaction: &C,
+    id: Uuid,
+    event: &LoggedEvent,
+) -> Result<bool, DeliveryError> {
+    let position = position_i64(event.position)?;
+    let decoded = <SubscriberDecider as Kind>::decode(&event.event).map_err(|source| {
+        DeliveryError::SubscriberEvent {
+            position: event.position,
+            source,
+        }
+    })?;
+    match decoded {
+        SubscriberEvent::Requested(requested) => {
+            let language = requested.language.as_ref().map(Language::as_str);
+            let open = transaction
+                .execute(
+                    "INSERT INTO email_recipients (subscriber_id, tenant, service_ids, language, \
+                            sealed_address, requested_at, requested_position) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT (subscriber_id) DO UPDATE \
+                        SET service_ids = excluded.service_ids, language = excluded.language, \
+                            sealed_address = excluded.sealed_address, \
+                            requested_at = excluded.requested_at, \
+                            requested_position = excluded.requested_position \
+                      WHERE email_recipients.ended_position IS NULL",
+                    &[
+                        &id,
+                        &requested.tenant,
+                        &requested.service_ids,
+                        &language,
+                        &requested.sealed_address,
+                        &requested.at,
+                        &position,
+                    ],
+                )
+                .await?;
+            if open > 0 {
+                transaction
+                    .execute(
+                        "INSERT INTO email_deliveries (subscriber_id, position, kind, \
+                                ordering_key, state, next_attempt_at) \
+                         VALUES ($1, $2, 'confirmation', $3, 'pending', now()) \
+                         ON CONFLICT DO NOTHING",
+                        &[&id, &position, &SubscriberDecider::stream_id(id)],
+                    )
+                    .await?;
+            }
+            Ok(false)
+        }
+        SubscriberEvent::Confirmed(_) => {
+            transaction
+                .execute(
+                    "UPDATE email_recipients SET confirmed_position = $2 \
+                      WHERE subscriber_id = $1 AND confirmed_position IS NULL",
+                    &[&id, &position],
+                )
+                .await?;
+            Ok(false)
+        }
+        SubscriberEvent::Erased(_) => {
+            transaction
+                .execute(
+                    "UPDATE email_recipients SET ended_position = $2, sealed_address = NULL \
+                      WHERE subscriber_id = $1 AND ended_position IS NULL",
+                    &[&id, &position],
+                )
+                .await?;
+            Ok(true)
+        }
+    }
+}
+
+/// Fans out until `cancel`, whenever the log head moves (and every poll interval); backs
+/// off while the database is away. `delivered` is woken when deliveries were written.
+pub async fn run(
+    store: EventStore,
+    site: Site,
+    delivered: std::sync::Arc<tokio::sync::Notify>,
+    cancel: eventstore::CancellationToken,
+) -> Result<(), DeliveryError> {
+    let mut head = store.watch_log_head();
+    let mut retry = std::time::Duration::from_millis(100);
+    loop {
+        if cancel.is_cancelled() {
+            break;
+        }
+        head.borrow_and_update();
+        match fan_out_next_batch(&store, &site).await {
+            Ok(events) => {
+                retry = std::time::Duration::from_millis(100);
+                if events > 0 {
+                    delivered.notify_one();
+                    if events == BATCH {
+                        continue;
+                    }
+                }
+                tokio::select! {
+                    _ = head.changed() => {}
+                    _ = tokio::time::sleep(store.config().poll_interval) => {}
+                    _ = cancel.cancelled() => break,
+                }
+            }
+            Err(e) => {
+                let chain = tasks::Chain(&e);
+                if e.is_unavailable() {
+                    tracing::warn!(error = %chain, "email outbox cannot reach the database; retrying");
+                } else {
+                    tracing::error!(error = %chain, "email outbox stopped on an event; retrying");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(retry) => {}
+                    _ = cancel.cancelled() => break,
+                }
+                retry = (retry * 2).min(std::time::Duration::from_secs(10));
+            }
+        }
+    }
+    tracing::debug!("email outbox stopped");
+    Ok(())
+}
