@@ -237,6 +237,31 @@ pub struct ServeArgs {
     /// Attempts before a delivery is given up as failed (18: about 8 hours of retries).
     #[arg(long, env = "CRIER_WEBHOOK_MAX_ATTEMPTS", default_value_t = 18, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub webhook_max_attempts: u32,
+    /// The SMTP server email notices go through: `smtp://host:port`,
+    /// `smtps://user:pass@host:465` or `smtp://…?tls=required`. Unset: no email (subscribing
+    /// answers 503).
+    #[arg(long, env = "CRIER_SMTP_URL")]
+    pub smtp_url: Option<String>,
+    /// The `From` of every email, e.g. `NHS Wales Status <status@nhs.example>`.
+    #[arg(long, env = "CRIER_EMAIL_FROM", default_value = "status@localhost")]
+    pub email_from: String,
+    /// SMTP connections (messages in flight) at once in this process.
+    #[arg(long, env = "CRIER_SMTP_CONNECTIONS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub smtp_connections: u32,
+    /// Seconds one SMTP command may take.
+    #[arg(long, env = "CRIER_SMTP_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub smtp_timeout: u64,
+    /// Milliseconds before the first retry of an email the server deferred or could not
+    /// take; each further retry waits twice as long (up to 10 minutes), with jitter.
+    #[arg(long, env = "CRIER_EMAIL_RETRY_BASE_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub email_retry_base_ms: u64,
+    /// Email subscriptions per minute from one client address (0: no limit).
+    #[arg(long, env = "CRIER_SUBSCRIBE_RATE_LIMIT", default_value_t = 10)]
+    pub subscribe_rate_limit: u32,
+    /// Confirmation emails per hour to one address (0: no limit); past it a request is
+    /// answered alike and sends nothing.
+    #[arg(long, env = "CRIER_CONFIRMATION_RATE_LIMIT", default_value_t = 3)]
+    pub confirmation_rate_limit: u32,
 }
 
 #[derive(Debug, Subcommand)]

@@ -44,7 +44,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         .unwrap_or_else(startup::default_stream_limit),
                     max_head_bytes: usize::try_from(args.max_header_bytes)?,
                     body_timeout: std::time::Duration::from_secs(args.body_timeout),
+                    subscriptions_per_minute: args.subscribe_rate_limit,
+                    confirmations_per_hour: args.confirmation_rate_limit,
                 },
+                email: args
+                    .smtp_url
+                    .clone()
+                    .map(|smtp_url| startup::EmailSettings {
+                        smtp_url,
+                        from: args.email_from.clone(),
+                        connections: args.smtp_connections,
+                        timeout: std::time::Duration::from_secs(args.smtp_timeout),
+                        retry_base: std::time::Duration::from_millis(args.email_retry_base_ms),
+                    }),
                 page_name: args.page_name.clone(),
                 default_language: args.default_language.clone(),
                 scheduler_interval: std::time::Duration::from_millis(args.scheduler_interval_ms),

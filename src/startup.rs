@@ -29,9 +29,21 @@ pub struct Settings {
     pub stream_buffer: usize,
     pub stream_heartbeat: Duration,
     pub webhooks: delivery::WebhookSettings,
+    /// `None`: no SMTP server, no email.
+    pub email: Option<EmailSettings>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub metrics: api::observe::MetricsAccess,
     pub cors: api::cors::CorsOrigins,
+}
+
+/// Sending email (the rest of [`delivery::email::EmailSettings`] comes from the site).
+#[derive(Debug, Clone)]
+pub struct EmailSettings {
+    pub smtp_url: String,
+    pub from: String,
+    pub connections: u32,
+    pub timeout: Duration,
+    pub retry_base: Duration,
 }
 
 /// Signing the chain head periodically.
@@ -50,6 +62,7 @@ pub struct Application {
     checkpoints: Option<CheckpointSettings>,
     notices: Arc<notices::NoticeHub>,
     webhooks: Arc<delivery::Sender>,
+    email: Option<Arc<delivery::email::EmailSender>>,
     site: notices::Site,
     scheduler_interval: Duration,
     tasks: Tasks,
@@ -84,6 +97,23 @@ impl Application {
         state.checkpoint_key = settings.checkpoints.as_ref().map(|c| c.key.verifying_key());
         let webhooks = delivery::Sender::new(&store, settings.webhooks.clone(), Arc::default())?;
         state.webhooks = Arc::new(settings.webhooks);
+        let email = match settings.email {
+            Some(email) => {
+                let mut email_settings =
+                    delivery::email::EmailSettings::new(email.smtp_url, email.from, site.clone());
+                email_settings.connections = email.connections;
+                email_settings.timeout = email.timeout;
+                email_settings.retry_base = email.retry_base;
+                email_settings.check()?;
+                state.email = Some(Arc::new(email_settings.clone()));
+                Some(delivery::email::EmailSender::new(
+                    &store,
+                    email_settings,
+                    Arc::default(),
+                )?)
+            }
+            None => None,
+        };
         state.tasks = tasks.health();
         state.cors = settings.cors.clone();
         // Metrics on an address of their own: the same server listens there too, and the
@@ -135,6 +165,7 @@ impl Application {
             checkpoints: settings.checkpoints,
             notices,
             webhooks,
+            email,
             site,
             scheduler_interval: settings.scheduler_interval,
             tasks,
@@ -168,6 +199,7 @@ impl Application {
                     checkpoints: self.checkpoints,
                     notices: self.notices,
                     webhooks: self.webhooks,
+                    email: self.email,
                     site: self.site,
                     scheduler_interval: self.scheduler_interval,
                     tasks: tasks.clone(),
@@ -241,6 +273,8 @@ struct Background {
     notices: Arc<notices::NoticeHub>,
     /// The webhook sender.
     webhooks: Arc<delivery::Sender>,
+    /// The email sender, when an SMTP server is configured.
+    email: Option<Arc<delivery::email::EmailSender>>,
     /// What notices are rendered for (CloudEvents `source`, the default language).
     site: notices::Site,
     /// How often the scheduler looks at what is due.
@@ -278,6 +312,7 @@ async fn prepare_database(
         checkpoints,
         notices,
         webhooks,
+        email,
         site,
         scheduler_interval,
         tasks,
@@ -342,9 +377,19 @@ async fn prepare_database(
     };
     let s = store.clone();
     let wake = webhooks.wake();
+    let webhook_site = site.clone();
     tasks.spawn("webhook-outbox", move |cancel| {
-        delivery::outbox::run(s.clone(), site.clone(), wake.clone(), cancel)
+        delivery::outbox::run(s.clone(), webhook_site.clone(), wake.clone(), cancel)
     });
+    if let Some(email) = email {
+        let s = store.clone();
+        let wake = email.wake();
+        let email_site = site.clone();
+        tasks.spawn("email-outbox", move |cancel| {
+            delivery::email::outbox::run(s.clone(), email_site.clone(), wake.clone(), cancel)
+        });
+        tasks.spawn("email-sender", move |cancel| email.clone().run(cancel));
+    }
     tasks.spawn("webhook-sender", move |cancel| webhooks.clone().run(cancel));
     let s = store.clone();
     tasks.spawn("maintenance-scheduler", move |cancel| {

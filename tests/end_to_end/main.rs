@@ -12,6 +12,7 @@ mod automation;
 mod browser;
 mod cli;
 mod contract_fuzz;
+mod email;
 mod faults;
 mod hostile;
 mod languages;

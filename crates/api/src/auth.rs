@@ -28,6 +28,8 @@ pub enum Permission {
     ManageServices,
     /// Register, list and delete webhooks, and read their deliveries.
     ManageWebhooks,
+    /// List, read and delete email subscribers, and read their deliveries.
+    ManageSubscribers,
     /// Declare and update incidents and maintenances, correct, publish postmortems.
     Publish,
     /// Read the event history of every tenant.
@@ -49,6 +51,7 @@ impl Permission {
             Permission::ManageKeys => "manage API keys (admin)",
             Permission::ManageServices => "manage services (admin)",
             Permission::ManageWebhooks => "manage webhooks (admin)",
+            Permission::ManageSubscribers => "manage email subscribers (admin)",
             Permission::Publish => "publish notices (publisher or admin)",
             Permission::Audit => "read the history (auditor or admin)",
         }

@@ -783,3 +783,157 @@ pub struct TemplatePage {
     /// Pass as `cursor` for the next page; `null` on the last one.
     pub next_cursor: Option<String>,
 }
+
+/// `POST /v1/subscribers`: an address to mail notices to, once it confirms.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSubscriber {
+    /// The address (at most 254 characters).
+    #[schema(example = "ward.manager@nhs.example", max_length = 254)]
+    pub email: String,
+    /// Only notices that concern these services (default: all).
+    #[serde(default)]
+    pub service_ids: Option<Vec<Uuid>>,
+    /// The language of its emails where notices have it (a BCP 47 tag; default: the
+    /// default language).
+    #[serde(default)]
+    #[schema(pattern = r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8}){0,7}$")]
+    pub language: Option<String>,
+}
+
+/// The answer to every well-formed subscription request, whether or not the address is
+/// subscribed already: nothing tells one address from another.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SubscriptionAccepted {
+    /// Always `confirmation_sent`.
+    #[schema(example = "confirmation_sent")]
+    pub status: &'static str,
+}
+
+/// An email subscriber, as an admin sees it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SubscriberBody {
+    pub id: Uuid,
+    /// The address; `null` once the subscription ended (it is erased).
+    pub email: Option<String>,
+    #[schema(value_type = String, example = "active")]
+    pub state: domain::subscriber::SubscriberState,
+    /// Only notices of these services (empty: all).
+    pub service_ids: Vec<Uuid>,
+    /// The language of its emails (`null`: the default language).
+    pub language: Option<String>,
+    /// The tenant whose private notices it also receives.
+    pub tenant: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub confirmed_at: Option<DateTime<Utc>>,
+    /// When it ended, and why (`unsubscribed` or `deleted`).
+    pub ended_at: Option<DateTime<Utc>>,
+    pub ended_reason: Option<String>,
+}
+
+impl SubscriberBody {
+    /// The subscriber with its address opened by its key (`None`: erased).
+    pub fn of(
+        subscriber: Versioned<domain::subscriber::Subscriber>,
+        key: Option<&delivery::email::SubscriberKey>,
+    ) -> Self {
+        let s = subscriber.state;
+        SubscriberBody {
+            id: subscriber.id,
+            email: key.and_then(|k| k.open(s.id, &s.sealed_address)),
+            state: s.state,
+            service_ids: s.service_ids,
+            language: s.language.map(|l| l.as_str().to_owned()),
+            tenant: s.tenant,
+            created_at: s.created_at,
+            confirmed_at: s.confirmed_at,
+            ended_at: s.ended_at,
+            ended_reason: s.ended_reason.map(|r| match r {
+                domain::subscriber::ErasureReason::Unsubscribed => "unsubscribed".to_owned(),
+                domain::subscriber::ErasureReason::Deleted => "deleted".to_owned(),
+            }),
+        }
+    }
+}
+
+/// How many subscribers are in each state.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct SubscriberCounts {
+    pub pending: i64,
+    pub active: i64,
+    pub unsubscribed: i64,
+}
+
+/// One page of subscribers, newest first, with the counts of every state.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SubscriberPage {
+    pub items: Vec<SubscriberBody>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
+    /// Of all subscribers the caller may see, whatever the `state` asked.
+    pub counts: SubscriberCounts,
+}
+
+/// One email owed to a subscriber.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EmailDelivery {
+    /// The global position of the notice, or of the request a confirmation answers.
+    pub position: u64,
+    /// `confirmation` or `notice`.
+    pub kind: String,
+    /// `pending`, `delivered`, `failed` (refused for good or attempts ran out) or
+    /// `cancelled` (the subscription ended first).
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    /// When the next attempt is due (pending ones); `null` while it waits for an earlier
+    /// email of the same incident.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Every attempt, first first.
+    pub attempts: Vec<EmailAttempt>,
+}
+
+/// One attempt to hand an email to the SMTP server.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EmailAttempt {
+    pub attempt: u32,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: u32,
+    /// The server's reply code when it refused or deferred the message.
+    pub reply_code: Option<u16>,
+    /// What went wrong, in Crier's words (never the server's text, which may quote the
+    /// address).
+    pub error: Option<String>,
+}
+
+/// One page of a subscriber's emails, newest first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EmailDeliveryPage {
+    pub items: Vec<EmailDelivery>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
+}
+
+impl From<delivery::email::log::EmailDelivery> for EmailDelivery {
+    fn from(logged: delivery::email::log::EmailDelivery) -> Self {
+        EmailDelivery {
+            position: logged.position,
+            kind: logged.kind,
+            status: logged.status,
+            created_at: logged.created_at,
+            next_attempt_at: logged.next_attempt_at,
+            finished_at: logged.finished_at,
+            attempts: logged
+                .attempts
+                .into_iter()
+                .map(|a| EmailAttempt {
+                    attempt: a.attempt,
+                    started_at: a.started_at,
+                    duration_ms: a.duration_ms,
+                    reply_code: a.reply_code,
+                    error: a.error,
+                })
+                .collect(),
+        }
+    }
+}

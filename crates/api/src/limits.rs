@@ -51,6 +51,12 @@ pub struct LimitSettings {
     pub max_head_bytes: usize,
     /// How long a request's body may take to arrive once its head has (408 past it).
     pub body_timeout: Duration,
+    /// Email subscriptions per minute allowed from one address (as a burst); 429 past it.
+    pub subscriptions_per_minute: u32,
+    /// Confirmation emails per hour sent to one recipient (as a burst): past it, a
+    /// subscription request is answered alike and sends nothing, so that nobody can flood
+    /// an inbox through Crier.
+    pub confirmations_per_hour: u32,
 }
 
 impl Default for LimitSettings {
@@ -63,6 +69,8 @@ impl Default for LimitSettings {
             streams_total: 0,
             max_head_bytes: 16 * 1024,
             body_timeout: Duration::from_secs(10),
+            subscriptions_per_minute: 10,
+            confirmations_per_hour: 3,
         }
     }
 }
@@ -71,6 +79,9 @@ pub struct Limits {
     writes: Option<DefaultKeyedRateLimiter<Uuid>>,
     auth_failures: Option<DefaultKeyedRateLimiter<IpAddr>>,
     reads: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    subscriptions: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    /// By the digest of the recipient's address.
+    confirmations: Option<DefaultKeyedRateLimiter<Vec<u8>>>,
     /// Addresses that spent their failed-authentication budget, until when.
     blocked: Mutex<HashMap<IpAddr, Instant>>,
     /// Open streams by address (addresses with none are removed), and in all.
@@ -196,6 +207,10 @@ impl Limits {
             auth_failures: NonZeroU32::new(settings.auth_failures_per_minute)
                 .map(|n| RateLimiter::keyed(Quota::per_minute(n))),
             reads: per_second_with_double_burst(settings.reads_per_second).map(RateLimiter::keyed),
+            subscriptions: NonZeroU32::new(settings.subscriptions_per_minute)
+                .map(|n| RateLimiter::keyed(Quota::per_minute(n))),
+            confirmations: NonZeroU32::new(settings.confirmations_per_hour)
+                .map(|n| RateLimiter::keyed(Quota::per_hour(n))),
             blocked: Mutex::new(HashMap::new()),
             streams: Mutex::new(HashMap::new()),
             open_streams: std::sync::atomic::AtomicU32::new(0),
@@ -293,6 +308,19 @@ impl Limits {
         }
     }
 
+    /// Counts one subscription request from `address`; 429 when it is over its rate.
+    pub fn allow_subscription(&self, address: Option<IpAddr>) -> Result<(), ApiError> {
+        match address.and_then(|a| refused(&self.subscriptions, &counted_as(a))) {
+            None => Ok(()),
+            Some(retry_after) => Err(ApiError::RateLimited { retry_after }),
+        }
+    }
+
+    /// May one more confirmation be mailed to the recipient of this address digest?
+    pub fn allow_confirmation(&self, digest: &[u8]) -> bool {
+        refused(&self.confirmations, &digest.to_vec()).is_none()
+    }
+
     pub fn reads_limited(&self) -> bool {
         self.reads.is_some()
     }
@@ -329,13 +357,20 @@ impl Limits {
     /// Forgets keys and addresses whose limits are back to full, so memory stays bounded by
     /// the recently active ones. Run it every minute or so.
     pub fn forget_idle(&self) {
-        for limiter in [&self.auth_failures, &self.reads].into_iter().flatten() {
+        for limiter in [&self.auth_failures, &self.reads, &self.subscriptions]
+            .into_iter()
+            .flatten()
+        {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
         if let Some(writes) = &self.writes {
             writes.retain_recent();
             writes.shrink_to_fit();
+        }
+        if let Some(confirmations) = &self.confirmations {
+            confirmations.retain_recent();
+            confirmations.shrink_to_fit();
         }
         let now = Instant::now();
         let mut blocked = self.blocked.lock().unwrap_or_else(|e| e.into_inner());

@@ -132,7 +132,8 @@ pub async fn middleware(
 }
 
 /// An error answer that is not problem+json yet (actix's own) becomes one, keeping its
-/// status, its headers (`Allow`, …) and its text as the detail.
+/// status, its headers (`Allow`, …) and its text as the detail. A page made for a person
+/// (`text/html`: what a mailed link answers) stays a page.
 async fn problem_for_every_error(
     response: ServiceResponse<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
@@ -141,7 +142,11 @@ async fn problem_for_every_error(
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes() == CONTENT_TYPE.as_bytes());
-    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+    let is_page = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem || is_page {
         return Ok(response.map_into_boxed_body());
     }
     let (request, response) = response.into_parts();

@@ -31,6 +31,7 @@ key and body get the first answer with `Idempotent-Replayed: true`; another body
         (name = "statuspage", description = "Atlassian Statuspage's public Status API v2, for the widgets and integrations that read it: public notices only, cacheable (ETag, 304)"),
         (name = "subscriptions", description = "Notices as they happen: Server-Sent Events"),
         (name = "feeds", description = "Atom and RSS feeds of public updates"),
+        (name = "subscribers", description = "People who receive notices by email: anyone subscribes an address, which confirms through a mailed link; every email has a one-click unsubscribe (RFC 8058) that erases the address everywhere; admins list, read and delete subscribers"),
         (name = "webhooks", description = "Notices POSTed to your endpoints as CloudEvents, signed per Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature), at least once, in order per incident, retried with backoff (admin)"),
         (name = "audit", description = "The hash-chained history for auditors, its verification and export, and signed checkpoints of it"),
     )

@@ -57,6 +57,8 @@ pub struct AppState {
     pub cors: crate::cors::CorsOrigins,
     /// The language notices are written in; translations add others.
     pub default_language: domain::language::Language,
+    /// How email is sent; `None`: no SMTP server is configured, subscribing answers 503.
+    pub email: Option<Arc<delivery::email::EmailSettings>>,
 }
 
 impl AppState {
@@ -101,6 +103,7 @@ impl AppState {
             metrics: Default::default(),
             cors: Default::default(),
             default_language: domain::language::Language::english(),
+            email: None,
         }
     }
 }

@@ -539,3 +539,144 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A Python with aiosmtpd (from PyPI), made once in the target directory; made aside and
+/// renamed into place, so that tests starting together never use a half-made one.
+pub fn smtp_python() -> PathBuf {
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    let venv = target.join("smtp-venv");
+    let python = venv.join("bin/python");
+    if venv.join("installed").exists() {
+        return python;
+    }
+    let making = target.join(format!("smtp-venv-{}", uuid::Uuid::new_v4().simple()));
+    let made = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&making)
+        .status()
+        .expect("python3 makes a virtual environment");
+    assert!(made.success());
+    let installed = Command::new(making.join("bin/python"))
+        .args(["-m", "pip", "install", "--quiet", "aiosmtpd==1.4.6"])
+        .status()
+        .expect("pip runs");
+    assert!(installed.success(), "pip could not install aiosmtpd");
+    std::fs::write(making.join("installed"), "").unwrap();
+    if std::fs::rename(&making, &venv).is_err() {
+        // Another test made it first.
+        let _ = std::fs::remove_dir_all(&making);
+    }
+    python
+}
+
+/// tools/smtp_sink.py: a real SMTP server (aiosmtpd) on a free loopback port, writing each
+/// message it accepts, parsed by Python's `email` package, to a directory of its own.
+pub struct SmtpSink {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl SmtpSink {
+    pub fn start() -> SmtpSink {
+        let dir =
+            std::env::temp_dir().join(format!("crier-smtp-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut sink = SmtpSink {
+            child: None,
+            port: 0,
+            dir,
+        };
+        sink.restart();
+        sink
+    }
+
+    /// Starts it again (on the same port once it had one).
+    pub fn restart(&mut self) {
+        let mut child = Command::new(smtp_python())
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tools/smtp_sink.py"))
+            .arg(&self.dir)
+            .env("SMTP_SINK_PORT", self.port.to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the SMTP sink");
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut first)
+            .expect("the port line");
+        self.port = first.trim().parse().expect("a port");
+        self.child = Some(child);
+    }
+
+    /// Stops it: connections are refused until it is started again.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// How it misbehaves from now on (see tools/smtp_sink.py).
+    pub fn control(&self, rules: Value) {
+        std::fs::write(self.dir.join("control.json"), rules.to_string()).unwrap();
+    }
+
+    /// Every message accepted so far, in order.
+    pub fn messages(&self) -> Vec<Value> {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension().is_some_and(|x| x == "json")
+                    && p.file_name().is_some_and(|n| n != "control.json")
+            })
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+            .collect()
+    }
+
+    /// The messages to `address`, in order.
+    pub fn messages_to(&self, address: &str) -> Vec<Value> {
+        self.messages()
+            .into_iter()
+            .filter(|m| {
+                m["rcpt_tos"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|r| r == address)
+            })
+            .collect()
+    }
+
+    /// Waits until `address` has received `count` messages, and returns them.
+    pub async fn wait_for(&self, address: &str, count: usize) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let messages = self.messages_to(address);
+            if messages.len() >= count {
+                return messages;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{address} received {} of {count} messages: {messages:#?}",
+                messages.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -10,6 +10,7 @@ pub mod operations;
 pub mod public;
 pub mod services;
 pub mod stream;
+pub mod subscribers;
 pub mod templates;
 pub mod webhooks;
 
@@ -22,6 +23,7 @@ pub fn configure(routes: &mut Routes<'_>) {
     operations::configure(routes);
     keys::configure(routes);
     webhooks::configure(routes);
+    subscribers::configure(routes);
     templates::configure(routes);
     services::configure(routes);
     incidents::configure(routes);
@@ -43,6 +45,7 @@ pub fn documents() -> Vec<utoipa::openapi::OpenApi> {
         public::Doc::openapi(),
         stream::Doc::openapi(),
         webhooks::Doc::openapi(),
+        subscribers::Doc::openapi(),
         templates::Doc::openapi(),
     ]
 }

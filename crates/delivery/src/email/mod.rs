@@ -26,6 +26,8 @@ use std::time::Duration;
 use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
+/// An email address as the SMTP library parses it (RFC 5321).
+pub use lettre::Address as EmailAddress;
 pub use secrets::{address_digest, LinkToken, SubscriberKey};
 pub use sender::EmailSender;
 

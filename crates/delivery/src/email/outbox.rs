@@ -360,11 +360,10 @@ pub async fn run(
                 }
             }
             Err(e) => {
-                let chain = tasks::Chain(&e);
                 if e.is_unavailable() {
-                    tracing::warn!(error = %chain, "email outbox cannot reach the database; retrying");
+                    tracing::warn!(error = %tasks::Chain(&e), "email outbox cannot reach the database; retrying");
                 } else {
-                    tracing::error!(error = %chain, "email outbox stopped on an event; retrying");
+                    tracing::error!(error = %tasks::Chain(&e), "email outbox stopped on an event; retrying");
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(retry) => {}
