@@ -99,6 +99,9 @@ def start_server(crier: str, database_url: str) -> tuple[subprocess.Popen, str]:
         # Rate limits would turn most generated requests into 429s and hide the handlers.
         CRIER_WRITE_RATE_LIMIT="0",
         CRIER_AUTH_FAILURE_LIMIT="0",
+        CRIER_SUBSCRIBE_RATE_LIMIT="0",
+        # Subscriptions are taken; their confirmations go to a port that refuses them.
+        CRIER_SMTP_URL="smtp://127.0.0.1:9",
         # Generated webhook URLs must be refused for their address, never called.
         CRIER_WEBHOOK_ALLOW_PRIVATE="false",
         RUST_LOG=os.environ.get("RUST_LOG", "warn"),

@@ -816,7 +816,6 @@ pub struct SubscriberBody {
     pub id: Uuid,
     /// The address; `null` once the subscription ended (it is erased).
     pub email: Option<String>,
-    #[schema(value_type = String, example = "active")]
     pub state: domain::subscriber::SubscriberState,
     /// Only notices of these services (empty: all).
     pub service_ids: Vec<Uuid>,

@@ -54,16 +54,19 @@ pub fn configure(routes: &mut Routes<'_>) {
 }
 
 #[derive(OpenApi)]
-#[openapi(paths(
-    subscribe,
-    confirm,
-    unsubscribe_page,
-    unsubscribe,
-    list,
-    get,
-    delete,
-    deliveries
-))]
+#[openapi(
+    paths(
+        subscribe,
+        confirm,
+        unsubscribe_page,
+        unsubscribe,
+        list,
+        get,
+        delete,
+        deliveries
+    ),
+    components(schemas(SubscriberState))
+)]
 pub struct Doc;
 
 /// Longest address accepted (RFC 5321's path limit, less its brackets).
