@@ -2,7 +2,7 @@
 //! names, re-encodes to the same JSON (current versions), and every event type is listed.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic here is a failed test
 
-use domain::{api_key, incident, maintenance, service, template, webhook};
+use domain::{api_key, incident, maintenance, service, subscriber, template, webhook};
 use serde_json::Value;
 
 const CATALOGUE: &str = include_str!("../../../docs/EVENTS.md");
@@ -88,6 +88,15 @@ fn round_trip(type_name: &str, version: u32, payload: Value) -> (String, u32, Va
                 serde_json::to_value(&event),
             )
         }
+        Some("subscriber") => {
+            let event =
+                subscriber::Event::from_stored(type_name, version, payload).expect("decode");
+            stored(
+                event.type_name(),
+                event.schema_version(),
+                serde_json::to_value(&event),
+            )
+        }
         _ => panic!("unknown kind in {type_name}"),
     }
 }
@@ -133,6 +142,9 @@ fn every_event_type_at_its_current_version_is_documented() {
         ("template.created", 1),
         ("template.changed", 1),
         ("template.deleted", 1),
+        ("subscriber.requested", 1),
+        ("subscriber.confirmed", 1),
+        ("subscriber.erased", 1),
     ];
     for (type_name, version) in current {
         assert!(
