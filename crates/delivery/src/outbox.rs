@@ -83,29 +83,30 @@ fn position_i64(position: u64) -> Result<i64, DeliveryError> {
     i64::try_from(position).map_err(|_| DeliveryError::PositionOutOfRange(position))
 }
 
-/// Fans out the next batch after the checkpoint; answers how many events it read.
-pub async fn fan_out_next_batch(store: &EventStore, site: &Site) -> Result<usize, DeliveryError> {
-    let mut client = store.pool().get().await?;
-    let transaction = client.transaction().await?;
+/// Locks the checkpoint row of `subscription` for this transaction (processes take turns,
+/// each starting where the last one committed) and reads up to `batch` events after it,
+/// which must follow it without a gap.
+pub(crate) async fn next_batch<C: GenericClient>(
+    transaction: &C,
+    subscription: &str,
+    batch: usize,
+) -> Result<Vec<LoggedEvent>, DeliveryError> {
     transaction
         .execute(
             "INSERT INTO subscription_checkpoints (subscription, position) VALUES ($1, 0) \
              ON CONFLICT (subscription) DO NOTHING",
-            &[&SUBSCRIPTION],
+            &[&subscription],
         )
         .await?;
     let checkpoint: i64 = transaction
         .query_one(
             "SELECT position FROM subscription_checkpoints WHERE subscription = $1 FOR UPDATE",
-            &[&SUBSCRIPTION],
+            &[&subscription],
         )
         .await?
         .try_get(0)?;
     let checkpoint = u64::try_from(checkpoint).map_err(|_| DeliveryError::NegativeCheckpoint)?;
-    let events = eventstore::read_log_after(&transaction, checkpoint, BATCH).await?;
-    let Some(last) = events.last().map(|e| e.position) else {
-        return Ok(0);
-    };
+    let events = eventstore::read_log_after(transaction, checkpoint, batch).await?;
     for (offset, event) in events.iter().enumerate() {
         if event.position != checkpoint + 1 + offset as u64 {
             return Err(DeliveryError::Gap {
@@ -114,6 +115,17 @@ pub async fn fan_out_next_batch(store: &EventStore, site: &Site) -> Result<usize
             });
         }
     }
+    Ok(events)
+}
+
+/// Fans out the next batch after the checkpoint; answers how many events it read.
+pub async fn fan_out_next_batch(store: &EventStore, site: &Site) -> Result<usize, DeliveryError> {
+    let mut client = store.pool().get().await?;
+    let transaction = client.transaction().await?;
+    let events = next_batch(&transaction, SUBSCRIPTION, BATCH).await?;
+    let Some(last) = events.last().map(|e| e.position) else {
+        return Ok(0);
+    };
     let mut endpoints: Vec<Endpoint> = transaction
         .query(
             &format!(

@@ -53,34 +53,12 @@ struct Owed {
 pub async fn fan_out_next_batch(store: &EventStore, site: &Site) -> Result<usize, DeliveryError> {
     let mut client = store.pool().get().await?;
     let transaction = client.transaction().await?;
-    transaction
-        .execute(
-            "INSERT INTO subscription_checkpoints (subscription, position) VALUES ($1, 0) \
-             ON CONFLICT (subscription) DO NOTHING",
-            &[&SUBSCRIPTION],
-        )
-        .await?;
-    let checkpoint: i64 = transaction
-        .query_one(
-            "SELECT position FROM subscription_checkpoints WHERE subscription = $1 FOR UPDATE",
-            &[&SUBSCRIPTION],
-        )
-        .await?
-        .try_get(0)?;
-    let checkpoint = u64::try_from(checkpoint).map_err(|_| DeliveryError::NegativeCheckpoint)?;
-    let events = eventstore::read_log_after(&transaction, checkpoint, BATCH).await?;
-    let Some(last) = events.last().map(|e| e.position) else {
+    let events = crate::outbox::next_batch(&transaction, SUBSCRIPTION, BATCH).await?;
+    let (Some(first), Some(last)) = (events.first(), events.last()) else {
         return Ok(0);
     };
-    for (offset, event) in events.iter().enumerate() {
-        if event.position != checkpoint + 1 + offset as u64 {
-            return Err(DeliveryError::Gap {
-                from: checkpoint + offset as u64,
-                to: event.position,
-            });
-        }
-    }
-    let first = position_i64(checkpoint + 1)?;
+    let last = last.position;
+    let first = position_i64(first.position)?;
     let mut groups: Option<Vec<Group>> = None;
     let mut owed: Vec<Owed> = Vec::new();
     let mut erased: Vec<Uuid> = Vec::new();
