@@ -8,8 +8,7 @@ use domain::api_key::{self, ApiKeyDecider};
 use projections::access::{new_key, INSERT_VERIFIER_SQL};
 use projections::queries;
 use projections::AlsoWrite;
-use serde::Deserialize;
-use utoipa::{IntoParams, OpenApi};
+use utoipa::OpenApi;
 use uuid::Uuid;
 
 use crate::auth::{Caller, Permission};
@@ -33,16 +32,6 @@ pub fn configure(routes: &mut Routes<'_>) {
 #[derive(OpenApi)]
 #[openapi(paths(create, list, get, revoke))]
 pub struct Doc;
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListQuery {
-    /// Page size, 1 to 500 (default 50).
-    #[param(minimum = 1, maximum = 500)]
-    pub limit: Option<i64>,
-    /// `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-}
 
 /// Create an API key; its secret (`key`) is in this answer only.
 #[utoipa::path(
@@ -147,7 +136,7 @@ const OPERATOR: &str = "operator";
 /// List API keys by name (never their secrets).
 #[utoipa::path(
     operation_id = "list_api_keys", get, path = "/v1/api-keys", tag = "api-keys",
-    params(ListQuery),
+    params(paging::PageQuery),
     responses(
         (status = 200, body = ApiKeyPage),
         crate::problem::documented::AdminListProblems,
@@ -157,7 +146,7 @@ const OPERATOR: &str = "operator";
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,
-    query: web::Query<ListQuery>,
+    query: web::Query<paging::PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::ManageKeys)?;
     let limit = paging::page_limit(query.limit)?;

@@ -8,8 +8,7 @@ use domain::service::{self, Service, ServiceDecider};
 use domain::values::ServiceStatus;
 use projections::queries::{self, ServiceSortKey, ServiceView};
 use projections::Versioned;
-use serde::Deserialize;
-use utoipa::{IntoParams, OpenApi};
+use utoipa::OpenApi;
 use uuid::Uuid;
 
 use crate::auth::{Caller, Permission};
@@ -37,16 +36,6 @@ pub fn configure(routes: &mut Routes<'_>) {
 #[derive(OpenApi)]
 #[openapi(paths(create, list, get, change, retire))]
 pub struct Doc;
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListQuery {
-    /// Page size, 1 to 500 (default 50).
-    #[param(minimum = 1, maximum = 500)]
-    pub limit: Option<i64>,
-    /// `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-}
 
 /// Services are shared by every tenant, so only an admin bound to no tenant manages them.
 fn service_admin(caller: &Caller) -> Result<&Versioned<domain::api_key::ApiKey>, ApiError> {
@@ -211,7 +200,7 @@ pub async fn retire(
 /// The services in use, by group and name, with their derived status.
 #[utoipa::path(
     operation_id = "list_services", get, path = "/v1/services", tag = "services",
-    params(ListQuery),
+    params(paging::PageQuery),
     responses(
         (status = 200, body = ServicePage),
         crate::problem::documented::PublicListProblems,
@@ -221,7 +210,7 @@ pub async fn retire(
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,
-    query: web::Query<ListQuery>,
+    query: web::Query<paging::PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     state.limits.allow_read(caller.client_ip)?;
     let limit = paging::page_limit(query.limit)?;

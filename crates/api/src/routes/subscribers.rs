@@ -555,7 +555,7 @@ pub async fn delete(
 /// A subscriber's emails, newest first, each with every attempt made.
 #[utoipa::path(
     operation_id = "list_subscriber_deliveries", get, path = "/v1/subscribers/{id}/deliveries", tag = "subscribers",
-    params(("id" = Uuid, Path), ListQuery),
+    params(("id" = Uuid, Path), paging::PageQuery),
     responses(
         (status = 200, description = "One page of deliveries", body = EmailDeliveryPage),
         crate::problem::documented::AdminGetProblems,
@@ -566,7 +566,7 @@ pub async fn deliveries(
     state: web::Data<AppState>,
     caller: Caller,
     id: web::Path<Uuid>,
-    query: web::Query<ListQuery>,
+    query: web::Query<paging::PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::ManageSubscribers)?;
     let limit = paging::page_limit(query.limit)?;

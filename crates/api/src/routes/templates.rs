@@ -7,8 +7,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use domain::template::{self, RawFields, TemplateDecider};
 use projections::{queries, Versioned};
-use serde::Deserialize;
-use utoipa::{IntoParams, OpenApi};
+use utoipa::OpenApi;
 use uuid::Uuid;
 
 use crate::auth::{Caller, Permission};
@@ -37,16 +36,6 @@ pub fn configure(routes: &mut Routes<'_>) {
 #[derive(OpenApi)]
 #[openapi(paths(create, list, get, change, delete))]
 pub struct Doc;
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListQuery {
-    /// Page size, 1 to 500 (default 50).
-    #[param(minimum = 1, maximum = 500)]
-    pub limit: Option<i64>,
-    /// `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-}
 
 fn render(template: &Versioned<template::Template>) -> String {
     serde_json::to_string(&TemplateBody::from(template.clone())).unwrap_or_default()
@@ -107,7 +96,7 @@ pub async fn create(
 /// The templates the caller may use, by name.
 #[utoipa::path(
     operation_id = "list_templates", get, path = "/v1/templates", tag = "templates",
-    params(ListQuery),
+    params(paging::PageQuery),
     responses(
         (status = 200, description = "One page of templates", body = TemplatePage),
         crate::problem::documented::AdminListProblems,
@@ -117,7 +106,7 @@ pub async fn create(
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,
-    query: web::Query<ListQuery>,
+    query: web::Query<paging::PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::Publish)?;
     let limit = paging::page_limit(query.limit)?;

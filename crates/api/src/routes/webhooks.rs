@@ -7,8 +7,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use domain::webhook::{self, WebhookDecider};
 use projections::{queries, AlsoWrite, Versioned};
-use serde::Deserialize;
-use utoipa::{IntoParams, OpenApi};
+use utoipa::OpenApi;
 use uuid::Uuid;
 
 use crate::auth::{Caller, Permission};
@@ -35,16 +34,6 @@ pub fn configure(routes: &mut Routes<'_>) {
 #[derive(OpenApi)]
 #[openapi(paths(create, list, get, delete, deliveries))]
 pub struct Doc;
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListQuery {
-    /// Page size, 1 to 500 (default 50).
-    #[param(minimum = 1, maximum = 500)]
-    pub limit: Option<i64>,
-    /// `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-}
 
 /// Register a webhook; its signing secret is in this answer only.
 ///
@@ -126,7 +115,7 @@ pub async fn create(
 /// List webhooks, newest first (never their secrets).
 #[utoipa::path(
     operation_id = "list_webhooks", get, path = "/v1/webhooks", tag = "webhooks",
-    params(ListQuery),
+    params(paging::PageQuery),
     responses(
         (status = 200, description = "One page of webhooks", body = WebhookPage),
         crate::problem::documented::AdminListProblems,
@@ -136,7 +125,7 @@ pub async fn create(
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,
-    query: web::Query<ListQuery>,
+    query: web::Query<paging::PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::ManageWebhooks)?;
     let limit = paging::page_limit(query.limit)?;
@@ -230,7 +219,7 @@ pub async fn delete(
 /// A webhook's deliveries, newest first, each with every attempt made.
 #[utoipa::path(
     operation_id = "list_webhook_deliveries", get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks",
-    params(("id" = Uuid, Path), ListQuery),
+    params(("id" = Uuid, Path), paging::PageQuery),
     responses(
         (status = 200, description = "One page of deliveries", body = DeliveryPage),
         crate::problem::documented::AdminGetProblems,
@@ -241,7 +230,7 @@ pub async fn deliveries(
     state: web::Data<AppState>,
     caller: Caller,
     id: web::Path<Uuid>,
-    query: web::Query<ListQuery>,
+    query: web::Query<paging::PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::ManageWebhooks)?;
     let limit = paging::page_limit(query.limit)?;
