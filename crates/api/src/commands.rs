@@ -47,9 +47,15 @@ pub fn resource<T: Serialize>(status: StatusCode, version: u64, body: &T) -> Htt
 
 /// The metadata of the events a request causes: who, and which request.
 pub fn metadata(request: &HttpRequest, key: &Versioned<ApiKey>) -> Metadata {
+    metadata_by(request, key.id.to_string())
+}
+
+/// The metadata of a write by `actor` (a key id, or who acts without one: `anonymous`,
+/// `subscriber`), with the request's id.
+pub fn metadata_by(request: &HttpRequest, actor: String) -> Metadata {
     let request_id = request.extensions().get::<RequestId>().cloned();
     Metadata {
-        actor: key.id.to_string(),
+        actor,
         correlation_id: request_id
             .as_ref()
             .and_then(|id| Uuid::parse_str(&id.0).ok()),

@@ -100,11 +100,11 @@ pub async fn subscribe(
     request: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let Some(settings) = state.email.clone() else {
+    if state.email.is_none() {
         return Err(ApiError::unavailable(
             "email is not set up on this server (CRIER_SMTP_URL); subscribe another way",
         ));
-    };
+    }
     state
         .limits
         .allow_subscription(state.limits.client_address(&request))?;
@@ -177,16 +177,13 @@ pub async fn subscribe(
             id,
             &command,
             None,
-            &metadata(&request, &author),
+            &commands::metadata_by(&request, author.clone()),
             None,
             is_new.then_some(&also),
         )
         .await;
     match written {
-        Ok(_) => {
-            drop(settings);
-            Ok(accepted())
-        }
+        Ok(_) => Ok(accepted()),
         Err(e) if e.is_unavailable() => Err(e.into()),
         // A concurrent request for the same address won (its key holds the digest), or
         // the subscription moved on meanwhile: the answer is the same.
@@ -196,17 +193,6 @@ pub async fn subscribe(
         }
     }
 }
-
-fn metadata(request: &HttpRequest, actor: &str) -> Metadata {
-    let mut metadata = Metadata::by(actor);
-    if let Some(id) = request.extensions().get::<crate::observe::RequestId>() {
-        metadata.request_id = Some(id.0.clone());
-        metadata.correlation_id = Uuid::parse_str(&id.0).ok();
-    }
-    metadata
-}
-
-use actix_web::HttpMessage;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -303,7 +289,7 @@ pub async fn confirm(
             subscriber.id,
             &command,
             None,
-            &metadata(&request, "subscriber"),
+            &commands::metadata_by(&request, "subscriber".into()),
         )
         .await?;
     Ok(page(StatusCode::OK, Page::Confirmed, &language, ""))
@@ -385,7 +371,7 @@ async fn unsubscribe_link(
         state,
         subscriber.id,
         subscriber::ErasureReason::Unsubscribed,
-        &metadata(request, "subscriber"),
+        &commands::metadata_by(request, "subscriber".into()),
     )
     .await?;
     Ok(page(StatusCode::OK, Page::Unsubscribed, &language, ""))
