@@ -50,12 +50,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 email: args
                     .smtp_url
                     .clone()
-                    .map(|smtp_url| startup::EmailSettings {
-                        smtp_url,
-                        from: args.email_from.clone(),
+                    .map(|smtp_url| delivery::email::EmailSettings {
                         connections: args.smtp_connections,
                         timeout: std::time::Duration::from_secs(args.smtp_timeout),
                         retry_base: std::time::Duration::from_millis(args.email_retry_base_ms),
+                        ..delivery::email::EmailSettings::new(smtp_url, args.email_from.clone())
                     }),
                 page_name: args.page_name.clone(),
                 default_language: args.default_language.clone(),

@@ -30,20 +30,10 @@ pub struct Settings {
     pub stream_heartbeat: Duration,
     pub webhooks: delivery::WebhookSettings,
     /// `None`: no SMTP server, no email.
-    pub email: Option<EmailSettings>,
+    pub email: Option<delivery::email::EmailSettings>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub metrics: api::observe::MetricsAccess,
     pub cors: api::cors::CorsOrigins,
-}
-
-/// Sending email (the rest of [`delivery::email::EmailSettings`] comes from the site).
-#[derive(Debug, Clone)]
-pub struct EmailSettings {
-    pub smtp_url: String,
-    pub from: String,
-    pub connections: u32,
-    pub timeout: Duration,
-    pub retry_base: Duration,
 }
 
 /// Signing the chain head periodically.
@@ -99,16 +89,11 @@ impl Application {
         state.webhooks = Arc::new(settings.webhooks);
         let email = match settings.email {
             Some(email) => {
-                let mut email_settings =
-                    delivery::email::EmailSettings::new(email.smtp_url, email.from, site.clone());
-                email_settings.connections = email.connections;
-                email_settings.timeout = email.timeout;
-                email_settings.retry_base = email.retry_base;
-                email_settings.check()?;
-                state.email = Some(Arc::new(email_settings.clone()));
+                state.email = Some(Arc::new(email.clone()));
                 Some(delivery::email::EmailSender::new(
                     &store,
-                    email_settings,
+                    email,
+                    site.clone(),
                     Arc::default(),
                 )?)
             }

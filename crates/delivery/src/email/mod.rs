@@ -47,12 +47,11 @@ pub struct EmailSettings {
     pub retry_base: Duration,
     pub retry_max: Duration,
     pub max_attempts: u32,
-    /// Where links point and notices are rendered for.
-    pub site: notices::Site,
 }
 
 impl EmailSettings {
-    pub fn new(smtp_url: String, from: String, site: notices::Site) -> EmailSettings {
+    /// The defaults for this server and sender.
+    pub fn new(smtp_url: String, from: String) -> EmailSettings {
         EmailSettings {
             smtp_url,
             from,
@@ -61,19 +60,7 @@ impl EmailSettings {
             retry_base: Duration::from_secs(5),
             retry_max: Duration::from_secs(600),
             max_attempts: 30,
-            site,
         }
-    }
-
-    /// Is the configuration usable? Checked at start so a typo fails loudly.
-    pub fn check(&self) -> Result<(), DeliveryError> {
-        self.from
-            .parse::<lettre::message::Mailbox>()
-            .map_err(|_| DeliveryError::Settings("CRIER_EMAIL_FROM is not an address".into()))?;
-        lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(&self.smtp_url).map_err(
-            |_| DeliveryError::Settings("CRIER_SMTP_URL is not an smtp:// or smtps:// URL".into()),
-        )?;
-        Ok(())
     }
 }
 

@@ -96,6 +96,8 @@ type RecordsSender = mpsc::UnboundedSender<Option<(Record, OwnedSemaphorePermit)
 pub struct EmailSender {
     store: EventStore,
     settings: EmailSettings,
+    /// Where links point and notices are rendered for.
+    site: notices::Site,
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
     /// The right-hand side of every Message-ID.
@@ -106,9 +108,12 @@ pub struct EmailSender {
 }
 
 impl EmailSender {
+    /// A sender of `settings`, or why they cannot work (checked at start, so that a typo
+    /// fails loudly).
     pub fn new(
         store: &EventStore,
         settings: EmailSettings,
+        site: notices::Site,
         wake: Arc<Notify>,
     ) -> Result<Arc<EmailSender>, DeliveryError> {
         let from: Mailbox = settings
@@ -134,6 +139,7 @@ impl EmailSender {
             store: store.clone(),
             slots: Arc::new(Semaphore::new(connections as usize)),
             settings,
+            site,
             transport,
             from,
             domain,
@@ -264,7 +270,7 @@ impl EmailSender {
                 Kind::Confirmation {
                     language: row
                         .try_get::<_, Option<String>>("wanted_language")?
-                        .unwrap_or_else(|| self.settings.site.default_language.as_str().to_owned()),
+                        .unwrap_or_else(|| self.site.default_language.as_str().to_owned()),
                     requested_at: row.try_get("requested_at")?,
                 }
             } else {
@@ -355,7 +361,7 @@ impl EmailSender {
     fn link(&self, path: &str, token: &str) -> String {
         format!(
             "{}/v1/subscribers/{path}?token={token}",
-            self.settings.site.source_base
+            self.site.source_base
         )
     }
 
