@@ -357,6 +357,26 @@ pub async fn run(
     delivered: Arc<Notify>,
     cancel: CancellationToken,
 ) -> Result<(), DeliveryError> {
+    let fan_out = || fan_out_next_batch(&store, &site);
+    follow_log(&store, "webhook", BATCH, fan_out, &delivered, &cancel).await
+}
+
+/// Runs `fan_out` (one batch of at most `batch` events, answering how many it read) until
+/// `cancel`: again at once after a full batch, else when the log head moves or a poll
+/// interval passes; after a failure, with a backoff up to 10 s. `delivered` is woken when a
+/// batch read events. Every channel's outbox (`name`) follows the log so.
+pub(crate) async fn follow_log<F, Fut>(
+    store: &EventStore,
+    name: &'static str,
+    batch: usize,
+    fan_out: F,
+    delivered: &Notify,
+    cancel: &CancellationToken,
+) -> Result<(), DeliveryError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<usize, DeliveryError>>,
+{
     let mut head = store.watch_log_head();
     let mut retry = Duration::from_millis(100);
     loop {
@@ -364,12 +384,12 @@ pub async fn run(
             break;
         }
         head.borrow_and_update();
-        match fan_out_next_batch(&store, &site).await {
+        match fan_out().await {
             Ok(events) => {
                 retry = Duration::from_millis(100);
                 if events > 0 {
                     delivered.notify_one();
-                    if events == BATCH {
+                    if events == batch {
                         continue;
                     }
                 }
@@ -381,9 +401,9 @@ pub async fn run(
             }
             Err(e) => {
                 if e.is_unavailable() {
-                    tracing::warn!(error = %Chain(&e), "webhook outbox cannot reach the database; retrying");
+                    tracing::warn!(error = %Chain(&e), "{name} outbox cannot reach the database; retrying");
                 } else {
-                    tracing::error!(error = %Chain(&e), "webhook outbox stopped on an event; retrying");
+                    tracing::error!(error = %Chain(&e), "{name} outbox stopped on an event; retrying");
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(retry) => {}
@@ -393,6 +413,6 @@ pub async fn run(
             }
         }
     }
-    tracing::debug!("webhook outbox stopped");
+    tracing::debug!("{name} outbox stopped");
     Ok(())
 }

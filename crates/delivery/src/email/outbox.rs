@@ -307,50 +307,14 @@ async fn apply_subscriber_event<C: GenericClient>(
     }
 }
 
-/// Fans out until `cancel`, whenever the log head moves (and every poll interval); backs
-/// off while the database is away. `delivered` is woken when deliveries were written.
+/// Fans out until `cancel`, as the webhook outbox does ([`crate::outbox::follow_log`]).
+/// `delivered` is woken when deliveries were written.
 pub async fn run(
     store: EventStore,
     site: Site,
     delivered: std::sync::Arc<tokio::sync::Notify>,
     cancel: eventstore::CancellationToken,
 ) -> Result<(), DeliveryError> {
-    let mut head = store.watch_log_head();
-    let mut retry = std::time::Duration::from_millis(100);
-    loop {
-        if cancel.is_cancelled() {
-            break;
-        }
-        head.borrow_and_update();
-        match fan_out_next_batch(&store, &site).await {
-            Ok(events) => {
-                retry = std::time::Duration::from_millis(100);
-                if events > 0 {
-                    delivered.notify_one();
-                    if events == BATCH {
-                        continue;
-                    }
-                }
-                tokio::select! {
-                    _ = head.changed() => {}
-                    _ = tokio::time::sleep(store.config().poll_interval) => {}
-                    _ = cancel.cancelled() => break,
-                }
-            }
-            Err(e) => {
-                if e.is_unavailable() {
-                    tracing::warn!(error = %tasks::Chain(&e), "email outbox cannot reach the database; retrying");
-                } else {
-                    tracing::error!(error = %tasks::Chain(&e), "email outbox stopped on an event; retrying");
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(retry) => {}
-                    _ = cancel.cancelled() => break,
-                }
-                retry = (retry * 2).min(std::time::Duration::from_secs(10));
-            }
-        }
-    }
-    tracing::debug!("email outbox stopped");
-    Ok(())
+    let fan_out = || fan_out_next_batch(&store, &site);
+    crate::outbox::follow_log(&store, "email", BATCH, fan_out, &delivered, &cancel).await
 }
