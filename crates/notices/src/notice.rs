@@ -145,32 +145,33 @@ impl Resource {
         }
     }
 
-    fn matches(&self, filter: &NoticeFilter) -> bool {
-        let service = |ids: Vec<Uuid>| {
-            filter.services.is_empty() || ids.iter().any(|id| filter.services.contains(id))
-        };
+    /// The services it concerns as it stands.
+    fn services(&self) -> Vec<Uuid> {
         match self {
-            Resource::Incident(i) => {
-                service(
-                    i.state
-                        .affected_services
-                        .iter()
-                        .map(|a| a.service_id)
-                        .collect(),
-                ) && filter
-                    .region
-                    .as_deref()
-                    .is_none_or(|r| regions_match(&i.state.regions, r))
-            }
-            Resource::Maintenance(m) => {
-                service(m.state.affected_services.clone())
-                    && filter
-                        .region
-                        .as_deref()
-                        .is_none_or(|r| regions_match(&m.state.regions, r))
-            }
-            Resource::Service(id) => filter.services.is_empty() || filter.services.contains(id),
+            Resource::Incident(i) => (i.state.affected_services.iter())
+                .map(|a| a.service_id)
+                .collect(),
+            Resource::Maintenance(m) => m.state.affected_services.clone(),
+            Resource::Service(id) => vec![*id],
         }
+    }
+
+    fn matches(&self, filter: &NoticeFilter) -> bool {
+        let services = filter.services.is_empty()
+            || self
+                .services()
+                .iter()
+                .any(|id| filter.services.contains(id));
+        let regions = match self {
+            Resource::Incident(i) => Some(&i.state.regions),
+            Resource::Maintenance(m) => Some(&m.state.regions),
+            Resource::Service(_) => None,
+        };
+        let region = match (regions, filter.region.as_deref()) {
+            (Some(regions), Some(wanted)) => regions_match(regions, wanted),
+            _ => true,
+        };
+        services && region
     }
 }
 
@@ -423,16 +424,8 @@ impl Notice {
             .get_or_try_init(|| self.load(store))
             .await?
             .clone();
-        let mut services = match state.as_deref() {
-            None => return Ok(Vec::new()),
-            Some(Resource::Incident(i)) => i
-                .state
-                .affected_services
-                .iter()
-                .map(|a| a.service_id)
-                .collect(),
-            Some(Resource::Maintenance(m)) => m.state.affected_services.clone(),
-            Some(Resource::Service(id)) => vec![*id],
+        let Some(mut services) = state.as_deref().map(Resource::services) else {
+            return Ok(Vec::new());
         };
         if self.kind == ResourceKind::Incident {
             let before = self
