@@ -19,6 +19,9 @@ pub mod outbox;
 pub mod render;
 pub mod secrets;
 pub mod sender;
+pub mod smtp;
+#[cfg(feature = "test-support")]
+pub mod testing;
 
 use std::collections::HashMap;
 use std::time::Duration;

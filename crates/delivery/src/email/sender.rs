@@ -1,5 +1,8 @@
 //! The email sender: claims due email deliveries with leases, sends them through a bounded
-//! pool of SMTP connections, and records every attempt, as the webhook sender does.
+//! pool of SMTP connections, and records every attempt, as the webhook sender does. It
+//! claims up to 16 deliveries per connection ahead, so that one claim and one record
+//! transaction serve many messages while no more than `connections` SMTP conversations run
+//! at once.
 //!
 //! A message is put together when it is sent: the address is opened with the subscriber's
 //! key (gone: the subscription ended, the delivery is cancelled), the notice's parts come
@@ -21,19 +24,21 @@ use chrono::{DateTime, Utc};
 use eventstore::{CancellationToken, EventStore};
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::Message;
 use tasks::Chain;
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 use crate::email::render::{self, NoticeEmail};
 use crate::email::secrets::SubscriberKey;
+use crate::email::smtp::{SmtpPool, SmtpServer};
 use crate::email::EmailSettings;
 use crate::sender::{backoff_between, jitter};
 use crate::DeliveryError;
 
-/// Time a lease holds beyond the attempt's own timeout.
-const LEASE_MARGIN: Duration = Duration::from_secs(5);
+/// Deliveries claimed ahead per SMTP connection: one claim and one record transaction serve
+/// many messages, while the connections stay as few as configured.
+const CLAIMED_PER_CONNECTION: usize = 16;
 const IDLE_POLL: Duration = Duration::from_millis(500);
 const CLAIM_GATHER: Duration = Duration::from_millis(5);
 const RECORD_BATCH: usize = 512;
@@ -42,6 +47,8 @@ const NOTICES_KEPT: usize = 256;
 
 /// A delivery this process holds the lease of, with what its message is made of.
 struct Claimed {
+    /// The last moment its send may start and still end within the lease.
+    start_by: Instant,
     subscriber_id: Uuid,
     position: i64,
     attempt: i32,
@@ -98,12 +105,15 @@ pub struct EmailSender {
     settings: EmailSettings,
     /// Where links point and notices are rendered for.
     site: notices::Site,
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    smtp: SmtpPool,
     from: Mailbox,
     /// The right-hand side of every Message-ID.
     domain: String,
     wake: Arc<Notify>,
+    /// Deliveries claimed and not yet recorded.
     slots: Arc<Semaphore>,
+    /// SMTP conversations at once: the connections the pool may hold.
+    connections: Semaphore,
     notices: Mutex<HashMap<(i64, String, String), Arc<NoticeRow>>>,
 }
 
@@ -122,25 +132,16 @@ impl EmailSender {
             .map_err(|_| DeliveryError::Settings("CRIER_EMAIL_FROM is not an address".into()))?;
         let domain = from.email.domain().to_owned();
         let connections = settings.connections.max(1);
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&settings.smtp_url)
-            .map_err(|_| {
-                DeliveryError::Settings(
-                    "CRIER_SMTP_URL is not an smtp:// or smtps:// URL lettre can use".into(),
-                )
-            })?
-            .timeout(Some(settings.timeout))
-            .pool_config(
-                lettre::transport::smtp::PoolConfig::new()
-                    .max_size(connections)
-                    .idle_timeout(Duration::from_secs(30)),
-            )
-            .build();
+        let smtp = SmtpPool::new(SmtpServer::from_url(&settings.smtp_url, settings.timeout)?);
         Ok(Arc::new(EmailSender {
             store: store.clone(),
-            slots: Arc::new(Semaphore::new(connections as usize)),
+            slots: Arc::new(Semaphore::new(
+                connections as usize * CLAIMED_PER_CONNECTION,
+            )),
+            connections: Semaphore::new(connections as usize),
             settings,
             site,
-            transport,
+            smtp,
             from,
             domain,
             wake,
@@ -202,7 +203,8 @@ impl EmailSender {
                 _ = cancel.cancelled() => break,
             }
         }
-        let all = self.settings.connections.max(1);
+        let all = u32::try_from(self.settings.connections.max(1) as usize * CLAIMED_PER_CONNECTION)
+            .unwrap_or(u32::MAX);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.slots.acquire_many(all)).await;
         let _ = records.send(None);
         let _ = tokio::time::timeout(Duration::from_secs(2), recorder).await;
@@ -212,7 +214,13 @@ impl EmailSender {
 
     /// Leases up to `limit` due deliveries, soonest first.
     async fn claim(&self, limit: usize) -> Result<Vec<Claimed>, DeliveryError> {
-        let lease = (self.settings.timeout * 3 + LEASE_MARGIN).as_secs_f64();
+        // A claimed delivery may wait one command timeout for a connection, then its send
+        // (a few commands) must end within the lease. One that waited longer is not sent
+        // (another process may have taken it over) and is claimed again once the lease
+        // runs out.
+        let queue_wait = self.settings.timeout;
+        let start_by = Instant::now() + queue_wait;
+        let lease = (queue_wait + self.settings.timeout * 3).as_secs_f64();
         let mut client = self.store.pool().get().await?;
         let transaction = client.transaction().await?;
         // A lease lost in a crash frees the delivery for another attempt, which at least
@@ -285,6 +293,7 @@ impl EmailSender {
                 found.map_or(Kind::Unknown, Kind::Notice)
             };
             claimed.push(Claimed {
+                start_by,
                 subscriber_id,
                 position,
                 attempt: row.try_get("attempts")?,
@@ -440,14 +449,22 @@ impl EmailSender {
     }
 
     async fn attempt(&self, delivery: Claimed, slot: OwnedSemaphorePermit, records: RecordsSender) {
+        let Ok(_connection) = self.connections.acquire().await else {
+            return;
+        };
+        if Instant::now() > delivery.start_by {
+            // Waited too long for a connection to finish within its lease: another process
+            // may take it over. It is left, unrecorded, to be claimed again.
+            return;
+        }
         let started_at = Utc::now();
         let clock = Instant::now();
         let (outcome, reply_code, error) = match self.message(&delivery) {
             Err((outcome, why)) => (outcome, None, Some(why.to_owned())),
-            Ok(message) => match self.transport.send(message).await {
-                Ok(_) => (Outcome::Delivered, None, None),
+            Ok(message) => match self.smtp.send(&message).await {
+                Ok(()) => (Outcome::Delivered, None, None),
                 Err(e) => {
-                    let code = e.status().map(|c| u16::from(c) as i16);
+                    let code = e.code().and_then(|c| i16::try_from(c).ok());
                     let (outcome, why) = if e.is_permanent() {
                         (Outcome::Failed, "the server refused the message for good")
                     } else if e.is_transient() {
