@@ -28,10 +28,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use delivery::email::smtp::{SmtpPool, SmtpServer};
 use eventstore::testing::TestDatabase;
 use futures_util::StreamExt;
 use lettre::message::{Mailbox, MultiPart};
-use delivery::email::smtp::{SmtpPool, SmtpServer};
 use lettre::Message;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -211,6 +211,38 @@ async fn baseline(url: &str, count: usize, connections: usize) -> f64 {
     count as f64 / started.elapsed().as_secs_f64()
 }
 
+/// CPU seconds (user and system) a process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i).and_then(|f| f.parse::<f64>().ok()))
+        .sum();
+    ticks / 100.0
+}
+
+/// CPU seconds used by every PostgreSQL process.
+fn postgres_cpu_seconds() -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.starts_with("postgres"))
+        })
+        .map(cpu_seconds)
+        .sum()
+}
+
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
@@ -267,6 +299,8 @@ async fn main() {
     .await;
     let seeded_in = seeding.elapsed();
     let rss_before = peak_rss_kib(server.child.id());
+    let (crier_cpu_before, postgres_cpu_before) =
+        (cpu_seconds(server.child.id()), postgres_cpu_seconds());
 
     let started = Instant::now();
     server
@@ -305,6 +339,8 @@ async fn main() {
         .collect();
     let elapsed = Duration::from_secs_f64(percentile(latencies.clone(), 100.0));
     peak_rss = peak_rss.max(peak_rss_kib(server.child.id()));
+    let crier_cpu = cpu_seconds(server.child.id()) - crier_cpu_before;
+    let postgres_cpu = postgres_cpu_seconds() - postgres_cpu_before;
     // Late duplicates have a moment to arrive before they are counted.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let baseline_after = baseline(&url, n, args.connections).await;
@@ -325,10 +361,19 @@ async fn main() {
         crier_rate / baseline_rate
     );
     println!(
-        "publish to acceptance: p50 {:.2} s, p99 {:.2} s",
+        "publish to acceptance: first {:.2} s, p50 {:.2} s, p99 {:.2} s",
+        percentile(latencies.clone(), 0.0),
         percentile(latencies.clone(), 50.0),
         percentile(latencies, 99.0)
     );
+    if args.kill_at.is_none() {
+        // (A killed server's CPU, and its database sessions', leave with them.)
+        println!(
+            "CPU during the fan-out: crier {crier_cpu:.1} s, PostgreSQL {postgres_cpu:.1} s \
+             (of {:.1} s on 2 cores)",
+            elapsed.as_secs_f64() * 2.0
+        );
+    }
     println!(
         "recipients: {} of {n} received, {once} exactly once, {twice} emails sent twice",
         notices.len()
