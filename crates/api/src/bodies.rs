@@ -9,7 +9,9 @@ use domain::incident::{BodyText, DeclarationTexts, MessageText, UpdateTexts};
 use domain::language::{RawTranslations, LANGUAGE_PATTERN, MAX_TRANSLATIONS};
 use domain::maintenance::MaintenanceStatus;
 use domain::maintenance::ScheduleTexts;
-use domain::values::{AffectedService, Audience, ClientAction, Impact, IncidentStatus, NoticeType};
+use domain::values::{
+    AffectedService, Audience, ClientAction, Impact, IncidentStatus, NoticeType, ServiceStatus,
+};
 use domain::webhook::{Webhook, WebhookFormat, WebhookStatus};
 pub use notices::representation::{IncidentBody, MaintenanceBody, ServiceBody};
 use projections::Versioned;
@@ -933,6 +935,49 @@ impl From<delivery::email::log::EmailDelivery> for EmailDelivery {
                     error: a.error,
                 })
                 .collect(),
+        }
+    }
+}
+
+/// One UTC day of a service's uptime.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UptimeDayBody {
+    /// The UTC date, `YYYY-MM-DD`.
+    #[schema(value_type = String, format = Date)]
+    pub date: chrono::NaiveDate,
+    /// 100 × (1 − time down ÷ time observed that day), to four decimals.
+    pub uptime_percent: f64,
+    /// The worst status the service had that day.
+    pub worst_status: ServiceStatus,
+    /// The incidents that affected it that day.
+    #[schema(value_type = Vec<String>)]
+    pub incident_ids: Vec<Uuid>,
+}
+
+/// A service's uptime over its last days.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UptimeBody {
+    #[schema(value_type = String, format = Uuid)]
+    pub service_id: Uuid,
+    /// Oldest first, today last; days before the service existed are absent.
+    pub days: Vec<UptimeDayBody>,
+    /// Over every day shown, weighted by the time observed in each.
+    pub uptime_percent: f64,
+}
+
+impl From<projections::uptime::Uptime> for UptimeBody {
+    fn from(uptime: projections::uptime::Uptime) -> Self {
+        UptimeBody {
+            service_id: uptime.service_id,
+            days: (uptime.days.into_iter())
+                .map(|d| UptimeDayBody {
+                    date: d.date,
+                    uptime_percent: d.uptime_percent,
+                    worst_status: d.worst_status,
+                    incident_ids: d.incident_ids,
+                })
+                .collect(),
+            uptime_percent: uptime.uptime_percent,
         }
     }
 }

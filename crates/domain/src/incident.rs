@@ -231,6 +231,17 @@ pub struct PostmortemPublished {
 }
 
 impl Event {
+    /// When it happened, as its command said.
+    pub fn at(&self) -> DateTime<Utc> {
+        match self {
+            Event::Declared(e) => e.at,
+            Event::UpdatePosted(e) => e.at,
+            Event::UpdateCorrected(e) => e.at,
+            Event::Reopened(e) => e.at,
+            Event::PostmortemPublished(e) => e.at,
+        }
+    }
+
     /// The stored event type.
     pub fn type_name(&self) -> &'static str {
         match self {

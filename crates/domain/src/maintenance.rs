@@ -198,6 +198,15 @@ pub struct MaintenanceUpdatePosted {
 }
 
 impl Event {
+    /// When it happened, as its command said.
+    pub fn at(&self) -> DateTime<Utc> {
+        match self {
+            Event::Scheduled(e) => e.at,
+            Event::UpdatePosted(e) => e.at,
+            Event::ReminderSent(e) => e.at,
+        }
+    }
+
     /// The schema version of the stored form written today. `maintenance.scheduled` v2
     /// added `regions` and v3 `translations` and the automation (`auto_start`,
     /// `auto_complete`, `remind_before_minutes`); `maintenance.update_posted` v2 added

@@ -55,6 +55,7 @@ mod publish;
 pub mod queries;
 mod replay;
 pub mod scheduler;
+pub mod uptime;
 #[cfg(feature = "test-support")]
 pub mod testing;
 mod write;

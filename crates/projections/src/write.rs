@@ -113,7 +113,7 @@ impl<'a> Derived<'a, domain::maintenance::MaintenanceUpdate> {
 }
 
 /// The services an incident affects while it is open, with their status.
-fn incident_impacts(incident: &Incident) -> Vec<(Uuid, ServiceStatus)> {
+pub(crate) fn incident_impacts(incident: &Incident) -> Vec<(Uuid, ServiceStatus)> {
     if !incident.status.is_open() {
         return Vec::new();
     }
@@ -123,7 +123,7 @@ fn incident_impacts(incident: &Incident) -> Vec<(Uuid, ServiceStatus)> {
 }
 
 /// The services a maintenance puts under maintenance while it is active.
-fn maintenance_impacts(maintenance: &Maintenance) -> Vec<(Uuid, ServiceStatus)> {
+pub(crate) fn maintenance_impacts(maintenance: &Maintenance) -> Vec<(Uuid, ServiceStatus)> {
     if !maintenance.status.is_active() {
         return Vec::new();
     }

@@ -7,12 +7,13 @@ use chrono::Utc;
 use domain::service::{self, Service, ServiceDecider};
 use domain::values::ServiceStatus;
 use projections::queries::{self, ServiceSortKey, ServiceView};
+use projections::uptime;
 use projections::Versioned;
 use utoipa::OpenApi;
 use uuid::Uuid;
 
 use crate::auth::{Caller, Permission};
-use crate::bodies::{NewService, ServiceBody, ServiceChanges, ServicePage};
+use crate::bodies::{NewService, ServiceBody, ServiceChanges, ServicePage, UptimeBody};
 use crate::commands::{self, Answer};
 use crate::extract;
 use crate::paging;
@@ -30,11 +31,12 @@ pub fn configure(routes: &mut Routes<'_>) {
                 routing::patch(change),
                 routing::delete(retire),
             ],
-        );
+        )
+        .resource("/v1/services/{id}/uptime", [routing::get(uptime)]);
 }
 
 #[derive(OpenApi)]
-#[openapi(paths(create, list, get, change, retire))]
+#[openapi(paths(create, list, get, change, retire, uptime))]
 pub struct Doc;
 
 /// Services are shared by every tenant, so only an admin bound to no tenant manages them.
@@ -253,4 +255,60 @@ pub async fn get(
         view.service.version,
         &ServiceBody::from(view),
     ))
+}
+
+/// The days of an uptime.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UptimeQuery {
+    /// How many UTC days, today last: 1 to 90 (default 90).
+    #[param(minimum = 1, maximum = 90)]
+    pub days: Option<i64>,
+}
+
+/// `days` of an uptime query: 90 when absent, else 1 to 90.
+pub fn uptime_days(days: Option<i64>) -> Result<u32, ApiError> {
+    let max = i64::from(uptime::MAX_DAYS);
+    match days {
+        None => Ok(uptime::MAX_DAYS),
+        Some(n) if (1..=max).contains(&n) => Ok(n as u32),
+        Some(_) => Err(ApiError::invalid("days", format!("must be between 1 and {max}"))),
+    }
+}
+
+/// A service's uptime per UTC day, folded from the history of the incidents and
+/// maintenances the caller may see: the share of each day the service was not down (a
+/// second of `major_outage` counts as down, of `partial_outage` as 0.3 down; degraded
+/// performance and maintenance count as up). Days before the service existed are absent;
+/// today counts up to now.
+#[utoipa::path(
+    operation_id = "get_service_uptime", get, path = "/v1/services/{id}/uptime", tag = "services",
+    params(("id" = Uuid, Path), UptimeQuery),
+    responses(
+        (status = 200, body = UptimeBody),
+        crate::problem::documented::PublicGetProblems,
+    ),
+    security((), ("bearer" = []))
+)]
+pub async fn uptime(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<Uuid>,
+    query: web::Query<UptimeQuery>,
+) -> Result<HttpResponse, ApiError> {
+    state.limits.allow_read(caller.client_ip)?;
+    let days = uptime_days(query.days)?;
+    let viewer = caller.viewer();
+    let client = state.store.pool().get().await?;
+    let view = queries::service(&client, *id, &viewer)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such service".into()))?;
+    let now = Utc::now();
+    let since = now - chrono::Duration::days(i64::from(days));
+    let mut changes = uptime::service_changes(&client, &viewer, since).await?;
+    let changes = changes.remove(&*id).unwrap_or_default();
+    let uptime = uptime::uptime(*id, view.service.state.created_at, now, days, &changes);
+    Ok(HttpResponse::Ok()
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "max-age=60"))
+        .json(UptimeBody::from(uptime)))
 }
