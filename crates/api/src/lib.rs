@@ -31,6 +31,7 @@ mod renderings;
 pub mod routes;
 pub mod routing;
 pub mod state;
+pub mod status_page;
 pub mod statuspage;
 
 use actix_web::web;

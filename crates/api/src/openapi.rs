@@ -33,6 +33,7 @@ key and body get the first answer with `Idempotent-Replayed: true`; another body
         (name = "feeds", description = "Atom and RSS feeds of public updates"),
         (name = "subscribers", description = "People who receive notices by email: anyone subscribes an address, which confirms through a mailed link; every email has a one-click unsubscribe (RFC 8058) that erases the address everywhere; admins list, read and delete subscribers"),
         (name = "webhooks", description = "Notices POSTed to your endpoints as CloudEvents, signed per Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature), at least once, in order per incident, retried with backoff (admin)"),
+        (name = "status page", description = "The public status page people open: HTML, server-rendered, live through its own script on /v1/stream, in the reader's language; public notices only"),
         (name = "audit", description = "The hash-chained history for auditors, its verification and export, and signed checkpoints of it"),
     )
 )]

@@ -31,6 +31,9 @@ pub struct AppState {
     pub page: Arc<PublicPage>,
     pub statuspage: Arc<LocalizedCache<StatusDocuments>>,
     pub feeds: Arc<LocalizedCache<FeedDocuments>>,
+    /// The status page (`GET /`) per language, and its other pages as last rendered.
+    pub status_page: Arc<LocalizedCache<crate::status_page::IndexDocument>>,
+    pub page_renderings: Arc<crate::status_page::PageRenderings>,
     /// The key this process signs checkpoints with: the public checkpoint endpoint serves
     /// only its signatures. `None`: any key's valid signature.
     pub checkpoint_key: Option<eventstore::checkpoint::VerifyingKey>,
@@ -94,6 +97,8 @@ impl AppState {
             page: Arc::new(page),
             statuspage: Arc::default(),
             feeds: Arc::default(),
+            status_page: Arc::default(),
+            page_renderings: Arc::new(crate::status_page::page_renderings()),
             checkpoint_key: None,
             whole_history_reads: Arc::new(tokio::sync::Semaphore::new(WHOLE_HISTORY_READS)),
             notices: Arc::default(),

@@ -126,6 +126,12 @@ impl Labels {
     }
 }
 
+/// A status, impact or other enumerated value (`major_outage`) as a reader of `language`
+/// reads it: in Welsh for Welsh tags, else in English.
+pub fn term(language: &str, value: &str) -> String {
+    Labels::for_language(language).term(value)
+}
+
 fn text(value: &Value) -> Option<String> {
     value
         .as_str()

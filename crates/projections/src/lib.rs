@@ -55,9 +55,9 @@ mod publish;
 pub mod queries;
 mod replay;
 pub mod scheduler;
-pub mod uptime;
 #[cfg(feature = "test-support")]
 pub mod testing;
+pub mod uptime;
 mod write;
 
 pub use builder::{run as run_builder, BatchReport, Builder, BuilderOptions};

@@ -23,8 +23,8 @@ use deadpool_postgres::GenericClient;
 use domain::incident::{Incident, IncidentDecider};
 use domain::maintenance::{Maintenance, MaintenanceDecider};
 use domain::values::ServiceStatus;
-use eventstore::EVENT_COLUMNS;
 use eventstore::RecordedEvent;
+use eventstore::EVENT_COLUMNS;
 use uuid::Uuid;
 
 use crate::kinds::Kind;
@@ -325,7 +325,11 @@ mod tests {
     fn an_outage_across_midnight_is_split_between_the_two_days() {
         // Major outage 23:50 on the 10th to 00:20 on the 11th: 10 and 20 minutes.
         let changes = [
-            change(at(10, 23, 50), Source::Incident(A), Some(ServiceStatus::MajorOutage)),
+            change(
+                at(10, 23, 50),
+                Source::Incident(A),
+                Some(ServiceStatus::MajorOutage),
+            ),
             change(at(11, 0, 20), Source::Incident(A), None),
         ];
         let u = uptime(SERVICE, at(1, 0, 0), at(12, 12, 0), 90, &changes);
@@ -345,11 +349,23 @@ mod tests {
     fn a_partial_outage_counts_three_tenths_and_degraded_and_maintenance_count_as_up() {
         let changes = [
             // 100 minutes of partial outage: 30 minutes down.
-            change(at(5, 10, 0), Source::Incident(A), Some(ServiceStatus::PartialOutage)),
-            change(at(5, 11, 40), Source::Incident(A), Some(ServiceStatus::DegradedPerformance)),
+            change(
+                at(5, 10, 0),
+                Source::Incident(A),
+                Some(ServiceStatus::PartialOutage),
+            ),
+            change(
+                at(5, 11, 40),
+                Source::Incident(A),
+                Some(ServiceStatus::DegradedPerformance),
+            ),
             change(at(5, 15, 0), Source::Incident(A), None),
             // Two hours of maintenance the next day.
-            change(at(6, 1, 0), Source::Maintenance(M), Some(ServiceStatus::UnderMaintenance)),
+            change(
+                at(6, 1, 0),
+                Source::Maintenance(M),
+                Some(ServiceStatus::UnderMaintenance),
+            ),
             change(at(6, 3, 0), Source::Maintenance(M), None),
         ];
         let u = uptime(SERVICE, at(1, 0, 0), at(7, 0, 0), 90, &changes);
@@ -366,8 +382,16 @@ mod tests {
         // A: partial 08:00–12:00; B: major 10:00–11:00. Down: 08–10 and 11–12 at 0.3
         // (3 h → 54 min) and 10–11 whole (60 min).
         let changes = [
-            change(at(3, 8, 0), Source::Incident(A), Some(ServiceStatus::PartialOutage)),
-            change(at(3, 10, 0), Source::Incident(B), Some(ServiceStatus::MajorOutage)),
+            change(
+                at(3, 8, 0),
+                Source::Incident(A),
+                Some(ServiceStatus::PartialOutage),
+            ),
+            change(
+                at(3, 10, 0),
+                Source::Incident(B),
+                Some(ServiceStatus::MajorOutage),
+            ),
             change(at(3, 11, 0), Source::Incident(B), None),
             change(at(3, 12, 0), Source::Incident(A), None),
         ];
@@ -380,8 +404,16 @@ mod tests {
     #[test]
     fn a_maintenance_under_an_incident_does_not_hide_it() {
         let changes = [
-            change(at(3, 8, 0), Source::Maintenance(M), Some(ServiceStatus::UnderMaintenance)),
-            change(at(3, 9, 0), Source::Incident(A), Some(ServiceStatus::MajorOutage)),
+            change(
+                at(3, 8, 0),
+                Source::Maintenance(M),
+                Some(ServiceStatus::UnderMaintenance),
+            ),
+            change(
+                at(3, 9, 0),
+                Source::Incident(A),
+                Some(ServiceStatus::MajorOutage),
+            ),
             change(at(3, 9, 30), Source::Incident(A), None),
             change(at(3, 10, 0), Source::Maintenance(M), None),
         ];
@@ -393,7 +425,11 @@ mod tests {
     fn days_before_the_service_existed_are_absent_and_its_first_day_counts_from_creation() {
         // Created at noon on the 20th; down 12:00–13:00; now is 06:00 on the 22nd.
         let changes = [
-            change(at(20, 12, 0), Source::Incident(A), Some(ServiceStatus::MajorOutage)),
+            change(
+                at(20, 12, 0),
+                Source::Incident(A),
+                Some(ServiceStatus::MajorOutage),
+            ),
             change(at(20, 13, 0), Source::Incident(A), None),
         ];
         let u = uptime(SERVICE, at(20, 12, 0), at(22, 6, 0), 90, &changes);

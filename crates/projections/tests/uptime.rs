@@ -151,8 +151,22 @@ async fn uptime_is_folded_from_the_history_to_the_minute() {
         .unwrap();
 
     // Day 0 23:50 to day 1 00:20: a major outage across midnight (10 + 20 minutes).
-    let midnight = declare(&publisher, teams, ServiceStatus::MajorOutage, Audience::Public, at(0, 23, 50)).await;
-    update(&publisher, midnight, IncidentStatus::Resolved, None, at(1, 0, 20)).await;
+    let midnight = declare(
+        &publisher,
+        teams,
+        ServiceStatus::MajorOutage,
+        Audience::Public,
+        at(0, 23, 50),
+    )
+    .await;
+    update(
+        &publisher,
+        midnight,
+        IncidentStatus::Resolved,
+        None,
+        at(1, 0, 20),
+    )
+    .await;
 
     // Day 2, 10:00 to 11:00: a major outage only tenant contoso may see.
     let private = declare(
@@ -165,11 +179,25 @@ async fn uptime_is_folded_from_the_history_to_the_minute() {
         at(2, 10, 0),
     )
     .await;
-    update(&publisher, private, IncidentStatus::Resolved, None, at(2, 11, 0)).await;
+    update(
+        &publisher,
+        private,
+        IncidentStatus::Resolved,
+        None,
+        at(2, 11, 0),
+    )
+    .await;
 
     // Day 3: partial 10:00–11:40 (30 minutes down), then degraded until 15:00 (up); and a
     // maintenance 01:00–03:00 (up).
-    let partial = declare(&publisher, teams, ServiceStatus::PartialOutage, Audience::Public, at(3, 10, 0)).await;
+    let partial = declare(
+        &publisher,
+        teams,
+        ServiceStatus::PartialOutage,
+        Audience::Public,
+        at(3, 10, 0),
+    )
+    .await;
     update(
         &publisher,
         partial,
@@ -178,7 +206,14 @@ async fn uptime_is_folded_from_the_history_to_the_minute() {
         at(3, 11, 40),
     )
     .await;
-    update(&publisher, partial, IncidentStatus::Resolved, None, at(3, 15, 0)).await;
+    update(
+        &publisher,
+        partial,
+        IncidentStatus::Resolved,
+        None,
+        at(3, 15, 0),
+    )
+    .await;
     let work = Uuid::new_v4();
     publisher
         .execute::<MaintenanceDecider>(
@@ -210,10 +245,38 @@ async fn uptime_is_folded_from_the_history_to_the_minute() {
     maintenance_move(&publisher, work, MaintenanceStatus::Completed, at(3, 3, 0)).await;
 
     // Day 4: overlapping incidents, partial 08:00–12:00 and major 10:00–11:00: 54 + 60.
-    let long = declare(&publisher, teams, ServiceStatus::PartialOutage, Audience::Public, at(4, 8, 0)).await;
-    let short = declare(&publisher, teams, ServiceStatus::MajorOutage, Audience::Public, at(4, 10, 0)).await;
-    update(&publisher, short, IncidentStatus::Resolved, None, at(4, 11, 0)).await;
-    update(&publisher, long, IncidentStatus::Resolved, None, at(4, 12, 0)).await;
+    let long = declare(
+        &publisher,
+        teams,
+        ServiceStatus::PartialOutage,
+        Audience::Public,
+        at(4, 8, 0),
+    )
+    .await;
+    let short = declare(
+        &publisher,
+        teams,
+        ServiceStatus::MajorOutage,
+        Audience::Public,
+        at(4, 10, 0),
+    )
+    .await;
+    update(
+        &publisher,
+        short,
+        IncidentStatus::Resolved,
+        None,
+        at(4, 11, 0),
+    )
+    .await;
+    update(
+        &publisher,
+        long,
+        IncidentStatus::Resolved,
+        None,
+        at(4, 12, 0),
+    )
+    .await;
 
     let now = at(5, 0, 0);
     let client = store.pool().get().await.unwrap();
@@ -221,7 +284,9 @@ async fn uptime_is_folded_from_the_history_to_the_minute() {
     let for_viewer = |viewer: Viewer| {
         let client = &client;
         async move {
-            let mut changes = uptime::service_changes(client, &viewer, since).await.unwrap();
+            let mut changes = uptime::service_changes(client, &viewer, since)
+                .await
+                .unwrap();
             let changes = changes.remove(&teams).unwrap_or_default();
             uptime::uptime(teams, at(0, 6, 0), now, 90, &changes)
         }
@@ -229,9 +294,17 @@ async fn uptime_is_folded_from_the_history_to_the_minute() {
     let public = for_viewer(Viewer::Public).await;
     // Day 0 counts from 06:00 (the service's creation); day 5 (today) has no time yet.
     let dates: Vec<NaiveDate> = public.days.iter().map(|d| d.date).collect();
-    assert_eq!(dates, (0..5).map(|d| story_day() + Days::new(d)).collect::<Vec<_>>());
+    assert_eq!(
+        dates,
+        (0..5)
+            .map(|d| story_day() + Days::new(d))
+            .collect::<Vec<_>>()
+    );
     let first_day: f64 = 100.0 * (1.0 - 10.0 / (18.0 * 60.0));
-    assert_eq!(day_percent(&public, 0), (first_day * 10_000.0).round() / 10_000.0);
+    assert_eq!(
+        day_percent(&public, 0),
+        (first_day * 10_000.0).round() / 10_000.0
+    );
     assert_eq!(day_percent(&public, 1), share_up(20.0));
     assert_eq!(day_percent(&public, 2), 100.0);
     assert_eq!(day_percent(&public, 3), share_up(30.0));
@@ -252,5 +325,8 @@ async fn uptime_is_folded_from_the_history_to_the_minute() {
     // Over the whole window: 10 + 20 + 30 + 114 minutes down of 4 days and 18 hours.
     let observed = (4.0 * 24.0 + 18.0) * 60.0;
     let overall: f64 = 100.0 * (1.0 - 174.0 / observed);
-    assert_eq!(public.uptime_percent, (overall * 10_000.0).round() / 10_000.0);
+    assert_eq!(
+        public.uptime_percent,
+        (overall * 10_000.0).round() / 10_000.0
+    );
 }

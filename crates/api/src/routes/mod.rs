@@ -31,6 +31,7 @@ pub fn configure(routes: &mut Routes<'_>) {
     audit::configure(routes);
     public::configure(routes);
     stream::configure(routes);
+    crate::status_page::configure(routes);
 }
 
 /// Every module's operations, in the order the document lists them.
@@ -47,6 +48,7 @@ pub fn documents() -> Vec<utoipa::openapi::OpenApi> {
         webhooks::Doc::openapi(),
         subscribers::Doc::openapi(),
         templates::Doc::openapi(),
+        crate::status_page::Doc::openapi(),
     ]
 }
 

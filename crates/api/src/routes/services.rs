@@ -272,7 +272,10 @@ pub fn uptime_days(days: Option<i64>) -> Result<u32, ApiError> {
     match days {
         None => Ok(uptime::MAX_DAYS),
         Some(n) if (1..=max).contains(&n) => Ok(n as u32),
-        Some(_) => Err(ApiError::invalid("days", format!("must be between 1 and {max}"))),
+        Some(_) => Err(ApiError::invalid(
+            "days",
+            format!("must be between 1 and {max}"),
+        )),
     }
 }
 

@@ -87,9 +87,12 @@ fn accepted() -> HttpResponse {
 /// role) that tenant's private ones too, in `language` where a notice has it.
 #[utoipa::path(
     operation_id = "subscribe", post, path = "/v1/subscribers", tag = "subscribers",
-    request_body = NewSubscriber,
+    request_body(content(
+        (NewSubscriber = "application/json"),
+        (NewSubscriber = "application/x-www-form-urlencoded"),
+    )),
     responses(
-        (status = 202, description = "A confirmation is on its way (or the address is subscribed already)", body = SubscriptionAccepted),
+        (status = 202, description = "A confirmation is on its way (or the address is subscribed already). To a form (the status page's, `service_ids` repeated once per service), every answer is an HTML page saying so, or why not, with the same status code", body = SubscriptionAccepted),
         crate::problem::documented::CreateProblems,
     ),
     security((), ("bearer" = []))
@@ -100,6 +103,66 @@ pub async fn subscribe(
     request: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
+    if is_form(&request) {
+        // The status page's form: the answer is a page for the person who sent it.
+        let outcome = match form_subscriber(&body) {
+            Ok(asked) => request_subscription(&state, &caller, &request, asked).await,
+            Err(e) => Err(e),
+        };
+        return Ok(crate::status_page::subscription_page(
+            &state, &request, outcome,
+        ));
+    }
+    let asked: NewSubscriber = extract::json_body(&request, &body)?;
+    request_subscription(&state, &caller, &request, asked).await?;
+    Ok(accepted())
+}
+
+fn is_form(request: &HttpRequest) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim()
+                .to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        })
+}
+
+/// The fields of the status page's form: `email`, `language`, and `service_ids` once per
+/// service chosen.
+fn form_subscriber(body: &[u8]) -> Result<NewSubscriber, ApiError> {
+    let mut asked = NewSubscriber {
+        email: String::new(),
+        service_ids: None,
+        language: None,
+    };
+    for (name, value) in url::form_urlencoded::parse(body) {
+        match name.as_ref() {
+            "email" => asked.email = value.into_owned(),
+            "language" if !value.is_empty() => asked.language = Some(value.into_owned()),
+            "service_ids" => {
+                let id: Uuid = value.parse().map_err(|_| {
+                    ApiError::invalid("service_ids", "each must be a service id (a UUID)")
+                })?;
+                asked.service_ids.get_or_insert_with(Vec::new).push(id);
+            }
+            _ => {}
+        }
+    }
+    Ok(asked)
+}
+
+/// Requests the subscription `asked` for: a confirmation on its way, or nothing (an
+/// address subscribed already, or past its confirmations for the hour), alike to the
+/// caller.
+async fn request_subscription(
+    state: &AppState,
+    caller: &Caller,
+    request: &HttpRequest,
+    asked: NewSubscriber,
+) -> Result<(), ApiError> {
     if state.email.is_none() {
         return Err(ApiError::unavailable(
             "email is not set up on this server (CRIER_SMTP_URL); subscribe another way",
@@ -107,8 +170,7 @@ pub async fn subscribe(
     }
     state
         .limits
-        .allow_subscription(state.limits.client_address(&request))?;
-    let asked: NewSubscriber = extract::json_body(&request, &body)?;
+        .allow_subscription(state.limits.client_address(request))?;
     // The address is never quoted back: problems and logs must not carry one.
     let address = asked.email.trim();
     let parsed: Option<email::EmailAddress> = (address.chars().count() <= MAX_ADDRESS_CHARS)
@@ -126,7 +188,7 @@ pub async fn subscribe(
         .map(|tag| Language::parse("language", tag))
         .transpose()?;
     let service_ids = asked.service_ids.unwrap_or_default();
-    known_services(&state, "service_ids", service_ids.iter().copied()).await?;
+    known_services(state, "service_ids", service_ids.iter().copied()).await?;
     let tenant = caller.tenant().map(str::to_owned);
     let author = caller
         .key
@@ -148,10 +210,10 @@ pub async fn subscribe(
         .as_ref()
         .is_some_and(|(s, _)| s.state.state != SubscriberState::Pending)
     {
-        return Ok(accepted());
+        return Ok(());
     }
     if !state.limits.allow_confirmation(&digest) {
-        return Ok(accepted());
+        return Ok(());
     }
     let (id, key, is_new) = match existing {
         Some((subscriber, key)) => (subscriber.id, key, false),
@@ -177,19 +239,19 @@ pub async fn subscribe(
             id,
             &command,
             None,
-            &commands::metadata_by(&request, author.clone()),
+            &commands::metadata_by(request, author.clone()),
             None,
             is_new.then_some(&also),
         )
         .await;
     match written {
-        Ok(_) => Ok(accepted()),
+        Ok(_) => Ok(()),
         Err(e) if e.is_unavailable() => Err(e.into()),
         // A concurrent request for the same address won (its key holds the digest), or
         // the subscription moved on meanwhile: the answer is the same.
         Err(e) => {
             tracing::debug!(error = %tasks::Chain(&e), "a subscription request changed nothing");
-            Ok(accepted())
+            Ok(())
         }
     }
 }
