@@ -19,6 +19,7 @@ mod languages;
 mod privileges;
 mod public;
 mod scale;
+mod status_page;
 mod stream;
 mod templates;
 mod webhooks;

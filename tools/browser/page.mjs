@@ -4,7 +4,8 @@
 //   node page.mjs axe URL...              axe-core (WCAG 2.2 A and AA rules) on each page,
 //                                         in light and in dark, at 1280 and 320 px wide
 //   node page.mjs keyboard URL            tabs through the page: what takes focus, in order
-//   node page.mjs nojs URL                the page with JavaScript off: its text
+//   node page.mjs nojs URL                the page with JavaScript off: its text, and its
+//                                         text with every <details> open
 //   node page.mjs live URL POST_URL KEY BODY
 //                                         opens the page, POSTs BODY (JSON) to POST_URL with
 //                                         the key, and reports how long until the page shows
@@ -93,7 +94,12 @@ try {
     const page = await context.newPage();
     const response = await page.goto(args[0], { waitUntil: "load" });
     const text = await page.evaluate(() => document.body.innerText);
-    report({ status: response.status(), text });
+    // What a reader sees once they open every <details> (which works without scripts).
+    const expanded = await page.evaluate(() => {
+      document.querySelectorAll("details").forEach((d) => (d.open = true));
+      return document.body.innerText;
+    });
+    report({ status: response.status(), text, expanded });
   } else if (command === "live") {
     const [url, postUrl, key, body] = args;
     const page = await browser.newPage();
