@@ -80,3 +80,32 @@ wrk_run() {
     errors=$(awk '/Non-2xx/ {print $5}' "$WORK/$label.txt")
     echo "$label $rps $p99 ${errors:-0}"
 }
+
+# The page the public benchmarks read: 30 services in 5 groups, 3 unresolved incidents
+# with 4 updates each (a restart-your-clients action), 20 resolved ones, an active and an
+# upcoming maintenance. Sets KEY (a publisher key) and SERVICES.
+seed_public_page() {
+    KEY=$(post /v1/api-keys "$ADMIN" '{"name":"bench publisher","role":"publisher"}' | json_field key)
+    : >"$WORK/services"
+    for group in "Microsoft 365" "Azure" "Dynamics" "Power Platform" "Developer"; do
+        for n in 1 2 3 4 5 6; do
+            post /v1/services "$ADMIN" "{\"name\":\"$group service $n\",\"group\":\"$group\",\"description\":\"What users of $group use, part $n.\"}" | json_field id >>"$WORK/services"
+        done
+    done
+    mapfile -t SERVICES <"$WORK/services"
+    incident() { # index, final status
+        local id
+        id=$(post /v1/incidents "$KEY" "{\"title\":\"Users cannot reach service $1\",\"impact\":\"major\",\"message\":\"We are investigating reports of failures.\",\"affected_services\":[{\"service_id\":\"${SERVICES[$1]}\",\"status\":\"partial_outage\"},{\"service_id\":\"${SERVICES[$(($1 + 1))]}\",\"status\":\"degraded_performance\"}]}" | json_field id)
+        for status in identified monitoring "$2"; do
+            post "/v1/incidents/$id/updates" "$KEY" "{\"status\":\"$status\",\"message\":\"A configuration change is being rolled back region by region; we will update within the hour.\",\"client_action\":{\"kind\":\"restart_client\",\"message\":\"If a user is still experiencing impact, they need to restart their clients to recover.\"}}" >/dev/null
+        done
+    }
+    for i in $(seq 0 19); do incident "$i" resolved; done
+    for i in 20 23 26; do incident "$i" monitoring; done
+    START=$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)
+    END=$(date -u -d '+3 hour' +%Y-%m-%dT%H:%M:%SZ)
+    NOW=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+    post /v1/maintenances "$KEY" "{\"title\":\"Database upgrade\",\"message\":\"Planned upgrade.\",\"affected_services\":[\"${SERVICES[3]}\"],\"starts_at\":\"$START\",\"ends_at\":\"$END\"}" >/dev/null
+    ACTIVE=$(post /v1/maintenances "$KEY" "{\"title\":\"Network maintenance\",\"message\":\"Planned.\",\"affected_services\":[\"${SERVICES[7]}\"],\"starts_at\":\"$NOW\",\"ends_at\":\"$END\"}" | json_field id)
+    post "/v1/maintenances/$ACTIVE/updates" "$KEY" '{"status":"in_progress","message":"Started."}' >/dev/null
+}
