@@ -565,3 +565,76 @@ async fn a_kill_during_a_fan_out_loses_nothing_and_repeats_only_emails_in_flight
     eprintln!("killed with {at_kill} of {SUBSCRIBERS} notice emails in; {twice} sent twice");
     drop(api);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_the_key_that_subscribed_an_address_stops_its_emails_and_erases_it() {
+    let db = TestDatabase::create().await;
+    let sink = SmtpSink::start();
+    let api = email_api(&db, &sink, &[]).await;
+    let publisher = api.key("publisher", None).await;
+    let service = api.service("Teams").await;
+    let created = api
+        .post(
+            "/v1/api-keys",
+            ADMIN_SECRET,
+            json!({"name": "contoso portal", "role": "reader", "tenant": "contoso"}),
+        )
+        .await
+        .expect(201);
+    let portal = created["key"].as_str().unwrap().to_owned();
+    let portal_id = created["id"].as_str().unwrap().to_owned();
+    let address = "contoso.admin@nhs.example";
+    let answer = api
+        .send(
+            Method::POST,
+            "/v1/subscribers",
+            Some(&portal),
+            &[],
+            Some(&json!({"email": address})),
+        )
+        .await;
+    assert_eq!(answer.status.as_u16(), 202, "{:#?}", answer.body);
+    let messages = sink.wait_for(address, 1).await;
+    let (status, _) = open_page(&api, Method::GET, &link(&messages[0], "http")).await;
+    assert_eq!(status, 200);
+    let private = json!({"title": "Contoso sign-in failures", "impact": "minor",
+                         "message": "Only Contoso.",
+                         "affected_services": [{"service_id": service, "status": "partial_outage"}],
+                         "audience": {"visibility": "tenants", "tenants": ["contoso"]}});
+    api.declare(&publisher, private.clone()).await;
+    let received = sink.wait_for(address, 2).await;
+    assert!(received[1]["headers"]["subject"]
+        .as_str()
+        .unwrap()
+        .contains("Contoso sign-in failures"));
+
+    api.send(
+        Method::DELETE,
+        &format!("/v1/api-keys/{portal_id}"),
+        Some(ADMIN_SECRET),
+        &[],
+        None,
+    )
+    .await
+    .expect(200);
+    api.declare(&publisher, private).await;
+    api.declare(&publisher, bilingual(&service)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        sink.messages_to(address).len(),
+        2,
+        "nothing after the revocation"
+    );
+    let listed = api
+        .get("/v1/subscribers", Some(ADMIN_SECRET))
+        .await
+        .expect(200);
+    let subscriber = &listed["items"][0];
+    assert_eq!(subscriber["state"], "unsubscribed", "{listed:#}");
+    assert_eq!(subscriber["ended_reason"], "key_revoked", "{listed:#}");
+    assert_eq!(
+        subscriber["email"],
+        Value::Null,
+        "the address is erased: {listed:#}"
+    );
+}

@@ -827,7 +827,8 @@ pub struct SubscriberBody {
     pub tenant: Option<String>,
     pub created_at: DateTime<Utc>,
     pub confirmed_at: Option<DateTime<Utc>>,
-    /// When it ended, and why (`unsubscribed` or `deleted`).
+    /// When it ended, and why (`unsubscribed`, `deleted`, or `key_revoked`: the API key
+    /// that subscribed the address was revoked).
     pub ended_at: Option<DateTime<Utc>>,
     pub ended_reason: Option<String>,
 }
@@ -852,6 +853,7 @@ impl SubscriberBody {
             ended_reason: s.ended_reason.map(|r| match r {
                 domain::subscriber::ErasureReason::Unsubscribed => "unsubscribed".to_owned(),
                 domain::subscriber::ErasureReason::Deleted => "deleted".to_owned(),
+                domain::subscriber::ErasureReason::KeyRevoked => "key_revoked".to_owned(),
             }),
         }
     }

@@ -69,6 +69,8 @@ pub enum ErasureReason {
     Unsubscribed,
     /// An admin deleted it.
     Deleted,
+    /// The API key that subscribed the address was revoked.
+    KeyRevoked,
 }
 
 /// Serialises as its payload alone; read back by type name.

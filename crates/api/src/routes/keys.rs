@@ -253,5 +253,9 @@ pub async fn revoke(
         &commands::metadata(&request, key),
     )
     .await?;
+    // Likewise the email subscriptions it made: ended by the outbox at the revocation,
+    // erased here.
+    delivery::email::erase_registered_by(&state.publisher, *id, &commands::metadata(&request, key))
+        .await?;
     Ok(answer)
 }

@@ -446,19 +446,7 @@ async fn erase(
     reason: subscriber::ErasureReason,
     metadata: &Metadata,
 ) -> Result<Versioned<subscriber::Subscriber>, ApiError> {
-    let command = subscriber::Command::Erase(subscriber::Erase {
-        reason,
-        author: metadata.actor.clone(),
-        at: Utc::now(),
-    });
-    let also = AlsoWrite {
-        statement: email::ERASE_KEY_SQL,
-        params: &[&id],
-    };
-    let written = state
-        .publisher
-        .execute_once::<SubscriberDecider>(id, &command, None, metadata, None, Some(&also))
-        .await?;
+    let written = email::erase(&state.publisher, id, reason, metadata).await?;
     match written {
         projections::Outcome::Written(written) => Ok(written.resource),
         projections::Outcome::Replayed(_) => Err(ApiError::Conflict(

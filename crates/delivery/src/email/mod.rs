@@ -76,6 +76,71 @@ pub const STORE_KEY_SQL: &str =
 /// the subscriber id): every sealed copy of its address becomes unreadable.
 pub const ERASE_KEY_SQL: &str = "DELETE FROM subscriber_keys WHERE subscriber_id = $1";
 
+/// Ends the subscription `id` and destroys its key, in one transaction.
+pub async fn erase(
+    publisher: &projections::Publisher,
+    id: uuid::Uuid,
+    reason: domain::subscriber::ErasureReason,
+    metadata: &eventstore::Metadata,
+) -> Result<projections::Outcome<domain::subscriber::Subscriber>, DeliveryError> {
+    let command = domain::subscriber::Command::Erase(domain::subscriber::Erase {
+        reason,
+        author: metadata.actor.clone(),
+        at: chrono::Utc::now(),
+    });
+    let also = projections::AlsoWrite {
+        statement: ERASE_KEY_SQL,
+        params: &[&id],
+    };
+    publisher
+        .execute_once::<domain::subscriber::SubscriberDecider>(
+            id,
+            &command,
+            None,
+            metadata,
+            None,
+            Some(&also),
+        )
+        .await
+        .map_err(DeliveryError::Command)
+}
+
+/// Erases every subscription that key `key_id` made and that has not ended, with the
+/// reason `key_revoked`. The email outbox has already ended them at the revocation's
+/// position, whether or not this runs (a subscription requested so shortly before that
+/// the outbox had not met it yet is ended there too, and erased by an admin later); this
+/// makes it visible and destroys the addresses.
+pub async fn erase_registered_by(
+    publisher: &projections::Publisher,
+    key_id: uuid::Uuid,
+    metadata: &eventstore::Metadata,
+) -> Result<usize, DeliveryError> {
+    let ids: Vec<uuid::Uuid> = {
+        let client = publisher.store().pool().get().await?;
+        let rows = client
+            .query(
+                "SELECT r.subscriber_id FROM email_recipients r \
+                   JOIN rm_subscribers s ON s.id = r.subscriber_id \
+                  WHERE r.registered_by = $1 AND s.status <> 'unsubscribed'",
+                &[&key_id.to_string()],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<_, _>>()?
+    };
+    for id in &ids {
+        erase(
+            publisher,
+            *id,
+            domain::subscriber::ErasureReason::KeyRevoked,
+            metadata,
+        )
+        .await?;
+    }
+    Ok(ids.len())
+}
+
 /// The subscription (not ended) of an address digest, if there is one.
 pub async fn subscriber_of_digest<C: GenericClient>(
     client: &C,

@@ -64,12 +64,20 @@ pub async fn fan_out_next_batch(store: &EventStore, site: &Site) -> Result<usize
     let mut erased: Vec<Uuid> = Vec::new();
     let mut rendered: HashSet<(i64, String, String)> = HashSet::new();
     for event in &events {
-        if let Some((StreamKind::Subscriber, id)) = parse_stream_id(&event.event.stream_id) {
-            if apply_subscriber_event(&transaction, id, event).await? {
-                erased.push(id);
+        match parse_stream_id(&event.event.stream_id) {
+            Some((StreamKind::Subscriber, id)) => {
+                if apply_subscriber_event(&transaction, id, event).await? {
+                    erased.push(id);
+                }
+                groups = None;
+                continue;
             }
-            groups = None;
-            continue;
+            Some((StreamKind::ApiKey, key)) if event.event.event_type == "api_key.revoked" => {
+                erased.extend(end_subscriptions_of_key(&transaction, key, event.position).await?);
+                groups = None;
+                continue;
+            }
+            _ => {}
         }
         let Some(notice) = Notice::of(event) else {
             continue;
@@ -232,6 +240,32 @@ async fn write_owed<C: GenericClient>(
     Ok(written)
 }
 
+/// Who subscribed an address, as `email_recipients.registered_by` keeps it: the key's id,
+/// or nobody when anyone did without a key.
+fn registered_by(author: &str) -> Option<&str> {
+    (author != "anonymous").then_some(author)
+}
+
+/// Ends, at the position of its revocation, every subscription key `key` made: nothing
+/// after it is owed to them. Answers the subscriptions ended.
+async fn end_subscriptions_of_key<C: GenericClient>(
+    transaction: &C,
+    key: Uuid,
+    revoked_at: u64,
+) -> Result<Vec<Uuid>, DeliveryError> {
+    let rows = transaction
+        .query(
+            "UPDATE email_recipients SET ended_position = $2 \
+              WHERE registered_by = $1 AND ended_position IS NULL \
+             RETURNING subscriber_id",
+            &[&key.to_string(), &position_i64(revoked_at)?],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| row.try_get(0).map_err(DeliveryError::from))
+        .collect()
+}
+
 /// Brings `email_recipients` up to date with one subscriber event; answers whether it
 /// ended the subscription.
 async fn apply_subscriber_event<C: GenericClient>(
@@ -252,13 +286,14 @@ async fn apply_subscriber_event<C: GenericClient>(
             let open = transaction
                 .execute(
                     "INSERT INTO email_recipients (subscriber_id, tenant, service_ids, language, \
-                            sealed_address, requested_at, requested_position) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                            sealed_address, requested_at, requested_position, registered_by) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                      ON CONFLICT (subscriber_id) DO UPDATE \
                         SET service_ids = excluded.service_ids, language = excluded.language, \
                             sealed_address = excluded.sealed_address, \
                             requested_at = excluded.requested_at, \
-                            requested_position = excluded.requested_position \
+                            requested_position = excluded.requested_position, \
+                            registered_by = excluded.registered_by \
                       WHERE email_recipients.ended_position IS NULL",
                     &[
                         &id,
@@ -268,6 +303,7 @@ async fn apply_subscriber_event<C: GenericClient>(
                         &requested.sealed_address,
                         &requested.at,
                         &position,
+                        &registered_by(&requested.author),
                     ],
                 )
                 .await?;
