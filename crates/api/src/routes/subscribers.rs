@@ -92,8 +92,25 @@ fn accepted() -> HttpResponse {
         (NewSubscriber = "application/x-www-form-urlencoded"),
     )),
     responses(
-        (status = 202, description = "A confirmation is on its way (or the address is subscribed already). To a form (the status page's, `service_ids` repeated once per service), every answer is an HTML page saying so, or why not, with the same status code", body = SubscriptionAccepted),
-        crate::problem::documented::CreateProblems,
+        (status = 202, description = "A confirmation is on its way (or the address is subscribed already). A form (the status page's; `service_ids` repeated once per service) gets an HTML page saying so, and for each error below an HTML page saying why, with the same status code", content(
+            (SubscriptionAccepted = "application/json"),
+            (String = "text/html"),
+        )),
+        (status = 400, description = "Not an address, an invalid field or a bad parameter", content(
+            (crate::problem::Problem = "application/problem+json"),
+            (String = "text/html"),
+        )),
+        (status = 401, description = "Missing, malformed, unknown or revoked key", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body neither application/json nor a form", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited; see Retry-After", content(
+            (crate::problem::Problem = "application/problem+json"),
+            (String = "text/html"),
+        )),
+        (status = 503, description = "Email is not set up, or the database is unreachable", content(
+            (crate::problem::Problem = "application/problem+json"),
+            (String = "text/html"),
+        )),
     ),
     security((), ("bearer" = []))
 )]
@@ -148,7 +165,12 @@ fn form_subscriber(body: &[u8]) -> Result<NewSubscriber, ApiError> {
                 })?;
                 asked.service_ids.get_or_insert_with(Vec::new).push(id);
             }
-            _ => {}
+            other => {
+                return Err(ApiError::invalid(
+                    other.to_owned(),
+                    "is not a field of a subscription (email, language, service_ids)",
+                ))
+            }
         }
     }
     Ok(asked)

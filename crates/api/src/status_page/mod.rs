@@ -452,7 +452,9 @@ async fn render_index(
     responses(
         (status = 200, description = "The status page", content_type = "text/html"),
         (status = 304, description = "Not modified (`If-None-Match`)"),
-        crate::problem::documented::PublicGetProblems,
+        (status = 400, description = "A bad `lang` (or `cursor`)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unreachable and nothing rendered yet, or the process is starting", body = crate::problem::Problem, content_type = "application/problem+json"),
     ),
     security(())
 )]
@@ -550,7 +552,9 @@ fn message_page(
         (status = 200, description = "The incident's page", content_type = "text/html"),
         (status = 304, description = "Not modified (`If-None-Match`)"),
         (status = 404, description = "No such public incident: a page saying so", content_type = "text/html"),
-        crate::problem::documented::PublicGetProblems,
+        (status = 400, description = "A bad `lang` (or `cursor`)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unreachable and nothing rendered yet, or the process is starting", body = crate::problem::Problem, content_type = "application/problem+json"),
     ),
     security(())
 )]
@@ -630,7 +634,9 @@ pub struct HistoryQuery {
     responses(
         (status = 200, description = "A page of past incidents", content_type = "text/html"),
         (status = 304, description = "Not modified (`If-None-Match`)"),
-        crate::problem::documented::PublicGetProblems,
+        (status = 400, description = "A bad `lang` (or `cursor`)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unreachable and nothing rendered yet, or the process is starting", body = crate::problem::Problem, content_type = "application/problem+json"),
     ),
     security(())
 )]
