@@ -681,6 +681,29 @@ pub mod documented {
         Unavailable(Problem),
     }
 
+    /// Reading a page of the status page (anyone; public notices only).
+    #[derive(IntoResponses)]
+    pub enum PageProblems {
+        #[response(
+            status = 400,
+            description = "A bad `lang` (or `cursor`)",
+            content_type = "application/problem+json"
+        )]
+        BadRequest(Problem),
+        #[response(
+            status = 429,
+            description = "Rate limited; see Retry-After",
+            content_type = "application/problem+json"
+        )]
+        RateLimited(Problem),
+        #[response(
+            status = 503,
+            description = "Database unreachable and nothing rendered yet, or the process is starting",
+            content_type = "application/problem+json"
+        )]
+        Unavailable(Problem),
+    }
+
     /// Reading one notice (anyone; a key adds its tenant's).
     #[derive(IntoResponses)]
     pub enum PublicGetProblems {

@@ -30,7 +30,9 @@ use domain::language::Language;
 use domain::maintenance::Maintenance;
 use domain::values::{ClientActionKind, ServiceStatus};
 use minijinja::Environment;
-use projections::queries::{self, IncidentFilter, IncidentState, MaintenanceState, Viewer};
+use projections::queries::{
+    self, IncidentFilter, IncidentState, MaintenanceState, ServiceView, Viewer,
+};
 use projections::uptime::{self, Uptime};
 use projections::Versioned;
 use serde::{Deserialize, Serialize};
@@ -201,6 +203,13 @@ fn layout(state: &AppState, language: &Language, words: &Words, position: u64) -
     })
 }
 
+/// Each service's name by its id.
+fn service_names(services: &[ServiceView]) -> BTreeMap<Uuid, String> {
+    (services.iter())
+        .map(|s| (s.service.id, s.service.state.name.clone()))
+        .collect()
+}
+
 fn incident_value(
     incident: &Versioned<Incident>,
     language: &str,
@@ -364,9 +373,7 @@ async fn render_index(
         state: i.state.clone().in_language(language),
         ..i.clone()
     };
-    let names: BTreeMap<Uuid, String> = (services.iter())
-        .map(|s| (s.service.id, s.service.state.name.clone()))
-        .collect();
+    let names = service_names(&services);
     let titles: BTreeMap<Uuid, String> = (open.iter().chain(&recent))
         .map(|i| (i.id, localize_incident(i).state.title))
         .collect();
@@ -452,9 +459,7 @@ async fn render_index(
     responses(
         (status = 200, description = "The status page", content_type = "text/html"),
         (status = 304, description = "Not modified (`If-None-Match`)"),
-        (status = 400, description = "A bad `lang` (or `cursor`)", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unreachable and nothing rendered yet, or the process is starting", body = crate::problem::Problem, content_type = "application/problem+json"),
+        crate::problem::documented::PageProblems,
     ),
     security(())
 )]
@@ -552,9 +557,7 @@ fn message_page(
         (status = 200, description = "The incident's page", content_type = "text/html"),
         (status = 304, description = "Not modified (`If-None-Match`)"),
         (status = 404, description = "No such public incident: a page saying so", content_type = "text/html"),
-        (status = 400, description = "A bad `lang` (or `cursor`)", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unreachable and nothing rendered yet, or the process is starting", body = crate::problem::Problem, content_type = "application/problem+json"),
+        crate::problem::documented::PageProblems,
     ),
     security(())
 )]
@@ -585,9 +588,7 @@ pub async fn incident_page(
         };
         let services = queries::services(&client, &Viewer::Public).await?;
         drop(client);
-        let names: BTreeMap<Uuid, String> = (services.iter())
-            .map(|s| (s.service.id, s.service.state.name.clone()))
-            .collect();
+        let names = service_names(&services);
         let chosen = (language != state.default_language).then_some(&language);
         let incident = Versioned {
             state: incident.state.clone().in_language(chosen),
@@ -634,9 +635,7 @@ pub struct HistoryQuery {
     responses(
         (status = 200, description = "A page of past incidents", content_type = "text/html"),
         (status = 304, description = "Not modified (`If-None-Match`)"),
-        (status = 400, description = "A bad `lang` (or `cursor`)", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unreachable and nothing rendered yet, or the process is starting", body = crate::problem::Problem, content_type = "application/problem+json"),
+        crate::problem::documented::PageProblems,
     ),
     security(())
 )]
@@ -663,9 +662,7 @@ pub async fn history(
         let page = queries::incidents_page(&client, &Viewer::Public, &filter, HISTORY_PAGE).await?;
         let services = queries::services(&client, &Viewer::Public).await?;
         drop(client);
-        let names: BTreeMap<Uuid, String> = (services.iter())
-            .map(|s| (s.service.id, s.service.state.name.clone()))
-            .collect();
+        let names = service_names(&services);
         let next = paging::next_cursor(&page, |last| (last.state.started_at, last.id));
         let chosen = (language != state.default_language).then_some(&language);
         let incidents: Vec<Value> = (page.items.iter())
