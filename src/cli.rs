@@ -245,6 +245,10 @@ pub struct ServeArgs {
     /// The `From` of every email, e.g. `NHS Wales Status <status@nhs.example>`.
     #[arg(long, env = "CRIER_EMAIL_FROM", default_value = "status@localhost")]
     pub email_from: String,
+    /// A PEM file of certificates to trust for the SMTP server's TLS besides the web's
+    /// roots: a relay with a certificate from a private CA.
+    #[arg(long, env = "CRIER_SMTP_CA_FILE")]
+    pub smtp_ca_file: Option<std::path::PathBuf>,
     /// SMTP connections (messages in flight) at once in this process.
     #[arg(long, env = "CRIER_SMTP_CONNECTIONS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub smtp_connections: u32,

@@ -54,6 +54,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         connections: args.smtp_connections,
                         timeout: std::time::Duration::from_secs(args.smtp_timeout),
                         retry_base: std::time::Duration::from_millis(args.email_retry_base_ms),
+                        ca_file: args.smtp_ca_file.clone(),
                         ..delivery::email::EmailSettings::new(smtp_url, args.email_from.clone())
                     }),
                 page_name: args.page_name.clone(),

@@ -8,6 +8,10 @@ written to DIR/NNNNNNNN.json: the envelope, every header, the content type and t
 and HTML parts. With --quiet it only counts (DIR/count, rewritten every 100 messages and
 on exit), for benchmarks.
 
+SMTP_SINK_TLS=starttls (STARTTLS required before MAIL) or implicit (TLS from the first byte),
+with SMTP_SINK_CERT and SMTP_SINK_KEY (PEM files), serve TLS; each message then records
+whether it came over TLS ("tls").
+
 DIR/control.json, read at every command, tells it to misbehave:
     {"refuse": {"<address>": 550}}   refuse these recipients with that code
     {"defer": 451}                   defer every message at DATA with that code
@@ -20,6 +24,7 @@ import email.policy
 import json
 import os
 import signal
+import ssl
 import sys
 
 from aiosmtpd.smtp import SMTP
@@ -74,6 +79,8 @@ class Recorder:
             "headers": {name.lower(): str(value) for name, value in message.items()},
             "text": text.get_content() if text else None,
             "html": html.get_content() if html else None,
+            "tls": session.ssl is not None
+            or server.transport.get_extra_info("ssl_object") is not None,
         }
         path = os.path.join(self.directory, f"{self.count:08d}.json")
         with open(path + ".tmp", "w") as f:
@@ -88,10 +95,17 @@ async def main():
     os.makedirs(directory, exist_ok=True)
     recorder = Recorder(directory, quiet)
     loop = asyncio.get_running_loop()
+    mode = os.environ.get("SMTP_SINK_TLS", "")
+    context = None
+    if mode:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(os.environ["SMTP_SINK_CERT"], os.environ["SMTP_SINK_KEY"])
+    starttls = {"tls_context": context, "require_starttls": True} if mode == "starttls" else {}
     server = await loop.create_server(
-        lambda: SMTP(recorder, hostname="sink.test", data_size_limit=10_000_000),
+        lambda: SMTP(recorder, hostname="sink.test", data_size_limit=10_000_000, **starttls),
         host="127.0.0.1",
         port=int(os.environ.get("SMTP_SINK_PORT", "0")),
+        ssl=context if mode == "implicit" else None,
     )
     print(server.sockets[0].getsockname()[1], flush=True)
     stop = asyncio.Event()

@@ -3,6 +3,7 @@
 //! click, and erasure that leaves no address anywhere while the chain still verifies. The
 //! messages are read as Python's standard MIME parser reads them.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use reqwest::Method;
@@ -637,4 +638,128 @@ async fn revoking_the_key_that_subscribed_an_address_stops_its_emails_and_erases
         Value::Null,
         "the address is erased: {listed:#}"
     );
+}
+
+/// A private CA and a certificate it signed for 127.0.0.1, made with the openssl CLI in
+/// `dir`: (ca.pem, server.pem, server.key).
+fn private_ca(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Crier test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         extendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_goes_over_starttls_and_implicit_tls_to_a_relay_of_a_private_ca_and_never_in_clear() {
+    let dir = std::env::temp_dir().join(format!("crier-tls-{}", uuid::Uuid::new_v4().simple()));
+    let (ca, cert, key) = private_ca(&dir);
+    let ca_file = ca.to_str().unwrap().to_owned();
+    for (mode, url) in [
+        ("starttls", "smtp://127.0.0.1:{port}?tls=required"),
+        ("implicit", "smtps://127.0.0.1:{port}"),
+    ] {
+        let sink = SmtpSink::start_tls(mode, cert.clone(), key.clone());
+        let url = url.replace("{port}", &sink.port.to_string());
+        let address = format!("{mode}@nhs.example");
+
+        // Trusting the private CA: the confirmation arrives, over TLS.
+        let db = TestDatabase::create().await;
+        let api = email_api(
+            &db,
+            &sink,
+            &[("CRIER_SMTP_URL", &url), ("CRIER_SMTP_CA_FILE", &ca_file)],
+        )
+        .await;
+        subscribe(&api, json!({"email": address})).await.expect(202);
+        let messages = sink.wait_for(&address, 1).await;
+        assert_eq!(messages[0]["tls"], true, "{mode}: {messages:#?}");
+        drop(api);
+
+        // Not trusting it: nothing is sent (the certificate is refused), and nothing in
+        // clear either.
+        let db = TestDatabase::create().await;
+        let api = email_api(&db, &sink, &[("CRIER_SMTP_URL", &url)]).await;
+        let stranger = format!("untrusted-{mode}@nhs.example");
+        subscribe(&api, json!({"email": stranger}))
+            .await
+            .expect(202);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            sink.messages_to(&stranger).is_empty(),
+            "{mode}: sent to an untrusted relay"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -575,10 +575,21 @@ pub struct SmtpSink {
     child: Option<Child>,
     pub port: u16,
     pub dir: PathBuf,
+    /// `starttls` or `implicit`, with the certificate and key it serves.
+    tls: Option<(&'static str, PathBuf, PathBuf)>,
 }
 
 impl SmtpSink {
     pub fn start() -> SmtpSink {
+        SmtpSink::start_with(None)
+    }
+
+    /// A sink speaking TLS (`mode` `starttls` or `implicit`) with this certificate and key.
+    pub fn start_tls(mode: &'static str, cert: PathBuf, key: PathBuf) -> SmtpSink {
+        SmtpSink::start_with(Some((mode, cert, key)))
+    }
+
+    fn start_with(tls: Option<(&'static str, PathBuf, PathBuf)>) -> SmtpSink {
         let dir =
             std::env::temp_dir().join(format!("crier-smtp-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -586,6 +597,7 @@ impl SmtpSink {
             child: None,
             port: 0,
             dir,
+            tls,
         };
         sink.restart();
         sink
@@ -593,10 +605,18 @@ impl SmtpSink {
 
     /// Starts it again (on the same port once it had one).
     pub fn restart(&mut self) {
-        let mut child = Command::new(smtp_python())
+        let mut command = Command::new(smtp_python());
+        command
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tools/smtp_sink.py"))
             .arg(&self.dir)
-            .env("SMTP_SINK_PORT", self.port.to_string())
+            .env("SMTP_SINK_PORT", self.port.to_string());
+        if let Some((mode, cert, key)) = &self.tls {
+            command
+                .env("SMTP_SINK_TLS", mode)
+                .env("SMTP_SINK_CERT", cert)
+                .env("SMTP_SINK_KEY", key);
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .spawn()
             .expect("start the SMTP sink");

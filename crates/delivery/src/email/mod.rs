@@ -50,6 +50,8 @@ pub struct EmailSettings {
     pub retry_base: Duration,
     pub retry_max: Duration,
     pub max_attempts: u32,
+    /// PEM certificates trusted for the server's TLS besides the web's roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl EmailSettings {
@@ -63,6 +65,7 @@ impl EmailSettings {
             retry_base: Duration::from_secs(5),
             retry_max: Duration::from_secs(600),
             max_attempts: 30,
+            ca_file: None,
         }
     }
 }

@@ -157,7 +157,20 @@ impl EmailSender {
             .map_err(|_| DeliveryError::Settings("CRIER_EMAIL_FROM is not an address".into()))?;
         let domain = from.email.domain().to_owned();
         let connections = settings.connections.max(1);
-        let smtp = SmtpPool::new(SmtpServer::from_url(&settings.smtp_url, settings.timeout)?);
+        let extra_roots = match &settings.ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|_| {
+                DeliveryError::Settings(format!(
+                    "CRIER_SMTP_CA_FILE: cannot read {}",
+                    path.display()
+                ))
+            })?),
+            None => None,
+        };
+        let smtp = SmtpPool::new(SmtpServer::from_url_trusting(
+            &settings.smtp_url,
+            settings.timeout,
+            extra_roots.as_deref(),
+        )?);
         Ok(Arc::new(EmailSender {
             store: store.clone(),
             slots: Arc::new(Semaphore::new(

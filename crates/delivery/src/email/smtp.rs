@@ -92,6 +92,29 @@ fn settings_error(why: &str) -> DeliveryError {
 impl SmtpServer {
     /// The server `url` names; `timeout` bounds each SMTP command.
     pub fn from_url(url: &str, timeout: Duration) -> Result<SmtpServer, DeliveryError> {
+        SmtpServer::from_url_trusting(url, timeout, None)
+    }
+
+    /// The same, trusting the PEM certificates `extra_roots` for TLS besides the web's
+    /// roots (a relay with a certificate from a private CA).
+    pub fn from_url_trusting(
+        url: &str,
+        timeout: Duration,
+        extra_roots: Option<&[u8]>,
+    ) -> Result<SmtpServer, DeliveryError> {
+        let extra: Vec<rustls_pki_types::CertificateDer<'static>> = match extra_roots {
+            Some(pem) => {
+                use rustls_pki_types::pem::PemObject;
+                let certificates = rustls_pki_types::CertificateDer::pem_slice_iter(pem)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| settings_error("the CA file is not PEM certificates"))?;
+                if certificates.is_empty() {
+                    return Err(settings_error("the CA file holds no certificate"));
+                }
+                certificates
+            }
+            None => Vec::new(),
+        };
         let parsed = url::Url::parse(url).map_err(|_| settings_error("not a URL"))?;
         let host = parsed
             .host_str()
@@ -103,8 +126,17 @@ impl SmtpServer {
             .query_pairs()
             .find(|(k, _)| k == "tls")
             .map(|(_, v)| v.into_owned());
-        let tls_parameters =
-            || TlsParameters::new(host.clone()).map_err(|_| settings_error("TLS cannot be set up"));
+        let tls_parameters = || {
+            let mut builder = TlsParameters::builder(host.clone());
+            if let Some(pem) = extra_roots {
+                let certificate = lettre::transport::smtp::client::Certificate::from_pem(pem)
+                    .map_err(|_| settings_error("the CA file is not PEM certificates"))?;
+                builder = builder.add_root_certificate(certificate);
+            }
+            builder
+                .build()
+                .map_err(|_| settings_error("TLS cannot be set up"))
+        };
         let (port, security, tls) = match (parsed.scheme(), tls_query.as_deref()) {
             ("smtp", None) => (25, Security::Plain, None),
             ("smtp", Some("required")) => (
@@ -117,7 +149,7 @@ impl SmtpServer {
                 Security::Starttls { required: false },
                 Some(tls_parameters()?),
             ),
-            ("smtps", _) => (465, Security::Implicit(tls_connector()?), None),
+            ("smtps", _) => (465, Security::Implicit(tls_connector(&extra)?), None),
             _ => {
                 return Err(settings_error(
                     "must be smtp://…, smtp://…?tls=required|opportunistic or smtps://…",
@@ -202,10 +234,17 @@ impl SmtpServer {
 }
 
 /// TLS from the first byte (`smtps://`), with the web's root certificates.
-fn tls_connector() -> Result<tokio_rustls::TlsConnector, DeliveryError> {
-    let roots = rustls::RootCertStore {
+fn tls_connector(
+    extra: &[rustls_pki_types::CertificateDer<'static>],
+) -> Result<tokio_rustls::TlsConnector, DeliveryError> {
+    let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
+    for certificate in extra {
+        roots
+            .add(certificate.clone())
+            .map_err(|_| settings_error("a certificate of the CA file cannot be a root"))?;
+    }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
