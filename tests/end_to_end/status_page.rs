@@ -472,3 +472,50 @@ async fn uptime_is_served_per_day_as_the_caller_may_see_it() {
     .await
     .problem(404);
 }
+
+#[tokio::test]
+async fn the_history_pages_through_every_resolved_incident_newest_first() {
+    let db = TestDatabase::create().await;
+    let api = Api::start(&db).await;
+    let teams = api.service("Microsoft Teams").await;
+    let comms = api.key("publisher", None).await;
+    for n in 1..=21 {
+        let incident = api
+            .declare(
+                &comms,
+                json!({"title": format!("Past incident number {n:02}"), "impact": "minor",
+                       "message": "Slow.",
+                       "affected_services": [{"service_id": teams, "status": "degraded_performance"}]}),
+            )
+            .await;
+        api.post(
+            &format!("/v1/incidents/{}/updates", incident["id"].as_str().unwrap()),
+            &comms,
+            json!({"status": "resolved", "message": "Fine again."}),
+        )
+        .await
+        .expect(201);
+    }
+    let (status, _, first) = html(&api, "/history", &[]).await;
+    assert_eq!(status, 200);
+    assert!(
+        first.contains("Past incident number 21"),
+        "newest first: {first}"
+    );
+    assert!(first.contains("Past incident number 02"));
+    assert!(!first.contains("Past incident number 01"), "20 a page");
+    let older = first
+        .split("href=\"")
+        .filter_map(|part| part.split('"').next())
+        .find(|href| href.starts_with("/history?cursor="))
+        .expect("a link to older incidents")
+        .replace("&amp;", "&");
+    let (status, _, second) = html(&api, &older, &[]).await;
+    assert_eq!(status, 200);
+    assert!(second.contains("Past incident number 01"), "{second}");
+    assert!(!second.contains("Past incident number 02"));
+    assert!(
+        second.contains("href=\"/history?lang=en\""),
+        "a way back to the first page"
+    );
+}

@@ -675,7 +675,7 @@ pub async fn history(
         let mut values = layout(&state, &language, words, position);
         values["switch"] = switch(&language, &state.default_language, &[], "/history");
         values["incidents"] = Value::Array(incidents);
-        values["older"] = json!(next.map(|cursor| format!("/history?cursor={cursor}")));
+        values["older"] = json!(next);
         values["first_page"] = json!(after.is_some());
         Ok(html(render("history.html", &values)?))
     })
