@@ -87,6 +87,12 @@ async fn subscribe(
         };
         let now = Instant::now();
         buffer.extend_from_slice(&chunk[..read]);
+        if !is_open && buffer.starts_with(b"HTTP/1.1 ") && !buffer.starts_with(b"HTTP/1.1 200") {
+            let status = String::from_utf8_lossy(&buffer[..buffer.len().min(12)]).into_owned();
+            // A panic here would end only this task, and main would wait forever.
+            eprintln!("subscriber {index}: the stream was refused: {status}");
+            std::process::exit(1);
+        }
         if !is_open && buffer.windows(11).any(|w| w == b": connected") {
             is_open = true;
             opened.add_permits(1);
@@ -121,7 +127,9 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 async fn main() {
     let args = args();
     let db = TestDatabase::create().await;
-    let server = BenchServer::start(&db.url, &[]).await;
+    // Every subscriber connects from 127.0.0.1: the per-address cap on open streams (1,000
+    // by default) would hold the rest back, and the bench would wait for them forever.
+    let server = BenchServer::start(&db.url, &[("CRIER_STREAM_PER_CLIENT_LIMIT", "0")]).await;
     let address = server.base.trim_start_matches("http://").to_owned();
     let (publisher, service_id) = server.publisher_and_service().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
