@@ -34,6 +34,9 @@ pub struct AppState {
     /// The status page (`GET /`) per language, and its other pages as last rendered.
     pub status_page: Arc<LocalizedCache<crate::status_page::IndexDocument>>,
     pub page_renderings: Arc<crate::status_page::PageRenderings>,
+    /// Every service's status changes over the uptime window, as the public sees them:
+    /// folded once per generation for the page and `GET /v1/services/{id}/uptime`.
+    pub public_uptime: Arc<crate::documents::DocumentCache<crate::status_page::ServiceChanges>>,
     /// The key this process signs checkpoints with: the public checkpoint endpoint serves
     /// only its signatures. `None`: any key's valid signature.
     pub checkpoint_key: Option<eventstore::checkpoint::VerifyingKey>,
@@ -99,6 +102,7 @@ impl AppState {
             feeds: Arc::default(),
             status_page: Arc::default(),
             page_renderings: Arc::new(crate::status_page::page_renderings()),
+            public_uptime: Arc::default(),
             checkpoint_key: None,
             whole_history_reads: Arc::new(tokio::sync::Semaphore::new(WHOLE_HISTORY_READS)),
             notices: Arc::default(),

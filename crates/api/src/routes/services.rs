@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use domain::service::{self, Service, ServiceDecider};
 use domain::values::ServiceStatus;
-use projections::queries::{self, ServiceSortKey, ServiceView};
+use projections::queries::{self, ServiceSortKey, ServiceView, Viewer};
 use projections::uptime;
 use projections::Versioned;
 use utoipa::OpenApi;
@@ -306,10 +306,18 @@ pub async fn uptime(
     let view = queries::service(&client, *id, &viewer)
         .await?
         .ok_or_else(|| ApiError::NotFound("no such service".into()))?;
+    drop(client);
     let now = Utc::now();
-    let since = now - chrono::Duration::days(i64::from(days));
-    let mut changes = uptime::service_changes(&client, &viewer, since).await?;
-    let changes = changes.remove(&*id).unwrap_or_default();
+    // The public's changes are folded once per generation; a key's are its own.
+    let changes = if viewer == Viewer::Public {
+        let all = crate::status_page::public_changes(&state).await?;
+        all.get(&*id).cloned().unwrap_or_default()
+    } else {
+        let client = state.store.pool().get().await?;
+        let since = now - chrono::Duration::days(i64::from(days));
+        let mut all = uptime::service_changes(&client, &viewer, since).await?;
+        all.remove(&*id).unwrap_or_default()
+    };
     let uptime = uptime::uptime(*id, view.service.state.created_at, now, days, &changes);
     Ok(HttpResponse::Ok()
         .insert_header((actix_web::http::header::CACHE_CONTROL, "max-age=60"))

@@ -60,7 +60,7 @@ const OPEN: usize = 100;
 /// Resolved incidents per history page.
 const HISTORY_PAGE: usize = 20;
 /// Incident and history pages kept in memory (per generation, language and page).
-const PAGES_KEPT: usize = 512;
+const PAGES_KEPT: usize = 128;
 /// Assets change only with the binary.
 const ASSET_CACHE_CONTROL: &str = "public, max-age=3600";
 
@@ -70,6 +70,23 @@ pub struct IndexDocument {
     /// Every language the page can be read in besides the default one.
     pub translations: Vec<Language>,
     pub page: Document,
+}
+
+/// Each service's status changes over the uptime window.
+pub type ServiceChanges = std::collections::HashMap<Uuid, Vec<uptime::Change>>;
+
+/// Every service's status changes over the last 90 days as the public sees them, folded
+/// from the history once per generation (and at most a second old), so that neither the
+/// page nor the uptime endpoint reads the streams again for each request.
+pub async fn public_changes(state: &AppState) -> Result<Arc<ServiceChanges>, ApiError> {
+    state
+        .public_uptime
+        .get(state.document_generation(), || async {
+            let client = state.store.pool().get().await?;
+            let since = Utc::now() - chrono::Duration::days(i64::from(UPTIME_DAYS));
+            Ok(uptime::service_changes(&client, &Viewer::Public, since).await?)
+        })
+        .await
 }
 
 /// Incident and history pages as last rendered.
@@ -350,10 +367,9 @@ async fn render_index(
         .await?
         .items;
     let upcoming = queries::soonest_upcoming_maintenances(&client, &viewer, OPEN).await?;
-    let now = Utc::now();
-    let since = now - chrono::Duration::days(i64::from(UPTIME_DAYS));
-    let mut changes = uptime::service_changes(&client, &viewer, since).await?;
     drop(client);
+    let now = Utc::now();
+    let changes = public_changes(state).await?;
 
     let mut translations: std::collections::BTreeSet<Language> = Default::default();
     for incident in open.iter().chain(&recent) {
@@ -386,13 +402,13 @@ async fn render_index(
         if view.status.severity() > worst.severity() {
             worst = view.status;
         }
-        let history = changes.remove(&service.id).unwrap_or_default();
+        let history = changes.get(&service.id).map_or(&[][..], Vec::as_slice);
         let uptime = uptime::uptime(
             service.id,
             service.state.created_at,
             now,
             UPTIME_DAYS,
-            &history,
+            history,
         );
         let value = json!({
             "id": service.id,
