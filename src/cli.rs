@@ -194,7 +194,7 @@ pub struct ServeArgs {
     /// and the connection is closed.
     #[arg(long, env = "CRIER_BODY_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub body_timeout: u64,
-    /// HTTP worker threads (default: half the cores, at least one).
+    /// HTTP worker threads (default: one per core).
     #[arg(long, env = "CRIER_WORKERS")]
     pub workers: Option<usize>,
     /// Notices one `/v1/stream` subscriber may fall behind before it is closed (it then
