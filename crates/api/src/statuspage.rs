@@ -545,7 +545,7 @@ fn json<T: Serialize>(value: &T) -> Result<Document, ApiError> {
 }
 
 /// The notices' texts in `language` (`None`: the default language, as stored).
-fn localized<T: Clone>(
+pub(crate) fn localized<T: Clone>(
     list: Vec<Versioned<T>>,
     language: Option<&Language>,
     in_language: fn(T, Option<&Language>) -> T,

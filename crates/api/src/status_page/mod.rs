@@ -46,6 +46,7 @@ use crate::paging;
 use crate::problem::ApiError;
 use crate::routing::{self, Routes};
 use crate::state::AppState;
+use crate::statuspage::localized;
 pub use words::{words, Words};
 
 /// What a page may load and do: only its own styles, script and stream, forms posted to
@@ -385,13 +386,16 @@ async fn render_index(
     }
     translations.remove(default);
 
-    let localize_incident = |i: &Versioned<Incident>| Versioned {
-        state: i.state.clone().in_language(language),
-        ..i.clone()
-    };
+    let open = localized(open, language, Incident::in_language);
+    let recent = localized(recent, language, Incident::in_language);
+    let maintenances = localized(
+        active.into_iter().chain(upcoming).collect(),
+        language,
+        Maintenance::in_language,
+    );
     let names = service_names(&services);
     let titles: BTreeMap<Uuid, String> = (open.iter().chain(&recent))
-        .map(|i| (i.id, localize_incident(i).state.title))
+        .map(|i| (i.id, i.state.title.clone()))
         .collect();
 
     // Services by group, in the order the read model keeps them; ungrouped ones last.
@@ -430,14 +434,10 @@ async fn render_index(
         .collect();
 
     let incidents: Vec<Value> = (open.iter())
-        .map(|i| incident_value(&localize_incident(i), tag, &names))
+        .map(|i| incident_value(i, tag, &names))
         .collect();
-    let maintenance: Vec<Value> = (active.iter().chain(&upcoming))
-        .map(|m| Versioned {
-            state: m.state.clone().in_language(language),
-            ..m.clone()
-        })
-        .map(|m| maintenance_value(&m, tag, &names))
+    let maintenance: Vec<Value> = (maintenances.iter())
+        .map(|m| maintenance_value(m, tag, &names))
         .collect();
     let translations: Vec<Language> = translations.into_iter().collect();
     let mut values = layout(state, shown, words, position);
@@ -521,6 +521,20 @@ fn page_language(state: &AppState, request: &HttpRequest) -> Result<Language, Ap
     Ok(negotiation.tag(negotiation.choose(&offered)))
 }
 
+/// What every page but the index starts with: the client's read allowance, and the
+/// language and words the page is rendered in.
+fn page_request(
+    state: &AppState,
+    request: &HttpRequest,
+) -> Result<(Language, &'static Words), ApiError> {
+    state
+        .limits
+        .allow_read(state.limits.client_address(request))?;
+    let language = page_language(state, request)?;
+    let words = words(language.as_str());
+    Ok((language, words))
+}
+
 /// A page kept per generation, language and `key`, rendered by `render` when missing.
 async fn kept_page<F, Fut>(
     state: &AppState,
@@ -582,11 +596,7 @@ pub async fn incident_page(
     request: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    state
-        .limits
-        .allow_read(state.limits.client_address(&request))?;
-    let language = page_language(&state, &request)?;
-    let words = words(language.as_str());
+    let (language, words) = page_request(&state, &request)?;
     let Ok(id) = id.parse::<Uuid>() else {
         return Ok(message_page(
             &state,
@@ -607,7 +617,7 @@ pub async fn incident_page(
         let names = service_names(&services);
         let chosen = (language != state.default_language).then_some(&language);
         let incident = Versioned {
-            state: incident.state.clone().in_language(chosen),
+            state: incident.state.in_language(chosen),
             ..incident
         };
         let mut values = layout(&state, &language, words, position);
@@ -660,11 +670,7 @@ pub async fn history(
     request: HttpRequest,
     query: web::Query<HistoryQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    state
-        .limits
-        .allow_read(state.limits.client_address(&request))?;
-    let language = page_language(&state, &request)?;
-    let words = words(language.as_str());
+    let (language, words) = page_request(&state, &request)?;
     let after = paging::decode_cursor::<(DateTime<Utc>, Uuid)>(query.cursor.as_deref())?;
     let position = state.document_generation().0;
     let key = format!("history/{}", query.cursor.as_deref().unwrap_or_default());
@@ -681,12 +687,8 @@ pub async fn history(
         let names = service_names(&services);
         let next = paging::next_cursor(&page, |last| (last.state.started_at, last.id));
         let chosen = (language != state.default_language).then_some(&language);
-        let incidents: Vec<Value> = (page.items.iter())
-            .map(|i| Versioned {
-                state: i.state.clone().in_language(chosen),
-                ..i.clone()
-            })
-            .map(|i| incident_value(&i, language.as_str(), &names))
+        let incidents: Vec<Value> = (localized(page.items, chosen, Incident::in_language).iter())
+            .map(|i| incident_value(i, language.as_str(), &names))
             .collect();
         let mut values = layout(&state, &language, words, position);
         values["switch"] = switch(&language, &state.default_language, &[], "/history");
