@@ -109,3 +109,20 @@ seed_public_page() {
     ACTIVE=$(post /v1/maintenances "$KEY" "{\"title\":\"Network maintenance\",\"message\":\"Planned.\",\"affected_services\":[\"${SERVICES[7]}\"],\"starts_at\":\"$NOW\",\"ends_at\":\"$END\"}" | json_field id)
     post "/v1/maintenances/$ACTIVE/updates" "$KEY" '{"status":"in_progress","message":"Started."}' >/dev/null
 }
+
+# Measures crier's GET of PATH against nginx serving the same bytes (kept in $WORK/FILE),
+# and crier's answer to the If-None-Match a reloading client sends, with wrk. Sets C_RPS
+# C_P99 (crier), N_RPS N_P99 (nginx), E_RPS E_P99 (304s) and RSS (crier's, in KiB, after).
+measure_against_nginx() {
+    local path=$1 file=$2 etag
+    curl -sf "$BASE$path" -o "$WORK/$file"
+    etag=$(curl -sf -D - -o /dev/null "$BASE$path" | awk 'tolower($1) == "etag:" {print $2}' | tr -d '\r')
+    start_nginx "$NGINX_PORT" "$WORK/$file"
+    wrk_run crier "$BASE$path" >"$WORK/c.txt"
+    wrk_run nginx "http://127.0.0.1:$NGINX_PORT/$file" >"$WORK/n.txt"
+    wrk_run crier_304 -H "If-None-Match: $etag" "$BASE$path" >"$WORK/c304.txt"
+    read -r _ C_RPS C_P99 _ <"$WORK/c.txt"
+    read -r _ N_RPS N_P99 _ <"$WORK/n.txt"
+    read -r _ E_RPS E_P99 _ <"$WORK/c304.txt"
+    RSS=$(awk '/VmRSS/ {print $2}' "/proc/${CRIER_PIDS[0]}/status")
+}

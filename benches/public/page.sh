@@ -48,18 +48,7 @@ for _ in $(seq 1 "$ROUNDS"); do
     curl -s -o /dev/null -w '%{time_total}\n' "$BASE/" >>"$WORK/warm.txt"
 done
 
-curl -sf "$BASE/" -o "$WORK/index.html"
-ETAG=$(curl -sf -D - -o /dev/null "$BASE/" | awk 'tolower($1) == "etag:" {print $2}' | tr -d '\r')
-start_nginx "$NGINX_PORT" "$WORK/index.html"
-
-wrk_run crier "$BASE/" >"$WORK/c.txt"
-wrk_run nginx "http://127.0.0.1:$NGINX_PORT/index.html" >"$WORK/n.txt"
-wrk_run crier_304 -H "If-None-Match: $ETAG" "$BASE/" >"$WORK/c304.txt"
-
-read -r _ C_RPS C_P99 _ <"$WORK/c.txt"
-read -r _ N_RPS N_P99 _ <"$WORK/n.txt"
-read -r _ E_RPS E_P99 _ <"$WORK/c304.txt"
-RSS=$(awk '/VmRSS/ {print $2}' "/proc/${CRIER_PIDS[0]}/status")
+measure_against_nginx / index.html
 CSS=$(curl -sf "$BASE/assets/page.css" | wc -c)
 JS=$(curl -sf "$BASE/assets/live.js" | wc -c)
 

@@ -33,18 +33,7 @@ start_crier "$PORT" CRIER_PUBLIC_URL="https://status.contoso.example"
 seed_public_page
 sleep 1.5
 
-curl -sf "$BASE/api/v2/summary.json" -o "$WORK/summary.json"
-ETAG=$(curl -sf -D - -o /dev/null "$BASE/api/v2/summary.json" | awk 'tolower($1) == "etag:" {print $2}' | tr -d '\r')
-start_nginx "$NGINX_PORT" "$WORK/summary.json"
-
-wrk_run crier "$BASE/api/v2/summary.json" >"$WORK/c.txt"
-wrk_run nginx "http://127.0.0.1:$NGINX_PORT/summary.json" >"$WORK/n.txt"
-wrk_run crier_304 -H "If-None-Match: $ETAG" "$BASE/api/v2/summary.json" >"$WORK/c304.txt"
-
-read -r _ C_RPS C_P99 _ <"$WORK/c.txt"
-read -r _ N_RPS N_P99 _ <"$WORK/n.txt"
-read -r _ E_RPS E_P99 _ <"$WORK/c304.txt"
-RSS=$(awk '/VmRSS/ {print $2}' "/proc/${CRIER_PIDS[0]}/status")
+measure_against_nginx /api/v2/summary.json summary.json
 
 echo
 echo "$(nproc) cores; ${SECONDS_PER_RUN} s per run; ${CONNECTIONS} connections; summary.json $(wc -c <"$WORK/summary.json") bytes"
