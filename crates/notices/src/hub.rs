@@ -407,7 +407,10 @@ impl Subscriber {
                 return Some(farewell(self.last, "the key of this stream was revoked"));
             }
             if self.ring.is_none() || self.catch_up_to.is_some() {
-                if let Err(e) = self.catch_up().await {
+                // Boxed, as is the rendering below: their futures (database reads) are far
+                // larger than a stream's state between notices, which every open stream
+                // would otherwise carry for its whole life.
+                if let Err(e) = Box::pin(self.catch_up()).await {
                     tracing::warn!(error = %Chain(&e), "a stream could not catch up; closing it");
                     self.done = true;
                     return Some(farewell(self.last, "the history is unavailable"));
@@ -421,10 +424,13 @@ impl Subscriber {
                 received = ring.recv() => match received {
                     Ok(notice) if notice.position <= self.last => {}
                     Ok(notice) => {
-                        match notice
-                            .message_for(&self.store, &self.viewer, &self.filter, &self.hub.site)
-                            .await
-                        {
+                        let rendering = notice.message_for(
+                            &self.store,
+                            &self.viewer,
+                            &self.filter,
+                            &self.hub.site,
+                        );
+                        match Box::pin(rendering).await {
                             Ok(Some(message)) => self.ready.push_back(message),
                             Ok(None) => {}
                             Err(e) => {
