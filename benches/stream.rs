@@ -103,7 +103,12 @@ fn cpu_seconds(pid: &str) -> f64 {
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
     (ticks(11) + ticks(12)) / 100.0
 }
@@ -124,12 +129,16 @@ async fn subscribe(
     arrivals: Arc<Mutex<Vec<Vec<Instant>>>>,
 ) {
     let socket = TcpSocket::new_v4().expect("socket");
-    socket.bind(source_address(index)).expect("bind a source address");
+    socket
+        .bind(source_address(index))
+        .expect("bind a source address");
     let mut socket = socket.connect(server).await.expect("connect");
     socket
         .write_all(
-            format!("GET /v1/stream HTTP/1.1\r\nHost: {server}\r\nAccept: text/event-stream\r\n\r\n")
-                .as_bytes(),
+            format!(
+                "GET /v1/stream HTTP/1.1\r\nHost: {server}\r\nAccept: text/event-stream\r\n\r\n"
+            )
+            .as_bytes(),
         )
         .await
         .expect("request");
@@ -197,8 +206,8 @@ async fn main() {
     }
     let db = TestDatabase::create().await;
     let heartbeat = args.heartbeat.to_string();
-    let server = BenchServer::start(&db.url, &[("CRIER_STREAM_HEARTBEAT", heartbeat.as_str())])
-        .await;
+    let server =
+        BenchServer::start(&db.url, &[("CRIER_STREAM_HEARTBEAT", heartbeat.as_str())]).await;
     let address: SocketAddr = server
         .base
         .trim_start_matches("http://")
@@ -221,10 +230,7 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let all_open = opened
-        .acquire_many(subscribers as u32)
-        .await
-        .expect("open");
+    let all_open = opened.acquire_many(subscribers as u32).await.expect("open");
     all_open.forget();
     let connect_time = started.elapsed();
     tokio::time::sleep(Duration::from_millis(1000)).await;
