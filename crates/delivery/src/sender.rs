@@ -42,14 +42,6 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 const CLAIM_GATHER: Duration = Duration::from_millis(5);
 /// Most attempts recorded in one transaction.
 const RECORD_BATCH: usize = 256;
-/// The settings of the recorder's transaction. A record lost in a crash only means the
-/// delivery is sent again once its lease runs out, which at least once allows: no need to
-/// wait for the disk. And every statement finds its rows by probing indexes from the rows
-/// it is given: never a scan of the table, a hash or a merge, which a plan made while the
-/// table was small would choose and keep (the email sender's recorder says more).
-const RECORD_TRANSACTION_SQL: &str = "SET LOCAL synchronous_commit = off; \
-     SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; \
-     SET LOCAL enable_mergejoin = off";
 /// Bytes of an answer read (and dropped) so that the connection can be reused.
 const ANSWER_BYTES_READ: usize = 16 * 1024;
 
@@ -505,7 +497,9 @@ impl Sender {
         let next: Vec<Option<DateTime<Utc>>> = records.map(|r| r.next_attempt_at).collect();
         let mut client = self.store.pool().get().await?;
         let transaction = client.transaction().await?;
-        transaction.batch_execute(RECORD_TRANSACTION_SQL).await?;
+        transaction
+            .batch_execute(crate::KEYED_TRANSACTION_SQL)
+            .await?;
         let insert = transaction
             .prepare_cached(
                 "INSERT INTO webhook_attempts (webhook_id, position, attempt, started_at, \

@@ -130,22 +130,10 @@ pub struct EmailSender {
 /// delivery is sent again (at least once allows it): no need to wait for the disk. The
 /// claim is planned for the table as it is at each execution: a plan cached while the
 /// table was small scans it whole once a fan-out has filled it, and the claim's generic
-/// plan under [`KEYED_TRANSACTION_SQL`]'s settings ran 2.6 times slower in `cargo bench
-/// --bench email`.
+/// plan under the recorder's settings ([`crate::KEYED_TRANSACTION_SQL`]) ran 2.6 times
+/// slower in `cargo bench --bench email`.
 const CLAIM_TRANSACTION_SQL: &str =
     "SET LOCAL synchronous_commit = off; SET LOCAL plan_cache_mode = force_custom_plan";
-
-/// The settings of the recorder's transaction. A record lost in a crash only means the
-/// delivery is sent again: no need to wait for the disk. And every statement here finds
-/// its rows by probing indexes from the rows it is given: never a scan of the table, a
-/// hash or a merge, which a plan made while the table was small would choose and keep.
-/// Planning each execution afresh avoided that too, but planning cost as much as running
-/// (`cargo bench --bench email`, pg_stat_statements: 5.5 s of planning for 200,000
-/// emails). A generic plan made under these settings is the same whatever the table's
-/// size.
-const KEYED_TRANSACTION_SQL: &str = "SET LOCAL synchronous_commit = off; \
-     SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; \
-     SET LOCAL enable_mergejoin = off";
 
 impl EmailSender {
     /// A sender of `settings`, or why they cannot work (checked at start, so that a typo
@@ -615,7 +603,9 @@ impl EmailSender {
         let next: Vec<Option<DateTime<Utc>>> = records.map(|r| r.next_attempt_at).collect();
         let mut client = self.store.pool().get().await?;
         let transaction = client.transaction().await?;
-        transaction.batch_execute(KEYED_TRANSACTION_SQL).await?;
+        transaction
+            .batch_execute(crate::KEYED_TRANSACTION_SQL)
+            .await?;
         let insert = transaction
             .prepare_cached(
                 "INSERT INTO email_attempts (subscriber_id, position, attempt, started_at, \
