@@ -64,6 +64,22 @@ pub(crate) const KEYED_TRANSACTION_SQL: &str = "SET LOCAL synchronous_commit = o
      SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; \
      SET LOCAL enable_mergejoin = off";
 
+/// The queues (recipient, ordering key) a batch of records ended a delivery of, each once,
+/// as the two columns the recorders' release statements unnest: the next delivery of each,
+/// waiting behind it, is due now. `records` gives each record's recipient, ordering key
+/// and new state; one still `pending` (a retry) ends nothing.
+pub(crate) fn finished_queues<'a>(
+    records: impl Iterator<Item = (uuid::Uuid, &'a str, &'a str)>,
+) -> (Vec<uuid::Uuid>, Vec<&'a str>) {
+    let mut finished: Vec<(uuid::Uuid, &str)> = records
+        .filter(|(_, _, state)| *state != "pending")
+        .map(|(id, key, _)| (id, key))
+        .collect();
+    finished.sort_unstable();
+    finished.dedup();
+    finished.into_iter().unzip()
+}
+
 /// Why delivery work failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {

@@ -646,20 +646,12 @@ impl EmailSender {
         // Each queue whose delivery is over: its next one, waiting behind it, is due now.
         // Only the head of a queue is ever due, so the next one is the first waiting one,
         // found in the index of waiting deliveries (nearly always empty: one probe each).
-        let finished: Vec<(Uuid, &str)> = {
-            let mut finished: Vec<(Uuid, &str)> = batch
+        let (queue_subscribers, queue_keys) = crate::finished_queues(
+            batch
                 .iter()
-                .map(|(r, _)| r)
-                .filter(|r| r.state != "pending")
-                .map(|r| (r.subscriber_id, r.ordering_key.as_str()))
-                .collect();
-            finished.sort_unstable();
-            finished.dedup();
-            finished
-        };
-        if !finished.is_empty() {
-            let queue_subscribers: Vec<Uuid> = finished.iter().map(|f| f.0).collect();
-            let queue_keys: Vec<&str> = finished.iter().map(|f| f.1).collect();
+                .map(|(r, _)| (r.subscriber_id, r.ordering_key.as_str(), r.state)),
+        );
+        if !queue_subscribers.is_empty() {
             let release = transaction
                 .prepare_cached(
                     "UPDATE email_deliveries d SET next_attempt_at = now() \
