@@ -46,10 +46,12 @@ post() {
 json_field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 
 # start_nginx PORT FILE: nginx serving FILE (under its own name, from $WORK/www) on
-# 127.0.0.1:PORT, the baseline for reads; its pid file is $WORK/nginx.pid.
+# 127.0.0.1:PORT, the baseline for reads; its pid file is $WORK/nginx.pid. Once it runs, a
+# further call only adds FILE.
 start_nginx() {
     mkdir -p "$WORK/www"
     cp "$2" "$WORK/www/"
+    [[ -f "$WORK/nginx.pid" ]] && return
     cat >"$WORK/nginx.conf" <<CONF
 worker_processes 2;
 pid $WORK/nginx.pid;
@@ -63,6 +65,7 @@ http {
     fastcgi_temp_path $WORK;
     uwsgi_temp_path $WORK;
     scgi_temp_path $WORK;
+    gzip_static on;
     server { listen 127.0.0.1:$1; root $WORK/www; }
 }
 CONF
@@ -111,18 +114,49 @@ seed_public_page() {
 }
 
 # Measures crier's GET of PATH against nginx serving the same bytes (kept in $WORK/FILE),
-# and crier's answer to the If-None-Match a reloading client sends, with wrk. Sets C_RPS
-# C_P99 (crier), N_RPS N_P99 (nginx), E_RPS E_P99 (304s) and RSS (crier's, in KiB, after).
+# and crier's answer to the If-None-Match a reloading client sends, with wrk. The two sides
+# run in $CRIER_BENCH_ROUNDS paired rounds (default 3) that take turns going first, as the
+# write rounds of benches/api/load.sh do, so that a machine drifting between runs moves both
+# sides of a round's ratio alike. Sets C_RPS C_P99 and N_RPS N_P99, each side's run of median
+# requests/s; RATIO, the median of the rounds' ratios; E_RPS E_P99 (the 304s); and RSS
+# (crier's, in KiB, after). With a third argument `gzip`, every request (of both sides) takes
+# gzip, as a browser's does, and nginx serves the bytes crier gzipped from FILE.gz
+# (gzip_static); without it, every request asks for the bytes as they are.
 measure_against_nginx() {
-    local path=$1 file=$2 etag
+    local path=$1 file=$2 etag round rounds=${CRIER_BENCH_ROUNDS:-3}
+    local accept=(-H "Accept-Encoding: identity")
     curl -sf "$BASE$path" -o "$WORK/$file"
     etag=$(curl -sf -D - -o /dev/null "$BASE$path" | awk 'tolower($1) == "etag:" {print $2}' | tr -d '\r')
     start_nginx "$NGINX_PORT" "$WORK/$file"
-    wrk_run crier "$BASE$path" >"$WORK/c.txt"
-    wrk_run nginx "http://127.0.0.1:$NGINX_PORT/$file" >"$WORK/n.txt"
-    wrk_run crier_304 -H "If-None-Match: $etag" "$BASE$path" >"$WORK/c304.txt"
-    read -r _ C_RPS C_P99 _ <"$WORK/c.txt"
-    read -r _ N_RPS N_P99 _ <"$WORK/n.txt"
+    if [[ "${3:-}" == gzip ]]; then
+        accept=(-H "Accept-Encoding: gzip")
+        curl -sf "${accept[@]}" "$BASE$path" -o "$WORK/www/$file.gz"
+    fi
+    : >"$WORK/c_rounds.txt"
+    : >"$WORK/n_rounds.txt"
+    for round in $(seq 0 $((rounds - 1))); do
+        if [ $((round % 2)) -eq 0 ]; then
+            wrk_run crier "${accept[@]}" "$BASE$path" >>"$WORK/c_rounds.txt"
+            wrk_run nginx "${accept[@]}" "http://127.0.0.1:$NGINX_PORT/$file" >>"$WORK/n_rounds.txt"
+        else
+            wrk_run nginx "${accept[@]}" "http://127.0.0.1:$NGINX_PORT/$file" >>"$WORK/n_rounds.txt"
+            wrk_run crier "${accept[@]}" "$BASE$path" >>"$WORK/c_rounds.txt"
+        fi
+    done
+    wrk_run crier_304 "${accept[@]}" -H "If-None-Match: $etag" "$BASE$path" >"$WORK/c304.txt"
+    read -r C_RPS C_P99 N_RPS N_P99 RATIO < <(python3 - "$WORK/c_rounds.txt" "$WORK/n_rounds.txt" "$path" <<'PY'
+import statistics, sys
+crier = [line.split() for line in open(sys.argv[1])]
+nginx = [line.split() for line in open(sys.argv[2])]
+ratios = [float(c[1]) / float(n[1]) for c, n in zip(crier, nginx)]
+for k, (c, n, r) in enumerate(zip(crier, nginx, ratios)):
+    print(f"  {sys.argv[3]} round {k}: crier {float(c[1]):.0f}/s, nginx {float(n[1]):.0f}/s, ratio {r:.2f}", file=sys.stderr)
+def median_run(runs):
+    return sorted(runs, key=lambda run: float(run[1]))[(len(runs) - 1) // 2]
+c, n = median_run(crier), median_run(nginx)
+print(c[1], c[2], n[1], n[2], f"{statistics.median(ratios):.2f}")
+PY
+    )
     read -r _ E_RPS E_P99 _ <"$WORK/c304.txt"
     RSS=$(awk '/VmRSS/ {print $2}' "/proc/${CRIER_PIDS[0]}/status")
 }

@@ -551,6 +551,83 @@ async fn public_documents_are_cacheable_and_change_when_the_history_does() {
     assert_ne!(changed.header("etag"), Some(etag.as_str()));
 }
 
+/// Every browser asks for gzip. The documents polled during an outage (the Statuspage API,
+/// the feeds, the status page, a notice) go out gzipped to a client that takes gzip, from
+/// bytes compressed once: the same document as the plain bytes, under the same validator,
+/// and caches are told that the answer varies with `Accept-Encoding`. A client that refuses
+/// gzip (`q=0`) or does not ask gets the bytes as they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polled_documents_go_out_gzipped_to_clients_that_take_gzip() {
+    use std::io::Read;
+    let db = TestDatabase::create().await;
+    let api = Api::start(&db).await;
+    let publisher = api.key("publisher", None).await;
+    let teams = api.service("Teams").await;
+    let long =
+        "Sign-in fails for users whose tokens were refreshed after the rotation. ".repeat(20);
+    let incident = api
+        .declare(
+            &publisher,
+            json!({"title": "Users cannot sign in", "impact": "major", "message": long,
+                   "affected_services": [{"service_id": teams, "status": "major_outage"}]}),
+        )
+        .await;
+    let notice = format!("/v1/incidents/{}", incident["id"].as_str().unwrap());
+    for path in [
+        "/api/v2/summary.json",
+        "/v1/feed.atom",
+        "/v1/feed.rss",
+        "/",
+        notice.as_str(),
+    ] {
+        let get = |accept: &'static str| {
+            api.http
+                .get(api.server.url(path))
+                .header("Accept-Encoding", accept)
+                .send()
+        };
+        // The page shows times, so two requests a second apart may see two renderings:
+        // compared are a plain and a gzipped answer of one rendering (one ETag).
+        let mut same_rendering = None;
+        for _ in 0..5 {
+            let plain = get("identity").await.unwrap();
+            assert_eq!(plain.status(), 200, "{path}");
+            assert_eq!(plain.headers().get("content-encoding"), None, "{path}");
+            let vary = plain.headers().get("vary").unwrap().to_str().unwrap();
+            assert!(vary.contains("Accept-Encoding"), "{path}: {vary}");
+            let etag = plain.headers().get("etag").unwrap().clone();
+            let plain = plain.bytes().await.unwrap();
+            assert!(plain.len() > 1024, "{path}: {} bytes", plain.len());
+
+            let gzipped = get("br;q=1.0, gzip;q=0.8").await.unwrap();
+            assert_eq!(gzipped.status(), 200, "{path}");
+            assert_eq!(
+                gzipped.headers().get("content-encoding").unwrap(),
+                "gzip",
+                "{path}"
+            );
+            let vary = gzipped.headers().get("vary").unwrap().to_str().unwrap();
+            assert!(vary.contains("Accept-Encoding"), "{path}: {vary}");
+            if gzipped.headers().get("etag") == Some(&etag) {
+                same_rendering = Some((plain, gzipped.bytes().await.unwrap()));
+                break;
+            }
+        }
+        let (plain, compressed) = same_rendering.expect("two answers of one rendering");
+        assert!(compressed.len() < plain.len() / 2, "{path}");
+        let mut unpacked = Vec::new();
+        flate2::read::GzDecoder::new(&compressed[..])
+            .read_to_end(&mut unpacked)
+            .unwrap();
+        assert_eq!(unpacked, plain, "{path}: gzipped, the same bytes");
+
+        let refused = get("gzip;q=0").await.unwrap();
+        assert_eq!(refused.headers().get("content-encoding"), None, "{path}");
+        let unasked = api.http.get(api.server.url(path)).send().await.unwrap();
+        assert_eq!(unasked.headers().get("content-encoding"), None, "{path}");
+    }
+}
+
 /// A Python virtual environment with feedparser (from PyPI), made once in the target
 /// directory.
 fn feedparser_python() -> PathBuf {

@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
-use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse};
 use deadpool_postgres::Pool;
 use domain::language::{Language, Negotiation};
@@ -22,6 +21,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::coalesce::Coalesced;
+use crate::documents::Payload;
 use crate::problem::ApiError;
 
 /// Bytes of renderings one table's cache keeps (with a rough per-entry overhead).
@@ -32,7 +32,7 @@ const ENTRY_OVERHEAD: u64 = 128;
 #[derive(Debug)]
 pub struct Rendering {
     pub version: u64,
-    body: Bytes,
+    body: Payload,
     etag: HeaderValue,
     language: Language,
     /// The languages the notice has texts in besides the default one.
@@ -57,7 +57,7 @@ impl Rendering {
             .map_err(|e| ApiError::internal_by("cannot render an ETag", e))?;
         Ok(Rendering {
             version,
-            body: body.into(),
+            body: Payload::new(body),
             etag,
             language: language.clone(),
             translations: translations
@@ -72,7 +72,7 @@ impl Rendering {
     pub fn respond(&self, request: &HttpRequest) -> HttpResponse {
         // What a notice shows depends on the key (a tenant's view is redacted): a cache
         // must not give one caller's answer to another.
-        let vary = (header::VARY, "Authorization");
+        let vary = (header::VARY, self.body.vary());
         let response =
             if crate::extract::if_none_match_names(request, self.etag.to_str().unwrap_or_default())
             {
@@ -81,11 +81,12 @@ impl Rendering {
                     .insert_header(vary)
                     .finish()
             } else {
-                HttpResponse::Ok()
+                let mut response = HttpResponse::Ok();
+                response
                     .insert_header((header::ETAG, self.etag.clone()))
                     .insert_header(vary)
-                    .content_type("application/json")
-                    .body(self.body.clone())
+                    .content_type("application/json");
+                self.body.send(request, response)
             };
         crate::language::mark(response, &self.language)
     }
@@ -105,7 +106,7 @@ impl quick_cache::Weighter<Key, Arc<Rendering>> for RenderingWeight {
             _ => 0,
         };
         let language = language.as_ref().map_or(0, |l| l.as_str().len());
-        rendering.body.len() as u64 + (tenant + language) as u64 + ENTRY_OVERHEAD
+        rendering.body.weight() as u64 + (tenant + language) as u64 + ENTRY_OVERHEAD
     }
 }
 

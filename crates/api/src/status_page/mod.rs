@@ -808,7 +808,7 @@ mod tests {
 
     #[test]
     fn the_style_sheet_has_a_width_for_every_run_length() {
-        let css = String::from_utf8_lossy(&stylesheet().body).into_owned();
+        let css = String::from_utf8_lossy(&stylesheet().body.plain).into_owned();
         assert!(css.contains(".g1{flex-grow:1}"));
         assert!(css.contains(".g90{flex-grow:90}"));
     }
