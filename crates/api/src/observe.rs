@@ -6,14 +6,17 @@
 //! `X-Frame-Options` on the interactive docs); and, when metrics have an address of their
 //! own, nothing but `/metrics` on it.
 
-use std::time::Instant;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use actix_web::body::{self, BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{web, Error, HttpMessage, HttpRequest};
+use metrics::{Counter, Histogram};
 use tracing::Instrument;
 
 use crate::problem::{Problem, CONTENT_TYPE};
@@ -79,12 +82,9 @@ pub async fn middleware(
     }
     let id = request_id(&request);
     request.extensions_mut().insert(RequestId(id.clone()));
-    let method = request.method().clone();
-    let route = request
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = method_label(request.method());
     let interactive_docs = request.path().starts_with("/docs");
-    let span = tracing::info_span!("request", request_id = %id, %method, path = %request.path());
+    let span = tracing::info_span!("request", request_id = %id, method, path = %request.path());
     let mut response = async {
         let response = next.call(request).await?;
         problem_for_every_error(response).await
@@ -112,14 +112,13 @@ pub async fn middleware(
     }
     let status = response.status();
     let elapsed = started.elapsed();
-    let labels = [
-        ("method", method.to_string()),
-        ("route", route),
-        ("status", status.as_str().to_owned()),
-    ];
-    metrics::counter!("crier_http_requests_total", &labels).increment(1);
-    metrics::histogram!("crier_http_request_duration_seconds", &labels)
-        .record(elapsed.as_secs_f64());
+    // Asked once routing is done: before it, the pattern is found by matching the path
+    // against every route again.
+    let route = response
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    count_request(method, route, status, elapsed);
     span.in_scope(|| {
         tracing::info!(
             target: "crier::access",
@@ -129,6 +128,54 @@ pub async fn middleware(
         )
     });
     Ok(response)
+}
+
+/// Most (method, route, status) series whose metric handles a worker thread keeps.
+const MAX_KEPT_SERIES: usize = 4096;
+
+thread_local! {
+    /// The handles of the series this worker thread counted: looking a series up in the
+    /// recorder means building and hashing its labels, on every request.
+    static SERIES: RefCell<HashMap<(&'static str, String, u16), (Counter, Histogram)>> =
+        RefCell::new(HashMap::new());
+}
+
+/// A request's method as a label: a client can send any token as a method, and each would
+/// be a series of its own.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+fn count_request(method: &'static str, route: String, status: StatusCode, elapsed: Duration) {
+    SERIES.with_borrow_mut(|series| {
+        let key = (method, route, status.as_u16());
+        if let Some((counter, histogram)) = series.get(&key) {
+            counter.increment(1);
+            histogram.record(elapsed.as_secs_f64());
+            return;
+        }
+        let labels = [
+            ("method", method.to_owned()),
+            ("route", key.1.clone()),
+            ("status", status.as_str().to_owned()),
+        ];
+        let counter = metrics::counter!("crier_http_requests_total", &labels);
+        let histogram = metrics::histogram!("crier_http_request_duration_seconds", &labels);
+        counter.increment(1);
+        histogram.record(elapsed.as_secs_f64());
+        if series.len() < MAX_KEPT_SERIES {
+            series.insert(key, (counter, histogram));
+        }
+    });
 }
 
 /// An error answer that is not problem+json yet (actix's own) becomes one, keeping its
