@@ -1,10 +1,18 @@
 //! The process-wide Prometheus recorder that `/metrics` renders.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-/// The process-wide Prometheus recorder, installed on first use.
+/// How often the recorder folds the samples its histograms took into their buckets.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// The process-wide Prometheus recorder, installed on first use, with a thread that keeps
+/// it: a histogram holds every sample it took until upkeep (or a scrape of `/metrics`)
+/// folds them into its buckets, so a server nobody scrapes would otherwise grow by each
+/// request's sample (about 18 bytes a request measured: 6 GB an hour at 100,000 requests
+/// a second).
 pub fn prometheus_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
@@ -20,6 +28,16 @@ pub fn prometheus_handle() -> PrometheusHandle {
                     |b| b.build_recorder(),
                 );
             let handle = recorder.handle();
+            let kept = handle.clone();
+            let upkeep = std::thread::Builder::new()
+                .name("metrics-upkeep".to_owned())
+                .spawn(move || loop {
+                    std::thread::sleep(UPKEEP_EVERY);
+                    kept.run_upkeep();
+                });
+            if let Err(e) = upkeep {
+                tracing::warn!(error = %e, "no thread for metrics upkeep: histograms grow until /metrics is read");
+            }
             // Fails only if another recorder was installed first; the handle still renders.
             let _ = metrics::set_global_recorder(recorder);
             // Counters show from the start, not from their first event.
