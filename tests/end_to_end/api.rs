@@ -1035,6 +1035,18 @@ async fn every_answer_has_a_request_id_and_metrics_count_requests_by_route() {
         .header("x-request-id")
         .is_some_and(|id| uuid::Uuid::parse_str(id).is_ok()));
     api.service("Microsoft Teams").await;
+    // A method no route knows counts as `other`: any token is a method, and each would
+    // otherwise be a series of its own.
+    let odd = api
+        .send(
+            Method::from_bytes(b"FROBNICATE").unwrap(),
+            "/v1/services",
+            None,
+            &[],
+            None,
+        )
+        .await;
+    assert!(odd.status.is_client_error(), "{:?}", odd.status);
     let metrics = api
         .http
         .get(api.server.url("/metrics"))
@@ -1054,6 +1066,11 @@ async fn every_answer_has_a_request_id_and_metrics_count_requests_by_route() {
         metrics.contains("crier_http_request_duration_seconds_bucket"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("method=\"other\",route=\"/v1/services\""),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("FROBNICATE"), "{metrics}");
     assert!(metrics.contains("crier_db_pool_connections"));
     assert!(metrics.contains("crier_events_appended_total"));
 
