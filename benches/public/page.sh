@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Load benchmark of the status page, with its baseline measured in the same run: GET / from
-# a release `crier serve` against nginx serving the same bytes from a file, with wrk; the
+# a release `crier serve` against nginx serving the same bytes from a file, with wrk, as they
+# are and gzipped (what browsers ask for; nginx serves the same gzipped bytes); the
 # conditional GET a reloading browser makes (If-None-Match: 304); and the first rendering
 # after a notice (each round publishes an update, then times the next GET /, which renders
 # the page again: 30 services with their 90-day uptime folded from the history, 23
@@ -49,21 +50,29 @@ for _ in $(seq 1 "$ROUNDS"); do
 done
 
 measure_against_nginx / index.html
+read -r PLAIN_C_RPS PLAIN_C_P99 PLAIN_N_RPS PLAIN_N_P99 PLAIN_RATIO PLAIN_E_RPS PLAIN_E_P99 \
+    <<<"$C_RPS $C_P99 $N_RPS $N_P99 $RATIO $E_RPS $E_P99"
+# What a browser sends: gzip accepted (nginx: the same gzipped bytes, gzip_static).
+measure_against_nginx / index.html gzip
 CSS=$(curl -sf "$BASE/assets/page.css" | wc -c)
 JS=$(curl -sf "$BASE/assets/live.js" | wc -c)
 
 echo
 echo "$(nproc) cores; ${SECONDS_PER_RUN} s per run; ${CONNECTIONS} connections; GET / $(wc -c <"$WORK/index.html") bytes (+ page.css $CSS, live.js $JS)"
 printf '%-48s %12s %10s\n' "measurement" "requests/s" "p99"
-printf '%-48s %12s %10s\n' "GET / (crier)" "$C_RPS" "$C_P99"
-printf '%-48s %12s %10s\n' "nginx, same bytes from a file (baseline)" "$N_RPS" "$N_P99"
-printf '%-48s %12s %10s\n' "GET / with If-None-Match: 304 (crier)" "$E_RPS" "$E_P99"
-python3 - "$RATIO" "$WORK/first.txt" "$WORK/warm.txt" <<'PY'
+printf '%-48s %12s %10s\n' "GET / (crier)" "$PLAIN_C_RPS" "$PLAIN_C_P99"
+printf '%-48s %12s %10s\n' "nginx, same bytes from a file (baseline)" "$PLAIN_N_RPS" "$PLAIN_N_P99"
+printf '%-48s %12s %10s\n' "GET / with If-None-Match: 304 (crier)" "$PLAIN_E_RPS" "$PLAIN_E_P99"
+printf '%-48s %12s %10s\n' "GET / gzipped (crier)" "$C_RPS" "$C_P99"
+printf '%-48s %12s %10s\n' "nginx, the same gzipped bytes (baseline)" "$N_RPS" "$N_P99"
+echo "GET / gzipped: $(wc -c <"$WORK/www/index.html.gz") bytes"
+python3 - "$PLAIN_RATIO" "$RATIO" "$WORK/first.txt" "$WORK/warm.txt" <<'PY'
 import statistics, sys
-ratio = float(sys.argv[1])
-first = sorted(float(x) * 1000 for x in open(sys.argv[2]))
-warm = sorted(float(x) * 1000 for x in open(sys.argv[3]))
+ratio, gzipped = float(sys.argv[1]), float(sys.argv[2])
+first = sorted(float(x) * 1000 for x in open(sys.argv[3]))
+warm = sorted(float(x) * 1000 for x in open(sys.argv[4]))
 print(f"ratio crier/nginx {ratio:.2f} (median of the paired rounds; target >= 0.6: {'met' if ratio >= 0.6 else 'NOT met'})")
+print(f"ratio gzipped crier/nginx {gzipped:.2f} (median of the paired rounds; target >= 0.6: {'met' if gzipped >= 0.6 else 'NOT met'})")
 print(f"first GET / after a notice ({len(first)} rounds): median {statistics.median(first):.1f} ms, "
       f"max {first[-1]:.1f} ms (target < 50: {'met' if first[-1] < 50 else 'NOT met'}); "
       f"a GET from memory: median {statistics.median(warm):.1f} ms")
