@@ -133,11 +133,13 @@ pub async fn middleware(
 /// Most (method, route, status) series whose metric handles a worker thread keeps.
 const MAX_KEPT_SERIES: usize = 4096;
 
+/// A series of the request metrics: method, route, status.
+type Series = (&'static str, String, u16);
+
 thread_local! {
     /// The handles of the series this worker thread counted: looking a series up in the
     /// recorder means building and hashing its labels, on every request.
-    static SERIES: RefCell<HashMap<(&'static str, String, u16), (Counter, Histogram)>> =
-        RefCell::new(HashMap::new());
+    static SERIES: RefCell<HashMap<Series, (Counter, Histogram)>> = RefCell::new(HashMap::new());
 }
 
 /// A request's method as a label: a client can send any token as a method, and each would
