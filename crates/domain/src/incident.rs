@@ -326,6 +326,7 @@ fn correction_v1_to_v2(
 pub struct Correction {
     pub message: String,
     pub reason: String,
+    #[serde(serialize_with = "crate::values::rfc3339::serialize")]
     pub created_at: DateTime<Utc>,
     pub author: String,
 }
@@ -338,6 +339,7 @@ pub struct Update {
     pub status: IncidentStatus,
     /// The latest text.
     pub message: String,
+    #[serde(serialize_with = "crate::values::rfc3339::serialize")]
     pub created_at: DateTime<Utc>,
     pub author: String,
     /// Every earlier text, oldest first.
@@ -360,6 +362,7 @@ pub struct TranslatedMessage {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Postmortem {
     pub body: String,
+    #[serde(serialize_with = "crate::values::rfc3339::serialize")]
     pub published_at: DateTime<Utc>,
     pub author: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -380,7 +383,9 @@ pub struct Incident {
     pub regions: Vec<String>,
     pub audience: Audience,
     pub client_action: ClientAction,
+    #[serde(serialize_with = "crate::values::rfc3339::serialize")]
     pub started_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::values::rfc3339::option::serialize")]
     pub resolved_at: Option<DateTime<Utc>>,
     /// Oldest first.
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<Update>))]

@@ -290,6 +290,7 @@ pub struct MaintenanceUpdate {
     pub id: UpdateId,
     pub status: MaintenanceStatus,
     pub message: String,
+    #[serde(serialize_with = "crate::values::rfc3339::serialize")]
     pub created_at: DateTime<Utc>,
     pub author: String,
     /// The message in other languages.
@@ -308,7 +309,9 @@ pub struct Maintenance {
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>, format = Uuid))]
     pub affected_services: Vec<ServiceId>,
     pub regions: Vec<String>,
+    #[serde(serialize_with = "crate::values::rfc3339::serialize")]
     pub starts_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::values::rfc3339::serialize")]
     pub ends_at: DateTime<Utc>,
     pub audience: Audience,
     /// Oldest first.
@@ -325,6 +328,7 @@ pub struct Maintenance {
     pub remind_before_minutes: u32,
     /// When they were reminded.
     #[serde(default)]
+    #[serde(serialize_with = "crate::values::rfc3339::option::serialize")]
     pub reminded_at: Option<DateTime<Utc>>,
     /// The title in other languages.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

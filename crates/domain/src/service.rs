@@ -109,8 +109,11 @@ pub struct Service {
     pub name: String,
     pub description: String,
     pub group: Option<String>,
+    #[serde(serialize_with = "crate::values::rfc3339::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::values::rfc3339::serialize")]
     pub updated_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::values::rfc3339::option::serialize")]
     pub retired_at: Option<DateTime<Utc>>,
 }
 

@@ -711,3 +711,95 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Timeline<T> {
         Vec::<T>::deserialize(deserializer).map(Timeline::from)
     }
 }
+
+/// Times as chrono's serde writes them, faster.
+///
+/// chrono's `Serialize` hands the serializer a `Display` (RFC 3339, `SecondsFormat::AutoSi`,
+/// `Z` for UTC), which serde_json writes and escapes piece by piece: about a tenth of the
+/// CPU of an update's answer, whose every timeline entry has a time. This formats the same
+/// text with the same chrono function (`to_rfc3339_opts(AutoSi, true)`) and hands it over
+/// as one string, so every byte written is the one chrono's serde writes: events, their
+/// hashes and answers are unchanged (the tests compare the two).
+pub mod rfc3339 {
+    use chrono::{DateTime, SecondsFormat, Utc};
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&at.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+    }
+
+    /// The same for an optional time (`null` when absent).
+    pub mod option {
+        use chrono::{DateTime, Utc};
+        use serde::{Serialize, Serializer};
+
+        struct Time<'a>(&'a DateTime<Utc>);
+
+        impl Serialize for Time<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                super::serialize(self.0, serializer)
+            }
+        }
+
+        pub fn serialize<S: Serializer>(
+            at: &Option<DateTime<Utc>>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            match at {
+                Some(at) => serializer.serialize_some(&Time(at)),
+                None => serializer.serialize_none(),
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use chrono::{DateTime, TimeZone, Utc};
+        use serde::Serialize;
+
+        #[derive(Serialize)]
+        struct Ours {
+            #[serde(serialize_with = "super::serialize")]
+            at: DateTime<Utc>,
+            #[serde(serialize_with = "super::option::serialize")]
+            maybe: Option<DateTime<Utc>>,
+        }
+
+        #[derive(Serialize)]
+        struct Chronos {
+            at: DateTime<Utc>,
+            maybe: Option<DateTime<Utc>>,
+        }
+
+        #[test]
+        fn times_are_written_byte_for_byte_as_chronos_serde_writes_them() {
+            let mut times = vec![
+                Utc.timestamp_opt(0, 0).unwrap(),
+                Utc.timestamp_opt(253_402_300_799, 999_999_999).unwrap(),
+                // A leap second, as chrono represents it (nanoseconds past 10⁹).
+                Utc.timestamp_opt(1_483_228_799, 1_500_000_000).unwrap(),
+            ];
+            // Every precision AutoSi chooses: none, milli-, micro- and nanoseconds.
+            let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+            for _ in 0..10_000 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let secs = (seed % 253_402_300_800) as i64;
+                let nanos = match seed % 4 {
+                    0 => 0,
+                    1 => (seed >> 20) as u32 % 1000 * 1_000_000,
+                    2 => (seed >> 20) as u32 % 1_000_000 * 1000,
+                    _ => (seed >> 20) as u32 % 1_000_000_000,
+                };
+                times.push(Utc.timestamp_opt(secs, nanos).unwrap());
+            }
+            for (n, at) in times.iter().enumerate() {
+                let maybe = (n % 2 == 0).then_some(*at);
+                let ours = serde_json::to_string(&Ours { at: *at, maybe }).unwrap();
+                let chronos = serde_json::to_string(&Chronos { at: *at, maybe }).unwrap();
+                assert_eq!(ours, chronos);
+            }
+        }
+    }
+}
