@@ -105,8 +105,20 @@ fn gzip(body: &[u8]) -> Option<Vec<u8>> {
 /// Whether the request's `Accept-Encoding` takes gzip over the bytes as they are (RFC 9110
 /// §12.5.3: q-values, `*`, `identity;q=0`). No header: the bytes as they are.
 fn accepts_gzip(request: &HttpRequest) -> bool {
-    if !request.headers().contains_key(header::ACCEPT_ENCODING) {
+    let Some(value) = request.headers().get(header::ACCEPT_ENCODING) else {
         return false;
+    };
+    // What browsers send (`gzip, deflate, br, zstd`): no q-values, so the first of gzip and
+    // identity listed wins, as the full negotiation below would have it, without parsing.
+    if let Ok(text) = value.to_str() {
+        if !text.contains([';', '*']) {
+            let first = text.split(',').map(str::trim).find(|coding| {
+                coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("identity")
+            });
+            if let Some(coding) = first {
+                return coding.eq_ignore_ascii_case("gzip");
+            }
+        }
     }
     header::AcceptEncoding::parse(request).is_ok_and(|accepted| {
         accepted.negotiate([Encoding::gzip(), Encoding::identity()].iter())
@@ -295,5 +307,40 @@ impl<T> LocalizedCache<T> {
             return Arc::new(DocumentCache::default());
         };
         others.entry(language.clone()).or_default().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+
+    use super::accepts_gzip;
+
+    fn accepts(value: Option<&str>) -> bool {
+        let mut request = TestRequest::default();
+        if let Some(value) = value {
+            request = request.insert_header(("Accept-Encoding", value));
+        }
+        accepts_gzip(&request.to_http_request())
+    }
+
+    #[test]
+    fn gzip_is_chosen_as_the_full_negotiation_would_choose_it() {
+        for (value, gzip) in [
+            (None, false),
+            (Some("gzip"), true),
+            (Some("gzip, deflate, br, zstd"), true),
+            (Some("br, GZIP"), true),
+            (Some("identity, gzip"), false),
+            (Some("br"), false),
+            (Some("gzip;q=0"), false),
+            (Some("gzip;q=0.5, identity;q=1"), false),
+            (Some("identity;q=0.5, gzip;q=0.8"), true),
+            (Some("*"), false),
+            (Some("*;q=0"), false),
+            (Some(""), false),
+        ] {
+            assert_eq!(accepts(value), gzip, "{value:?}");
+        }
     }
 }
