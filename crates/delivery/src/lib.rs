@@ -27,8 +27,10 @@
 //!    after the endpoint's `Retry-After` when that is later, until `max_attempts`. 410 Gone
 //!    disables a webhook (event `webhook.disabled`, actor `system`).
 //! 6. **Every attempt logged.** One recorder task writes each attempt (`webhook_attempts`,
-//!    append-only) and the delivery's new state in batches, and frees the send's slot only
-//!    then, so sends cannot outrun their records; the [`log`] reads them back.
+//!    append-only) and the delivery's new state in batches; the [`log`] reads them back. A
+//!    send frees its slot once the recorder has room for its record (a bounded number wait
+//!    to be written), so the next send need not wait for the database, and the delivery
+//!    keeps its lease until its record is written, so no claim takes it meanwhile.
 //!
 //! The delivery tables (`webhook_endpoints`, `webhook_deliveries`, `webhook_attempts`,
 //! `webhook_secrets`) are not read models and `crier replay` leaves them alone: they record

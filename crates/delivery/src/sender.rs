@@ -42,6 +42,8 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 const CLAIM_GATHER: Duration = Duration::from_millis(5);
 /// Most attempts recorded in one transaction.
 const RECORD_BATCH: usize = 256;
+/// Attempts that may wait for the recorder, per send slot.
+const UNRECORDED_PER_SLOT: usize = 4;
 /// Bytes of an answer read (and dropped) so that the connection can be reused.
 const ANSWER_BYTES_READ: usize = 16 * 1024;
 
@@ -87,7 +89,7 @@ struct Record {
     gone: bool,
 }
 
-/// Records for the recorder, each with the slot its send held; `None` stops it.
+/// Records for the recorder, each with its place among the unrecorded; `None` stops it.
 type Records = mpsc::UnboundedReceiver<Option<(Record, OwnedSemaphorePermit)>>;
 type RecordsSender = mpsc::UnboundedSender<Option<(Record, OwnedSemaphorePermit)>>;
 
@@ -106,7 +108,10 @@ pub struct Sender {
     /// Woken when deliveries may have become due (fan-out wrote some, an attempt ended).
     wake: Arc<Notify>,
     slots: Arc<Semaphore>,
-    /// Sends in flight (or being recorded) per endpoint in this process.
+    /// Attempts over but not yet recorded: a send waits for room here before it frees its
+    /// slot, so that sends cannot outrun their records by more than this.
+    unrecorded: Arc<Semaphore>,
+    /// Sends in flight per endpoint in this process.
     in_flight: Mutex<HashMap<Uuid, usize>>,
 }
 
@@ -130,6 +135,12 @@ impl Sender {
             store: store.clone(),
             publisher: Publisher::new(store),
             slots: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+            unrecorded: Arc::new(Semaphore::new(
+                settings
+                    .concurrency
+                    .max(1)
+                    .saturating_mul(UNRECORDED_PER_SLOT),
+            )),
             settings,
             client,
             wake,
@@ -203,7 +214,6 @@ impl Sender {
         }
         // The sends in flight end (each within its timeout) and are recorded, a little
         // while at most.
-        // (a slot comes back once its record is written).
         let all = u32::try_from(self.settings.concurrency.max(1)).unwrap_or(u32::MAX);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.slots.acquire_many(all)).await;
         let _ = records.send(None);
@@ -300,8 +310,9 @@ impl Sender {
         Ok(claimed)
     }
 
-    /// Sends one delivery and hands what happened to the recorder, with the slot it holds
-    /// (freed once the record is written, so sends cannot outrun their records).
+    /// Sends one delivery and hands what happened to the recorder. Its slot (and its place
+    /// in the endpoint's count) is free once the recorder has room for the record: the
+    /// next send need not wait for the database.
     async fn attempt(&self, delivery: Claimed, slot: OwnedSemaphorePermit, records: RecordsSender) {
         let started_at = Utc::now();
         let clock = Instant::now();
@@ -315,11 +326,15 @@ impl Sender {
         metrics::counter!("crier_webhook_attempts_total", "outcome" => label).increment(1);
         metrics::histogram!("crier_webhook_attempt_seconds").record(duration.as_secs_f64());
         let record = self.record_of(&delivery, started_at, duration, seen);
-        if records.send(Some((record, slot))).is_err() {
-            // The recorder is gone (the process is stopping): the lease runs out and the
-            // delivery is sent again.
-            self.release(delivery.webhook_id);
+        if let Ok(waiting) = self.unrecorded.clone().acquire_owned().await {
+            // The delivery stays leased until its record is written, so no claim takes it
+            // meanwhile. Should the recorder be gone (the process is stopping), the lease
+            // runs out and the delivery is sent again.
+            let _ = records.send(Some((record, waiting)));
         }
+        self.release(delivery.webhook_id);
+        drop(slot);
+        self.wake.notify_one();
     }
 
     fn release(&self, webhook_id: Uuid) {
@@ -470,10 +485,7 @@ impl Sender {
                 .filter(|(r, _)| r.gone)
                 .map(|(r, _)| r.webhook_id)
                 .collect();
-            for (record, slot) in batch {
-                self.release(record.webhook_id);
-                drop(slot);
-            }
+            drop(batch);
             self.wake.notify_one();
             for webhook_id in gone {
                 self.disable(webhook_id).await;
