@@ -135,14 +135,17 @@ async fn rebuild_and_swap(
         let client = store.pool().get().await?;
         for table in READ_MODEL_TABLES {
             // Planner statistics for the tables about to serve, on the columns queries
-            // filter and sort by (sampling the state documents would cost more than the
-            // rest of the replay).
+            // filter and sort by: not the state documents (sampling them would cost more
+            // than the rest of the replay), nor the updates' free texts (a third of the
+            // time of `ANALYZE` on `rm_updates`, and no query filters or sorts by them).
             let columns: String = client
                 .query_one(
                     "SELECT string_agg(quote_ident(column_name), ', ') \
                        FROM information_schema.columns \
                       WHERE table_schema = $1 AND table_name = $2 \
-                        AND data_type NOT IN ('json', 'jsonb')",
+                        AND data_type NOT IN ('json', 'jsonb') \
+                        AND NOT (table_name = 'rm_updates' \
+                                 AND column_name IN ('title', 'message'))",
                     &[&REBUILD_SCHEMA, &table],
                 )
                 .await?
