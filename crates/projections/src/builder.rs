@@ -122,31 +122,81 @@ impl Builder {
         self.apply_events(transaction, checkpoint, &events).await
     }
 
-    /// Folds `events`, read ahead by the caller, in a transaction of their own: the
-    /// checkpoint must be just before the first of them. Such a transaction commits
-    /// asynchronously, which suits rebuilds only: a crash loses at most the last batches,
-    /// checkpoint included, and they are folded again.
-    pub(crate) async fn apply_read_ahead(
+    /// Folds `events`, read ahead, without writing: each stream continues from its row as
+    /// committed, or from the state `previous` (the batch just before, perhaps still being
+    /// written) leaves it in. So the fold of a batch can run while the batch before is
+    /// written ([`Builder::write_folded`]), which must commit first.
+    pub(crate) async fn fold_read_ahead(
         &self,
         events: &[LoggedEvent],
+        previous: Option<&Folded>,
+    ) -> Result<Folded, ProjectionError> {
+        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+            return Ok(Folded::default());
+        };
+        let before = first.position - 1;
+        if let Some(previous) = previous {
+            if previous.last != Some(before) {
+                return Err(ProjectionError::Corrupt(format!(
+                    "the batch read ahead from {} does not follow the one before",
+                    first.position
+                )));
+            }
+        }
+        check_follows(before, events)?;
+        let mut client = self.store.pool().get().await?;
+        let transaction = client.transaction().await?;
+        if let Some(path) = self.search_path {
+            transaction
+                .batch_execute(&format!("SET LOCAL search_path = {path}"))
+                .await?;
+        }
+        let changes = fold_batch(&transaction, events, previous.map(|p| &p.changes)).await?;
+        transaction.commit().await?;
+        Ok(Folded {
+            changes,
+            first: Some(first.position),
+            last: Some(last.position),
+            events: events.len(),
+        })
+    }
+
+    /// Writes what [`Builder::fold_read_ahead`] gave, in a transaction of its own that
+    /// commits asynchronously, which suits rebuilds only: a crash loses at most the last
+    /// batches, checkpoint included, and they are folded again. The checkpoint must be just
+    /// before the folded events.
+    pub(crate) async fn write_folded(
+        &self,
+        folded: &Folded,
     ) -> Result<BatchReport, ProjectionError> {
+        let (Some(first), Some(last)) = (folded.first, folded.last) else {
+            return Ok(BatchReport {
+                events: 0,
+                position: 0,
+            });
+        };
         let mut client = self.store.pool().get().await?;
         let transaction = client.transaction().await?;
         transaction
             .batch_execute("SET LOCAL synchronous_commit = off")
             .await?;
         let checkpoint = self.lock_checkpoint(&transaction).await?;
-        if let Some(first) = events.first() {
-            if first.position != checkpoint + 1 {
-                return Err(ProjectionError::Busy(format!(
-                    "the checkpoint moved to {checkpoint} while events from {} were read ahead",
-                    first.position
-                )));
-            }
+        if checkpoint + 1 != first {
+            return Err(ProjectionError::Busy(format!(
+                "the checkpoint moved to {checkpoint} while events from {first} were folded"
+            )));
         }
-        let report = self.apply_events(&transaction, checkpoint, events).await?;
+        write_changes(&transaction, &folded.changes).await?;
+        let position = i64::try_from(last)
+            .map_err(|_| ProjectionError::Corrupt(format!("position {last} is out of range")))?;
+        transaction
+            .execute("UPDATE rm_checkpoint SET position = $1", &[&position])
+            .await?;
         transaction.commit().await?;
-        Ok(report)
+        Ok(BatchReport {
+            events: folded.events,
+            position: last,
+        })
     }
 
     /// Takes this builder's turn: the projections lock (shared) and the checkpoint row.
@@ -184,16 +234,8 @@ impl Builder {
                 position: checkpoint,
             });
         };
-        for (offset, event) in events.iter().enumerate() {
-            if event.position != checkpoint + 1 + offset as u64 {
-                return Err(ProjectionError::Corrupt(format!(
-                    "the global log jumps from position {} to {}",
-                    checkpoint + offset as u64,
-                    event.position
-                )));
-            }
-        }
-        let changes = fold_batch(transaction, events).await?;
+        check_follows(checkpoint, events)?;
+        let changes = fold_batch(transaction, events, None).await?;
         write_changes(transaction, &changes).await?;
         let position = i64::try_from(last)
             .map_err(|_| ProjectionError::Corrupt(format!("position {last} is out of range")))?;
@@ -207,13 +249,38 @@ impl Builder {
     }
 }
 
+/// Folded events, not yet written.
+#[derive(Default)]
+pub(crate) struct Folded {
+    changes: Changes,
+    first: Option<u64>,
+    last: Option<u64>,
+    events: usize,
+}
+
+/// Refuses `events` unless they follow `checkpoint` without a gap.
+fn check_follows(checkpoint: u64, events: &[LoggedEvent]) -> Result<(), ProjectionError> {
+    for (offset, event) in events.iter().enumerate() {
+        if event.position != checkpoint + 1 + offset as u64 {
+            return Err(ProjectionError::Corrupt(format!(
+                "the global log jumps from position {} to {}",
+                checkpoint + offset as u64,
+                event.position
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The events of `batch` per projected stream, each in log order.
 type Streams<'a> = HashMap<Uuid, Vec<&'a RecordedEvent>>;
 
-/// The new state of every resource the batch changes.
+/// The new state of every resource the batch changes: each continues from the state
+/// `written` (the batch before, not yet committed) gives it, or else from its row.
 async fn fold_batch<C: GenericClient>(
     transaction: &C,
     batch: &[LoggedEvent],
+    written: Option<&Changes>,
 ) -> Result<Changes, ProjectionError> {
     let mut api_keys: Streams = HashMap::new();
     let mut services: Streams = HashMap::new();
@@ -239,17 +306,21 @@ async fn fold_batch<C: GenericClient>(
     }
     // Each kind notes in `changes` which derived rows it leaves as they are.
     let mut changes = Changes::default();
-    changes.api_keys = fold_kind::<ApiKeyDecider, C>(transaction, api_keys, &mut changes).await?;
-    changes.services = fold_kind::<ServiceDecider, C>(transaction, services, &mut changes).await?;
+    changes.api_keys =
+        fold_kind::<ApiKeyDecider, C>(transaction, api_keys, &mut changes, written).await?;
+    changes.services =
+        fold_kind::<ServiceDecider, C>(transaction, services, &mut changes, written).await?;
     changes.incidents =
-        fold_kind::<IncidentDecider, C>(transaction, incidents, &mut changes).await?;
+        fold_kind::<IncidentDecider, C>(transaction, incidents, &mut changes, written).await?;
     changes.maintenances =
-        fold_kind::<MaintenanceDecider, C>(transaction, maintenances, &mut changes).await?;
-    changes.webhooks = fold_kind::<WebhookDecider, C>(transaction, webhooks, &mut changes).await?;
+        fold_kind::<MaintenanceDecider, C>(transaction, maintenances, &mut changes, written)
+            .await?;
+    changes.webhooks =
+        fold_kind::<WebhookDecider, C>(transaction, webhooks, &mut changes, written).await?;
     changes.templates =
-        fold_kind::<TemplateDecider, C>(transaction, templates, &mut changes).await?;
+        fold_kind::<TemplateDecider, C>(transaction, templates, &mut changes, written).await?;
     changes.subscribers =
-        fold_kind::<SubscriberDecider, C>(transaction, subscribers, &mut changes).await?;
+        fold_kind::<SubscriberDecider, C>(transaction, subscribers, &mut changes, written).await?;
     Ok(changes)
 }
 
@@ -260,12 +331,25 @@ async fn fold_kind<K: Kind, C: GenericClient>(
     transaction: &C,
     streams: Streams<'_>,
     changes: &mut Changes,
+    written: Option<&Changes>,
 ) -> Result<Vec<Versioned<K::Resource>>, ProjectionError> {
     if streams.is_empty() {
         return Ok(Vec::new());
     }
+    // Per row: its version and its state, `None` when the row is up to date.
+    let mut stored: HashMap<Uuid, (u64, Option<K::Resource>)> = HashMap::new();
+    if let Some(written) = written {
+        for resource in K::written(written) {
+            if let Some(events) = streams.get(&resource.id) {
+                let last = events.last().map_or(0, |e| e.stream_version);
+                let state = (resource.version < last).then(|| resource.state.clone());
+                stored.insert(resource.id, (resource.version, state));
+            }
+        }
+    }
     let (ids, lasts): (Vec<Uuid>, Vec<i64>) = streams
         .iter()
+        .filter(|(id, _)| !stored.contains_key(id))
         .map(|(id, events)| {
             let last = events.last().map_or(0, |e| e.stream_version);
             (*id, i64::try_from(last).unwrap_or(i64::MAX))
@@ -280,9 +364,11 @@ async fn fold_kind<K: Kind, C: GenericClient>(
             K::TABLE
         ))
         .await?;
-    let rows = transaction.query(&statement, &[&ids, &lasts]).await?;
-    // Per row: its version and its state, `None` when the row is up to date.
-    let mut stored: HashMap<Uuid, (u64, Option<K::Resource>)> = HashMap::with_capacity(rows.len());
+    let rows = if ids.is_empty() {
+        Vec::new()
+    } else {
+        transaction.query(&statement, &[&ids, &lasts]).await?
+    };
     for row in &rows {
         let id: Uuid = row.try_get("id")?;
         let version = u64::try_from(row.try_get::<_, i64>("version")?)

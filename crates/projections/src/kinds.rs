@@ -37,6 +37,9 @@ pub trait Kind: Decider<State = Option<Self::Resource>> {
     /// Adds a state of this kind to the read-model writes of `changes`.
     fn add_to(changes: &mut crate::Changes, resource: Versioned<Self::Resource>);
 
+    /// The states of this kind that `changes` writes.
+    fn written(changes: &crate::Changes) -> &[Versioned<Self::Resource>];
+
     /// About how many bytes the resource takes in memory (for the publisher's cache of
     /// recent states): small for most kinds, growing with the timeline for some.
     fn weight(_resource: &Self::Resource) -> u64 {
@@ -101,6 +104,10 @@ impl Kind for incident::IncidentDecider {
         changes.incidents.push(resource);
     }
 
+    fn written(changes: &crate::Changes) -> &[Versioned<Self::Resource>] {
+        &changes.incidents
+    }
+
     fn note_unchanged(
         before: &Self::Resource,
         after: &Self::Resource,
@@ -150,6 +157,10 @@ impl Kind for service::ServiceDecider {
         changes.services.push(resource);
     }
 
+    fn written(changes: &crate::Changes) -> &[Versioned<Self::Resource>] {
+        &changes.services
+    }
+
     fn decode(event: &RecordedEvent) -> Result<service::Event, DecodeError> {
         service::Event::from_stored(&event.event_type, event.schema_version, event.data.clone())
     }
@@ -170,6 +181,10 @@ impl Kind for maintenance::MaintenanceDecider {
 
     fn add_to(changes: &mut crate::Changes, resource: Versioned<Self::Resource>) {
         changes.maintenances.push(resource);
+    }
+
+    fn written(changes: &crate::Changes) -> &[Versioned<Self::Resource>] {
+        &changes.maintenances
     }
 
     fn note_unchanged(
@@ -221,6 +236,10 @@ impl Kind for api_key::ApiKeyDecider {
         changes.api_keys.push(resource);
     }
 
+    fn written(changes: &crate::Changes) -> &[Versioned<Self::Resource>] {
+        &changes.api_keys
+    }
+
     fn decode(event: &RecordedEvent) -> Result<api_key::Event, DecodeError> {
         api_key::Event::from_stored(&event.event_type, event.schema_version, event.data.clone())
     }
@@ -241,6 +260,10 @@ impl Kind for webhook::WebhookDecider {
 
     fn add_to(changes: &mut crate::Changes, resource: Versioned<Self::Resource>) {
         changes.webhooks.push(resource);
+    }
+
+    fn written(changes: &crate::Changes) -> &[Versioned<Self::Resource>] {
+        &changes.webhooks
     }
 
     fn decode(event: &RecordedEvent) -> Result<webhook::Event, DecodeError> {
@@ -265,6 +288,10 @@ impl Kind for template::TemplateDecider {
         changes.templates.push(resource);
     }
 
+    fn written(changes: &crate::Changes) -> &[Versioned<Self::Resource>] {
+        &changes.templates
+    }
+
     fn decode(event: &RecordedEvent) -> Result<template::Event, DecodeError> {
         template::Event::from_stored(&event.event_type, event.schema_version, event.data.clone())
     }
@@ -285,6 +312,10 @@ impl Kind for subscriber::SubscriberDecider {
 
     fn add_to(changes: &mut crate::Changes, resource: Versioned<Self::Resource>) {
         changes.subscribers.push(resource);
+    }
+
+    fn written(changes: &crate::Changes) -> &[Versioned<Self::Resource>] {
+        &changes.subscribers
     }
 
     fn decode(event: &RecordedEvent) -> Result<subscriber::Event, DecodeError> {

@@ -4,8 +4,11 @@
 //! the live tables keep serving. A builder runs there (`SET LOCAL search_path = crier_rebuild,
 //! public`), fed by a [`eventstore::LogReader`] that reads the log ahead on other connections;
 //! each batch commits with its checkpoint (asynchronously: a crash loses at most the last
-//! batches, which are folded again), so a killed replay resumes where it stopped. The schema is
-//! tagged with the migration version, and rebuilt from scratch if that differs.
+//! batches, which are folded again), so a killed replay resumes where it stopped. A batch is
+//! folded while the one before is written on another task and connection: the fold reads the
+//! rows as committed and takes the states the batch before is writing from memory, so crier's
+//! part and PostgreSQL's run side by side (the cores were 40–60 % idle while they took turns).
+//! The schema is tagged with the migration version, and rebuilt from scratch if that differs.
 //!
 //! At the end, one transaction takes the projections lock exclusively: every inline write and
 //! builder batch holds it shared, so none is in flight and none starts. It seals every
@@ -20,12 +23,13 @@
 //! out of the pool, released even if the replay is dropped.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::GenericClient;
 use eventstore::EventStore;
 
-use crate::builder::{Builder, BuilderOptions};
+use crate::builder::{Builder, BuilderOptions, Folded};
 use crate::{ProjectionError, PROJECTIONS_LOCK, READ_MODEL_TABLES};
 
 /// Where a replay builds.
@@ -124,12 +128,7 @@ async fn rebuild_and_swap(
         batch_size,
         read_ahead,
     ));
-    let mut events = 0;
-    while let Some(batch) = batches.recv().await {
-        let report = builder.apply_read_ahead(&batch?).await?;
-        events += report.events as u64;
-        progress(report.position);
-    }
+    let mut events = fold_and_write(&builder, &mut batches, progress).await?;
     let _ = reader.await;
     {
         let client = store.pool().get().await?;
@@ -274,9 +273,7 @@ async fn fold_and_compare(
     let batch_size = builder.batch_size();
     let (read_ahead, mut batches) = tokio::sync::mpsc::channel(2);
     let reader = tokio::spawn(read_ahead_from(store.clone(), 0, batch_size, read_ahead));
-    while let Some(batch) = batches.recv().await {
-        builder.apply_read_ahead(&batch?).await?;
-    }
+    fold_and_write(&builder, &mut batches, &mut |_| {}).await?;
     let _ = reader.await;
     store.seal_all(options.seal_timeout).await?;
     let mut client = store.pool().get().await?;
@@ -376,6 +373,54 @@ async fn first_difference<C: GenericClient>(
 }
 
 /// Sends the sealed log after `position` in batches until it reaches the head.
+/// Folds and writes the batches read ahead, in order; answers how many events. The fold of
+/// a batch runs while the batch before is written (it takes the states that one leaves from
+/// memory), so crier's part and PostgreSQL's overlap instead of taking turns.
+async fn fold_and_write(
+    builder: &Builder,
+    batches: &mut tokio::sync::mpsc::Receiver<
+        Result<Vec<eventstore::LoggedEvent>, ProjectionError>,
+    >,
+    progress: &mut impl FnMut(u64),
+) -> Result<u64, ProjectionError> {
+    let mut events = 0;
+    let mut folded: Option<Arc<Folded>> = None;
+    loop {
+        let batch = match batches.recv().await {
+            Some(batch) => batch?,
+            None => Vec::new(),
+        };
+        // On a task of its own, so that its encoding runs beside the fold on another core.
+        let write = folded.clone().map(|folded| {
+            let builder = builder.clone();
+            tokio::spawn(async move { builder.write_folded(&folded).await })
+        });
+        let next = if batch.is_empty() {
+            None
+        } else {
+            Some(builder.fold_read_ahead(&batch, folded.as_deref()).await)
+        };
+        let written = match write {
+            Some(write) => Some(write.await.map_err(|e| {
+                ProjectionError::Busy(format!(
+                    "a rebuild write failed ({e}); the rebuild is kept and the next replay \
+                     resumes it"
+                ))
+            })??),
+            None => None,
+        };
+        let next = next.transpose()?.map(Arc::new);
+        if let Some(report) = written {
+            events += report.events as u64;
+            progress(report.position);
+        }
+        match next {
+            Some(next) => folded = Some(next),
+            None => return Ok(events),
+        }
+    }
+}
+
 async fn read_ahead_from(
     store: EventStore,
     position: u64,
