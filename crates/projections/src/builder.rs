@@ -134,7 +134,8 @@ impl Builder {
         let (Some(first), Some(last)) = (events.first(), events.last()) else {
             return Ok(Folded::default());
         };
-        let before = first.position - 1;
+        // Positions start at 1; a batch from 0 fails the check below.
+        let before = first.position.saturating_sub(1);
         if let Some(previous) = previous {
             if previous.last != Some(before) {
                 return Err(ProjectionError::Corrupt(format!(
