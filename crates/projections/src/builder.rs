@@ -125,19 +125,19 @@ impl Builder {
     /// Folds `events`, read ahead, without writing: each stream continues from its row as
     /// committed, or from the state `previous` (the batch just before, perhaps still being
     /// written) leaves it in. So the fold of a batch can run while the batch before is
-    /// written ([`Builder::write_folded`]), which must commit first.
+    /// written ([`Builder::write_folded`]), which must commit first. `None`: no events.
     pub(crate) async fn fold_read_ahead(
         &self,
         events: &[LoggedEvent],
         previous: Option<&Folded>,
-    ) -> Result<Folded, ProjectionError> {
+    ) -> Result<Option<Folded>, ProjectionError> {
         let (Some(first), Some(last)) = (events.first(), events.last()) else {
-            return Ok(Folded::default());
+            return Ok(None);
         };
         // Positions start at 1; a batch from 0 fails the check below.
         let before = first.position.saturating_sub(1);
         if let Some(previous) = previous {
-            if previous.last != Some(before) {
+            if previous.last != before {
                 return Err(ProjectionError::Corrupt(format!(
                     "the batch read ahead from {} does not follow the one before",
                     first.position
@@ -147,19 +147,14 @@ impl Builder {
         check_follows(before, events)?;
         let mut client = self.store.pool().get().await?;
         let transaction = client.transaction().await?;
-        if let Some(path) = self.search_path {
-            transaction
-                .batch_execute(&format!("SET LOCAL search_path = {path}"))
-                .await?;
-        }
+        self.set_search_path(&transaction).await?;
         let changes = fold_batch(&transaction, events, previous.map(|p| &p.changes)).await?;
         transaction.commit().await?;
-        Ok(Folded {
+        Ok(Some(Folded {
             changes,
-            first: Some(first.position),
-            last: Some(last.position),
-            events: events.len(),
-        })
+            first: first.position,
+            last: last.position,
+        }))
     }
 
     /// Writes what [`Builder::fold_read_ahead`] gave, in a transaction of its own that
@@ -170,12 +165,7 @@ impl Builder {
         &self,
         folded: &Folded,
     ) -> Result<BatchReport, ProjectionError> {
-        let (Some(first), Some(last)) = (folded.first, folded.last) else {
-            return Ok(BatchReport {
-                events: 0,
-                position: 0,
-            });
-        };
+        let first = folded.first;
         let mut client = self.store.pool().get().await?;
         let transaction = client.transaction().await?;
         transaction
@@ -187,17 +177,22 @@ impl Builder {
                 "the checkpoint moved to {checkpoint} while events from {first} were folded"
             )));
         }
-        write_changes(&transaction, &folded.changes).await?;
-        let position = i64::try_from(last)
-            .map_err(|_| ProjectionError::Corrupt(format!("position {last} is out of range")))?;
-        transaction
-            .execute("UPDATE rm_checkpoint SET position = $1", &[&position])
-            .await?;
+        let report = write_and_advance(&transaction, &folded.changes, first, folded.last).await?;
         transaction.commit().await?;
-        Ok(BatchReport {
-            events: folded.events,
-            position: last,
-        })
+        Ok(report)
+    }
+
+    /// `SET LOCAL search_path` to this builder's tables, if not the live ones.
+    async fn set_search_path<C: GenericClient>(
+        &self,
+        transaction: &C,
+    ) -> Result<(), ProjectionError> {
+        if let Some(path) = self.search_path {
+            transaction
+                .batch_execute(&format!("SET LOCAL search_path = {path}"))
+                .await?;
+        }
+        Ok(())
     }
 
     /// Takes this builder's turn: the projections lock (shared) and the checkpoint row.
@@ -205,11 +200,7 @@ impl Builder {
         &self,
         transaction: &C,
     ) -> Result<u64, ProjectionError> {
-        if let Some(path) = self.search_path {
-            transaction
-                .batch_execute(&format!("SET LOCAL search_path = {path}"))
-                .await?;
-        }
+        self.set_search_path(transaction).await?;
         transaction
             .execute(READ_MODEL_WRITE_SQL, &[&PROJECTIONS_LOCK])
             .await?;
@@ -237,26 +228,35 @@ impl Builder {
         };
         check_follows(checkpoint, events)?;
         let changes = fold_batch(transaction, events, None).await?;
-        write_changes(transaction, &changes).await?;
-        let position = i64::try_from(last)
-            .map_err(|_| ProjectionError::Corrupt(format!("position {last} is out of range")))?;
-        transaction
-            .execute("UPDATE rm_checkpoint SET position = $1", &[&position])
-            .await?;
-        Ok(BatchReport {
-            events: events.len(),
-            position: last,
-        })
+        write_and_advance(transaction, &changes, checkpoint + 1, last).await
     }
 }
 
-/// Folded events, not yet written.
-#[derive(Default)]
+/// Writes `changes`, the fold of the events `first..=last`, and moves the checkpoint to
+/// `last`.
+async fn write_and_advance<C: GenericClient>(
+    transaction: &C,
+    changes: &Changes,
+    first: u64,
+    last: u64,
+) -> Result<BatchReport, ProjectionError> {
+    write_changes(transaction, changes).await?;
+    let position = i64::try_from(last)
+        .map_err(|_| ProjectionError::Corrupt(format!("position {last} is out of range")))?;
+    transaction
+        .execute("UPDATE rm_checkpoint SET position = $1", &[&position])
+        .await?;
+    Ok(BatchReport {
+        events: usize::try_from(last + 1 - first).unwrap_or(usize::MAX),
+        position: last,
+    })
+}
+
+/// Folded events, positions `first..=last` (without a gap), not yet written.
 pub(crate) struct Folded {
     changes: Changes,
-    first: Option<u64>,
-    last: Option<u64>,
-    events: usize,
+    first: u64,
+    last: u64,
 }
 
 /// Refuses `events` unless they follow `checkpoint` without a gap.

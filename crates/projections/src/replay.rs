@@ -395,11 +395,7 @@ async fn fold_and_write(
             let builder = builder.clone();
             tokio::spawn(async move { builder.write_folded(&folded).await })
         });
-        let next = if batch.is_empty() {
-            None
-        } else {
-            Some(builder.fold_read_ahead(&batch, folded.as_deref()).await)
-        };
+        let next = builder.fold_read_ahead(&batch, folded.as_deref()).await;
         let written = match write {
             Some(write) => Some(write.await.map_err(|e| {
                 ProjectionError::Busy(format!(
@@ -409,7 +405,7 @@ async fn fold_and_write(
             })??),
             None => None,
         };
-        let next = next.transpose()?.map(Arc::new);
+        let next = next?.map(Arc::new);
         if let Some(report) = written {
             events += report.events as u64;
             progress(report.position);
