@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{middleware, App, HttpServer};
+use actix_web::{middleware, App};
 use eventstore::{CancellationToken, EventStore, StoreConfig};
 use tasks::{Chain, Tasks};
 
@@ -122,7 +122,7 @@ impl Application {
         let limits = state.limits.clone();
         let notices = state.notices.clone();
         api::prometheus_handle();
-        let server = HttpServer::new(move || {
+        let app = move || {
             // Compression outermost: every answer, problem+json made from actix's own
             // errors included, is final before it is compressed.
             App::new()
@@ -132,17 +132,18 @@ impl Application {
                 .wrap(middleware::from_fn(api::cors::middleware))
                 .wrap(middleware::Compress::default())
                 .configure(api::configure(state.clone()))
-        })
-        .shutdown_timeout(10)
-        .workers(settings.workers.unwrap_or_else(default_workers))
-        .listen(listener)?;
-        let server = match metrics_listener {
-            Some(listener) => server.listen(listener)?,
-            None => server,
         };
+        let server = api::server::server(
+            app,
+            api::server::ServerSettings {
+                listeners: std::iter::once(listener).chain(metrics_listener).collect(),
+                workers: settings.workers.unwrap_or_else(default_workers),
+                shutdown_timeout_secs: 10,
+            },
+        )?;
         Ok(Application {
             address,
-            server: server.run(),
+            server,
             store,
             bootstrap_admin_key: settings.bootstrap_admin_key,
             prepared,

@@ -499,3 +499,114 @@ async fn preflights_are_answered_for_listed_origins_and_public_reads_and_refused
     );
     assert!(header(&keyed, "vary").contains("Origin"));
 }
+
+/// Reads from `connection` until `needle` has arrived or `wait` passes; all that arrived.
+async fn read_until(connection: &mut TcpStream, needle: &str, wait: Duration) -> String {
+    let mut received = Vec::new();
+    let _ = tokio::time::timeout(wait, async {
+        let mut buffer = [0u8; 8192];
+        while !String::from_utf8_lossy(&received).contains(needle) {
+            match connection.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&received).into_owned()
+}
+
+/// Streams have a dispatcher of their own (a peek at the first bytes sends them there):
+/// refusals, `HEAD`, HTTP/1.0 and a head sent in pieces are all answered as actix answers
+/// them, with the same headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_requests_of_every_shape_are_answered_whole() {
+    let db = TestDatabase::create().await;
+    let api = Api::start_with(&db, &[("CRIER_WRITE_RATE_LIMIT", "0")]).await;
+    let address = address(&api);
+    let wait = Duration::from_secs(10);
+
+    // A refusal: a whole problem+json with its length, the middleware's headers, and the end.
+    let refused = raw(
+        &address,
+        b"GET /v1/stream HTTP/1.1\r\nHost: crier\r\nLast-Event-ID: soon\r\nX-Request-Id: lean-1\r\n\r\n",
+        wait,
+    )
+    .await;
+    assert_problem(&refused, 400);
+    assert!(
+        refused.1["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Last-Event-ID"),
+        "{refused:?}"
+    );
+    for header in [
+        "x-request-id: lean-1",
+        "x-content-type-options: nosniff",
+        "connection: close",
+        "date: ",
+        "content-length: ",
+    ] {
+        assert!(refused.2.contains(header), "{header} missing: {refused:?}");
+    }
+
+    // HEAD: the stream's head and nothing else, then the connection closes.
+    let mut connection = TcpStream::connect(&address).await.expect("connect");
+    connection
+        .write_all(b"HEAD /v1/stream HTTP/1.1\r\nHost: crier\r\n\r\n")
+        .await
+        .expect("send");
+    let mut head = String::new();
+    tokio::time::timeout(wait, connection.read_to_string(&mut head))
+        .await
+        .expect("HEAD is answered and closed")
+        .expect("read");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/event-stream"),
+        "{head}"
+    );
+    assert!(
+        head.ends_with("\r\n\r\n"),
+        "no body after the head: {head:?}"
+    );
+
+    // HTTP/1.0 knows no chunks: the messages come bare, and the connection's end ends them.
+    let mut old = TcpStream::connect(&address).await.expect("connect");
+    old.write_all(b"GET /v1/stream HTTP/1.0\r\nHost: crier\r\n\r\n")
+        .await
+        .expect("send");
+    let opened = read_until(&mut old, "\r\n\r\n", wait).await;
+    assert!(opened.starts_with("HTTP/1.1 200 OK\r\n"), "{opened}");
+    assert!(
+        !opened.to_ascii_lowercase().contains("transfer-encoding"),
+        "{opened}"
+    );
+
+    // A head sent in two pieces is actix's to parse: served all the same, chunked.
+    let mut pieces = TcpStream::connect(&address).await.expect("connect");
+    pieces.write_all(b"GET /v1/stream HT").await.expect("send");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    pieces
+        .write_all(b"TP/1.1\r\nHost: crier\r\n\r\n")
+        .await
+        .expect("send");
+    let chunked = read_until(&mut pieces, "\r\n\r\n", wait).await;
+    assert!(chunked.starts_with("HTTP/1.1 200 OK\r\n"), "{chunked}");
+    assert!(chunked.contains("transfer-encoding: chunked"), "{chunked}");
+
+    // And a notice reaches both.
+    let publisher = api.key("publisher", None).await;
+    let teams = api.service("Teams").await;
+    let incident = json!({
+        "title": "Calls drop", "impact": "major", "message": "Investigating.",
+        "affected_services": [{"service_id": teams, "status": "major_outage"}],
+    });
+    api.declare(&publisher, incident).await;
+    for connection in [&mut old, &mut pieces] {
+        let notice = read_until(connection, "Calls drop", wait).await;
+        assert!(notice.contains("event: incident.declared\n"), "{notice}");
+    }
+}

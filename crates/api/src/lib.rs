@@ -30,6 +30,7 @@ pub mod readiness;
 mod renderings;
 pub mod routes;
 pub mod routing;
+pub mod server;
 pub mod state;
 pub mod status_page;
 pub mod statuspage;
