@@ -3,10 +3,13 @@
 //!
 //! # Why streams have a dispatcher of their own
 //!
-//! actix-http gives every connection a read buffer and a write buffer of 8 KiB each, for the
-//! connection's life. A subscriber to `GET /v1/stream` holds its connection for hours and
-//! uses neither buffer after its request: of the 12.5 KiB a subscriber cost, those two
-//! buffers were two thirds, and one process must hold 100,000 subscribers.
+//! actix-http gives every connection a read buffer and a write buffer of 8 KiB each, for
+//! the connection's life. A subscriber to `GET /v1/stream` holds its connection for hours
+//! and uses neither after its first bytes: they were two thirds of the 12.4 KiB a
+//! subscriber cost, and one process must hold 100,000 subscribers. Served here, with the
+//! answer's head dropped once written and the stream's future boxed apart from its task, a
+//! subscriber costs 3.5 KiB (`cargo bench --bench stream -- --subscribers 18000`;
+//! docs/PERFORMANCE.md says where the rest goes).
 //!
 //! So a new connection's first bytes are peeked at (not read) once they arrive. When they
 //! hold a whole request head for `GET` or `HEAD /v1/stream` with no body, the head is read
@@ -118,12 +121,20 @@ where
                         let http = http.clone();
                         let streams = streams.clone();
                         async move {
-                            match stream_request(&connection).await {
+                            match Box::pin(stream_request(&connection)).await {
                                 Some((request, head_len)) => {
-                                    serve_stream(connection, request, head_len, &*streams).await;
+                                    // Boxed: the task holds this future's size
+                                    // twice, and a stream holds its task for hours.
+                                    Box::pin(serve_stream(
+                                        connection, request, head_len, &*streams,
+                                    ))
+                                    .await;
                                     Ok(())
                                 }
-                                None => http.call(connection).await.map(drop).map_err(drop),
+                                None => Box::pin(http.call(connection))
+                                    .await
+                                    .map(drop)
+                                    .map_err(drop),
                             }
                         }
                     }))
@@ -207,7 +218,7 @@ where
     let _ = connection.set_nodelay(true);
     let head_only = request.method() == Method::HEAD;
     let close_delimited = request.version() == Version::HTTP_10;
-    let response: Response<BoxBody> = match app.call(request).await {
+    let response: Response<BoxBody> = match Box::pin(app.call(request)).await {
         Ok(response) => response.into().map_into_boxed_body(),
         Err(error) => error.into().error_response().into(),
     };
@@ -256,6 +267,9 @@ async fn write_answer(
         BodySize::Stream | BodySize::None => {}
     }
     out.extend_from_slice(b"connection: close\r\n\r\n");
+    // Its header map has room for a dozen headers of several values each (3.2 KiB): a stream
+    // must not keep it for its life.
+    drop(head);
     connection.write_all(&out).await?;
     drop(out);
     if head_only || size == BodySize::None {
