@@ -83,7 +83,18 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                     .finish()
             }),
         )
-        .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi::document()))
+        .route(
+            "/openapi.json",
+            web::get().to(|| async {
+                actix_web::HttpResponse::Ok()
+                    .content_type("application/json")
+                    .body(openapi::served())
+            }),
+        )
+        .service(
+            SwaggerUi::new("/docs/{_:.*}")
+                .config(utoipa_swagger_ui::Config::new(["/openapi.json"])),
+        )
         .default_service(web::to(problem::not_found));
     }
 }

@@ -59,6 +59,19 @@ impl Modify for BearerKey {
 }
 
 /// The document as served and committed.
+/// The document as `/openapi.json` serves it, built and serialized once per process: the
+/// tree takes about 2 MB, and each worker's app would otherwise keep one (each listener's
+/// dispatchers have an app of their own).
+pub fn served() -> actix_web::web::Bytes {
+    static SERVED: std::sync::OnceLock<actix_web::web::Bytes> = std::sync::OnceLock::new();
+    SERVED
+        .get_or_init(|| {
+            // Serializing a document of plain maps and strings cannot fail.
+            serde_json::to_vec(&document()).unwrap_or_default().into()
+        })
+        .clone()
+}
+
 pub fn document() -> utoipa::openapi::OpenApi {
     crate::routes::documents()
         .into_iter()
