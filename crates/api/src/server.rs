@@ -285,11 +285,12 @@ async fn write_answer(
             continue;
         }
         if chunked {
-            let prefix = format!("{:x}\r\n", chunk.len());
+            let mut prefix = [0; CHUNK_PREFIX_BYTES];
+            let prefix = chunk_prefix(chunk.len(), &mut prefix);
             write_all_vectored(
                 connection,
                 &mut [
-                    IoSlice::new(prefix.as_bytes()),
+                    IoSlice::new(prefix),
                     IoSlice::new(&chunk),
                     IoSlice::new(b"\r\n"),
                 ],
@@ -303,6 +304,27 @@ async fn write_answer(
         connection.write_all(b"0\r\n\r\n").await?;
     }
     Ok(())
+}
+
+/// The longest chunk-size line: 16 hex digits and CRLF.
+const CHUNK_PREFIX_BYTES: usize = 18;
+
+/// A chunk's size line (`1a2\r\n`), written into `buffer` (no allocation: one is written
+/// per subscriber and notice).
+fn chunk_prefix(length: usize, buffer: &mut [u8; CHUNK_PREFIX_BYTES]) -> &[u8] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut start = CHUNK_PREFIX_BYTES - 2;
+    buffer[start..].copy_from_slice(b"\r\n");
+    let mut rest = length;
+    loop {
+        start -= 1;
+        buffer[start] = HEX[rest % 16];
+        rest /= 16;
+        if rest == 0 {
+            break;
+        }
+    }
+    &buffer[start..]
 }
 
 async fn write_all_vectored(
@@ -354,6 +376,15 @@ mod tests {
         assert_eq!(head_request.method(), Method::HEAD);
         assert_eq!(head_request.version(), Version::HTTP_10);
         assert!(parse(b"GET /v1/stream HTTP/1.1\r\nContent-Length: 0\r\n\r\n").is_some());
+    }
+
+    #[test]
+    fn chunk_size_lines_are_lower_case_hex() {
+        let mut buffer = [0; CHUNK_PREFIX_BYTES];
+        for length in [0, 1, 15, 16, 255, 1_234, 1 << 20, usize::MAX] {
+            let expected = format!("{length:x}\r\n");
+            assert_eq!(chunk_prefix(length, &mut buffer), expected.as_bytes());
+        }
     }
 
     #[test]
