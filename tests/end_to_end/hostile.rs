@@ -160,6 +160,12 @@ async fn slowloris_requests_time_out_and_hold_back_no_other_client() {
     // body.
     let mut slow_heads = Vec::new();
     let mut slow_bodies = Vec::new();
+    // And 20 that send nothing at all.
+    let opened = std::time::Instant::now();
+    let mut silent = Vec::new();
+    for _ in 0..20 {
+        silent.push(TcpStream::connect(&address).await.expect("connect"));
+    }
     for _ in 0..100 {
         let mut connection = TcpStream::connect(&address).await.expect("connect");
         connection
@@ -199,6 +205,18 @@ async fn slowloris_requests_time_out_and_hold_back_no_other_client() {
         let answer = read_answer(connection, Duration::from_secs(30)).await;
         assert_eq!(answer.0, 408, "{answer:?}");
     }
+    // The same bare 408 for silence, after the same 5 s (not 5 s of waiting for first
+    // bytes and 5 more for a head).
+    for connection in &mut silent {
+        let answer = read_answer(connection, Duration::from_secs(30)).await;
+        assert_eq!(answer.0, 408, "{answer:?}");
+        assert!(answer.2.contains("connection: close"), "{answer:?}");
+    }
+    assert!(
+        opened.elapsed() < Duration::from_secs(9),
+        "silent connections were held {:?}",
+        opened.elapsed()
+    );
     let services = api.get("/v1/services?limit=500", None).await.expect(200);
     assert_eq!(
         services["items"].as_array().map(Vec::len),

@@ -58,7 +58,6 @@ impl Modify for BearerKey {
     }
 }
 
-/// The document as served and committed.
 /// The document as `/openapi.json` serves it, built and serialized once per process: the
 /// tree takes about 2 MB, and each worker's app would otherwise keep one (each listener's
 /// dispatchers have an app of their own).
@@ -72,6 +71,7 @@ pub fn served() -> actix_web::web::Bytes {
         .clone()
 }
 
+/// The document as served and committed.
 pub fn document() -> utoipa::openapi::OpenApi {
     crate::routes::documents()
         .into_iter()

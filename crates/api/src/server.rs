@@ -46,7 +46,7 @@ use actix_service::{
 use actix_web::body::BoxBody;
 use actix_web::dev::AppConfig;
 use actix_web::http::header::{self, HeaderName, HeaderValue, HttpDate};
-use actix_web::http::{Method, Uri, Version};
+use actix_web::http::{Method, StatusCode, Uri, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -121,8 +121,12 @@ where
                         let http = http.clone();
                         let streams = streams.clone();
                         async move {
-                            match Box::pin(stream_request(&connection)).await {
-                                Some((request, head_len)) => {
+                            match Box::pin(arrival(&connection)).await {
+                                Arrival::Silent => {
+                                    request_timed_out(connection).await;
+                                    Ok(())
+                                }
+                                Arrival::Stream(request, head_len) => {
                                     // Boxed: the task holds this future's size
                                     // twice, and a stream holds its task for hours.
                                     Box::pin(serve_stream(
@@ -131,7 +135,7 @@ where
                                     .await;
                                     Ok(())
                                 }
-                                None => Box::pin(http.call(connection))
+                                Arrival::Other => Box::pin(http.call(connection))
                                     .await
                                     .map(drop)
                                     .map_err(drop),
@@ -145,14 +149,54 @@ where
     Ok(builder.run())
 }
 
-/// The request head of a stream, when the connection's first bytes are one, with its length.
-async fn stream_request(connection: &TcpStream) -> Option<(Request, usize)> {
+/// What a new connection's first bytes are.
+enum Arrival {
+    /// A stream's request and the length of its head.
+    Stream(Request, usize),
+    /// Anything else: actix-http's to read.
+    Other,
+    /// Nothing within the time a request head may take.
+    Silent,
+}
+
+async fn arrival(connection: &TcpStream) -> Arrival {
     let mut first = vec![0; PEEK_BYTES];
-    let peeked = tokio::time::timeout(FIRST_BYTES_TIMEOUT, connection.peek(&mut first))
-        .await
-        .ok()?
-        .ok()?;
-    parse_stream_request(&first[..peeked], connection.peer_addr().ok())
+    match tokio::time::timeout(FIRST_BYTES_TIMEOUT, connection.peek(&mut first)).await {
+        Err(_) => Arrival::Silent,
+        Ok(Err(_)) => Arrival::Other,
+        Ok(Ok(peeked)) => match parse_stream_request(&first[..peeked], connection.peer_addr().ok())
+        {
+            Some((request, head_len)) => Arrival::Stream(request, head_len),
+            None => Arrival::Other,
+        },
+    }
+}
+
+/// What actix-http answers a connection that sent nothing in time: a bare 408, then the
+/// end. (Handing it over would give it a second five seconds.)
+async fn request_timed_out(mut connection: TcpStream) {
+    let answer = format!(
+        "HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\ndate: {}\r\n\r\n",
+        HttpDate::from(SystemTime::now())
+    );
+    if connection.write_all(answer.as_bytes()).await.is_ok() {
+        close(connection).await;
+    }
+}
+
+/// Closes a connection once its answer is written: the write side first, then whatever the
+/// client still sends is read and dropped for up to a second (as actix-http's
+/// `client_disconnect_timeout`), so that unread bytes do not make the close a reset that
+/// could discard the answer on the client's side.
+async fn close(mut connection: TcpStream) {
+    if connection.shutdown().await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut discarded = [0; 512];
+        while let Ok(1..) = connection.read(&mut discarded).await {}
+    })
+    .await;
 }
 
 /// A request for the stream, parsed from a connection's first bytes, and the length of its
@@ -183,18 +227,31 @@ fn parse_stream_request(bytes: &[u8], peer: Option<SocketAddr>) -> Option<(Reque
     head.uri = Uri::try_from(target).ok()?;
     head.version = version;
     head.peer_addr = peer;
+    // What actix-http refuses (a second Host or Content-Length, HTTP/1.1 without Host) is
+    // left to it, to be refused the same way.
+    let (mut hosts, mut lengths) = (0, 0);
     for field in parsed.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes()).ok()?;
         let value = HeaderValue::from_bytes(field.value).ok()?;
-        let bodiless = match name {
-            header::CONTENT_LENGTH => value.as_bytes() == b"0",
+        let taken = match name {
+            header::HOST => {
+                hosts += 1;
+                hosts == 1
+            }
+            header::CONTENT_LENGTH => {
+                lengths += 1;
+                lengths == 1 && value.as_bytes() == b"0"
+            }
             header::TRANSFER_ENCODING | header::UPGRADE | header::EXPECT => false,
             _ => true,
         };
-        if !bodiless {
+        if !taken {
             return None;
         }
         head.headers.append(name, value);
+    }
+    if version == Version::HTTP_11 && hosts == 0 {
+        return None;
     }
     Some((request, head_len))
 }
@@ -222,8 +279,12 @@ where
         Ok(response) => response.into().map_into_boxed_body(),
         Err(error) => error.into().error_response().into(),
     };
-    let _ = write_answer(&mut connection, response, head_only, close_delimited).await;
-    let _ = connection.shutdown().await;
+    if write_answer(&mut connection, response, head_only, close_delimited)
+        .await
+        .is_ok()
+    {
+        close(connection).await;
+    }
 }
 
 async fn write_answer(
@@ -233,14 +294,22 @@ async fn write_answer(
     close_delimited: bool,
 ) -> io::Result<()> {
     let (head, body) = response.into_parts();
-    let size = body.size();
+    let status = head.status();
+    // As actix-http's encoder: these answers have no body and say no length.
+    let bodiless_status = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let size = if bodiless_status {
+        BodySize::None
+    } else {
+        body.size()
+    };
     let chunked = size == BodySize::Stream && !close_delimited;
     let mut out = Vec::with_capacity(512);
-    let status = head.status();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(head.head().reason().as_bytes());
     out.extend_from_slice(b"\r\n");
     let mut dated = false;
     for (name, value) in head.headers().iter() {
@@ -375,7 +444,9 @@ mod tests {
         let (head_request, _) = parse(b"HEAD /v1/stream HTTP/1.0\r\n\r\n").expect("HEAD");
         assert_eq!(head_request.method(), Method::HEAD);
         assert_eq!(head_request.version(), Version::HTTP_10);
-        assert!(parse(b"GET /v1/stream HTTP/1.1\r\nContent-Length: 0\r\n\r\n").is_some());
+        assert!(
+            parse(b"GET /v1/stream HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n").is_some()
+        );
     }
 
     #[test]
@@ -391,22 +462,27 @@ mod tests {
     fn anything_else_is_left_to_actix() {
         for head in [
             &b"GET /v1/stream HTTP/1.1\r\nHost: crier\r\n"[..],
-            b"GET /v1/streams HTTP/1.1\r\n\r\n",
-            b"GET /v1/stream/ HTTP/1.1\r\n\r\n",
-            b"GET /api/v2/summary.json HTTP/1.1\r\n\r\n",
-            b"POST /v1/stream HTTP/1.1\r\n\r\n",
-            b"GET /v1/stream HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
-            b"GET /v1/stream HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
-            b"GET /v1/stream HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
-            b"GET /v1/stream HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
-            b"GET /v1/stream HTTP/1.1\r\nBad Header: x\r\n\r\n",
+            b"GET /v1/streams HTTP/1.1\r\nHost: a\r\n\r\n",
+            // What actix-http refuses with a 400, it refuses itself.
+            b"GET /v1/stream HTTP/1.1\r\n\r\n",
+            b"GET /v1/stream HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"GET /v1/stream HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
+            b"GET /v1/stream HTTP/1.1\r\nHost: a\r\nContent-Length: +0\r\n\r\n",
+            b"GET /v1/stream/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET /api/v2/summary.json HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"POST /v1/stream HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET /v1/stream HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+            b"GET /v1/stream HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET /v1/stream HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            b"GET /v1/stream HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+            b"GET /v1/stream HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n",
             b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
         ] {
             assert!(parse(head).is_none(), "{:?}", String::from_utf8_lossy(head));
         }
         let many = format!(
-            "GET /v1/stream HTTP/1.1\r\n{}\r\n",
+            "GET /v1/stream HTTP/1.1\r\nHost: a\r\n{}\r\n",
             "X-A: 1\r\n".repeat(MAX_HEADERS + 1)
         );
         assert!(parse(many.as_bytes()).is_none(), "more headers than kept");
