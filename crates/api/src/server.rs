@@ -123,12 +123,13 @@ where
                         async move {
                             match Box::pin(arrival(&connection)).await {
                                 Arrival::Silent => {
-                                    request_timed_out(connection).await;
+                                    // Boxed, as every branch that awaits here: the
+                                    // task holds this future's size twice, and a
+                                    // stream holds its task for hours.
+                                    Box::pin(request_timed_out(connection)).await;
                                     Ok(())
                                 }
                                 Arrival::Stream(request, head_len) => {
-                                    // Boxed: the task holds this future's size
-                                    // twice, and a stream holds its task for hours.
                                     Box::pin(serve_stream(
                                         connection, request, head_len, &*streams,
                                     ))
@@ -283,7 +284,8 @@ where
         .await
         .is_ok()
     {
-        close(connection).await;
+        // Boxed: a stream's future would keep room for it while it streams.
+        Box::pin(close(connection)).await;
     }
 }
 
