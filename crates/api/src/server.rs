@@ -25,11 +25,15 @@
 //!
 //! # Invariants
 //! - A request served here is one actix-http would have parsed the same way: `GET`/`HEAD`,
-//!   HTTP/1.0 or 1.1, no body, no `Upgrade`/`Expect`, every header valid.
+//!   HTTP/1.0 or 1.1, no body, no `Upgrade`/`Expect`, every header valid, one `Host` (and
+//!   one where HTTP/1.1 needs it); what actix-http would refuse is left to it to refuse.
 //! - The answer carries the same status and headers (`content-length`, `transfer-encoding`,
 //!   `connection` and `date` written here, as actix-http's encoder does).
 //! - A stream whose client is gone ends at the next write that fails (a heartbeat at the
 //!   latest), as on actix-http.
+//! - Every branch of a connection's future that awaits is boxed: the connection's task
+//!   holds that future's size twice for as long as a stream lasts (an unboxed 408 branch
+//!   once cost every subscriber 1.7 KiB).
 
 use std::io::{self, IoSlice};
 use std::net::{SocketAddr, TcpListener};
@@ -57,8 +61,8 @@ const PEEK_BYTES: usize = 2048;
 /// Most headers a request served here may have (actix-http takes up to 96).
 const MAX_HEADERS: usize = 32;
 /// How long a connection may take to send its first bytes, as actix-http allows a request
-/// head (its `client_request_timeout`). A connection that sends nothing in that time goes
-/// to actix-http, which answers it as before.
+/// head (its `client_request_timeout`). A connection that sends nothing in that time gets
+/// the bare 408 actix-http would answer.
 const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How the server runs: its listeners and worker threads.
