@@ -372,7 +372,6 @@ async fn first_difference<C: GenericClient>(
     }))
 }
 
-/// Sends the sealed log after `position` in batches until it reaches the head.
 /// Folds and writes the batches read ahead, in order; answers how many events. The fold of
 /// a batch runs while the batch before is written (it takes the states that one leaves from
 /// memory), so crier's part and PostgreSQL's overlap instead of taking turns.
@@ -417,6 +416,7 @@ async fn fold_and_write(
     }
 }
 
+/// Sends the sealed log after `position` in batches until it reaches the head.
 async fn read_ahead_from(
     store: EventStore,
     position: u64,
