@@ -207,6 +207,14 @@ async fn close(mut connection: TcpStream) {
 /// A request for the stream, parsed from a connection's first bytes, and the length of its
 /// head; `None` for anything actix-http should see instead.
 fn parse_stream_request(bytes: &[u8], peer: Option<SocketAddr>) -> Option<(Request, usize)> {
+    // Most connections are not streams: a look at the request line's start spares their
+    // heads a parse here, before actix-http's own.
+    let target = bytes
+        .strip_prefix(b"GET ")
+        .or_else(|| bytes.strip_prefix(b"HEAD "))?;
+    if !target.starts_with(STREAM_PATH.as_bytes()) {
+        return None;
+    }
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let httparse::Status::Complete(head_len) = parsed.parse(bytes).ok()? else {
