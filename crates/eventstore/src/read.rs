@@ -1,9 +1,10 @@
 //! Reading streams and the global log.
 //!
 //! A stream is readable as soon as its append commits, sealed or not. The global log holds
-//! only sealed events, read by position through the SQL function `log_links` (migration V9),
-//! which turns the seals covering a range into one row per link; the events they name are
-//! then read by one range of `seq` and matched to their links here (see [`read_log_after`]).
+//! only sealed events: a range of positions is read as the seals covering it, whose arrays
+//! are cut into one link per position here, then the events they name by one range of `seq`,
+//! matched to their links (see [`read_log_after`]). The SQL function `log_links` (migration
+//! V9) gives the same links as rows, for statements that join them with events.
 //!
 //! Positions follow `(transaction_id, seq)` order, so lookups that start from an event search
 //! `log_seals` by its unique index on each seal's last pair: a stream's sealed events with their
@@ -44,10 +45,11 @@ pub(crate) fn logged_from_row(row: &tokio_postgres::Row) -> Result<LoggedEvent, 
 /// Reads up to `count` sealed events after `after`, in global order, on the caller's
 /// connection or transaction.
 ///
-/// The links come first, then the events they name by one range of `seq` (an index range
-/// scan, as a plain keyset read does), matched to their links here. Joining the two in
-/// PostgreSQL probed the events' index once per link, which made a read of the log cost
-/// twice what reading the same rows by range does (`cargo bench --bench eventstore`, (c)).
+/// The links come first, as the seals that hold them ([`read_links_after`]), then the events
+/// they name by one range of `seq` (an index range scan, as a plain keyset read does),
+/// matched to their links here. Joining the two in PostgreSQL probed the events' index once
+/// per link, which made a read of the log cost twice what reading the same rows by range
+/// does (`cargo bench --bench eventstore`, (c)).
 /// Two statements are safe outside a transaction too: a seal only links committed events,
 /// and events are never deleted, so a link seen by the first is matched by the second.
 /// Should the links name sparse `seq`s (an event appended by a transaction that committed
@@ -58,48 +60,118 @@ pub async fn read_log_after<C: GenericClient>(
     after: u64,
     count: usize,
 ) -> Result<Vec<LoggedEvent>, StoreError> {
-    // Nothing is after the largest bigint (and `log_links` adds one to `after`).
+    // Nothing is after the largest bigint (and the range's end adds to `after`).
     let Some(after) = i64::try_from(after).ok().filter(|&p| p < i64::MAX) else {
         return Ok(Vec::new());
     };
-    let links = client
-        .prepare_cached("SELECT position, seq, prev_hash, hash FROM log_links($1, $2)")
-        .await?;
-    let links = client.query(&links, &[&after, &limit(count)]).await?;
-    let mut by_seq = std::collections::HashMap::with_capacity(links.len());
-    let (mut lowest, mut highest) = (i64::MAX, i64::MIN);
-    for (index, link) in links.iter().enumerate() {
-        let seq: i64 = link.try_get("seq")?;
-        lowest = lowest.min(seq);
-        highest = highest.max(seq);
-        by_seq.insert(seq, index);
-    }
-    if links.is_empty() {
+    let links = read_links_after(client, after, count).await?;
+    let (Some(lowest), Some(highest)) = (
+        links.iter().map(|link| link.seq).min(),
+        links.iter().map(|link| link.seq).max(),
+    ) else {
         return Ok(Vec::new());
-    }
+    };
     let span = u64::try_from(highest.saturating_sub(lowest)).unwrap_or(u64::MAX);
     if span > SPARSE_SPAN_FACTOR * links.len() as u64 + SPARSE_SPAN_SLACK {
         return read_log_after_joined(client, after, count).await;
     }
+    let by_seq: std::collections::HashMap<i64, usize> = links
+        .iter()
+        .enumerate()
+        .map(|(index, link)| (link.seq, index))
+        .collect();
     let sql = format!("SELECT e.seq, {EVENT_COLUMNS} FROM events e WHERE e.seq BETWEEN $1 AND $2");
     let events = client.prepare_cached(&sql).await?;
     let events = client.query(&events, &[&lowest, &highest]).await?;
     let mut found: Vec<Option<RecordedEvent>> = Vec::new();
     found.resize_with(links.len(), || None);
     for row in &events {
-        let seq: i64 = row.try_get("seq")?;
+        let seq: i64 = row.try_get(0)?;
         if let Some(&index) = by_seq.get(&seq) {
             found[index] = Some(RecordedEvent::from_row(row)?);
         }
     }
     // As the join did: a link whose event is missing is left out (`crier verify` names it).
-    let mut logged = Vec::with_capacity(links.len());
-    for (link, event) in links.iter().zip(found) {
-        if let Some(event) = event {
-            logged.push(logged_from_link(link, event)?);
+    Ok(links
+        .into_iter()
+        .zip(found)
+        .filter_map(|(link, event)| {
+            event.map(|event| LoggedEvent {
+                position: link.position,
+                prev_hash: link.prev_hash,
+                hash: link.hash,
+                event,
+            })
+        })
+        .collect())
+}
+
+/// One position of the log: the event it links (by `seq`) and its link.
+struct Link {
+    position: u64,
+    seq: i64,
+    prev_hash: Hash,
+    hash: Hash,
+}
+
+/// The seals covering `after+1 ..= after+count`, in order: the one holding `after + 1` (the
+/// last to start at or before it) and those starting within the range.
+const SEALS_COVERING_SQL: &str = "SELECT first_position, seqs, prev_hash, hashes FROM log_seals \
+      WHERE first_position >= coalesce((SELECT max(first_position) FROM log_seals \
+                                         WHERE first_position <= $1::bigint + 1), 1) \
+        AND first_position <= $1::bigint + $2::bigint \
+      ORDER BY first_position";
+
+/// The links of up to `count` positions after `after`, in order, cut here from the arrays of
+/// the seals that hold them. What `log_links` gives as rows: unnesting the arrays in
+/// PostgreSQL (a row, a sort and a copy of the hashes array per position) cost more than
+/// reading the events the links name. As there, the seals are trusted to follow one another
+/// (`crier verify` checks that they do), and a position is a seal's for as long as its `seqs`
+/// array runs; a hash missing from a seal's shorter `hashes` array is a corrupt log.
+async fn read_links_after<C: GenericClient>(
+    client: &C,
+    after: i64,
+    count: usize,
+) -> Result<Vec<Link>, StoreError> {
+    let statement = client.prepare_cached(SEALS_COVERING_SQL).await?;
+    let seals = client.query(&statement, &[&after, &limit(count)]).await?;
+    // `after` is below i64::MAX and the limit at most MAX_READ_BATCH: no overflow.
+    let (first_wanted, last_wanted) = (after + 1, after + limit(count));
+    let mut links = Vec::with_capacity(count.min(MAX_READ_BATCH));
+    for seal in &seals {
+        let first: i64 = seal.try_get(0)?;
+        let seqs: Vec<i64> = seal.try_get(1)?;
+        let seal_prev_hash: Option<&[u8]> = seal.try_get(2)?;
+        let hashes: Vec<Option<&[u8]>> = seal.try_get(3)?;
+        // The offsets within this seal of the positions wanted (the seals after the first
+        // start within the range, at offset 0).
+        let from = usize::try_from(first_wanted.saturating_sub(first).max(0)).unwrap_or(usize::MAX);
+        let to = usize::try_from(last_wanted.saturating_sub(first).saturating_add(1))
+            .unwrap_or(usize::MAX)
+            .min(seqs.len());
+        for offset in from..to {
+            let position = to_u64(first.saturating_add(offset as i64), "position")?;
+            let hash_at = |offset: usize| hashes.get(offset).copied().flatten();
+            let prev_hash = match offset.checked_sub(1) {
+                None => seal_prev_hash,
+                Some(before) => hash_at(before),
+            };
+            links.push(Link {
+                position,
+                seq: seqs[offset],
+                prev_hash: hash_of(prev_hash, position)?,
+                hash: hash_of(hash_at(offset), position)?,
+            });
         }
     }
-    Ok(logged)
+    Ok(links)
+}
+
+/// A link's hash as stored, or why the log is corrupt at `position`.
+fn hash_of(bytes: Option<&[u8]>, position: u64) -> Result<Hash, StoreError> {
+    bytes.and_then(Hash::from_slice).ok_or_else(|| {
+        StoreError::corrupt(format!("the link of position {position} is not 32 bytes"))
+    })
 }
 
 /// How much wider than its links the `seq` range of a read may be before the read joins in
