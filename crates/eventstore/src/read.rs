@@ -146,19 +146,18 @@ async fn read_links_after<C: GenericClient>(
         // The offsets within this seal of the positions wanted (the seals after the first
         // start within the range, at offset 0).
         let from = usize::try_from(first_wanted.saturating_sub(first).max(0)).unwrap_or(usize::MAX);
-        let to = usize::try_from(last_wanted.saturating_sub(first).saturating_add(1))
-            .unwrap_or(usize::MAX)
-            .min(seqs.len());
-        for offset in from..to {
+        let to = usize::try_from(last_wanted.saturating_sub(first).saturating_add(1).max(0))
+            .unwrap_or(usize::MAX);
+        let hash_at = |offset: usize| hashes.get(offset).copied().flatten();
+        for (offset, &seq) in seqs.iter().enumerate().take(to).skip(from) {
             let position = to_u64(first.saturating_add(offset as i64), "position")?;
-            let hash_at = |offset: usize| hashes.get(offset).copied().flatten();
             let prev_hash = match offset.checked_sub(1) {
                 None => seal_prev_hash,
                 Some(before) => hash_at(before),
             };
             links.push(Link {
                 position,
-                seq: seqs[offset],
+                seq,
                 prev_hash: hash_of(prev_hash, position)?,
                 hash: hash_of(hash_at(offset), position)?,
             });
