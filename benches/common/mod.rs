@@ -4,6 +4,11 @@ use std::time::Instant;
 
 use eventstore::EventStore;
 
+/// The allocator `crier` runs with (src/main.rs), so that what is measured here in-process
+/// is what the binary does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Reads the whole global log in order with the store's log reader (which reads ahead), in
 /// batches of 5000. Answers the events read and events per second.
 pub async fn read_whole_log(store: &EventStore) -> (u64, f64) {
