@@ -304,10 +304,12 @@ async fn store_batches(store: &EventStore, round: usize, seconds: u64) -> Rate {
 const RAW_READ_SQL: &str = "SELECT seq, stream_id, stream_version, event_id, event_type, schema_version, data, metadata, recorded_at \
        FROM raw_events WHERE seq > $1 ORDER BY seq LIMIT 5000";
 
-/// Decodes what the store decodes, so both sides do the same work; answers the last `seq`.
+/// Decodes what the store decodes, so both sides do the same work (the data as checked JSON
+/// text, as `EventData` holds it); answers the last `seq`.
 fn decode_raw(rows: &[tokio_postgres::Row]) -> Option<i64> {
     for row in rows {
-        let _: Value = row.get("data");
+        let data: tokio_postgres::types::Json<&serde_json::value::RawValue> = row.get("data");
+        let _: Box<serde_json::value::RawValue> = data.0.to_owned();
         let _: Value = row.get("metadata");
         let _: String = row.get("stream_id");
         let _: chrono_free::Timestamp = row.get("recorded_at");

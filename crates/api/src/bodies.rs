@@ -393,7 +393,7 @@ pub struct AuditEvent {
     pub schema_version: u32,
     /// The event's payload, exactly as stored.
     #[schema(value_type = Object)]
-    pub data: serde_json::Value,
+    pub data: eventstore::EventData,
     pub metadata: AuditMetadata,
     /// When it was stored: RFC 3339 UTC with microseconds, as the chain hashes it.
     pub recorded_at: String,

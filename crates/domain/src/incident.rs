@@ -13,7 +13,7 @@ use crate::values::{
     Impact, IncidentId, IncidentStatus, Timeline, UpdateId, MAX_ACTION_MESSAGE_CHARS,
     MAX_MESSAGE_CHARS, MAX_POSTMORTEM_CHARS, MAX_TITLE_CHARS,
 };
-use crate::{decode, Decider, DecodeError, DomainError, Upcast, Validation};
+use crate::{decode, Decider, DecodeError, DomainError, StoredData, Upcast, Validation};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
@@ -260,11 +260,12 @@ impl Event {
     }
 
     /// Reads a stored event back by its type (the JSON alone could be ambiguous).
-    pub fn from_stored(
+    pub fn from_stored<'a>(
         type_name: &str,
         schema_version: u32,
-        data: serde_json::Value,
+        data: impl Into<StoredData<'a>>,
     ) -> Result<Event, DecodeError> {
+        let data = data.into();
         match type_name {
             "incident.declared" => decode(
                 type_name,

@@ -136,19 +136,49 @@ pub(crate) fn upcast(
     Ok(serde_json::Value::Object(object))
 }
 
+/// An event's payload as stored: the JSON text read from the log, or a value (tests, and
+/// callers that built one).
+#[derive(Debug, Clone)]
+pub enum StoredData<'a> {
+    Text(&'a str),
+    Value(serde_json::Value),
+}
+
+impl From<serde_json::Value> for StoredData<'_> {
+    fn from(value: serde_json::Value) -> Self {
+        StoredData::Value(value)
+    }
+}
+
+impl<'a> From<&'a str> for StoredData<'a> {
+    fn from(text: &'a str) -> Self {
+        StoredData::Text(text)
+    }
+}
+
 /// Reads one event payload of `type_name`, stored at schema version `stored`, upcast
-/// through `steps` (see [`upcast`]), and wraps it in its aggregate's event enum.
+/// through `steps` (see [`upcast`]), and wraps it in its aggregate's event enum. A payload
+/// read as text at the current version is decoded straight into `T`; only an older one
+/// goes through a `serde_json::Value` to be upcast.
 pub(crate) fn decode<T: serde::de::DeserializeOwned, E>(
     type_name: &str,
     stored: u32,
-    data: serde_json::Value,
+    data: StoredData<'_>,
     steps: &[Upcast],
     wrap: fn(T) -> E,
 ) -> Result<E, DecodeError> {
+    let malformed =
+        |e: serde_json::Error| DecodeError::Malformed(type_name.to_owned(), e.to_string());
+    let current = u32::try_from(steps.len() + 1).unwrap_or(u32::MAX);
+    let data = match data {
+        StoredData::Text(text) if stored == current => {
+            return serde_json::from_str(text).map(wrap).map_err(malformed);
+        }
+        StoredData::Text(text) => serde_json::from_str(text).map_err(malformed)?,
+        StoredData::Value(value) => value,
+    };
     let data = upcast(type_name, stored, data, steps)?;
-    serde_json::from_value(data)
-        .map(wrap)
-        .map_err(|e| DecodeError::Malformed(type_name.to_owned(), e.to_string()))
+    serde_json::from_value(data).map(wrap).map_err(malformed)
 }
 
 /// The decider pattern: one aggregate's rules and its fold.

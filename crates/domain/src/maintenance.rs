@@ -14,7 +14,7 @@ use crate::values::{
     labels, text, time, Audience, MaintenanceId, ServiceId, Timeline, UpdateId, MAX_LIST_LEN,
     MAX_MESSAGE_CHARS, MAX_TITLE_CHARS,
 };
-use crate::{decode, Decider, DecodeError, DomainError, Validation};
+use crate::{decode, Decider, DecodeError, DomainError, StoredData, Validation};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -228,11 +228,12 @@ impl Event {
         }
     }
 
-    pub fn from_stored(
+    pub fn from_stored<'a>(
         type_name: &str,
         schema_version: u32,
-        data: serde_json::Value,
+        data: impl Into<StoredData<'a>>,
     ) -> Result<Event, DecodeError> {
+        let data = data.into();
         match type_name {
             "maintenance.scheduled" => decode(
                 type_name,

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::values::{optional_text, text, ServiceId, MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS};
-use crate::{decode, Decider, DecodeError, DomainError, Validation};
+use crate::{decode, Decider, DecodeError, DomainError, StoredData, Validation};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
@@ -89,11 +89,12 @@ impl Event {
         }
     }
 
-    pub fn from_stored(
+    pub fn from_stored<'a>(
         type_name: &str,
         schema_version: u32,
-        data: serde_json::Value,
+        data: impl Into<StoredData<'a>>,
     ) -> Result<Event, DecodeError> {
+        let data = data.into();
         match type_name {
             "service.created" => decode(type_name, schema_version, data, &[], Event::Created),
             "service.changed" => decode(type_name, schema_version, data, &[], Event::Changed),

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::language::Language;
 use crate::values::{label, text, ServiceId, MAX_LIST_LEN, MAX_TITLE_CHARS};
-use crate::{decode, Decider, DecodeError, DomainError, Validation};
+use crate::{decode, Decider, DecodeError, DomainError, StoredData, Validation};
 
 pub type SubscriberId = Uuid;
 
@@ -118,11 +118,12 @@ impl Event {
         }
     }
 
-    pub fn from_stored(
+    pub fn from_stored<'a>(
         type_name: &str,
         schema_version: u32,
-        data: serde_json::Value,
+        data: impl Into<StoredData<'a>>,
     ) -> Result<Event, DecodeError> {
+        let data = data.into();
         match type_name {
             "subscriber.requested" => {
                 decode(type_name, schema_version, data, &[], Event::Requested)

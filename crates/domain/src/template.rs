@@ -19,7 +19,7 @@ use crate::language::{refuse_empty, translations, Language, RawTranslations};
 use crate::values::{
     label, text, ClientAction, Impact, IncidentStatus, MAX_MESSAGE_CHARS, MAX_TITLE_CHARS,
 };
-use crate::{decode, Decider, DecodeError, DomainError, Validation};
+use crate::{decode, Decider, DecodeError, DomainError, StoredData, Validation};
 
 pub type TemplateId = Uuid;
 
@@ -141,11 +141,12 @@ impl Event {
         }
     }
 
-    pub fn from_stored(
+    pub fn from_stored<'a>(
         type_name: &str,
         schema_version: u32,
-        data: serde_json::Value,
+        data: impl Into<StoredData<'a>>,
     ) -> Result<Event, DecodeError> {
+        let data = data.into();
         match type_name {
             "template.created" => decode(type_name, schema_version, data, &[], Event::Created),
             "template.changed" => decode(type_name, schema_version, data, &[], Event::Changed),

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::language::Language;
 use crate::values::{label, text, NoticeType, ServiceId, MAX_LIST_LEN, MAX_TITLE_CHARS};
-use crate::{decode, Decider, DecodeError, DomainError, Validation};
+use crate::{decode, Decider, DecodeError, DomainError, StoredData, Validation};
 
 /// What a delivery's body is: a CloudEvent, or a message a chat product's incoming webhook
 /// takes and shows to people.
@@ -125,11 +125,12 @@ impl Event {
         }
     }
 
-    pub fn from_stored(
+    pub fn from_stored<'a>(
         type_name: &str,
         schema_version: u32,
-        data: serde_json::Value,
+        data: impl Into<StoredData<'a>>,
     ) -> Result<Event, DecodeError> {
+        let data = data.into();
         match type_name {
             "webhook.registered" => decode(
                 type_name,

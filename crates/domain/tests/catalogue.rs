@@ -1,5 +1,6 @@
 //! docs/EVENTS.md is true: every example decodes as the type and schema version its heading
-//! names, re-encodes to the same JSON (current versions), and every event type is listed.
+//! names (from a value and from its JSON text as the log reads it, alike), re-encodes to the
+//! same JSON (current versions), and every event type is listed.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic here is a failed test
 
 use domain::{api_key, incident, maintenance, service, subscriber, template, webhook};
@@ -34,7 +35,12 @@ fn examples() -> Vec<(String, u32, Value)> {
 }
 
 /// Decodes, and answers the (type, current version, payload) it would be stored as today.
-fn round_trip(type_name: &str, version: u32, payload: Value) -> (String, u32, Value) {
+fn round_trip<'a>(
+    type_name: &str,
+    version: u32,
+    payload: impl Into<domain::StoredData<'a>>,
+) -> (String, u32, Value) {
+    let payload = payload.into();
     let stored = |t: &str, v: u32, e: Result<Value, serde_json::Error>| {
         (t.to_owned(), v, e.expect("encode"))
     };
@@ -107,6 +113,12 @@ fn every_example_decodes_and_current_versions_re_encode_to_the_documented_json()
     assert!(examples.len() >= 11);
     for (type_name, version, payload) in examples {
         let (stored_type, current, encoded) = round_trip(&type_name, version, payload.clone());
+        let text = payload.to_string();
+        assert_eq!(
+            round_trip(&type_name, version, text.as_str()),
+            (stored_type.clone(), current, encoded.clone()),
+            "{type_name} v{version} decodes from its text as from its value"
+        );
         assert_eq!(stored_type, type_name);
         if current == version {
             assert_eq!(encoded, payload, "{type_name} v{version}");

@@ -48,7 +48,7 @@ pub use db::{
 };
 pub use error::{BoxError, StoreError};
 pub use log_reader::LogReader;
-pub use model::{LoggedEvent, Metadata, RecordedEvent};
+pub use model::{EventData, LoggedEvent, Metadata, RecordedEvent};
 pub use read::{read_log_after, read_stream_forward_with, EVENT_COLUMNS, MAX_READ_BATCH};
 pub use subscription::{
     listen, load_checkpoint, save_checkpoint, Subscription, SubscriptionOptions,

@@ -175,6 +175,19 @@ impl Resource {
     }
 }
 
+/// Whether the event's payload has this `status` (its other fields are skipped, not decoded).
+fn posts_status(event: &LoggedEvent, status: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Status {
+        status: Option<String>,
+    }
+    event
+        .event
+        .data
+        .decode::<Status>()
+        .is_ok_and(|payload| payload.status.as_deref() == Some(status))
+}
+
 fn classify(event: &LoggedEvent) -> Option<(ResourceKind, Uuid, NoticeType)> {
     let stream = &event.event.stream_id;
     let (kind, id) = if let Some(id) = stream.strip_prefix("incident-") {
@@ -189,9 +202,7 @@ fn classify(event: &LoggedEvent) -> Option<(ResourceKind, Uuid, NoticeType)> {
     let id = Uuid::parse_str(id).ok()?;
     let notice_type = match event.event.event_type.as_str() {
         "incident.declared" => NoticeType::IncidentDeclared,
-        "incident.update_posted" if event.event.data["status"] == "resolved" => {
-            NoticeType::IncidentResolved
-        }
+        "incident.update_posted" if posts_status(event, "resolved") => NoticeType::IncidentResolved,
         "incident.update_posted" => NoticeType::IncidentUpdated,
         "incident.update_corrected" => NoticeType::IncidentCorrected,
         "incident.reopened" => NoticeType::IncidentReopened,

@@ -57,11 +57,17 @@ impl FromStr for AsOf {
 /// `started_at`, an update's `created_at`), which is a little before the database recorded
 /// it; the recorded time for an event without one.
 fn shown_time(event: &eventstore::RecordedEvent) -> DateTime<Utc> {
+    /// The one field wanted: the rest of the payload is skipped, not decoded.
+    #[derive(serde::Deserialize)]
+    struct At {
+        at: Option<String>,
+    }
     event
         .data
-        .get("at")
-        .and_then(|at| at.as_str())
-        .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
+        .decode::<At>()
+        .ok()
+        .and_then(|payload| payload.at)
+        .and_then(|at| DateTime::parse_from_rfc3339(&at).ok())
         .map_or(event.recorded_at, |at| at.with_timezone(&Utc))
 }
 

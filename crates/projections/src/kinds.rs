@@ -136,7 +136,7 @@ impl Kind for incident::IncidentDecider {
     }
 
     fn decode(event: &RecordedEvent) -> Result<incident::Event, DecodeError> {
-        incident::Event::from_stored(&event.event_type, event.schema_version, event.data.clone())
+        incident::Event::from_stored(&event.event_type, event.schema_version, event.data.get())
     }
 
     fn encode(event: &incident::Event) -> Result<Encoded, ProjectionError> {
@@ -162,7 +162,7 @@ impl Kind for service::ServiceDecider {
     }
 
     fn decode(event: &RecordedEvent) -> Result<service::Event, DecodeError> {
-        service::Event::from_stored(&event.event_type, event.schema_version, event.data.clone())
+        service::Event::from_stored(&event.event_type, event.schema_version, event.data.get())
     }
 
     fn encode(event: &service::Event) -> Result<Encoded, ProjectionError> {
@@ -215,7 +215,7 @@ impl Kind for maintenance::MaintenanceDecider {
     }
 
     fn decode(event: &RecordedEvent) -> Result<maintenance::Event, DecodeError> {
-        maintenance::Event::from_stored(&event.event_type, event.schema_version, event.data.clone())
+        maintenance::Event::from_stored(&event.event_type, event.schema_version, event.data.get())
     }
 
     fn encode(event: &maintenance::Event) -> Result<Encoded, ProjectionError> {
@@ -241,7 +241,7 @@ impl Kind for api_key::ApiKeyDecider {
     }
 
     fn decode(event: &RecordedEvent) -> Result<api_key::Event, DecodeError> {
-        api_key::Event::from_stored(&event.event_type, event.schema_version, event.data.clone())
+        api_key::Event::from_stored(&event.event_type, event.schema_version, event.data.get())
     }
 
     fn encode(event: &api_key::Event) -> Result<Encoded, ProjectionError> {
@@ -267,7 +267,7 @@ impl Kind for webhook::WebhookDecider {
     }
 
     fn decode(event: &RecordedEvent) -> Result<webhook::Event, DecodeError> {
-        webhook::Event::from_stored(&event.event_type, event.schema_version, event.data.clone())
+        webhook::Event::from_stored(&event.event_type, event.schema_version, event.data.get())
     }
 
     fn encode(event: &webhook::Event) -> Result<Encoded, ProjectionError> {
@@ -293,7 +293,7 @@ impl Kind for template::TemplateDecider {
     }
 
     fn decode(event: &RecordedEvent) -> Result<template::Event, DecodeError> {
-        template::Event::from_stored(&event.event_type, event.schema_version, event.data.clone())
+        template::Event::from_stored(&event.event_type, event.schema_version, event.data.get())
     }
 
     fn encode(event: &template::Event) -> Result<Encoded, ProjectionError> {
@@ -319,7 +319,7 @@ impl Kind for subscriber::SubscriberDecider {
     }
 
     fn decode(event: &RecordedEvent) -> Result<subscriber::Event, DecodeError> {
-        subscriber::Event::from_stored(&event.event_type, event.schema_version, event.data.clone())
+        subscriber::Event::from_stored(&event.event_type, event.schema_version, event.data.get())
     }
 
     fn encode(event: &subscriber::Event) -> Result<Encoded, ProjectionError> {
