@@ -114,12 +114,12 @@ struct Link {
     hash: Hash,
 }
 
-/// The seals covering `after+1 ..= after+count`, in order: the one holding `after + 1` (the
-/// last to start at or before it) and those starting within the range.
+/// The seals covering `$1 + 1 ..= $2`, in order: the one holding `$1 + 1` (the last to start
+/// at or before it) and those starting within the range. `$1` is below the largest bigint.
 const SEALS_COVERING_SQL: &str = "SELECT first_position, seqs, prev_hash, hashes FROM log_seals \
       WHERE first_position >= coalesce((SELECT max(first_position) FROM log_seals \
                                          WHERE first_position <= $1::bigint + 1), 1) \
-        AND first_position <= $1::bigint + $2::bigint \
+        AND first_position <= $2::bigint \
       ORDER BY first_position";
 
 /// The links of up to `count` positions after `after`, in order, cut here from the arrays of
@@ -133,10 +133,10 @@ async fn read_links_after<C: GenericClient>(
     after: i64,
     count: usize,
 ) -> Result<Vec<Link>, StoreError> {
+    // `after` is below i64::MAX (the caller's check); the end of the range saturates there.
+    let (first_wanted, last_wanted) = (after + 1, after.saturating_add(limit(count)));
     let statement = client.prepare_cached(SEALS_COVERING_SQL).await?;
-    let seals = client.query(&statement, &[&after, &limit(count)]).await?;
-    // `after` is below i64::MAX and the limit at most MAX_READ_BATCH: no overflow.
-    let (first_wanted, last_wanted) = (after + 1, after + limit(count));
+    let seals = client.query(&statement, &[&after, &last_wanted]).await?;
     let mut links = Vec::with_capacity(count.min(MAX_READ_BATCH));
     for seal in &seals {
         let first: i64 = seal.try_get(0)?;
@@ -163,13 +163,20 @@ async fn read_links_after<C: GenericClient>(
             });
         }
     }
+    // Seals follow one another, so this is already in order and the sort only checks it; in a
+    // forged log where two seals overlap, positions come in order all the same (a repeated
+    // one twice, for `crier verify` to name), as `log_links` gives them.
+    links.sort_by_key(|link| link.position);
+    links.truncate(usize::try_from(limit(count)).unwrap_or(MAX_READ_BATCH));
     Ok(links)
 }
 
 /// A link's hash as stored, or why the log is corrupt at `position`.
 fn hash_of(bytes: Option<&[u8]>, position: u64) -> Result<Hash, StoreError> {
     bytes.and_then(Hash::from_slice).ok_or_else(|| {
-        StoreError::corrupt(format!("the link of position {position} is not 32 bytes"))
+        StoreError::corrupt(format!(
+            "the link of position {position} is missing or not 32 bytes"
+        ))
     })
 }
 

@@ -675,6 +675,23 @@ async fn forge(db: &TestDatabase, statement: &str) {
         .expect("forge");
 }
 
+/// Positions up to the largest bigint are valid `after`s (the API takes them from clients):
+/// the range's end saturates there rather than overflowing in PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_the_log_after_a_position_near_the_largest_answers_nothing() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    sealed_history(&store, 3).await;
+    let largest = i64::MAX as u64;
+    for after in [largest - 5_000, largest - 1, largest, u64::MAX] {
+        let read = store.read_log(after, 5_000).await.expect("read");
+        assert!(read.is_empty(), "after {after}: {read:?}");
+        let mut reader = store.log_reader(after, 5_000);
+        assert!(reader.next_batch().await.expect("read").is_empty());
+    }
+    assert_eq!(store.read_log(0, 5_000).await.expect("read").len(), 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_reader_answers_what_one_read_at_a_time_answers_and_follows_new_seals() {
     let db = TestDatabase::create().await;
