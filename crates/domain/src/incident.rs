@@ -1308,7 +1308,23 @@ mod tests {
             Err(DecodeError::UnknownVersion(..))
         ));
         assert!(matches!(
-            Event::from_stored("incident.postmortem_published", 1, data),
+            Event::from_stored("incident.postmortem_published", 1, data.clone()),
+            Err(DecodeError::Malformed(..))
+        ));
+        // The same from the log's text: each error as from a value.
+        let text = data.to_string();
+        for version in [0, 9] {
+            assert!(matches!(
+                Event::from_stored("incident.declared", version, "not JSON"),
+                Err(DecodeError::UnknownVersion(..))
+            ));
+        }
+        assert!(matches!(
+            Event::from_stored("incident.declared", 2, "not JSON"),
+            Err(DecodeError::Malformed(..))
+        ));
+        assert!(matches!(
+            Event::from_stored("incident.postmortem_published", 1, text.as_str()),
             Err(DecodeError::Malformed(..))
         ));
     }

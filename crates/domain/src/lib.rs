@@ -174,6 +174,10 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned, E>(
         StoredData::Text(text) if stored == current => {
             return serde_json::from_str(text).map(wrap).map_err(malformed);
         }
+        // A version this build does not know is refused as such, whatever the text holds.
+        StoredData::Text(_) if !(1..current).contains(&stored) => {
+            return Err(DecodeError::UnknownVersion(type_name.to_owned(), stored));
+        }
         StoredData::Text(text) => serde_json::from_str(text).map_err(malformed)?,
         StoredData::Value(value) => value,
     };
