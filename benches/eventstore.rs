@@ -9,7 +9,7 @@
 //!     version checked, idempotency checked, sealer running) against a plain autocommit
 //!     INSERT into a table with the same columns and indexes;
 //! (b) appends of 100-event batches from 8 writers, against one 100-row INSERT;
-//! (c) reading the whole log in order (JSON decoded) with `EventStore::log_reader`, which keeps
+//! (c) reading the whole log in order (each event decoded) with `EventStore::log_reader`, which keeps
 //!     reads ahead in flight, against a keyset SELECT of the raw table reading ahead the same
 //!     way, in paired rounds (printed beside it: each side one read at a time).
 //!
@@ -301,20 +301,49 @@ async fn store_batches(store: &EventStore, round: usize, seconds: u64) -> Rate {
     .await
 }
 
-const RAW_READ_SQL: &str = "SELECT seq, stream_id, stream_version, event_id, event_type, schema_version, data, metadata, recorded_at \
+const RAW_READ_SQL: &str = "SELECT seq, stream_id, stream_version, event_id, event_type, schema_version, data, metadata, recorded_at, content_hash \
        FROM raw_events WHERE seq > $1 ORDER BY seq LIMIT 5000";
 
-/// Decodes what the store decodes, so both sides do the same work (the data as checked JSON
-/// text, as `EventData` holds it); answers the last `seq`.
-fn decode_raw(rows: &[tokio_postgres::Row]) -> Option<i64> {
-    for row in rows {
-        let data: tokio_postgres::types::Json<&serde_json::value::RawValue> = row.get("data");
-        let _: Box<serde_json::value::RawValue> = data.0.to_owned();
-        let _: Value = row.get("metadata");
-        let _: String = row.get("stream_id");
-        let _: chrono_free::Timestamp = row.get("recorded_at");
-    }
-    rows.last().map(|row| row.get("seq"))
+/// A raw row decoded as the store decodes an event (`RecordedEvent::from_row`: the data as
+/// checked JSON text, the metadata into `Metadata`), and held like one: a batch lives until
+/// the reader's consumer has it and frees it, often on another thread.
+#[allow(dead_code)] // made and freed for the work of it; never read
+struct RawEvent {
+    seq: i64,
+    stream_id: String,
+    stream_version: i64,
+    event_id: Uuid,
+    event_type: String,
+    schema_version: i32,
+    data: Box<serde_json::value::RawValue>,
+    metadata: Metadata,
+    recorded_at: chrono::DateTime<chrono::Utc>,
+    content_hash: [u8; 32],
+}
+
+/// Decodes what the store decodes, so both sides do the same work.
+fn decode_raw(rows: &[tokio_postgres::Row]) -> Vec<RawEvent> {
+    rows.iter()
+        .map(|row| {
+            let data: tokio_postgres::types::Json<&serde_json::value::RawValue> = row.get("data");
+            let metadata: tokio_postgres::types::Json<Metadata> = row.get("metadata");
+            RawEvent {
+                seq: row.get("seq"),
+                stream_id: row.get("stream_id"),
+                stream_version: row.get("stream_version"),
+                event_id: row.get("event_id"),
+                event_type: row.get("event_type"),
+                schema_version: row.get("schema_version"),
+                data: data.0.to_owned(),
+                metadata: metadata.0,
+                recorded_at: row.get("recorded_at"),
+                content_hash: row
+                    .get::<_, &[u8]>("content_hash")
+                    .try_into()
+                    .expect("32 bytes"),
+            }
+        })
+        .collect()
 }
 
 /// Reads `raw_events` whole with a keyset `SELECT`, one read at a time.
@@ -326,9 +355,10 @@ async fn read_whole_raw(url: &str) -> (u64, f64) {
     let mut count = 0u64;
     loop {
         let rows = client.query(&statement, &[&after]).await.expect("read raw");
-        let Some(last) = decode_raw(&rows) else { break };
-        after = last;
-        count += rows.len() as u64;
+        let events = decode_raw(&rows);
+        let Some(last) = events.last() else { break };
+        after = last.seq;
+        count += events.len() as u64;
     }
     (count, count as f64 / start.elapsed().as_secs_f64())
 }
@@ -352,8 +382,7 @@ async fn read_whole_raw_ahead(url: &str) -> (u64, f64) {
                 .query(&reader.1, &[&after])
                 .await
                 .expect("read raw");
-            decode_raw(&rows);
-            rows.len() as u64
+            decode_raw(&rows)
         })
     };
     let start = Instant::now();
@@ -371,9 +400,10 @@ async fn read_whole_raw_ahead(url: &str) -> (u64, f64) {
         let Some(read_rows) = pending.pop_front() else {
             break;
         };
-        let rows = read_rows.await.expect("raw reader");
-        count += rows;
-        if rows < BATCH as u64 {
+        // Handed over and freed here, as the log reader's batches are by its consumer.
+        let events = read_rows.await.expect("raw reader");
+        count += events.len() as u64;
+        if events.len() < BATCH as usize {
             break;
         }
     }
@@ -464,26 +494,6 @@ impl Part {
     }
 }
 
-/// Decodes a timestamptz without pulling chrono into the root package.
-mod chrono_free {
-    use tokio_postgres::types::{FromSql, Type};
-
-    pub struct Timestamp(#[allow(dead_code)] pub i64);
-
-    impl<'a> FromSql<'a> for Timestamp {
-        fn from_sql(
-            _: &Type,
-            raw: &'a [u8],
-        ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-            let bytes: [u8; 8] = raw.try_into()?;
-            Ok(Timestamp(i64::from_be_bytes(bytes)))
-        }
-        fn accepts(ty: &Type) -> bool {
-            *ty == Type::TIMESTAMPTZ
-        }
-    }
-}
-
 #[tokio::main]
 async fn main() {
     let args = args();
@@ -542,7 +552,7 @@ async fn main() {
         .await;
         a.record(round, "a", raw, store);
     }
-    // `--only c` writes its log with one round of (b), which it does not report.
+    // `--only c` writes its log with one round of (b), left out of the medians it prints.
     let b_rounds = if measure("c") && args.only.is_some() {
         1
     } else {
