@@ -12,9 +12,10 @@ use cli::{CheckpointCommand, Cli, Command, HistoryCommand, KeysCommand};
 use startup::{Application, Settings};
 
 /// mimalloc rather than the system's allocator: the log's readers hand each batch of
-/// decoded events to another task (often another thread) that frees it, and glibc's
-/// arenas made those frees and the next batch's allocations a fifth of the machine's time
-/// in `cargo bench --bench eventstore` (c). Without transparent huge pages: with them its
+/// decoded events to another task (often another thread) that frees it, which glibc's
+/// arenas do slowly. Reading the log runs about 10 % faster (`cargo bench --bench
+/// eventstore -- --only c`, both sides), replay 4-8 %; a burst of requests leaves a higher
+/// peak (43 against 34 MiB over 20,000 subscriptions). Without transparent huge pages: with them its
 /// arenas took an idle server from 22 to 45 MiB resident. `no_thp` only stops mimalloc
 /// asking for them, so `main` also turns them off for the process, for hosts whose kernel
 /// hands them out unasked (`transparent_hugepage=always`).
