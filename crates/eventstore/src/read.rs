@@ -163,9 +163,9 @@ async fn read_links_after<C: GenericClient>(
             });
         }
     }
-    // Seals follow one another, so this is already in order and the sort only checks it; in a
-    // forged log where two seals overlap, positions come in order all the same (a repeated
-    // one twice, for `crier verify` to name), as `log_links` gives them.
+    // Seals follow one another, so this is already in order, which a stable sort leaves as
+    // it is in one pass; in a forged log where two seals overlap, positions still come in
+    // order (a repeated one twice, for `crier verify` to name), as `log_links` gives them.
     links.sort_by_key(|link| link.position);
     links.truncate(usize::try_from(limit(count)).unwrap_or(MAX_READ_BATCH));
     Ok(links)
