@@ -106,6 +106,17 @@ pub(crate) type Upcast = fn(
     serde_json::Map<String, serde_json::Value>,
 ) -> Result<serde_json::Map<String, serde_json::Value>, String>;
 
+/// The first of `steps` a payload stored at schema version `stored` needs (`steps.len()`
+/// at the current version, which needs none), or why this build cannot read it.
+fn first_step(type_name: &str, stored: u32, steps: &[Upcast]) -> Result<usize, DecodeError> {
+    let current = steps.len() + 1;
+    usize::try_from(stored)
+        .ok()
+        .filter(|v| (1..=current).contains(v))
+        .map(|v| v - 1)
+        .ok_or_else(|| DecodeError::UnknownVersion(type_name.to_owned(), stored))
+}
+
 /// Brings a payload of `type_name` stored at schema version `stored` up to the version this
 /// build reads, which is `steps.len() + 1`: `steps[k]` turns version k + 1 into k + 2.
 /// History is never rewritten; old payloads are upgraded each time they are read.
@@ -115,12 +126,7 @@ pub(crate) fn upcast(
     data: serde_json::Value,
     steps: &[Upcast],
 ) -> Result<serde_json::Value, DecodeError> {
-    let current = steps.len() + 1;
-    let first_step = usize::try_from(stored)
-        .ok()
-        .filter(|v| (1..=current).contains(v))
-        .ok_or_else(|| DecodeError::UnknownVersion(type_name.to_owned(), stored))?
-        - 1;
+    let first_step = first_step(type_name, stored, steps)?;
     if first_step == steps.len() {
         return Ok(data);
     }
@@ -169,14 +175,11 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned, E>(
 ) -> Result<E, DecodeError> {
     let malformed =
         |e: serde_json::Error| DecodeError::Malformed(type_name.to_owned(), e.to_string());
-    let current = u32::try_from(steps.len() + 1).unwrap_or(u32::MAX);
+    // A version this build does not know is refused as such, whatever the text holds.
+    let current = first_step(type_name, stored, steps)? == steps.len();
     let data = match data {
-        StoredData::Text(text) if stored == current => {
+        StoredData::Text(text) if current => {
             return serde_json::from_str(text).map(wrap).map_err(malformed);
-        }
-        // A version this build does not know is refused as such, whatever the text holds.
-        StoredData::Text(_) if !(1..current).contains(&stored) => {
-            return Err(DecodeError::UnknownVersion(type_name.to_owned(), stored));
         }
         StoredData::Text(text) => serde_json::from_str(text).map_err(malformed)?,
         StoredData::Value(value) => value,
