@@ -54,11 +54,6 @@ impl EventData {
     pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
         serde_json::from_str(self.0.get())
     }
-
-    /// The data as a `serde_json::Value`, for code that reshapes it (upcasting an old schema).
-    pub fn to_value(&self) -> Result<serde_json::Value, serde_json::Error> {
-        self.decode()
-    }
 }
 
 /// Equal when the texts are: what PostgreSQL gives back for one stored `jsonb` is always the

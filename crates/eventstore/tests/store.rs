@@ -59,7 +59,10 @@ async fn appended_events_are_read_back_forwards_and_backwards_with_their_metadat
         vec![2, 3]
     );
     assert_eq!(forward[0].metadata, events[1].metadata);
-    assert_eq!(forward[0].data.to_value().unwrap(), json!({ "n": 2 }));
+    assert_eq!(
+        forward[0].data.decode::<serde_json::Value>().unwrap(),
+        json!({ "n": 2 })
+    );
     assert_eq!(forward[1].schema_version, 2);
     assert_eq!(forward[0].event_id, events[1].event_id);
 
@@ -204,7 +207,9 @@ async fn appends_at_versions_known_to_exist_still_refuse_a_stream_that_moved_on(
         .map(|e| {
             (
                 e.stream_version,
-                e.data.to_value().unwrap()["n"].as_u64().unwrap_or(0),
+                e.data.decode::<serde_json::Value>().unwrap()["n"]
+                    .as_u64()
+                    .unwrap_or(0),
             )
         })
         .collect();

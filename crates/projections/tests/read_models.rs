@@ -1103,22 +1103,24 @@ async fn as_of_gives_the_incident_as_it_stood_at_each_position_and_time() {
         .unwrap();
         assert_eq!(by_position.as_ref(), Some(state));
         // As of the time the resource shows for the event (its command's `at`).
-        let shown: chrono::DateTime<chrono::Utc> = event.data.to_value().unwrap()["at"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let shown: chrono::DateTime<chrono::Utc> =
+            event.data.decode::<serde_json::Value>().unwrap()["at"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
         let by_time =
             history::as_of::<IncidentDecider>(&store, id, AsOf::Time(shown), &Viewer::Public)
                 .await
                 .unwrap();
         assert_eq!(by_time.as_ref(), Some(state));
     }
-    let first: chrono::DateTime<chrono::Utc> = events[0].data.to_value().unwrap()["at"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let first: chrono::DateTime<chrono::Utc> =
+        events[0].data.decode::<serde_json::Value>().unwrap()["at"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
     let before = first - chrono::Duration::microseconds(1);
     assert_eq!(
         history::as_of::<IncidentDecider>(&store, id, AsOf::Time(before), &Viewer::Public)
