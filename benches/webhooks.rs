@@ -189,6 +189,73 @@ async fn main() {
             )
             .await
             .expect("spans");
+        let stages = client
+            .query_one(
+                "WITH s AS ( \
+                   SELECT extract(epoch FROM d.created_at - e.recorded_at) * 1000 AS written, \
+                          extract(epoch FROM a.started_at - d.created_at) * 1000 AS sent, \
+                          extract(epoch FROM d.finished_at - a.started_at) * 1000 AS recorded \
+                     FROM webhook_deliveries d \
+                     JOIN events e ON e.event_id = d.message_id \
+                     JOIN webhook_attempts a ON a.webhook_id = d.webhook_id \
+                                            AND a.position = d.position AND a.attempt = 1) \
+                 SELECT percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY written), \
+                        percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY sent), \
+                        percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY recorded) \
+                   FROM s",
+                &[],
+            )
+            .await
+            .expect("stages");
+        let stage = |n: usize| {
+            stages
+                .get::<_, Option<Vec<f64>>>(n)
+                .unwrap_or_default()
+                .iter()
+                .map(|ms| format!("{ms:.0}"))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        println!(
+            "stages, p50 / p99 ms: event to delivery written {}; written to first attempt {}; \
+             attempt to recorded {}",
+            stage(0),
+            stage(1),
+            stage(2)
+        );
+        // Where a run's time went, 50 ms at a time (from the first notice's recording):
+        // notices recorded, deliveries written (their transaction's start), attempts
+        // started, deliveries finished.
+        if std::env::var_os("CRIER_BENCH_TIMELINE").is_some() {
+            let rows = client
+                .query(
+                    "WITH t0 AS (SELECT min(recorded_at) AS t FROM events \
+                                  WHERE event_type = 'incident.declared'), \
+                          b AS (SELECT 'e' AS k, recorded_at AS at FROM events \
+                                 WHERE event_type = 'incident.declared' \
+                                UNION ALL SELECT 'c', created_at FROM webhook_deliveries \
+                                UNION ALL SELECT 's', started_at FROM webhook_attempts \
+                                UNION ALL SELECT 'f', finished_at FROM webhook_deliveries) \
+                     SELECT floor(extract(epoch FROM b.at - t0.t) * 20)::int AS bucket, \
+                            count(*) FILTER (WHERE k = 'e'), count(*) FILTER (WHERE k = 'c'), \
+                            count(*) FILTER (WHERE k = 's'), count(*) FILTER (WHERE k = 'f') \
+                       FROM b, t0 WHERE b.at IS NOT NULL GROUP BY 1 ORDER BY 1",
+                    &[],
+                )
+                .await
+                .expect("timeline");
+            println!("50 ms bucket: notices, deliveries written, attempts started, finished");
+            for r in rows {
+                println!(
+                    "{:>4} {:>5} {:>5} {:>5} {:>5}",
+                    r.get::<_, i32>(0),
+                    r.get::<_, i64>(1),
+                    r.get::<_, i64>(2),
+                    r.get::<_, i64>(3),
+                    r.get::<_, i64>(4)
+                );
+            }
+        }
         (row.get::<_, Option<f64>>(0), row.get::<_, Option<f64>>(1))
     };
     drop(server);

@@ -20,7 +20,10 @@ pub struct BenchServer {
 impl BenchServer {
     /// Starts it with `env` added and waits until it is ready.
     pub async fn start(database_url: &str, env: &[(&str, &str)]) -> BenchServer {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_crier"));
+        // Another build of crier may be measured in its place (A/B runs in turns).
+        let binary = std::env::var("CRIER_BENCH_BINARY")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_crier").to_owned());
+        let mut command = Command::new(binary);
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--workers", "2"])
             .env("DATABASE_URL", database_url)
