@@ -362,10 +362,10 @@ async fn prepare_database(
         default_language: site.default_language.clone(),
     };
     let s = store.clone();
-    let wake = webhooks.wake();
+    let sender = webhooks.clone();
     let webhook_site = site.clone();
     tasks.spawn("webhook-outbox", move |cancel| {
-        delivery::outbox::run(s.clone(), webhook_site.clone(), wake.clone(), cancel)
+        delivery::outbox::run(s.clone(), webhook_site.clone(), sender.clone(), cancel)
     });
     if let Some(email) = email {
         let s = store.clone();

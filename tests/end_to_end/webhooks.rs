@@ -602,3 +602,43 @@ async fn deliveries_survive_kill_9_and_are_shared_by_two_processes_each_incident
     }
     drop(second);
 }
+
+/// A burst of notices to several endpoints: the fan-out hands most first attempts to the
+/// sender in memory and leaves the rest to its claims. Each delivery goes out exactly once,
+/// and none waits for a lease to run out (with this timeout a lease lasts 65 s, more than
+/// the wait below).
+#[tokio::test]
+async fn a_burst_to_several_endpoints_goes_out_once_each_and_none_waits_for_a_lease() {
+    let db = TestDatabase::create().await;
+    let settings = [
+        ("CRIER_WRITE_RATE_LIMIT", "0"),
+        ("CRIER_WEBHOOK_ALLOW_PRIVATE", "true"),
+        ("CRIER_WEBHOOK_TIMEOUT", "60"),
+    ];
+    let api = Api::start_with(&db, &settings).await;
+    // The service first: its own notice would reach the endpoints too.
+    let publisher = api.key("publisher", None).await;
+    let service = api.service("Teams").await;
+    let receivers: Vec<Receiver> = (0..3).map(|_| Receiver::start(&[])).collect();
+    for receiver in &receivers {
+        register(&api, receiver, json!({})).await;
+    }
+    const NOTICES: usize = 40;
+    let declarations = (0..NOTICES).map(|n| {
+        let (api, publisher, service) = (&api, &publisher, &service);
+        async move {
+            api.declare(publisher, incident(service, &format!("Outage {n}")))
+                .await
+        }
+    });
+    futures_util::future::join_all(declarations).await;
+    for receiver in &receivers {
+        let lines = receiver
+            .wait_until("every notice delivered", |l| {
+                delivered_ids(l).len() == NOTICES
+            })
+            .await;
+        assert_eq!(lines.len(), NOTICES, "each sent once: {lines:#?}");
+        assert!(lines.iter().all(|l| l["verified"] == true));
+    }
+}

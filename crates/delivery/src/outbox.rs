@@ -6,8 +6,16 @@
 //! with the webhook events among them, write a delivery for every notice and every endpoint
 //! registered before it that takes it, and move the checkpoint. Either all of it commits or
 //! none, so a crash neither loses nor doubles a delivery.
+//!
+//! A delivery due at once (the first of its queue) is written already leased to this
+//! process's sender when the sender has room for it, and handed to it in memory after the
+//! commit: its first attempt then costs no claim, which wrote the row a second time and took
+//! a round trip (claims were most of the sender's time in `cargo bench --bench webhooks`).
+//! Such a row's `next_attempt_at` is the lease's end, so claims pass over it until then; if
+//! the process dies first, a claim sends it once the lease has run out (at least once, as
+//! before).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +24,7 @@ use domain::language::{Language, Preferences};
 use domain::values::NoticeType;
 use domain::webhook::{Event as WebhookEvent, WebhookDecider, WebhookFormat};
 use eventstore::{CancellationToken, EventStore, LoggedEvent};
+use futures_util::{StreamExt, TryStreamExt};
 use notices::{Notice, NoticeFilter, Site};
 use projections::queries::Viewer;
 use projections::{parse_stream_id, Kind, StreamKind};
@@ -23,7 +32,8 @@ use tasks::Chain;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::DeliveryError;
+use crate::sender::{Claimed, Reservation};
+use crate::{DeliveryError, Sender};
 
 /// The subscription name of the fan-out's checkpoint.
 pub const SUBSCRIPTION: &str = "webhooks";
@@ -31,6 +41,7 @@ pub const SUBSCRIPTION: &str = "webhooks";
 const BATCH: usize = 500;
 
 /// An endpoint taking notices, as the fan-out has met it in the log.
+#[derive(Clone)]
 struct Endpoint {
     id: Uuid,
     viewer: Viewer,
@@ -118,34 +129,60 @@ pub(crate) async fn next_batch<C: GenericClient>(
     Ok(events)
 }
 
-/// Fans out the next batch after the checkpoint; answers how many events it read.
+/// Notices of one batch rendered at once, at most this many at a time: each may read its
+/// resource and the services' names (a few round trips), and one after another they made a
+/// batch of a few hundred notices take a few hundred milliseconds.
+const RENDERED_AT_ONCE: usize = 8;
+
+/// Fans out the next batch after the checkpoint; answers how many events it read. The
+/// deliveries are left for a sender's claims.
 pub async fn fan_out_next_batch(store: &EventStore, site: &Site) -> Result<usize, DeliveryError> {
+    fan_out(store, site, None).await
+}
+
+/// Fans out the next batch after the checkpoint; answers how many events it read.
+///
+/// The batch's events are met in order first (webhook events change the endpoints that
+/// later notices go to), noting each notice with the endpoints it is owed to; then the
+/// notices are rendered concurrently, and the deliveries written in position order. Those
+/// due at once that `sender` has room for are written leased to it and handed over after
+/// the commit (see [`Sender::reserve`]); the rest wait for its claims.
+async fn fan_out(
+    store: &EventStore,
+    site: &Site,
+    sender: Option<&Arc<Sender>>,
+) -> Result<usize, DeliveryError> {
+    // Before the transaction begins: the leases it writes start later.
+    let leased_from = std::time::Instant::now();
     let mut client = store.pool().get().await?;
     let transaction = client.transaction().await?;
     let events = next_batch(&transaction, SUBSCRIPTION, BATCH).await?;
     let Some(last) = events.last().map(|e| e.position) else {
         return Ok(0);
     };
-    let mut endpoints: Vec<Endpoint> = transaction
-        .query(
-            &format!(
-                "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE ended_position IS NULL"
-            ),
-            &[],
-        )
-        .await?
-        .iter()
-        .map(Endpoint::from_row)
-        .collect::<Result<_, _>>()?;
-    let mut deliveries = NewDeliveries::default();
+    let mut endpoints: Arc<Vec<Endpoint>> = Arc::new(
+        transaction
+            .query(
+                &format!(
+                    "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE ended_position IS NULL"
+                ),
+                &[],
+            )
+            .await?
+            .iter()
+            .map(Endpoint::from_row)
+            .collect::<Result<_, _>>()?,
+    );
+    let mut owed: Vec<(Notice, Arc<Vec<Endpoint>>)> = Vec::new();
     for event in &events {
         match parse_stream_id(&event.event.stream_id) {
             Some((StreamKind::Webhook, id)) => {
-                apply_webhook_event(&transaction, &mut endpoints, id, event).await?;
+                apply_webhook_event(&transaction, Arc::make_mut(&mut endpoints), id, event).await?;
                 continue;
             }
             Some((StreamKind::ApiKey, key)) if event.event.event_type == "api_key.revoked" => {
-                end_endpoints_of_key(&transaction, &mut endpoints, key, event.position).await?;
+                let ended = Arc::make_mut(&mut endpoints);
+                end_endpoints_of_key(&transaction, ended, key, event.position).await?;
                 continue;
             }
             _ => {}
@@ -153,41 +190,76 @@ pub async fn fan_out_next_batch(store: &EventStore, site: &Site) -> Result<usize
         if endpoints.is_empty() {
             continue;
         }
-        let Some(notice) = Notice::of(event) else {
-            continue;
-        };
-        for endpoint in &endpoints {
-            let rendered = notice
-                .render_for(store, &endpoint.viewer, &endpoint.filter, site)
-                .await?;
-            if let Some(rendered) = rendered {
-                let body = match endpoint.format {
-                    WebhookFormat::Cloudevents => String::from_utf8(rendered.json.to_vec())?,
-                    chat => crate::chat::message(chat, &rendered.json, site)?,
-                };
-                deliveries.webhook_ids.push(endpoint.id);
-                deliveries.positions.push(position_i64(notice.position)?);
-                deliveries.message_ids.push(notice.event_id());
-                deliveries.event_types.push(notice.notice_type.as_str());
-                deliveries.ordering_keys.push(notice.ordering_key());
-                deliveries.bodies.push(body);
-            }
+        if let Some(notice) = Notice::of(event) {
+            owed.push((notice, endpoints.clone()));
+        }
+    }
+    // Made here, not in the stream's closure, which would make the future's Send bound
+    // higher-ranked over the borrow (a known limit of the compiler).
+    let renders: Vec<_> = owed
+        .iter()
+        .map(|(notice, endpoints)| bodies(store, site, notice, endpoints))
+        .collect();
+    let rendered: Vec<Vec<(Uuid, String)>> = futures_util::stream::iter(renders)
+        .buffered(RENDERED_AT_ONCE)
+        .try_collect()
+        .await?;
+    let mut deliveries = NewDeliveries::default();
+    for ((notice, _), bodies) in owed.iter().zip(rendered) {
+        for (endpoint_id, body) in bodies {
+            deliveries.webhook_ids.push(endpoint_id);
+            deliveries.positions.push(position_i64(notice.position)?);
+            deliveries.message_ids.push(notice.event_id());
+            deliveries.event_types.push(notice.notice_type.as_str());
+            deliveries.ordering_keys.push(notice.ordering_key());
+            deliveries.bodies.push(body);
         }
     }
     let written = deliveries.webhook_ids.len();
-    if written > 0 {
-        insert_deliveries(&transaction, &deliveries).await?;
-    }
+    let handed = if written > 0 {
+        insert_deliveries(&transaction, deliveries, sender).await?
+    } else {
+        Vec::new()
+    };
     eventstore::save_checkpoint(&transaction, SUBSCRIPTION, last).await?;
     transaction.commit().await?;
     if written > 0 {
         metrics::counter!("crier_webhook_deliveries_created_total").increment(written as u64);
     }
+    if let Some(sender) = sender {
+        for (delivery, reservation) in handed {
+            sender.hand_over(reservation, delivery, leased_from);
+        }
+    }
     Ok(events.len())
+}
+
+/// The body of `notice` for each of `endpoints` that takes it, in their order.
+async fn bodies(
+    store: &EventStore,
+    site: &Site,
+    notice: &Notice,
+    endpoints: &[Endpoint],
+) -> Result<Vec<(Uuid, String)>, DeliveryError> {
+    let mut bodies = Vec::new();
+    for endpoint in endpoints {
+        let rendered = notice
+            .render_for(store, &endpoint.viewer, &endpoint.filter, site)
+            .await?;
+        if let Some(rendered) = rendered {
+            let body = match endpoint.format {
+                WebhookFormat::Cloudevents => String::from_utf8(rendered.json.to_vec())?,
+                chat => crate::chat::message(chat, &rendered.json, site)?,
+            };
+            bodies.push((endpoint.id, body));
+        }
+    }
+    Ok(bodies)
 }
 
 /// Writes the deliveries, each waiting (`next_attempt_at` infinity) when an earlier one of
 /// its queue (endpoint, resource stream) is pending: in this batch, or already stored.
+/// Answers those written leased to `sender`, to hand over once this transaction commits.
 ///
 /// The stored pending deliveries of those queues are share-locked first, in a fixed order:
 /// a recorder finishing one of them waits for this transaction, and then sees the new
@@ -195,8 +267,9 @@ pub async fn fan_out_next_batch(store: &EventStore, site: &Site) -> Result<usize
 /// more when the lock is granted.
 async fn insert_deliveries<C: GenericClient>(
     transaction: &C,
-    deliveries: &NewDeliveries,
-) -> Result<(), DeliveryError> {
+    deliveries: NewDeliveries,
+    sender: Option<&Arc<Sender>>,
+) -> Result<Vec<(Claimed, Reservation)>, DeliveryError> {
     let locked = transaction
         .query(
             "SELECT d.webhook_id, d.ordering_key FROM webhook_deliveries d \
@@ -212,26 +285,41 @@ async fn insert_deliveries<C: GenericClient>(
     for row in &locked {
         busy.insert((row.try_get(0)?, row.try_get(1)?));
     }
-    let mut waiting = Vec::with_capacity(deliveries.webhook_ids.len());
+    let count = deliveries.webhook_ids.len();
+    let mut waiting = Vec::with_capacity(count);
+    let mut reserved: Vec<Option<Reservation>> = Vec::with_capacity(count);
     for (webhook_id, key) in deliveries.webhook_ids.iter().zip(&deliveries.ordering_keys) {
         // The first of a queue in this batch waits only for a stored one; the rest, for it.
-        waiting.push(!busy.insert((*webhook_id, key.clone())));
+        let waits = !busy.insert((*webhook_id, key.clone()));
+        waiting.push(waits);
+        reserved.push(match sender {
+            Some(sender) if !waits => sender.reserve(*webhook_id),
+            _ => None,
+        });
     }
+    let leased: Vec<bool> = reserved.iter().map(Option::is_some).collect();
+    let lease = sender.map_or(0.0, |s| s.lease().as_secs_f64());
     // Endpoints deleted since (their row is no longer active) get nothing more.
-    transaction
-        .execute(
+    let inserted = transaction
+        .query(
             "INSERT INTO webhook_deliveries (webhook_id, position, message_id, event_type, \
-                                             ordering_key, body, state, next_attempt_at) \
+                                             ordering_key, body, state, next_attempt_at, \
+                                             leased_until, attempts) \
              SELECT d.webhook_id, d.position, d.message_id, d.event_type, d.ordering_key, \
                     d.body, 'pending', \
-                    CASE WHEN d.waiting THEN 'infinity'::timestamptz ELSE now() END \
+                    CASE WHEN d.waiting THEN 'infinity'::timestamptz \
+                         WHEN d.leased THEN now() + make_interval(secs => $9) \
+                         ELSE now() END, \
+                    CASE WHEN d.leased THEN now() + make_interval(secs => $9) END, \
+                    CASE WHEN d.leased THEN 1 ELSE 0 END \
                FROM unnest($1::uuid[], $2::int8[], $3::uuid[], $4::text[], $5::text[], \
-                           $6::text[], $7::bool[]) \
+                           $6::text[], $7::bool[], $8::bool[]) \
                     AS d(webhook_id, position, message_id, event_type, ordering_key, body, \
-                         waiting) \
+                         waiting, leased) \
                JOIN rm_webhooks w ON w.id = d.webhook_id \
               WHERE w.active \
-             ON CONFLICT (webhook_id, position) DO NOTHING",
+             ON CONFLICT (webhook_id, position) DO NOTHING \
+             RETURNING webhook_id, position, leased_until IS NOT NULL AS leased",
             &[
                 &deliveries.webhook_ids,
                 &deliveries.positions,
@@ -240,10 +328,80 @@ async fn insert_deliveries<C: GenericClient>(
                 &deliveries.ordering_keys,
                 &deliveries.bodies,
                 &waiting,
+                &leased,
+                &lease,
             ],
         )
         .await?;
-    Ok(())
+    if !leased.contains(&true) {
+        return Ok(Vec::new());
+    }
+    let mut written_leased: HashSet<(Uuid, i64)> = HashSet::new();
+    for row in &inserted {
+        if row.try_get("leased")? {
+            written_leased.insert((row.try_get("webhook_id")?, row.try_get("position")?));
+        }
+    }
+    let mut targets: HashMap<Uuid, (String, String)> = HashMap::new();
+    let mut endpoint_ids: Vec<Uuid> = written_leased.iter().map(|(id, _)| *id).collect();
+    endpoint_ids.sort_unstable();
+    endpoint_ids.dedup();
+    for row in transaction
+        .query(
+            "SELECT w.id, w.state->>'url' AS url, s.secret FROM rm_webhooks w \
+               JOIN webhook_secrets s ON s.webhook_id = w.id \
+              WHERE w.id = ANY($1)",
+            &[&endpoint_ids],
+        )
+        .await?
+    {
+        let url: Option<String> = row.try_get("url")?;
+        targets.insert(
+            row.try_get("id")?,
+            (url.unwrap_or_default(), row.try_get("secret")?),
+        );
+    }
+    let NewDeliveries {
+        webhook_ids,
+        positions,
+        message_ids,
+        ordering_keys,
+        bodies,
+        ..
+    } = deliveries;
+    let mut handed = Vec::with_capacity(written_leased.len());
+    let columns = webhook_ids
+        .into_iter()
+        .zip(positions)
+        .zip(message_ids)
+        .zip(ordering_keys)
+        .zip(bodies)
+        .zip(reserved);
+    for (((((webhook_id, position), message_id), ordering_key), body), reservation) in columns {
+        // Dropped, a reservation gives its slot back; a delivery written leased but not
+        // handed over is sent by a claim once its lease runs out.
+        let Some(reservation) = reservation else {
+            continue;
+        };
+        if !written_leased.contains(&(webhook_id, position)) {
+            continue;
+        }
+        let Some((url, secret)) = targets.get(&webhook_id) else {
+            continue;
+        };
+        let delivery = Claimed {
+            webhook_id,
+            position,
+            message_id,
+            ordering_key,
+            body,
+            attempt: 1,
+            url: url.clone(),
+            secret: secret.clone(),
+        };
+        handed.push((delivery, reservation));
+    }
+    Ok(handed)
 }
 
 /// Brings the fan-out's endpoints up to date with one webhook event.
@@ -349,15 +507,17 @@ async fn end_endpoints_of_key<C: GenericClient>(
     end_endpoints(transaction, endpoints, &ids, position).await
 }
 
-/// Fans out until `cancel`, whenever the log head moves (and every poll interval); backs
-/// off while the database is away. `delivered` is woken when deliveries were written.
+/// Fans out until `cancel`, whenever the log head moves (and every poll interval), handing
+/// what it can to `sender` and waking it for the rest; backs off while the database is
+/// away.
 pub async fn run(
     store: EventStore,
     site: Site,
-    delivered: Arc<Notify>,
+    sender: Arc<Sender>,
     cancel: CancellationToken,
 ) -> Result<(), DeliveryError> {
-    let fan_out = || fan_out_next_batch(&store, &site);
+    let delivered = sender.wake();
+    let fan_out = || fan_out(&store, &site, Some(&sender));
     follow_log(&store, "webhook", BATCH, fan_out, &delivered, &cancel).await
 }
 

@@ -7,6 +7,12 @@
 //! endpoint waits (`next_attempt_at` infinity) until the recorder ends that one and
 //! releases it: that is what keeps each incident's notices in order.
 //!
+//! Most first attempts skip the claim: the fan-out writes them leased to this process and
+//! hands them over ([`Sender::reserve`], [`Sender::hand_over`]). They wait in a queue per
+//! endpoint for a slot, within the same limits as claimed ones; one that could not start
+//! while its lease leaves room for the attempt's timeout is left to run out and be claimed,
+//! so that no delivery is ever sent by two holders of one lease.
+//!
 //! Every request carries `webhook-id` (the notice's event id, the same on every retry),
 //! `webhook-timestamp` (the attempt's Unix time) and `webhook-signature` (`v1,` and the
 //! base64 HMAC-SHA256 of `id.timestamp.body` under the endpoint's secret). A 2xx delivers;
@@ -14,8 +20,9 @@
 //! retried after an exponential backoff with jitter, or the endpoint's `Retry-After` when
 //! that is later, until the attempts run out.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -42,22 +49,75 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 const CLAIM_GATHER: Duration = Duration::from_millis(5);
 /// Most attempts recorded in one transaction.
 const RECORD_BATCH: usize = 256;
+/// Handed-over deliveries that may wait for a slot, per slot (and per endpoint, per place in
+/// its limit of sends in flight): a few rounds of sends, so that none waits long enough for
+/// its lease to be at risk.
+const HANDED_PER_SLOT: usize = 16;
+/// A handed-over delivery starts no later than this before its lease could leave too little
+/// time for the attempt's timeout.
+const LEASE_SAFETY: Duration = Duration::from_secs(1);
 /// Attempts that may wait for the recorder, per send slot.
 const UNRECORDED_PER_SLOT: usize = 4;
 /// Bytes of an answer read (and dropped) so that the connection can be reused.
 const ANSWER_BYTES_READ: usize = 16 * 1024;
 
 /// A delivery this process holds the lease of.
-struct Claimed {
-    webhook_id: Uuid,
-    position: i64,
-    message_id: Uuid,
+pub(crate) struct Claimed {
+    pub(crate) webhook_id: Uuid,
+    pub(crate) position: i64,
+    pub(crate) message_id: Uuid,
     /// The queue (the notice's resource stream) whose next delivery waits for this one.
-    ordering_key: String,
-    body: String,
-    attempt: i32,
-    url: String,
-    secret: String,
+    pub(crate) ordering_key: String,
+    pub(crate) body: String,
+    pub(crate) attempt: i32,
+    pub(crate) url: String,
+    pub(crate) secret: String,
+}
+
+/// Room in the sender's queue of handed-over deliveries, taken by the fan-out for a
+/// delivery it is about to write already leased to this process (see [`Sender::reserve`]).
+/// Dropped without being handed over, it gives the room back.
+pub(crate) struct Reservation {
+    sender: Arc<Sender>,
+    webhook_id: Uuid,
+    held: bool,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.held {
+            self.sender.handed_queues().forget(self.webhook_id);
+        }
+    }
+}
+
+/// Deliveries written leased to this process and handed over by the fan-out, waiting for a
+/// send slot, one queue per endpoint; `room` counts each endpoint's reservations and queued
+/// deliveries together.
+#[derive(Default)]
+struct HandedQueues {
+    queues: HashMap<Uuid, VecDeque<Handed>>,
+    room: HashMap<Uuid, usize>,
+    total: usize,
+}
+
+struct Handed {
+    /// Before the transaction that wrote the lease began: the lease runs out no sooner than
+    /// [`Sender::lease`] after this.
+    leased_from: Instant,
+    delivery: Claimed,
+}
+
+impl HandedQueues {
+    fn forget(&mut self, webhook_id: Uuid) {
+        if let Some(n) = self.room.get_mut(&webhook_id) {
+            *n -= 1;
+            if *n == 0 {
+                self.room.remove(&webhook_id);
+            }
+        }
+        self.total = self.total.saturating_sub(1);
+    }
 }
 
 /// How an attempt ended.
@@ -113,6 +173,9 @@ pub struct Sender {
     unrecorded: Arc<Semaphore>,
     /// Sends in flight per endpoint in this process.
     in_flight: Mutex<HashMap<Uuid, usize>>,
+    /// Whether [`Sender::run`] runs: nothing is handed over otherwise.
+    running: std::sync::atomic::AtomicBool,
+    handed: Mutex<HandedQueues>,
 }
 
 impl Sender {
@@ -145,7 +208,126 @@ impl Sender {
             client,
             wake,
             in_flight: Mutex::new(HashMap::new()),
+            running: std::sync::atomic::AtomicBool::new(false),
+            handed: Mutex::new(HandedQueues::default()),
         }))
+    }
+
+    /// How long a claim (or a delivery written already leased) is held.
+    pub(crate) fn lease(&self) -> Duration {
+        self.settings.timeout + LEASE_MARGIN
+    }
+
+    /// Room to hand over one delivery to `webhook_id`, if the sender runs and its queue of
+    /// handed-over deliveries has room: the fan-out then writes the delivery already leased
+    /// to this process and hands it over once committed ([`Sender::hand_over`]), so that a
+    /// first attempt needs no claim (no second write of the row, no round trip).
+    pub(crate) fn reserve(self: &Arc<Self>, webhook_id: Uuid) -> Option<Reservation> {
+        if !self.running.load(Ordering::Acquire) {
+            return None;
+        }
+        let per_endpoint = self.settings.per_endpoint.max(1) * HANDED_PER_SLOT;
+        let total = self.settings.concurrency.max(1) * HANDED_PER_SLOT;
+        let mut handed = self.handed_queues();
+        if handed.total >= total {
+            return None;
+        }
+        let room = handed.room.entry(webhook_id).or_default();
+        if *room >= per_endpoint {
+            return None;
+        }
+        *room += 1;
+        handed.total += 1;
+        Some(Reservation {
+            sender: self.clone(),
+            webhook_id,
+            held: true,
+        })
+    }
+
+    /// Queues `delivery` for a send slot: it was written leased to this process, in a
+    /// transaction begun after `leased_from` and now committed.
+    pub(crate) fn hand_over(
+        &self,
+        mut reservation: Reservation,
+        delivery: Claimed,
+        leased_from: Instant,
+    ) {
+        reservation.held = false;
+        self.handed_queues()
+            .queues
+            .entry(delivery.webhook_id)
+            .or_default()
+            .push_back(Handed {
+                leased_from,
+                delivery,
+            });
+    }
+
+    fn handed_queues(&self) -> MutexGuard<'_, HandedQueues> {
+        // Counts only: a panic elsewhere leaves nothing a later caller could not use.
+        self.handed.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts the handed-over deliveries that free slots and their endpoints' limits allow,
+    /// taking the queues in turn. One whose lease could run out before its send ends is
+    /// left to it: a claim sends it then.
+    fn start_handed(self: &Arc<Self>, records: &RecordsSender) {
+        let per_endpoint = self.settings.per_endpoint.max(1);
+        let deadline = LEASE_MARGIN.saturating_sub(LEASE_SAFETY);
+        let mut handed = self.handed_queues();
+        if handed.queues.is_empty() {
+            return;
+        }
+        let Ok(mut in_flight) = self.in_flight.lock() else {
+            return;
+        };
+        let mut started = true;
+        while started {
+            started = false;
+            let HandedQueues {
+                queues,
+                room,
+                total,
+            } = &mut *handed;
+            for (webhook_id, queue) in queues.iter_mut() {
+                let sending = in_flight.entry(*webhook_id).or_default();
+                if *sending >= per_endpoint {
+                    continue;
+                }
+                let Some(next) = queue.pop_front() else {
+                    continue;
+                };
+                if let Some(n) = room.get_mut(webhook_id) {
+                    *n = n.saturating_sub(1);
+                }
+                *total = total.saturating_sub(1);
+                if next.leased_from.elapsed() >= deadline {
+                    started = true;
+                    continue;
+                }
+                let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+                    // No slot: back to the front of its queue.
+                    queue.push_front(next);
+                    if let Some(n) = room.get_mut(webhook_id) {
+                        *n += 1;
+                    }
+                    *total += 1;
+                    break;
+                };
+                *sending += 1;
+                started = true;
+                let sender = self.clone();
+                let records = records.clone();
+                tokio::spawn(async move { sender.attempt(next.delivery, slot, records).await });
+            }
+            if self.slots.available_permits() == 0 {
+                break;
+            }
+        }
+        in_flight.retain(|_, n| *n > 0);
+        handed.queues.retain(|_, queue| !queue.is_empty());
+        handed.room.retain(|_, n| *n > 0);
     }
 
     /// What wakes the sender when deliveries may have become due.
@@ -157,6 +339,7 @@ impl Sender {
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) -> Result<(), DeliveryError> {
         let (records, recorded) = mpsc::unbounded_channel();
         let recorder = tokio::spawn(self.clone().record_loop(recorded));
+        self.running.store(true, Ordering::Release);
         let mut retry = Duration::from_millis(100);
         loop {
             if cancel.is_cancelled() {
@@ -165,29 +348,29 @@ impl Sender {
             // Without its recorder no attempt would be written or its slot given back: the
             // sender fails, to be logged, counted and started again with a new one.
             if recorder.is_finished() {
+                self.stop_taking_hand_overs();
                 return Err(DeliveryError::RecorderStopped);
             }
-            let free = self.slots.available_permits();
-            let claimed = if free == 0 {
+            self.start_handed(&records);
+            // The free slots are held while claiming, for the deliveries the claim gets:
+            // the fan-out takes slots too (for the deliveries it hands over), and a claimed
+            // delivery without a slot would wait for its lease to run out.
+            let mut slots = Vec::new();
+            while let Ok(slot) = self.slots.clone().try_acquire_owned() {
+                slots.push(slot);
+            }
+            let claimed = if slots.is_empty() {
                 Ok(Vec::new())
             } else {
-                self.claim(free).await
+                self.claim(slots.len()).await
             };
             match claimed {
                 Ok(claimed) if !claimed.is_empty() => {
                     retry = Duration::from_millis(100);
-                    for delivery in claimed {
-                        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
-                            // Cannot happen (claims never exceed the free slots); the
-                            // lease runs out and the delivery is sent later.
-                            self.release(delivery.webhook_id);
-                            continue;
-                        };
+                    for (delivery, slot) in claimed.into_iter().zip(slots) {
                         let sender = self.clone();
                         let records = records.clone();
-                        tokio::spawn(
-                            async move { sender.attempt(delivery, permit, records).await },
-                        );
+                        tokio::spawn(async move { sender.attempt(delivery, slot, records).await });
                     }
                     continue;
                 }
@@ -204,14 +387,16 @@ impl Sender {
             }
             tokio::select! {
                 _ = self.wake.notified() => {
-                    // Let the records written together free their slots, so that one
-                    // claim serves many.
+                    // What was handed over goes at once; then let the records written
+                    // together free their slots, so that one claim serves many.
+                    self.start_handed(&records);
                     tokio::time::sleep(CLAIM_GATHER).await;
                 }
                 _ = tokio::time::sleep(IDLE_POLL) => {}
                 _ = cancel.cancelled() => break,
             }
         }
+        self.stop_taking_hand_overs();
         // The sends in flight end (each within its timeout) and are recorded, a little
         // while at most.
         let all = u32::try_from(self.settings.concurrency.max(1)).unwrap_or(u32::MAX);
@@ -233,7 +418,7 @@ impl Sender {
             .lock()
             .map(|m| m.iter().map(|(id, n)| (*id, *n as i64)).unzip())
             .unwrap_or_default();
-        let lease = (self.settings.timeout + LEASE_MARGIN).as_secs_f64();
+        let lease = self.lease().as_secs_f64();
         let per_endpoint = self.settings.per_endpoint.max(1) as i64;
         let mut client = self.store.pool().get().await?;
         let transaction = client.transaction().await?;
@@ -335,6 +520,25 @@ impl Sender {
         self.release(delivery.webhook_id);
         drop(slot);
         self.wake.notify_one();
+    }
+
+    /// Handed-over deliveries not started are dropped: their leases run out and claims
+    /// send them.
+    fn stop_taking_hand_overs(&self) {
+        self.running.store(false, Ordering::Release);
+        let mut handed = self.handed_queues();
+        let HandedQueues {
+            queues,
+            room,
+            total,
+        } = &mut *handed;
+        for (webhook_id, queue) in queues.drain() {
+            if let Some(n) = room.get_mut(&webhook_id) {
+                *n = n.saturating_sub(queue.len());
+            }
+            *total = total.saturating_sub(queue.len());
+        }
+        room.retain(|_, n| *n > 0);
     }
 
     fn release(&self, webhook_id: Uuid) {
