@@ -12,7 +12,9 @@
 //!    lease (`leased_until`, `FOR UPDATE SKIP LOCKED`) committed before it sends, so no two
 //!    processes send one delivery at once and a dead sender's deliveries are sent again when
 //!    its lease runs out: delivery is at least once, and a restart or `kill -9` repeats at
-//!    most the attempts that were in flight or not yet recorded.
+//!    most the attempts that were in flight or not yet recorded. A webhook delivery due at
+//!    once is written already leased by the fan-out and handed to its own process's sender
+//!    after the commit, so its first attempt needs no claim; the lease means the same.
 //! 3. **In order per incident.** A delivery written behind a pending one of the same
 //!    resource stream to the same endpoint waits (`next_attempt_at` infinity) until the
 //!    recorder ends that one and releases it. The outbox share-locks those pending ones in
