@@ -642,3 +642,69 @@ async fn a_burst_to_several_endpoints_goes_out_once_each_and_none_waits_for_a_le
         assert!(lines.iter().all(|l| l["verified"] == true));
     }
 }
+
+/// More handed-over deliveries than a slow endpoint takes in time: those that waited too
+/// long for a slot are given back to the claims at once rather than left to their lease
+/// (65 s here, longer than the wait below), and each is still sent once, its first attempt
+/// numbered 1.
+#[tokio::test]
+async fn handed_over_deliveries_that_wait_too_long_go_back_to_the_claims_and_out_once() {
+    let db = TestDatabase::create().await;
+    let settings = [
+        ("CRIER_WRITE_RATE_LIMIT", "0"),
+        ("CRIER_WEBHOOK_ALLOW_PRIVATE", "true"),
+        ("CRIER_WEBHOOK_TIMEOUT", "60"),
+    ];
+    let api = Api::start_with(&db, &settings).await;
+    let publisher = api.key("publisher", None).await;
+    let service = api.service("Teams").await;
+    // 16 sends at a time, 1.5 s each: the fourth round starts past the 4 s a handed-over
+    // delivery may wait.
+    let receiver = Receiver::start(&["--delay", "1.5"]);
+    let id = register(&api, &receiver, json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    const NOTICES: usize = 72;
+    let declarations = (0..NOTICES).map(|n| {
+        let (api, publisher, service) = (&api, &publisher, &service);
+        async move {
+            api.declare(publisher, incident(service, &format!("Outage {n}")))
+                .await
+        }
+    });
+    futures_util::future::join_all(declarations).await;
+    let lines = receiver
+        .wait_until("every notice delivered", |l| {
+            delivered_ids(l).len() == NOTICES
+        })
+        .await;
+    assert_eq!(lines.len(), NOTICES, "each sent once");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let items = loop {
+        let page = api
+            .get(
+                &format!("/v1/webhooks/{id}/deliveries?limit=100"),
+                Some(ADMIN_SECRET),
+            )
+            .await
+            .expect(200);
+        let items = page["items"].as_array().unwrap().clone();
+        if items.iter().all(|d| d["status"] == "delivered")
+            || tokio::time::Instant::now() > deadline
+        {
+            break items;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(items.len(), NOTICES);
+    for delivery in &items {
+        assert_eq!(delivery["status"], "delivered", "{delivery}");
+        assert_eq!(delivery["attempts"][0]["attempt"], 1, "{delivery}");
+        assert_eq!(
+            delivery["attempts"].as_array().unwrap().len(),
+            1,
+            "{delivery}"
+        );
+    }
+}

@@ -21,7 +21,8 @@ pub struct Delivery {
     pub status: String,
     pub created_at: DateTime<Utc>,
     /// When the next attempt is due (pending deliveries); `null` while the delivery waits
-    /// for an earlier one of the same incident or maintenance to this endpoint.
+    /// for an earlier one of the same incident or maintenance to this endpoint. While a
+    /// first attempt handed straight to the sender is under way, the end of its lease.
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     /// Every attempt, first first.

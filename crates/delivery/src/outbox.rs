@@ -298,7 +298,7 @@ async fn insert_deliveries<C: GenericClient>(
         });
     }
     let leased: Vec<bool> = reserved.iter().map(Option::is_some).collect();
-    let lease = sender.map_or(0.0, |s| s.lease().as_secs_f64());
+    let lease = sender.map_or(0.0, |s| s.handed_lease().as_secs_f64());
     // Endpoints deleted since (their row is no longer active) get nothing more.
     let inserted = transaction
         .query(

@@ -9,9 +9,9 @@
 //!
 //! Most first attempts skip the claim: the fan-out writes them leased to this process and
 //! hands them over ([`Sender::reserve`], [`Sender::hand_over`]). They wait in a queue per
-//! endpoint for a slot, within the same limits as claimed ones; one that could not start
-//! while its lease leaves room for the attempt's timeout is left to run out and be claimed,
-//! so that no delivery is ever sent by two holders of one lease.
+//! endpoint for a slot, within the same limits as claimed ones. Their lease is longer than a
+//! claim's by the most they may wait; one that waited longer is given back to the claims
+//! (unleased, due now), so that no delivery is ever sent by two holders of one lease.
 //!
 //! Every request carries `webhook-id` (the notice's event id, the same on every retry),
 //! `webhook-timestamp` (the attempt's Unix time) and `webhook-signature` (`v1,` and the
@@ -53,9 +53,10 @@ const RECORD_BATCH: usize = 256;
 /// its limit of sends in flight): a few rounds of sends, so that none waits long enough for
 /// its lease to be at risk.
 const HANDED_PER_SLOT: usize = 16;
-/// A handed-over delivery starts no later than this before its lease could leave too little
-/// time for the attempt's timeout.
-const LEASE_SAFETY: Duration = Duration::from_secs(1);
+/// The longest a handed-over delivery waits for a slot. Its lease is this much longer than
+/// a claim's, so that once started it has a claimed attempt's whole margin; one that waited
+/// longer is given back to the claims (see [`Sender::give_back`]).
+const HANDED_WAIT: Duration = Duration::from_secs(4);
 /// Attempts that may wait for the recorder, per send slot.
 const UNRECORDED_PER_SLOT: usize = 4;
 /// Bytes of an answer read (and dropped) so that the connection can be reused.
@@ -213,9 +214,14 @@ impl Sender {
         }))
     }
 
-    /// How long a claim (or a delivery written already leased) is held.
-    pub(crate) fn lease(&self) -> Duration {
+    /// How long a claim is held.
+    fn lease(&self) -> Duration {
         self.settings.timeout + LEASE_MARGIN
+    }
+
+    /// How long a delivery written already leased for a hand-over is held.
+    pub(crate) fn handed_lease(&self) -> Duration {
+        self.lease() + HANDED_WAIT
     }
 
     /// Room to hand over one delivery to `webhook_id`, if the sender runs and its queue of
@@ -270,18 +276,20 @@ impl Sender {
     }
 
     /// Starts the handed-over deliveries that free slots and their endpoints' limits allow,
-    /// taking the queues in turn. One whose lease could run out before its send ends is
-    /// left to it: a claim sends it then.
+    /// taking the queues in turn. One that waited longer than [`HANDED_WAIT`] is given back
+    /// to the claims.
     fn start_handed(self: &Arc<Self>, records: &RecordsSender) {
         let per_endpoint = self.settings.per_endpoint.max(1);
-        let deadline = LEASE_MARGIN.saturating_sub(LEASE_SAFETY);
+        let mut waited_too_long: Vec<(Uuid, i64)> = Vec::new();
         let mut handed = self.handed_queues();
         if handed.queues.is_empty() {
             return;
         }
-        let Ok(mut in_flight) = self.in_flight.lock() else {
-            return;
-        };
+        // Counts only, as for the handed queues.
+        let mut in_flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let mut started = true;
         while started {
             started = false;
@@ -302,7 +310,8 @@ impl Sender {
                     *n = n.saturating_sub(1);
                 }
                 *total = total.saturating_sub(1);
-                if next.leased_from.elapsed() >= deadline {
+                if next.leased_from.elapsed() >= HANDED_WAIT {
+                    waited_too_long.push((next.delivery.webhook_id, next.delivery.position));
                     started = true;
                     continue;
                 }
@@ -328,6 +337,39 @@ impl Sender {
         in_flight.retain(|_, n| *n > 0);
         handed.queues.retain(|_, queue| !queue.is_empty());
         handed.room.retain(|_, n| *n > 0);
+        if !waited_too_long.is_empty() {
+            tokio::spawn(self.clone().give_back(waited_too_long));
+        }
+    }
+
+    /// Gives handed-over deliveries that waited too long back to the claims: due now, no
+    /// longer leased, their attempt not counted. Should that fail, their leases run out and
+    /// claims take them then.
+    async fn give_back(self: Arc<Self>, mut deliveries: Vec<(Uuid, i64)>) {
+        deliveries.sort_unstable();
+        let (webhook_ids, positions): (Vec<Uuid>, Vec<i64>) = deliveries.into_iter().unzip();
+        let given_back = async {
+            let client = self.store.pool().get().await?;
+            client
+                .execute(
+                    "UPDATE webhook_deliveries d \
+                        SET leased_until = NULL, attempts = d.attempts - 1, \
+                            next_attempt_at = now() \
+                       FROM unnest($1::uuid[], $2::int8[]) AS g(webhook_id, position) \
+                      WHERE d.webhook_id = g.webhook_id AND d.position = g.position \
+                        AND d.state = 'pending' AND d.attempts = 1 \
+                        AND d.leased_until > now()",
+                    &[&webhook_ids, &positions],
+                )
+                .await?;
+            Ok::<(), DeliveryError>(())
+        };
+        match given_back.await {
+            Ok(()) => self.wake.notify_one(),
+            Err(e) => {
+                tracing::warn!(error = %Chain(&e), deliveries = webhook_ids.len(), "could not give handed-over webhook deliveries back; their leases will run out")
+            }
+        }
     }
 
     /// What wakes the sender when deliveries may have become due.
@@ -374,8 +416,13 @@ impl Sender {
                     }
                     continue;
                 }
-                Ok(_) => retry = Duration::from_millis(100),
+                Ok(_) => {
+                    // Free for the handed-over deliveries while the sender waits.
+                    drop(slots);
+                    retry = Duration::from_millis(100);
+                }
                 Err(e) => {
+                    drop(slots);
                     tracing::warn!(error = %Chain(&e), "webhook sender cannot claim deliveries; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(retry) => {}
