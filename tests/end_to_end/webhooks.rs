@@ -603,6 +603,21 @@ async fn deliveries_survive_kill_9_and_are_shared_by_two_processes_each_incident
     drop(second);
 }
 
+/// An attempt's timeout of a minute: a lease lasts 65 s (69 s for a delivery handed over),
+/// longer than a test waits, so a delivery that waited for one would fail it.
+const LONG_LEASES: [(&str, &str); 3] = [
+    ("CRIER_WRITE_RATE_LIMIT", "0"),
+    ("CRIER_WEBHOOK_ALLOW_PRIVATE", "true"),
+    ("CRIER_WEBHOOK_TIMEOUT", "60"),
+];
+
+/// Declares `count` incidents all at once.
+async fn declare_at_once(api: &Api, publisher: &str, service: &str, count: usize) {
+    let declarations =
+        (0..count).map(|n| api.declare(publisher, incident(service, &format!("Outage {n}"))));
+    futures_util::future::join_all(declarations).await;
+}
+
 /// A burst of notices to several endpoints: the fan-out hands most first attempts to the
 /// sender in memory and leaves the rest to its claims. Each delivery goes out exactly once,
 /// and none waits for a lease to run out (with this timeout a lease lasts 65 s, more than
@@ -610,12 +625,7 @@ async fn deliveries_survive_kill_9_and_are_shared_by_two_processes_each_incident
 #[tokio::test]
 async fn a_burst_to_several_endpoints_goes_out_once_each_and_none_waits_for_a_lease() {
     let db = TestDatabase::create().await;
-    let settings = [
-        ("CRIER_WRITE_RATE_LIMIT", "0"),
-        ("CRIER_WEBHOOK_ALLOW_PRIVATE", "true"),
-        ("CRIER_WEBHOOK_TIMEOUT", "60"),
-    ];
-    let api = Api::start_with(&db, &settings).await;
+    let api = Api::start_with(&db, &LONG_LEASES).await;
     // The service first: its own notice would reach the endpoints too.
     let publisher = api.key("publisher", None).await;
     let service = api.service("Teams").await;
@@ -624,14 +634,7 @@ async fn a_burst_to_several_endpoints_goes_out_once_each_and_none_waits_for_a_le
         register(&api, receiver, json!({})).await;
     }
     const NOTICES: usize = 40;
-    let declarations = (0..NOTICES).map(|n| {
-        let (api, publisher, service) = (&api, &publisher, &service);
-        async move {
-            api.declare(publisher, incident(service, &format!("Outage {n}")))
-                .await
-        }
-    });
-    futures_util::future::join_all(declarations).await;
+    declare_at_once(&api, &publisher, &service, NOTICES).await;
     for receiver in &receivers {
         let lines = receiver
             .wait_until("every notice delivered", |l| {
@@ -650,12 +653,7 @@ async fn a_burst_to_several_endpoints_goes_out_once_each_and_none_waits_for_a_le
 #[tokio::test]
 async fn handed_over_deliveries_that_wait_too_long_go_back_to_the_claims_and_out_once() {
     let db = TestDatabase::create().await;
-    let settings = [
-        ("CRIER_WRITE_RATE_LIMIT", "0"),
-        ("CRIER_WEBHOOK_ALLOW_PRIVATE", "true"),
-        ("CRIER_WEBHOOK_TIMEOUT", "60"),
-    ];
-    let api = Api::start_with(&db, &settings).await;
+    let api = Api::start_with(&db, &LONG_LEASES).await;
     let publisher = api.key("publisher", None).await;
     let service = api.service("Teams").await;
     // 16 sends at a time, 1.5 s each: the fourth round starts past the 4 s a handed-over
@@ -666,14 +664,7 @@ async fn handed_over_deliveries_that_wait_too_long_go_back_to_the_claims_and_out
         .unwrap()
         .to_owned();
     const NOTICES: usize = 72;
-    let declarations = (0..NOTICES).map(|n| {
-        let (api, publisher, service) = (&api, &publisher, &service);
-        async move {
-            api.declare(publisher, incident(service, &format!("Outage {n}")))
-                .await
-        }
-    });
-    futures_util::future::join_all(declarations).await;
+    declare_at_once(&api, &publisher, &service, NOTICES).await;
     let lines = receiver
         .wait_until("every notice delivered", |l| {
             delivered_ids(l).len() == NOTICES
