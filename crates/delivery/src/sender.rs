@@ -111,14 +111,19 @@ struct Handed {
 
 impl HandedQueues {
     fn forget(&mut self, webhook_id: Uuid) {
-        if let Some(n) = self.room.get_mut(&webhook_id) {
-            *n -= 1;
-            if *n == 0 {
-                self.room.remove(&webhook_id);
-            }
-        }
-        self.total = self.total.saturating_sub(1);
+        forget(&mut self.room, &mut self.total, webhook_id, 1);
     }
+}
+
+/// Takes `count` of `webhook_id`'s reservations or queued deliveries out of the counts.
+fn forget(room: &mut HashMap<Uuid, usize>, total: &mut usize, webhook_id: Uuid, count: usize) {
+    if let Some(n) = room.get_mut(&webhook_id) {
+        *n = n.saturating_sub(count);
+        if *n == 0 {
+            room.remove(&webhook_id);
+        }
+    }
+    *total = total.saturating_sub(count);
 }
 
 /// How an attempt ended.
@@ -300,32 +305,30 @@ impl Sender {
             } = &mut *handed;
             for (webhook_id, queue) in queues.iter_mut() {
                 let sending = in_flight.entry(*webhook_id).or_default();
+                let Some(waited) = queue.front().map(|h| h.leased_from.elapsed()) else {
+                    continue;
+                };
                 if *sending >= per_endpoint {
                     continue;
                 }
+                let slot = if waited >= HANDED_WAIT {
+                    None
+                } else {
+                    match self.slots.clone().try_acquire_owned() {
+                        Ok(slot) => Some(slot),
+                        Err(_) => break,
+                    }
+                };
                 let Some(next) = queue.pop_front() else {
                     continue;
                 };
-                if let Some(n) = room.get_mut(webhook_id) {
-                    *n = n.saturating_sub(1);
-                }
-                *total = total.saturating_sub(1);
-                if next.leased_from.elapsed() >= HANDED_WAIT {
+                forget(room, total, *webhook_id, 1);
+                started = true;
+                let Some(slot) = slot else {
                     waited_too_long.push((next.delivery.webhook_id, next.delivery.position));
-                    started = true;
                     continue;
-                }
-                let Ok(slot) = self.slots.clone().try_acquire_owned() else {
-                    // No slot: back to the front of its queue.
-                    queue.push_front(next);
-                    if let Some(n) = room.get_mut(webhook_id) {
-                        *n += 1;
-                    }
-                    *total += 1;
-                    break;
                 };
                 *sending += 1;
-                started = true;
                 let sender = self.clone();
                 let records = records.clone();
                 tokio::spawn(async move { sender.attempt(next.delivery, slot, records).await });
@@ -336,7 +339,6 @@ impl Sender {
         }
         in_flight.retain(|_, n| *n > 0);
         handed.queues.retain(|_, queue| !queue.is_empty());
-        handed.room.retain(|_, n| *n > 0);
         if !waited_too_long.is_empty() {
             tokio::spawn(self.clone().give_back(waited_too_long));
         }
@@ -580,12 +582,8 @@ impl Sender {
             total,
         } = &mut *handed;
         for (webhook_id, queue) in queues.drain() {
-            if let Some(n) = room.get_mut(&webhook_id) {
-                *n = n.saturating_sub(queue.len());
-            }
-            *total = total.saturating_sub(queue.len());
+            forget(room, total, webhook_id, queue.len());
         }
-        room.retain(|_, n| *n > 0);
     }
 
     fn release(&self, webhook_id: Uuid) {
