@@ -2,7 +2,9 @@
 //! whatever the number of processes, and that leave a publisher's own move alone.
 //!
 //! Time is real but short: maintenances start two or three seconds ahead, and the
-//! scheduler looks every 100 ms (`CRIER_SCHEDULER_INTERVAL_MS`).
+//! scheduler looks every 100 ms (`CRIER_SCHEDULER_INTERVAL_MS`). A reminder goes only to a
+//! maintenance announced before its reminder window opened, and the shortest window is a
+//! minute: the tests of reminders wait a little over one.
 
 use std::time::Duration;
 
@@ -77,7 +79,8 @@ async fn a_maintenance_reminds_starts_and_completes_on_time_once_as_the_system()
     let service = api.service("Exchange").await;
     let base = api.server.url("");
     let mut stream = SseClient::open(base.trim_end_matches('/'), "", None, None).await;
-    let mut body = maintenance(&service, 3, 5);
+    // Its reminder window opens 3 s after the announcement.
+    let mut body = maintenance(&service, 63, 65);
     body["remind_before_minutes"] = json!(1);
     let scheduled = api
         .post("/v1/maintenances", &publisher, body)
@@ -92,13 +95,20 @@ async fn a_maintenance_reminds_starts_and_completes_on_time_once_as_the_system()
         (&json!(true), &json!(true), &json!(1))
     );
     let id = scheduled["id"].as_str().unwrap().to_owned();
+    // Announced inside its window: the announcement was the reminder.
+    let mut inside = maintenance(&service, 3, 4);
+    inside["remind_before_minutes"] = json!(1);
+    let inside = api
+        .post("/v1/maintenances", &publisher, inside)
+        .await
+        .expect(201);
 
     let mut heard = Vec::new();
     while heard.len() < 4 {
-        let Some(message) = stream.next(Duration::from_secs(10)).await else {
+        let Some(message) = stream.next(Duration::from_secs(75)).await else {
             break;
         };
-        if message.event.starts_with("maintenance.") {
+        if message.event.starts_with("maintenance.") && message.data["data"]["id"] == id {
             heard.push(message);
         }
     }
@@ -143,6 +153,16 @@ async fn a_maintenance_reminds_starts_and_completes_on_time_once_as_the_system()
         "Mae'r gwaith cynnal wedi dechrau."
     );
     assert!(now["reminded_at"].is_string());
+
+    let inside_events = history(&api, inside["id"].as_str().unwrap(), completed).await;
+    assert_eq!(
+        moves(&inside_events)[1..],
+        [
+            ("maintenance.update_posted".into(), "in_progress".into()),
+            ("maintenance.update_posted".into(), "completed".into()),
+        ],
+        "no reminder seconds after the announcement"
+    );
 }
 
 #[tokio::test]
@@ -222,8 +242,10 @@ async fn three_processes_one_killed_at_the_moment_make_each_move_exactly_once() 
     let publisher = first.key("publisher", None).await;
     let service = first.service("Exchange").await;
     let mut ids = Vec::new();
+    // Reminded 2 s after they are announced (while all three processes run), started a
+    // minute later (as one is killed).
     for _ in 0..3 {
-        let mut body = maintenance(&service, 2, 3);
+        let mut body = maintenance(&service, 62, 63);
         body["remind_before_minutes"] = json!(1);
         let created = first
             .post("/v1/maintenances", &publisher, body)
@@ -232,7 +254,7 @@ async fn three_processes_one_killed_at_the_moment_make_each_move_exactly_once() 
         ids.push(created["id"].as_str().unwrap().to_owned());
     }
     // kill -9 of one scheduler at the moment the maintenances are due.
-    tokio::time::sleep(Duration::from_millis(1950)).await;
+    tokio::time::sleep(Duration::from_millis(61_950)).await;
     let mut victim = victim.server;
     victim.child.kill().expect("kill -9");
     for id in &ids {

@@ -436,18 +436,12 @@ fn automatic_move(state: &State, c: &Automatic, to: MaintenanceStatus) -> Vec<Ev
     })]
 }
 
-/// The reminder, once, from `remind_before_minutes` before the start until the start.
+/// The reminder, when due (`Maintenance::reminder_due`).
 fn reminder(state: &State, c: &Automatic) -> Vec<Event> {
     let Some(maintenance) = state else {
         return Vec::new();
     };
-    let before = chrono::Duration::minutes(i64::from(maintenance.remind_before_minutes));
-    let due = maintenance.remind_before_minutes > 0
-        && maintenance.status == MaintenanceStatus::Scheduled
-        && maintenance.reminded_at.is_none()
-        && c.at >= maintenance.starts_at - before
-        && c.at < maintenance.starts_at;
-    if !due {
+    if !maintenance.reminder_due(c.at) {
         return Vec::new();
     }
     vec![Event::ReminderSent(ReminderSent {
@@ -467,21 +461,30 @@ impl Maintenance {
             .is_none_or(|u| u.author == SYSTEM || u.created_at < self.ends_at)
     }
 
+    /// Is the reminder due at `at`? Once, from `remind_before_minutes` before the start
+    /// until the start, and only for a maintenance announced before that window opened: one
+    /// scheduled inside it has just told every subscriber, and a reminder seconds later
+    /// would say the same again.
+    fn reminder_due(&self, at: DateTime<Utc>) -> bool {
+        let window_opens =
+            self.starts_at - chrono::Duration::minutes(i64::from(self.remind_before_minutes));
+        let announced_before_window =
+            (self.updates.first()).is_some_and(|u| u.created_at < window_opens);
+        self.remind_before_minutes > 0
+            && self.status == MaintenanceStatus::Scheduled
+            && self.reminded_at.is_none()
+            && announced_before_window
+            && at >= window_opens
+            && at < self.starts_at
+    }
+
     /// The scheduler's next move for this maintenance at `now`, if any is due.
     pub fn due(&self, now: DateTime<Utc>) -> Option<AutomaticMove> {
-        let before = chrono::Duration::minutes(i64::from(self.remind_before_minutes));
         match self.status {
             MaintenanceStatus::Scheduled if self.auto_start && now >= self.starts_at => {
                 Some(AutomaticMove::Start)
             }
-            MaintenanceStatus::Scheduled
-                if self.remind_before_minutes > 0
-                    && self.reminded_at.is_none()
-                    && now >= self.starts_at - before
-                    && now < self.starts_at =>
-            {
-                Some(AutomaticMove::Remind)
-            }
+            MaintenanceStatus::Scheduled if self.reminder_due(now) => Some(AutomaticMove::Remind),
             status
                 if status.is_active()
                     && self.auto_complete
@@ -1054,6 +1057,42 @@ mod tests {
         let state = MaintenanceDecider::fold(&events).unwrap();
         assert_eq!(state.due(automatic(0, 21, 30).at), None);
         assert_eq!(state.due(automatic(0, 23, 30).at), None);
+    }
+
+    #[test]
+    fn a_maintenance_announced_inside_its_reminder_window_gets_no_reminder() {
+        let announced_at = |hour, minute| {
+            let mut c = schedule();
+            c.at = Utc.with_ymd_and_hms(2026, 11, 28, hour, minute, 0).unwrap();
+            MaintenanceDecider::decide(&Command::Schedule(c), &None).unwrap()
+        };
+        // Announced at 21:30 for 22:00 with an hour's reminder: the announcement was it.
+        let late = announced_at(21, 30);
+        assert_eq!(
+            MaintenanceDecider::fold(&late)
+                .unwrap()
+                .due(automatic(0, 21, 31).at),
+            None
+        );
+        assert!(given::<MaintenanceDecider>(&late)
+            .when(Command::Remind(automatic(1, 21, 31)))
+            .unwrap()
+            .is_empty());
+        // Announced before the window opened (20:59 is before 21:00): reminded inside it.
+        let early = announced_at(20, 59);
+        assert_eq!(
+            MaintenanceDecider::fold(&early)
+                .unwrap()
+                .due(automatic(0, 21, 0).at),
+            Some(AutomaticMove::Remind)
+        );
+        // The start is still made on time for the late one.
+        assert_eq!(
+            MaintenanceDecider::fold(&late)
+                .unwrap()
+                .due(automatic(0, 22, 0).at),
+            Some(AutomaticMove::Start)
+        );
     }
 
     #[test]
