@@ -699,3 +699,68 @@ async fn handed_over_deliveries_that_wait_too_long_go_back_to_the_claims_and_out
         );
     }
 }
+
+/// `DELETE /v1/webhooks/{id}` stops everything at once, including the deliveries the
+/// fan-out already handed to the sender in memory, waiting there for a slot: once the
+/// deletion is met, only the requests already under way reach the endpoint.
+#[tokio::test]
+async fn a_deleted_webhook_gets_none_of_the_deliveries_still_waiting_in_memory() {
+    let db = TestDatabase::create().await;
+    let api = Api::start_with(&db, &LONG_LEASES).await;
+    let publisher = api.key("publisher", None).await;
+    let service = api.service("Teams").await;
+    // 16 sends at a time, 2 s each: 16 under way and 32 waiting when the webhook goes.
+    const DELAY_SECONDS: u64 = 2;
+    let receiver = Receiver::start(&["--delay", &DELAY_SECONDS.to_string()]);
+    let id = register(&api, &receiver, json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    const NOTICES: usize = 48;
+    declare_at_once(&api, &publisher, &service, NOTICES).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = api
+            .get(
+                &format!("/v1/webhooks/{id}/deliveries?limit=100"),
+                Some(ADMIN_SECRET),
+            )
+            .await
+            .expect(200);
+        if page["items"].as_array().unwrap().len() == NOTICES {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{page:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    api.send(
+        Method::DELETE,
+        &format!("/v1/webhooks/{id}"),
+        Some(ADMIN_SECRET),
+        &[],
+        None,
+    )
+    .await
+    .expect(200);
+    let deleted_at = chrono::Utc::now();
+    // Long enough for the next 16 to have come, had they been sent once slots freed.
+    tokio::time::sleep(Duration::from_secs(3 * DELAY_SECONDS)).await;
+    let page = api
+        .get(
+            &format!("/v1/webhooks/{id}/deliveries?limit=100"),
+            Some(ADMIN_SECRET),
+        )
+        .await
+        .expect(200);
+    let started: Vec<chrono::DateTime<chrono::Utc>> = (page["items"].as_array().unwrap().iter())
+        .flat_map(|d| d["attempts"].as_array().unwrap().clone())
+        .map(|a| a["started_at"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(!started.is_empty(), "the first sends were under way");
+    assert!(
+        started.iter().all(|at| *at < deleted_at),
+        "attempts started after the deletion at {deleted_at}: {started:?}"
+    );
+    let lines = receiver.lines();
+    assert!(lines.len() <= 16, "only those under way: {}", lines.len());
+}

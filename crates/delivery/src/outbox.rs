@@ -173,6 +173,7 @@ async fn fan_out(
             .map(Endpoint::from_row)
             .collect::<Result<_, _>>()?,
     );
+    let met_first: Vec<Uuid> = endpoints.iter().map(|e| e.id).collect();
     let mut owed: Vec<(Notice, Arc<Vec<Endpoint>>)> = Vec::new();
     for event in &events {
         match parse_stream_id(&event.event.stream_id) {
@@ -227,6 +228,14 @@ async fn fan_out(
         metrics::counter!("crier_webhook_deliveries_created_total").increment(written as u64);
     }
     if let Some(sender) = sender {
+        // Endpoints this batch ended (deleted, disabled, their key revoked): their pending
+        // deliveries were cancelled with it, so those waiting in this process's sender may
+        // not start either.
+        let still_taking: HashSet<Uuid> = endpoints.iter().map(|e| e.id).collect();
+        let ended: Vec<Uuid> = (met_first.into_iter())
+            .filter(|id| !still_taking.contains(id))
+            .collect();
+        sender.drop_handed(&ended);
         for (delivery, reservation) in handed {
             sender.hand_over(reservation, delivery, leased_from);
         }

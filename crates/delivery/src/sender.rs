@@ -11,7 +11,12 @@
 //! hands them over ([`Sender::reserve`], [`Sender::hand_over`]). They wait in a queue per
 //! endpoint for a slot, within the same limits as claimed ones. Their lease is longer than a
 //! claim's by the most they may wait; one that waited longer is given back to the claims
-//! (unleased, due now), so that no delivery is ever sent by two holders of one lease.
+//! (unleased, due now), so that no delivery is ever sent by two holders of one lease. An
+//! endpoint that ends (deleted, disabled, its key revoked) loses its queue when the fan-out
+//! meets the end and cancels its pending deliveries ([`Sender::drop_handed`]); with several
+//! processes, a queue in another one may still start what it holds for up to
+//! [`HANDED_WAIT`], after which it gives the rest back to the claims, which find them
+//! cancelled.
 //!
 //! Every request carries `webhook-id` (the notice's event id, the same on every retry),
 //! `webhook-timestamp` (the attempt's Unix time) and `webhook-signature` (`v1,` and the
@@ -273,6 +278,25 @@ impl Sender {
                 leased_from,
                 delivery,
             });
+    }
+
+    /// Drops the handed-over deliveries of endpoints that were ended (deleted, disabled):
+    /// the transaction that ended them cancelled those deliveries, so none may start now.
+    pub(crate) fn drop_handed(&self, webhook_ids: &[Uuid]) {
+        if webhook_ids.is_empty() {
+            return;
+        }
+        let mut handed = self.handed_queues();
+        let HandedQueues {
+            queues,
+            room,
+            total,
+        } = &mut *handed;
+        for webhook_id in webhook_ids {
+            if let Some(queue) = queues.remove(webhook_id) {
+                forget(room, total, *webhook_id, queue.len());
+            }
+        }
     }
 
     fn handed_queues(&self) -> MutexGuard<'_, HandedQueues> {
