@@ -79,8 +79,8 @@ async fn a_maintenance_reminds_starts_and_completes_on_time_once_as_the_system()
     let service = api.service("Exchange").await;
     let base = api.server.url("");
     let mut stream = SseClient::open(base.trim_end_matches('/'), "", None, None).await;
-    // Its reminder window opens 3 s after the announcement.
-    let mut body = maintenance(&service, 63, 65);
+    // Its reminder window opens 8 s after the announcement (time enough for the POST).
+    let mut body = maintenance(&service, 68, 70);
     body["remind_before_minutes"] = json!(1);
     let scheduled = api
         .post("/v1/maintenances", &publisher, body)
@@ -242,10 +242,10 @@ async fn three_processes_one_killed_at_the_moment_make_each_move_exactly_once() 
     let publisher = first.key("publisher", None).await;
     let service = first.service("Exchange").await;
     let mut ids = Vec::new();
-    // Reminded 2 s after they are announced (while all three processes run), started a
+    // Reminded 6 s after they are announced (while all three processes run), started a
     // minute later (as one is killed).
     for _ in 0..3 {
-        let mut body = maintenance(&service, 62, 63);
+        let mut body = maintenance(&service, 66, 67);
         body["remind_before_minutes"] = json!(1);
         let created = first
             .post("/v1/maintenances", &publisher, body)
@@ -254,7 +254,7 @@ async fn three_processes_one_killed_at_the_moment_make_each_move_exactly_once() 
         ids.push(created["id"].as_str().unwrap().to_owned());
     }
     // kill -9 of one scheduler at the moment the maintenances are due.
-    tokio::time::sleep(Duration::from_millis(61_950)).await;
+    tokio::time::sleep(Duration::from_millis(65_950)).await;
     let mut victim = victim.server;
     victim.child.kill().expect("kill -9");
     for id in &ids {

@@ -327,8 +327,9 @@ pub struct NewMaintenance {
     #[serde(default)]
     pub auto_complete: Option<bool>,
     /// Send subscribers a `maintenance.reminder` notice this many minutes before it starts
-    /// (default 60; 0: none; at most a year). A maintenance announced less than this long
-    /// before its start gets none: its announcement is the reminder.
+    /// (default 60; 0: none; at most a year). A maintenance announced inside that window
+    /// (this many minutes before its start, or later) gets none: its announcement is the
+    /// reminder.
     #[serde(default)]
     #[schema(minimum = 0, maximum = 525_600)]
     pub remind_before_minutes: Option<u32>,

@@ -173,17 +173,20 @@ async fn fan_out(
             .map(Endpoint::from_row)
             .collect::<Result<_, _>>()?,
     );
-    let met_first: Vec<Uuid> = endpoints.iter().map(|e| e.id).collect();
+    // Endpoints this batch ends (deleted, disabled, their key revoked): everything they are
+    // still owed is cancelled, including the deliveries of this batch's earlier notices.
+    let mut ended: HashSet<Uuid> = HashSet::new();
     let mut owed: Vec<(Notice, Arc<Vec<Endpoint>>)> = Vec::new();
     for event in &events {
         match parse_stream_id(&event.event.stream_id) {
             Some((StreamKind::Webhook, id)) => {
-                apply_webhook_event(&transaction, Arc::make_mut(&mut endpoints), id, event).await?;
+                let taking = Arc::make_mut(&mut endpoints);
+                apply_webhook_event(&transaction, taking, &mut ended, id, event).await?;
                 continue;
             }
             Some((StreamKind::ApiKey, key)) if event.event.event_type == "api_key.revoked" => {
-                let ended = Arc::make_mut(&mut endpoints);
-                end_endpoints_of_key(&transaction, ended, key, event.position).await?;
+                let taking = Arc::make_mut(&mut endpoints);
+                end_endpoints_of_key(&transaction, taking, &mut ended, key, event.position).await?;
                 continue;
             }
             _ => {}
@@ -208,6 +211,9 @@ async fn fan_out(
     let mut deliveries = NewDeliveries::default();
     for ((notice, _), bodies) in owed.iter().zip(rendered) {
         for (endpoint_id, body) in bodies {
+            if ended.contains(&endpoint_id) {
+                continue;
+            }
             deliveries.webhook_ids.push(endpoint_id);
             deliveries.positions.push(position_i64(notice.position)?);
             deliveries.message_ids.push(notice.event_id());
@@ -223,19 +229,17 @@ async fn fan_out(
         Vec::new()
     };
     eventstore::save_checkpoint(&transaction, SUBSCRIPTION, last).await?;
+    // What this process's sender holds for the ended endpoints may not start either; dropped
+    // before the commit, so that none starts between it and the drop. Should the commit
+    // fail, their leases run out and claims send them (at least once, as always).
+    if let Some(sender) = sender {
+        sender.drop_handed(&ended.iter().copied().collect::<Vec<_>>());
+    }
     transaction.commit().await?;
     if written > 0 {
         metrics::counter!("crier_webhook_deliveries_created_total").increment(written as u64);
     }
     if let Some(sender) = sender {
-        // Endpoints this batch ended (deleted, disabled, their key revoked): their pending
-        // deliveries were cancelled with it, so those waiting in this process's sender may
-        // not start either.
-        let still_taking: HashSet<Uuid> = endpoints.iter().map(|e| e.id).collect();
-        let ended: Vec<Uuid> = (met_first.into_iter())
-            .filter(|id| !still_taking.contains(id))
-            .collect();
-        sender.drop_handed(&ended);
         for (delivery, reservation) in handed {
             sender.hand_over(reservation, delivery, leased_from);
         }
@@ -417,6 +421,7 @@ async fn insert_deliveries<C: GenericClient>(
 async fn apply_webhook_event<C: GenericClient>(
     transaction: &C,
     endpoints: &mut Vec<Endpoint>,
+    ended: &mut HashSet<Uuid>,
     id: Uuid,
     event: &LoggedEvent,
 ) -> Result<(), DeliveryError> {
@@ -457,16 +462,18 @@ async fn apply_webhook_event<C: GenericClient>(
             }
         }
         WebhookEvent::Deleted(_) | WebhookEvent::Disabled(_) => {
-            end_endpoints(transaction, endpoints, &[id], position).await?;
+            end_endpoints(transaction, endpoints, ended, &[id], position).await?;
         }
     }
     Ok(())
 }
 
-/// Ends these endpoints at `position` and cancels what they were still owed.
+/// Ends these endpoints at `position` and cancels what they were still owed; notes them in
+/// `ended`.
 async fn end_endpoints<C: GenericClient>(
     transaction: &C,
     endpoints: &mut Vec<Endpoint>,
+    ended: &mut HashSet<Uuid>,
     ids: &[Uuid],
     position: i64,
 ) -> Result<(), DeliveryError> {
@@ -487,6 +494,7 @@ async fn end_endpoints<C: GenericClient>(
         )
         .await?;
     endpoints.retain(|e| !ids.contains(&e.id));
+    ended.extend(ids.iter().copied());
     Ok(())
 }
 
@@ -496,6 +504,7 @@ async fn end_endpoints<C: GenericClient>(
 async fn end_endpoints_of_key<C: GenericClient>(
     transaction: &C,
     endpoints: &mut Vec<Endpoint>,
+    ended: &mut HashSet<Uuid>,
     key: Uuid,
     position: u64,
 ) -> Result<(), DeliveryError> {
@@ -513,7 +522,7 @@ async fn end_endpoints_of_key<C: GenericClient>(
     if ids.is_empty() {
         return Ok(());
     }
-    end_endpoints(transaction, endpoints, &ids, position).await
+    end_endpoints(transaction, endpoints, ended, &ids, position).await
 }
 
 /// Fans out until `cancel`, whenever the log head moves (and every poll interval), handing

@@ -12,11 +12,11 @@
 //! endpoint for a slot, within the same limits as claimed ones. Their lease is longer than a
 //! claim's by the most they may wait; one that waited longer is given back to the claims
 //! (unleased, due now), so that no delivery is ever sent by two holders of one lease. An
-//! endpoint that ends (deleted, disabled, its key revoked) loses its queue when the fan-out
-//! meets the end and cancels its pending deliveries ([`Sender::drop_handed`]); with several
-//! processes, a queue in another one may still start what it holds for up to
-//! [`HANDED_WAIT`], after which it gives the rest back to the claims, which find them
-//! cancelled.
+//! endpoint's queue is dropped ([`Sender::drop_handed`]) when it answers 410 Gone, and when
+//! the fan-out meets its end (deleted, disabled, its key revoked) and cancels what it is
+//! still owed; with several processes, a queue in another one may still start what it
+//! holds for up to [`HANDED_WAIT`], and then gives the rest back to the claims, which find
+//! it cancelled.
 //!
 //! Every request carries `webhook-id` (the notice's event id, the same on every retry),
 //! `webhook-timestamp` (the attempt's Unix time) and `webhook-signature` (`v1,` and the
@@ -759,6 +759,8 @@ impl Sender {
                 .map(|(r, _)| r.webhook_id)
                 .collect();
             drop(batch);
+            // Whatever else it holds for an endpoint that answered 410 would get 410 too.
+            self.drop_handed(&gone);
             self.wake.notify_one();
             for webhook_id in gone {
                 self.disable(webhook_id).await;

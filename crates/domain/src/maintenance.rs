@@ -468,8 +468,9 @@ impl Maintenance {
     fn reminder_due(&self, at: DateTime<Utc>) -> bool {
         let window_opens =
             self.starts_at - chrono::Duration::minutes(i64::from(self.remind_before_minutes));
+        // A timeline without its first update (never expected) keeps the reminder.
         let announced_before_window =
-            (self.updates.first()).is_some_and(|u| u.created_at < window_opens);
+            (self.updates.first()).is_none_or(|u| u.created_at < window_opens);
         self.remind_before_minutes > 0
             && self.status == MaintenanceStatus::Scheduled
             && self.reminded_at.is_none()
@@ -1078,6 +1079,14 @@ mod tests {
             .when(Command::Remind(automatic(1, 21, 31)))
             .unwrap()
             .is_empty());
+        // Announced as the window opens: inside it, so the announcement was the reminder.
+        let at_opening = announced_at(21, 0);
+        assert_eq!(
+            MaintenanceDecider::fold(&at_opening)
+                .unwrap()
+                .due(automatic(0, 21, 0).at),
+            None
+        );
         // Announced before the window opened (20:59 is before 21:00): reminded inside it.
         let early = announced_at(20, 59);
         assert_eq!(
