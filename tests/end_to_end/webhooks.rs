@@ -611,6 +611,18 @@ const LONG_LEASES: [(&str, &str); 3] = [
     ("CRIER_WEBHOOK_TIMEOUT", "60"),
 ];
 
+/// The first 100 entries of a webhook's delivery log.
+async fn delivery_log(api: &Api, webhook_id: &str) -> Vec<Value> {
+    let page = api
+        .get(
+            &format!("/v1/webhooks/{webhook_id}/deliveries?limit=100"),
+            Some(ADMIN_SECRET),
+        )
+        .await
+        .expect(200);
+    page["items"].as_array().unwrap().clone()
+}
+
 /// Declares `count` incidents all at once.
 async fn declare_at_once(api: &Api, publisher: &str, service: &str, count: usize) {
     let declarations =
@@ -673,14 +685,7 @@ async fn handed_over_deliveries_that_wait_too_long_go_back_to_the_claims_and_out
     assert_eq!(lines.len(), NOTICES, "each sent once");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let items = loop {
-        let page = api
-            .get(
-                &format!("/v1/webhooks/{id}/deliveries?limit=100"),
-                Some(ADMIN_SECRET),
-            )
-            .await
-            .expect(200);
-        let items = page["items"].as_array().unwrap().clone();
+        let items = delivery_log(&api, &id).await;
         if items.iter().all(|d| d["status"] == "delivered")
             || tokio::time::Instant::now() > deadline
         {
@@ -722,17 +727,11 @@ async fn a_deleted_webhook_gets_none_of_the_deliveries_still_waiting_in_memory()
     declare_at_once(&api, &publisher, &service, NOTICES).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let page = api
-            .get(
-                &format!("/v1/webhooks/{id}/deliveries?limit=100"),
-                Some(ADMIN_SECRET),
-            )
-            .await
-            .expect(200);
-        if page["items"].as_array().unwrap().len() == NOTICES {
+        let written = delivery_log(&api, &id).await.len();
+        if written == NOTICES {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{page:#}");
+        assert!(tokio::time::Instant::now() < deadline, "{written} written");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     api.send(
@@ -747,14 +746,7 @@ async fn a_deleted_webhook_gets_none_of_the_deliveries_still_waiting_in_memory()
     let deleted_at = chrono::Utc::now();
     // Long enough for the next 16 to have come, had they been sent once slots freed.
     tokio::time::sleep(Duration::from_secs(3 * DELAY_SECONDS)).await;
-    let page = api
-        .get(
-            &format!("/v1/webhooks/{id}/deliveries?limit=100"),
-            Some(ADMIN_SECRET),
-        )
-        .await
-        .expect(200);
-    let started: Vec<chrono::DateTime<chrono::Utc>> = (page["items"].as_array().unwrap().iter())
+    let started: Vec<chrono::DateTime<chrono::Utc>> = (delivery_log(&api, &id).await.iter())
         .flat_map(|d| d["attempts"].as_array().unwrap().clone())
         .map(|a| a["started_at"].as_str().unwrap().parse().unwrap())
         .collect();

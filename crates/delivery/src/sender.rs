@@ -118,6 +118,13 @@ impl HandedQueues {
     fn forget(&mut self, webhook_id: Uuid) {
         forget(&mut self.room, &mut self.total, webhook_id, 1);
     }
+
+    /// Drops `webhook_id`'s queue, and its deliveries from the counts.
+    fn drop_queue(&mut self, webhook_id: Uuid) {
+        if let Some(queue) = self.queues.remove(&webhook_id) {
+            forget(&mut self.room, &mut self.total, webhook_id, queue.len());
+        }
+    }
 }
 
 /// Takes `count` of `webhook_id`'s reservations or queued deliveries out of the counts.
@@ -287,15 +294,8 @@ impl Sender {
             return;
         }
         let mut handed = self.handed_queues();
-        let HandedQueues {
-            queues,
-            room,
-            total,
-        } = &mut *handed;
         for webhook_id in webhook_ids {
-            if let Some(queue) = queues.remove(webhook_id) {
-                forget(room, total, *webhook_id, queue.len());
-            }
+            handed.drop_queue(*webhook_id);
         }
     }
 
@@ -600,13 +600,9 @@ impl Sender {
     fn stop_taking_hand_overs(&self) {
         self.running.store(false, Ordering::Release);
         let mut handed = self.handed_queues();
-        let HandedQueues {
-            queues,
-            room,
-            total,
-        } = &mut *handed;
-        for (webhook_id, queue) in queues.drain() {
-            forget(room, total, webhook_id, queue.len());
+        let webhook_ids: Vec<Uuid> = handed.queues.keys().copied().collect();
+        for webhook_id in webhook_ids {
+            handed.drop_queue(webhook_id);
         }
     }
 
