@@ -1067,41 +1067,28 @@ mod tests {
             c.at = Utc.with_ymd_and_hms(2026, 11, 28, hour, minute, 0).unwrap();
             MaintenanceDecider::decide(&Command::Schedule(c), &None).unwrap()
         };
+        // The scheduler's next move at hour:minute for a maintenance with this history.
+        let due_at = |history: &[Event], hour, minute| {
+            MaintenanceDecider::fold(history)
+                .unwrap()
+                .due(automatic(0, hour, minute).at)
+        };
         // Announced at 21:30 for 22:00 with an hour's reminder: the announcement was it.
         let late = announced_at(21, 30);
-        assert_eq!(
-            MaintenanceDecider::fold(&late)
-                .unwrap()
-                .due(automatic(0, 21, 31).at),
-            None
-        );
+        assert_eq!(due_at(&late, 21, 31), None);
         assert!(given::<MaintenanceDecider>(&late)
             .when(Command::Remind(automatic(1, 21, 31)))
             .unwrap()
             .is_empty());
         // Announced as the window opens: inside it, so the announcement was the reminder.
-        let at_opening = announced_at(21, 0);
-        assert_eq!(
-            MaintenanceDecider::fold(&at_opening)
-                .unwrap()
-                .due(automatic(0, 21, 0).at),
-            None
-        );
+        assert_eq!(due_at(&announced_at(21, 0), 21, 0), None);
         // Announced before the window opened (20:59 is before 21:00): reminded inside it.
-        let early = announced_at(20, 59);
         assert_eq!(
-            MaintenanceDecider::fold(&early)
-                .unwrap()
-                .due(automatic(0, 21, 0).at),
+            due_at(&announced_at(20, 59), 21, 0),
             Some(AutomaticMove::Remind)
         );
         // The start is still made on time for the late one.
-        assert_eq!(
-            MaintenanceDecider::fold(&late)
-                .unwrap()
-                .due(automatic(0, 22, 0).at),
-            Some(AutomaticMove::Start)
-        );
+        assert_eq!(due_at(&late, 22, 0), Some(AutomaticMove::Start));
     }
 
     #[test]
