@@ -130,23 +130,9 @@ async fn each_notice_arrives_signed_retried_after_a_failure_in_order_and_every_a
     assert_eq!(lines.len(), 6);
 
     // The last answer is recorded a moment after the receiver saw it.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let deliveries = loop {
-        let deliveries = api
-            .get(&format!("/v1/webhooks/{id}/deliveries"), Some(ADMIN_SECRET))
-            .await
-            .expect(200);
-        let items = deliveries["items"].as_array().unwrap();
-        if items.iter().all(|d| d["status"] == "delivered")
-            || tokio::time::Instant::now() > deadline
-        {
-            break deliveries;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let items = deliveries["items"].as_array().unwrap();
+    let items = delivery_log_once_delivered(&api, &id).await;
     assert_eq!(items.len(), 3);
-    for delivery in items {
+    for delivery in &items {
         assert_eq!(delivery["status"], "delivered", "{delivery}");
         let codes: Vec<u64> = delivery["attempts"]
             .as_array()
@@ -623,6 +609,21 @@ async fn delivery_log(api: &Api, webhook_id: &str) -> Vec<Value> {
     page["items"].as_array().unwrap().clone()
 }
 
+/// The delivery log once every delivery in it is recorded as delivered (the recorder
+/// writes a moment after the receiver answered), or as it is after 10 s.
+async fn delivery_log_once_delivered(api: &Api, webhook_id: &str) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let items = delivery_log(api, webhook_id).await;
+        if items.iter().all(|d| d["status"] == "delivered")
+            || tokio::time::Instant::now() > deadline
+        {
+            return items;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Declares `count` incidents all at once.
 async fn declare_at_once(api: &Api, publisher: &str, service: &str, count: usize) {
     let declarations =
@@ -683,16 +684,7 @@ async fn handed_over_deliveries_that_wait_too_long_go_back_to_the_claims_and_out
         })
         .await;
     assert_eq!(lines.len(), NOTICES, "each sent once");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let items = loop {
-        let items = delivery_log(&api, &id).await;
-        if items.iter().all(|d| d["status"] == "delivered")
-            || tokio::time::Instant::now() > deadline
-        {
-            break items;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let items = delivery_log_once_delivered(&api, &id).await;
     assert_eq!(items.len(), NOTICES);
     for delivery in &items {
         assert_eq!(delivery["status"], "delivered", "{delivery}");
