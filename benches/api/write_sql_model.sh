@@ -10,16 +10,16 @@
 # against the single-row insert load.sh compares crier with, in turns, two rounds each.
 # Usage: benches/api/write_sql_model.sh [seconds per run, default 8] [clients, default 64]
 set -euo pipefail
+cd "$(dirname "$0")/../.."
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
+
 SECONDS_PER_RUN="${1:-8}"
 CLIENTS="${2:-64}"
 PGURL="${PGURL:-postgres://postgres@127.0.0.1:5432}"
 DB=crier_bench_write_model
 WORK="$(mktemp -d)"
-cleanup() {
-    psql "$PGURL/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap stop_everything EXIT
 PGOPTIONS="-c client_min_messages=warning" psql "$PGURL/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
 psql "$PGURL/postgres" -qc "CREATE DATABASE $DB"
 psql "$PGURL/$DB" -q <<'SQL'
