@@ -264,7 +264,7 @@ impl From<ProjectionError> for ApiError {
         }
         match err {
             ProjectionError::Busy(why) => ApiError::unavailable(why),
-            ProjectionError::Store(eventstore::StoreError::SchemaOutdated) => {
+            ProjectionError::Store(ref store) if store.is_schema_outdated() => {
                 ApiError::unavailable("the database is being migrated")
             }
             ProjectionError::Store(ref store)

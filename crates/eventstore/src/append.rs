@@ -57,7 +57,11 @@
 //! `CASE WHEN <version N exists> THEN N + 1 END`, so a stream below N is a not-null violation,
 //! and one past N, or taken concurrently, a unique violation: either aborts the transaction
 //! ([`AppendError::StreamMoved`]), and the caller's later statements with it. It does not
-//! recognise retries: the caller chooses fresh event ids for every attempt.
+//! recognise retries: the caller chooses fresh event ids for every attempt. Several pipelined
+//! appends, to different streams, may share a transaction, provided every version they build
+//! on was committed before the transaction began (read, or known, before `BEGIN`): each was
+//! then written by a transaction that took its id before this one, so stream order holds
+//! although only the first append is the transaction's first write.
 //!
 //! # Checks, hashes, durability
 //!

@@ -1,4 +1,5 @@
 use std::error::Error as _;
+use std::sync::Arc;
 
 /// An error of another library, kept as the cause of one of ours.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -31,17 +32,35 @@ pub enum StoreError {
     Database(#[source] tokio_postgres::Error),
     #[error("migration failed")]
     Migration(#[source] BoxError),
+    /// One failure met by several operations at once (the writes committed together in one
+    /// transaction): each is answered with the same cause.
+    #[error(transparent)]
+    Shared(Arc<StoreError>),
 }
 
 impl StoreError {
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        match self {
+            StoreError::Unavailable(_) => true,
+            StoreError::Shared(cause) => cause.is_unavailable(),
+            _ => false,
+        }
+    }
+
+    /// The database's schema is older than this build expects.
+    pub fn is_schema_outdated(&self) -> bool {
+        match self {
+            StoreError::SchemaOutdated => true,
+            StoreError::Shared(cause) => cause.is_schema_outdated(),
+            _ => false,
+        }
     }
 
     /// The SQLSTATE of a database error, if the server sent one.
     pub fn sql_state(&self) -> Option<&str> {
         match self {
             StoreError::Database(e) => e.code().map(|c| c.code()),
+            StoreError::Shared(cause) => cause.sql_state(),
             _ => None,
         }
     }

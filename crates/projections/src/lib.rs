@@ -48,6 +48,7 @@
 
 pub mod access;
 mod builder;
+mod group_commit;
 pub mod history;
 pub mod idempotency;
 mod kinds;

@@ -24,7 +24,10 @@
 //!    read-model writes, the caller's own statement ([`AlsoWrite`]), the idempotency answer,
 //!    `COMMIT`. The lock comes before any write, so that a replay waiting for it exclusively
 //!    never waits on a transaction that holds back the sealer; the append is the first write,
-//!    as the log's order requires.
+//!    as the log's order requires. The commands of requests that arrive together share that
+//!    transaction ([`crate::group_commit`]): their appends, one set of read-model statements
+//!    for all of them, their answers, one `COMMIT`. A command with its own statement
+//!    ([`AlsoWrite`]) is written alone.
 //!
 //! The `COMMIT` goes out before any answer is in, so every outcome that must not be committed
 //! is a statement's error, never a result read afterwards: a stream that moved past the
@@ -32,6 +35,11 @@
 //! and a lost idempotency race a primary-key violation of the answer's row; after an error the
 //! server answers `COMMIT` by rolling back. A concurrent request under the same idempotency key
 //! is caught that way, when its answer is recorded; its next attempt finds the winner's answer.
+//! In a shared transaction the failing command is answered with its failure and the others,
+//! rolled back with it, are sent again.
+//!
+//! A process writes one command per stream at a time: a second write to a resource waits for
+//! the first and decides on the state it left, instead of racing it to the append.
 //!
 //! # The states written last
 //!
@@ -55,6 +63,7 @@ use eventstore::{AppendError, EventStore, Metadata, NewEvent, StoreError};
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
+use crate::group_commit::{Committed, GroupCommit, Job, StreamTurns, ALONE_AFTER};
 use crate::idempotency::{self, IdempotentRequest, Recall, StoredAnswer};
 use crate::kinds::{Kind, Versioned};
 use crate::write::{Changes, Writes};
@@ -151,6 +160,8 @@ impl CommandError {
 pub struct Publisher {
     store: EventStore,
     recent: Arc<RecentStates>,
+    turns: Arc<StreamTurns>,
+    batches: Arc<GroupCommit>,
 }
 
 /// How many bytes (estimated, see [`Kind::weight`]) of recently written states a publisher
@@ -187,6 +198,10 @@ enum Attempt<R> {
     /// The state this process wrote last could not decide the command alone (it refused
     /// it, or the append found the stream moved on): read the current one and decide again.
     Unverified,
+    /// Another write of the same batch failed and rolled this one back with it: try again.
+    RolledBack,
+    /// The batch failed where no one write is to blame: write this one alone.
+    WriteAlone,
 }
 
 /// A command as its caller sent it, with what its transaction must also write.
@@ -216,6 +231,8 @@ impl Publisher {
                 RECENT_STATES_BYTES,
                 RecentWeight,
             )),
+            turns: Arc::default(),
+            batches: Arc::default(),
         }
     }
 
@@ -268,8 +285,13 @@ impl Publisher {
         // append's expected version and the idempotency record prove it current, so the
         // common write skips the read round trip. Anything it cannot settle alone is tried
         // again on what the database holds.
+        let stream_id = K::stream_id(id);
+        // One command per stream at a time in this process (see group_commit).
+        let _turn = self.turns.take(&stream_id).await;
         let mut from_memory = true;
+        let mut alone = false;
         let mut attempts = 0;
+        let mut rollbacks = 0;
         while attempts < MAX_ATTEMPTS {
             let request = Request::<K> {
                 id,
@@ -279,14 +301,24 @@ impl Publisher {
                 once: once.as_ref(),
                 also,
             };
-            let attempt = self.attempt(request, from_memory).await?;
+            let attempt = self
+                .attempt(request, &stream_id, from_memory, alone)
+                .await?;
             match attempt {
                 Attempt::Done(written) => return Ok(Outcome::Written(written)),
                 Attempt::Replayed(answer) => return Ok(Outcome::Replayed(answer)),
-                Attempt::Unverified => {}
-                Attempt::LostRace => attempts += 1,
+                Attempt::Unverified => from_memory = false,
+                Attempt::LostRace => {
+                    attempts += 1;
+                    from_memory = false;
+                }
+                // Nothing of it was written and its decision still stands.
+                Attempt::RolledBack => {
+                    rollbacks += 1;
+                    alone = rollbacks >= ALONE_AFTER;
+                }
+                Attempt::WriteAlone => alone = true,
             }
-            from_memory = false;
         }
         Err(CommandError::Contended)
     }
@@ -294,7 +326,9 @@ impl Publisher {
     async fn attempt<K: Kind>(
         &self,
         request: Request<'_, K>,
+        stream_id: &str,
         from_memory: bool,
+        alone: bool,
     ) -> Result<Attempt<K::Resource>, CommandError> {
         let Request {
             id,
@@ -303,8 +337,6 @@ impl Publisher {
             once,
             ..
         } = request;
-        let stream_id = K::stream_id(id);
-        let client = self.store.pool().get().await?;
         let known = self.recent.get(&id).and_then(|recent| {
             let state = recent.state.downcast::<K::Resource>().ok()?;
             Some((recent.version, state))
@@ -315,21 +347,20 @@ impl Publisher {
             .as_ref()
             .filter(|(version, _)| from_memory && if_match.is_none_or(|v| v == *version))
         {
+            let decided = Decided {
+                version: *version,
+                state: Some(K::Resource::clone(state)),
+                unverified: true,
+            };
             return match self
-                .decide_and_write(
-                    &client,
-                    request,
-                    &stream_id,
-                    *version,
-                    Some(K::Resource::clone(state)),
-                    true,
-                )
+                .decide_and_write(None, request, stream_id, decided, alone)
                 .await
             {
                 Err(CommandError::Domain(_)) => Ok(Attempt::Unverified),
                 other => other,
             };
         }
+        let client = self.store.pool().get().await?;
         // Read outside any transaction, in one round trip: the append's expected version
         // tells whether what was read is still current, and a concurrent request under the
         // same idempotency key is caught when its answer is recorded.
@@ -339,7 +370,7 @@ impl Publisher {
                 None => Ok(Recall::Fresh),
             }
         };
-        let load = load::<K, _>(&client, &stream_id, id, known);
+        let load = load::<K, _>(&client, stream_id, id, known);
         let (recalled, (version, state)) = futures_util::try_join!(recall, load)?;
         match recalled {
             Recall::Fresh => {}
@@ -364,23 +395,31 @@ impl Publisher {
                 });
             }
         }
-        self.decide_and_write(&client, request, &stream_id, version, state, false)
+        let decided = Decided {
+            version,
+            state,
+            unverified: false,
+        };
+        self.decide_and_write(Some(client), request, stream_id, decided, alone)
             .await
     }
 
-    /// Decides `command` on `state` (the resource at `version`) and writes the outcome in one
-    /// pipelined transaction. `unverified`: `state` is what this process wrote last, not
-    /// read now, so a refusal that a newer state might not give is
-    /// [`Attempt::Unverified`].
+    /// Decides the command on the state it was read or remembered at and writes the outcome:
+    /// with other requests' writes in a batch ([`GroupCommit`]), or `alone` in a pipelined
+    /// transaction of its own on `client` (one from the pool if `None`).
     async fn decide_and_write<K: Kind>(
         &self,
-        client: &deadpool_postgres::Client,
+        client: Option<deadpool_postgres::Client>,
         request: Request<'_, K>,
         stream_id: &str,
-        version: u64,
-        state: K::State,
-        unverified: bool,
+        decided: Decided<K::State>,
+        alone: bool,
     ) -> Result<Attempt<K::Resource>, CommandError> {
+        let Decided {
+            version,
+            state,
+            unverified,
+        } = decided;
         let Request {
             id,
             command,
@@ -415,9 +454,13 @@ impl Publisher {
                 return Ok(Attempt::Unverified);
             }
             if let Some(once) = once {
+                let client = match client {
+                    Some(client) => client,
+                    None => self.store.pool().get().await?,
+                };
                 let answer = (once.answer)(&written);
-                let remember = idempotency::prepare_remember(client, once.request, answer).await?;
-                if !remember.send(client).await? {
+                let remember = idempotency::prepare_remember(&client, once.request, answer).await?;
+                if !remember.send(&client).await? {
                     return Ok(Attempt::LostRace);
                 }
             }
@@ -437,6 +480,33 @@ impl Publisher {
         K::note_new_updates(before.as_ref(), &written.resource.state, &mut changes);
         K::add_to(&mut changes, written.resource.clone());
 
+        if also.is_none() && !alone {
+            // The batch takes a connection of its own: this one goes back to the pool first.
+            drop(client);
+            let job = Job {
+                stream_id: stream_id.to_owned(),
+                expected: version,
+                events: new_events,
+                changes,
+                remember: once.map(|once| (once.request.clone(), (once.answer)(&written))),
+            };
+            return match self.batches.commit(&self.store, job).await {
+                Committed::Written => {
+                    self.remember_written::<K>(&written);
+                    Ok(Attempt::Done(written))
+                }
+                Committed::Refused(e) => refused_append(e, if_match, unverified),
+                Committed::IdempotencyRaceLost => Ok(Attempt::LostRace),
+                Committed::RolledBack => Ok(Attempt::RolledBack),
+                Committed::WriteAlone => Ok(Attempt::WriteAlone),
+                Committed::Failed(e) => Err(e.into()),
+            };
+        }
+        let client = match client {
+            Some(client) => client,
+            None => self.store.pool().get().await?,
+        };
+        let client = &client;
         // The write: one transaction sent as one pipeline (see eventstore::pipeline), so every
         // statement is prepared first. The shared lock comes before any write, so that a
         // replay waiting for the exclusive lock never waits on a transaction that holds back
@@ -506,16 +576,30 @@ impl Publisher {
         if let Ok(Attempt::Done(written)) = &outcome {
             committed?;
             self.store.notify_appended();
-            let resource = &written.resource;
-            let recent = Recent {
-                version: resource.version,
-                weight: K::weight(&resource.state),
-                state: Arc::new(resource.state.clone()),
-            };
-            self.recent.insert(id, recent);
+            self.remember_written::<K>(written);
         }
         outcome
     }
+
+    /// Keeps the state a committed write left, for the next write to the same resource.
+    fn remember_written<K: Kind>(&self, written: &Written<K::Resource>) {
+        let resource = &written.resource;
+        let recent = Recent {
+            version: resource.version,
+            weight: K::weight(&resource.state),
+            state: Arc::new(resource.state.clone()),
+        };
+        self.recent.insert(resource.id, recent);
+    }
+}
+
+/// The state a command is decided on, at `version`. `unverified`: it is what this process
+/// wrote last, not read now, so a refusal that a newer state might not give is
+/// [`Attempt::Unverified`].
+struct Decided<S> {
+    version: u64,
+    state: S,
+    unverified: bool,
 }
 
 /// What a refused append means for the command: decide it again on the newer state, or

@@ -160,6 +160,34 @@ impl TimelineUpdate for domain::maintenance::MaintenanceUpdate {
 }
 
 impl Changes {
+    /// Adds the changes of other resources, to be written in the same statements. Each
+    /// resource must be in at most one of the two; the notes are all keyed by resource or
+    /// update ids, so they never mix.
+    pub(crate) fn absorb(&mut self, other: Changes) {
+        let Changes {
+            api_keys,
+            services,
+            incidents,
+            maintenances,
+            webhooks,
+            templates,
+            subscribers,
+            stored_updates,
+            stored_impacts,
+            new_updates,
+        } = other;
+        self.api_keys.extend(api_keys);
+        self.services.extend(services);
+        self.incidents.extend(incidents);
+        self.maintenances.extend(maintenances);
+        self.webhooks.extend(webhooks);
+        self.templates.extend(templates);
+        self.subscribers.extend(subscribers);
+        self.stored_updates.extend(stored_updates);
+        self.stored_impacts.extend(stored_impacts);
+        self.new_updates.extend(new_updates);
+    }
+
     /// Notes which derived rows of resource `id` at `after` are the ones `before` made:
     /// updates that are the same at the same place of the timeline, and impacts that are
     /// all the same; none when the title or the audience changed, which every row holds.

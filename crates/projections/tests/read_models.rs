@@ -1420,3 +1420,74 @@ async fn a_history_mixing_version_1_and_translated_version_2_events_replays_to_t
         .unwrap();
     assert_eq!(snapshot(&store).await, live);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_committed_together_share_a_transaction_and_one_refusal_costs_the_others_nothing() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    let (publisher, other_process) = (Publisher::new(&store), Publisher::new(&store));
+    let ids: Vec<Uuid> = (0..24).map(|_| Uuid::new_v4()).collect();
+    for id in &ids {
+        publisher
+            .execute::<IncidentDecider>(*id, &declare(*id, vec![], Audience::Public), None, &by())
+            .await
+            .unwrap();
+    }
+    // Another process moves some incidents on: this publisher's kept states of them are
+    // stale, so their appends are refused inside whatever batch they join, rolling it back.
+    let stale = &ids[..4];
+    for id in stale {
+        other_process
+            .execute::<IncidentDecider>(*id, &post(IncidentStatus::Identified, 2), None, &by())
+            .await
+            .unwrap();
+    }
+    let writes = ids.iter().map(|id| {
+        let (publisher, id) = (publisher.clone(), *id);
+        tokio::spawn(async move {
+            publisher
+                .execute::<IncidentDecider>(id, &post(IncidentStatus::Monitoring, 3), None, &by())
+                .await
+        })
+    });
+    let written = futures_util::future::join_all(writes).await;
+    for (id, result) in ids.iter().zip(written) {
+        let written = result.unwrap().unwrap();
+        let expected = if stale.contains(id) { 3 } else { 2 };
+        assert_eq!(written.resource.version, expected, "{id}");
+        assert_eq!(written.resource.state.updates.len() as u64, expected);
+    }
+    // Each incident's events are exactly its commands', each once, and the rows agree.
+    let client = store.pool().get().await.unwrap();
+    for id in &ids {
+        let read = queries::incident(&client, *id, &Viewer::Public)
+            .await
+            .unwrap()
+            .unwrap();
+        let expected = if stale.contains(id) { 3 } else { 2 };
+        assert_eq!(
+            (read.version, read.state.updates.len() as u64),
+            (expected, expected)
+        );
+        assert_eq!(read.state.status, IncidentStatus::Monitoring);
+    }
+    let stream_ids: Vec<String> = ids
+        .iter()
+        .map(|id| IncidentDecider::stream_id(*id))
+        .collect();
+    let row = client
+        .query_one(
+            "SELECT count(*), count(DISTINCT transaction_id) FROM events \
+              WHERE stream_id = ANY($1) AND event_type = 'incident.update_posted' \
+                AND data->>'status' = 'monitoring'",
+            &[&stream_ids],
+        )
+        .await
+        .unwrap();
+    let (events, transactions): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!(events, 24, "each write once");
+    assert!(
+        transactions < 24,
+        "writes sent together were committed together ({transactions} transactions)"
+    );
+}
