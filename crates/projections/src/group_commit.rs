@@ -113,10 +113,22 @@ impl GroupCommit {
     /// Writes `job` in the next batch and returns what became of it.
     pub(crate) async fn commit(self: &Arc<Self>, store: &EventStore, job: Job) -> Committed {
         let (reply, outcome) = oneshot::channel();
+        self.lock().jobs.push_back((job, reply));
+        self.start_batches(store);
+        // The batch's task ends only after answering: no answer means the runtime it ran on
+        // stopped (the process is shutting down), and whether it committed is unknown.
+        outcome.await.unwrap_or_else(|_| {
+            Committed::Failed(ProjectionError::Store(StoreError::Unavailable(
+                "the write's batch stopped before it was answered".into(),
+            )))
+        })
+    }
+
+    /// Starts a batch task if jobs wait and fewer than [`BATCHES_IN_FLIGHT`] run.
+    fn start_batches(self: &Arc<Self>, store: &EventStore) {
         let start = {
             let mut queue = self.lock();
-            queue.jobs.push_back((job, reply));
-            let start = queue.batches < BATCHES_IN_FLIGHT;
+            let start = !queue.jobs.is_empty() && queue.batches < BATCHES_IN_FLIGHT;
             if start {
                 queue.batches += 1;
             }
@@ -125,13 +137,6 @@ impl GroupCommit {
         if start {
             tokio::spawn(Arc::clone(self).run(store.clone()));
         }
-        // The batch's task ends only after answering: no answer means the runtime it ran on
-        // stopped (the process is shutting down), and whether it committed is unknown.
-        outcome.await.unwrap_or_else(|_| {
-            Committed::Failed(ProjectionError::Store(StoreError::Unavailable(
-                "the write's batch stopped before it was answered".into(),
-            )))
-        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {
@@ -143,7 +148,8 @@ impl GroupCommit {
     /// Commits batches until no job waits.
     async fn run(self: Arc<Self>, store: EventStore) {
         let mut running = Running {
-            commit: &self,
+            commit: Arc::clone(&self),
+            store: store.clone(),
             ended: false,
         };
         loop {
@@ -169,33 +175,48 @@ impl GroupCommit {
     }
 }
 
-/// A running batch task, whose slot is given back should it end by a panic.
-struct Running<'a> {
-    commit: &'a GroupCommit,
+/// A running batch task. Should it end by a panic, its slot is given back and, if jobs
+/// wait, another task takes them.
+struct Running {
+    commit: Arc<GroupCommit>,
+    store: EventStore,
     ended: bool,
 }
 
-impl Drop for Running<'_> {
+impl Drop for Running {
     fn drop(&mut self) {
         if !self.ended {
             self.commit.lock().batches -= 1;
+            if tokio::runtime::Handle::try_current().is_ok() {
+                self.commit.start_batches(&self.store);
+            }
         }
     }
 }
 
-/// The jobs of the next batch: the queued ones, in order, at most one per stream and
-/// [`MAX_JOBS`] in all; a job whose stream is taken waits for the next batch.
+/// The jobs of the next batch: the queued ones, in order, at most [`MAX_JOBS`], one per
+/// stream and one per idempotency key (two requests under one key must not share a
+/// transaction: the second's answer would fail on the first's, and both would roll back);
+/// the others wait for the next batch. Sorted by stream, so that batches of two processes
+/// meet at the streams' rows in the same order and never wait on each other in a cycle.
 fn take_batch(
     queue: &mut VecDeque<(Job, oneshot::Sender<Committed>)>,
 ) -> Vec<(Job, oneshot::Sender<Committed>)> {
     let mut batch = Vec::with_capacity(queue.len().min(MAX_JOBS));
     let mut streams = HashSet::new();
+    let mut keys = HashSet::new();
     let mut later = VecDeque::new();
     while batch.len() < MAX_JOBS {
         let Some(entry) = queue.pop_front() else {
             break;
         };
-        if streams.insert(entry.0.stream_id.clone()) {
+        let key = (entry.0.remember.as_ref())
+            .map(|(request, _)| (request.api_key_id, request.key.clone()));
+        let free = !streams.contains(&entry.0.stream_id)
+            && key.as_ref().is_none_or(|key| !keys.contains(key));
+        if free {
+            streams.insert(entry.0.stream_id.clone());
+            keys.extend(key);
             batch.push(entry);
         } else {
             later.push_back(entry);
@@ -204,6 +225,7 @@ fn take_batch(
     while let Some(entry) = later.pop_back() {
         queue.push_front(entry);
     }
+    batch.sort_by(|a, b| a.0.stream_id.cmp(&b.0.stream_id));
     batch
 }
 
@@ -280,7 +302,17 @@ async fn try_write_batch(
     for ((index, _), result) in appends.iter().zip(appended) {
         match result {
             Ok(_) => {}
-            Err(AppendError::Store(e)) => return Err(e.into()),
+            Err(AppendError::Store(e)) => {
+                let e = ProjectionError::Store(e);
+                match aborted_by_server(&e) {
+                    Abort::NotKnown => return Err(e),
+                    Abort::Retry => {
+                        return Ok(fill(outcomes, sent(&appends), || Committed::RolledBack))
+                    }
+                    Abort::ByThis => blamed = Some((*index, Committed::Failed(e))),
+                }
+                break;
+            }
             Err(refused) => {
                 blamed = Some((*index, Committed::Refused(refused)));
                 break;
@@ -289,13 +321,14 @@ async fn try_write_batch(
     }
     if blamed.is_none() {
         if let Err(e) = wrote {
-            if e.is_unavailable() {
-                return Err(e);
-            }
-            tracing::warn!(error = %e, jobs = appends.len(), "a batch's read-model writes failed: each write is tried alone");
-            return Ok(fill(outcomes, appends.iter().map(|(i, _)| *i), || {
-                Committed::WriteAlone
-            }));
+            return match aborted_by_server(&e) {
+                Abort::NotKnown => Err(e),
+                Abort::Retry => Ok(fill(outcomes, sent(&appends), || Committed::RolledBack)),
+                Abort::ByThis => {
+                    tracing::warn!(error = %e, jobs = appends.len(), "a batch's read-model writes failed: each write is tried alone");
+                    Ok(fill(outcomes, sent(&appends), || Committed::WriteAlone))
+                }
+            };
         }
         for ((index, _), result) in remembers.iter().zip(remembered) {
             match result {
@@ -304,9 +337,14 @@ async fn try_write_batch(
                     blamed = Some((*index, Committed::IdempotencyRaceLost));
                     break;
                 }
-                Err(e) if e.is_unavailable() => return Err(e),
                 Err(e) => {
-                    blamed = Some((*index, Committed::Failed(e)));
+                    match aborted_by_server(&e) {
+                        Abort::NotKnown => return Err(e),
+                        Abort::Retry => {
+                            return Ok(fill(outcomes, sent(&appends), || Committed::RolledBack))
+                        }
+                        Abort::ByThis => blamed = Some((*index, Committed::Failed(e))),
+                    }
                     break;
                 }
             }
@@ -314,15 +352,41 @@ async fn try_write_batch(
     }
     if let Some((index, outcome)) = blamed {
         outcomes[index] = Some(outcome);
-        return Ok(fill(outcomes, appends.iter().map(|(i, _)| *i), || {
-            Committed::RolledBack
-        }));
+        return Ok(fill(outcomes, sent(&appends), || Committed::RolledBack));
     }
     committed?;
     store.notify_appended();
-    Ok(fill(outcomes, appends.iter().map(|(i, _)| *i), || {
-        Committed::Written
-    }))
+    Ok(fill(outcomes, sent(&appends), || Committed::Written))
+}
+
+/// The jobs whose statements went out.
+fn sent<T>(appends: &[(usize, T)]) -> impl Iterator<Item = usize> + '_ {
+    appends.iter().map(|(index, _)| *index)
+}
+
+/// What a statement's failure says about the batch's transaction.
+enum Abort {
+    /// The server refused the statement for its own content: the transaction rolled back,
+    /// and this job is to blame.
+    ByThis,
+    /// The server gave up on the transaction for reasons of timing (a deadlock with another
+    /// process's batch, a serialization failure): it rolled back, and every job may simply
+    /// be sent again.
+    Retry,
+    /// No answer from the server (the connection is gone, or the statement never left this
+    /// side): whether the transaction committed is not known, so no job may be sent again.
+    NotKnown,
+}
+
+fn aborted_by_server(error: &ProjectionError) -> Abort {
+    let ProjectionError::Store(StoreError::Database(e)) = error else {
+        return Abort::NotKnown;
+    };
+    match e.code().map(|code| code.code()) {
+        Some("40P01" | "40001") => Abort::Retry,
+        Some(_) if !error.is_unavailable() => Abort::ByThis,
+        _ => Abort::NotKnown,
+    }
 }
 
 /// Every outcome, those still unknown (among `sent`) made by `outcome`.
@@ -451,6 +515,29 @@ mod tests {
         assert_eq!(streams(&batch), ["a", "b", "c"]);
         let left: Vec<(Job, _)> = queue.into_iter().collect();
         assert_eq!(streams(&left), ["a", "b", "a"]);
+    }
+
+    #[test]
+    fn a_batch_takes_one_job_per_idempotency_key_and_sorts_its_jobs_by_stream() {
+        let mut queue = queued(&["c", "b", "a"]);
+        let request = IdempotentRequest {
+            api_key_id: uuid::Uuid::nil(),
+            key: "create-once".into(),
+            request_sha256: String::new(),
+        };
+        let answer = StoredAnswer {
+            status: 201,
+            location: None,
+            etag: None,
+            body: String::new(),
+        };
+        for (job, _) in queue.iter_mut().take(2) {
+            job.remember = Some((request.clone(), answer.clone()));
+        }
+        let batch = take_batch(&mut queue);
+        assert_eq!(streams(&batch), ["a", "c"]);
+        let left: Vec<(Job, _)> = queue.into_iter().collect();
+        assert_eq!(streams(&left), ["b"]);
     }
 
     #[test]
