@@ -447,12 +447,17 @@ pub(crate) struct Turn<'a> {
 
 impl StreamTurns {
     pub(crate) async fn take(&self, stream_id: &str) -> Turn<'_> {
-        let turn = Arc::clone(self.lock().entry(stream_id.to_owned()).or_default());
-        Turn {
+        // Made before the wait, so that a request given up while it waits still forgets
+        // the stream's entry when nobody else needs it (its `Drop`).
+        let mut turn = Turn {
             turns: self,
             stream_id: stream_id.to_owned(),
-            held: Some(turn.lock_owned().await),
-        }
+            held: None,
+        };
+        // Moved into the wait's future, which is dropped before `turn` if the wait is.
+        let shared = Arc::clone(self.lock().entry(stream_id.to_owned()).or_default());
+        turn.held = Some(shared.lock_owned().await);
+        turn
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
@@ -564,6 +569,14 @@ mod tests {
         drop(first);
         drop(turns.take("incident-1").await);
         drop(other);
+        assert!(turns.lock().is_empty());
+
+        // A wait given up leaves nothing behind either, even once its turn had come.
+        let held = turns.take("incident-3").await;
+        let mut waiting = Box::pin(turns.take("incident-3"));
+        assert!(futures_util::poll!(waiting.as_mut()).is_pending());
+        drop(held);
+        drop(waiting);
         assert!(turns.lock().is_empty());
     }
 }
