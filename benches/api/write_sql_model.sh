@@ -4,8 +4,11 @@
 # the append, the resource's row upserted, the update's row) at the same sizes, run by
 # pgbench with as many clients as benches/api/load.sh uses, in two shapes:
 #
-#   pipelined: BEGIN, four statements and COMMIT sent as one pipeline (as crier sends them);
+#   pipelined: BEGIN, four statements and COMMIT sent as one pipeline (as a lone write);
 #   one statement: the same writes as one data-modifying statement in autocommit;
+#   eight per transaction: eight such writes (to eight streams) in one pipelined transaction,
+#   by a client for every eight connections (as crier's group commit sends writes that
+#   arrive together); counted in writes, eight a transaction;
 #
 # against the single-row insert load.sh compares crier with, in turns, two rounds each.
 # Usage: benches/api/write_sql_model.sh [seconds per run, default 8] [clients, default 64]
@@ -52,20 +55,36 @@ appended AS (INSERT INTO model_events (stream, version, event_id, data) SELECT '
 resource AS (INSERT INTO model_resources (id, version, status, state) SELECT 'incident-' || :client_id, :v, 'monitoring', '$STATE' FROM appended ON CONFLICT (id) DO UPDATE SET version = excluded.version, status = excluded.status, state = excluded.state RETURNING 1)
 INSERT INTO model_updates (update_id, resource_id, seq, body) SELECT gen_random_uuid(), 'incident-' || :client_id, :v, '$BODY' FROM resource;
 SQL
+{
+    echo '\set v random(1, 1000000000)'
+    echo '\startpipeline'
+    echo 'BEGIN;'
+    echo 'SELECT pg_advisory_xact_lock_shared(1);'
+    for n in 1 2 3 4 5 6 7 8; do
+        echo "INSERT INTO model_events (stream, version, event_id, data) VALUES ('incident-' || :client_id || '-$n', :v, gen_random_uuid(), '$EVENT');"
+        echo "INSERT INTO model_resources (id, version, status, state) VALUES ('incident-' || :client_id || '-$n', :v, 'monitoring', '$STATE') ON CONFLICT (id) DO UPDATE SET version = excluded.version, status = excluded.status, state = excluded.state;"
+        echo "INSERT INTO model_updates (update_id, resource_id, seq, body) VALUES (gen_random_uuid(), 'incident-' || :client_id || '-$n', :v, '$BODY');"
+    done
+    echo 'COMMIT;'
+    echo '\endpipeline'
+} >"$WORK/eight.sql"
 cat >"$WORK/single.sql" <<SQL
 INSERT INTO single_insert (stream, data) VALUES ('incident-' || :client_id, '$EVENT');
 SQL
 run() {
-    pgbench -n -M prepared -c "$CLIENTS" -j 2 -T "$SECONDS_PER_RUN" -f "$WORK/$1.sql" "$PGURL/$DB" 2>&1 |
+    pgbench -n -M prepared -c "${2:-$CLIENTS}" -j 2 -T "$SECONDS_PER_RUN" -f "$WORK/$1.sql" "$PGURL/$DB" 2>&1 |
         awk '/^tps/ {printf "%.0f", $3}'
 }
 echo "$(nproc) cores; $SECONDS_PER_RUN s per run; $CLIENTS clients"
 for round in 1 2; do
     single=$(run single); pipelined=$(run pipelined); one=$(run one_statement)
-    python3 - "$round" "$single" "$pipelined" "$one" <<'PY'
+    eight=$(run eight $(( (CLIENTS + 7) / 8 )))
+    python3 - "$round" "$single" "$pipelined" "$one" "$eight" <<'PY'
 import sys
-r, single, pipelined, one = sys.argv[1], *map(float, sys.argv[2:])
+r, single, pipelined, one, eight = sys.argv[1], *map(float, sys.argv[2:])
+eight *= 8
 print(f"round {r}: single insert {single:.0f}/s; write model pipelined {pipelined:.0f}/s "
-      f"({pipelined / single:.2f}), as one statement {one:.0f}/s ({one / single:.2f})")
+      f"({pipelined / single:.2f}), as one statement {one:.0f}/s ({one / single:.2f}), "
+      f"eight per transaction {eight:.0f} writes/s ({eight / single:.2f})")
 PY
 done
