@@ -303,13 +303,9 @@ async fn try_write_batch(
         match result {
             Ok(_) => {}
             Err(AppendError::Store(e)) => {
-                let e = ProjectionError::Store(e);
-                match aborted_by_server(&e) {
-                    Abort::NotKnown => return Err(e),
-                    Abort::Retry => {
-                        return Ok(fill(outcomes, sent(&appends), || Committed::RolledBack))
-                    }
-                    Abort::ByThis => blamed = Some((*index, Committed::Failed(e))),
+                match blame(ProjectionError::Store(e)) {
+                    Ok(outcome) => blamed = Some((*index, outcome)),
+                    Err(end) => return end.answer(outcomes, sent(&appends)),
                 }
                 break;
             }
@@ -338,12 +334,9 @@ async fn try_write_batch(
                     break;
                 }
                 Err(e) => {
-                    match aborted_by_server(&e) {
-                        Abort::NotKnown => return Err(e),
-                        Abort::Retry => {
-                            return Ok(fill(outcomes, sent(&appends), || Committed::RolledBack))
-                        }
-                        Abort::ByThis => blamed = Some((*index, Committed::Failed(e))),
+                    match blame(e) {
+                        Ok(outcome) => blamed = Some((*index, outcome)),
+                        Err(end) => return end.answer(outcomes, sent(&appends)),
                     }
                     break;
                 }
@@ -362,6 +355,37 @@ async fn try_write_batch(
 /// The jobs whose statements went out.
 fn sent<T>(appends: &[(usize, T)]) -> impl Iterator<Item = usize> + '_ {
     appends.iter().map(|(index, _)| *index)
+}
+
+/// A batch ended by a failure no one job is to blame for.
+enum BatchEnd {
+    /// Rolled back for reasons of timing: every job is sent again.
+    Retry,
+    /// Its outcome is not known: every job fails with this.
+    Failed(ProjectionError),
+}
+
+impl BatchEnd {
+    fn answer(
+        self,
+        outcomes: Vec<Option<Committed>>,
+        sent: impl Iterator<Item = usize>,
+    ) -> Result<Vec<Committed>, ProjectionError> {
+        match self {
+            BatchEnd::Retry => Ok(fill(outcomes, sent, || Committed::RolledBack)),
+            BatchEnd::Failed(error) => Err(error),
+        }
+    }
+}
+
+/// A job's statement failed with `error`: the job's own outcome (the others are rolled back
+/// with it), or the end of the whole batch.
+fn blame(error: ProjectionError) -> Result<Committed, BatchEnd> {
+    match aborted_by_server(&error) {
+        Abort::ByThis => Ok(Committed::Failed(error)),
+        Abort::Retry => Err(BatchEnd::Retry),
+        Abort::NotKnown => Err(BatchEnd::Failed(error)),
+    }
 }
 
 /// What a statement's failure says about the batch's transaction.
