@@ -70,39 +70,125 @@ pub(crate) const KEYED_TRANSACTION_SQL: &str = "SET LOCAL synchronous_commit = o
      SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; \
      SET LOCAL enable_mergejoin = off";
 
-/// The three statements a recorder runs for a batch of attempts: the attempts' rows, the
-/// deliveries' new states, and the release of each finished queue's next delivery.
+/// The statements a recorder runs for a batch of attempts: the attempts' rows, the
+/// deliveries' new states, and the release of each finished queue's next delivery. Every
+/// channel's tables have the same shape; only their names differ.
 pub(crate) struct RecordSql {
-    pub insert_attempts: &'static str,
-    pub update_deliveries: &'static str,
-    pub release_queues: &'static str,
+    insert_attempts: String,
+    update_deliveries: String,
+    release_queues: String,
 }
 
-/// Writes a batch of records in one transaction sent as one round trip
+impl RecordSql {
+    /// The statements over `deliveries` and `attempts`, whose rows name their recipient in
+    /// `recipient` and keep the attempt's reply code in `code`.
+    pub(crate) fn new(deliveries: &str, attempts: &str, recipient: &str, code: &str) -> Self {
+        RecordSql {
+            insert_attempts: format!(
+                "INSERT INTO {attempts} ({recipient}, position, attempt, started_at, \
+                                         duration_ms, {code}, error) \
+                 SELECT * FROM unnest($1::uuid[], $2::int8[], $3::int4[], $4::timestamptz[], \
+                                      $5::int4[], $6::int2[], $7::text[]) \
+                 ON CONFLICT DO NOTHING"
+            ),
+            // Locked in the order the outbox locks them, so the two never deadlock, then
+            // changed where they were locked (the row a lock found is the row updated: no
+            // second probe). Only while the lease is ours: a sender whose lease ran out and
+            // was taken over leaves the delivery to the one that holds it now.
+            update_deliveries: format!(
+                "UPDATE {deliveries} d \
+                    SET state = u.state, leased_until = NULL, \
+                        next_attempt_at = coalesce(u.next_attempt_at, d.next_attempt_at), \
+                        finished_at = CASE WHEN u.state = 'pending' THEN NULL ELSE now() END \
+                   FROM (SELECT l.ctid AS row_id, w.* FROM {deliveries} l \
+                           JOIN unnest($1::uuid[], $2::int8[], $3::int4[], $4::text[], \
+                                       $5::timestamptz[]) \
+                                AS w({recipient}, position, attempt, state, next_attempt_at) \
+                             ON l.{recipient} = w.{recipient} AND l.position = w.position \
+                          ORDER BY l.{recipient}, l.position FOR UPDATE OF l) u \
+                  WHERE d.ctid = u.row_id AND d.attempts = u.attempt AND d.state = 'pending'"
+            ),
+            // Only the head of a queue is ever due, so the next one is the first waiting one,
+            // found in the index of waiting deliveries (nearly always empty: one probe each).
+            release_queues: format!(
+                "UPDATE {deliveries} d SET next_attempt_at = now() \
+                   FROM (SELECT (SELECT n.ctid FROM {deliveries} n \
+                                  WHERE n.{recipient} = q.{recipient} \
+                                    AND n.ordering_key = q.ordering_key \
+                                    AND n.state = 'pending' \
+                                    AND n.next_attempt_at = 'infinity' \
+                                  ORDER BY n.position LIMIT 1) AS row_id \
+                           FROM unnest($1::uuid[], $2::text[]) AS q({recipient}, ordering_key)) head \
+                  WHERE d.ctid = head.row_id AND d.next_attempt_at = 'infinity'"
+            ),
+        }
+    }
+}
+
+/// One attempt as a recorder writes it, whatever the channel.
+pub(crate) struct AttemptRecord<'a> {
+    /// The endpoint or subscriber.
+    pub recipient: uuid::Uuid,
+    pub position: i64,
+    pub ordering_key: &'a str,
+    pub attempt: i32,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub duration_ms: i32,
+    /// The HTTP status or SMTP reply code.
+    pub code: Option<i16>,
+    pub error: Option<&'a str>,
+    /// The delivery's state after it.
+    pub state: &'a str,
+    pub next_attempt_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Writes a batch of attempts and their deliveries' new states, and makes the next delivery
+/// of each queue they finished due, in one transaction sent as one round trip
 /// ([`eventstore::pipeline`]): `BEGIN`, [`KEYED_TRANSACTION_SQL`], the three statements and
 /// `COMMIT`. The recorder refuses no result, so a `COMMIT` that goes out before the answers
 /// is safe: after any statement's error the server rolls the whole batch back, and the
 /// caller retries it. A round trip per statement cost each batch five wake-ups of the
 /// connection's task on a machine the delivery runs keep busy.
-pub(crate) async fn record_in_one_round_trip(
+pub(crate) async fn record_attempts(
     client: &deadpool_postgres::Object,
     sql: &RecordSql,
-    insert_attempts: &[&(dyn ToSql + Sync)],
-    update_deliveries: &[&(dyn ToSql + Sync)],
-    release_queues: &[&(dyn ToSql + Sync)],
+    records: &[AttemptRecord<'_>],
 ) -> Result<(), DeliveryError> {
+    let recipients: Vec<uuid::Uuid> = records.iter().map(|r| r.recipient).collect();
+    let positions: Vec<i64> = records.iter().map(|r| r.position).collect();
+    let attempts: Vec<i32> = records.iter().map(|r| r.attempt).collect();
+    let started: Vec<_> = records.iter().map(|r| r.started_at).collect();
+    let durations: Vec<i32> = records.iter().map(|r| r.duration_ms).collect();
+    let codes: Vec<Option<i16>> = records.iter().map(|r| r.code).collect();
+    let errors: Vec<Option<&str>> = records.iter().map(|r| r.error).collect();
+    let states: Vec<&str> = records.iter().map(|r| r.state).collect();
+    let next: Vec<_> = records.iter().map(|r| r.next_attempt_at).collect();
+    // Each queue whose delivery is over: its next one, waiting behind it, is due now.
+    let (queue_recipients, queue_keys) = finished_queues(records);
     // Prepared before the pipeline: a statement still to be prepared would go out behind
     // the ones after it (once per connection; later batches find them cached).
-    let insert = client.prepare_cached(sql.insert_attempts).await?;
-    let update = client.prepare_cached(sql.update_deliveries).await?;
-    let release = client.prepare_cached(sql.release_queues).await?;
+    let insert = client.prepare_cached(&sql.insert_attempts).await?;
+    let update = client.prepare_cached(&sql.update_deliveries).await?;
+    let release = client.prepare_cached(&sql.release_queues).await?;
+    let insert_params: [&(dyn ToSql + Sync); 7] = [
+        &recipients,
+        &positions,
+        &attempts,
+        &started,
+        &durations,
+        &codes,
+        &errors,
+    ];
+    let update_params: [&(dyn ToSql + Sync); 5] =
+        [&recipients, &positions, &attempts, &states, &next];
+    let release_params: [&(dyn ToSql + Sync); 2] = [&queue_recipients, &queue_keys];
     let (transaction, begin) = OpenTransaction::begin(client);
     let (begun, set, inserted, updated, released, committed) = futures_util::join!(
         begin,
         client.batch_execute(KEYED_TRANSACTION_SQL),
-        client.execute(&insert, insert_attempts),
-        client.execute(&update, update_deliveries),
-        client.execute(&release, release_queues),
+        client.execute(&insert, &insert_params),
+        client.execute(&update, &update_params),
+        client.execute(&release, &release_params),
         transaction.commit_in_pipeline(),
     );
     begun?;
@@ -115,15 +201,13 @@ pub(crate) async fn record_in_one_round_trip(
 }
 
 /// The queues (recipient, ordering key) a batch of records ended a delivery of, each once,
-/// as the two columns the recorders' release statements unnest: the next delivery of each,
-/// waiting behind it, is due now. `records` gives each record's recipient, ordering key
-/// and new state; one still `pending` (a retry) ends nothing.
-pub(crate) fn finished_queues<'a>(
-    records: impl Iterator<Item = (uuid::Uuid, &'a str, &'a str)>,
-) -> (Vec<uuid::Uuid>, Vec<&'a str>) {
+/// as the two columns the release statement unnests: the next delivery of each, waiting
+/// behind it, is due now. A record still `pending` (a retry) ends nothing.
+fn finished_queues<'a>(records: &'a [AttemptRecord<'_>]) -> (Vec<uuid::Uuid>, Vec<&'a str>) {
     let mut finished: Vec<(uuid::Uuid, &str)> = records
-        .filter(|(_, _, state)| *state != "pending")
-        .map(|(id, key, _)| (id, key))
+        .iter()
+        .filter(|r| r.state != "pending")
+        .map(|r| (r.recipient, r.ordering_key))
         .collect();
     finished.sort_unstable();
     finished.dedup();

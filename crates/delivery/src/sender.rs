@@ -27,7 +27,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -43,40 +43,15 @@ use crate::webhook::target::GuardedResolver;
 use crate::webhook::WebhookSettings;
 use crate::DeliveryError;
 
-/// The webhook recorder's statements ([`crate::record_in_one_round_trip`]).
-const RECORD_SQL: crate::RecordSql = crate::RecordSql {
-    insert_attempts: "INSERT INTO webhook_attempts (webhook_id, position, attempt, started_at, \
-                                                    duration_ms, status_code, error) \
-         SELECT * FROM unnest($1::uuid[], $2::int8[], $3::int4[], $4::timestamptz[], \
-                              $5::int4[], $6::int2[], $7::text[]) \
-         ON CONFLICT DO NOTHING",
-    // Locked in the order the fan-out locks them, so the two never deadlock, then changed
-    // where they were locked (the row a lock found is the row updated: no second probe).
-    // Only while the lease is ours: a sender whose lease ran out and was taken over leaves
-    // the delivery to the one that holds it now.
-    update_deliveries: "UPDATE webhook_deliveries d \
-            SET state = u.state, leased_until = NULL, \
-                next_attempt_at = coalesce(u.next_attempt_at, d.next_attempt_at), \
-                finished_at = CASE WHEN u.state = 'pending' THEN NULL ELSE now() END \
-           FROM (SELECT l.ctid AS row_id, w.* FROM webhook_deliveries l \
-                   JOIN unnest($1::uuid[], $2::int8[], $3::int4[], $4::text[], \
-                               $5::timestamptz[]) \
-                        AS w(webhook_id, position, attempt, state, next_attempt_at) \
-                     ON l.webhook_id = w.webhook_id AND l.position = w.position \
-                  ORDER BY l.webhook_id, l.position FOR UPDATE OF l) u \
-          WHERE d.ctid = u.row_id AND d.attempts = u.attempt AND d.state = 'pending'",
-    // Only the head of a queue is ever due, so the next one is the first waiting one, found
-    // in the index of waiting deliveries (nearly always empty: one probe each).
-    release_queues: "UPDATE webhook_deliveries d SET next_attempt_at = now() \
-           FROM (SELECT (SELECT n.ctid FROM webhook_deliveries n \
-                          WHERE n.webhook_id = q.webhook_id \
-                            AND n.ordering_key = q.ordering_key \
-                            AND n.state = 'pending' \
-                            AND n.next_attempt_at = 'infinity' \
-                          ORDER BY n.position LIMIT 1) AS row_id \
-                   FROM unnest($1::uuid[], $2::text[]) AS q(webhook_id, ordering_key)) head \
-          WHERE d.ctid = head.row_id AND d.next_attempt_at = 'infinity'",
-};
+/// The webhook recorder's statements ([`crate::record_attempts`]).
+static RECORD_SQL: LazyLock<crate::RecordSql> = LazyLock::new(|| {
+    crate::RecordSql::new(
+        "webhook_deliveries",
+        "webhook_attempts",
+        "webhook_id",
+        "status_code",
+    )
+});
 
 /// Time a lease holds beyond the attempt's own timeout.
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
@@ -803,39 +778,23 @@ impl Sender {
         &self,
         batch: &[(Record, OwnedSemaphorePermit)],
     ) -> Result<(), DeliveryError> {
-        let records = batch.iter().map(|(r, _)| r);
-        let webhook_ids: Vec<Uuid> = records.clone().map(|r| r.webhook_id).collect();
-        let positions: Vec<i64> = records.clone().map(|r| r.position).collect();
-        let attempts: Vec<i32> = records.clone().map(|r| r.attempt).collect();
-        let started: Vec<DateTime<Utc>> = records.clone().map(|r| r.started_at).collect();
-        let durations: Vec<i32> = records.clone().map(|r| r.duration_ms).collect();
-        let statuses: Vec<Option<i16>> = records.clone().map(|r| r.status).collect();
-        let errors: Vec<Option<&str>> = records.clone().map(|r| r.error.as_deref()).collect();
-        let states: Vec<&str> = records.clone().map(|r| r.state).collect();
-        let next: Vec<Option<DateTime<Utc>>> = records.map(|r| r.next_attempt_at).collect();
-        // Each queue whose delivery is over: its next one, waiting behind it, is due now.
-        let (queue_webhooks, queue_keys) = crate::finished_queues(
-            batch
-                .iter()
-                .map(|(r, _)| (r.webhook_id, r.ordering_key.as_str(), r.state)),
-        );
+        let records: Vec<crate::AttemptRecord> = batch
+            .iter()
+            .map(|(r, _)| crate::AttemptRecord {
+                recipient: r.webhook_id,
+                position: r.position,
+                ordering_key: &r.ordering_key,
+                attempt: r.attempt,
+                started_at: r.started_at,
+                duration_ms: r.duration_ms,
+                code: r.status,
+                error: r.error.as_deref(),
+                state: r.state,
+                next_attempt_at: r.next_attempt_at,
+            })
+            .collect();
         let client = self.store.pool().get().await?;
-        crate::record_in_one_round_trip(
-            &client,
-            &RECORD_SQL,
-            &[
-                &webhook_ids,
-                &positions,
-                &attempts,
-                &started,
-                &durations,
-                &statuses,
-                &errors,
-            ],
-            &[&webhook_ids, &positions, &attempts, &states, &next],
-            &[&queue_webhooks, &queue_keys],
-        )
-        .await
+        crate::record_attempts(&client, &RECORD_SQL, &records).await
     }
 
     /// The endpoint answered 410 Gone: it is disabled (an event, by `system`), and the

@@ -17,7 +17,7 @@
 //! server's text, which may quote the address.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -34,38 +34,15 @@ use crate::email::secrets::SubscriberKey;
 use crate::email::smtp::{SmtpPool, SmtpServer};
 use crate::email::EmailSettings;
 
-/// The email recorder's statements ([`crate::record_in_one_round_trip`]).
-const RECORD_SQL: crate::RecordSql = crate::RecordSql {
-    insert_attempts: "INSERT INTO email_attempts (subscriber_id, position, attempt, started_at, \
-                                                  duration_ms, reply_code, error) \
-         SELECT * FROM unnest($1::uuid[], $2::int8[], $3::int4[], $4::timestamptz[], \
-                              $5::int4[], $6::int2[], $7::text[]) \
-         ON CONFLICT DO NOTHING",
-    // Locked in the order the outbox locks them, so the two never deadlock, then changed
-    // where they were locked (the row a lock found is the row updated: no second probe).
-    update_deliveries: "UPDATE email_deliveries d \
-            SET state = u.state, leased_until = NULL, \
-                next_attempt_at = coalesce(u.next_attempt_at, d.next_attempt_at), \
-                finished_at = CASE WHEN u.state = 'pending' THEN NULL ELSE now() END \
-           FROM (SELECT l.ctid AS row_id, w.* FROM email_deliveries l \
-                   JOIN unnest($1::uuid[], $2::int8[], $3::int4[], $4::text[], \
-                               $5::timestamptz[]) \
-                        AS w(subscriber_id, position, attempt, state, next_attempt_at) \
-                     ON l.subscriber_id = w.subscriber_id AND l.position = w.position \
-                  ORDER BY l.subscriber_id, l.position FOR UPDATE OF l) u \
-          WHERE d.ctid = u.row_id AND d.attempts = u.attempt AND d.state = 'pending'",
-    // Only the head of a queue is ever due, so the next one is the first waiting one, found
-    // in the index of waiting deliveries (nearly always empty: one probe each).
-    release_queues: "UPDATE email_deliveries d SET next_attempt_at = now() \
-           FROM (SELECT (SELECT n.ctid FROM email_deliveries n \
-                          WHERE n.ordering_key = q.ordering_key \
-                            AND n.subscriber_id = q.subscriber_id \
-                            AND n.state = 'pending' \
-                            AND n.next_attempt_at = 'infinity' \
-                          ORDER BY n.position LIMIT 1) AS row_id \
-                   FROM unnest($1::uuid[], $2::text[]) AS q(subscriber_id, ordering_key)) head \
-          WHERE d.ctid = head.row_id AND d.next_attempt_at = 'infinity'",
-};
+/// The email recorder's statements ([`crate::record_attempts`]).
+static RECORD_SQL: LazyLock<crate::RecordSql> = LazyLock::new(|| {
+    crate::RecordSql::new(
+        "email_deliveries",
+        "email_attempts",
+        "subscriber_id",
+        "reply_code",
+    )
+});
 use crate::sender::{backoff_between, jitter};
 use crate::DeliveryError;
 
@@ -624,32 +601,22 @@ impl EmailSender {
         &self,
         batch: &[(Record, OwnedSemaphorePermit)],
     ) -> Result<(), DeliveryError> {
-        let records = batch.iter().map(|(r, _)| r);
-        let ids: Vec<Uuid> = records.clone().map(|r| r.subscriber_id).collect();
-        let positions: Vec<i64> = records.clone().map(|r| r.position).collect();
-        let attempts: Vec<i32> = records.clone().map(|r| r.attempt).collect();
-        let started: Vec<DateTime<Utc>> = records.clone().map(|r| r.started_at).collect();
-        let durations: Vec<i32> = records.clone().map(|r| r.duration_ms).collect();
-        let codes: Vec<Option<i16>> = records.clone().map(|r| r.reply_code).collect();
-        let errors: Vec<Option<&str>> = records.clone().map(|r| r.error.as_deref()).collect();
-        let states: Vec<&str> = records.clone().map(|r| r.state).collect();
-        let next: Vec<Option<DateTime<Utc>>> = records.map(|r| r.next_attempt_at).collect();
-        // Each queue whose delivery is over: its next one, waiting behind it, is due now.
-        let (queue_subscribers, queue_keys) = crate::finished_queues(
-            batch
-                .iter()
-                .map(|(r, _)| (r.subscriber_id, r.ordering_key.as_str(), r.state)),
-        );
+        let records: Vec<crate::AttemptRecord> = batch
+            .iter()
+            .map(|(r, _)| crate::AttemptRecord {
+                recipient: r.subscriber_id,
+                position: r.position,
+                ordering_key: &r.ordering_key,
+                attempt: r.attempt,
+                started_at: r.started_at,
+                duration_ms: r.duration_ms,
+                code: r.reply_code,
+                error: r.error.as_deref(),
+                state: r.state,
+                next_attempt_at: r.next_attempt_at,
+            })
+            .collect();
         let client = self.store.pool().get().await?;
-        crate::record_in_one_round_trip(
-            &client,
-            &RECORD_SQL,
-            &[
-                &ids, &positions, &attempts, &started, &durations, &codes, &errors,
-            ],
-            &[&ids, &positions, &attempts, &states, &next],
-            &[&queue_subscribers, &queue_keys],
-        )
-        .await
+        crate::record_attempts(&client, &RECORD_SQL, &records).await
     }
 }
