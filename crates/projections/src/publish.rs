@@ -454,10 +454,7 @@ impl Publisher {
                 return Ok(Attempt::Unverified);
             }
             if let Some(once) = once {
-                let client = match client {
-                    Some(client) => client,
-                    None => self.store.pool().get().await?,
-                };
+                let client = self.connection(client).await?;
                 let answer = (once.answer)(&written);
                 let remember = idempotency::prepare_remember(&client, once.request, answer).await?;
                 if !remember.send(&client).await? {
@@ -502,10 +499,7 @@ impl Publisher {
                 Committed::Failed(e) => Err(e.into()),
             };
         }
-        let client = match client {
-            Some(client) => client,
-            None => self.store.pool().get().await?,
-        };
+        let client = self.connection(client).await?;
         let client = &client;
         // The write: one transaction sent as one pipeline (see eventstore::pipeline), so every
         // statement is prepared first. The shared lock comes before any write, so that a
@@ -579,6 +573,17 @@ impl Publisher {
             self.remember_written::<K>(written);
         }
         outcome
+    }
+
+    /// `client`, or else one from the pool.
+    async fn connection(
+        &self,
+        client: Option<deadpool_postgres::Client>,
+    ) -> Result<deadpool_postgres::Client, CommandError> {
+        match client {
+            Some(client) => Ok(client),
+            None => Ok(self.store.pool().get().await?),
+        }
     }
 
     /// Keeps the state a committed write left, for the next write to the same resource.
