@@ -57,7 +57,7 @@ pub trait Kind: Decider<State = Option<Self::Resource>> {
 
     /// Notes in `changes` which derived rows of `after` are stored already, exactly as
     /// `before` (the state its row held) made them, so that writing `after` leaves them
-    /// alone (see [`crate::Changes::stored_updates`]).
+    /// alone (see [`crate::Changes::stored_timelines`]).
     fn note_unchanged(
         _before: &Self::Resource,
         _after: &Self::Resource,

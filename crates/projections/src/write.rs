@@ -11,10 +11,12 @@
 //! the generic plan the write runs under (see `READ_MODEL_WRITE_SQL`) scanned small parent
 //! tables whole.
 //!
-//! What the resource's previous state already made is left out ([`Changes::stored_updates`],
+//! What the resource's previous state already made is left out ([`Changes::stored_timelines`],
 //! [`Changes::stored_impacts`]): update rows unchanged at their place in the timeline, and the
 //! impact rows when all of them are unchanged; none when the title or audience changed, since
-//! every derived row holds them. The rows of the updates that the write's own events create
+//! every derived row holds them. What a write notes is what changed (the updates it made or
+//! corrected), never the whole timeline, so that it costs the same on the hundredth update
+//! as on the first. The rows of the updates that the write's own events create
 //! ([`Changes::new_updates`]) are plain inserts; the others are upserts.
 //!
 //! # Timelines in update rows
@@ -71,10 +73,13 @@ pub struct Changes {
     pub webhooks: Vec<Versioned<Webhook>>,
     pub templates: Vec<Versioned<Template>>,
     pub subscribers: Vec<Versioned<Subscriber>>,
-    /// Updates (of these incidents and maintenances) whose derived rows are known to be
-    /// stored exactly as these states would write them: left out, so that a write costs
-    /// what changed rather than the length of the timeline. Empty: every one is written.
-    pub stored_updates: IdSet,
+    /// Incidents and maintenances whose update rows are known to be stored exactly as these
+    /// states would write them, but for those in `changed_updates`: only those are written,
+    /// so that a write costs what changed rather than the length of the timeline. Any other
+    /// resource has every update row written.
+    pub stored_timelines: IdSet,
+    /// Of the resources in `stored_timelines`, the updates whose rows differ or are new.
+    pub changed_updates: IdSet,
     /// Incidents and maintenances whose service impact rows are known to be stored exactly
     /// as these states would write them: left alone rather than deleted and inserted again.
     pub stored_impacts: IdSet,
@@ -175,7 +180,8 @@ impl Changes {
             webhooks,
             templates,
             subscribers,
-            stored_updates,
+            stored_timelines,
+            changed_updates,
             stored_impacts,
             new_updates,
         } = other;
@@ -186,7 +192,8 @@ impl Changes {
         self.webhooks.extend(webhooks);
         self.templates.extend(templates);
         self.subscribers.extend(subscribers);
-        self.stored_updates.extend(stored_updates);
+        self.stored_timelines.extend(stored_timelines);
+        self.changed_updates.extend(changed_updates);
         self.stored_impacts.extend(stored_impacts);
         self.new_updates.extend(new_updates);
     }
@@ -203,8 +210,18 @@ impl Changes {
         if before.title != after.title || before.audience != after.audience {
             return;
         }
-        let same = before.updates.iter().zip(after.updates);
-        (self.stored_updates).extend(same.filter(|(b, a)| b == a).map(|(_, a)| a.row().0));
+        self.stored_timelines.insert(id);
+        // Unchanged updates share their `Arc` with `before`'s: comparing them is a pointer's
+        // comparison.
+        let at_their_place = before
+            .updates
+            .iter()
+            .map(Some)
+            .chain(std::iter::repeat(None));
+        let changed = (at_their_place.zip(after.updates))
+            .filter(|(b, a)| *b != Some(*a))
+            .map(|(_, a)| a.row().0);
+        self.changed_updates.extend(changed);
         if before.impacts == after.impacts {
             self.stored_impacts.insert(id);
         }
@@ -218,13 +235,20 @@ impl Changes {
         before: Option<Derived<'_, U>>,
         after: Derived<'_, U>,
     ) {
-        let known: IdSet = before
-            .iter()
-            .flat_map(|b| b.updates.iter().map(|u| u.row().0))
-            .collect();
-        let ids = after.updates.iter().map(|u| u.row().0);
-        self.new_updates
-            .extend(ids.filter(|id| !known.contains(id)));
+        let before = before.map_or(&[][..], |b| b.updates);
+        let id = |u: &Arc<U>| u.row().0;
+        // Updates are only ever appended: the new ones follow those `before` had, which
+        // is checked rather than trusted.
+        let appended = after.updates.len() >= before.len()
+            && (before.iter().zip(after.updates)).all(|(b, a)| id(b) == id(a));
+        if appended {
+            (self.new_updates).extend(after.updates[before.len()..].iter().map(id));
+        } else {
+            let known: IdSet = before.iter().map(id).collect();
+            let ids = after.updates.iter().map(id);
+            self.new_updates
+                .extend(ids.filter(|id| !known.contains(id)));
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -582,9 +606,10 @@ impl<'a> Writes<'a> {
         for resource in resources {
             let derived = derive(&resource.state);
             let version = version(resource)?;
+            let partly_stored = changes.stored_timelines.contains(&resource.id);
             for (seq, update) in derived.updates.iter().enumerate() {
                 let (update_id, status, message, created) = update.row();
-                if !changes.stored_updates.contains(&update_id) {
+                if !partly_stored || changes.changed_updates.contains(&update_id) {
                     let seq = i32::try_from(seq).map_err(|_| {
                         ProjectionError::Corrupt(format!(
                             "the timeline of {} is too long",
@@ -889,28 +914,33 @@ mod tests {
         };
         let outage = [(service, ServiceStatus::MajorOutage)];
         let before = timeline([(a, "a"), (b, "b")]);
+        // The updates whose rows are to be written (all: `None`), and whether the impacts are.
         let noted = |after: Derived<'_, Update>| {
             let mut changes = Changes::default();
             changes.note_unchanged(id, derived("Teams", &public, &before, &outage), after);
-            let mut updates: Vec<Uuid> = changes.stored_updates.into_iter().collect();
+            let mut updates: Vec<Uuid> = changes.changed_updates.into_iter().collect();
             updates.sort();
-            (updates, changes.stored_impacts.contains(&id))
+            let written = changes.stored_timelines.contains(&id).then_some(updates);
+            (written, changes.stored_impacts.contains(&id))
         };
 
         // An update appended: the earlier ones and the impacts are as stored.
         let appended = timeline([(a, "a"), (b, "b"), (c, "c")]);
         let after = derived("Teams", &public, &appended, &outage);
-        assert_eq!(noted(after), (vec![a, b], true));
+        assert_eq!(noted(after), (Some(vec![c]), true));
         // A correction, and a service that recovered.
         let corrected = timeline([(a, "a"), (b, "b, corrected")]);
         let recovered = [(service, ServiceStatus::PartialOutage)];
         let after = derived("Teams", &public, &corrected, &recovered);
-        assert_eq!(noted(after), (vec![a], false));
+        assert_eq!(noted(after), (Some(vec![b]), false));
+        // Nothing changed: nothing is written.
+        let after = derived("Teams", &public, &before, &outage);
+        assert_eq!(noted(after), (Some(vec![]), true));
         // A new title or audience is in every row.
         let after = derived("Teams sign-in", &public, &before, &outage);
-        assert_eq!(noted(after), (vec![], false));
+        assert_eq!(noted(after), (None, false));
         let after = derived("Teams", &tenant, &before, &outage);
-        assert_eq!(noted(after), (vec![], false));
+        assert_eq!(noted(after), (None, false));
     }
 
     #[test]
@@ -936,5 +966,8 @@ mod tests {
         assert_eq!(new(Some(&before), &corrected), Vec::<Uuid>::new());
         // A new resource: every one.
         assert_eq!(new(None, &posted), vec![a, b, c]);
+        // Were a timeline ever not to grow by appending, the ids still decide.
+        let reordered = timeline([(b, "b"), (c, "c"), (a, "a")]);
+        assert_eq!(new(Some(&before), &reordered), vec![c]);
     }
 }
