@@ -1,8 +1,10 @@
 //! The values commands carry, validated where they enter the domain.
 
-use std::sync::Arc;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::DomainError;
@@ -654,26 +656,67 @@ mod tests {
 /// resource with a long timeline (the publisher keeps, compares and renders its states)
 /// copies one pointer per update instead of every update's text; changing one update
 /// copies only that one. Serialised as a plain array of updates.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Timeline<T>(Vec<Arc<T>>);
+///
+/// Beside each update, shared with it, is the JSON its readers in the default language are
+/// shown, once rendered ([`Timeline::shown`]): an update never changes after it is written
+/// except through [`Timeline::find_mut`], which forgets it, so an answer that carries the
+/// whole timeline renders only what is new since the last one.
+#[derive(Clone)]
+pub struct Timeline<T> {
+    updates: Vec<Arc<T>>,
+    /// Same length as `updates`: each one's rendering, shared by every clone.
+    shown: Vec<Arc<OnceLock<Box<RawValue>>>>,
+}
 
 impl<T> Timeline<T> {
     pub fn push(&mut self, update: T) {
-        self.0.push(Arc::new(update));
+        self.updates.push(Arc::new(update));
+        self.shown.push(Arc::default());
     }
 
-    /// The first update that `matches`, to change (copied first if it is shared).
+    /// The first update that `matches`, to change (copied first if it is shared); its
+    /// rendering is forgotten.
     pub fn find_mut(&mut self, matches: impl Fn(&T) -> bool) -> Option<&mut T>
     where
         T: Clone,
     {
-        self.0.iter_mut().find(|u| matches(u)).map(Arc::make_mut)
+        let at = self.updates.iter().position(|u| matches(u))?;
+        self.shown[at] = Arc::default();
+        Some(Arc::make_mut(&mut self.updates[at]))
+    }
+
+    /// Each update as readers in the default language are shown it: `render`'s JSON,
+    /// rendered once per update and kept while the update stands. `render` must depend on
+    /// the update alone (not on a reader or a language).
+    pub fn shown<'a>(
+        &'a self,
+        render: impl Fn(&T) -> Box<RawValue> + 'a,
+    ) -> impl Iterator<Item = &'a RawValue> + 'a {
+        (self.updates.iter().zip(&self.shown))
+            .map(move |(update, shown)| &**shown.get_or_init(|| render(update)))
     }
 }
 
+impl<T: fmt::Debug> fmt::Debug for Timeline<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(&self.updates).finish()
+    }
+}
+
+impl<T: PartialEq> PartialEq for Timeline<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.updates == other.updates
+    }
+}
+
+impl<T: Eq> Eq for Timeline<T> {}
+
 impl<T> Default for Timeline<T> {
     fn default() -> Self {
-        Timeline(Vec::new())
+        Timeline {
+            updates: Vec::new(),
+            shown: Vec::new(),
+        }
     }
 }
 
@@ -681,13 +724,15 @@ impl<T> std::ops::Deref for Timeline<T> {
     type Target = [Arc<T>];
 
     fn deref(&self) -> &[Arc<T>] {
-        &self.0
+        &self.updates
     }
 }
 
 impl<T> From<Vec<T>> for Timeline<T> {
     fn from(updates: Vec<T>) -> Self {
-        Timeline(updates.into_iter().map(Arc::new).collect())
+        let updates: Vec<Arc<T>> = updates.into_iter().map(Arc::new).collect();
+        let shown = updates.iter().map(|_| Arc::default()).collect();
+        Timeline { updates, shown }
     }
 }
 
@@ -696,13 +741,13 @@ impl<'a, T> IntoIterator for &'a Timeline<T> {
     type IntoIter = std::slice::Iter<'a, Arc<T>>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
+        self.updates.iter()
     }
 }
 
 impl<T: Serialize> Serialize for Timeline<T> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(|u| &**u))
+        serializer.collect_seq(self.updates.iter().map(|u| &**u))
     }
 }
 

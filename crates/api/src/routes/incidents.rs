@@ -9,7 +9,7 @@ use domain::language::{Language, Negotiation};
 use domain::template::{Taken, TemplateFields};
 use domain::values::AffectedService;
 use projections::history::{self, AsOf};
-use projections::queries::{self, for_viewer, IncidentFilter, IncidentState, Viewer};
+use projections::queries::{self, IncidentFilter, IncidentState, Viewer};
 use projections::Versioned;
 use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -134,10 +134,7 @@ fn render(
     negotiation: Negotiation,
 ) -> impl Fn(&Versioned<Incident>) -> String + Sync {
     move |incident: &Versioned<Incident>| {
-        for_viewer(incident.clone(), &viewer)
-            .map(|incident| IncidentBody::new(incident, &negotiation))
-            .and_then(|body| serde_json::to_string(&body).ok())
-            .unwrap_or_default()
+        IncidentBody::json(incident, &viewer, &negotiation).unwrap_or_default()
     }
 }
 
