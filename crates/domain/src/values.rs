@@ -652,9 +652,10 @@ mod tests {
     }
 }
 
-/// A resource's updates, oldest first. Each update is shared (`Arc`), so that cloning a
-/// resource with a long timeline (the publisher keeps, compares and renders its states)
-/// copies one pointer per update instead of every update's text; changing one update
+/// A resource's updates, oldest first. The list and each update are shared (`Arc`), so that
+/// cloning a resource with a long timeline (the publisher keeps, compares and renders its
+/// states) copies a pointer, not a pointer per update nor any update's text; adding an
+/// update to a shared timeline copies the list of pointers once, and changing one update
 /// copies only that one. Serialised as a plain array of updates.
 ///
 /// Beside each update, shared with it, is the JSON its readers in the default language are
@@ -663,15 +664,15 @@ mod tests {
 /// whole timeline renders only what is new since the last one.
 #[derive(Clone)]
 pub struct Timeline<T> {
-    updates: Vec<Arc<T>>,
+    updates: Arc<Vec<Arc<T>>>,
     /// Same length as `updates`: each one's rendering, shared by every clone.
-    shown: Vec<Arc<OnceLock<Box<RawValue>>>>,
+    shown: Arc<Vec<Arc<OnceLock<Box<RawValue>>>>>,
 }
 
 impl<T> Timeline<T> {
     pub fn push(&mut self, update: T) {
-        self.updates.push(Arc::new(update));
-        self.shown.push(Arc::default());
+        Arc::make_mut(&mut self.updates).push(Arc::new(update));
+        Arc::make_mut(&mut self.shown).push(Arc::default());
     }
 
     /// The first update that `matches`, to change (copied first if it is shared); its
@@ -681,8 +682,8 @@ impl<T> Timeline<T> {
         T: Clone,
     {
         let at = self.updates.iter().position(|u| matches(u))?;
-        self.shown[at] = Arc::default();
-        Some(Arc::make_mut(&mut self.updates[at]))
+        Arc::make_mut(&mut self.shown)[at] = Arc::default();
+        Some(Arc::make_mut(&mut Arc::make_mut(&mut self.updates)[at]))
     }
 
     /// Each update as readers in the default language are shown it: `render`'s JSON,
@@ -692,14 +693,14 @@ impl<T> Timeline<T> {
         &'a self,
         render: impl Fn(&T) -> Box<RawValue> + 'a,
     ) -> impl Iterator<Item = &'a RawValue> + 'a {
-        (self.updates.iter().zip(&self.shown))
+        (self.updates.iter().zip(self.shown.iter()))
             .map(move |(update, shown)| &**shown.get_or_init(|| render(update)))
     }
 }
 
 impl<T: fmt::Debug> fmt::Debug for Timeline<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(&self.updates).finish()
+        f.debug_list().entries(self.updates.iter()).finish()
     }
 }
 
@@ -714,8 +715,8 @@ impl<T: Eq> Eq for Timeline<T> {}
 impl<T> Default for Timeline<T> {
     fn default() -> Self {
         Timeline {
-            updates: Vec::new(),
-            shown: Vec::new(),
+            updates: Arc::default(),
+            shown: Arc::default(),
         }
     }
 }
@@ -732,7 +733,10 @@ impl<T> From<Vec<T>> for Timeline<T> {
     fn from(updates: Vec<T>) -> Self {
         let updates: Vec<Arc<T>> = updates.into_iter().map(Arc::new).collect();
         let shown = updates.iter().map(|_| Arc::default()).collect();
-        Timeline { updates, shown }
+        Timeline {
+            updates: Arc::new(updates),
+            shown: Arc::new(shown),
+        }
     }
 }
 

@@ -125,7 +125,15 @@ impl IncidentBody {
             translations: all_languages(negotiation, languages),
             version: v.version,
         };
-        serde_json::to_string(&shown).ok()
+        // Sized up front: the timeline is most of the answer, and growing the buffer as
+        // it is written would copy it again and again.
+        let timeline: usize = (incident.updates)
+            .shown(update_in_default_language)
+            .map(|update| update.get().len() + 1)
+            .sum();
+        let mut json = Vec::with_capacity(timeline + 4096);
+        serde_json::to_writer(&mut json, &shown).ok()?;
+        String::from_utf8(json).ok()
     }
 }
 
