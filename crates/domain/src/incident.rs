@@ -4,14 +4,15 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::language::{pick, refuse_empty, translated, translations, Language, RawTranslations};
 use crate::values::{
     affected_services, labels, text, AffectedService, Audience, ClientAction, ClientActionKind,
-    Impact, IncidentId, IncidentStatus, Timeline, UpdateId, MAX_ACTION_MESSAGE_CHARS,
-    MAX_MESSAGE_CHARS, MAX_POSTMORTEM_CHARS, MAX_TITLE_CHARS,
+    Impact, IncidentId, IncidentStatus, ShownInDefaultLanguage, Timeline, UpdateId,
+    MAX_ACTION_MESSAGE_CHARS, MAX_MESSAGE_CHARS, MAX_POSTMORTEM_CHARS, MAX_TITLE_CHARS,
 };
 use crate::{decode, Decider, DecodeError, DomainError, StoredData, Upcast, Validation};
 
@@ -349,6 +350,23 @@ pub struct Update {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[cfg_attr(feature = "openapi", schema(ignore))]
     pub translations: BTreeMap<Language, TranslatedMessage>,
+}
+
+impl ShownInDefaultLanguage for Update {
+    /// The update as [`Incident::in_language`] leaves it for the default language: its
+    /// translations dropped.
+    fn json_in_default_language(&self) -> Box<RawValue> {
+        let json = if self.translations.is_empty() {
+            serde_json::value::to_raw_value(self)
+        } else {
+            serde_json::value::to_raw_value(&Update {
+                translations: BTreeMap::new(),
+                ..self.clone()
+            })
+        };
+        // Strings, times and ids, in a map keyed by strings: serde_json cannot fail on them.
+        json.unwrap_or_else(|_| RawValue::NULL.to_owned())
+    }
 }
 
 /// An update's message in one more language, and every earlier text of it.

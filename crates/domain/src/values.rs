@@ -685,16 +685,20 @@ impl<T> Timeline<T> {
         Arc::make_mut(&mut self.shown)[at] = Arc::default();
         Some(Arc::make_mut(&mut Arc::make_mut(&mut self.updates)[at]))
     }
+}
 
-    /// Each update as readers in the default language are shown it: `render`'s JSON,
-    /// rendered once per update and kept while the update stands. `render` must depend on
-    /// the update alone (not on a reader or a language).
-    pub fn shown<'a>(
-        &'a self,
-        render: impl Fn(&T) -> Box<RawValue> + 'a,
-    ) -> impl Iterator<Item = &'a RawValue> + 'a {
+/// An update that readers in the default language are shown as one JSON value, the same
+/// for every reader: what [`Timeline::shown`] keeps.
+pub trait ShownInDefaultLanguage {
+    fn json_in_default_language(&self) -> Box<RawValue>;
+}
+
+impl<T: ShownInDefaultLanguage> Timeline<T> {
+    /// Each update as readers in the default language are shown it, rendered once per
+    /// update and kept while the update stands.
+    pub fn shown(&self) -> impl Iterator<Item = &RawValue> + '_ {
         (self.updates.iter().zip(self.shown.iter()))
-            .map(move |(update, shown)| &**shown.get_or_init(|| render(update)))
+            .map(|(update, shown)| &**shown.get_or_init(|| update.json_in_default_language()))
     }
 }
 

@@ -13,7 +13,6 @@ use domain::values::{
 use projections::queries::{for_viewer, ServiceView, Viewer};
 use projections::Versioned;
 use serde::Serialize;
-use serde_json::value::RawValue;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -87,7 +86,7 @@ impl IncidentBody {
 impl IncidentBody {
     /// The JSON of [`IncidentBody::new`] for what `viewer` may see of the incident (`None`
     /// when it may see none of it). In the default language, each update's rendering is
-    /// the one its timeline keeps ([`domain::values::Timeline::shown`]), so an answer that
+    /// the one its timeline keeps ([`Timeline::shown`]), so an answer that
     /// carries a long timeline renders only the updates it has not rendered before.
     pub fn json(
         v: &Versioned<Incident>,
@@ -127,8 +126,7 @@ impl IncidentBody {
         };
         // Sized up front: the timeline is most of the answer, and growing the buffer as
         // it is written would copy it again and again.
-        let timeline: usize = (incident.updates)
-            .shown(update_in_default_language)
+        let timeline: usize = (incident.updates.shown())
             .map(|update| update.get().len() + 1)
             .sum();
         let mut json = Vec::with_capacity(timeline + 4096);
@@ -165,23 +163,8 @@ struct Shown<'a>(&'a Timeline<Update>);
 
 impl Serialize for Shown<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.shown(update_in_default_language))
+        serializer.collect_seq(self.0.shown())
     }
-}
-
-/// One update as [`Incident::in_language`] leaves it for the default language: its
-/// translations dropped.
-fn update_in_default_language(update: &Update) -> Box<RawValue> {
-    let rendered = if update.translations.is_empty() {
-        serde_json::value::to_raw_value(update)
-    } else {
-        serde_json::value::to_raw_value(&Update {
-            translations: Default::default(),
-            ..update.clone()
-        })
-    };
-    // An update is strings, times and ids: serde_json cannot fail on it.
-    rendered.unwrap_or_else(|_| RawValue::NULL.to_owned())
 }
 
 /// The default language, then every other a resource has.
@@ -334,16 +317,25 @@ mod tests {
             Viewer::Tenant("northwind".into()),
             Viewer::Public,
         ];
-        let v = incident();
-        for negotiation in &negotiations {
-            for viewer in &viewers {
-                let expected = whole(&v, viewer, negotiation);
-                // Twice: rendered, then from what the timeline kept.
-                assert_eq!(IncidentBody::json(&v, viewer, negotiation), expected);
-                assert_eq!(IncidentBody::json(&v, viewer, negotiation), expected);
+        // Also the other shape: public, open, no postmortem, nothing translated, no updates.
+        let mut bare = incident();
+        bare.state.audience = Audience::Public;
+        bare.state.status = IncidentStatus::Investigating;
+        bare.state.resolved_at = None;
+        bare.state.postmortem = None;
+        bare.state.title_translations.clear();
+        bare.state.updates = Timeline::default();
+        for v in [incident(), bare] {
+            for negotiation in &negotiations {
+                for viewer in &viewers {
+                    let expected = whole(&v, viewer, negotiation);
+                    // Twice: rendered, then from what the timeline kept.
+                    assert_eq!(IncidentBody::json(&v, viewer, negotiation), expected);
+                    assert_eq!(IncidentBody::json(&v, viewer, negotiation), expected);
+                }
             }
         }
-        assert_eq!(whole(&v, &Viewer::Public, &negotiations[0]), None);
+        assert_eq!(whole(&incident(), &Viewer::Public, &negotiations[0]), None);
     }
 
     #[test]
@@ -364,5 +356,11 @@ mod tests {
         // The earlier state is untouched by the later one's change.
         assert_eq!(shown(&before), first);
         assert!(!first.unwrap().contains("Investigating sign-in failures."));
+        // A state that shares nothing, corrected in place after it was rendered.
+        let mut alone = incident();
+        shown(&alone);
+        let corrected = alone.state.updates.find_mut(|u| u.id == Uuid::from_u128(2));
+        corrected.unwrap().message = "Sign-in fails in Europe and Asia.".into();
+        assert_eq!(shown(&alone), whole(&alone, &Viewer::Everyone, &english));
     }
 }

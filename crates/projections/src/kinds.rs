@@ -71,11 +71,18 @@ pub trait Kind: Decider<State = Option<Self::Resource>> {
     }
 }
 
-/// A resource with a timeline: a base, and per update its message and about 512 bytes more
-/// (ids, times, author, corrections).
-fn timeline_weight(message_lengths: impl Iterator<Item = usize>) -> u64 {
-    let bytes: usize = message_lengths.map(|length| 512 + length).sum();
+/// A resource with a timeline: a base, and per update its texts twice (the update, and the
+/// JSON its timeline keeps of it once rendered: `Timeline::shown`) and about 640 bytes more
+/// (ids, times, author, the JSON's keys).
+fn timeline_weight(text_lengths: impl Iterator<Item = usize>) -> u64 {
+    let bytes: usize = text_lengths.map(|length| 640 + 2 * length).sum();
     1024 + bytes as u64
+}
+
+/// An incident update's texts: its message and every earlier one.
+fn update_text_length(update: &incident::Update) -> usize {
+    let corrections = update.corrections.iter().map(|c| c.message.len());
+    update.message.len() + corrections.sum::<usize>()
 }
 
 /// An event as stored: its type name, schema version and payload.
@@ -132,7 +139,7 @@ impl Kind for incident::IncidentDecider {
     }
 
     fn weight(resource: &Self::Resource) -> u64 {
-        timeline_weight(resource.updates.iter().map(|u| u.message.len()))
+        timeline_weight(resource.updates.iter().map(|u| update_text_length(u)))
     }
 
     fn decode(event: &RecordedEvent) -> Result<incident::Event, DecodeError> {

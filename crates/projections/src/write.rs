@@ -15,8 +15,8 @@
 //! [`Changes::stored_impacts`]): update rows unchanged at their place in the timeline, and the
 //! impact rows when all of them are unchanged; none when the title or audience changed, since
 //! every derived row holds them. What a write notes is what changed (the updates it made or
-//! corrected), never the whole timeline, so that it costs the same on the hundredth update
-//! as on the first. The rows of the updates that the write's own events create
+//! corrected), not the whole timeline: on a long timeline, building the statements costs a
+//! set lookup per update, where it used to cost hashing every update id into sets. The rows of the updates that the write's own events create
 //! ([`Changes::new_updates`]) are plain inserts; the others are upserts.
 //!
 //! # Timelines in update rows
