@@ -16,8 +16,9 @@
 //! impact rows when all of them are unchanged; none when the title or audience changed, since
 //! every derived row holds them. What a write notes is what changed (the updates it made or
 //! corrected), not the whole timeline: on a long timeline, building the statements costs a
-//! set lookup per update, where it used to cost hashing every update id into sets. The rows of the updates that the write's own events create
-//! ([`Changes::new_updates`]) are plain inserts; the others are upserts.
+//! set lookup per update, where it used to cost hashing every update id into sets. The rows
+//! of the updates that the write's own events create ([`Changes::new_updates`]) are plain
+//! inserts; the others are upserts.
 //!
 //! # Timelines in update rows
 //!
