@@ -352,17 +352,24 @@ pub struct Update {
     pub translations: BTreeMap<Language, TranslatedMessage>,
 }
 
+impl Update {
+    /// The update as readers of the default language are shown it: its translations
+    /// dropped.
+    fn in_default_language(&self) -> Update {
+        Update {
+            translations: BTreeMap::new(),
+            ..self.clone()
+        }
+    }
+}
+
 impl ShownInDefaultLanguage for Update {
-    /// The update as [`Incident::in_language`] leaves it for the default language: its
-    /// translations dropped.
+    /// The update as [`Incident::in_language`] leaves it for the default language.
     fn json_in_default_language(&self) -> Box<RawValue> {
         let json = if self.translations.is_empty() {
             serde_json::value::to_raw_value(self)
         } else {
-            serde_json::value::to_raw_value(&Update {
-                translations: BTreeMap::new(),
-                ..self.clone()
-            })
+            serde_json::value::to_raw_value(&self.in_default_language())
         };
         // Strings, times and ids, in a map keyed by strings: serde_json cannot fail on them.
         json.unwrap_or_else(|_| RawValue::NULL.to_owned())
@@ -465,10 +472,7 @@ impl Incident {
             }
         } else if self.updates.iter().any(|u| !u.translations.is_empty()) {
             let updates: Vec<Update> = (self.updates.iter())
-                .map(|update| Update {
-                    translations: BTreeMap::new(),
-                    ..Update::clone(update)
-                })
+                .map(|update| update.in_default_language())
                 .collect();
             self.updates = updates.into();
         }
