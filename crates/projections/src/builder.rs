@@ -35,6 +35,10 @@ use crate::queries::stored_state;
 use crate::write::{write_changes, Changes};
 use crate::{ProjectionError, PROJECTIONS_LOCK, READ_MODEL_WRITE_SQL};
 
+/// Connections that write a rebuild batch at once ([`Builder::write_folded`]): enough to keep
+/// two cores busy, where PostgreSQL's side of a batch ran on one.
+const REBUILD_WRITERS: usize = 2;
+
 #[derive(Debug, Clone)]
 pub struct BuilderOptions {
     /// Most events folded in one transaction.
@@ -157,15 +161,27 @@ impl Builder {
         }))
     }
 
-    /// Writes what [`Builder::fold_read_ahead`] gave, in a transaction of its own that
-    /// commits asynchronously, which suits rebuilds only: a crash loses at most the last
-    /// batches, checkpoint included, and they are folded again. The checkpoint must be just
-    /// before the folded events.
+    /// Writes what [`Builder::fold_read_ahead`] gave, in transactions that commit
+    /// asynchronously, which suits rebuilds only: a crash loses at most the last batches,
+    /// checkpoint included, and they are folded again. The checkpoint must be just before the
+    /// folded events.
+    ///
+    /// The resources are dealt between [`REBUILD_WRITERS`] connections written at once (one
+    /// PostgreSQL backend writing a whole batch kept one core busy while the other idled).
+    /// The first holds the checkpoint row and commits last, once every other part has
+    /// committed: the checkpoint never passes a batch that is not all written. A crash between
+    /// the commits leaves some rows ahead of the checkpoint, which is harmless: the batch is
+    /// folded again, and a row already at its stream's last version is skipped. (The commit
+    /// records are in the WAL in that order too, so an asynchronous commit lost in a crash
+    /// takes every later one with it.) The parts touch disjoint rows: every derived row is
+    /// keyed by its resource.
     pub(crate) async fn write_folded(
         &self,
         folded: &Folded,
     ) -> Result<BatchReport, ProjectionError> {
         let first = folded.first;
+        let mut parts = folded.changes.dealt(REBUILD_WRITERS).into_iter();
+        let own = parts.next().unwrap_or_default();
         let mut client = self.store.pool().get().await?;
         let transaction = client.transaction().await?;
         transaction
@@ -177,9 +193,34 @@ impl Builder {
                 "the checkpoint moved to {checkpoint} while events from {first} were folded"
             )));
         }
-        let report = write_and_advance(&transaction, &folded.changes, first, folded.last).await?;
+        let others = parts.map(|part| self.write_part(part));
+        let (report, others) = futures_util::join!(
+            write_and_advance(&transaction, &own, first, folded.last),
+            futures_util::future::join_all(others)
+        );
+        for other in others {
+            other?;
+        }
+        let report = report?;
         transaction.commit().await?;
         Ok(report)
+    }
+
+    /// Writes and commits a part of a rebuild batch without touching the checkpoint (see
+    /// [`Builder::write_folded`]).
+    async fn write_part(&self, changes: Changes) -> Result<(), ProjectionError> {
+        let mut client = self.store.pool().get().await?;
+        let transaction = client.transaction().await?;
+        transaction
+            .batch_execute("SET LOCAL synchronous_commit = off")
+            .await?;
+        self.set_search_path(&transaction).await?;
+        transaction
+            .execute(READ_MODEL_WRITE_SQL, &[&PROJECTIONS_LOCK])
+            .await?;
+        write_changes(&transaction, &changes).await?;
+        transaction.commit().await?;
+        Ok(())
     }
 
     /// `SET LOCAL search_path` to this builder's tables, if not the live ones.
@@ -476,4 +517,98 @@ pub async fn run(
     }
     tracing::debug!("projection builder stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use eventstore::testing::TestDatabase;
+
+    use super::*;
+    use crate::testing::{append_directly, read_model_snapshot, Shape};
+
+    const SHAPE: Shape = Shape {
+        services: 4,
+        incidents: 20,
+        updates_per_incident: 4,
+        maintenances: 4,
+    };
+
+    /// A rebuild batch is written in parts, and a crash may come after some parts commit and
+    /// before the one holding the checkpoint does. Folding that batch again must give exactly
+    /// the read models one whole write gives.
+    #[tokio::test]
+    async fn a_batch_whose_checkpoint_part_never_committed_is_folded_again_into_the_same_read_models(
+    ) {
+        let reference = TestDatabase::create().await;
+        let reference_store = reference.store();
+        append_directly(&reference_store, SHAPE).await;
+        reference_store
+            .seal_all(Duration::from_secs(10))
+            .await
+            .unwrap();
+        Builder::new(&reference_store, BuilderOptions::default())
+            .catch_up()
+            .await
+            .unwrap();
+        let want = read_model_snapshot(&reference_store).await;
+
+        let db = TestDatabase::create().await;
+        let store = db.store();
+        append_directly(&store, SHAPE).await;
+        store.seal_all(Duration::from_secs(10)).await.unwrap();
+        let builder = Builder::new(&store, BuilderOptions { batch_size: 10_000 });
+        let client = store.pool().get().await.unwrap();
+        let events = eventstore::read_log_after(&client, 0, 10_000)
+            .await
+            .unwrap();
+        let folded = builder
+            .fold_read_ahead(&events, None)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut parts = folded.changes.dealt(REBUILD_WRITERS);
+        assert_eq!(parts.len(), 2);
+        let ids = |changes: &[&Changes]| {
+            let mut ids: Vec<Uuid> = (changes.iter())
+                .flat_map(|c| {
+                    let services = c.services.iter().map(|v| v.id);
+                    let incidents = c.incidents.iter().map(|v| v.id);
+                    let api_keys = c.api_keys.iter().map(|v| v.id);
+                    services
+                        .chain(incidents)
+                        .chain(api_keys)
+                        .chain(c.maintenances.iter().map(|v| v.id))
+                })
+                .collect();
+            ids.sort();
+            ids
+        };
+        let all = ids(&[&folded.changes]);
+        assert_eq!(
+            ids(&[&parts[0], &parts[1]]),
+            all,
+            "each resource in one part"
+        );
+        assert!(ids(&[&parts[0]]).len().abs_diff(ids(&[&parts[1]]).len()) <= 4);
+        let second = parts.pop().unwrap();
+        assert!(second.incidents.len() >= 5 && second.maintenances.len() >= 2);
+        builder.write_part(second).await.unwrap();
+        let checkpoint: i64 = client
+            .query_one("SELECT position FROM rm_checkpoint", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(checkpoint, 0, "the crash left the checkpoint where it was");
+        assert_ne!(read_model_snapshot(&store).await, want);
+
+        let again = builder
+            .fold_read_ahead(&events, None)
+            .await
+            .unwrap()
+            .unwrap();
+        builder.write_folded(&again).await.unwrap();
+        assert_eq!(read_model_snapshot(&store).await, want);
+    }
 }

@@ -5,9 +5,13 @@
 //! public`), fed by a [`eventstore::LogReader`] that reads the log ahead on other connections;
 //! each batch commits with its checkpoint (asynchronously: a crash loses at most the last
 //! batches, which are folded again), so a killed replay resumes where it stopped. A batch is
-//! folded while the one before is written on another task and connection: the fold reads the
-//! rows as committed and takes the states the batch before is writing from memory, so crier's
-//! part and PostgreSQL's run side by side (the cores were 40–60 % idle while they took turns).
+//! folded while the one before is written on another task: the fold reads the rows as
+//! committed and takes the states the batch before is writing from memory, so crier's part and
+//! PostgreSQL's run side by side (the cores were 40–60 % idle while they took turns). Each
+//! batch is written on two connections at once, its resources dealt between them (see
+//! [`crate::builder::Builder::write_folded`] for why a crash between their commits is
+//! harmless), and the rebuilt tables are analysed on two connections too: PostgreSQL's side
+//! had kept one core busy while the other idled.
 //! The schema is tagged with the migration version, and rebuilt from scratch if that differs.
 //!
 //! At the end, one transaction takes the projections lock exclusively: every inline write and
@@ -130,30 +134,7 @@ async fn rebuild_and_swap(
     ));
     let mut events = fold_and_write(&builder, &mut batches, progress).await?;
     let _ = reader.await;
-    {
-        let client = store.pool().get().await?;
-        for table in READ_MODEL_TABLES {
-            // Planner statistics for the tables about to serve, on the columns queries
-            // filter and sort by: not the state documents (sampling them would cost more
-            // than the rest of the replay), nor the updates' free texts (a third of the
-            // time of `ANALYZE` on `rm_updates`, and no query filters or sorts by them).
-            let columns: String = client
-                .query_one(
-                    "SELECT string_agg(quote_ident(column_name), ', ') \
-                       FROM information_schema.columns \
-                      WHERE table_schema = $1 AND table_name = $2 \
-                        AND data_type NOT IN ('json', 'jsonb') \
-                        AND NOT (table_name = 'rm_updates' \
-                                 AND column_name IN ('title', 'message'))",
-                    &[&REBUILD_SCHEMA, &table],
-                )
-                .await?
-                .try_get(0)?;
-            client
-                .batch_execute(&format!("ANALYZE {REBUILD_SCHEMA}.{table} ({columns})"))
-                .await?;
-        }
-    }
+    analyze_rebuilt(store).await?;
     // Wait for older transactions now, before anyone waits on us.
     store.seal_all(options.seal_timeout).await?;
 
@@ -414,6 +395,59 @@ async fn fold_and_write(
             None => return Ok(events),
         }
     }
+}
+
+/// Gathers planner statistics for the rebuilt tables, which are about to serve, on two
+/// connections at once: one core did it all while the other idled. The largest table goes
+/// first, and each connection takes the next table when it is done.
+async fn analyze_rebuilt(store: &EventStore) -> Result<(), ProjectionError> {
+    let tables: Vec<String> = store
+        .pool()
+        .get()
+        .await?
+        .query(
+            "SELECT t FROM unnest($1::text[]) AS t \
+              ORDER BY pg_relation_size(format('%I.%I', $2::text, t)::regclass) DESC",
+            &[&READ_MODEL_TABLES.as_slice(), &REBUILD_SCHEMA],
+        )
+        .await?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()?;
+    let queue = std::sync::Mutex::new(tables.into_iter());
+    let next_table = || {
+        queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .next()
+    };
+    let analyze = || async {
+        let client = store.pool().get().await?;
+        while let Some(table) = next_table() {
+            // On the columns queries filter and sort by: not the state documents (sampling
+            // them would cost more than the rest of the replay), nor the updates' free texts
+            // (a third of the time of `ANALYZE` on `rm_updates`, and no query filters or
+            // sorts by them).
+            let columns: String = client
+                .query_one(
+                    "SELECT string_agg(quote_ident(column_name), ', ') \
+                       FROM information_schema.columns \
+                      WHERE table_schema = $1 AND table_name = $2 \
+                        AND data_type NOT IN ('json', 'jsonb') \
+                        AND NOT (table_name = 'rm_updates' \
+                                 AND column_name IN ('title', 'message'))",
+                    &[&REBUILD_SCHEMA, &table],
+                )
+                .await?
+                .try_get(0)?;
+            client
+                .batch_execute(&format!("ANALYZE {REBUILD_SCHEMA}.{table} ({columns})"))
+                .await?;
+        }
+        Ok::<_, ProjectionError>(())
+    };
+    futures_util::try_join!(analyze(), analyze())?;
+    Ok(())
 }
 
 /// Sends the sealed log after `position` in batches until it reaches the head.

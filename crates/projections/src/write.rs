@@ -199,6 +199,31 @@ impl Changes {
         self.new_updates.extend(new_updates);
     }
 
+    /// These changes dealt into `hands` parts, each resource to one (round robin within each
+    /// kind, so that the parts are about as large), with every note in each part: the notes
+    /// are keyed by resource or update ids, so a part's writes read only its own.
+    pub(crate) fn dealt(&self, hands: usize) -> Vec<Changes> {
+        fn deal<T: Clone>(all: &[T], hands: usize, hand: usize) -> Vec<T> {
+            all.iter().skip(hand).step_by(hands).cloned().collect()
+        }
+        let hands = hands.max(1);
+        (0..hands)
+            .map(|hand| Changes {
+                api_keys: deal(&self.api_keys, hands, hand),
+                services: deal(&self.services, hands, hand),
+                incidents: deal(&self.incidents, hands, hand),
+                maintenances: deal(&self.maintenances, hands, hand),
+                webhooks: deal(&self.webhooks, hands, hand),
+                templates: deal(&self.templates, hands, hand),
+                subscribers: deal(&self.subscribers, hands, hand),
+                stored_timelines: self.stored_timelines.clone(),
+                changed_updates: self.changed_updates.clone(),
+                stored_impacts: self.stored_impacts.clone(),
+                new_updates: self.new_updates.clone(),
+            })
+            .collect()
+    }
+
     /// Notes which derived rows of resource `id` at `after` are the ones `before` made:
     /// updates that are the same at the same place of the timeline, and impacts that are
     /// all the same; none when the title or the audience changed, which every row holds.
