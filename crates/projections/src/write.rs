@@ -15,8 +15,10 @@
 //! [`Changes::stored_impacts`]): update rows unchanged at their place in the timeline, and the
 //! impact rows when all of them are unchanged; none when the title or audience changed, since
 //! every derived row holds them. What a write notes is what changed (the updates it made or
-//! corrected), not the whole timeline: on a long timeline, building the statements costs a
-//! set lookup per update, where it used to cost hashing every update id into sets. The rows
+//! corrected), not the whole timeline, and where in the timeline the first of them is: on a
+//! long timeline, building the statements looks only at the updates from there on (the new
+//! ones, when updates were appended), where it used to look up every update in a set, and
+//! before that hashed every update id into sets. The rows
 //! of the updates that the write's own events create ([`Changes::new_updates`]) are plain
 //! inserts; the others are upserts.
 //!
@@ -62,6 +64,8 @@ use crate::ProjectionError;
 /// A set of resource or update ids, hashed with foldhash: a write fills them with every
 /// update of its resource's timeline, which SipHash made a tenth of its CPU on long ones.
 pub type IdSet = foldhash::HashSet<Uuid>;
+/// Resource ids, each with a place in its timeline.
+pub type PlaceMap = foldhash::HashMap<Uuid, usize>;
 
 /// Resource states to write. At most one per resource: a statement cannot upsert one row
 /// twice.
@@ -76,9 +80,11 @@ pub struct Changes {
     pub subscribers: Vec<Versioned<Subscriber>>,
     /// Incidents and maintenances whose update rows are known to be stored exactly as these
     /// states would write them, but for those in `changed_updates`: only those are written,
-    /// so that a write costs what changed rather than the length of the timeline. Any other
-    /// resource has every update row written.
-    pub stored_timelines: IdSet,
+    /// so that a write costs what changed rather than the length of the timeline. Each maps
+    /// to the place in its timeline of the first update that may differ (the timeline's
+    /// length if none does): those before it are not even looked at. Any other resource has
+    /// every update row written.
+    pub stored_timelines: PlaceMap,
     /// Of the resources in `stored_timelines`, the updates whose rows differ or are new.
     pub changed_updates: IdSet,
     /// Incidents and maintenances whose service impact rows are known to be stored exactly
@@ -193,7 +199,11 @@ impl Changes {
         self.webhooks.extend(webhooks);
         self.templates.extend(templates);
         self.subscribers.extend(subscribers);
-        self.stored_timelines.extend(stored_timelines);
+        for (id, place) in stored_timelines {
+            (self.stored_timelines.entry(id))
+                .and_modify(|p| *p = (*p).min(place))
+                .or_insert(place);
+        }
         self.changed_updates.extend(changed_updates);
         self.stored_impacts.extend(stored_impacts);
         self.new_updates.extend(new_updates);
@@ -236,7 +246,6 @@ impl Changes {
         if before.title != after.title || before.audience != after.audience {
             return;
         }
-        self.stored_timelines.insert(id);
         // Unchanged updates share their `Arc` with `before`'s: comparing them is a pointer's
         // comparison.
         let at_their_place = before
@@ -244,10 +253,16 @@ impl Changes {
             .iter()
             .map(Some)
             .chain(std::iter::repeat(None));
-        let changed = (at_their_place.zip(after.updates))
-            .filter(|(b, a)| *b != Some(*a))
-            .map(|(_, a)| a.row().0);
-        self.changed_updates.extend(changed);
+        let mut first_changed = after.updates.len();
+        for (place, (b, a)) in at_their_place.zip(after.updates).enumerate() {
+            if b != Some(a) {
+                first_changed = first_changed.min(place);
+                self.changed_updates.insert(a.row().0);
+            }
+        }
+        (self.stored_timelines.entry(id))
+            .and_modify(|place| *place = (*place).min(first_changed))
+            .or_insert(first_changed);
         if before.impacts == after.impacts {
             self.stored_impacts.insert(id);
         }
@@ -632,8 +647,10 @@ impl<'a> Writes<'a> {
         for resource in resources {
             let derived = derive(&resource.state);
             let version = version(resource)?;
-            let partly_stored = changes.stored_timelines.contains(&resource.id);
-            for (seq, update) in derived.updates.iter().enumerate() {
+            let stored_until = changes.stored_timelines.get(&resource.id).copied();
+            let partly_stored = stored_until.is_some();
+            let from = stored_until.unwrap_or(0);
+            for (seq, update) in derived.updates.iter().enumerate().skip(from) {
                 let (update_id, status, message, created) = update.row();
                 if !partly_stored || changes.changed_updates.contains(&update_id) {
                     let seq = i32::try_from(seq).map_err(|_| {
@@ -940,28 +957,37 @@ mod tests {
         };
         let outage = [(service, ServiceStatus::MajorOutage)];
         let before = timeline([(a, "a"), (b, "b")]);
-        // The updates whose rows are to be written (all: `None`), and whether the impacts are.
+        // The place from which updates are looked at and those whose rows are to be written
+        // (all: `None`), and whether the impacts are.
         let noted = |after: Derived<'_, Update>| {
             let mut changes = Changes::default();
             changes.note_unchanged(id, derived("Teams", &public, &before, &outage), after);
             let mut updates: Vec<Uuid> = changes.changed_updates.into_iter().collect();
             updates.sort();
-            let written = changes.stored_timelines.contains(&id).then_some(updates);
+            let written = changes
+                .stored_timelines
+                .get(&id)
+                .map(|from| (*from, updates));
             (written, changes.stored_impacts.contains(&id))
         };
 
         // An update appended: the earlier ones and the impacts are as stored.
         let appended = timeline([(a, "a"), (b, "b"), (c, "c")]);
         let after = derived("Teams", &public, &appended, &outage);
-        assert_eq!(noted(after), (Some(vec![c]), true));
+        assert_eq!(noted(after), (Some((2, vec![c])), true));
         // A correction, and a service that recovered.
         let corrected = timeline([(a, "a"), (b, "b, corrected")]);
         let recovered = [(service, ServiceStatus::PartialOutage)];
         let after = derived("Teams", &public, &corrected, &recovered);
-        assert_eq!(noted(after), (Some(vec![b]), false));
+        assert_eq!(noted(after), (Some((1, vec![b])), false));
+        // A correction and an update appended together: from the corrected one's place.
+        let d = Uuid::from_u128(5);
+        let both = timeline([(a, "a"), (b, "b, corrected"), (d, "d")]);
+        let after = derived("Teams", &public, &both, &outage);
+        assert_eq!(noted(after), (Some((1, vec![b, d])), true));
         // Nothing changed: nothing is written.
         let after = derived("Teams", &public, &before, &outage);
-        assert_eq!(noted(after), (Some(vec![]), true));
+        assert_eq!(noted(after), (Some((2, vec![])), true));
         // A new title or audience is in every row.
         let after = derived("Teams sign-in", &public, &before, &outage);
         assert_eq!(noted(after), (None, false));
