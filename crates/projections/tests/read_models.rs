@@ -1491,3 +1491,48 @@ async fn writes_committed_together_share_a_transaction_and_one_refusal_costs_the
         "writes sent together were committed together ({transactions} transactions)"
     );
 }
+
+/// `--db-pool-size` may be small: with two connections, a replay's second writer waits for
+/// the one the fold or the log reader holds, which each give back without needing another,
+/// so the replay finishes. (A pool of one fails with a pool timeout, as it did before the
+/// second writer: the replay's stages need connections at once.)
+#[tokio::test]
+async fn a_replay_through_a_pool_of_two_connections_finishes_with_the_same_read_models() {
+    replay_through_a_pool_of(2).await;
+}
+
+async fn replay_through_a_pool_of(pool_size: usize) {
+    let db = TestDatabase::create().await;
+    let mut config = db.config();
+    config.pool_size = pool_size;
+    let store = EventStore::connect(config).unwrap();
+    testing::append_directly(
+        &store,
+        Shape {
+            services: 4,
+            incidents: 40,
+            updates_per_incident: 4,
+            maintenances: 4,
+        },
+    )
+    .await;
+    store.seal_all(Duration::from_secs(10)).await.unwrap();
+    Builder::new(&store, BuilderOptions::default())
+        .catch_up()
+        .await
+        .unwrap();
+    let before = snapshot(&store).await;
+    let options = ReplayOptions {
+        batch_size: 40,
+        ..ReplayOptions::default()
+    };
+    let replayed = tokio::time::timeout(
+        Duration::from_secs(60),
+        projections::replay(&store, &options, |_| {}),
+    )
+    .await
+    .expect("the replay finishes")
+    .unwrap_or_else(|e| panic!("a pool of {pool_size}: {e}"));
+    assert!(replayed.events > 200);
+    assert_eq!(snapshot(&store).await, before);
+}
