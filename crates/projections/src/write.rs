@@ -200,13 +200,19 @@ impl Changes {
         self.templates.extend(templates);
         self.subscribers.extend(subscribers);
         for (id, place) in stored_timelines {
-            (self.stored_timelines.entry(id))
-                .and_modify(|p| *p = (*p).min(place))
-                .or_insert(place);
+            self.note_stored_timeline(id, place);
         }
         self.changed_updates.extend(changed_updates);
         self.stored_impacts.extend(stored_impacts);
         self.new_updates.extend(new_updates);
+    }
+
+    /// Notes that resource `id`'s update rows are stored up to `place` (see
+    /// [`Changes::stored_timelines`]); noted twice, the earlier place stands.
+    fn note_stored_timeline(&mut self, id: Uuid, place: usize) {
+        (self.stored_timelines.entry(id))
+            .and_modify(|noted| *noted = (*noted).min(place))
+            .or_insert(place);
     }
 
     /// These changes dealt into `hands` parts, each resource to one (round robin within each
@@ -260,9 +266,7 @@ impl Changes {
                 self.changed_updates.insert(a.row().0);
             }
         }
-        (self.stored_timelines.entry(id))
-            .and_modify(|place| *place = (*place).min(first_changed))
-            .or_insert(first_changed);
+        self.note_stored_timeline(id, first_changed);
         if before.impacts == after.impacts {
             self.stored_impacts.insert(id);
         }
