@@ -526,7 +526,7 @@ mod tests {
     use eventstore::testing::TestDatabase;
 
     use super::*;
-    use crate::testing::{append_directly, read_model_snapshot, Shape};
+    use crate::testing::{append_directly, read_model_snapshot, seal_and_build, Shape};
 
     const SHAPE: Shape = Shape {
         services: 4,
@@ -544,14 +544,7 @@ mod tests {
         let reference = TestDatabase::create().await;
         let reference_store = reference.store();
         append_directly(&reference_store, SHAPE).await;
-        reference_store
-            .seal_all(Duration::from_secs(10))
-            .await
-            .unwrap();
-        Builder::new(&reference_store, BuilderOptions::default())
-            .catch_up()
-            .await
-            .unwrap();
+        seal_and_build(&reference_store).await;
         let want = read_model_snapshot(&reference_store).await;
 
         let db = TestDatabase::create().await;

@@ -358,6 +358,19 @@ async fn append<K: Kind>(store: &EventStore, id: Uuid, commands: &[K::Command]) 
         .unwrap_or_else(|e| panic!("append {} {id}: {e}", K::NAME));
 }
 
+/// Seals every event appended so far and folds the log into the read models, as a server's
+/// builder would: what most tests do before they compare read models.
+pub async fn seal_and_build(store: &EventStore) {
+    store
+        .seal_all(std::time::Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("seal: {e}"));
+    crate::Builder::new(store, crate::BuilderOptions::default())
+        .catch_up()
+        .await
+        .unwrap_or_else(|e| panic!("build: {e}"));
+}
+
 /// Every read-model table's rows as text, in order: equal snapshots mean equal read models.
 pub async fn read_model_snapshot(
     store: &EventStore,

@@ -464,11 +464,7 @@ async fn rows_the_builder_derives_carry_their_notices_audience() {
         },
     )
     .await;
-    store.seal_all(Duration::from_secs(10)).await.unwrap();
-    Builder::new(&store, BuilderOptions::default())
-        .catch_up()
-        .await
-        .unwrap();
+    testing::seal_and_build(&store).await;
     let client = store.pool().get().await.unwrap();
     let row = client
         .query_one(
@@ -616,14 +612,7 @@ async fn the_builder_folds_events_appended_without_read_models_and_twice_changes
     let inline = TestDatabase::create().await;
     let inline_store = inline.store();
     testing::publish(&Publisher::new(&inline_store), shape).await;
-    inline_store
-        .seal_all(Duration::from_secs(10))
-        .await
-        .unwrap();
-    Builder::new(&inline_store, BuilderOptions::default())
-        .catch_up()
-        .await
-        .unwrap();
+    testing::seal_and_build(&inline_store).await;
     assert_eq!(snapshot(&inline_store).await, built);
 
     // Folding the log again from the start applies nothing twice.
@@ -666,14 +655,7 @@ async fn a_builder_aborted_at_any_moment_resumes_without_applying_anything_twice
     let reference = TestDatabase::create().await;
     let reference_store = reference.store();
     testing::append_directly(&reference_store, shape).await;
-    reference_store
-        .seal_all(Duration::from_secs(10))
-        .await
-        .unwrap();
-    Builder::new(&reference_store, BuilderOptions::default())
-        .catch_up()
-        .await
-        .unwrap();
+    testing::seal_and_build(&reference_store).await;
     let (got, want) = (snapshot(&store).await, snapshot(&reference_store).await);
     assert_eq!(got["rm_checkpoint"], want["rm_checkpoint"]);
     assert_eq!(got, want);
@@ -695,11 +677,7 @@ async fn replay_rebuilds_every_table_exactly_as_it_was() {
         },
     )
     .await;
-    store.seal_all(Duration::from_secs(10)).await.unwrap();
-    Builder::new(&store, BuilderOptions::default())
-        .catch_up()
-        .await
-        .unwrap();
+    testing::seal_and_build(&store).await;
     let before = snapshot(&store).await;
     let indexes = index_names(&store).await;
     assert!(before["rm_updates"].len() > 100 && !before["rm_service_impacts"].is_empty());
@@ -1346,11 +1324,7 @@ async fn a_history_mixing_version_1_and_translated_version_2_events_replays_to_t
         }),
     )
     .await;
-    store.seal_all(Duration::from_secs(10)).await.unwrap();
-    Builder::new(&store, BuilderOptions::default())
-        .catch_up()
-        .await
-        .unwrap();
+    testing::seal_and_build(&store).await;
     {
         let client = store.pool().get().await.unwrap();
         let old = queries::incident(&client, id, &Viewer::Public)
@@ -1392,11 +1366,7 @@ async fn a_history_mixing_version_1_and_translated_version_2_events_replays_to_t
         )
         .await
         .unwrap();
-    store.seal_all(Duration::from_secs(10)).await.unwrap();
-    Builder::new(&store, BuilderOptions::default())
-        .catch_up()
-        .await
-        .unwrap();
+    testing::seal_and_build(&store).await;
 
     let client = store.pool().get().await.unwrap();
     let live_incident = queries::incident(&client, id, &Viewer::Public)
@@ -1528,13 +1498,9 @@ async fn posted_events(store: &EventStore, ids: &[Uuid], status: &str) -> (i64, 
 /// second writer: the replay's stages need connections at once.)
 #[tokio::test]
 async fn a_replay_through_a_pool_of_two_connections_finishes_with_the_same_read_models() {
-    replay_through_a_pool_of(2).await;
-}
-
-async fn replay_through_a_pool_of(pool_size: usize) {
     let db = TestDatabase::create().await;
     let mut config = db.config();
-    config.pool_size = pool_size;
+    config.pool_size = 2;
     let store = EventStore::connect(config).unwrap();
     testing::append_directly(
         &store,
@@ -1546,11 +1512,7 @@ async fn replay_through_a_pool_of(pool_size: usize) {
         },
     )
     .await;
-    store.seal_all(Duration::from_secs(10)).await.unwrap();
-    Builder::new(&store, BuilderOptions::default())
-        .catch_up()
-        .await
-        .unwrap();
+    testing::seal_and_build(&store).await;
     let before = snapshot(&store).await;
     let options = ReplayOptions {
         batch_size: 40,
@@ -1562,7 +1524,7 @@ async fn replay_through_a_pool_of(pool_size: usize) {
     )
     .await
     .expect("the replay finishes")
-    .unwrap_or_else(|e| panic!("a pool of {pool_size}: {e}"));
+    .unwrap();
     assert!(replayed.events > 200);
     assert_eq!(snapshot(&store).await, before);
 }
