@@ -511,17 +511,17 @@ impl Sender {
             .unwrap_or_default();
         let lease = self.lease().as_secs_f64();
         let per_endpoint = self.settings.per_endpoint.max(1) as i64;
-        let mut client = self.store.pool().get().await?;
-        let transaction = client.transaction().await?;
-        // A lease lost in a crash frees the delivery for another attempt, which at least
-        // once allows: the claim need not wait for the disk.
-        transaction
-            .batch_execute("SET LOCAL synchronous_commit = off")
-            .await?;
-        let statement = transaction
+        let client = self.store.pool().get().await?;
+        // One statement, so one round trip: as a transaction (`BEGIN`, the setting, the
+        // claim, `COMMIT`) it took four, each waiting its turn on a busy machine, and claims
+        // took 13-28 ms however few rows they took. A lease lost in a crash frees the
+        // delivery for another attempt, which at least once allows: the claim's implicit
+        // transaction need not wait for the disk (`quick`, a `SET LOCAL` for it).
+        let statement = client
             .prepare_cached(
-                "WITH due AS ( \
-                   SELECT c.webhook_id, c.position FROM rm_webhooks w \
+                "WITH quick AS (SELECT set_config('synchronous_commit', 'off', true)), \
+                 due AS ( \
+                   SELECT c.webhook_id, c.position FROM quick, rm_webhooks w \
                     CROSS JOIN LATERAL ( \
                       SELECT d.webhook_id, d.position, d.next_attempt_at \
                         FROM webhook_deliveries d \
@@ -555,7 +555,7 @@ impl Sender {
                            d.attempts, w.state->>'url' AS url, s.secret",
             )
             .await?;
-        let rows = transaction
+        let rows = client
             .query(
                 &statement,
                 &[
@@ -567,7 +567,6 @@ impl Sender {
                 ],
             )
             .await?;
-        transaction.commit().await?;
         let mut claimed = Vec::with_capacity(rows.len());
         for row in rows {
             claimed.push(Claimed {
