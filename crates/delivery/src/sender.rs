@@ -497,8 +497,8 @@ impl Sender {
     /// each active endpoint's soonest due deliveries from an index, never the backlog.
     ///
     /// It reads at most twice an endpoint's fair share of `limit` from each (and no more than
-    /// its room under `per_endpoint`): the soonest of those are taken, and the next claim
-    /// reads on. Reading each endpoint's whole room made every claim read up to
+    /// its room under `per_endpoint`), sharing among the endpoints that have something due:
+    /// the soonest of those are taken, and the next claim reads on. Reading each endpoint's whole room made every claim read up to
     /// `per_endpoint` rows of each of 100 endpoints to take the hundred or so that free slots
     /// allowed (claims ran back to back at 14–16 ms each in `cargo bench --bench webhooks --
     /// --endpoints 100`); and with few slots free, one endpoint's backlog can no longer take
@@ -520,8 +520,16 @@ impl Sender {
         let statement = client
             .prepare_cached(
                 "WITH quick AS (SELECT set_config('synchronous_commit', 'off', true)), \
+                 share AS ( \
+                   SELECT ceil(2.0 * $4::int8 / greatest(1, count(*)))::int8 AS most \
+                     FROM rm_webhooks a \
+                    WHERE a.active AND EXISTS ( \
+                      SELECT FROM webhook_deliveries x \
+                       WHERE x.webhook_id = a.id AND x.state = 'pending' \
+                         AND x.next_attempt_at < 'infinity' \
+                         AND x.next_attempt_at <= now())), \
                  due AS ( \
-                   SELECT c.webhook_id, c.position FROM quick, rm_webhooks w \
+                   SELECT c.webhook_id, c.position FROM quick, share, rm_webhooks w \
                     CROSS JOIN LATERAL ( \
                       SELECT d.webhook_id, d.position, d.next_attempt_at \
                         FROM webhook_deliveries d \
@@ -534,8 +542,7 @@ impl Sender {
                                $3 - coalesce( \
                                  (SELECT b.n FROM unnest($1::uuid[], $2::int8[]) AS b(id, n) \
                                    WHERE b.id = w.id), 0), \
-                               ceil(2.0 * $4::int8 / greatest(1, \
-                                 (SELECT count(*) FROM rm_webhooks a WHERE a.active)))::int8))) c \
+                               share.most))) c \
                     WHERE w.active \
                     ORDER BY c.next_attempt_at, c.position \
                     LIMIT $4), \
@@ -910,12 +917,12 @@ mod tests {
         }
     }
 
-    /// Four endpoints, each with `due` deliveries at positions 1 to `due`: the first
-    /// endpoint's are the soonest due, then the second's, and so on.
-    async fn endpoints_with_due_deliveries(store: &EventStore, due: i64) -> Vec<Uuid> {
+    /// An endpoint per entry of `due`, with that many due deliveries at positions 1 to n:
+    /// the first endpoint's are the soonest due, then the second's, and so on.
+    async fn endpoints_with_due_deliveries(store: &EventStore, due: &[i64]) -> Vec<Uuid> {
         let client = store.pool().get().await.unwrap();
         let mut endpoints = Vec::new();
-        for n in 0..4 {
+        for (n, count) in (0u32..).zip(due) {
             let id = Uuid::new_v4();
             client
                 .execute(
@@ -939,9 +946,10 @@ mod tests {
                                                      next_attempt_at) \
                      SELECT $1, p, gen_random_uuid(), 'incident.declared', 'incident-' || p, \
                             '{}', 'pending', \
-                            now() - interval '1 hour' + make_interval(secs => $2::float8 * 100 + p) \
+                            now() - interval '1 hour' \
+                              + make_interval(secs => $2::float8 * 100 + p) \
                        FROM generate_series(1, $3::int8) AS p",
-                    &[&id, &f64::from(n), &due],
+                    &[&id, &f64::from(n), count],
                 )
                 .await
                 .unwrap();
@@ -950,17 +958,18 @@ mod tests {
         endpoints
     }
 
-    #[tokio::test]
-    async fn a_claim_with_few_free_slots_spreads_them_over_the_endpoints_soonest_first() {
-        let db = eventstore::testing::TestDatabase::create().await;
-        let store = db.store();
-        let endpoints = endpoints_with_due_deliveries(&store, 6).await;
+    /// A sender of `concurrency` slots, and what a claim took: (endpoint's index, position).
+    fn sender_taking(
+        store: &EventStore,
+        concurrency: usize,
+        endpoints: Vec<Uuid>,
+    ) -> (Arc<Sender>, impl Fn(&[Claimed]) -> Vec<(usize, i64)>) {
         let settings = WebhookSettings {
-            concurrency: 4,
+            concurrency,
             ..WebhookSettings::default()
         };
-        let sender = Sender::new(&store, settings, Arc::new(Notify::new())).unwrap();
-        let taken = |claimed: &[Claimed]| {
+        let sender = Sender::new(store, settings, Arc::new(Notify::new())).unwrap();
+        let taken = move |claimed: &[Claimed]| {
             let mut taken: Vec<(usize, i64)> = claimed
                 .iter()
                 .map(|c| {
@@ -971,6 +980,15 @@ mod tests {
             taken.sort_unstable();
             taken
         };
+        (sender, taken)
+    }
+
+    #[tokio::test]
+    async fn a_claim_with_few_free_slots_spreads_them_over_the_endpoints_soonest_first() {
+        let db = eventstore::testing::TestDatabase::create().await;
+        let store = db.store();
+        let endpoints = endpoints_with_due_deliveries(&store, &[6, 6, 6, 6]).await;
+        let (sender, taken) = sender_taking(&store, 4, endpoints);
 
         // Four slots over four endpoints: at most two (twice the fair share) from the
         // soonest endpoint, its two soonest, and the rest from the next soonest.
@@ -992,6 +1010,17 @@ mod tests {
             ),
             (2, 2, 6, 6)
         );
+    }
+
+    #[tokio::test]
+    async fn the_fair_share_counts_only_the_endpoints_with_something_due() {
+        let db = eventstore::testing::TestDatabase::create().await;
+        let store = db.store();
+        // Registered endpoints with nothing due do not shrink a busy one's share.
+        let endpoints = endpoints_with_due_deliveries(&store, &[6, 0, 0, 0]).await;
+        let (sender, taken) = sender_taking(&store, 4, endpoints);
+        let claimed = sender.claim(4).await.unwrap();
+        assert_eq!(taken(&claimed), [(0, 1), (0, 2), (0, 3), (0, 4)]);
     }
 
     #[test]
