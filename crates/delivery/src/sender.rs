@@ -958,37 +958,39 @@ mod tests {
         endpoints
     }
 
-    /// A sender of `concurrency` slots, and what a claim took: (endpoint's index, position).
-    fn sender_taking(
-        store: &EventStore,
-        concurrency: usize,
-        endpoints: Vec<Uuid>,
-    ) -> (Arc<Sender>, impl Fn(&[Claimed]) -> Vec<(usize, i64)>) {
-        let settings = WebhookSettings {
-            concurrency,
-            ..WebhookSettings::default()
-        };
-        let sender = Sender::new(store, settings, Arc::new(Notify::new())).unwrap();
-        let taken = move |claimed: &[Claimed]| {
+    /// The endpoints of a test, in the order they were made.
+    struct Endpoints(Vec<Uuid>);
+
+    impl Endpoints {
+        /// What a claim took: (the endpoint's index, the position), sorted.
+        fn taken(&self, claimed: &[Claimed]) -> Vec<(usize, i64)> {
             let mut taken: Vec<(usize, i64)> = claimed
                 .iter()
                 .map(|c| {
-                    let endpoint = endpoints.iter().position(|e| *e == c.webhook_id).unwrap();
+                    let endpoint = self.0.iter().position(|e| *e == c.webhook_id).unwrap();
                     (endpoint, c.position)
                 })
                 .collect();
             taken.sort_unstable();
             taken
+        }
+    }
+
+    fn sender_of(store: &EventStore, concurrency: usize) -> Arc<Sender> {
+        let settings = WebhookSettings {
+            concurrency,
+            ..WebhookSettings::default()
         };
-        (sender, taken)
+        Sender::new(store, settings, Arc::new(Notify::new())).unwrap()
     }
 
     #[tokio::test]
     async fn a_claim_with_few_free_slots_spreads_them_over_the_endpoints_soonest_first() {
         let db = eventstore::testing::TestDatabase::create().await;
         let store = db.store();
-        let endpoints = endpoints_with_due_deliveries(&store, &[6, 6, 6, 6]).await;
-        let (sender, taken) = sender_taking(&store, 4, endpoints);
+        let endpoints = Endpoints(endpoints_with_due_deliveries(&store, &[6, 6, 6, 6]).await);
+        let sender = sender_of(&store, 4);
+        let taken = |claimed: &[Claimed]| endpoints.taken(claimed);
 
         // Four slots over four endpoints: at most two (twice the fair share) from the
         // soonest endpoint, its two soonest, and the rest from the next soonest.
@@ -1017,10 +1019,9 @@ mod tests {
         let db = eventstore::testing::TestDatabase::create().await;
         let store = db.store();
         // Registered endpoints with nothing due do not shrink a busy one's share.
-        let endpoints = endpoints_with_due_deliveries(&store, &[6, 0, 0, 0]).await;
-        let (sender, taken) = sender_taking(&store, 4, endpoints);
-        let claimed = sender.claim(4).await.unwrap();
-        assert_eq!(taken(&claimed), [(0, 1), (0, 2), (0, 3), (0, 4)]);
+        let endpoints = Endpoints(endpoints_with_due_deliveries(&store, &[6, 0, 0, 0]).await);
+        let claimed = sender_of(&store, 4).claim(4).await.unwrap();
+        assert_eq!(endpoints.taken(&claimed), [(0, 1), (0, 2), (0, 3), (0, 4)]);
     }
 
     #[test]
