@@ -23,9 +23,10 @@
 //! 4. **Bounded and fair.** A claim reads each active endpoint's soonest due deliveries
 //!    from an index, never the backlog, at most `per_endpoint` in flight per endpoint and
 //!    `concurrency` per process, so a slow or dead endpoint never delays the others, and
-//!    each attempt has its own timeout. With few slots free, it reads at most twice each
-//!    endpoint's fair share of them, so one endpoint's backlog cannot take them all. Nothing
-//!    here runs on a request's path.
+//!    each attempt has its own timeout. A claim reads at most twice each endpoint's fair
+//!    share of the free slots (shared among the endpoints with a delivery due), so that few
+//!    free slots are spread over the endpoints with work. Nothing here runs on a request's
+//!    path.
 //! 5. **Retries.** A failed attempt is retried after an equal-jitter exponential backoff
 //!    (`retry_base` doubled per attempt, at most `retry_max`, the upper half random), or
 //!    after the endpoint's `Retry-After` when that is later, until `max_attempts`. 410 Gone
