@@ -498,14 +498,13 @@ impl Sender {
     ///
     /// It reads at most twice an endpoint's fair share of `limit` from each (and no more than
     /// its room under `per_endpoint`), sharing among the endpoints that have a delivery due:
-    /// the soonest of those are taken, and the next claim reads on. A claimed delivery in
+    /// the soonest of those are taken, and the next claim reads on. Reading each endpoint's
+    /// whole room made every claim read up to `per_endpoint` rows of each of 100 endpoints
+    /// to take the hundred or so that free slots allowed (claims ran back to back at 14–16 ms
+    /// each in `cargo bench --bench webhooks -- --endpoints 100`). A claimed delivery in
     /// flight still counts as due, which only shrinks the share (more claims, nothing
-    /// missed): leaving leased rows out of the count made it walk past them, and the
-    /// delivery-bound bench ran slower (5,363–6,106 against 5,638–7,540/s). Reading each endpoint's whole room made every claim read up to
-    /// `per_endpoint` rows of each of 100 endpoints to take the hundred or so that free slots
-    /// allowed (claims ran back to back at 14–16 ms each in `cargo bench --bench webhooks --
-    /// --endpoints 100`); and with few slots free, one endpoint's backlog can no longer take
-    /// them all.
+    /// missed): leaving leased rows out of the count made it walk past them, and that bench
+    /// ran slower (5,363–6,106 against 5,638–7,540 deliveries/s).
     async fn claim(&self, limit: usize) -> Result<Vec<Claimed>, DeliveryError> {
         let (busy_ids, busy_counts): (Vec<Uuid>, Vec<i64>) = self
             .in_flight
@@ -1004,9 +1003,9 @@ mod tests {
         assert_eq!(taken(&second), [(0, 3), (0, 4), (1, 3), (1, 4)]);
         // Many free slots: a share of eight is more than any endpoint has left, so every due
         // delivery is taken.
-        let third = sender.claim(16).await.unwrap();
+        let third = taken(&sender.claim(16).await.unwrap());
         assert_eq!(third.len(), 16);
-        let by_endpoint = |n: usize| taken(&third).iter().filter(|(e, _)| *e == n).count();
+        let by_endpoint = |n: usize| third.iter().filter(|(e, _)| *e == n).count();
         assert_eq!(
             (
                 by_endpoint(0),
