@@ -54,6 +54,12 @@
 //! attempt cannot settle alone (the domain refuses the command, the stream moved on, the
 //! command changes nothing) is decided again on what the database holds, so a stale state
 //! never answers a 409, 412 or 400 that the current one would not.
+//!
+//! A resource created under an id from [`Publisher::new_id`] skips them too: the id is new
+//! (random, made by this process), so its stream is empty, and the append at version 0 and
+//! the idempotency answer's primary key prove it the same way. A request sent again under
+//! its `Idempotency-Key` makes a new id and loses that race, and the next attempt reads the
+//! first request's answer.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -177,9 +183,13 @@ type RecentStates = quick_cache::sync::Cache<Uuid, Recent, RecentWeight>;
 struct Recent {
     version: u64,
     weight: u64,
-    /// A `K::Resource` of the writer's kind.
+    /// A `K::Resource` of the writer's kind, or [`Unwritten`].
     state: Arc<dyn Any + Send + Sync>,
 }
+
+/// The state kept for an id made by [`Publisher::new_id`] and not written yet: no resource,
+/// at version 0.
+struct Unwritten;
 
 #[derive(Clone)]
 struct RecentWeight;
@@ -238,6 +248,19 @@ impl Publisher {
 
     pub fn store(&self) -> &EventStore {
         &self.store
+    }
+
+    /// A new resource id, to create a resource under: its first write decides on no
+    /// resource and appends at version 0 without reading first (see the module doc).
+    pub fn new_id(&self) -> Uuid {
+        let id = Uuid::new_v4();
+        let unwritten = Recent {
+            version: 0,
+            weight: std::mem::size_of::<Recent>() as u64,
+            state: Arc::new(Unwritten),
+        };
+        self.recent.insert(id, unwritten);
+        id
     }
 
     /// Decides `command` on resource `id` as it stands and, if it is accepted, appends its
@@ -337,19 +360,26 @@ impl Publisher {
             once,
             ..
         } = request;
-        let known = self.recent.get(&id).and_then(|recent| {
+        let recent = self.recent.get(&id);
+        let unwritten = recent.as_ref().is_some_and(|r| r.state.is::<Unwritten>());
+        let known = recent.and_then(|recent| {
             let state = recent.state.downcast::<K::Resource>().ok()?;
             Some((recent.version, state))
         });
-        // Decided on the state this process wrote last, unverified: any refusal, from the
-        // decision or the append, is checked against the database's state first.
-        if let Some((version, state)) = known
-            .as_ref()
-            .filter(|(version, _)| from_memory && if_match.is_none_or(|v| v == *version))
+        let remembered = match &known {
+            Some((version, state)) => Some((*version, Some(K::Resource::clone(state)))),
+            None if unwritten => Some((0, None)),
+            None => None,
+        };
+        // Decided on the state this process wrote last (or on none, for a new id),
+        // unverified: any refusal, from the decision or the append, is checked against the
+        // database's state first.
+        if let Some((version, state)) =
+            remembered.filter(|(version, _)| from_memory && if_match.is_none_or(|v| v == *version))
         {
             let decided = Decided {
-                version: *version,
-                state: Some(K::Resource::clone(state)),
+                version,
+                state,
                 unverified: true,
             };
             return match self

@@ -1260,6 +1260,78 @@ async fn publishers_of_several_processes_each_decide_on_the_others_latest_writes
     );
 }
 
+#[tokio::test]
+async fn a_resource_made_under_a_new_id_is_written_unread_and_a_taken_stream_still_refuses_it() {
+    // The first write to an id from `new_id` decides on no resource and appends at version 0
+    // without reading. Should that stream exist after all (here another process wrote it
+    // first), the append refuses it and the command is decided on what the database holds.
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    let (first, second) = (Publisher::new(&store), Publisher::new(&store));
+    let fresh = first.new_id();
+    let written = first
+        .execute::<IncidentDecider>(
+            fresh,
+            &declare(fresh, vec![], Audience::Public),
+            None,
+            &by(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(written.resource.version, 1);
+    let updated = first
+        .execute::<IncidentDecider>(fresh, &post(IncidentStatus::Identified, 2), None, &by())
+        .await
+        .unwrap();
+    assert_eq!(updated.resource.version, 2);
+
+    let taken = second.new_id();
+    first
+        .execute::<IncidentDecider>(
+            taken,
+            &declare(taken, vec![], Audience::Public),
+            None,
+            &by(),
+        )
+        .await
+        .unwrap();
+    let again = second
+        .execute::<IncidentDecider>(
+            taken,
+            &declare(taken, vec![], Audience::Public),
+            None,
+            &by(),
+        )
+        .await;
+    assert!(
+        matches!(again, Err(CommandError::Domain(DomainError::Conflict(_)))),
+        "{again:?}"
+    );
+    // The first one's write stands, and on it the second process now builds.
+    let on_top = second
+        .execute::<IncidentDecider>(taken, &post(IncidentStatus::Resolved, 3), None, &by())
+        .await
+        .unwrap();
+    assert_eq!(on_top.resource.version, 2);
+
+    // A command that needs a resource is refused on a new id, and writes nothing.
+    let unwritten = second.new_id();
+    let refused = second
+        .execute::<IncidentDecider>(unwritten, &post(IncidentStatus::Resolved, 4), None, &by())
+        .await;
+    assert!(
+        matches!(refused, Err(CommandError::Domain(DomainError::NotFound(_)))),
+        "{refused:?}"
+    );
+    let client = store.pool().get().await.unwrap();
+    let events: i64 = client
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(events, 4, "two declarations and two updates");
+}
+
 /// Appends `payload` to `stream` as schema version 1 of `type_name` wrote it, the way a
 /// database upgraded from before translations holds it.
 async fn append_version_1(

@@ -230,7 +230,7 @@ pub async fn declare(
         service_ids(&new.affected_services),
     )
     .await?;
-    let id = Uuid::new_v4();
+    let id = state.publisher.new_id();
     let command = incident::Command::Declare(incident::Declare {
         incident_id: id,
         update_id: Uuid::new_v4(),

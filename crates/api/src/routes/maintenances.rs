@@ -137,7 +137,7 @@ pub async fn schedule(
         new.affected_services.iter().copied(),
     )
     .await?;
-    let id = Uuid::new_v4();
+    let id = state.publisher.new_id();
     let command = maintenance::Command::Schedule(maintenance::Schedule {
         maintenance_id: id,
         update_id: Uuid::new_v4(),

@@ -79,7 +79,7 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let key = service_admin(&caller)?;
     let new: NewService = extract::json_body(&request, &body)?;
-    let id = Uuid::new_v4();
+    let id = state.publisher.new_id();
     let command = service::Command::Create(service::Create {
         service_id: id,
         name: new.name,

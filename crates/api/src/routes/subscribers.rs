@@ -239,7 +239,7 @@ async fn request_subscription(
     }
     let (id, key, is_new) = match existing {
         Some((subscriber, key)) => (subscriber.id, key, false),
-        None => (Uuid::new_v4(), SubscriberKey::generate()?, true),
+        None => (state.publisher.new_id(), SubscriberKey::generate()?, true),
     };
     let command = subscriber::Command::Request(subscriber::Request {
         subscriber_id: id,

@@ -60,7 +60,7 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let key = caller.require(Permission::Publish)?;
     let new: NewTemplate = extract::json_body(&request, &body)?;
-    let id = Uuid::new_v4();
+    let id = state.publisher.new_id();
     let command = template::Command::Create(template::Create {
         template_id: id,
         name: new.name,

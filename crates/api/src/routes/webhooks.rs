@@ -71,7 +71,7 @@ pub async fn create(
         .map_err(|why| ApiError::invalid("url", why))?;
     let service_ids = asked.service_ids.unwrap_or_default();
     known_services(&state, "service_ids", service_ids.iter().copied()).await?;
-    let id = Uuid::new_v4();
+    let id = state.publisher.new_id();
     let secret = new_secret()?;
     let command = webhook::Command::Register(webhook::Register {
         webhook_id: id,
