@@ -501,8 +501,11 @@ impl Publisher {
             new_events.push(new_event);
         }
         let mut changes = Changes::default();
-        if let Some(before) = &before {
-            K::note_unchanged(before, &written.resource.state, &mut changes);
+        match &before {
+            Some(before) => K::note_unchanged(before, &written.resource.state, &mut changes),
+            None => {
+                changes.new_resources.insert(id);
+            }
         }
         K::note_new_updates(before.as_ref(), &written.resource.state, &mut changes);
         K::add_to(&mut changes, written.resource.clone());

@@ -20,7 +20,8 @@
 //! ones, when updates were appended), where it used to look up every update in a set, and
 //! before that hashed every update id into sets. The rows
 //! of the updates that the write's own events create ([`Changes::new_updates`]) are plain
-//! inserts; the others are upserts.
+//! inserts; the others are upserts. A resource those events create
+//! ([`Changes::new_resources`]) has no impact rows to delete before its own are inserted.
 //!
 //! # Timelines in update rows
 //!
@@ -93,6 +94,9 @@ pub struct Changes {
     /// Updates that the events appended with this write bring into being: no row can hold
     /// them yet, so theirs are inserted without the upsert's conflict check.
     pub new_updates: IdSet,
+    /// Incidents and maintenances that the events appended with this write create: they
+    /// can have no impact rows yet, so none are deleted before theirs are inserted.
+    pub new_resources: IdSet,
 }
 
 /// What an incident's or a maintenance's derived rows are made of: an update row holds the
@@ -191,6 +195,7 @@ impl Changes {
             changed_updates,
             stored_impacts,
             new_updates,
+            new_resources,
         } = other;
         self.api_keys.extend(api_keys);
         self.services.extend(services);
@@ -205,6 +210,7 @@ impl Changes {
         self.changed_updates.extend(changed_updates);
         self.stored_impacts.extend(stored_impacts);
         self.new_updates.extend(new_updates);
+        self.new_resources.extend(new_resources);
     }
 
     /// Notes that resource `id`'s update rows are stored up to `place` (see
@@ -236,6 +242,7 @@ impl Changes {
                 changed_updates: self.changed_updates.clone(),
                 stored_impacts: self.stored_impacts.clone(),
                 new_updates: self.new_updates.clone(),
+                new_resources: self.new_resources.clone(),
             })
             .collect()
     }
@@ -680,8 +687,10 @@ impl<'a> Writes<'a> {
                 }
             }
             if !changes.stored_impacts.contains(&resource.id) {
-                ids.push(resource.id);
-                versions.push(version);
+                if !changes.new_resources.contains(&resource.id) {
+                    ids.push(resource.id);
+                    versions.push(version);
+                }
                 for (service_id, status) in derived.impacts {
                     impacts.push(service_id, (resource.id, version), status);
                 }
