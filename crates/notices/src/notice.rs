@@ -481,14 +481,10 @@ async fn services_for(
     ids: impl Iterator<Item = Uuid>,
     viewer: &Viewer,
 ) -> Result<Vec<ServiceBody>, NoticeError> {
+    let ids: Vec<Uuid> = ids.collect();
     let client = store.pool().get().await?;
-    let mut services = Vec::new();
-    for id in ids {
-        if let Some(view) = queries::service(&client, id, viewer).await? {
-            services.push(ServiceBody::from(view));
-        }
-    }
-    Ok(services)
+    let services = queries::services_with_ids(&client, &ids, viewer).await?;
+    Ok(services.into_iter().map(ServiceBody::from).collect())
 }
 
 /// The resource as `viewer` may see it, or `None` when it may not.

@@ -241,6 +241,30 @@ pub async fn service<C: GenericClient>(
     row.as_ref().map(service_view).transpose()
 }
 
+/// The services of `ids` that exist, retired or not, in the order of `ids`: what
+/// [`service`] gives for each, read in one round trip.
+pub async fn services_with_ids<C: GenericClient>(
+    client: &C,
+    ids: &[Uuid],
+    viewer: &Viewer,
+) -> Result<Vec<ServiceView>, ProjectionError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (everyone, tenant) = viewer.filter();
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT s.id, s.version, s.state, {DERIVED_STATUS} \
+               FROM unnest($3::uuid[]) WITH ORDINALITY AS w(id, place) \
+               JOIN rm_services s ON s.id = w.id ORDER BY w.place"
+        ))
+        .await?;
+    let rows = client
+        .query(&statement, &[&everyone, &tenant, &ids])
+        .await?;
+    rows.iter().map(service_view).collect()
+}
+
 /// Every service that is not retired, by group and name.
 pub async fn services<C: GenericClient>(
     client: &C,

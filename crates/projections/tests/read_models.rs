@@ -1261,6 +1261,65 @@ async fn publishers_of_several_processes_each_decide_on_the_others_latest_writes
 }
 
 #[tokio::test]
+async fn services_read_by_ids_come_in_the_order_asked_with_the_status_each_viewer_sees() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    let publisher = Publisher::new(&store);
+    let teams = create_service(&publisher, "Teams").await;
+    let outlook = create_service(&publisher, "Outlook").await;
+    let id = Uuid::new_v4();
+    let private = Audience::Tenants {
+        tenants: vec!["nhs-wales".into()],
+    };
+    publisher
+        .execute::<IncidentDecider>(
+            id,
+            &declare(id, hit(outlook, ServiceStatus::MajorOutage), private),
+            None,
+            &by(),
+        )
+        .await
+        .unwrap();
+    let client = store.pool().get().await.unwrap();
+    let asked = [outlook, Uuid::new_v4(), teams];
+    for (viewer, outlook_status) in [
+        (Viewer::Public, ServiceStatus::Operational),
+        (
+            Viewer::Tenant("nhs-wales".into()),
+            ServiceStatus::MajorOutage,
+        ),
+    ] {
+        let read = queries::services_with_ids(&client, &asked, &viewer)
+            .await
+            .unwrap();
+        let seen: Vec<(Uuid, ServiceStatus)> = read
+            .iter()
+            .map(|view| (view.service.id, view.status))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (outlook, outlook_status),
+                (teams, ServiceStatus::Operational)
+            ],
+            "{viewer:?}"
+        );
+        for view in &read {
+            let one = queries::service(&client, view.service.id, &viewer)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(one.service.version, view.service.version);
+            assert_eq!(one.status, view.status);
+        }
+    }
+    assert!(queries::services_with_ids(&client, &[], &Viewer::Public)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
 async fn a_resource_made_under_a_new_id_is_written_unread_and_a_taken_stream_still_refuses_it() {
     // The first write to an id from `new_id` decides on no resource and appends at version 0
     // without reading. Should that stream exist after all (here another process wrote it
