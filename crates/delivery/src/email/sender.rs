@@ -31,7 +31,7 @@ use uuid::Uuid;
 
 use crate::email::render::{self, NoticeEmail};
 use crate::email::secrets::SubscriberKey;
-use crate::email::smtp::{SmtpPool, SmtpServer};
+use crate::email::smtp::{ReadyMessage, SmtpPool, SmtpServer};
 use crate::email::EmailSettings;
 
 /// The email recorder's statements ([`crate::record_attempts`]).
@@ -489,6 +489,11 @@ impl EmailSender {
     }
 
     async fn attempt(&self, delivery: Claimed, slot: OwnedSemaphorePermit, records: RecordsSender) {
+        // Put together before a connection is taken: the connections, few, are kept busy
+        // sending while the messages behind them are made.
+        let message = self
+            .message(&delivery)
+            .map(|message| ReadyMessage::from(&message));
         let Ok(_connection) = self.connections.acquire().await else {
             return;
         };
@@ -499,9 +504,9 @@ impl EmailSender {
         }
         let started_at = Utc::now();
         let clock = Instant::now();
-        let (outcome, reply_code, error) = match self.message(&delivery) {
+        let (outcome, reply_code, error) = match message {
             Err((outcome, why)) => (outcome, None, Some(why.to_owned())),
-            Ok(message) => match self.smtp.send(&message).await {
+            Ok(message) => match self.smtp.send_ready(&message).await {
                 Ok(()) => (Outcome::Delivered, None, None),
                 Err(e) => {
                     let code = e.code().and_then(|c| i16::try_from(c).ok());

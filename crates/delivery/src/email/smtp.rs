@@ -293,6 +293,22 @@ impl AsyncTokioStream for ImplicitTls {
     }
 }
 
+/// A message as it goes on the wire: its envelope and its formatted bytes. Made before a
+/// connection is taken, so that a connection waits for no formatting.
+pub struct ReadyMessage {
+    envelope: lettre::address::Envelope,
+    bytes: Vec<u8>,
+}
+
+impl From<&Message> for ReadyMessage {
+    fn from(message: &Message) -> Self {
+        ReadyMessage {
+            envelope: message.envelope().clone(),
+            bytes: message.formatted(),
+        }
+    }
+}
+
 /// Connections to one server, reused across messages. How many are open at once is the
 /// caller's to bound (the sender sends on at most `connections` at a time).
 pub struct SmtpPool {
@@ -310,10 +326,15 @@ impl SmtpPool {
 
     /// Hands `message` to the server on an idle connection or a new one.
     pub async fn send(&self, message: &Message) -> Result<(), SendError> {
+        self.send_ready(&ReadyMessage::from(message)).await
+    }
+
+    /// [`SmtpPool::send`] of a message put into its bytes beforehand.
+    pub async fn send_ready(&self, message: &ReadyMessage) -> Result<(), SendError> {
         let mut connection = self.take().await?;
         let sent = tokio::time::timeout(
             self.server.timeout * 3,
-            connection.send(message.envelope(), &message.formatted()),
+            connection.send(&message.envelope, &message.bytes),
         )
         .await;
         match sent {
