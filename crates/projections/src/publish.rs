@@ -44,9 +44,10 @@
 //! # The states written last
 //!
 //! Each publisher keeps the states it wrote last with their versions (`quick_cache`, bounded at
-//! 64 MiB by an estimate of their size, [`Kind::weight`]). The row read then returns the state
-//! only when the row no longer holds the known version: a version is one state, whoever
-//! computed it, so a write by another process or the builder simply moves the row past it.
+//! 64 MiB by an estimate of their size, [`Kind::weight`]), and markers for new ids not
+//! written yet. The row read then returns the state only when the row no longer holds the
+//! known version: a version is one state, whoever computed it, so a write by another process
+//! or the builder simply moves the row past it.
 //!
 //! A write to a resource this process wrote last skips the reads altogether (one round trip):
 //! it is decided on the kept state and appended at the kept version, and the append's expected
@@ -56,10 +57,12 @@
 //! never answers a 409, 412 or 400 that the current one would not.
 //!
 //! A resource created under an id from [`Publisher::new_id`] skips them too: the id is new
-//! (random, made by this process), so its stream is empty, and the append at version 0 and
-//! the idempotency answer's primary key prove it the same way. A request sent again under
-//! its `Idempotency-Key` makes a new id and loses that race, and the next attempt reads the
-//! first request's answer.
+//! (random, made by this process), so its stream is empty, and the append at version 0
+//! proves it the same way. The cache keeps a marker for such an id ([`Unwritten`]) until the
+//! first write replaces it with the state written, or the command ends without writing and
+//! takes it out. A create under an `Idempotency-Key` reads first all the same: sent again,
+//! it would carry a new id, append, and find the earlier answer only when the answer's
+//! primary key refused it, rolling back every write batched with it.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -174,9 +177,10 @@ pub struct Publisher {
 /// keeps.
 const RECENT_STATES_BYTES: u64 = 64 << 20;
 
-/// The states this process wrote last, by resource id, with their versions. A write to the
-/// same resource then reads only its row's version, not its state, when the row still
-/// holds that version: a version is one state, whoever computed it.
+/// The states this process wrote last, by resource id, with their versions, and markers of
+/// the new ids it made and has not written yet. A write to the same resource then reads
+/// only its row's version, not its state, when the row still holds that version: a version
+/// is one state, whoever computed it.
 type RecentStates = quick_cache::sync::Cache<Uuid, Recent, RecentWeight>;
 
 #[derive(Clone)]
@@ -190,6 +194,11 @@ struct Recent {
 /// The state kept for an id made by [`Publisher::new_id`] and not written yet: no resource,
 /// at version 0.
 struct Unwritten;
+
+/// The weight of an [`Unwritten`] marker: its entry, its allocation and the cache's own
+/// bookkeeping, generously, so that markers left by requests refused before their command
+/// ran (a rate limit) cannot crowd out more than their share.
+const UNWRITTEN_WEIGHT: u64 = 256;
 
 #[derive(Clone)]
 struct RecentWeight;
@@ -250,13 +259,14 @@ impl Publisher {
         &self.store
     }
 
-    /// A new resource id, to create a resource under: its first write decides on no
-    /// resource and appends at version 0 without reading first (see the module doc).
+    /// A new resource id, to create a resource under: its first write, unless under an
+    /// idempotency key or `If-Match`, decides on no resource and appends at version 0
+    /// without reading first (see the module doc), while the cache keeps its marker.
     pub fn new_id(&self) -> Uuid {
         let id = Uuid::new_v4();
         let unwritten = Recent {
             version: 0,
-            weight: std::mem::size_of::<Recent>() as u64,
+            weight: UNWRITTEN_WEIGHT,
             state: Arc::new(Unwritten),
         };
         self.recent.insert(id, unwritten);
@@ -296,6 +306,26 @@ impl Publisher {
     /// waits for the first one and then gets its answer.
     #[tracing::instrument(level = "debug", skip_all, fields(kind = K::NAME, %id))]
     pub async fn execute_once<K: Kind>(
+        &self,
+        id: Uuid,
+        command: &K::Command,
+        if_match: Option<u64>,
+        metadata: &Metadata,
+        once: Option<Once<'_, K::Resource>>,
+        also: Option<&AlsoWrite<'_>>,
+    ) -> Result<Outcome<K::Resource>, CommandError> {
+        let outcome = self
+            .run_attempts::<K>(id, command, if_match, metadata, once, also)
+            .await;
+        if !matches!(outcome, Ok(Outcome::Written(_))) {
+            // A new id the command did not write to: its marker has served.
+            self.recent.remove_if(&id, |r| r.state.is::<Unwritten>());
+        }
+        outcome
+    }
+
+    /// [`Publisher::execute_once`]'s attempts, until one settles the command.
+    async fn run_attempts<K: Kind>(
         &self,
         id: Uuid,
         command: &K::Command,
@@ -368,7 +398,8 @@ impl Publisher {
         });
         let remembered = match &known {
             Some((version, state)) => Some((*version, Some(K::Resource::clone(state)))),
-            None if unwritten => Some((0, None)),
+            // Under an idempotency key, the earlier answer is read first (see the module doc).
+            None if unwritten && once.is_none() => Some((0, None)),
             None => None,
         };
         // Decided on the state this process wrote last (or on none, for a new id),

@@ -94,8 +94,9 @@ pub struct Changes {
     /// Updates that the events appended with this write bring into being: no row can hold
     /// them yet, so theirs are inserted without the upsert's conflict check.
     pub new_updates: IdSet,
-    /// Incidents and maintenances that the events appended with this write create: they
-    /// can have no impact rows yet, so none are deleted before theirs are inserted.
+    /// Resources that the events appended with this write create: an incident or a
+    /// maintenance among them can have no impact rows yet, so none are deleted before its
+    /// own are inserted.
     pub new_resources: IdSet,
 }
 
