@@ -397,7 +397,7 @@ impl Publisher {
             Some((recent.version, state))
         });
         let remembered = match &known {
-            Some((version, state)) => Some((*version, Some(K::Resource::clone(state)))),
+            Some((version, state)) => Some((*version, Some(state))),
             // Under an idempotency key, the earlier answer is read first (see the module doc).
             None if unwritten && once.is_none() => Some((0, None)),
             None => None,
@@ -410,7 +410,7 @@ impl Publisher {
         {
             let decided = Decided {
                 version,
-                state,
+                state: state.map(|state| K::Resource::clone(state)),
                 unverified: true,
             };
             return match self
