@@ -195,6 +195,21 @@ struct Recent {
 /// at version 0.
 struct Unwritten;
 
+/// Takes a new id's [`Unwritten`] marker out of the cache when the command that was to
+/// write it ends, however it ends (its request dropped midway too): a write has replaced the
+/// marker with its state already, and anything else leaves the marker nothing to do.
+struct ForgetUnwritten<'a> {
+    recent: &'a RecentStates,
+    id: Uuid,
+}
+
+impl Drop for ForgetUnwritten<'_> {
+    fn drop(&mut self) {
+        self.recent
+            .remove_if(&self.id, |r| r.state.is::<Unwritten>());
+    }
+}
+
 /// The weight of an [`Unwritten`] marker: its entry, its allocation and the cache's own
 /// bookkeeping, generously, so that markers left by requests refused before their command
 /// ran (a rate limit) cannot crowd out more than their share.
@@ -314,26 +329,10 @@ impl Publisher {
         once: Option<Once<'_, K::Resource>>,
         also: Option<&AlsoWrite<'_>>,
     ) -> Result<Outcome<K::Resource>, CommandError> {
-        let outcome = self
-            .run_attempts::<K>(id, command, if_match, metadata, once, also)
-            .await;
-        if !matches!(outcome, Ok(Outcome::Written(_))) {
-            // A new id the command did not write to: its marker has served.
-            self.recent.remove_if(&id, |r| r.state.is::<Unwritten>());
-        }
-        outcome
-    }
-
-    /// [`Publisher::execute_once`]'s attempts, until one settles the command.
-    async fn run_attempts<K: Kind>(
-        &self,
-        id: Uuid,
-        command: &K::Command,
-        if_match: Option<u64>,
-        metadata: &Metadata,
-        once: Option<Once<'_, K::Resource>>,
-        also: Option<&AlsoWrite<'_>>,
-    ) -> Result<Outcome<K::Resource>, CommandError> {
+        let _marker = ForgetUnwritten {
+            recent: &self.recent,
+            id,
+        };
         // The first attempt trusts the state this process wrote last, if it has it: the
         // append's expected version and the idempotency record prove it current, so the
         // common write skips the read round trip. Anything it cannot settle alone is tried
