@@ -137,7 +137,17 @@ const RENDERED_AT_ONCE: usize = 8;
 /// Fans out the next batch after the checkpoint; answers how many events it read. The
 /// deliveries are left for a sender's claims.
 pub async fn fan_out_next_batch(store: &EventStore, site: &Site) -> Result<usize, DeliveryError> {
-    fan_out(store, site, None).await
+    Ok(fan_out(store, site, None).await?.events)
+}
+
+/// What one batch of the log did, as [`follow_log`] needs to know it.
+pub(crate) struct Batch {
+    /// Events read: a full batch means the outbox is behind.
+    pub events: usize,
+    /// Whether the batch gave its sender something to claim: deliveries written, or
+    /// endpoints changed (one enabled again has its pending deliveries due). Most events
+    /// give it nothing, and a claim costs the database about a millisecond.
+    pub wakes_sender: bool,
 }
 
 /// Fans out the next batch after the checkpoint; answers how many events it read.
@@ -151,15 +161,19 @@ async fn fan_out(
     store: &EventStore,
     site: &Site,
     sender: Option<&Arc<Sender>>,
-) -> Result<usize, DeliveryError> {
+) -> Result<Batch, DeliveryError> {
     // Before the transaction begins: the leases it writes start later.
     let leased_from = std::time::Instant::now();
     let mut client = store.pool().get().await?;
     let transaction = client.transaction().await?;
     let events = next_batch(&transaction, SUBSCRIPTION, BATCH).await?;
     let Some(last) = events.last().map(|e| e.position) else {
-        return Ok(0);
+        return Ok(Batch {
+            events: 0,
+            wakes_sender: false,
+        });
     };
+    let mut endpoints_changed = false;
     let mut endpoints: Arc<Vec<Endpoint>> = Arc::new(
         transaction
             .query(
@@ -182,6 +196,7 @@ async fn fan_out(
             Some((StreamKind::Webhook, id)) => {
                 let taking = Arc::make_mut(&mut endpoints);
                 apply_webhook_event(&transaction, taking, &mut ended, id, event).await?;
+                endpoints_changed = true;
                 continue;
             }
             Some((StreamKind::ApiKey, key)) if event.event.event_type == "api_key.revoked" => {
@@ -244,7 +259,10 @@ async fn fan_out(
             sender.hand_over(reservation, delivery, leased_from);
         }
     }
-    Ok(events.len())
+    Ok(Batch {
+        events: events.len(),
+        wakes_sender: written > 0 || endpoints_changed,
+    })
 }
 
 /// The body of `notice` for each of `endpoints` that takes it, in their order.
@@ -539,10 +557,10 @@ pub async fn run(
     follow_log(&store, "webhook", BATCH, fan_out, &delivered, &cancel).await
 }
 
-/// Runs `fan_out` (one batch of at most `batch` events, answering how many it read) until
-/// `cancel`: again at once after a full batch, else when the log head moves or a poll
-/// interval passes; after a failure, with a backoff up to 10 s. `delivered` is woken when a
-/// batch read events. Every channel's outbox (`name`) follows the log so.
+/// Runs `fan_out` (one batch of at most `batch` events) until `cancel`: again at once after
+/// a full batch, else when the log head moves or a poll interval passes; after a failure,
+/// with a backoff up to 10 s. `delivered` is woken when a batch gave the sender something
+/// to claim. Every channel's outbox (`name`) follows the log so.
 pub(crate) async fn follow_log<F, Fut>(
     store: &EventStore,
     name: &'static str,
@@ -553,7 +571,7 @@ pub(crate) async fn follow_log<F, Fut>(
 ) -> Result<(), DeliveryError>
 where
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<usize, DeliveryError>>,
+    Fut: std::future::Future<Output = Result<Batch, DeliveryError>>,
 {
     let mut head = store.watch_log_head();
     let mut retry = Duration::from_millis(100);
@@ -563,13 +581,13 @@ where
         }
         head.borrow_and_update();
         match fan_out().await {
-            Ok(events) => {
+            Ok(done) => {
                 retry = Duration::from_millis(100);
-                if events > 0 {
+                if done.wakes_sender {
                     delivered.notify_one();
-                    if events == batch {
-                        continue;
-                    }
+                }
+                if done.events == batch {
+                    continue;
                 }
                 tokio::select! {
                     _ = head.changed() => {}
@@ -593,4 +611,87 @@ where
     }
     tracing::debug!("{name} outbox stopped");
     Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use chrono::Utc;
+    use domain::incident::{self, IncidentDecider};
+    use domain::values::{Audience, ClientAction, Impact};
+    use domain::webhook;
+    use eventstore::testing::TestDatabase;
+    use eventstore::Metadata;
+    use projections::Publisher;
+
+    use super::*;
+
+    /// Declares a public incident affecting no service: one notice.
+    pub(crate) async fn declare_incident(store: &EventStore) {
+        let id = Uuid::new_v4();
+        let declare = incident::Command::Declare(incident::Declare {
+            incident_id: id,
+            update_id: Uuid::new_v4(),
+            title: "Users cannot sign in".into(),
+            impact: Impact::Major,
+            status: None,
+            message: "We are investigating.".into(),
+            affected_services: Vec::new(),
+            regions: Vec::new(),
+            audience: Audience::Public,
+            client_action: ClientAction::default(),
+            translations: Default::default(),
+            default_language: Language::english(),
+            author: "publisher".into(),
+            at: Utc::now(),
+        });
+        Publisher::new(store)
+            .execute::<IncidentDecider>(id, &declare, None, &Metadata::by("publisher"))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_batch_wakes_the_sender_only_when_it_gave_it_something_to_claim() {
+        let db = TestDatabase::create().await;
+        let store = db.store();
+        let site = Site::default();
+        // The outbox reads what the sealer has given a position.
+        let batch = || async {
+            store.seal_all(Duration::from_secs(5)).await.unwrap();
+            fan_out(&store, &site, None).await.unwrap()
+        };
+
+        // A notice with no endpoint to owe it to is read, and nothing is written.
+        declare_incident(&store).await;
+        let read = batch().await;
+        assert_eq!((read.events, read.wakes_sender), (1, false));
+
+        // An endpoint registered (or enabled again) may have deliveries due.
+        let webhook_id = Uuid::new_v4();
+        let register = webhook::Command::Register(webhook::Register {
+            webhook_id,
+            url: "https://hooks.example.com/crier".into(),
+            event_types: Vec::new(),
+            service_ids: Vec::new(),
+            tenant: None,
+            language: None,
+            format: WebhookFormat::Cloudevents,
+            author: "admin".into(),
+            at: Utc::now(),
+        });
+        Publisher::new(&store)
+            .execute::<WebhookDecider>(webhook_id, &register, None, &Metadata::by("admin"))
+            .await
+            .unwrap();
+        let registered = batch().await;
+        assert_eq!((registered.events, registered.wakes_sender), (1, true));
+
+        // A notice owed to it is a delivery to claim.
+        declare_incident(&store).await;
+        let owed = batch().await;
+        assert_eq!((owed.events, owed.wakes_sender), (1, true));
+
+        let caught_up = batch().await;
+        assert_eq!((caught_up.events, caught_up.wakes_sender), (0, false));
+    }
 }

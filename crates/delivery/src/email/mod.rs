@@ -20,7 +20,7 @@ pub mod render;
 pub mod secrets;
 pub mod sender;
 pub mod smtp;
-#[cfg(feature = "test-support")]
+#[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 
 use std::collections::HashMap;

@@ -20,6 +20,7 @@ use projections::{parse_stream_id, Kind, StreamKind};
 use uuid::Uuid;
 
 use crate::email::render;
+use crate::outbox::Batch;
 use crate::DeliveryError;
 
 /// The subscription name of the outbox's checkpoint.
@@ -51,23 +52,35 @@ struct Owed {
 
 /// Fans out the next batch after the checkpoint; answers how many events it read.
 pub async fn fan_out_next_batch(store: &EventStore, site: &Site) -> Result<usize, DeliveryError> {
+    Ok(fan_out(store, site).await?.events)
+}
+
+/// Fans out the next batch; its sender is woken only when emails were written (a
+/// confirmation or a notice owed): ending subscriptions gives it nothing to send.
+async fn fan_out(store: &EventStore, site: &Site) -> Result<Batch, DeliveryError> {
     let mut client = store.pool().get().await?;
     let transaction = client.transaction().await?;
     let events = crate::outbox::next_batch(&transaction, SUBSCRIPTION, BATCH).await?;
     let (Some(first), Some(last)) = (events.first(), events.last()) else {
-        return Ok(0);
+        return Ok(Batch {
+            events: 0,
+            wakes_sender: false,
+        });
     };
     let last = last.position;
     let first = position_i64(first.position)?;
     let mut groups: Option<Vec<Group>> = None;
     let mut owed: Vec<Owed> = Vec::new();
     let mut erased: Vec<Uuid> = Vec::new();
+    let mut confirmations: u64 = 0;
     let mut rendered: HashSet<(i64, String, String)> = HashSet::new();
     for event in &events {
         match parse_stream_id(&event.event.stream_id) {
             Some((StreamKind::Subscriber, id)) => {
-                if apply_subscriber_event(&transaction, id, event).await? {
-                    erased.push(id);
+                match apply_subscriber_event(&transaction, id, event).await? {
+                    Applied::Ended => erased.push(id),
+                    Applied::OwesConfirmation => confirmations += 1,
+                    Applied::Nothing => {}
                 }
                 groups = None;
                 continue;
@@ -138,7 +151,7 @@ pub async fn fan_out_next_batch(store: &EventStore, site: &Site) -> Result<usize
             });
         }
     }
-    let written = write_owed(&transaction, &owed).await?;
+    let written = confirmations + write_owed(&transaction, &owed).await?;
     if !erased.is_empty() {
         // Written above or before: an ended subscription is owed nothing more.
         transaction
@@ -155,7 +168,10 @@ pub async fn fan_out_next_batch(store: &EventStore, site: &Site) -> Result<usize
     if written > 0 {
         metrics::counter!("crier_email_deliveries_created_total").increment(written);
     }
-    Ok(events.len())
+    Ok(Batch {
+        events: events.len(),
+        wakes_sender: written > 0,
+    })
 }
 
 /// The (tenant, language) of every subscriber confirmed and not ended before `from`, or
@@ -266,13 +282,21 @@ async fn end_subscriptions_of_key<C: GenericClient>(
         .collect()
 }
 
-/// Brings `email_recipients` up to date with one subscriber event; answers whether it
-/// ended the subscription.
+/// What one subscriber event changed, as the batch needs to know it.
+enum Applied {
+    /// A confirmation email is owed.
+    OwesConfirmation,
+    /// The subscription ended: whatever it is still owed is cancelled.
+    Ended,
+    Nothing,
+}
+
+/// Brings `email_recipients` up to date with one subscriber event.
 async fn apply_subscriber_event<C: GenericClient>(
     transaction: &C,
     id: Uuid,
     event: &LoggedEvent,
-) -> Result<bool, DeliveryError> {
+) -> Result<Applied, DeliveryError> {
     let position = position_i64(event.position)?;
     let decoded = <SubscriberDecider as Kind>::decode(&event.event).map_err(|source| {
         DeliveryError::SubscriberEvent {
@@ -307,18 +331,23 @@ async fn apply_subscriber_event<C: GenericClient>(
                     ],
                 )
                 .await?;
-            if open > 0 {
-                transaction
-                    .execute(
-                        "INSERT INTO email_deliveries (subscriber_id, position, kind, \
-                                ordering_key, state, next_attempt_at) \
-                         VALUES ($1, $2, 'confirmation', $3, 'pending', now()) \
-                         ON CONFLICT DO NOTHING",
-                        &[&id, &position, &SubscriberDecider::stream_id(id)],
-                    )
-                    .await?;
+            if open == 0 {
+                return Ok(Applied::Nothing);
             }
-            Ok(false)
+            let owed = transaction
+                .execute(
+                    "INSERT INTO email_deliveries (subscriber_id, position, kind, \
+                            ordering_key, state, next_attempt_at) \
+                     VALUES ($1, $2, 'confirmation', $3, 'pending', now()) \
+                     ON CONFLICT DO NOTHING",
+                    &[&id, &position, &SubscriberDecider::stream_id(id)],
+                )
+                .await?;
+            Ok(if owed > 0 {
+                Applied::OwesConfirmation
+            } else {
+                Applied::Nothing
+            })
         }
         SubscriberEvent::Confirmed(_) => {
             transaction
@@ -328,7 +357,7 @@ async fn apply_subscriber_event<C: GenericClient>(
                     &[&id, &position],
                 )
                 .await?;
-            Ok(false)
+            Ok(Applied::Nothing)
         }
         SubscriberEvent::Erased(_) => {
             transaction
@@ -338,7 +367,7 @@ async fn apply_subscriber_event<C: GenericClient>(
                     &[&id, &position],
                 )
                 .await?;
-            Ok(true)
+            Ok(Applied::Ended)
         }
     }
 }
@@ -351,6 +380,48 @@ pub async fn run(
     delivered: std::sync::Arc<tokio::sync::Notify>,
     cancel: eventstore::CancellationToken,
 ) -> Result<(), DeliveryError> {
-    let fan_out = || fan_out_next_batch(&store, &site);
+    let fan_out = || fan_out(&store, &site);
     crate::outbox::follow_log(&store, "email", BATCH, fan_out, &delivered, &cancel).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use eventstore::testing::TestDatabase;
+
+    use super::*;
+    use crate::outbox::tests::declare_incident;
+
+    #[tokio::test]
+    async fn a_batch_wakes_the_sender_only_when_it_wrote_emails() {
+        let db = TestDatabase::create().await;
+        let store = db.store();
+        let site = Site::default();
+        // The outbox reads what the sealer has given a position.
+        let batch = || async {
+            store.seal_all(Duration::from_secs(5)).await.unwrap();
+            fan_out(&store, &site).await.unwrap()
+        };
+
+        // Nobody subscribed: the notice is read, and no email is owed.
+        declare_incident(&store).await;
+        let read = batch().await;
+        assert_eq!((read.events, read.wakes_sender), (1, false));
+
+        // A request owes its confirmation email (the confirmation itself owes none).
+        crate::email::testing::confirmed_subscribers(&store, vec!["a@example.com".into()], 1)
+            .await
+            .unwrap();
+        let subscribed = batch().await;
+        assert_eq!((subscribed.events, subscribed.wakes_sender), (2, true));
+
+        // A notice to a confirmed subscriber owes an email.
+        declare_incident(&store).await;
+        let owed = batch().await;
+        assert_eq!((owed.events, owed.wakes_sender), (1, true));
+
+        let caught_up = batch().await;
+        assert_eq!((caught_up.events, caught_up.wakes_sender), (0, false));
+    }
 }
