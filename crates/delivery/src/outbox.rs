@@ -616,8 +616,8 @@ where
 #[cfg(test)]
 pub(crate) mod tests {
     use chrono::Utc;
-    use domain::incident::{self, IncidentDecider};
-    use domain::values::{Audience, ClientAction, Impact};
+    use domain::incident::IncidentDecider;
+    use domain::values::Audience;
     use domain::webhook;
     use eventstore::testing::TestDatabase;
     use eventstore::Metadata;
@@ -628,22 +628,8 @@ pub(crate) mod tests {
     /// Declares a public incident affecting no service: one notice.
     pub(crate) async fn declare_incident(store: &EventStore) {
         let id = Uuid::new_v4();
-        let declare = incident::Command::Declare(incident::Declare {
-            incident_id: id,
-            update_id: Uuid::new_v4(),
-            title: "Users cannot sign in".into(),
-            impact: Impact::Major,
-            status: None,
-            message: "We are investigating.".into(),
-            affected_services: Vec::new(),
-            regions: Vec::new(),
-            audience: Audience::Public,
-            client_action: ClientAction::default(),
-            translations: Default::default(),
-            default_language: Language::english(),
-            author: "publisher".into(),
-            at: Utc::now(),
-        });
+        let declare =
+            projections::testing::declaration(id, Vec::new(), Audience::Public, Utc::now());
         Publisher::new(store)
             .execute::<IncidentDecider>(id, &declare, None, &Metadata::by("publisher"))
             .await

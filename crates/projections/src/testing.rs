@@ -86,6 +86,32 @@ pub fn scripts(shape: Shape) -> Vec<Script> {
     scripts
 }
 
+/// The declaration of incident `incident_id` as a test needs one: major, investigating,
+/// in the default language, with no region and no client action.
+pub fn declaration(
+    incident_id: Uuid,
+    affected_services: Vec<AffectedService>,
+    audience: Audience,
+    at: DateTime<Utc>,
+) -> incident::Command {
+    incident::Command::Declare(incident::Declare {
+        incident_id,
+        update_id: Uuid::new_v4(),
+        title: "Users cannot sign in".into(),
+        impact: Impact::Major,
+        status: None,
+        message: "We are investigating.".into(),
+        affected_services,
+        regions: Vec::new(),
+        audience,
+        client_action: ClientAction::default(),
+        translations: Default::default(),
+        default_language: Language::english(),
+        author: "publisher".into(),
+        at,
+    })
+}
+
 /// An admin key, a publisher bound to a tenant, and a reader key that was revoked.
 fn key_scripts() -> Vec<Script> {
     let roles = [

@@ -8,14 +8,12 @@ use domain::incident::{self, IncidentDecider};
 use domain::language::Language;
 use domain::maintenance::{self, MaintenanceDecider, MaintenanceStatus};
 use domain::service::{self, ServiceDecider};
-use domain::values::{
-    AffectedService, Audience, ClientAction, Impact, IncidentStatus, ServiceStatus,
-};
+use domain::values::{AffectedService, Audience, IncidentStatus, ServiceStatus};
 use eventstore::testing::TestDatabase;
 use eventstore::Metadata;
 use projections::queries::Viewer;
 use projections::uptime::{self, Uptime};
-use projections::Publisher;
+use projections::{testing, Publisher};
 use uuid::Uuid;
 
 /// The first day of the story: five days before today.
@@ -42,22 +40,8 @@ async fn declare(
     when: DateTime<Utc>,
 ) -> Uuid {
     let id = Uuid::new_v4();
-    let command = incident::Command::Declare(incident::Declare {
-        incident_id: id,
-        update_id: Uuid::new_v4(),
-        title: "Users cannot sign in".into(),
-        impact: Impact::Major,
-        status: None,
-        message: "We are investigating.".into(),
-        affected_services: vec![AffectedService { service_id, status }],
-        regions: vec![],
-        audience,
-        client_action: ClientAction::default(),
-        translations: Default::default(),
-        default_language: Language::english(),
-        author: "publisher".into(),
-        at: when,
-    });
+    let affected = vec![AffectedService { service_id, status }];
+    let command = testing::declaration(id, affected, audience, when);
     publisher
         .execute::<IncidentDecider>(id, &command, None, &by())
         .await
