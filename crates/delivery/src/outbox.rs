@@ -144,13 +144,13 @@ pub async fn fan_out_next_batch(store: &EventStore, site: &Site) -> Result<usize
 pub(crate) struct Batch {
     /// Events read: a full batch means the outbox is behind.
     pub events: usize,
-    /// Whether the batch gave its sender something to claim: deliveries written, or
-    /// endpoints changed (one enabled again has its pending deliveries due). Most events
-    /// give it nothing, and a claim costs the database about a millisecond.
+    /// Whether the batch gave its sender something to claim: deliveries written. Nothing
+    /// else does (an endpoint registered has none yet; one ended only has them cancelled),
+    /// most events give it nothing, and a claim costs the database about a millisecond.
     pub wakes_sender: bool,
 }
 
-/// Fans out the next batch after the checkpoint; answers how many events it read.
+/// Fans out the next batch after the checkpoint.
 ///
 /// The batch's events are met in order first (webhook events change the endpoints that
 /// later notices go to), noting each notice with the endpoints it is owed to; then the
@@ -173,7 +173,6 @@ async fn fan_out(
             wakes_sender: false,
         });
     };
-    let mut endpoints_changed = false;
     let mut endpoints: Arc<Vec<Endpoint>> = Arc::new(
         transaction
             .query(
@@ -196,7 +195,6 @@ async fn fan_out(
             Some((StreamKind::Webhook, id)) => {
                 let taking = Arc::make_mut(&mut endpoints);
                 apply_webhook_event(&transaction, taking, &mut ended, id, event).await?;
-                endpoints_changed = true;
                 continue;
             }
             Some((StreamKind::ApiKey, key)) if event.event.event_type == "api_key.revoked" => {
@@ -261,7 +259,7 @@ async fn fan_out(
     }
     Ok(Batch {
         events: events.len(),
-        wakes_sender: written > 0 || endpoints_changed,
+        wakes_sender: written > 0,
     })
 }
 
@@ -552,21 +550,21 @@ pub async fn run(
     sender: Arc<Sender>,
     cancel: CancellationToken,
 ) -> Result<(), DeliveryError> {
-    let delivered = sender.wake();
+    let wake = sender.wake();
     let fan_out = || fan_out(&store, &site, Some(&sender));
-    follow_log(&store, "webhook", BATCH, fan_out, &delivered, &cancel).await
+    follow_log(&store, "webhook", BATCH, fan_out, &wake, &cancel).await
 }
 
 /// Runs `fan_out` (one batch of at most `batch` events) until `cancel`: again at once after
 /// a full batch, else when the log head moves or a poll interval passes; after a failure,
-/// with a backoff up to 10 s. `delivered` is woken when a batch gave the sender something
+/// with a backoff up to 10 s. `wake` is notified when a batch gave the sender something
 /// to claim. Every channel's outbox (`name`) follows the log so.
 pub(crate) async fn follow_log<F, Fut>(
     store: &EventStore,
     name: &'static str,
     batch: usize,
     fan_out: F,
-    delivered: &Notify,
+    wake: &Notify,
     cancel: &CancellationToken,
 ) -> Result<(), DeliveryError>
 where
@@ -584,7 +582,7 @@ where
             Ok(done) => {
                 retry = Duration::from_millis(100);
                 if done.wakes_sender {
-                    delivered.notify_one();
+                    wake.notify_one();
                 }
                 if done.events == batch {
                     continue;
@@ -637,6 +635,43 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn the_log_follower_wakes_the_sender_only_after_a_batch_that_gave_it_work() {
+        use futures_util::FutureExt;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        let db = TestDatabase::create().await;
+        let store = db.store();
+        let wake = Notify::new();
+        let cancel = CancellationToken::new();
+        let calls = AtomicUsize::new(0);
+        // Full batches, so that each call follows the last at once: the first gives the
+        // sender nothing, the second gives it work, the third looks and stops.
+        let fan_out = || {
+            let call = calls.fetch_add(1, Ordering::SeqCst);
+            let (wake, cancel) = (&wake, &cancel);
+            async move {
+                let woken = wake.notified().now_or_never().is_some();
+                match call {
+                    0 => {}
+                    1 => assert!(!woken, "woken after a batch that wrote nothing"),
+                    _ => {
+                        assert!(woken, "not woken after a batch that wrote deliveries");
+                        cancel.cancel();
+                    }
+                }
+                Ok(Batch {
+                    events: 2,
+                    wakes_sender: call == 1,
+                })
+            }
+        };
+        follow_log(&store, "test", 2, fan_out, &wake, &cancel)
+            .await
+            .unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
     async fn a_batch_wakes_the_sender_only_when_it_gave_it_something_to_claim() {
         let db = TestDatabase::create().await;
         let store = db.store();
@@ -652,7 +687,7 @@ pub(crate) mod tests {
         let read = batch().await;
         assert_eq!((read.events, read.wakes_sender), (1, false));
 
-        // An endpoint registered (or enabled again) may have deliveries due.
+        // An endpoint registered has nothing due yet.
         let webhook_id = Uuid::new_v4();
         let register = webhook::Command::Register(webhook::Register {
             webhook_id,
@@ -670,7 +705,7 @@ pub(crate) mod tests {
             .await
             .unwrap();
         let registered = batch().await;
-        assert_eq!((registered.events, registered.wakes_sender), (1, true));
+        assert_eq!((registered.events, registered.wakes_sender), (1, false));
 
         // A notice owed to it is a delivery to claim.
         declare_incident(&store).await;

@@ -373,22 +373,24 @@ async fn apply_subscriber_event<C: GenericClient>(
 }
 
 /// Fans out until `cancel`, as the webhook outbox does ([`crate::outbox::follow_log`]).
-/// `delivered` is woken when deliveries were written.
+/// `wake` is notified when emails were written.
 pub async fn run(
     store: EventStore,
     site: Site,
-    delivered: std::sync::Arc<tokio::sync::Notify>,
+    wake: std::sync::Arc<tokio::sync::Notify>,
     cancel: eventstore::CancellationToken,
 ) -> Result<(), DeliveryError> {
     let fan_out = || fan_out(&store, &site);
-    crate::outbox::follow_log(&store, "email", BATCH, fan_out, &delivered, &cancel).await
+    crate::outbox::follow_log(&store, "email", BATCH, fan_out, &wake, &cancel).await
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
+    use domain::subscriber;
     use eventstore::testing::TestDatabase;
+    use eventstore::Metadata;
 
     use super::*;
     use crate::outbox::tests::declare_incident;
@@ -410,16 +412,30 @@ mod tests {
         assert_eq!((read.events, read.wakes_sender), (1, false));
 
         // A request owes its confirmation email (the confirmation itself owes none).
-        crate::email::testing::confirmed_subscribers(&store, vec!["a@example.com".into()], 1)
-            .await
-            .unwrap();
-        let subscribed = batch().await;
-        assert_eq!((subscribed.events, subscribed.wakes_sender), (2, true));
+        let subscribed =
+            crate::email::testing::confirmed_subscribers(&store, vec!["a@example.com".into()], 1)
+                .await
+                .unwrap();
+        let requested = batch().await;
+        assert_eq!((requested.events, requested.wakes_sender), (2, true));
 
         // A notice to a confirmed subscriber owes an email.
         declare_incident(&store).await;
         let owed = batch().await;
         assert_eq!((owed.events, owed.wakes_sender), (1, true));
+
+        // An erasure only cancels what was owed.
+        let erase = subscriber::Command::Erase(subscriber::Erase {
+            reason: subscriber::ErasureReason::Unsubscribed,
+            author: "anonymous".into(),
+            at: chrono::Utc::now(),
+        });
+        projections::Publisher::new(&store)
+            .execute::<SubscriberDecider>(subscribed[0], &erase, None, &Metadata::by("anonymous"))
+            .await
+            .unwrap();
+        let erased = batch().await;
+        assert_eq!((erased.events, erased.wakes_sender), (1, false));
 
         let caught_up = batch().await;
         assert_eq!((caught_up.events, caught_up.wakes_sender), (0, false));
