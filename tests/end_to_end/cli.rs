@@ -315,6 +315,33 @@ async fn replay_killed_mid_way_resumes_and_ends_with_exactly_the_live_read_model
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_on_a_pool_too_small_for_it_is_refused_saying_what_to_raise() {
+    let db = TestDatabase::create().await;
+    for rebuild in [&["replay"][..], &["verify", "--read-models"]] {
+        let mut command = crier(&db.url);
+        command.args(["--db-pool-size", "1"]).args(rebuild);
+        let refused = output(command).await;
+        let said = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(2), "{rebuild:?}: {said}");
+        // Not the pool's timeout: the reason, and what to raise to what.
+        assert!(
+            said.contains("writes on 2 database connections at once"),
+            "{said}"
+        );
+        assert!(said.contains("--db-pool-size"), "{said}");
+    }
+    // Two are enough.
+    let mut command = crier(&db.url);
+    command.args(["--db-pool-size", "2", "replay"]);
+    let replayed = output(command).await;
+    assert!(
+        replayed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_folds_events_that_another_writer_appended_into_the_read_models() {
     let db = TestDatabase::create().await;
     let server = Server::start(&db.url);

@@ -37,7 +37,7 @@ use crate::{ProjectionError, PROJECTIONS_LOCK, READ_MODEL_WRITE_SQL};
 
 /// Connections that write a rebuild batch at once ([`Builder::write_folded`]): enough to keep
 /// two cores busy, where PostgreSQL's side of a batch ran on one.
-const REBUILD_WRITERS: usize = 2;
+pub(crate) const REBUILD_WRITERS: usize = 2;
 
 #[derive(Debug, Clone)]
 pub struct BuilderOptions {

@@ -66,6 +66,7 @@ pub use kinds::{parse_stream_id, Kind, StreamKind, Versioned};
 pub use publish::{AlsoWrite, CommandError, Once, Outcome, Publisher, Written};
 pub use replay::{
     check_read_models, replay, ReadModelCheck, ReadModelDifference, ReplayOptions, ReplayReport,
+    REBUILD_MIN_POOL_SIZE,
 };
 pub use write::{write_changes, Changes};
 
@@ -119,6 +120,13 @@ pub enum ProjectionError {
     /// Exclusive work (a replay) is already running elsewhere.
     #[error("{0}")]
     Busy(String),
+    /// A rebuild writes on more connections at once than the pool may open: it would wait
+    /// for one until the pool gave up.
+    #[error(
+        "a rebuild writes on {needed} database connections at once, and the pool may open \
+         {pool_size}: raise the pool size (--db-pool-size, CRIER_DB_POOL_SIZE) to {needed}"
+    )]
+    TooFewConnections { needed: usize, pool_size: usize },
 }
 
 impl ProjectionError {

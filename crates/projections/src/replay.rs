@@ -42,6 +42,22 @@ const REBUILD_SCHEMA: &str = "crier_rebuild";
 const SEAL_WAIT_UNDER_LOCK: Duration = Duration::from_secs(2);
 /// One replay at a time, across processes.
 const REPLAY_LOCK: i64 = 0x6372_6965_7204;
+/// The fewest connections a pool must allow for a rebuild (a replay, or the read models'
+/// check): its writers hold one each at once. The replay's lock is taken out of the pool,
+/// and the log's reads ahead each hold one only while they read.
+pub const REBUILD_MIN_POOL_SIZE: usize = crate::builder::REBUILD_WRITERS;
+
+/// Refuses a rebuild at once on a pool too small for it, rather than after the pool's wait.
+fn has_room_for_a_rebuild(store: &EventStore) -> Result<(), ProjectionError> {
+    let pool_size = store.config().pool_size;
+    if pool_size < REBUILD_MIN_POOL_SIZE {
+        return Err(ProjectionError::TooFewConnections {
+            needed: REBUILD_MIN_POOL_SIZE,
+            pool_size,
+        });
+    }
+    Ok(())
+}
 
 #[derive(Debug, Clone)]
 pub struct ReplayOptions {
@@ -88,6 +104,7 @@ pub async fn replay(
     mut progress: impl FnMut(u64),
 ) -> Result<ReplayReport, ProjectionError> {
     let started = Instant::now();
+    has_room_for_a_rebuild(store)?;
     // A session lock on a connection taken out of the pool: it ends with this replay
     // (closing the connection releases it even if this future is dropped).
     let session = deadpool_postgres::Object::take(store.pool().get().await?);
@@ -215,6 +232,7 @@ pub async fn check_read_models(
     store: &EventStore,
     options: &ReplayOptions,
 ) -> Result<ReadModelCheck, ProjectionError> {
+    has_room_for_a_rebuild(store)?;
     let session = deadpool_postgres::Object::take(store.pool().get().await?);
     let locked: bool = session
         .query_one("SELECT pg_try_advisory_lock($1)", &[&REPLAY_LOCK])
