@@ -113,6 +113,9 @@ impl RecordSql {
             ),
             // Only the head of a queue is ever due, so the next one is the first waiting one,
             // found in the index of waiting deliveries (nearly always empty: one probe each).
+            // Only behind a head this batch ended: a record whose lease was taken over
+            // changed nothing (its attempt is no longer the row's), and the head is still
+            // being sent by whoever holds it now.
             release_queues: format!(
                 "UPDATE {deliveries} d SET next_attempt_at = now() \
                    FROM (SELECT (SELECT n.ctid FROM {deliveries} n \
@@ -121,7 +124,13 @@ impl RecordSql {
                                     AND n.state = 'pending' \
                                     AND n.next_attempt_at = 'infinity' \
                                   ORDER BY n.position LIMIT 1) AS row_id \
-                           FROM unnest($1::uuid[], $2::text[]) AS q({recipient}, ordering_key)) head \
+                           FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::int4[]) \
+                                AS q({recipient}, ordering_key, position, attempt) \
+                          WHERE EXISTS (SELECT 1 FROM {deliveries} h \
+                                         WHERE h.{recipient} = q.{recipient} \
+                                           AND h.position = q.position \
+                                           AND h.attempts = q.attempt \
+                                           AND h.state <> 'pending')) head \
                   WHERE d.ctid = head.row_id AND d.next_attempt_at = 'infinity'"
             ),
         }
@@ -167,7 +176,7 @@ pub(crate) async fn record_attempts(
     let states: Vec<&str> = records.iter().map(|r| r.state).collect();
     let next: Vec<_> = records.iter().map(|r| r.next_attempt_at).collect();
     // Each queue whose delivery is over: its next one, waiting behind it, is due now.
-    let (queue_recipients, queue_keys) = finished_queues(records);
+    let finished = finished_queues(records);
     // Prepared before the pipeline: a statement still to be prepared would go out behind
     // the ones after it (once per connection; later batches find them cached).
     let insert = client.prepare_cached(&sql.insert_attempts).await?;
@@ -184,7 +193,12 @@ pub(crate) async fn record_attempts(
     ];
     let update_params: [&(dyn ToSql + Sync); 5] =
         [&recipients, &positions, &attempts, &states, &next];
-    let release_params: [&(dyn ToSql + Sync); 2] = [&queue_recipients, &queue_keys];
+    let release_params: [&(dyn ToSql + Sync); 4] = [
+        &finished.recipients,
+        &finished.ordering_keys,
+        &finished.positions,
+        &finished.attempts,
+    ];
     let (transaction, begin) = OpenTransaction::begin(client);
     let (begun, set, inserted, updated, released, committed) = futures_util::join!(
         begin,
@@ -204,17 +218,28 @@ pub(crate) async fn record_attempts(
 }
 
 /// The queues (recipient, ordering key) a batch of records ended a delivery of, each once,
-/// as the two columns the release statement unnests: the next delivery of each, waiting
-/// behind it, is due now. A record still `pending` (a retry) ends nothing.
-fn finished_queues<'a>(records: &'a [AttemptRecord<'_>]) -> (Vec<uuid::Uuid>, Vec<&'a str>) {
-    let mut finished: Vec<(uuid::Uuid, &str)> = records
-        .iter()
-        .filter(|r| r.state != "pending")
-        .map(|r| (r.recipient, r.ordering_key))
-        .collect();
-    finished.sort_unstable();
-    finished.dedup();
-    finished.into_iter().unzip()
+/// as the columns the release statement unnests: the next delivery of each, waiting
+/// behind it, is due now if the record did end it. A record still `pending` (a retry) ends nothing.
+fn finished_queues<'a>(records: &'a [AttemptRecord<'_>]) -> FinishedQueues<'a> {
+    let mut finished: Vec<&AttemptRecord<'_>> =
+        records.iter().filter(|r| r.state != "pending").collect();
+    finished.sort_unstable_by_key(|r| (r.recipient, r.ordering_key));
+    finished.dedup_by_key(|r| (r.recipient, r.ordering_key));
+    FinishedQueues {
+        recipients: finished.iter().map(|r| r.recipient).collect(),
+        ordering_keys: finished.iter().map(|r| r.ordering_key).collect(),
+        positions: finished.iter().map(|r| r.position).collect(),
+        attempts: finished.iter().map(|r| r.attempt).collect(),
+    }
+}
+
+/// The queues whose head a batch of records ends, with the head and its attempt, one
+/// column per vector.
+struct FinishedQueues<'a> {
+    recipients: Vec<uuid::Uuid>,
+    ordering_keys: Vec<&'a str>,
+    positions: Vec<i64>,
+    attempts: Vec<i32>,
 }
 
 /// Why delivery work failed.

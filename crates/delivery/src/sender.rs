@@ -1027,6 +1027,76 @@ mod tests {
         assert_eq!(endpoints.taken(&claimed), [(0, 1), (0, 2), (0, 3), (0, 4)]);
     }
 
+    #[tokio::test]
+    async fn a_record_whose_lease_was_taken_over_releases_nothing_behind_it() {
+        let db = eventstore::testing::TestDatabase::create().await;
+        let store = db.store();
+        let webhook_id = endpoints_with_due_deliveries(&store, &[0]).await[0];
+        let client = store.pool().get().await.unwrap();
+        // A queue of two: the head claimed twice (a first sender's lease ran out and a
+        // second claim took it: attempt 2 is in flight), the next one waiting behind it.
+        client
+            .execute(
+                "INSERT INTO webhook_deliveries (webhook_id, position, message_id, event_type, \
+                                                 ordering_key, body, state, next_attempt_at, \
+                                                 attempts, leased_until) \
+                 VALUES ($1, 1, gen_random_uuid(), 'incident.declared', 'incident-q', '{}', \
+                         'pending', now(), 2, now() + interval '1 minute'), \
+                        ($1, 2, gen_random_uuid(), 'incident.updated', 'incident-q', '{}', \
+                         'pending', 'infinity', 0, NULL)",
+                &[&webhook_id],
+            )
+            .await
+            .unwrap();
+        let record = |attempt| crate::AttemptRecord {
+            recipient: webhook_id,
+            position: 1,
+            ordering_key: "incident-q",
+            attempt,
+            started_at: Utc::now(),
+            duration_ms: 3,
+            code: Some(204),
+            error: None,
+            state: "delivered",
+            next_attempt_at: None,
+        };
+        let states = || async {
+            client
+                .query(
+                    "SELECT state, next_attempt_at = 'infinity' FROM webhook_deliveries \
+                      WHERE webhook_id = $1 ORDER BY position",
+                    &[&webhook_id],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| (row.get::<_, String>(0), row.get::<_, bool>(1)))
+                .collect::<Vec<_>>()
+        };
+
+        // The first sender's late record: it changes nothing, and the next one keeps
+        // waiting for the head that is still being sent.
+        crate::record_attempts(&client, &RECORD_SQL, &[record(1)])
+            .await
+            .unwrap();
+        assert_eq!(
+            states().await,
+            vec![("pending".to_owned(), false), ("pending".to_owned(), true)]
+        );
+
+        // The record of the attempt in flight ends the head and releases the next one.
+        crate::record_attempts(&client, &RECORD_SQL, &[record(2)])
+            .await
+            .unwrap();
+        assert_eq!(
+            states().await,
+            vec![
+                ("delivered".to_owned(), false),
+                ("pending".to_owned(), false)
+            ]
+        );
+    }
+
     #[test]
     fn retry_after_reads_seconds_and_http_dates() {
         let now = DateTime::parse_from_rfc3339("2026-11-24T12:00:00Z")
