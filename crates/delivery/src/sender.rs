@@ -5,7 +5,9 @@
 //! sender died is sent again once its lease runs out (at least once). A delivery is due
 //! when its time has come; one behind a pending delivery of the same resource to the same
 //! endpoint waits (`next_attempt_at` infinity) until the recorder ends that one and
-//! releases it: that is what keeps each incident's notices in order.
+//! releases it: that is what keeps each incident's notices in order. Only the record of
+//! the attempt that holds the lease ends it: a sender whose lease ran out and was taken
+//! over records nothing and releases nothing.
 //!
 //! Most first attempts skip the claim: the fan-out writes them leased to this process and
 //! hands them over ([`Sender::reserve`], [`Sender::hand_over`]). They wait in a queue per
