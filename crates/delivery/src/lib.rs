@@ -217,14 +217,16 @@ pub(crate) async fn record_attempts(
     Ok(())
 }
 
-/// The queues (recipient, ordering key) a batch of records ended a delivery of, each once,
-/// as the columns the release statement unnests: the next delivery of each, waiting
-/// behind it, is due now if the record did end it. A record still `pending` (a retry) ends nothing.
+/// The queues (recipient, ordering key) a batch of records ended a delivery of, as the
+/// columns the release statement unnests: the next delivery of each, waiting behind it, is
+/// due now if the record did end it. A record still `pending` (a retry) ends nothing. Not
+/// one per queue: a late record whose lease was taken over may share a batch with the
+/// record of the attempt that holds it now, and only the statement can tell which ended
+/// the head. In key order, the order the release locks the waiting rows in.
 fn finished_queues<'a>(records: &'a [AttemptRecord<'_>]) -> FinishedQueues<'a> {
     let mut finished: Vec<&AttemptRecord<'_>> =
         records.iter().filter(|r| r.state != "pending").collect();
     finished.sort_unstable_by_key(|r| (r.recipient, r.ordering_key));
-    finished.dedup_by_key(|r| (r.recipient, r.ordering_key));
     FinishedQueues {
         recipients: finished.iter().map(|r| r.recipient).collect(),
         ordering_keys: finished.iter().map(|r| r.ordering_key).collect(),
@@ -233,8 +235,8 @@ fn finished_queues<'a>(records: &'a [AttemptRecord<'_>]) -> FinishedQueues<'a> {
     }
 }
 
-/// The queues whose head a batch of records ends, with the head and its attempt, one
-/// column per vector.
+/// The heads of queues a batch of records may have ended, with their attempts, one column
+/// per vector.
 struct FinishedQueues<'a> {
     recipients: Vec<uuid::Uuid>,
     ordering_keys: Vec<&'a str>,

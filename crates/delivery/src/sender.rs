@@ -1086,8 +1086,9 @@ mod tests {
             vec![("pending".to_owned(), false), ("pending".to_owned(), true)]
         );
 
-        // The record of the attempt in flight ends the head and releases the next one.
-        crate::record_attempts(&client, &RECORD_SQL, &[record(2)])
+        // The record of the attempt in flight ends the head and releases the next one, even
+        // when the late record comes again in the same batch.
+        crate::record_attempts(&client, &RECORD_SQL, &[record(1), record(2)])
             .await
             .unwrap();
         assert_eq!(
