@@ -66,7 +66,6 @@ pub use kinds::{parse_stream_id, Kind, StreamKind, Versioned};
 pub use publish::{AlsoWrite, CommandError, Once, Outcome, Publisher, Written};
 pub use replay::{
     check_read_models, replay, ReadModelCheck, ReadModelDifference, ReplayOptions, ReplayReport,
-    REBUILD_MIN_POOL_SIZE,
 };
 pub use write::{write_changes, Changes};
 

@@ -42,19 +42,14 @@ const REBUILD_SCHEMA: &str = "crier_rebuild";
 const SEAL_WAIT_UNDER_LOCK: Duration = Duration::from_secs(2);
 /// One replay at a time, across processes.
 const REPLAY_LOCK: i64 = 0x6372_6965_7204;
-/// The fewest connections a pool must allow for a rebuild (a replay, or the read models'
-/// check): its writers hold one each at once. The replay's lock is taken out of the pool,
-/// and the log's reads ahead each hold one only while they read.
-pub const REBUILD_MIN_POOL_SIZE: usize = crate::builder::REBUILD_WRITERS;
-
-/// Refuses a rebuild at once on a pool too small for it, rather than after the pool's wait.
+/// Refuses a rebuild (a replay, or the read models' check) at once on a pool too small for
+/// it, rather than after the pool's wait: its writers hold a connection each at once. The
+/// replay's lock is taken out of the pool, and the log's reads ahead each hold one only
+/// while they read.
 fn has_room_for_a_rebuild(store: &EventStore) -> Result<(), ProjectionError> {
-    let pool_size = store.config().pool_size;
-    if pool_size < REBUILD_MIN_POOL_SIZE {
-        return Err(ProjectionError::TooFewConnections {
-            needed: REBUILD_MIN_POOL_SIZE,
-            pool_size,
-        });
+    let (pool_size, needed) = (store.config().pool_size, crate::builder::REBUILD_WRITERS);
+    if pool_size < needed {
+        return Err(ProjectionError::TooFewConnections { needed, pool_size });
     }
     Ok(())
 }
