@@ -69,7 +69,7 @@ const RECORD_BATCH: usize = 256;
 /// Handed-over deliveries that may wait for a slot, per slot (and per endpoint, per place in
 /// its limit of sends in flight): a few rounds of sends, so that none waits long enough for
 /// its lease to be at risk.
-const HANDED_PER_SLOT: usize = 16;
+pub(crate) const HANDED_PER_SLOT: usize = 16;
 /// The longest a handed-over delivery waits for a slot. Its lease is this much longer than
 /// a claim's, so that once started it has a claimed attempt's whole margin; one that waited
 /// longer is given back to the claims (see [`Sender::give_back`]).

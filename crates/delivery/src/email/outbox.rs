@@ -64,6 +64,7 @@ async fn fan_out(store: &EventStore, site: &Site) -> Result<Batch, DeliveryError
     let (Some(first), Some(last)) = (events.first(), events.last()) else {
         return Ok(Batch {
             events: 0,
+            behind: false,
             wakes_sender: false,
         });
     };
@@ -170,6 +171,7 @@ async fn fan_out(store: &EventStore, site: &Site) -> Result<Batch, DeliveryError
     }
     Ok(Batch {
         events: events.len(),
+        behind: events.len() == BATCH,
         wakes_sender: written > 0,
     })
 }
@@ -381,7 +383,7 @@ pub async fn run(
     cancel: eventstore::CancellationToken,
 ) -> Result<(), DeliveryError> {
     let fan_out = || fan_out(&store, &site);
-    crate::outbox::follow_log(&store, "email", BATCH, fan_out, &wake, &cancel).await
+    crate::outbox::follow_log(&store, "email", fan_out, &wake, &cancel).await
 }
 
 #[cfg(test)]
