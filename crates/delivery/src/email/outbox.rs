@@ -413,13 +413,17 @@ mod tests {
         let read = batch().await;
         assert_eq!((read.events, read.wakes_sender), (1, false));
 
-        // A request owes its confirmation email (the confirmation itself owes none).
-        let subscribed =
-            crate::email::testing::confirmed_subscribers(&store, vec!["a@example.com".into()], 1)
-                .await
-                .unwrap();
+        // A request owes its confirmation email; the confirmation itself owes none.
+        let subscriber = crate::email::testing::requested_subscriber(&store, "a@example.com")
+            .await
+            .unwrap();
         let requested = batch().await;
-        assert_eq!((requested.events, requested.wakes_sender), (2, true));
+        assert_eq!((requested.events, requested.wakes_sender), (1, true));
+        crate::email::testing::confirm(&store, subscriber)
+            .await
+            .unwrap();
+        let confirmed = batch().await;
+        assert_eq!((confirmed.events, confirmed.wakes_sender), (1, false));
 
         // A notice to a confirmed subscriber owes an email.
         declare_incident(&store).await;
@@ -433,7 +437,7 @@ mod tests {
             at: chrono::Utc::now(),
         });
         projections::Publisher::new(&store)
-            .execute::<SubscriberDecider>(subscribed[0], &erase, None, &Metadata::by("anonymous"))
+            .execute::<SubscriberDecider>(subscriber, &erase, None, &Metadata::by("anonymous"))
             .await
             .unwrap();
         let erased = batch().await;

@@ -1,4 +1,4 @@
-//! Many confirmed subscribers at once, for tests and benchmarks of a fan-out: what
+//! Subscribers requested and confirmed, many at once, for tests and benchmarks of a fan-out: what
 //! `POST /v1/subscribers` and the confirmation link do, through the same publisher and the
 //! same key table, without the mail in between.
 
@@ -20,50 +20,60 @@ pub async fn confirmed_subscribers(
     addresses: Vec<String>,
     concurrency: usize,
 ) -> Result<Vec<Uuid>, DeliveryError> {
-    let publisher = Publisher::new(store);
-    let metadata = Metadata::by("seed");
     stream::iter(addresses)
-        .map(|address| {
-            let publisher = &publisher;
-            let metadata = &metadata;
-            async move {
-                let id = Uuid::new_v4();
-                let key = SubscriberKey::generate()?;
-                let request = subscriber::Command::Request(subscriber::Request {
-                    subscriber_id: id,
-                    sealed_address: key.seal(id, &address)?,
-                    service_ids: Vec::new(),
-                    language: None,
-                    tenant: None,
-                    author: "seed".into(),
-                    at: Utc::now(),
-                });
-                let key_bytes = key.as_bytes().to_vec();
-                let digest = address_digest(None, &address);
-                let also = AlsoWrite {
-                    statement: STORE_KEY_SQL,
-                    params: &[&id, &key_bytes, &digest],
-                };
-                publisher
-                    .execute_once::<SubscriberDecider>(
-                        id,
-                        &request,
-                        None,
-                        metadata,
-                        None,
-                        Some(&also),
-                    )
-                    .await
-                    .map_err(DeliveryError::Command)?;
-                let confirm = subscriber::Command::Confirm(subscriber::Confirm { at: Utc::now() });
-                publisher
-                    .execute::<SubscriberDecider>(id, &confirm, None, metadata)
-                    .await
-                    .map_err(DeliveryError::Command)?;
-                Ok::<Uuid, DeliveryError>(id)
-            }
+        .map(|address| async move {
+            let id = requested_subscriber(store, &address).await?;
+            confirm(store, id).await?;
+            Ok::<Uuid, DeliveryError>(id)
         })
         .buffered(concurrency.max(1))
         .try_collect()
         .await
+}
+
+/// Asks for a subscription of `address` (public, all services, the default language), as
+/// `POST /v1/subscribers` does, and answers its id: it owes a confirmation email.
+pub async fn requested_subscriber(
+    store: &EventStore,
+    address: &str,
+) -> Result<Uuid, DeliveryError> {
+    let id = Uuid::new_v4();
+    let key = SubscriberKey::generate()?;
+    let request = subscriber::Command::Request(subscriber::Request {
+        subscriber_id: id,
+        sealed_address: key.seal(id, address)?,
+        service_ids: Vec::new(),
+        language: None,
+        tenant: None,
+        author: "seed".into(),
+        at: Utc::now(),
+    });
+    let key_bytes = key.as_bytes().to_vec();
+    let digest = address_digest(None, address);
+    let also = AlsoWrite {
+        statement: STORE_KEY_SQL,
+        params: &[&id, &key_bytes, &digest],
+    };
+    Publisher::new(store)
+        .execute_once::<SubscriberDecider>(
+            id,
+            &request,
+            None,
+            &Metadata::by("seed"),
+            None,
+            Some(&also),
+        )
+        .await
+        .map_err(DeliveryError::Command)?;
+    Ok(id)
+}
+
+/// Confirms subscriber `id`, as its confirmation link does.
+pub async fn confirm(store: &EventStore, id: Uuid) -> Result<(), DeliveryError> {
+    let confirm = subscriber::Command::Confirm(subscriber::Confirm { at: Utc::now() });
+    Publisher::new(store)
+        .execute::<SubscriberDecider>(id, &confirm, None, &Metadata::by("seed"))
+        .await
+        .map_err(DeliveryError::Command)?;
+    Ok(())
 }
