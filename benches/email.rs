@@ -5,6 +5,7 @@
 //!     cargo bench --bench email -- --subscribers 20000 --connections 4
 //!     cargo bench --bench email -- --subscribers 20000 --kill-at 0.5     # kill -9 mid-way
 //!     cargo bench --bench email -- --subscribers 20000 --outage 60       # SMTP down 60 s
+//!     cargo bench --bench email -- --subscribers 20000 --notices 4       # 4 notices at once
 //!
 //! The sink (in this process, tokio) speaks just enough SMTP to accept every message and
 //! counts them per recipient. The baseline, measured in the same run before and after
@@ -21,6 +22,8 @@
 //! `--kill-at F` kills the server with SIGKILL once a fraction F of the notice emails are
 //! in, starts it again, and reports the emails sent twice (those in flight at the kill).
 //! `--outage S` makes the sink refuse every connection and command for S seconds half-way.
+//! `--notices K` declares K incidents one after another (each a notice to every subscriber)
+//! and the clock runs until every subscriber has K notice emails.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic here is a failed benchmark
 
 use std::collections::HashMap;
@@ -45,6 +48,7 @@ struct Args {
     connections: usize,
     kill_at: Option<f64>,
     outage: Option<u64>,
+    notices: usize,
 }
 
 fn args() -> Args {
@@ -53,6 +57,7 @@ fn args() -> Args {
         connections: 4,
         kill_at: None,
         outage: None,
+        notices: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -62,6 +67,7 @@ fn args() -> Args {
             ("--connections", Some(v)) => args.connections = v.parse().expect("a number"),
             ("--kill-at", Some(v)) => args.kill_at = Some(v.parse().expect("a fraction")),
             ("--outage", Some(v)) => args.outage = Some(v.parse().expect("seconds")),
+            ("--notices", Some(v)) => args.notices = v.parse::<usize>().expect("a number").max(1),
             _ => {}
         }
     }
@@ -302,13 +308,17 @@ async fn main() {
     let (crier_cpu_before, postgres_cpu_before) =
         (cpu_seconds(server.child.id()), postgres_cpu_seconds());
 
+    let notices_each = args.notices;
+    let emails = (n * notices_each) as u64;
     let started = Instant::now();
-    server
-        .post("/v1/incidents", &publisher, incident(0, &service_id))
-        .await;
+    for k in 0..notices_each {
+        server
+            .post("/v1/incidents", &publisher, incident(k, &service_id))
+            .await;
+    }
     let mut peak_rss = rss_before;
     if let Some(fraction) = args.kill_at {
-        let at = (n as f64 * fraction) as u64;
+        let at = (emails as f64 * fraction) as u64;
         wait_until("the kill point", Duration::from_secs(3600), || {
             sink.notice_count.load(Ordering::Relaxed) >= at
         })
@@ -317,12 +327,12 @@ async fn main() {
         let before_kill = sink.notice_count.load(Ordering::Relaxed);
         server.child.kill().expect("kill -9");
         server.child.wait().expect("reap");
-        println!("killed (SIGKILL) with {before_kill} of {n} notice emails in");
+        println!("killed (SIGKILL) with {before_kill} of {emails} notice emails in");
         server = BenchServer::start(&db.url, &env).await;
     }
     if let Some(seconds) = args.outage {
         wait_until("half-way", Duration::from_secs(3600), || {
-            sink.notice_count.load(Ordering::Relaxed) >= n as u64 / 2
+            sink.notice_count.load(Ordering::Relaxed) >= emails / 2
         })
         .await;
         sink.down.store(true, Ordering::Relaxed);
@@ -331,7 +341,8 @@ async fn main() {
         sink.down.store(false, Ordering::Relaxed);
     }
     wait_until("every notice email", Duration::from_secs(3600), || {
-        sink.notices.lock().unwrap().len() >= n
+        let notices = sink.notices.lock().unwrap();
+        notices.len() >= n && notices.values().all(|c| *c as usize >= notices_each)
     })
     .await;
     let latencies: Vec<f64> = (sink.arrivals.lock().unwrap().iter())
@@ -347,11 +358,20 @@ async fn main() {
     drop(server);
 
     let notices = sink.notices.lock().unwrap();
-    let once = notices.values().filter(|c| **c == 1).count();
-    let twice: u32 = notices.values().map(|c| c.saturating_sub(1)).sum();
-    let crier_rate = n as f64 / elapsed.as_secs_f64();
+    let once = notices
+        .values()
+        .filter(|c| **c as usize == notices_each)
+        .count();
+    let twice: usize = notices
+        .values()
+        .map(|c| (*c as usize).saturating_sub(notices_each))
+        .sum();
+    let crier_rate = emails as f64 / elapsed.as_secs_f64();
     let baseline_rate = (baseline_before + baseline_after) / 2.0;
-    println!("subscribers {n}, SMTP connections {}", args.connections);
+    println!(
+        "subscribers {n}, notices {notices_each}, SMTP connections {}",
+        args.connections
+    );
     println!("seeding (subscribe, confirm, confirmation emails): {seeded_in:.1?}");
     println!(
         "baseline, the SMTP client straight to the sink: {baseline_before:.0}/s before, {baseline_after:.0}/s after"
