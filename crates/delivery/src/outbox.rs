@@ -181,7 +181,7 @@ pub(crate) struct Batch {
 /// due at once that `sender` has room for are written leased to it and handed over after
 /// the commit (see [`Sender::reserve`]); the rest wait for its claims. The batch stops
 /// before the notice that would owe more than `deliveries_bound` deliveries in all (its
-/// first notice is always taken), and the rest of the events read wait for the next one.
+/// first event is always taken), and the rest of the events read wait for the next one.
 async fn fan_out(
     store: &EventStore,
     site: &Site,

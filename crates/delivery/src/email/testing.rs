@@ -1,6 +1,6 @@
-//! Subscribers requested and confirmed, many at once, for tests and benchmarks of a fan-out: what
-//! `POST /v1/subscribers` and the confirmation link do, through the same publisher and the
-//! same key table, without the mail in between.
+//! Subscribers requested and confirmed, one or many at once, for tests and benchmarks of a
+//! fan-out: what `POST /v1/subscribers` and the confirmation link do, through the same
+//! publisher and the same key table, without the mail in between.
 
 use chrono::Utc;
 use domain::subscriber::{self, SubscriberDecider};
