@@ -66,11 +66,6 @@ struct Endpoint {
 const ENDPOINT_COLUMNS: &str = "webhook_id, event_types, service_ids, tenant, language, format";
 
 impl Endpoint {
-    /// Whether it takes notices of this type (the rest of its filter needs the notice read).
-    fn takes_type(&self, notice_type: NoticeType) -> bool {
-        self.filter.types.is_empty() || self.filter.types.contains(&notice_type)
-    }
-
     fn from_row(row: &tokio_postgres::Row) -> Result<Endpoint, DeliveryError> {
         let types: Vec<String> = row.try_get("event_types")?;
         let tenant: Option<String> = row.try_get("tenant")?;
@@ -219,7 +214,6 @@ async fn fan_out(
     let mut owed: Vec<(Notice, Arc<Vec<Endpoint>>)> = Vec::new();
     let mut owed_deliveries = 0;
     let mut taken = 0;
-    let mut last = None;
     for event in &events {
         match parse_stream_id(&event.event.stream_id) {
             Some((StreamKind::Webhook, id)) => {
@@ -235,7 +229,7 @@ async fn fan_out(
                 if let Some(notice) = Notice::of(event) {
                     let owing = endpoints
                         .iter()
-                        .filter(|e| e.takes_type(notice.notice_type))
+                        .filter(|e| e.filter.takes_type(notice.notice_type))
                         .count();
                     if owed_deliveries > 0 && owed_deliveries + owing > deliveries_bound {
                         break;
@@ -246,10 +240,9 @@ async fn fan_out(
             }
         }
         taken += 1;
-        last = Some(event.position);
     }
     // Never: the first event is always taken (a batch stops only after a notice that owes).
-    let Some(last) = last else {
+    let Some(last) = events[..taken].last().map(|e| e.position) else {
         return Ok(Batch {
             events: 0,
             behind: false,

@@ -128,6 +128,13 @@ pub struct NoticeFilter {
     pub preferences: Preferences,
 }
 
+impl NoticeFilter {
+    /// Whether it takes notices of this type; the rest of it needs the notice's resource.
+    pub fn takes_type(&self, notice_type: NoticeType) -> bool {
+        self.types.is_empty() || self.types.contains(&notice_type)
+    }
+}
+
 fn regions_match(regions: &[String], wanted: &str) -> bool {
     regions.is_empty() || regions.iter().any(|r| r == wanted || r == GLOBAL_REGION)
 }
@@ -325,7 +332,7 @@ impl Notice {
         filter: &NoticeFilter,
         site: &Site,
     ) -> Result<Option<Rendered>, NoticeError> {
-        if !filter.types.is_empty() && !filter.types.contains(&self.notice_type) {
+        if !filter.takes_type(self.notice_type) {
             return Ok(None);
         }
         let state = self
