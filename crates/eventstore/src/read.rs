@@ -71,8 +71,7 @@ pub async fn read_log_after<C: GenericClient>(
     ) else {
         return Ok(Vec::new());
     };
-    let span = u64::try_from(highest.saturating_sub(lowest)).unwrap_or(u64::MAX);
-    if span > SPARSE_SPAN_FACTOR * links.len() as u64 + SPARSE_SPAN_SLACK {
+    if too_sparse_for_a_range(lowest, highest, links.len()) {
         return read_log_after_joined(client, after, count).await;
     }
     let by_seq: std::collections::HashMap<i64, usize> = links
@@ -114,13 +113,25 @@ struct Link {
     hash: Hash,
 }
 
-/// The seals covering `$1 + 1 ..= $2`, in order: the one holding `$1 + 1` (the last to start
-/// at or before it) and those starting within the range. `$1` is below the largest bigint.
-const SEALS_COVERING_SQL: &str = "SELECT first_position, seqs, prev_hash, hashes FROM log_seals \
-      WHERE first_position >= coalesce((SELECT max(first_position) FROM log_seals \
-                                         WHERE first_position <= $1::bigint + 1), 1) \
-        AND first_position <= $2::bigint \
-      ORDER BY first_position";
+/// The `columns` of the seals covering `$1 + 1 ..= $2`, in order: the one holding `$1 + 1`
+/// (the last to start at or before it) and those starting within the range. `$1` is below the
+/// largest bigint.
+macro_rules! seals_covering_sql {
+    ($columns:literal) => {
+        concat!(
+            "SELECT ",
+            $columns,
+            " FROM log_seals \
+              WHERE first_position >= coalesce((SELECT max(first_position) FROM log_seals \
+                                                 WHERE first_position <= $1::bigint + 1), 1) \
+                AND first_position <= $2::bigint \
+              ORDER BY first_position"
+        )
+    };
+}
+pub(crate) use seals_covering_sql;
+
+const SEALS_COVERING_SQL: &str = seals_covering_sql!("first_position, seqs, prev_hash, hashes");
 
 /// The links of up to `count` positions after `after`, in order, cut here from the arrays of
 /// the seals that hold them. What `log_links` gives as rows: unnesting the arrays in
@@ -184,6 +195,13 @@ fn hash_of(bytes: Option<&[u8]>, position: u64) -> Result<Hash, StoreError> {
 /// PostgreSQL instead (see [`read_log_after`]).
 const SPARSE_SPAN_FACTOR: u64 = 4;
 const SPARSE_SPAN_SLACK: u64 = 1000;
+
+/// Whether `links` links whose `seq`s run from `lowest` to `highest` are too sparse to read
+/// their events by one range of `seq` (see [`read_log_after`]).
+pub(crate) fn too_sparse_for_a_range(lowest: i64, highest: i64, links: usize) -> bool {
+    let span = u64::try_from(highest.saturating_sub(lowest)).unwrap_or(u64::MAX);
+    span > SPARSE_SPAN_FACTOR * links as u64 + SPARSE_SPAN_SLACK
+}
 
 /// [`read_log_after`] as one statement, the events probed by `seq` for each link.
 async fn read_log_after_joined<C: GenericClient>(

@@ -11,23 +11,29 @@
 //! another, so that is checked apart, from each seal's first and last positions and its arrays'
 //! shapes, and reported at the first position it leaves wrong.
 //!
-//! Rows are read in batches of 10,000 by position on one connection. While one batch is hashed
-//! on a blocking thread (content hashes in parallel on up to four threads, then the links in
-//! order), the next is read, so the database and the hashing work at the same time, and a long
-//! verification never stalls the async workers of the process that runs it.
+//! Rows are read in batches of 10,000 by position on one connection, as the store's reader
+//! reads the log: the seals cut into positions here, then their events by one range of `seq`
+//! (see [`read_batch_from_seals`]). While one batch is hashed on a blocking thread (content
+//! hashes in parallel on up to four threads, then the links in order), the next is read, so
+//! the database and the hashing work at the same time, and a long verification never stalls
+//! the async workers of the process that runs it.
 //!
 //! [`EventStore::verify_after`] starts from a link verified earlier, which a signer holds in
 //! memory (see [`crate::checkpoint`]); the stored link there must still be that one. Events
 //! committed after the last verified one are counted, not judged ([`VerifyReport::unsealed`]).
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tokio_postgres::Statement;
 use uuid::Uuid;
 
 use crate::authentication::{Authenticity, HistoryKeys};
 use crate::chain;
 use crate::model::{to_u64, Metadata};
+use crate::read::{seals_covering_sql, too_sparse_for_a_range};
 use crate::xid::{RawJson, Xid8};
 use crate::{EventStore, Hash, StoreError};
 
@@ -111,6 +117,7 @@ fn head_of(position: u64, hash: &Hash) -> Option<ChainHead> {
 }
 
 /// One log row and its event exactly as stored, owned so that another thread can hash it.
+#[cfg_attr(test, derive(Debug, PartialEq, Clone))]
 struct ChainRow {
     position: i64,
     /// `None` when the seal's arrays are not all as long as it claims (a forged seal).
@@ -120,12 +127,14 @@ struct ChainRow {
     event: Option<StoredEvent>,
 }
 
+#[cfg_attr(test, derive(Debug, PartialEq, Clone))]
 struct StoredLink {
     prev_hash: Vec<u8>,
     hash: Vec<u8>,
     pair: (Xid8, i64),
 }
 
+#[cfg_attr(test, derive(Debug, PartialEq, Clone))]
 struct StoredEvent {
     stream_id: String,
     stream_version: i64,
@@ -139,21 +148,34 @@ struct StoredEvent {
     authenticator: Option<Vec<u8>>,
 }
 
+impl StoredEvent {
+    /// The event of a row holding [`EVENT_COLUMNS`].
+    fn from_row(row: &tokio_postgres::Row) -> Result<Self, StoreError> {
+        Ok(StoredEvent {
+            stream_id: row.try_get("stream_id")?,
+            stream_version: row.try_get("stream_version")?,
+            event_id: row.try_get("event_id")?,
+            event_type: row.try_get("event_type")?,
+            schema_version: row.try_get("schema_version")?,
+            data: row.try_get::<_, RawJson>("data")?.0.to_owned(),
+            metadata: row.try_get::<_, RawJson>("metadata")?.0.to_owned(),
+            recorded_at: row.try_get("recorded_at")?,
+            content_hash: row.try_get("content_hash")?,
+            authenticator: row.try_get("authenticator")?,
+        })
+    }
+}
+
+/// What verification reads of an event: its own columns and its transaction id.
+const EVENT_COLUMNS: &str = "e.transaction_id AS event_xid, e.stream_id, e.stream_version, \
+     e.event_id, e.event_type, e.schema_version, e.data, e.metadata, e.recorded_at, \
+     e.content_hash, e.authenticator";
+
 impl ChainRow {
+    /// A row of [`joined_batch_sql`].
     fn from_row(row: &tokio_postgres::Row) -> Result<Self, StoreError> {
         let event = if row.try_get::<_, bool>("present")? {
-            Some(StoredEvent {
-                stream_id: row.try_get("stream_id")?,
-                stream_version: row.try_get("stream_version")?,
-                event_id: row.try_get("event_id")?,
-                event_type: row.try_get("event_type")?,
-                schema_version: row.try_get("schema_version")?,
-                data: row.try_get::<_, RawJson>("data")?.0.to_owned(),
-                metadata: row.try_get::<_, RawJson>("metadata")?.0.to_owned(),
-                recorded_at: row.try_get("recorded_at")?,
-                content_hash: row.try_get("content_hash")?,
-                authenticator: row.try_get("authenticator")?,
-            })
+            Some(StoredEvent::from_row(row)?)
         } else {
             None
         };
@@ -444,26 +466,8 @@ impl EventStore {
                 progress.authentication_began = began == Some(true);
             }
         }
-        let statement = client
-            .prepare(
-                "SELECT l.position, l.prev_hash, l.hash, l.seq AS log_seq, \
-                        l.transaction_id AS log_xid, e.transaction_id AS event_xid, \
-                        e.seq IS NOT NULL AS present, e.stream_id, e.stream_version, \
-                        e.event_id, e.event_type, e.schema_version, e.data, e.metadata, \
-                        e.recorded_at, e.content_hash, e.authenticator \
-                   FROM log_links($1, $2) l LEFT JOIN events e ON e.seq = l.seq \
-                  ORDER BY l.position",
-            )
-            .await?;
-        let fetch = |after: i64| {
-            let (client, statement) = (&client, &statement);
-            async move {
-                let rows = client.query(statement, &[&after, &VERIFY_BATCH]).await?;
-                rows.iter()
-                    .map(ChainRow::from_row)
-                    .collect::<Result<Vec<_>, StoreError>>()
-            }
-        };
+        let statements = BatchStatements::prepare(&client).await?;
+        let fetch = |after: i64| read_batch(&client, &statements, after);
         // The reads trust the seals to follow one another; whether they do is checked apart.
         let broken = broken_seal(&client)
             .await?
@@ -547,6 +551,170 @@ impl EventStore {
             .await?;
         to_u64(row.try_get("n")?, "count")
     }
+}
+
+/// The positions after `$1`, at most `$2`, joined with their events: `log_links` as one
+/// statement, its events probed by `seq` one link at a time.
+fn joined_batch_sql() -> String {
+    format!(
+        "SELECT l.position, l.prev_hash, l.hash, l.seq AS log_seq, \
+                l.transaction_id AS log_xid, e.seq IS NOT NULL AS present, {EVENT_COLUMNS} \
+           FROM log_links($1, $2) l LEFT JOIN events e ON e.seq = l.seq \
+          ORDER BY l.position"
+    )
+}
+
+/// The seals covering a batch, each array as stored.
+const SEALS_AS_STORED_SQL: &str =
+    seals_covering_sql!("first_position, transaction_ids, seqs, prev_hash, hashes");
+
+struct BatchStatements {
+    joined: Statement,
+    seals: Statement,
+    events: Statement,
+}
+
+impl BatchStatements {
+    async fn prepare(client: &tokio_postgres::Client) -> Result<Self, StoreError> {
+        Ok(BatchStatements {
+            joined: client.prepare(&joined_batch_sql()).await?,
+            seals: client.prepare(SEALS_AS_STORED_SQL).await?,
+            events: client
+                .prepare(&format!(
+                    "SELECT e.seq, {EVENT_COLUMNS} FROM events e WHERE e.seq BETWEEN $1 AND $2"
+                ))
+                .await?,
+        })
+    }
+}
+
+/// One position as its seal holds it: what `log_links` gives for it, where a part that a
+/// forged seal lacks (an array too short, a null element) is `None`, as the function's NULL.
+struct SealedPosition<'a> {
+    position: i64,
+    transaction_id: Option<Xid8>,
+    seq: Option<i64>,
+    prev_hash: Option<&'a [u8]>,
+    hash: Option<&'a [u8]>,
+}
+
+/// The next [`VERIFY_BATCH`] positions after `after`, as [`joined_batch_sql`] gives them.
+async fn read_batch(
+    client: &tokio_postgres::Client,
+    statements: &BatchStatements,
+    after: i64,
+) -> Result<Vec<ChainRow>, StoreError> {
+    match read_batch_from_seals(client, statements, after).await? {
+        Some(rows) => Ok(rows),
+        None => read_batch_joined(client, statements, after).await,
+    }
+}
+
+async fn read_batch_joined(
+    client: &tokio_postgres::Client,
+    statements: &BatchStatements,
+    after: i64,
+) -> Result<Vec<ChainRow>, StoreError> {
+    let rows = client
+        .query(&statements.joined, &[&after, &VERIFY_BATCH])
+        .await?;
+    rows.iter().map(ChainRow::from_row).collect()
+}
+
+/// [`read_batch`] read the way the store's reader reads the log: the seals cut into
+/// positions here, then their events by one range of `seq` (see
+/// [`crate::read::read_log_after`]), which costs half as much as probing the events' index
+/// once per position. A seal is cut exactly as `log_links` cuts it, whatever its arrays
+/// hold. `None` when that cannot be done: a seal's arrays do not decode as one-dimensional,
+/// or the positions' events are too sparse for one range.
+async fn read_batch_from_seals(
+    client: &tokio_postgres::Client,
+    statements: &BatchStatements,
+    after: i64,
+) -> Result<Option<Vec<ChainRow>>, StoreError> {
+    let last_wanted = after.saturating_add(VERIFY_BATCH);
+    let seals = client
+        .query(&statements.seals, &[&after, &last_wanted])
+        .await?;
+    let mut positions: Vec<SealedPosition<'_>> = Vec::new();
+    for seal in &seals {
+        let first: i64 = seal.try_get("first_position")?;
+        let prev_hash: &[u8] = seal.try_get("prev_hash")?;
+        let arrays = (
+            seal.try_get::<_, Vec<Option<Xid8>>>("transaction_ids"),
+            seal.try_get::<_, Vec<Option<i64>>>("seqs"),
+            seal.try_get::<_, Vec<Option<&[u8]>>>("hashes"),
+        );
+        let (Ok(transaction_ids), Ok(seqs), Ok(hashes)) = arrays else {
+            return Ok(None);
+        };
+        // As `log_links`: a position for each element of `seqs`, the other arrays' elements
+        // at the same index (none past their end), each `prev_hash` the hash before.
+        for (index, &seq) in seqs.iter().enumerate() {
+            let position = first.saturating_add(index as i64);
+            if position <= after || position > last_wanted {
+                continue;
+            }
+            positions.push(SealedPosition {
+                position,
+                transaction_id: transaction_ids.get(index).copied().flatten(),
+                seq,
+                prev_hash: match index.checked_sub(1) {
+                    None => Some(prev_hash),
+                    Some(before) => hashes.get(before).copied().flatten(),
+                },
+                hash: hashes.get(index).copied().flatten(),
+            });
+        }
+    }
+    // In order already unless seals overlap, where a position comes twice, as in `log_links`.
+    positions.sort_by_key(|sealed| sealed.position);
+    positions.truncate(usize::try_from(VERIFY_BATCH).unwrap_or(usize::MAX));
+    let seqs = || positions.iter().filter_map(|sealed| sealed.seq);
+    let (lowest, highest) = match (seqs().min(), seqs().max()) {
+        (Some(lowest), Some(highest)) => (lowest, highest),
+        _ => (1, 0), // no event to read
+    };
+    if lowest <= highest && too_sparse_for_a_range(lowest, highest, positions.len()) {
+        return Ok(None);
+    }
+    let events = if lowest <= highest {
+        client
+            .query(&statements.events, &[&lowest, &highest])
+            .await?
+    } else {
+        Vec::new()
+    };
+    let by_seq: HashMap<i64, &tokio_postgres::Row> = events
+        .iter()
+        .map(|row| Ok((row.try_get("seq")?, row)))
+        .collect::<Result<_, StoreError>>()?;
+    let rows = positions
+        .into_iter()
+        .map(|sealed| {
+            let event = sealed.seq.and_then(|seq| by_seq.get(&seq).copied());
+            let link = match (
+                sealed.prev_hash,
+                sealed.hash,
+                sealed.transaction_id,
+                sealed.seq,
+            ) {
+                (Some(prev_hash), Some(hash), Some(xid), Some(seq)) => Some(StoredLink {
+                    prev_hash: prev_hash.to_vec(),
+                    hash: hash.to_vec(),
+                    pair: (xid, seq),
+                }),
+                _ => None,
+            };
+            Ok(ChainRow {
+                position: sealed.position,
+                link,
+                event_xid: event.map(|row| row.try_get("event_xid")).transpose()?,
+                event: event.map(StoredEvent::from_row).transpose()?,
+            })
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok(Some(rows))
 }
 
 /// The report for a problem at `position` when every link before it was recomputed and
@@ -691,4 +859,118 @@ async fn skipped_event(
         None => 1,
     };
     Ok(Some((skipped.1, position)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestDatabase;
+    use crate::{ExpectedVersion, Metadata, NewEvent};
+
+    /// Each forgery, made on a fresh history of 12 events, and whether the seals can still
+    /// be cut here when read from the start (`false`: the join reads them).
+    const FORGERIES: &[(&str, bool)] = &[
+        ("SELECT 1", true),
+        // Arrays shorter or longer than `seqs`, and null elements.
+        (
+            "UPDATE log_seals SET hashes = hashes[:9 - first_position + 1] \
+           WHERE 10 BETWEEN first_position AND last_position",
+            true,
+        ),
+        (
+            "UPDATE log_seals SET transaction_ids = transaction_ids[:7 - first_position + 1] \
+           WHERE 8 BETWEEN first_position AND last_position",
+            true,
+        ),
+        (
+            "UPDATE log_seals SET transaction_ids = transaction_ids || '99999999'::xid8",
+            true,
+        ),
+        (
+            "UPDATE log_seals SET seqs[3] = NULL, hashes[5] = NULL",
+            true,
+        ),
+        // An element before index 1: `log_links` and the cut both read the array in order.
+        ("UPDATE log_seals SET hashes[0] = sha256('x')", true),
+        // Seals that overlap, or leave a hole.
+        (
+            "INSERT INTO log_seals (first_position, transaction_ids, seqs, prev_hash, hashes) \
+          VALUES (5, ARRAY['1'::xid8], ARRAY[-1::bigint], sha256(''), ARRAY[sha256('')])",
+            true,
+        ),
+        (
+            "INSERT INTO log_seals (first_position, transaction_ids, seqs, prev_hash, hashes) \
+          VALUES (20, ARRAY['1'::xid8], ARRAY[-1::bigint], sha256(''), ARRAY[sha256('')])",
+            true,
+        ),
+        // Events missing, or linked twice.
+        (
+            "DELETE FROM events WHERE seq = (SELECT seq FROM log_links(5, 1))",
+            true,
+        ),
+        ("UPDATE log_seals SET seqs[4] = seqs[2]", true),
+        // Arrays of two dimensions, and a link to a seq far from the others.
+        ("UPDATE log_seals SET seqs = ARRAY[seqs, seqs]", false),
+        ("UPDATE log_seals SET seqs[2] = seqs[2] + 1000000", false),
+    ];
+
+    /// The rows by position, and a position linked twice by its rows' contents: the
+    /// join's `ORDER BY` leaves the order of such ties open.
+    fn in_order(mut rows: Vec<ChainRow>) -> Vec<ChainRow> {
+        rows.sort_by_cached_key(|row| (row.position, format!("{row:?}")));
+        rows
+    }
+
+    /// Whatever a forger leaves in the seals, cutting them here reads what `log_links`
+    /// joined with the events reads, so verification judges the same rows either way.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_cut_from_the_seals_is_the_batch_log_links_gives_whatever_the_seals_hold() {
+        for &(forgery, cut_here) in FORGERIES {
+            let db = TestDatabase::create().await;
+            let store = db.store();
+            for n in 1..=12 {
+                let event = NewEvent::new(
+                    "thing.happened",
+                    serde_json::json!({ "n": n }),
+                    Metadata::by("t"),
+                );
+                store
+                    .append(&format!("s{}", n % 3), ExpectedVersion::Any, &[event])
+                    .await
+                    .expect("append");
+            }
+            store
+                .seal_all(std::time::Duration::from_secs(10))
+                .await
+                .expect("seal");
+            let client = store.pool().get().await.expect("client");
+            client
+                .batch_execute(&format!(
+                    "SET session_replication_role = replica; {forgery}; \
+                     SET session_replication_role = origin;"
+                ))
+                .await
+                .expect("forge");
+            let statements = BatchStatements::prepare(&client).await.expect("prepare");
+            for after in [0, 4, 9, 12] {
+                let joined = read_batch_joined(&client, &statements, after)
+                    .await
+                    .expect("join");
+                let cut = read_batch_from_seals(&client, &statements, after)
+                    .await
+                    .expect("cut");
+                if after == 0 {
+                    assert_eq!(cut.is_some(), cut_here, "{forgery}");
+                }
+                if let Some(cut) = cut {
+                    assert_eq!(
+                        in_order(cut),
+                        in_order(joined.clone()),
+                        "{forgery}, after {after}"
+                    );
+                }
+                assert!(after > 0 || !joined.is_empty(), "{forgery}: read nothing");
+            }
+        }
+    }
 }
