@@ -131,6 +131,7 @@ macro_rules! seals_covering_sql {
 }
 pub(crate) use seals_covering_sql;
 
+/// The seals covering `$1 + 1 ..= $2`, as [`read_links_after`] cuts them.
 const SEALS_COVERING_SQL: &str = seals_covering_sql!("first_position, seqs, prev_hash, hashes");
 
 /// The links of up to `count` positions after `after`, in order, cut here from the arrays of
@@ -139,6 +140,8 @@ const SEALS_COVERING_SQL: &str = seals_covering_sql!("first_position, seqs, prev
 /// reading the events the links name. As there, the seals are trusted to follow one another
 /// (`crier verify` checks that they do), and a position is a seal's for as long as its `seqs`
 /// array runs; a hash missing from a seal's shorter `hashes` array is a corrupt log.
+/// Verification cuts seals the same way, but keeps what a forged seal lacks for its report
+/// (`verify::read_batch_from_seals`).
 async fn read_links_after<C: GenericClient>(
     client: &C,
     after: i64,

@@ -604,35 +604,40 @@ async fn read_batch(
     statements: &BatchStatements,
     after: i64,
 ) -> Result<Vec<ChainRow>, StoreError> {
-    match read_batch_from_seals(client, statements, after).await? {
+    match read_batch_from_seals(client, statements, after, VERIFY_BATCH).await? {
         Some(rows) => Ok(rows),
-        None => read_batch_joined(client, statements, after).await,
+        None => read_batch_joined(client, statements, after, VERIFY_BATCH).await,
     }
 }
 
+/// At most `count` positions after `after`, as [`joined_batch_sql`] gives them.
 async fn read_batch_joined(
     client: &tokio_postgres::Client,
     statements: &BatchStatements,
     after: i64,
+    count: i64,
 ) -> Result<Vec<ChainRow>, StoreError> {
-    let rows = client
-        .query(&statements.joined, &[&after, &VERIFY_BATCH])
-        .await?;
+    let rows = client.query(&statements.joined, &[&after, &count]).await?;
     rows.iter().map(ChainRow::from_row).collect()
 }
 
-/// [`read_batch`] read the way the store's reader reads the log: the seals cut into
+/// What [`read_batch_joined`] reads, read as the store's reader reads the log: the seals cut into
 /// positions here, then their events by one range of `seq` (see
-/// [`crate::read::read_log_after`]), which costs half as much as probing the events' index
-/// once per position. A seal is cut exactly as `log_links` cuts it, whatever its arrays
-/// hold. `None` when that cannot be done: a seal's arrays do not decode as one-dimensional,
-/// or the positions' events are too sparse for one range.
+/// [`crate::read::read_log_after`], where the join, probing the events' index once per
+/// position, cost twice as much). The seals are cut as `log_links` cuts them, whatever their
+/// arrays hold, and ordered and limited as its `ORDER BY` and `LIMIT` do; the store's reader
+/// cuts them the same way ([`crate::read`]'s `read_links_after`) but trusts their shape.
+/// The one difference: a position that two seals link comes in their order, where the join
+/// leaves it open. `None` when the join must read the batch instead: a seal's arrays do not
+/// decode as one-dimensional, the positions' events are too sparse for one range, or two
+/// event rows share a `seq` (which only a dropped primary key allows).
 async fn read_batch_from_seals(
     client: &tokio_postgres::Client,
     statements: &BatchStatements,
     after: i64,
+    count: i64,
 ) -> Result<Option<Vec<ChainRow>>, StoreError> {
-    let last_wanted = after.saturating_add(VERIFY_BATCH);
+    let last_wanted = after.saturating_add(count);
     let seals = client
         .query(&statements.seals, &[&after, &last_wanted])
         .await?;
@@ -652,7 +657,7 @@ async fn read_batch_from_seals(
         // at the same index (none past their end), each `prev_hash` the hash before.
         for (index, &seq) in seqs.iter().enumerate() {
             let position = first.saturating_add(index as i64);
-            if position <= after || position > last_wanted {
+            if position <= after {
                 continue;
             }
             positions.push(SealedPosition {
@@ -669,26 +674,25 @@ async fn read_batch_from_seals(
     }
     // In order already unless seals overlap, where a position comes twice, as in `log_links`.
     positions.sort_by_key(|sealed| sealed.position);
-    positions.truncate(usize::try_from(VERIFY_BATCH).unwrap_or(usize::MAX));
+    positions.truncate(usize::try_from(count).unwrap_or(0));
     let seqs = || positions.iter().filter_map(|sealed| sealed.seq);
-    let (lowest, highest) = match (seqs().min(), seqs().max()) {
-        (Some(lowest), Some(highest)) => (lowest, highest),
-        _ => (1, 0), // no event to read
+    let events = match seqs().min().zip(seqs().max()) {
+        None => Vec::new(), // no position names an event
+        Some((lowest, highest)) if too_sparse_for_a_range(lowest, highest, positions.len()) => {
+            return Ok(None)
+        }
+        Some((lowest, highest)) => {
+            client
+                .query(&statements.events, &[&lowest, &highest])
+                .await?
+        }
     };
-    if lowest <= highest && too_sparse_for_a_range(lowest, highest, positions.len()) {
-        return Ok(None);
+    let mut by_seq: HashMap<i64, &tokio_postgres::Row> = HashMap::with_capacity(events.len());
+    for row in &events {
+        if by_seq.insert(row.try_get("seq")?, row).is_some() {
+            return Ok(None); // the join gives each of them, as verification must see
+        }
     }
-    let events = if lowest <= highest {
-        client
-            .query(&statements.events, &[&lowest, &highest])
-            .await?
-    } else {
-        Vec::new()
-    };
-    let by_seq: HashMap<i64, &tokio_postgres::Row> = events
-        .iter()
-        .map(|row| Ok((row.try_get("seq")?, row)))
-        .collect::<Result<_, StoreError>>()?;
     let rows = positions
         .into_iter()
         .map(|sealed| {
@@ -868,7 +872,7 @@ mod tests {
     use crate::{ExpectedVersion, Metadata, NewEvent};
 
     /// Each forgery, made on a fresh history of 12 events, and whether the seals can still
-    /// be cut here when read from the start (`false`: the join reads them).
+    /// be cut here when read from the start (`false`: the join reads the batch).
     const FORGERIES: &[(&str, bool)] = &[
         ("SELECT 1", true),
         // Arrays shorter or longer than `seqs`, and null elements.
@@ -886,12 +890,17 @@ mod tests {
             "UPDATE log_seals SET transaction_ids = transaction_ids || '99999999'::xid8",
             true,
         ),
+        ("UPDATE log_seals SET hashes = hashes || sha256('y')", true),
         (
             "UPDATE log_seals SET seqs[3] = NULL, hashes[5] = NULL",
             true,
         ),
         // An element before index 1: `log_links` and the cut both read the array in order.
         ("UPDATE log_seals SET hashes[0] = sha256('x')", true),
+        (
+            "UPDATE log_seals SET seqs[0] = seqs[1], transaction_ids[0] = transaction_ids[1]",
+            true,
+        ),
         // Seals that overlap, or leave a hole.
         (
             "INSERT INTO log_seals (first_position, transaction_ids, seqs, prev_hash, hashes) \
@@ -909,6 +918,17 @@ mod tests {
             true,
         ),
         ("UPDATE log_seals SET seqs[4] = seqs[2]", true),
+        // Two event rows under one linked seq, the primary key dropped.
+        (
+            "ALTER TABLE events DROP CONSTRAINT events_pkey; \
+             INSERT INTO events (seq, transaction_id, stream_id, stream_version, event_id, \
+                                 event_type, schema_version, data, metadata, recorded_at, \
+                                 content_hash) OVERRIDING SYSTEM VALUE \
+             SELECT seq, transaction_id, 'forged', stream_version, gen_random_uuid(), \
+                    event_type, schema_version, data, metadata, recorded_at, content_hash \
+               FROM events WHERE seq = (SELECT seq FROM log_links(3, 1))",
+            false,
+        ),
         // Arrays of two dimensions, and a link to a seq far from the others.
         ("UPDATE log_seals SET seqs = ARRAY[seqs, seqs]", false),
         ("UPDATE log_seals SET seqs[2] = seqs[2] + 1000000", false),
@@ -952,21 +972,25 @@ mod tests {
                 .await
                 .expect("forge");
             let statements = BatchStatements::prepare(&client).await.expect("prepare");
-            for after in [0, 4, 9, 12] {
-                let joined = read_batch_joined(&client, &statements, after)
+            // Batches that end inside a seal, at a hole, or past the end.
+            for (after, count) in [0, 4, 9, 12]
+                .into_iter()
+                .flat_map(|a| [(a, 3), (a, 5), (a, 100)])
+            {
+                let joined = read_batch_joined(&client, &statements, after, count)
                     .await
                     .expect("join");
-                let cut = read_batch_from_seals(&client, &statements, after)
+                let cut = read_batch_from_seals(&client, &statements, after, count)
                     .await
                     .expect("cut");
-                if after == 0 {
+                if (after, count) == (0, 100) {
                     assert_eq!(cut.is_some(), cut_here, "{forgery}");
                 }
                 if let Some(cut) = cut {
                     assert_eq!(
                         in_order(cut),
                         in_order(joined.clone()),
-                        "{forgery}, after {after}"
+                        "{forgery}, {count} after {after}"
                     );
                 }
                 assert!(after > 0 || !joined.is_empty(), "{forgery}: read nothing");

@@ -896,6 +896,35 @@ async fn verify_names_the_position_of_a_deleted_or_reordered_row() {
     .await;
 }
 
+/// A second event row under a linked `seq`, which only a dropped primary key allows: whichever
+/// of the two the database returns first, verification does not pass the position. (The
+/// genuine row is rewritten after the forged one, so that a scan of the table meets it last.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_finds_a_second_event_row_forged_under_a_linked_seq() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    sealed_history(&store, 12).await;
+    forge(
+        &db,
+        "ALTER TABLE events DROP CONSTRAINT events_pkey; \
+         INSERT INTO events (seq, transaction_id, stream_id, stream_version, event_id, \
+                             event_type, schema_version, data, metadata, recorded_at, \
+                             content_hash) OVERRIDING SYSTEM VALUE \
+         SELECT seq, transaction_id, 'forged', stream_version, gen_random_uuid(), event_type, \
+                schema_version, '{\"n\": 400}', metadata, recorded_at, content_hash \
+           FROM events WHERE seq = (SELECT seq FROM log_links(3, 1)); \
+         UPDATE events SET data = data \
+          WHERE seq = (SELECT seq FROM log_links(3, 1)) AND stream_id <> 'forged'",
+    )
+    .await;
+    let report = store.verify().await.expect("verify");
+    assert!(!report.ok, "not detected: {report:?}");
+    assert!(
+        matches!(report.first_bad_position, Some(4 | 5)),
+        "{report:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_killed_mid_batch_resumes_from_its_checkpoint_without_gap_or_repeat() {
     let db = TestDatabase::create().await;
