@@ -9,7 +9,8 @@
 //! one was left without a position (a count on the `(transaction_id, seq)` index first, a
 //! search only when it finds too many). The readers of the log trust the seals to follow one
 //! another, so that is checked apart, from each seal's first and last positions and its arrays'
-//! shapes, and reported at the first position it leaves wrong.
+//! shapes, and reported at the first position it leaves wrong; the positions before it are
+//! verified, and nothing from it on is read.
 //!
 //! Rows are read in batches of 10,000 by position on one connection, as the store's reader
 //! reads the log: the seals cut into positions here, then their events by one range of `seq`
@@ -467,15 +468,24 @@ impl EventStore {
             }
         }
         let statements = BatchStatements::prepare(&client).await?;
-        let fetch = |after: i64| read_batch(&client, &statements, after);
-        // The reads trust the seals to follow one another; whether they do is checked apart.
+        // The reads trust the seals to follow one another; whether they do is checked apart,
+        // and nothing from the first position a broken seal leaves wrong is read: its arrays
+        // may not even be readable (the join fails on two-dimensional ones). It is reported
+        // once the positions before it are found right.
         let broken = broken_seal(&client)
             .await?
             .filter(|(bad, _)| *bad > position);
+        let last_readable = broken.as_ref().map_or(i64::MAX, |(bad, _)| {
+            i64::try_from(*bad).map_or(i64::MAX, |bad| bad - 1)
+        });
+        let fetch = |after: i64| {
+            let count = VERIFY_BATCH.min(last_readable.saturating_sub(after));
+            read_batch(&client, &statements, after, count)
+        };
         let mut batch = fetch(i64::try_from(position).unwrap_or(i64::MAX)).await?;
         while !batch.is_empty() {
             let last_read = batch.last().map_or(0, |row| row.position);
-            let more = batch.len() as i64 == VERIFY_BATCH;
+            let more = batch.len() as i64 == VERIFY_BATCH && last_read < last_readable;
             let batch_keys = keys.clone();
             #[allow(clippy::result_large_err)]
             let checking = tokio::task::spawn_blocking(move || {
@@ -598,15 +608,19 @@ struct SealedPosition<'a> {
     hash: Option<&'a [u8]>,
 }
 
-/// The next [`VERIFY_BATCH`] positions after `after`, as [`joined_batch_sql`] gives them.
+/// At most `count` positions after `after`, as [`joined_batch_sql`] gives them.
 async fn read_batch(
     client: &tokio_postgres::Client,
     statements: &BatchStatements,
     after: i64,
+    count: i64,
 ) -> Result<Vec<ChainRow>, StoreError> {
-    match read_batch_from_seals(client, statements, after, VERIFY_BATCH).await? {
+    if count < 1 {
+        return Ok(Vec::new());
+    }
+    match read_batch_from_seals(client, statements, after, count).await? {
         Some(rows) => Ok(rows),
-        None => read_batch_joined(client, statements, after, VERIFY_BATCH).await,
+        None => read_batch_joined(client, statements, after, count).await,
     }
 }
 
@@ -775,7 +789,10 @@ async fn broken_seal(client: &tokio_postgres::Client) -> Result<Option<(u64, Str
     let Some(row) = row else {
         return Ok(None);
     };
-    let first = to_u64(row.try_get("first_position")?, "position")?;
+    let first: i64 = row.try_get("first_position")?;
+    let Ok(first) = u64::try_from(first) else {
+        return Ok(Some((1, format!("a seal starts at position {first}"))));
+    };
     let previous_last: Option<i64> = row.try_get("previous_last")?;
     let expected = previous_last.map_or(Ok(0), |p| to_u64(p, "position"))? + 1;
     if first > expected {

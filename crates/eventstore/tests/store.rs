@@ -858,6 +858,21 @@ async fn verify_names_the_position_of_a_deleted_or_reordered_row() {
         )
         .await;
     }
+    // A seal whose arrays cannot be read as a list (two-dimensional), after good ones, and a
+    // seal that starts before position 1: named, not an error.
+    assert_forgery_found(
+        "INSERT INTO log_seals (first_position, transaction_ids, seqs, prev_hash, hashes) \
+         VALUES (13, ARRAY['1'::xid8], ARRAY[-1::bigint], sha256(''), \
+                 ARRAY[[sha256('')], [sha256('')]])",
+        13,
+    )
+    .await;
+    assert_forgery_found(
+        "INSERT INTO log_seals (first_position, transaction_ids, seqs, prev_hash, hashes) \
+         VALUES (-5, ARRAY['1'::xid8], ARRAY[-1::bigint], sha256(''), ARRAY[sha256('')])",
+        1,
+    )
+    .await;
     // Two seals that link one position.
     assert_forgery_found(
         &format!(
