@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::db::{pg_config, quote_identifier};
-use crate::{migrate, EventStore, StoreConfig};
+use crate::{migrate, EventStore, ExpectedVersion, Metadata, NewEvent, StoreConfig};
 
 /// The server tests create their databases on: `CRIER_TEST_DATABASE_URL`, or the local
 /// PostgreSQL.
@@ -56,6 +56,42 @@ impl TestDatabase {
     pub fn store(&self) -> EventStore {
         EventStore::connect(self.config()).unwrap_or_else(|e| panic!("cannot connect: {e}"))
     }
+
+    /// Runs `statement` on its own connection with triggers and foreign keys switched off,
+    /// as an intruder with superuser rights could.
+    pub async fn forge(&self, statement: &str) {
+        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect: {e}"));
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!(
+                "SET session_replication_role = replica; {statement}; \
+                 SET session_replication_role = origin;"
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("cannot forge: {e}"));
+    }
+}
+
+/// Appends `n` events (`thing.happened`, data `{"n": i}`) over three streams and seals them.
+pub async fn sealed_history(store: &EventStore, n: u64) {
+    for i in 1..=n {
+        let event = NewEvent::new(
+            "thing.happened",
+            serde_json::json!({ "n": i }),
+            Metadata::by("tester"),
+        );
+        store
+            .append(&format!("s{}", i % 3), ExpectedVersion::Any, &[event])
+            .await
+            .unwrap_or_else(|e| panic!("cannot append: {e}"));
+    }
+    let report = store
+        .seal_all(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("cannot seal: {e}"));
+    assert_eq!(report.head, n);
 }
 
 fn url_for(config: &tokio_postgres::Config, dbname: &str) -> String {

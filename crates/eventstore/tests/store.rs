@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use eventstore::testing::{whole_log, TestDatabase, UNDO_V9_SQL};
+use eventstore::testing::{sealed_history, whole_log, TestDatabase, UNDO_V9_SQL};
 use eventstore::{
     AppendError, EventStore, ExpectedVersion, LoggedEvent, Metadata, NewEvent, Subscription,
     SubscriptionOptions,
@@ -641,18 +641,6 @@ async fn the_database_refuses_to_update_delete_or_truncate_history_even_for_its_
     assert_eq!(row.get::<_, serde_json::Value>(0), json!({ "n": 1 }));
 }
 
-/// Appends `n` events over a few streams and seals them.
-async fn sealed_history(store: &EventStore, n: u64) {
-    for i in 1..=n {
-        store
-            .append(&format!("s{}", i % 3), ExpectedVersion::Any, &[event(i)])
-            .await
-            .expect("append");
-    }
-    let report = store.seal_all(Duration::from_secs(10)).await.expect("seal");
-    assert_eq!(report.head, n);
-}
-
 /// A forgery of the log written against a table `links` that holds it one row per link
 /// (`log_links`' columns), after which the log is rewritten from `links`, as one seal.
 fn relinked(forgery: &str) -> String {
@@ -666,18 +654,6 @@ fn relinked(forgery: &str) -> String {
                 array_agg(hash ORDER BY position) \
            FROM links"
     )
-}
-
-/// Runs `statement` with triggers and foreign keys switched off, as an intruder with
-/// superuser rights could.
-async fn forge(db: &TestDatabase, statement: &str) {
-    let client = admin_client(db).await;
-    client
-        .batch_execute(&format!(
-            "SET session_replication_role = replica; {statement}; SET session_replication_role = origin;"
-        ))
-        .await
-        .expect("forge");
 }
 
 /// Positions up to the largest bigint are valid `after`s (the API takes them from clients):
@@ -787,7 +763,7 @@ async fn assert_forgery_found(statement: &str, bad_position: u64) {
     let db = TestDatabase::create().await;
     let store = db.store();
     sealed_history(&store, 12).await;
-    forge(&db, statement).await;
+    db.forge(statement).await;
     let report = store.verify().await.expect("verify");
     assert!(!report.ok, "{statement}: not detected: {report:?}");
     assert_eq!(
@@ -919,8 +895,7 @@ async fn verify_finds_a_second_event_row_forged_under_a_linked_seq() {
     let db = TestDatabase::create().await;
     let store = db.store();
     sealed_history(&store, 12).await;
-    forge(
-        &db,
+    db.forge(
         "ALTER TABLE events DROP CONSTRAINT events_pkey; \
          INSERT INTO events (seq, transaction_id, stream_id, stream_version, event_id, \
                              event_type, schema_version, data, metadata, recorded_at, \
@@ -1342,7 +1317,7 @@ async fn pipelined_appends_racing_for_one_version_leave_exactly_one_winner() {
 
 /// Puts a database back as it was before V9: the log one `event_log` row per event.
 async fn rewind_to_before_v9(db: &TestDatabase, forgery: &str) {
-    forge(db, &format!("{UNDO_V9_SQL} {forgery}")).await;
+    db.forge(&format!("{UNDO_V9_SQL} {forgery}")).await;
 }
 
 /// A history of several seals of uneven sizes, more than 1000 positions.
