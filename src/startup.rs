@@ -79,11 +79,15 @@ impl Application {
         ));
         let site = notices::Site::new(&public_url, settings.default_language.clone());
         state.default_language = settings.default_language.clone();
-        state.notices = Arc::new(notices::NoticeHub::new(
-            settings.stream_buffer,
-            settings.stream_heartbeat,
-            site.clone(),
-        ));
+        // Streams are served on the HTTP workers, inside their LocalSets.
+        state.notices = Arc::new(
+            notices::NoticeHub::new(
+                settings.stream_buffer,
+                settings.stream_heartbeat,
+                site.clone(),
+            )
+            .relaying_per_thread(),
+        );
         state.checkpoint_key = settings.checkpoints.as_ref().map(|c| c.key.verifying_key());
         let webhooks = delivery::Sender::new(&store, settings.webhooks.clone(), Arc::default())?;
         state.webhooks = Arc::new(settings.webhooks);

@@ -12,8 +12,27 @@
 //! grow). Each message: `id:` the global position, `event:` the CloudEvent type, `data:`
 //! the CloudEvent (see [`crate::notice`]). A comment every 15 s keeps idle connections
 //! open.
+//!
+//! # A ring per thread
+//!
+//! A server's streams run on its HTTP workers, one thread each. With one ring for the
+//! process, the follower woke every subscriber itself, from its own thread: each wake-up
+//! crossed to the subscriber's worker through that worker's queue lock and an `eventfd`
+//! write (18,000 subscribers: 18,000 system calls and lock hand-offs a notice, one after
+//! another on the follower's thread, before the last subscriber could run). A hub made
+//! [`NoticeHub::relaying_per_thread`] gives each worker thread a ring of its own instead,
+//! fed by one relay task on that thread: the follower wakes one relay a thread, and each
+//! relay wakes its thread's subscribers in that thread's own queue. A thread's ring holds
+//! what its relay has handed on, in the follower's order, so a subscriber joins it at the
+//! relay's position exactly as it would join the process's ring at the follower's. A
+//! relay that falls more than a ring behind ends its ring, and its subscribers are closed
+//! as too far behind (they resume from the log); the last subscriber of a thread to go
+//! ends its relay at the next notice.
 
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -50,6 +69,12 @@ pub struct NoticeHub {
     heartbeat: Duration,
     /// What notices are rendered for.
     site: Site,
+    /// Notices a ring holds.
+    ring_size: usize,
+    /// Whether subscribers join a ring of their thread's (see the module's docs).
+    per_thread: bool,
+    /// Tells this hub's thread rings from another hub's in the same process.
+    id: u64,
 }
 
 /// Subscribers of one process that may read the log to catch up at the same time.
@@ -71,9 +96,13 @@ impl NoticeHub {
     /// A hub whose ring holds `ring` notices, its streams sending a comment every
     /// `heartbeat`.
     pub fn new(ring: usize, heartbeat: Duration, site: Site) -> NoticeHub {
+        static HUBS: AtomicU64 = AtomicU64::new(0);
         let (sender, _) = broadcast::channel(ring.max(1));
         let (revocations, _) = broadcast::channel(256);
         NoticeHub {
+            ring_size: ring.max(1),
+            per_thread: false,
+            id: HUBS.fetch_add(1, Ordering::Relaxed),
             ring: Mutex::new(HubState {
                 published: None,
                 sender,
@@ -87,12 +116,51 @@ impl NoticeHub {
         }
     }
 
+    /// The same hub, its subscribers joining a ring of their own thread's, each fed by a
+    /// relay task on that thread (see the module's docs). Every subscriber of such a hub
+    /// must be made inside a tokio `LocalSet`, as actix-web's workers run their tasks: the
+    /// relay is spawned there.
+    pub fn relaying_per_thread(mut self) -> NoticeHub {
+        self.per_thread = true;
+        self
+    }
+
     /// Joins the ring: every notice after the returned position arrives on the receiver.
     /// `None` until the follower has started.
     fn join(&self) -> Option<(broadcast::Receiver<Arc<Notice>>, u64)> {
+        if self.per_thread {
+            self.join_thread_ring()
+        } else {
+            self.join_process_ring()
+        }
+    }
+
+    fn join_process_ring(&self) -> Option<(broadcast::Receiver<Arc<Notice>>, u64)> {
         let state = self.ring.lock().ok()?;
         let published = state.published?;
         Some((state.sender.subscribe(), published))
+    }
+
+    /// Joins this thread's ring, starting its relay if it has none.
+    fn join_thread_ring(&self) -> Option<(broadcast::Receiver<Arc<Notice>>, u64)> {
+        let joined = THREAD_RINGS.with_borrow(|rings| {
+            rings
+                .iter()
+                .find(|(hub, _)| *hub == self.id)
+                .map(|(_, ring)| (ring.sender.subscribe(), ring.relayed.get()))
+        });
+        if joined.is_some() {
+            return joined;
+        }
+        let (process_ring, published) = self.join_process_ring()?;
+        let (sender, receiver) = broadcast::channel(self.ring_size);
+        let ring = Rc::new(ThreadRing {
+            sender,
+            relayed: Cell::new(published),
+        });
+        THREAD_RINGS.with_borrow_mut(|rings| rings.push((self.id, ring.clone())));
+        tokio::task::spawn_local(relay(self.id, process_ring, ring));
+        Some((receiver, published))
     }
 
     /// Whether the follower has started, so that streams can be opened.
@@ -214,6 +282,45 @@ impl NoticeHub {
     }
 }
 
+thread_local! {
+    /// This thread's rings, one per hub that relays per thread.
+    static THREAD_RINGS: RefCell<Vec<(u64, Rc<ThreadRing>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One thread's ring of a hub's notices.
+struct ThreadRing {
+    sender: broadcast::Sender<Arc<Notice>>,
+    /// The position of the last notice handed on (at first, the process ring's position
+    /// when the relay joined it).
+    relayed: Cell<u64>,
+}
+
+/// Hands the process ring's notices on to this thread's ring, in order, until the thread
+/// has no subscriber left or falls more than a ring behind.
+async fn relay(hub: u64, mut process_ring: broadcast::Receiver<Arc<Notice>>, ring: Rc<ThreadRing>) {
+    loop {
+        let ends = match process_ring.recv().await {
+            Ok(notice) => {
+                ring.relayed.set(notice.position);
+                // No receiver left is not an error here: it ends the relay just below.
+                let _ = ring.sender.send(notice);
+                ring.sender.receiver_count() == 0
+            }
+            // Its subscribers missed what it missed: ending their ring closes them as too
+            // far behind, and they resume from the log.
+            Err(broadcast::error::RecvError::Lagged(_)) => true,
+            Err(broadcast::error::RecvError::Closed) => true,
+        };
+        if ends {
+            // With no await since the check, no subscriber of this thread joined meanwhile.
+            THREAD_RINGS.with_borrow_mut(|rings| {
+                rings.retain(|(id, kept)| !(*id == hub && Rc::ptr_eq(kept, &ring)));
+            });
+            return;
+        }
+    }
+}
+
 /// The key a stream was opened with, so that revoking it ends the stream.
 pub struct StreamKey {
     pub id: Uuid,
@@ -281,10 +388,8 @@ impl Subscriber {
                 let (ring, published) = hub.join()?;
                 (Some(ring), published)
             }
-            Some(after) => {
-                hub.join()?;
-                (None, after)
-            }
+            Some(after) if hub.is_started() => (None, after),
+            Some(_) => return None,
         };
         Some(Subscriber {
             store,
@@ -442,12 +547,12 @@ impl Subscriber {
                         }
                         self.last = notice.position;
                     }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        // Too far behind: close, and let the client resume from the log.
+                    // Too far behind (this subscriber, or its thread's relay, which then
+                    // ends the thread's ring): close, and let the client resume from the log.
+                    Err(broadcast::error::RecvError::Lagged(_) | broadcast::error::RecvError::Closed) => {
                         self.done = true;
                         return Some(farewell(self.last, "too far behind"));
                     }
-                    Err(broadcast::error::RecvError::Closed) => self.done = true,
                 },
                 _ = self.heartbeat.tick() => {
                     return Some(Bytes::from(format!("id: {}\n: heartbeat\n\n", self.last)));
@@ -466,5 +571,156 @@ impl Subscriber {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use tokio::task::LocalSet;
+
+    fn started_hub(ring: usize) -> Arc<NoticeHub> {
+        let hub = NoticeHub::new(ring, HEARTBEAT, Site::default()).relaying_per_thread();
+        hub.publish(0, None);
+        Arc::new(hub)
+    }
+
+    fn publish(hub: &NoticeHub, position: u64) {
+        hub.publish(position, Some(Notice::declared_at(position)));
+    }
+
+    async fn next(receiver: &mut broadcast::Receiver<Arc<Notice>>) -> u64 {
+        receiver.recv().await.unwrap().position
+    }
+
+    fn rings_of_this_thread(hub: &NoticeHub) -> usize {
+        THREAD_RINGS.with_borrow(|rings| rings.iter().filter(|(id, _)| *id == hub.id).count())
+    }
+
+    /// Lets the relay run until `done`.
+    async fn until(done: impl Fn() -> bool) {
+        for _ in 0..1_000 {
+            if done() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("the relay did not get there");
+    }
+
+    #[tokio::test]
+    async fn a_thread_ring_hands_on_every_notice_in_order_after_where_each_subscriber_joined() {
+        LocalSet::new()
+            .run_until(async {
+                let hub = started_hub(16);
+                let (mut first, at) = hub.join().unwrap();
+                assert_eq!(at, 0);
+                publish(&hub, 1);
+                publish(&hub, 2);
+                // Joined before the relay handed 1 and 2 on: at the relay's position, so
+                // both still reach it.
+                let (mut second, at) = hub.join().unwrap();
+                assert_eq!(at, 0);
+                assert_eq!(rings_of_this_thread(&hub), 1, "one relay for the thread");
+                for receiver in [&mut first, &mut second] {
+                    assert_eq!(next(receiver).await, 1);
+                    assert_eq!(next(receiver).await, 2);
+                }
+                let (mut third, at) = hub.join().unwrap();
+                assert_eq!(at, 2, "joined after the relay handed 2 on");
+                publish(&hub, 3);
+                for receiver in [&mut first, &mut second, &mut third] {
+                    assert_eq!(next(receiver).await, 3);
+                }
+            })
+            .await;
+    }
+
+    #[tokio::test]
+    async fn the_last_subscriber_of_a_thread_gone_ends_its_relay_and_a_new_one_starts_after() {
+        LocalSet::new()
+            .run_until(async {
+                let hub = started_hub(16);
+                let (receiver, _) = hub.join().unwrap();
+                drop(receiver);
+                publish(&hub, 1);
+                until(|| rings_of_this_thread(&hub) == 0).await;
+                until(|| hub.ring.lock().unwrap().sender.receiver_count() == 0).await;
+                let (mut receiver, at) = hub.join().unwrap();
+                assert_eq!(at, 1);
+                publish(&hub, 2);
+                assert_eq!(next(&mut receiver).await, 2);
+            })
+            .await;
+    }
+
+    #[tokio::test]
+    async fn a_relay_more_than_a_ring_behind_ends_its_ring_so_its_subscribers_close() {
+        LocalSet::new()
+            .run_until(async {
+                let hub = started_hub(2);
+                let (mut receiver, _) = hub.join().unwrap();
+                for position in 1..=4 {
+                    publish(&hub, position); // the relay does not run meanwhile
+                }
+                assert!(matches!(
+                    receiver.recv().await,
+                    Err(broadcast::error::RecvError::Closed)
+                ));
+                assert_eq!(rings_of_this_thread(&hub), 0);
+                let (mut receiver, at) = hub.join().unwrap();
+                assert_eq!(at, 4, "a new ring starts where the process ring is");
+                publish(&hub, 5);
+                assert_eq!(next(&mut receiver).await, 5);
+            })
+            .await;
+    }
+
+    #[test]
+    fn each_thread_gets_every_notice_from_a_follower_on_another_thread() {
+        let hub = started_hub(64);
+        let (joined, all_joined) = std::sync::mpsc::channel();
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let hub = hub.clone();
+                let joined = joined.clone();
+                std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .build()
+                        .unwrap();
+                    LocalSet::new().block_on(&runtime, async {
+                        let mut receivers: Vec<_> = (0..3).map(|_| hub.join().unwrap().0).collect();
+                        assert_eq!(rings_of_this_thread(&hub), 1);
+                        joined.send(()).unwrap();
+                        let mut got = Vec::new();
+                        for receiver in &mut receivers {
+                            let mut positions = Vec::new();
+                            for _ in 0..10 {
+                                positions.push(next(receiver).await);
+                            }
+                            got.push(positions);
+                        }
+                        got
+                    })
+                })
+            })
+            .collect();
+        for _ in 0..2 {
+            all_joined.recv().unwrap();
+        }
+        for position in 1..=10 {
+            publish(&hub, position);
+        }
+        for thread in threads {
+            for positions in thread.join().unwrap() {
+                assert_eq!(positions, (1..=10).collect::<Vec<_>>());
+            }
+        }
+        assert_eq!(
+            rings_of_this_thread(&hub),
+            0,
+            "the follower's thread has no ring"
+        );
     }
 }
