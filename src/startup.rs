@@ -79,7 +79,7 @@ impl Application {
         ));
         let site = notices::Site::new(&public_url, settings.default_language.clone());
         state.default_language = settings.default_language.clone();
-        // Streams are served on the HTTP workers, inside their LocalSets.
+        // Streams are served on the HTTP workers, each a local runtime of its own thread.
         state.notices = Arc::new(
             notices::NoticeHub::new(
                 settings.stream_buffer,

@@ -27,7 +27,7 @@
 //! relay's position exactly as it would join the process's ring at the follower's. A
 //! relay that falls more than a ring behind ends its ring, and its subscribers are closed
 //! as too far behind (they resume from the log); the last subscriber of a thread to go
-//! ends its relay at the next notice.
+//! ends its relay, which lets go of the process ring.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -118,8 +118,8 @@ impl NoticeHub {
 
     /// The same hub, its subscribers joining a ring of their own thread's, each fed by a
     /// relay task on that thread (see the module's docs). Every subscriber of such a hub
-    /// must be made inside a tokio `LocalSet`, as actix-web's workers run their tasks: the
-    /// relay is spawned there.
+    /// must be made where `tokio::task::spawn_local` works (a `LocalSet` or a local
+    /// runtime: actix-web's workers run on one or the other): the relay is spawned there.
     pub fn relaying_per_thread(mut self) -> NoticeHub {
         self.per_thread = true;
         self
@@ -158,8 +158,14 @@ impl NoticeHub {
             sender,
             relayed: Cell::new(published),
         });
-        THREAD_RINGS.with_borrow_mut(|rings| rings.push((self.id, ring.clone())));
-        tokio::task::spawn_local(relay(self.id, process_ring, ring));
+        // Spawned before it is registered: no ring is joined that no relay feeds. (The relay
+        // does not run before this returns: it is on this thread.)
+        let registration = Registration {
+            hub: self.id,
+            ring: ring.clone(),
+        };
+        tokio::task::spawn_local(relay(registration, process_ring));
+        THREAD_RINGS.with_borrow_mut(|rings| rings.push((self.id, ring)));
         Some((receiver, published))
     }
 
@@ -297,27 +303,55 @@ struct ThreadRing {
 
 /// Hands the process ring's notices on to this thread's ring, in order, until the thread
 /// has no subscriber left or falls more than a ring behind.
-async fn relay(hub: u64, mut process_ring: broadcast::Receiver<Arc<Notice>>, ring: Rc<ThreadRing>) {
+///
+/// However the relay ends (returned, or its task dropped with its runtime, polled or not),
+/// `registration` goes with it, and its ring is no longer joined: a subscriber must never
+/// wait on a ring that nothing feeds.
+async fn relay(registration: Registration, mut process_ring: broadcast::Receiver<Arc<Notice>>) {
+    let ring = &registration.ring;
     loop {
-        let ends = match process_ring.recv().await {
+        let received = tokio::select! {
+            biased;
+            received = process_ring.recv() => received,
+            // The last subscriber gone: let go of the process ring at once, so that the
+            // follower renders nothing for nobody.
+            () = ring.sender.closed() => {
+                // A subscriber may have joined between the wake-up and this poll.
+                if ring.sender.receiver_count() == 0 {
+                    return;
+                }
+                continue;
+            }
+        };
+        match received {
             Ok(notice) => {
                 ring.relayed.set(notice.position);
-                // No receiver left is not an error here: it ends the relay just below.
+                // No receiver left is not an error: `closed` ends the relay next.
                 let _ = ring.sender.send(notice);
-                ring.sender.receiver_count() == 0
             }
             // Its subscribers missed what it missed: ending their ring closes them as too
             // far behind, and they resume from the log.
-            Err(broadcast::error::RecvError::Lagged(_)) => true,
-            Err(broadcast::error::RecvError::Closed) => true,
-        };
-        if ends {
-            // With no await since the check, no subscriber of this thread joined meanwhile.
-            THREAD_RINGS.with_borrow_mut(|rings| {
-                rings.retain(|(id, kept)| !(*id == hub && Rc::ptr_eq(kept, &ring)));
-            });
-            return;
+            Err(broadcast::error::RecvError::Lagged(_) | broadcast::error::RecvError::Closed) => {
+                return
+            }
         }
+    }
+}
+
+/// A relay's ring, registered as its thread's ring for its hub while the relay lives.
+struct Registration {
+    hub: u64,
+    ring: Rc<ThreadRing>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        // `try_`: the thread may be ending, or the registry borrowed higher up the stack.
+        let _ = THREAD_RINGS.try_with(|rings| {
+            if let Ok(mut rings) = rings.try_borrow_mut() {
+                rings.retain(|(id, kept)| !(*id == self.hub && Rc::ptr_eq(kept, &self.ring)));
+            }
+        });
     }
 }
 
@@ -633,6 +667,18 @@ mod tests {
                 for receiver in [&mut first, &mut second, &mut third] {
                     assert_eq!(next(receiver).await, 3);
                 }
+                // Events that are no notice move the process ring's position, not the
+                // thread ring's: a subscriber joins where the notices it will get start.
+                hub.publish(4, None);
+                publish(&hub, 5);
+                hub.publish(6, None);
+                let (mut fourth, at) = hub.join().unwrap();
+                assert_eq!(at, 3, "5 is not handed on yet, and 4 and 6 never are");
+                for receiver in [&mut first, &mut second, &mut third, &mut fourth] {
+                    assert_eq!(next(receiver).await, 5);
+                }
+                let (_, at) = hub.join().unwrap();
+                assert_eq!(at, 5);
             })
             .await;
     }
@@ -642,15 +688,37 @@ mod tests {
         LocalSet::new()
             .run_until(async {
                 let hub = started_hub(16);
-                let (receiver, _) = hub.join().unwrap();
-                drop(receiver);
-                publish(&hub, 1);
+                let (first, _) = hub.join().unwrap();
+                let (second, _) = hub.join().unwrap();
+                drop(first);
+                tokio::task::yield_now().await;
+                assert_eq!(rings_of_this_thread(&hub), 1, "one subscriber is left");
+                drop(second);
+                // With no notice to wait for: the follower must not render for nobody.
                 until(|| rings_of_this_thread(&hub) == 0).await;
                 until(|| hub.ring.lock().unwrap().sender.receiver_count() == 0).await;
+                publish(&hub, 1);
                 let (mut receiver, at) = hub.join().unwrap();
                 assert_eq!(at, 1);
                 publish(&hub, 2);
                 assert_eq!(next(&mut receiver).await, 2);
+            })
+            .await;
+    }
+
+    #[tokio::test]
+    async fn a_relay_dropped_with_its_runtime_leaves_no_ring_behind_that_nothing_feeds() {
+        let hub = started_hub(16);
+        let local = LocalSet::new();
+        let receiver = local.run_until(async { hub.join().unwrap().0 }).await;
+        drop(local); // its tasks, the relay among them, are dropped unfinished
+        assert_eq!(rings_of_this_thread(&hub), 0);
+        drop(receiver);
+        LocalSet::new()
+            .run_until(async {
+                let (mut receiver, _) = hub.join().unwrap();
+                publish(&hub, 1);
+                assert_eq!(next(&mut receiver).await, 1);
             })
             .await;
     }
@@ -706,8 +774,11 @@ mod tests {
                 })
             })
             .collect();
+        drop(joined); // a thread that fails before it joins fails this test, not hangs it
         for _ in 0..2 {
-            all_joined.recv().unwrap();
+            all_joined
+                .recv_timeout(Duration::from_secs(10))
+                .expect("both threads joined");
         }
         for position in 1..=10 {
             publish(&hub, position);
