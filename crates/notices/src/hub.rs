@@ -1,7 +1,7 @@
 //! The live hub: notices as Server-Sent Events for the streams `GET /v1/stream` serves.
 //!
 //! One follower per process (the [`NoticeHub`]) reads the durable global log from the head
-//! it found at start, so a notice published through any process reaches the subscribers of
+//! it found at start (started again after a failure, from where it stopped), so a notice published through any process reaches the subscribers of
 //! every process, and hands each notice to its subscribers through a bounded broadcast
 //! ring. Subscribers never slow the follower or one another: one that falls more than the
 //! ring behind is closed, and reconnects with `Last-Event-ID` like any EventSource does.
@@ -219,7 +219,13 @@ impl NoticeHub {
         store: EventStore,
         cancel: CancellationToken,
     ) -> Result<(), NoticeError> {
+        // Started again after a failure: go on from the last position handed on, or the
+        // notices published meanwhile would never reach the subscribers already in the ring.
+        let resumed = self.ring.lock().ok().and_then(|state| state.published);
         let start = loop {
+            if let Some(resumed) = resumed {
+                break resumed;
+            }
             match store.log_head().await {
                 Ok(head) => break head.map_or(0, |(position, _)| position),
                 Err(e) => {
@@ -743,6 +749,42 @@ mod tests {
                 assert_eq!(next(&mut receiver).await, 5);
             })
             .await;
+    }
+
+    #[tokio::test]
+    async fn a_follower_started_again_after_a_failure_goes_on_from_where_it_stopped() {
+        let database = eventstore::testing::TestDatabase::create().await;
+        let store = database.store();
+        let hub = Arc::new(NoticeHub::default());
+        let follow =
+            |cancel: CancellationToken| tokio::spawn(hub.clone().follow(store.clone(), cancel));
+        let first = CancellationToken::new();
+        let follower = follow(first.clone());
+        hub.until_started().await;
+        let (mut ring, _) = hub.join().unwrap();
+        first.cancel(); // as a failure would end it
+        follower.await.unwrap().unwrap();
+        // Declared while no follower runs.
+        let incident = format!("incident-{}", Uuid::new_v4());
+        let event = eventstore::NewEvent::new(
+            "incident.declared",
+            serde_json::json!({}),
+            eventstore::Metadata::by("tester"),
+        );
+        store
+            .append(&incident, eventstore::ExpectedVersion::NoStream, &[event])
+            .await
+            .unwrap();
+        let head = store.seal_all(Duration::from_secs(10)).await.unwrap().head;
+        let again = CancellationToken::new();
+        let follower = follow(again.clone());
+        let notice = tokio::time::timeout(Duration::from_secs(10), ring.recv())
+            .await
+            .expect("the notice published while no follower ran arrives")
+            .unwrap();
+        assert_eq!(notice.position, head);
+        again.cancel();
+        follower.await.unwrap().unwrap();
     }
 
     #[test]
