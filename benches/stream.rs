@@ -294,6 +294,14 @@ async fn main() {
         percentile(every_delivery.clone(), 99.0),
         percentile(every_delivery, 100.0)
     );
+    println!(
+        "each notice's last delivery, in order (ms): {}",
+        last_delivery
+            .iter()
+            .map(|ms| format!("{ms:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let p99 = percentile(last_delivery.clone(), 99.0);
     println!(
         "| publish to LAST delivery, per notice | {:.1} ms | {:.1} ms | {:.1} ms |",
