@@ -1,10 +1,11 @@
 //! The live hub: notices as Server-Sent Events for the streams `GET /v1/stream` serves.
 //!
 //! One follower per process (the [`NoticeHub`]) reads the durable global log from the head
-//! it found at start (started again after a failure, from where it stopped), so a notice published through any process reaches the subscribers of
-//! every process, and hands each notice to its subscribers through a bounded broadcast
-//! ring. Subscribers never slow the follower or one another: one that falls more than the
-//! ring behind is closed, and reconnects with `Last-Event-ID` like any EventSource does.
+//! it found at start (started again after a failure, from where it stopped), so a notice
+//! published through any process reaches the subscribers of every process, and hands each
+//! notice to its subscribers through a bounded broadcast ring. Subscribers never slow the
+//! follower or one another: one that falls more than the ring behind is closed, and
+//! reconnects with `Last-Event-ID` like any EventSource does.
 //!
 //! A subscriber that names a position (`Last-Event-ID` or `?after=`) first catches up from
 //! the log itself, then joins the ring and catches up once more to the position it joined
