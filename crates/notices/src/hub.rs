@@ -172,9 +172,12 @@ impl NoticeHub {
 
     /// Whether the follower has started, so that streams can be opened.
     pub fn is_started(&self) -> bool {
-        self.ring
-            .lock()
-            .is_ok_and(|state| state.published.is_some())
+        self.published().is_some()
+    }
+
+    /// The last position the follower has handed on; `None` until it has started.
+    fn published(&self) -> Option<u64> {
+        self.ring.lock().ok().and_then(|state| state.published)
     }
 
     fn publish(&self, position: u64, notice: Option<Notice>) {
@@ -222,7 +225,7 @@ impl NoticeHub {
     ) -> Result<(), NoticeError> {
         // Started again after a failure: go on from the last position handed on, or the
         // notices published meanwhile would never reach the subscribers already in the ring.
-        let resumed = self.ring.lock().ok().and_then(|state| state.published);
+        let resumed = self.published();
         let start = loop {
             if let Some(resumed) = resumed {
                 break resumed;
@@ -627,8 +630,25 @@ mod tests {
         Arc::new(hub)
     }
 
+    /// Publishes the notice of an incident declared at `position`.
     fn publish(hub: &NoticeHub, position: u64) {
-        hub.publish(position, Some(Notice::declared_at(position)));
+        let declared = eventstore::LoggedEvent {
+            position,
+            prev_hash: eventstore::Hash::GENESIS,
+            hash: eventstore::Hash::GENESIS,
+            event: eventstore::RecordedEvent {
+                stream_id: format!("incident-{}", Uuid::nil()),
+                stream_version: 1,
+                event_id: Uuid::nil(),
+                event_type: "incident.declared".into(),
+                schema_version: 1,
+                data: eventstore::EventData::from_text("{}").unwrap(),
+                metadata: eventstore::Metadata::by("tester"),
+                recorded_at: chrono::Utc::now(),
+                content_hash: eventstore::Hash::GENESIS,
+            },
+        };
+        hub.publish(position, Notice::of(&declared));
     }
 
     async fn next(receiver: &mut broadcast::Receiver<Arc<Notice>>) -> u64 {

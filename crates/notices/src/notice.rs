@@ -240,23 +240,6 @@ impl Notice {
         })
     }
 
-    /// A notice at `position` of an incident declared, for tests of what carries notices.
-    #[cfg(test)]
-    pub(crate) fn declared_at(position: u64) -> Notice {
-        Notice {
-            position,
-            notice_type: NoticeType::IncidentDeclared,
-            kind: ResourceKind::Incident,
-            resource_id: Uuid::nil(),
-            stream_version: 0,
-            event_id: Uuid::nil(),
-            recorded_at: Utc::now(),
-            state: tokio::sync::OnceCell::new(),
-            services_before: tokio::sync::OnceCell::new(),
-            rendered: Mutex::new(HashMap::new()),
-        }
-    }
-
     /// The resource as it stood right after this event: the read-model row when it is at
     /// that version (the usual case for a live notice), else folded from the log.
     async fn load(&self, store: &EventStore) -> Result<Option<Arc<Resource>>, NoticeError> {
