@@ -167,27 +167,35 @@ async fn subscribe(
             opened.add_permits(1);
         }
         // Count notices by their complete `event:` lines (the opening and heartbeats carry
-        // `id:` lines too, but no event); keep the unfinished tail.
-        let mut consumed = 0;
+        // `id:` lines too, but no event). Keep only what could still start or finish one, so
+        // that no byte is searched twice.
+        let mut searched = 0;
         let mut notices = 0;
-        while let Some(at) = EVENT_LINE.find(&buffer[consumed..]) {
-            let start = consumed + at + 8;
+        let mut keep_from = None;
+        while let Some(at) = EVENT_LINE.find(&buffer[searched..]) {
+            let start = searched + at + EVENT_LINE.needle().len();
             match memchr::memchr(b'\n', &buffer[start..]) {
                 Some(end) => {
                     notices += 1;
-                    consumed = start + end;
+                    searched = start + end;
                 }
-                None => break,
+                None => {
+                    keep_from = Some(searched + at);
+                    break;
+                }
             }
         }
         if notices > 0 {
             let mut all = arrivals.lock().expect("arrivals");
             all[index].extend(std::iter::repeat_n(now, notices));
         }
-        // Without a notice in it, only the tail that could start one is kept.
-        if consumed == 0 && buffer.len() > 64 {
-            consumed = buffer.len() - 64;
-        }
+        let consumed = match keep_from {
+            Some(event_line) => event_line,
+            None if is_open => {
+                searched.max(buffer.len().saturating_sub(EVENT_LINE.needle().len() - 1))
+            }
+            None => 0,
+        };
         buffer.drain(..consumed);
     }
 }
