@@ -138,6 +138,10 @@ impl NoticeHub {
 
     fn join_process_ring(&self) -> Option<(broadcast::Receiver<Arc<Notice>>, u64)> {
         let state = self.ring.lock().ok()?;
+        // Under the lock `close` takes to end the ring: a ring joined here is one it ends.
+        if self.is_closing() {
+            return None;
+        }
         let published = state.published?;
         Some((state.sender.subscribe(), published))
     }
@@ -208,8 +212,16 @@ impl NoticeHub {
     }
 
     /// Ends every stream (the process is stopping).
+    ///
+    /// Streams learn it from their rings, not from a watch of their own: registering on a
+    /// watch each time a stream waits cost every delivery a lock that every worker thread
+    /// shares. Ending the process ring ends each relay, and so each thread's ring; a
+    /// subscriber whose ring ends while the process stops says goodbye.
     pub fn close(&self) {
         self.closing.send_replace(true);
+        if let Ok(mut state) = self.ring.lock() {
+            state.sender = broadcast::channel(1).0;
+        }
     }
 
     fn is_closing(&self) -> bool {
@@ -387,7 +399,6 @@ pub struct Subscriber {
     ready: VecDeque<Bytes>,
     heartbeat: tokio::time::Interval,
     last_sent: tokio::time::Instant,
-    closing: watch::Receiver<bool>,
     done: bool,
 }
 
@@ -425,7 +436,6 @@ impl Subscriber {
         }
         let mut heartbeat = tokio::time::interval(hub.heartbeat);
         heartbeat.reset(); // the first tick after a period, not at once
-        let closing = hub.closing.subscribe();
         let revocations = hub.revocations.subscribe();
         let (ring, last) = match after {
             None => {
@@ -451,7 +461,6 @@ impl Subscriber {
             ))]),
             heartbeat,
             last_sent: tokio::time::Instant::now(),
-            closing,
             done: false,
             hub,
         })
@@ -591,6 +600,8 @@ impl Subscriber {
                         }
                         self.last = notice.position;
                     }
+                    // Ended because the process stops: the loop's top says goodbye.
+                    Err(broadcast::error::RecvError::Closed) if self.hub.is_closing() => {}
                     // Too far behind (this subscriber, or its thread's relay, which then
                     // ends the thread's ring): close, and let the client resume from the log.
                     Err(broadcast::error::RecvError::Lagged(_) | broadcast::error::RecvError::Closed) => {
@@ -601,7 +612,6 @@ impl Subscriber {
                 _ = self.heartbeat.tick() => {
                     return Some(Bytes::from(format!("id: {}\n: heartbeat\n\n", self.last)));
                 }
-                _ = self.closing.changed() => {}
                 revoked = self.revocations.recv(), if self.key.is_some() => {
                     let ends = match revoked {
                         Ok(id) => Some(id) == self.key,
@@ -770,6 +780,48 @@ mod tests {
                 assert_eq!(next(&mut receiver).await, 5);
             })
             .await;
+    }
+
+    #[tokio::test]
+    async fn closing_the_hub_ends_the_streams_waiting_on_its_rings_with_a_goodbye() {
+        let database = eventstore::testing::TestDatabase::create().await;
+        for per_thread in [true, false] {
+            LocalSet::new()
+                .run_until(async {
+                    let mut hub = NoticeHub::new(16, HEARTBEAT, Site::default());
+                    if per_thread {
+                        hub = hub.relaying_per_thread();
+                    }
+                    hub.publish(0, None);
+                    let hub = Arc::new(hub);
+                    let subscribe = || {
+                        let (viewer, filter) = (Viewer::Public, NoticeFilter::default());
+                        Subscriber::new(database.store(), hub.clone(), viewer, filter, None, None)
+                    };
+                    let mut subscriber = subscribe().unwrap();
+                    let opening = subscriber.next_chunk().await.unwrap();
+                    assert!(opening.ends_with(b": connected\n\n"));
+                    let waiting = tokio::task::spawn_local(async move {
+                        (subscriber.next_chunk().await, subscriber.next_chunk().await)
+                    });
+                    tokio::task::yield_now().await; // it waits on its ring now
+                    hub.close();
+                    // Well before a heartbeat (15 s), which would also end it.
+                    let (goodbye, after) = tokio::time::timeout(Duration::from_secs(5), waiting)
+                        .await
+                        .expect("closing wakes a waiting stream")
+                        .unwrap();
+                    let goodbye = String::from_utf8(goodbye.unwrap().to_vec()).unwrap();
+                    assert!(
+                        goodbye.contains("id: 0\n: the server is stopping"),
+                        "per thread: {per_thread}: {goodbye}"
+                    );
+                    assert!(after.is_none());
+                    assert!(subscribe().is_none(), "no stream opens any more");
+                    assert!(hub.join().is_none(), "no ring is joined any more");
+                })
+                .await;
+        }
     }
 
     #[tokio::test]
