@@ -25,14 +25,17 @@
 //! printed beside the figures, so a saturated client shows.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic here is a failed test
 
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use memchr::memmem::Finder;
 
 use eventstore::testing::TestDatabase;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpSocket;
 
 mod serve;
@@ -122,61 +125,110 @@ fn source_address(index: usize) -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(ip, 0))
 }
 
-/// One subscriber: connects from its own source address, waits for the stream to open,
-/// then records when each notice (a complete `event:` line) arrives.
-async fn subscribe(
-    server: SocketAddr,
-    index: usize,
-    opened: Arc<tokio::sync::Semaphore>,
-    arrivals: Arc<Mutex<Vec<Vec<Instant>>>>,
-) {
-    let socket = TcpSocket::new_v4().expect("socket");
-    socket
-        .bind(source_address(index))
-        .expect("bind a source address");
-    let mut socket = socket.connect(server).await.expect("connect");
-    socket
-        .write_all(
-            format!(
-                "GET /v1/stream HTTP/1.1\r\nHost: {server}\r\nAccept: text/event-stream\r\n\r\n"
-            )
-            .as_bytes(),
-        )
-        .await
-        .expect("request");
-    // Small buffers: a hundred thousand of these share the machine with the server. Large
-    // enough for a chunk and the kept tail, so that no notice makes the client allocate.
-    let mut buffer = Vec::with_capacity(2048 + 128);
-    let mut chunk = [0u8; 2048];
-    let mut is_open = false;
-    loop {
-        let read = match socket.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        let now = Instant::now();
-        buffer.extend_from_slice(&chunk[..read]);
-        if !is_open && buffer.starts_with(b"HTTP/1.1 ") && !buffer.starts_with(b"HTTP/1.1 200") {
-            let status = String::from_utf8_lossy(&buffer[..buffer.len().min(12)]).into_owned();
+/// The start of a notice's `event:` line. The client reads every subscriber's every chunk,
+/// on the same two cores as the server: a byte-by-byte search was most of its user time in
+/// `perf`, time the server's deliveries then waited for.
+static EVENT_LINE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\nevent: "));
+static CONNECTED: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b": connected"));
+
+/// How long a reader thread lets deliveries gather after it wakes before it reads them,
+/// as a network card's interrupt coalescing does. Without it the readers slept in
+/// `epoll_wait` between deliveries, and every delivery's `writev` in the server woke one of
+/// them from inside the server's own system call: `perf` put 11 % of the server's samples
+/// there (a wake-up crossing CPUs is dear in a virtual machine), a cost of loopback that a
+/// crowd on other machines never puts on the server. A delivery is stamped when it is
+/// read, so this at most adds to the latencies measured.
+const GATHER: Duration = Duration::from_millis(1);
+/// Threads reading the subscribers' connections (the machine's cores, as tokio's default).
+const READERS: usize = 2;
+/// Readiness events taken per `epoll_wait`.
+const EVENTS_PER_WAIT: usize = 1024;
+
+/// Opens one subscriber: connects from its own source address and sends the request. Its
+/// reader thread reads the rest.
+async fn connect(server: SocketAddr, index: usize) -> std::net::TcpStream {
+    let opened = async {
+        let socket = TcpSocket::new_v4()?;
+        socket.bind(source_address(index))?;
+        let mut socket = socket.connect(server).await?;
+        let request = format!(
+            "GET /v1/stream HTTP/1.1\r\nHost: {server}\r\nAccept: text/event-stream\r\n\r\n"
+        );
+        socket.write_all(request.as_bytes()).await?;
+        socket.into_std()
+    };
+    match opened.await {
+        Ok(socket) => socket,
+        Err(e) => {
             // A panic here would end only this task, and main would wait forever.
+            eprintln!("subscriber {index}: could not connect: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// A subscriber's connection, as its reader thread holds it.
+struct Connection {
+    socket: mio::net::TcpStream,
+    /// What was read and may still start or finish an `event:` line.
+    buffer: Vec<u8>,
+    is_open: bool,
+    /// When each notice was read.
+    arrivals: Vec<Instant>,
+}
+
+impl Connection {
+    fn new(socket: std::net::TcpStream, notices: usize) -> Connection {
+        Connection {
+            socket: mio::net::TcpStream::from_std(socket),
+            // Large enough for a chunk and the kept tail, and room for every notice: no
+            // notice makes the client allocate.
+            buffer: Vec::with_capacity(2048 + 128),
+            is_open: false,
+            arrivals: Vec::with_capacity(notices),
+        }
+    }
+
+    /// Reads everything that has arrived (readiness is edge-triggered); false once the
+    /// connection is closed.
+    fn read(&mut self, index: usize, chunk: &mut [u8], opened: &AtomicUsize) -> bool {
+        loop {
+            let read = match self.socket.read(chunk) {
+                Ok(0) => return false,
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => return false,
+            };
+            let now = Instant::now();
+            self.take(index, &chunk[..read], now, opened);
+        }
+    }
+
+    /// Counts the notices in `bytes`, read at `now`.
+    fn take(&mut self, index: usize, bytes: &[u8], now: Instant, opened: &AtomicUsize) {
+        let buffer = &mut self.buffer;
+        buffer.extend_from_slice(bytes);
+        if !self.is_open && buffer.starts_with(b"HTTP/1.1 ") && !buffer.starts_with(b"HTTP/1.1 200")
+        {
+            let status = String::from_utf8_lossy(&buffer[..buffer.len().min(12)]).into_owned();
             eprintln!("subscriber {index}: the stream was refused: {status}");
             std::process::exit(1);
         }
-        if !is_open && CONNECTED.find(&buffer).is_some() {
-            is_open = true;
-            opened.add_permits(1);
+        if !self.is_open && CONNECTED.find(buffer).is_some() {
+            self.is_open = true;
+            opened.fetch_add(1, Ordering::Relaxed);
         }
         // Count notices by their complete `event:` lines (the opening and heartbeats carry
         // `id:` lines too, but no event). Keep only what could still start or finish one, so
         // that no byte is searched twice.
         let mut searched = 0;
-        let mut notices = 0;
         let mut keep_from = None;
         while let Some(at) = EVENT_LINE.find(&buffer[searched..]) {
             let start = searched + at + EVENT_LINE.needle().len();
             match memchr::memchr(b'\n', &buffer[start..]) {
                 Some(end) => {
-                    notices += 1;
+                    self.arrivals.push(now);
                     searched = start + end;
                 }
                 None => {
@@ -185,13 +237,9 @@ async fn subscribe(
                 }
             }
         }
-        if notices > 0 {
-            let mut all = arrivals.lock().expect("arrivals");
-            all[index].extend(std::iter::repeat_n(now, notices));
-        }
         let consumed = match keep_from {
             Some(event_line) => event_line,
-            None if is_open => {
+            None if self.is_open => {
                 searched.max(buffer.len().saturating_sub(EVENT_LINE.needle().len() - 1))
             }
             None => 0,
@@ -200,11 +248,61 @@ async fn subscribe(
     }
 }
 
-/// The start of a notice's `event:` line. The client reads every subscriber's every chunk,
-/// on the same two cores as the server: a byte-by-byte search cost it about 30 ms of CPU per
-/// notice at 18,000 subscribers (`perf`), time the server's deliveries then waited for.
-static EVENT_LINE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\nevent: "));
-static CONNECTED: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b": connected"));
+/// One reader thread: takes its share of the connections from `incoming` and reads them
+/// until `stop`; returns each subscriber's arrivals.
+fn read_subscribers(
+    incoming: mpsc::Receiver<(usize, std::net::TcpStream)>,
+    notices: usize,
+    opened: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+) -> Vec<(usize, Vec<Instant>)> {
+    let mut poll = mio::Poll::new().expect("epoll");
+    let mut events = mio::Events::with_capacity(EVENTS_PER_WAIT);
+    let mut connections: HashMap<usize, Connection> = HashMap::new();
+    let mut closed = Vec::new();
+    let mut chunk = [0u8; 2048];
+    while !stop.load(Ordering::Relaxed) {
+        while let Ok((index, socket)) = incoming.try_recv() {
+            let mut connection = Connection::new(socket, notices);
+            poll.registry()
+                .register(
+                    &mut connection.socket,
+                    mio::Token(index),
+                    mio::Interest::READABLE,
+                )
+                .expect("register a subscriber");
+            connections.insert(index, connection);
+        }
+        match poll.poll(&mut events, Some(Duration::from_millis(10))) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => panic!("epoll_wait: {e}"),
+        }
+        let mut woken = 0;
+        for event in events.iter() {
+            woken += 1;
+            let index = event.token().0;
+            let Some(connection) = connections.get_mut(&index) else {
+                continue;
+            };
+            if !connection.read(index, &mut chunk, &opened) {
+                if let Some(connection) = connections.remove(&index) {
+                    closed.push((index, connection.arrivals));
+                }
+            }
+        }
+        // A full batch: more are waiting already.
+        if woken > 0 && woken < EVENTS_PER_WAIT {
+            std::thread::sleep(GATHER);
+        }
+    }
+    closed.extend(
+        connections
+            .into_iter()
+            .map(|(index, c)| (index, c.arrivals)),
+    );
+    closed
+}
 
 #[tokio::main]
 async fn main() {
@@ -233,23 +331,35 @@ async fn main() {
     let before = resident_kib(server.child.id());
     let (client_cpu_at_start, server_cpu_at_start) =
         (cpu_seconds("self"), cpu_seconds(&server_pid));
-    let opened = Arc::new(tokio::sync::Semaphore::new(0));
-    // Room for every notice up front: the client allocates nothing while it measures.
-    let arrivals = Arc::new(Mutex::new(
-        (0..subscribers)
-            .map(|_| Vec::with_capacity(args.notices))
-            .collect::<Vec<Vec<Instant>>>(),
-    ));
+    let opened = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (to_readers, readers): (Vec<_>, Vec<_>) = (0..READERS)
+        .map(|n| {
+            let (to_reader, incoming) = mpsc::channel();
+            let (opened, stop) = (opened.clone(), stop.clone());
+            let notices = args.notices;
+            let reader = std::thread::Builder::new()
+                .name(format!("subscribers-{n}"))
+                .spawn(move || read_subscribers(incoming, notices, opened, stop))
+                .expect("a reader thread");
+            (to_reader, reader)
+        })
+        .unzip();
     let started = Instant::now();
     for index in 0..subscribers {
-        tokio::spawn(subscribe(address, index, opened.clone(), arrivals.clone()));
+        let to_reader = to_readers[index % READERS].clone();
+        tokio::spawn(async move {
+            let socket = connect(address, index).await;
+            let _ = to_reader.send((index, socket));
+        });
         // Connect in waves, as a crowd reconnecting after an outage would not all at once.
         if index % 500 == 499 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let all_open = opened.acquire_many(subscribers as u32).await.expect("open");
-    all_open.forget();
+    while opened.load(Ordering::Relaxed) < subscribers {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let connect_time = started.elapsed();
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let after = resident_kib(server.child.id());
@@ -271,19 +381,28 @@ async fn main() {
     let publishing = publishing.elapsed();
     let (client_cpu_end, server_cpu_end) = (cpu_seconds("self"), cpu_seconds(&server_pid));
 
-    let all = arrivals.lock().expect("arrivals").clone();
+    stop.store(true, Ordering::Relaxed);
+    let mut all = vec![Vec::new(); subscribers];
+    for reader in readers {
+        for (index, arrivals) in reader.join().expect("a reader thread") {
+            all[index] = arrivals;
+        }
+    }
     let complete = all.iter().filter(|a| a.len() >= args.notices).count();
     let mut last_delivery = Vec::new();
+    let mut first_delivery = Vec::new();
     let mut every_delivery = Vec::new();
     for (n, sent) in published.iter().enumerate() {
-        let mut latest = 0.0f64;
+        let (mut earliest, mut latest) = (f64::MAX, 0.0f64);
         for subscriber in &all {
             if let Some(at) = subscriber.get(n) {
                 let ms = at.duration_since(*sent).as_secs_f64() * 1000.0;
                 every_delivery.push(ms);
+                earliest = earliest.min(ms);
                 latest = latest.max(ms);
             }
         }
+        first_delivery.push(earliest);
         last_delivery.push(latest);
     }
     drop(server);
@@ -315,6 +434,15 @@ async fn main() {
     println!(
         "each notice's last delivery, in order (ms): {}",
         last_delivery
+            .iter()
+            .map(|ms| format!("{ms:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    // From publishing to the fan-out's start: the POST, the log's sealing and the follower.
+    println!(
+        "each notice's first delivery, in order (ms): {}",
+        first_delivery
             .iter()
             .map(|ms| format!("{ms:.0}"))
             .collect::<Vec<_>>()
