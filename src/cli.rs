@@ -201,7 +201,7 @@ pub struct ServeArgs {
     /// resumes from the log with `Last-Event-ID`).
     #[arg(long, env = "CRIER_STREAM_BUFFER", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub stream_buffer: u64,
-    /// Seconds between the comments that keep an idle `/v1/stream` open.
+    /// Seconds of silence after which a `/v1/stream` gets a comment that keeps it open.
     #[arg(long, env = "CRIER_STREAM_HEARTBEAT", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub stream_heartbeat: u64,
     /// The page's name in the Statuspage API and the feeds.

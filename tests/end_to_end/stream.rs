@@ -247,6 +247,51 @@ async fn private_notices_reach_their_tenant_only_and_filters_apply() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_hears_a_heartbeat_only_once_it_has_been_silent_for_a_period() {
+    let db = TestDatabase::create().await;
+    let api = Api::start_with(
+        &db,
+        &[
+            ("CRIER_WRITE_RATE_LIMIT", "0"),
+            ("CRIER_STREAM_HEARTBEAT", "2"),
+        ],
+    )
+    .await;
+    let publisher = api.key("publisher", None).await;
+    let teams = api.service("Teams").await;
+    let mut client = SseClient::open(&api.server.base, "", None, None).await;
+    // Notices every 300 ms or so for two periods and more: the stream is never silent for
+    // one, so no heartbeat is written between them.
+    let started = std::time::Instant::now();
+    let mut n = 0;
+    while started.elapsed() < Duration::from_millis(4500) {
+        n += 1;
+        api.declare(
+            &publisher,
+            incident_body(&teams, &format!("Busy {n}"), None, &[]),
+        )
+        .await;
+        client
+            .next_incident(Duration::from_secs(10))
+            .await
+            .expect("the notice");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        !client.comments.iter().any(|c| c == "heartbeat"),
+        "{:?}",
+        client.comments
+    );
+    // Silent for a period: now it hears one.
+    assert!(client.next(Duration::from_secs(3)).await.is_none());
+    assert!(
+        client.comments.iter().any(|c| c == "heartbeat"),
+        "{:?}",
+        client.comments
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notice_published_through_one_process_reaches_subscribers_of_another() {
     let db = TestDatabase::create().await;
     let first = Api::start(&db).await;

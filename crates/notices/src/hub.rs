@@ -11,8 +11,8 @@
 //! the log itself, then joins the ring and catches up once more to the position it joined
 //! at, so nothing between the two is missed, and nothing is sent twice (positions only
 //! grow). Each message: `id:` the global position, `event:` the CloudEvent type, `data:`
-//! the CloudEvent (see [`crate::notice`]). A comment every 15 s keeps idle connections
-//! open.
+//! the CloudEvent (see [`crate::notice`]). A comment after 15 s with nothing sent keeps
+//! idle connections open.
 //!
 //! # A ring per thread
 //!
@@ -94,8 +94,8 @@ impl Default for NoticeHub {
 }
 
 impl NoticeHub {
-    /// A hub whose ring holds `ring` notices, its streams sending a comment every
-    /// `heartbeat`.
+    /// A hub whose ring holds `ring` notices, its streams sending a comment once they have
+    /// sent nothing for `heartbeat`.
     pub fn new(ring: usize, heartbeat: Duration, site: Site) -> NoticeHub {
         static HUBS: AtomicU64 = AtomicU64::new(0);
         let (sender, _) = broadcast::channel(ring.max(1));
@@ -610,6 +610,14 @@ impl Subscriber {
                     }
                 },
                 _ = self.heartbeat.tick() => {
+                    // Only a stream that has been silent for a period needs one: whatever
+                    // was sent since kept the connection alive. So while notices flow,
+                    // 100,000 subscribers' heartbeats cost a timer each, not a write each.
+                    let due = self.last_sent + self.hub.heartbeat;
+                    if due > tokio::time::Instant::now() {
+                        self.heartbeat.reset_at(due);
+                        continue;
+                    }
                     return Some(Bytes::from(format!("id: {}\n: heartbeat\n\n", self.last)));
                 }
                 revoked = self.revocations.recv(), if self.key.is_some() => {
