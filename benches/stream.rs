@@ -431,22 +431,18 @@ async fn main() {
         percentile(every_delivery.clone(), 99.0),
         percentile(every_delivery, 100.0)
     );
+    let in_order = |times: &[f64]| {
+        let times: Vec<String> = times.iter().map(|ms| format!("{ms:.0}")).collect();
+        times.join(", ")
+    };
     println!(
         "each notice's last delivery, in order (ms): {}",
-        last_delivery
-            .iter()
-            .map(|ms| format!("{ms:.0}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        in_order(&last_delivery)
     );
     // From publishing to the fan-out's start: the POST, the log's sealing and the follower.
     println!(
         "each notice's first delivery, in order (ms): {}",
-        first_delivery
-            .iter()
-            .map(|ms| format!("{ms:.0}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        in_order(&first_delivery)
     );
     let p99 = percentile(last_delivery.clone(), 99.0);
     println!(
