@@ -351,8 +351,9 @@ async fn relay(registration: Registration, mut process_ring: broadcast::Receiver
                 // No receiver left is not an error: `closed` ends the relay next.
                 let _ = ring.sender.send(notice);
             }
-            // Its subscribers missed what it missed: ending their ring closes them as too
-            // far behind, and they resume from the log.
+            // Lagged: its subscribers missed what it missed, and ending their ring closes
+            // them as too far behind (they resume from the log). Closed: the hub is closing,
+            // and ending their ring has them say goodbye.
             Err(broadcast::error::RecvError::Lagged(_) | broadcast::error::RecvError::Closed) => {
                 return
             }
@@ -814,7 +815,7 @@ mod tests {
                     });
                     tokio::task::yield_now().await; // it waits on its ring now
                     hub.close();
-                    // Well before a heartbeat (15 s), which would also end it.
+                    // Woken by the ring's end, not by a heartbeat (15 s).
                     let (goodbye, after) = tokio::time::timeout(Duration::from_secs(5), waiting)
                         .await
                         .expect("closing wakes a waiting stream")
