@@ -17,9 +17,14 @@
 //! addresses (127.0.x.y, 500 each), so that neither the ephemeral port range nor the
 //! server's per-address stream cap binds: the server is measured as it would be by a crowd.
 //!
-//! Heartbeats: the server is started with `--heartbeat` seconds between comments (15 by
-//! default, as in production); the notices are published over several heartbeats, so their
-//! latency includes whatever the heartbeats of every subscriber cost.
+//! Heartbeats: the server is started with `--heartbeat` seconds of silence before a comment
+//! (15 by default, as in production); with a hundred notices (`run-all`) the publishing lasts
+//! several periods, so their latency includes whatever the heartbeats of every subscriber
+//! cost (timers that re-arm while notices flow).
+//!
+//! Reading: once connected, each subscriber is read by one of two threads of the client's own
+//! on `epoll`, which let deliveries gather for a millisecond after each wake-up (see
+//! [`GATHER`]); each notice is stamped when it is read.
 //!
 //! The client's own CPU (user and system, from `/proc/self/stat`) and the server's are
 //! printed beside the figures, so a saturated client shows.
