@@ -70,7 +70,7 @@ impl TestDatabase {
                  SET session_replication_role = origin;"
             ))
             .await
-            .unwrap_or_else(|e| panic!("cannot forge: {e}"));
+            .unwrap_or_else(|e| panic!("cannot forge: {e:?}")); // the database's own words
     }
 }
 
