@@ -237,21 +237,20 @@ impl NoticeHub {
     ) -> Result<(), NoticeError> {
         // Started again after a failure: go on from the last position handed on, or the
         // notices published meanwhile would never reach the subscribers already in the ring.
-        let resumed = self.published();
-        let start = loop {
-            if let Some(resumed) = resumed {
-                break resumed;
-            }
-            match store.log_head().await {
-                Ok(head) => break head.map_or(0, |(position, _)| position),
-                Err(e) => {
-                    tracing::warn!(error = %Chain(&e), "the notice stream waits for the database");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = cancel.cancelled() => return Ok(()),
+        let start = match self.published() {
+            Some(resumed) => resumed,
+            None => loop {
+                match store.log_head().await {
+                    Ok(head) => break head.map_or(0, |(position, _)| position),
+                    Err(e) => {
+                        tracing::warn!(error = %Chain(&e), "the notice stream waits for the database");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            _ = cancel.cancelled() => return Ok(()),
+                        }
                     }
                 }
-            }
+            },
         };
         self.publish(start, None);
         let options = SubscriptionOptions {
@@ -644,7 +643,14 @@ mod tests {
     use tokio::task::LocalSet;
 
     fn started_hub(ring: usize) -> Arc<NoticeHub> {
-        let hub = NoticeHub::new(ring, HEARTBEAT, Site::default()).relaying_per_thread();
+        started_hub_relaying(ring, true)
+    }
+
+    fn started_hub_relaying(ring: usize, per_thread: bool) -> Arc<NoticeHub> {
+        let mut hub = NoticeHub::new(ring, HEARTBEAT, Site::default());
+        if per_thread {
+            hub = hub.relaying_per_thread();
+        }
         hub.publish(0, None);
         Arc::new(hub)
     }
@@ -797,12 +803,7 @@ mod tests {
         for per_thread in [true, false] {
             LocalSet::new()
                 .run_until(async {
-                    let mut hub = NoticeHub::new(16, HEARTBEAT, Site::default());
-                    if per_thread {
-                        hub = hub.relaying_per_thread();
-                    }
-                    hub.publish(0, None);
-                    let hub = Arc::new(hub);
+                    let hub = started_hub_relaying(16, per_thread);
                     let subscribe = || {
                         let (viewer, filter) = (Viewer::Public, NoticeFilter::default());
                         Subscriber::new(database.store(), hub.clone(), viewer, filter, None, None)
