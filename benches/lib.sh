@@ -72,16 +72,38 @@ CONF
     nginx -c "$WORK/nginx.conf"
 }
 
+# nginx_pids: the pids of the nginx started by start_nginx, its workers included.
+nginx_pids() {
+    local master
+    master=$(cat "$WORK/nginx.pid" 2>/dev/null) || return 0
+    echo "$master" $(pgrep -P "$master" | tr '\n' ' ')
+}
+
 # wrk_run LABEL WRK-ARGS...: prints "LABEL requests/s p99 non-2xx".
 wrk_run() {
     local label="$1"
     shift
+    local before
+    before=$(cpu_ticks "${CPU_PIDS[@]}")
     wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency "$@" >"$WORK/$label.txt"
-    local rps p99 errors
+    local rps p99 errors requests ticks
     rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/$label.txt")
     p99=$(awk '$1 == "99%" {print $2}' "$WORK/$label.txt")
     errors=$(awk '/Non-2xx/ {print $5}' "$WORK/$label.txt")
-    echo "$label $rps $p99 ${errors:-0}"
+    requests=$(awk '/requests in/ {print $1}' "$WORK/$label.txt")
+    ticks=$(($(cpu_ticks "${CPU_PIDS[@]}") - before))
+    echo "$label $rps $p99 ${errors:-0} $ticks ${requests:-0}"
+}
+
+# cpu_ticks PID...: the user and system time the processes have used, in clock ticks (0
+# with none). wrk_run reports what CPU_PIDS (an array, empty unless set) used during its run.
+CPU_PIDS=()
+cpu_ticks() {
+    local total=0 pid
+    for pid in "$@"; do
+        total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
 }
 
 # The page the public benchmarks read: 30 services in 5 groups, 3 unresolved incidents
@@ -119,9 +141,21 @@ seed_public_page() {
 # write rounds of benches/api/load.sh do, so that a machine drifting between runs moves both
 # sides of a round's ratio alike. Sets C_RPS C_P99 and N_RPS N_P99, each side's run of median
 # requests/s; RATIO, the median of the rounds' ratios; E_RPS E_P99 (the 304s); and RSS
-# (crier's, in KiB, after). With a third argument `gzip`, every request (of both sides) takes
+# (crier's, in KiB, after); CPU_RATIO, the median of the rounds' server CPU per request,
+# nginx's over crier's (which says whether a ratio of requests/s that misses is crier's work
+# or how the cores were shared with wrk). With a third argument `gzip`, every request (of both sides) takes
 # gzip, as a browser's does, and nginx serves the bytes crier gzipped from FILE.gz
 # (gzip_static); without it, every request asks for the bytes as they are.
+crier_round() {
+    CPU_PIDS=("${CRIER_PIDS[0]}")
+    wrk_run crier "$@" >>"$WORK/c_rounds.txt"
+    CPU_PIDS=()
+}
+nginx_round() {
+    read -ra CPU_PIDS < <(nginx_pids)
+    wrk_run nginx "$@" >>"$WORK/n_rounds.txt"
+    CPU_PIDS=()
+}
 measure_against_nginx() {
     local path=$1 file=$2 etag round rounds=${CRIER_BENCH_ROUNDS:-3}
     local accept=(-H "Accept-Encoding: identity")
@@ -136,27 +170,32 @@ measure_against_nginx() {
     : >"$WORK/n_rounds.txt"
     for round in $(seq 0 $((rounds - 1))); do
         if [ $((round % 2)) -eq 0 ]; then
-            wrk_run crier "${accept[@]}" "$BASE$path" >>"$WORK/c_rounds.txt"
-            wrk_run nginx "${accept[@]}" "http://127.0.0.1:$NGINX_PORT/$file" >>"$WORK/n_rounds.txt"
+            crier_round "${accept[@]}" "$BASE$path"
+            nginx_round "${accept[@]}" "http://127.0.0.1:$NGINX_PORT/$file"
         else
-            wrk_run nginx "${accept[@]}" "http://127.0.0.1:$NGINX_PORT/$file" >>"$WORK/n_rounds.txt"
-            wrk_run crier "${accept[@]}" "$BASE$path" >>"$WORK/c_rounds.txt"
+            nginx_round "${accept[@]}" "http://127.0.0.1:$NGINX_PORT/$file"
+            crier_round "${accept[@]}" "$BASE$path"
         fi
     done
     wrk_run crier_304 "${accept[@]}" -H "If-None-Match: $etag" "$BASE$path" >"$WORK/c304.txt"
-    read -r C_RPS C_P99 N_RPS N_P99 RATIO < <(python3 - "$WORK/c_rounds.txt" "$WORK/n_rounds.txt" "$path" <<'PY'
+    read -r C_RPS C_P99 N_RPS N_P99 RATIO CPU_RATIO < <(python3 - "$WORK/c_rounds.txt" "$WORK/n_rounds.txt" "$path" "$(getconf CLK_TCK)" <<'PY'
 import statistics, sys
 crier = [line.split() for line in open(sys.argv[1])]
 nginx = [line.split() for line in open(sys.argv[2])]
+tick_us = 1e6 / float(sys.argv[4])
+def cpu_us(run):  # server CPU per request, microseconds
+    return float(run[4]) * tick_us / max(float(run[5]), 1.0)
 ratios = [float(c[1]) / float(n[1]) for c, n in zip(crier, nginx)]
+cpu_ratios = [cpu_us(n) / max(cpu_us(c), 1e-9) for c, n in zip(crier, nginx)]
 for k, (c, n, r) in enumerate(zip(crier, nginx, ratios)):
-    print(f"  {sys.argv[3]} round {k}: crier {float(c[1]):.0f}/s, nginx {float(n[1]):.0f}/s, ratio {r:.2f}", file=sys.stderr)
+    print(f"  {sys.argv[3]} round {k}: crier {float(c[1]):.0f}/s, nginx {float(n[1]):.0f}/s, ratio {r:.2f};"
+          f" server CPU per request: crier {cpu_us(c):.1f} us, nginx {cpu_us(n):.1f} us", file=sys.stderr)
 def median_run(runs):
     return sorted(runs, key=lambda run: float(run[1]))[(len(runs) - 1) // 2]
 c, n = median_run(crier), median_run(nginx)
-print(c[1], c[2], n[1], n[2], f"{statistics.median(ratios):.2f}")
+print(c[1], c[2], n[1], n[2], f"{statistics.median(ratios):.2f}", f"{statistics.median(cpu_ratios):.2f}")
 PY
     )
-    read -r _ E_RPS E_P99 _ <"$WORK/c304.txt"
+    read -r _ E_RPS E_P99 _ _ _ <"$WORK/c304.txt"
     RSS=$(awk '/VmRSS/ {print $2}' "/proc/${CRIER_PIDS[0]}/status")
 }

@@ -92,8 +92,8 @@ start_nginx "$NGINX_PORT" "$WORK/incident.json"
 wrk_run crier_reads "$BASE/v1/incidents/$READ_ID" >"$WORK/r.txt"
 wrk_run nginx_reads "http://127.0.0.1:$NGINX_PORT/incident.json" >"$WORK/n.txt"
 
-read -r _ R_RPS R_P99 R_ERR <"$WORK/r.txt"
-read -r _ N_RPS N_P99 N_ERR <"$WORK/n.txt"
+read -r _ R_RPS R_P99 R_ERR _ <"$WORK/r.txt"
+read -r _ N_RPS N_P99 N_ERR _ <"$WORK/n.txt"
 UPDATES=$(psql "$PGURL/$DB" -Atc "SELECT count(*) FROM events WHERE event_type = 'incident.update_posted'")
 
 echo
