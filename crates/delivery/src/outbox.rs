@@ -147,14 +147,6 @@ pub(crate) async fn next_batch<C: GenericClient>(
 /// batch of a few hundred notices take a few hundred milliseconds.
 const RENDERED_AT_ONCE: usize = 8;
 
-/// Fans out the next batch after the checkpoint; answers how many events it took (none once
-/// caught up). The deliveries are left for a sender's claims.
-pub async fn fan_out_next_batch(store: &EventStore, site: &Site) -> Result<usize, DeliveryError> {
-    Ok(fan_out(store, site, None, DELIVERIES_PER_BATCH)
-        .await?
-        .events)
-}
-
 /// What one batch of the log did, as [`follow_log`] needs to know it.
 pub(crate) struct Batch {
     /// Events taken (their checkpoint moved past).
@@ -619,6 +611,13 @@ where
         match fan_out().await {
             Ok(done) => {
                 retry = Duration::from_millis(100);
+                if done.events > 0 {
+                    tracing::debug!(
+                        events = done.events,
+                        behind = done.behind,
+                        "{name} outbox fanned out a batch"
+                    );
+                }
                 if done.wakes_sender {
                     wake.notify_one();
                 }

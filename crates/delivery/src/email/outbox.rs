@@ -50,11 +50,6 @@ struct Owed {
     services: Vec<Uuid>,
 }
 
-/// Fans out the next batch after the checkpoint; answers how many events it read.
-pub async fn fan_out_next_batch(store: &EventStore, site: &Site) -> Result<usize, DeliveryError> {
-    Ok(fan_out(store, site).await?.events)
-}
-
 /// Fans out the next batch; its sender is woken only when emails were written (a
 /// confirmation or a notice owed): ending subscriptions gives it nothing to send.
 async fn fan_out(store: &EventStore, site: &Site) -> Result<Batch, DeliveryError> {
