@@ -79,7 +79,8 @@ nginx_pids() {
     echo "$master" $(pgrep -P "$master" | tr '\n' ' ')
 }
 
-# wrk_run LABEL WRK-ARGS...: prints "LABEL requests/s p99 non-2xx".
+# wrk_run LABEL WRK-ARGS...: prints "LABEL requests/s p99 non-2xx cpu-ticks requests", the
+# ticks being what the processes in CPU_PIDS used during the run (0 with none).
 wrk_run() {
     local label="$1"
     shift
@@ -96,7 +97,7 @@ wrk_run() {
 }
 
 # cpu_ticks PID...: the user and system time the processes have used, in clock ticks (0
-# with none). wrk_run reports what CPU_PIDS (an array, empty unless set) used during its run.
+# with none). CPU_PIDS is an array, empty unless a caller sets it around a wrk_run.
 CPU_PIDS=()
 cpu_ticks() {
     local total=0 pid
@@ -142,10 +143,10 @@ seed_public_page() {
 # sides of a round's ratio alike. Sets C_RPS C_P99 and N_RPS N_P99, each side's run of median
 # requests/s; RATIO, the median of the rounds' ratios; E_RPS E_P99 (the 304s); and RSS
 # (crier's, in KiB, after); CPU_RATIO, the median of the rounds' server CPU per request,
-# nginx's over crier's (which says whether a ratio of requests/s that misses is crier's work
-# or how the cores were shared with wrk). With a third argument `gzip`, every request (of both sides) takes
-# gzip, as a browser's does, and nginx serves the bytes crier gzipped from FILE.gz
-# (gzip_static); without it, every request asks for the bytes as they are.
+# nginx's over crier's (which tells crier's work from how wrk and the server shared the two
+# cores, when a ratio of requests/s misses). With a third argument `gzip`, every request (of
+# both sides) takes gzip, as a browser's does, and nginx serves the bytes crier gzipped from
+# FILE.gz (gzip_static); without it, every request asks for the bytes as they are.
 crier_round() {
     CPU_PIDS=("${CRIER_PIDS[0]}")
     wrk_run crier "$@" >>"$WORK/c_rounds.txt"

@@ -39,7 +39,7 @@ sleep 1.5
 # Each read in turn: its rows, its ratio as the median of its paired rounds, and the server's
 # CPU per request against nginx's in the same rounds (the rounds' lines, on stderr, give both
 # in microseconds). On two cores shared with wrk, requests/s also measures how the scheduler
-# split the cores; CPU per request measures the server alone.
+# split the cores; CPU per request is much less sensitive to that split.
 report() { # label, target
     printf '%-48s %12s %10s\n' "GET $1 (crier)" "$C_RPS" "$C_P99"
     printf '%-48s %12s %10s\n' "nginx, same bytes from a file (baseline)" "$N_RPS" "$N_P99"
