@@ -76,7 +76,9 @@ CONF
 nginx_pids() {
     local master
     master=$(cat "$WORK/nginx.pid" 2>/dev/null) || return 0
-    echo "$master" $(pgrep -P "$master" | tr '\n' ' ')
+    # Unquoted: one word per pid.
+    # shellcheck disable=SC2046
+    echo "$master" $(pgrep -P "$master")
 }
 
 # wrk_run LABEL WRK-ARGS...: prints "LABEL requests/s p99 non-2xx cpu-ticks requests", the
