@@ -154,9 +154,10 @@ pub(crate) struct Batch {
     /// Whether more events wait: the batch read as many as it may, or stopped early at its
     /// bound of deliveries. The follower then goes on at once.
     pub behind: bool,
-    /// Whether the batch gave its sender something to claim: deliveries written. Nothing
-    /// else does (an endpoint registered has none yet; one ended only has them cancelled),
-    /// most events give it nothing, and a claim costs the database about a millisecond.
+    /// Whether the batch gave its sender something to claim: deliveries written and not
+    /// handed over. Nothing else does (an endpoint registered has none yet; one ended only
+    /// has them cancelled), most events give it nothing, and a claim costs the database
+    /// about a millisecond.
     pub wakes_sender: bool,
 }
 
@@ -282,15 +283,21 @@ async fn fan_out(
     if written > 0 {
         metrics::counter!("crier_webhook_deliveries_created_total").increment(written as u64);
     }
+    let handed_over = handed.len();
     if let Some(sender) = sender {
-        for (delivery, reservation) in handed {
-            sender.hand_over(reservation, delivery, leased_from);
+        if !handed.is_empty() {
+            for (delivery, reservation) in handed {
+                sender.hand_over(reservation, delivery, leased_from);
+            }
+            sender.start_handed_now();
         }
     }
     Ok(Batch {
         events: taken,
         behind: taken < events.len() || events.len() == BATCH,
-        wakes_sender: written > 0,
+        // What was handed over has started, or waits for a slot that a finished send
+        // gives it: only the rest needs a claim.
+        wakes_sender: written > handed_over,
     })
 }
 
@@ -764,6 +771,58 @@ pub(crate) mod tests {
         assert_eq!(taken, (3, false));
         assert_eq!(written[&third], vec![7, 8, 9, 11, 12]);
         assert!(!written.contains_key(&maintenances));
+    }
+
+    #[tokio::test]
+    async fn deliveries_handed_over_to_a_running_sender_do_not_wake_it_to_claim() {
+        let db = TestDatabase::create().await;
+        let store = db.store();
+        let site = Site::default();
+        let sender = Sender::new(
+            &store,
+            crate::webhook::WebhookSettings::default(),
+            Arc::new(Notify::new()),
+        )
+        .unwrap();
+        let cancel = CancellationToken::new();
+        let running = tokio::spawn(sender.clone().run(cancel.clone()));
+        // Hand-overs are taken once the sender runs (a reservation taken and given back).
+        while sender.reserve(Uuid::nil()).is_none() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let batch = || async {
+            store.seal_all(Duration::from_secs(5)).await.unwrap();
+            fan_out(&store, &site, Some(&sender), DELIVERIES_PER_BATCH)
+                .await
+                .unwrap()
+        };
+        let endpoint = register_endpoint(&store, Vec::new()).await;
+        let client = store.pool().get().await.unwrap();
+        client
+            .execute(
+                "INSERT INTO webhook_secrets (webhook_id, secret) VALUES ($1, 'whsec_x')",
+                &[&endpoint],
+            )
+            .await
+            .unwrap();
+        assert_eq!(batch().await.events, 1);
+
+        // The delivery is written leased to this sender and started by it: nothing to claim.
+        declare_incident(&store).await;
+        let owed = batch().await;
+        assert_eq!((owed.events, owed.wakes_sender), (1, false));
+        let leased: i64 = client
+            .query_one(
+                "SELECT count(*) FROM webhook_deliveries WHERE attempts = 1",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(leased, 1);
+
+        cancel.cancel();
+        running.await.unwrap().unwrap();
     }
 
     #[tokio::test]

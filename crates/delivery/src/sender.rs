@@ -117,6 +117,9 @@ struct HandedQueues {
     queues: HashMap<Uuid, VecDeque<Handed>>,
     room: HashMap<Uuid, usize>,
     total: usize,
+    /// Where the next [`Sender::start_handed`] begins among the queues, so that when slots
+    /// are short no endpoint is always served first.
+    turn: usize,
 }
 
 struct Handed {
@@ -206,6 +209,16 @@ pub struct Sender {
     /// Whether [`Sender::run`] runs: nothing is handed over otherwise.
     running: std::sync::atomic::AtomicBool,
     handed: Mutex<HandedQueues>,
+    /// The recorder's channel while [`Sender::run`] runs: what a finished attempt or a
+    /// hand-over uses to start handed-over deliveries at once, without waiting for the
+    /// sender's loop (which may be in a claim's round trip).
+    records: Mutex<Option<RecordsSender>>,
+    /// Whether the last claim may have left due deliveries behind (it took some, or did not
+    /// run): then a finished attempt wakes the sender to claim again. After a claim that
+    /// found nothing, only a finished attempt of an endpoint at its limit can make room for
+    /// one: a claim that found nothing cost the database about as much as one that found
+    /// a hundred, and every finished attempt asked for one.
+    claim_left_some: std::sync::atomic::AtomicBool,
 }
 
 impl Sender {
@@ -240,6 +253,8 @@ impl Sender {
             in_flight: Mutex::new(HashMap::new()),
             running: std::sync::atomic::AtomicBool::new(false),
             handed: Mutex::new(HandedQueues::default()),
+            records: Mutex::new(None),
+            claim_left_some: std::sync::atomic::AtomicBool::new(true),
         }))
     }
 
@@ -316,9 +331,24 @@ impl Sender {
         self.handed.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// [`Sender::start_handed`], for the fan-out once it has handed deliveries over: they
+    /// start now if slots are free, not when the sender's loop next looks.
+    pub(crate) fn start_handed_now(self: &Arc<Self>) {
+        let records = self
+            .records
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(records) = records {
+            self.start_handed(&records);
+        }
+    }
+
     /// Starts the handed-over deliveries that free slots and their endpoints' limits allow,
-    /// taking the queues in turn. One that waited longer than [`HANDED_WAIT`] is given back
-    /// to the claims.
+    /// taking the queues in turn, from a different one each time. One that waited longer
+    /// than [`HANDED_WAIT`] is given back to the claims. Runs whenever a slot may have come
+    /// free or a delivery was handed over: the sender's loop, a finished attempt, the
+    /// fan-out.
     fn start_handed(self: &Arc<Self>, records: &RecordsSender) {
         let per_endpoint = self.settings.per_endpoint.max(1);
         let mut waited_too_long: Vec<(Uuid, i64)> = Vec::new();
@@ -331,6 +361,10 @@ impl Sender {
             .in_flight
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        let mut order: Vec<Uuid> = handed.queues.keys().copied().collect();
+        let first = handed.turn % order.len();
+        order.rotate_left(first);
+        handed.turn = handed.turn.wrapping_add(1);
         let mut started = true;
         while started {
             started = false;
@@ -338,8 +372,12 @@ impl Sender {
                 queues,
                 room,
                 total,
+                ..
             } = &mut *handed;
-            for (webhook_id, queue) in queues.iter_mut() {
+            for webhook_id in &order {
+                let Some(queue) = queues.get_mut(webhook_id) else {
+                    continue;
+                };
                 let sending = in_flight.entry(*webhook_id).or_default();
                 let Some(waited) = queue.front().map(|h| h.leased_from.elapsed()) else {
                     continue;
@@ -419,6 +457,7 @@ impl Sender {
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) -> Result<(), DeliveryError> {
         let (records, recorded) = mpsc::unbounded_channel();
         let recorder = tokio::spawn(self.clone().record_loop(recorded));
+        *self.records.lock().unwrap_or_else(PoisonError::into_inner) = Some(records.clone());
         self.running.store(true, Ordering::Release);
         let mut retry = Duration::from_millis(100);
         loop {
@@ -440,9 +479,13 @@ impl Sender {
                 slots.push(slot);
             }
             let claimed = if slots.is_empty() {
+                self.claim_left_some.store(true, Ordering::Release);
                 Ok(Vec::new())
             } else {
-                self.claim(slots.len()).await
+                let claimed = self.claim(slots.len()).await;
+                let left_some = claimed.as_ref().map_or(true, |c| !c.is_empty());
+                self.claim_left_some.store(left_some, Ordering::Release);
+                claimed
             };
             match claimed {
                 Ok(claimed) if !claimed.is_empty() => {
@@ -602,7 +645,12 @@ impl Sender {
     /// Sends one delivery and hands what happened to the recorder. Its slot (and its place
     /// in the endpoint's count) is free once the recorder has room for the record: the
     /// next send need not wait for the database.
-    async fn attempt(&self, delivery: Claimed, slot: OwnedSemaphorePermit, records: RecordsSender) {
+    async fn attempt(
+        self: Arc<Self>,
+        delivery: Claimed,
+        slot: OwnedSemaphorePermit,
+        records: RecordsSender,
+    ) {
         let started_at = Utc::now();
         let clock = Instant::now();
         let seen = self.send(&delivery).await;
@@ -621,15 +669,21 @@ impl Sender {
             // runs out and the delivery is sent again.
             let _ = records.send(Some((record, waiting)));
         }
-        self.release(delivery.webhook_id);
+        let was_at_limit = self.release(delivery.webhook_id);
         drop(slot);
-        self.wake.notify_one();
+        // The slot goes to a handed-over delivery at once: the sender's loop may be waiting
+        // on a claim's round trip, and a busy database made that wait the runs' gaps.
+        self.start_handed(&records);
+        if was_at_limit || self.claim_left_some.load(Ordering::Acquire) {
+            self.wake.notify_one();
+        }
     }
 
     /// Handed-over deliveries not started are dropped: their leases run out and claims
     /// send them.
     fn stop_taking_hand_overs(&self) {
         self.running.store(false, Ordering::Release);
+        *self.records.lock().unwrap_or_else(PoisonError::into_inner) = None;
         let mut handed = self.handed_queues();
         let webhook_ids: Vec<Uuid> = handed.queues.keys().copied().collect();
         for webhook_id in webhook_ids {
@@ -637,15 +691,21 @@ impl Sender {
         }
     }
 
-    fn release(&self, webhook_id: Uuid) {
-        if let Ok(mut in_flight) = self.in_flight.lock() {
-            if let Some(n) = in_flight.get_mut(&webhook_id) {
-                *n -= 1;
-                if *n == 0 {
-                    in_flight.remove(&webhook_id);
-                }
-            }
+    /// Takes a finished send out of its endpoint's count; answers whether the endpoint was
+    /// at its limit of sends in flight (a claim may have passed it by).
+    fn release(&self, webhook_id: Uuid) -> bool {
+        let Ok(mut in_flight) = self.in_flight.lock() else {
+            return true;
+        };
+        let Some(n) = in_flight.get_mut(&webhook_id) else {
+            return false;
+        };
+        let was_at_limit = *n >= self.settings.per_endpoint.max(1);
+        *n -= 1;
+        if *n == 0 {
+            in_flight.remove(&webhook_id);
         }
+        was_at_limit
     }
 
     async fn send(&self, delivery: &Claimed) -> Seen {
@@ -770,9 +830,14 @@ impl Sender {
             // A batch that cannot be written is retried a little; if the database stays
             // away, the leases run out and the deliveries are sent again (at least once).
             let mut wait = Duration::from_millis(100);
+            // Unless written, the batch may have made something due: a claim looks.
+            let mut released = None;
             for _ in 0..6 {
                 match self.record_batch(&batch).await {
-                    Ok(()) => break,
+                    Ok(count) => {
+                        released = Some(count);
+                        break;
+                    }
                     Err(e) => {
                         tracing::warn!(error = %Chain(&e), records = batch.len(), "could not record webhook attempts; retrying");
                         tokio::time::sleep(wait).await;
@@ -785,20 +850,28 @@ impl Sender {
                 .filter(|(r, _)| r.gone)
                 .map(|(r, _)| r.webhook_id)
                 .collect();
+            // A retry is due later; the sender looks for it as it did before a record could
+            // skip the wake-up (a short `retry_base` may already have passed).
+            let retries = batch.iter().any(|(r, _)| r.state == "pending");
             drop(batch);
             // Whatever else it holds for an endpoint that answered 410 would get 410 too.
             self.drop_handed(&gone);
-            self.wake.notify_one();
+            // Only a claim sends what the batch made due: a claim that would find nothing
+            // costs the database about what sending a hundred costs.
+            if released != Some(0) || retries || !gone.is_empty() {
+                self.wake.notify_one();
+            }
             for webhook_id in gone {
                 self.disable(webhook_id).await;
             }
         }
     }
 
+    /// Answers how many waiting deliveries the batch made due.
     async fn record_batch(
         &self,
         batch: &[(Record, OwnedSemaphorePermit)],
-    ) -> Result<(), DeliveryError> {
+    ) -> Result<u64, DeliveryError> {
         let records: Vec<crate::AttemptRecord> = batch
             .iter()
             .map(|(r, _)| crate::AttemptRecord {
@@ -1078,9 +1151,10 @@ mod tests {
 
         // The first sender's late record: it changes nothing, and the next one keeps
         // waiting for the head that is still being sent.
-        crate::record_attempts(&client, &RECORD_SQL, &[record(1)])
+        let released = crate::record_attempts(&client, &RECORD_SQL, &[record(1)])
             .await
             .unwrap();
+        assert_eq!(released, 0);
         assert_eq!(
             states().await,
             vec![("pending".to_owned(), false), ("pending".to_owned(), true)]
@@ -1088,9 +1162,10 @@ mod tests {
 
         // The record of the attempt in flight ends the head and releases the next one, even
         // when the late record comes again in the same batch.
-        crate::record_attempts(&client, &RECORD_SQL, &[record(1), record(2)])
+        let released = crate::record_attempts(&client, &RECORD_SQL, &[record(1), record(2)])
             .await
             .unwrap();
+        assert_eq!(released, 1);
         assert_eq!(
             states().await,
             vec![

@@ -622,6 +622,8 @@ impl EmailSender {
             })
             .collect();
         let client = self.store.pool().get().await?;
-        crate::record_attempts(&client, &RECORD_SQL, &records).await
+        crate::record_attempts(&client, &RECORD_SQL, &records)
+            .await
+            .map(|_released| ())
     }
 }
