@@ -15,7 +15,12 @@
 //!
 //! Incident and maintenance states are read with their timelines in the same statement (see
 //! [`StoredState`]).
+//!
+//! The lookups by a list of keys that run on every request (key verifiers, notice versions,
+//! services named, key tenants) pass their list padded to [`GENERIC_PLAN_ARRAY_LENGTH`]
+//! ([`padded_for_a_generic_plan`]), so that PostgreSQL plans each once per connection.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
@@ -207,6 +212,28 @@ pub(crate) fn stored_state<T: StoredState>(
     Ok(Some(state))
 }
 
+/// The length PostgreSQL assumes for an array parameter it cannot see (its
+/// `estimate_array_length`, 10 since at least version 12).
+pub const GENERIC_PLAN_ARRAY_LENGTH: usize = 10;
+
+/// `items` padded to [`GENERIC_PLAN_ARRAY_LENGTH`] with repeats of its first one, for a
+/// prepared `= ANY($n)`, which a repeat changes nothing for. A prepared statement's plan for
+/// any array (its generic plan) is costed for that length; given one or two keys, a plan made
+/// for them looks cheaper, so PostgreSQL planned such a lookup afresh on every execution, and
+/// planning cost more than running it (`benches/api/load.sh`, pg_stat_statements: the key
+/// verifiers' lookup 423 ms of planning against 84 ms of running, the incidents' versions
+/// 536 against 138). Padded, both plans cost the same and the generic one is kept.
+pub fn padded_for_a_generic_plan<T: Clone>(items: &[T]) -> Cow<'_, [T]> {
+    match items.first() {
+        Some(first) if items.len() < GENERIC_PLAN_ARRAY_LENGTH => {
+            let mut padded = items.to_vec();
+            padded.resize(GENERIC_PLAN_ARRAY_LENGTH, first.clone());
+            Cow::Owned(padded)
+        }
+        _ => Cow::Borrowed(items),
+    }
+}
+
 fn service_status(text: &str) -> Result<ServiceStatus, ProjectionError> {
     serde_json::from_value(serde_json::Value::String(text.to_owned()))
         .map_err(|_| ProjectionError::Corrupt(format!("unknown service status {text}")))
@@ -337,7 +364,8 @@ pub async fn current_versions<C: GenericClient>(
             table.name()
         ))
         .await?;
-    let rows = client.query(&statement, &[&ids]).await?;
+    let ids = padded_for_a_generic_plan(ids);
+    let rows = client.query(&statement, &[&ids.as_ref()]).await?;
     rows.iter()
         .map(|row| {
             let id: Uuid = row.try_get(0)?;
@@ -401,7 +429,10 @@ pub async fn live_keys_by_secret_hashes<C: GenericClient>(
               WHERE v.secret_sha256 = ANY($1) AND NOT k.revoked",
         )
         .await?;
-    let rows = client.query(&statement, &[&secret_sha256s]).await?;
+    let secret_sha256s = padded_for_a_generic_plan(secret_sha256s);
+    let rows = client
+        .query(&statement, &[&secret_sha256s.as_ref()])
+        .await?;
     let mut keys = HashMap::with_capacity(rows.len());
     let mut ambiguous = Vec::new();
     for row in &rows {
@@ -686,7 +717,9 @@ pub async fn unknown_services<C: GenericClient>(
     let statement = client
         .prepare_cached("SELECT id FROM rm_services WHERE id = ANY($1) AND NOT retired")
         .await?;
-    let rows = client.query(&statement, &[&ids]).await?;
+    let rows = client
+        .query(&statement, &[&padded_for_a_generic_plan(ids).as_ref()])
+        .await?;
     let live: Vec<Uuid> = rows
         .iter()
         .map(|row| row.try_get(0))
@@ -761,7 +794,8 @@ pub async fn key_tenants<C: GenericClient>(
         .prepare_cached("SELECT id, tenant FROM rm_api_keys WHERE id = ANY($1)")
         .await?;
     let mut tenants = HashMap::with_capacity(ids.len());
-    for row in client.query(&statement, &[&ids]).await? {
+    let padded = padded_for_a_generic_plan(ids);
+    for row in client.query(&statement, &[&padded.as_ref()]).await? {
         tenants.insert(row.try_get("id")?, row.try_get("tenant")?);
     }
     Ok(tenants)

@@ -1663,3 +1663,43 @@ async fn a_replay_through_a_pool_of_two_connections_finishes_with_the_same_read_
     assert!(replayed.events > 200);
     assert_eq!(snapshot(&store).await, before);
 }
+
+#[tokio::test]
+async fn lookups_by_a_short_list_of_keys_keep_one_plan_per_connection() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    let client = store.pool().get().await.unwrap();
+    let unknown = Uuid::new_v4();
+    for _ in 0..8 {
+        queries::current_versions(&client, queries::NoticeTable::Incidents, &[unknown])
+            .await
+            .unwrap();
+        queries::live_keys_by_secret_hashes(&client, &["0".repeat(64)])
+            .await
+            .unwrap();
+        queries::unknown_services(&client, &[unknown])
+            .await
+            .unwrap();
+        queries::key_tenants(&client, &[unknown, Uuid::new_v4()])
+            .await
+            .unwrap();
+    }
+    // After PostgreSQL's five custom plans, every later execution runs the generic plan.
+    let plans = client
+        .query(
+            "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements \
+              WHERE statement LIKE '%= ANY($1)%' \
+                AND statement ~ '(rm_incidents|api_key_verifiers|rm_services|rm_api_keys) '",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(plans.len(), 4);
+    for row in plans {
+        let (statement, generic, custom): (String, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        assert!(
+            generic >= 3 && custom <= 5,
+            "{statement}: {generic} generic plans, {custom} custom"
+        );
+    }
+}
