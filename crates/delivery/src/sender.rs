@@ -11,14 +11,22 @@
 //!
 //! Most first attempts skip the claim: the fan-out writes them leased to this process and
 //! hands them over ([`Sender::reserve`], [`Sender::hand_over`]). They wait in a queue per
-//! endpoint for a slot, within the same limits as claimed ones. Their lease is longer than a
-//! claim's by the most they may wait; one that waited longer is given back to the claims
-//! (unleased, due now), so that no delivery is ever sent by two holders of one lease. An
-//! endpoint's queue is dropped ([`Sender::drop_handed`]) when it answers 410 Gone, and when
-//! the fan-out meets its end (deleted, disabled, its key revoked) and cancels what it is
-//! still owed; with several processes, a queue in another one may still start what it
-//! holds for up to [`HANDED_WAIT`], and then gives the rest back to the claims, which find
-//! it cancelled.
+//! endpoint for a slot, within the same limits as claimed ones, and start as soon as one is
+//! free (a send ends, the fan-out hands more over), not when the sender's loop next looks.
+//! Their lease is longer than a claim's by the most they may wait; one that waited longer is
+//! given back to the claims (unleased, due now), so that no delivery is ever sent by two
+//! holders of one lease. An endpoint's queue is dropped ([`Sender::drop_handed`]) when it
+//! answers 410 Gone, and when the fan-out meets its end (deleted, disabled, its key revoked)
+//! and cancels what it is still owed; with several processes, a queue in another one may
+//! still start what it holds for up to [`HANDED_WAIT`], and then gives the rest back to the
+//! claims, which find it cancelled.
+//!
+//! A claim costs the database about a millisecond even when it finds nothing, so the loop
+//! claims only when something may be due that no queue holds: the fan-out wrote deliveries
+//! it could not hand over, a record made a waiting delivery due or set a retry, a send ended
+//! at an endpoint at its limit (which a claim passes by), or the last claim took some (there
+//! may be more). Retries coming due and other processes' expired leases are found by the
+//! idle poll ([`IDLE_POLL`]).
 //!
 //! Every request carries `webhook-id` (the notice's event id, the same on every retry),
 //! `webhook-timestamp` (the attempt's Unix time) and `webhook-signature` (`v1,` and the
