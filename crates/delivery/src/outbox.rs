@@ -787,7 +787,11 @@ pub(crate) mod tests {
         let cancel = CancellationToken::new();
         let running = tokio::spawn(sender.clone().run(cancel.clone()));
         // Hand-overs are taken once the sender runs (a reservation taken and given back).
-        while sender.reserve(Uuid::nil()).is_none() {
+        for waited in 0.. {
+            if sender.reserve(Uuid::nil()).is_some() {
+                break;
+            }
+            assert!(waited < 1000, "the sender did not start");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let batch = || async {
