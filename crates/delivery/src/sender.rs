@@ -214,12 +214,11 @@ pub struct Sender {
     unrecorded: Arc<Semaphore>,
     /// Sends in flight per endpoint in this process.
     in_flight: Mutex<HashMap<Uuid, usize>>,
-    /// Whether [`Sender::run`] runs: nothing is handed over otherwise.
-    running: std::sync::atomic::AtomicBool,
     handed: Mutex<HandedQueues>,
-    /// The recorder's channel while [`Sender::run`] runs: what a finished attempt or a
-    /// hand-over uses to start handed-over deliveries at once, without waiting for the
-    /// sender's loop (which may be in a claim's round trip).
+    /// The recorder's channel while [`Sender::run`] runs, `None` otherwise (and then nothing
+    /// is handed over): what a finished attempt or a hand-over uses to start handed-over
+    /// deliveries at once, without waiting for the sender's loop (which may be in a claim's
+    /// round trip).
     records: Mutex<Option<RecordsSender>>,
     /// Whether the last claim may have left due deliveries behind (it took some, or did not
     /// run): then a finished attempt wakes the sender to claim again. After a claim that
@@ -259,7 +258,6 @@ impl Sender {
             client,
             wake,
             in_flight: Mutex::new(HashMap::new()),
-            running: std::sync::atomic::AtomicBool::new(false),
             handed: Mutex::new(HandedQueues::default()),
             records: Mutex::new(None),
             claim_left_some: std::sync::atomic::AtomicBool::new(true),
@@ -281,7 +279,7 @@ impl Sender {
     /// to this process and hands it over once committed ([`Sender::hand_over`]), so that a
     /// first attempt needs no claim (no second write of the row, no round trip).
     pub(crate) fn reserve(self: &Arc<Self>, webhook_id: Uuid) -> Option<Reservation> {
-        if !self.running.load(Ordering::Acquire) {
+        if self.records().is_none() {
             return None;
         }
         let per_endpoint = self.settings.per_endpoint.max(1) * HANDED_PER_SLOT;
@@ -334,6 +332,11 @@ impl Sender {
         }
     }
 
+    fn records(&self) -> MutexGuard<'_, Option<RecordsSender>> {
+        // A channel's handle only: a panic elsewhere leaves nothing a later caller could not use.
+        self.records.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn handed_queues(&self) -> MutexGuard<'_, HandedQueues> {
         // Counts only: a panic elsewhere leaves nothing a later caller could not use.
         self.handed.lock().unwrap_or_else(PoisonError::into_inner)
@@ -342,11 +345,7 @@ impl Sender {
     /// [`Sender::start_handed`], for the fan-out once it has handed deliveries over: they
     /// start now if slots are free, not when the sender's loop next looks.
     pub(crate) fn start_handed_now(self: &Arc<Self>) {
-        let records = self
-            .records
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let records = self.records().clone();
         if let Some(records) = records {
             self.start_handed(&records);
         }
@@ -465,8 +464,7 @@ impl Sender {
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) -> Result<(), DeliveryError> {
         let (records, recorded) = mpsc::unbounded_channel();
         let recorder = tokio::spawn(self.clone().record_loop(recorded));
-        *self.records.lock().unwrap_or_else(PoisonError::into_inner) = Some(records.clone());
-        self.running.store(true, Ordering::Release);
+        *self.records() = Some(records.clone());
         let mut retry = Duration::from_millis(100);
         loop {
             if cancel.is_cancelled() {
@@ -690,8 +688,7 @@ impl Sender {
     /// Handed-over deliveries not started are dropped: their leases run out and claims
     /// send them.
     fn stop_taking_hand_overs(&self) {
-        self.running.store(false, Ordering::Release);
-        *self.records.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        *self.records() = None;
         let mut handed = self.handed_queues();
         let webhook_ids: Vec<Uuid> = handed.queues.keys().copied().collect();
         for webhook_id in webhook_ids {
