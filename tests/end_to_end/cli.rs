@@ -290,7 +290,8 @@ async fn replay_killed_mid_way_resumes_and_ends_with_exactly_the_live_read_model
     command.args(["replay", "--batch-size", "1000"]);
     let out = output(command).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
     let resumed: u64 = stdout
         .lines()
         .find_map(|l| l.strip_prefix("resumed an interrupted replay at position "))

@@ -24,7 +24,8 @@
 //! wait only for the swap itself.
 //!
 //! One replay runs at a time, across processes: a session advisory lock on a connection taken
-//! out of the pool, released even if the replay is dropped.
+//! out of the pool, released even if the replay is dropped. A replay waits a few seconds for
+//! the lock, so that one started right after another was killed finds it let go.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -42,6 +43,30 @@ const REBUILD_SCHEMA: &str = "crier_rebuild";
 const SEAL_WAIT_UNDER_LOCK: Duration = Duration::from_secs(2);
 /// One replay at a time, across processes.
 const REPLAY_LOCK: i64 = 0x6372_6965_7204;
+/// Takes the replay lock on `session` for as long as the session lasts, waiting up to `wait`
+/// for whoever holds it; `busy` says who that is when the wait runs out.
+async fn take_replay_lock(
+    session: &tokio_postgres::Client,
+    wait: Duration,
+    busy: &str,
+) -> Result<(), ProjectionError> {
+    // 0 would mean no limit at all.
+    let wait_ms = wait.as_millis().clamp(1, i32::MAX as u128);
+    session
+        .batch_execute(&format!("SET lock_timeout = {wait_ms}"))
+        .await?;
+    match session
+        .execute("SELECT pg_advisory_lock($1)", &[&REPLAY_LOCK])
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => Err(
+            ProjectionError::Busy(format!("{busy} (waited {wait:?} for it to end)")),
+        ),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Refuses a rebuild (a replay, or the read models' check) at once on a pool too small for
 /// it, rather than after the pool's wait: its writers hold a connection each at once. The
 /// replay's lock is taken out of the pool, and the log's reads ahead each hold one only
@@ -62,6 +87,9 @@ pub struct ReplayOptions {
     /// How long the final step waits for older transactions so that every event committed
     /// before it is sealed and folded.
     pub seal_timeout: Duration,
+    /// How long to wait for another replay or check to end before refusing. A replay killed
+    /// a moment ago holds its lock until its server process notices that the client is gone.
+    pub lock_wait: Duration,
 }
 
 impl Default for ReplayOptions {
@@ -70,6 +98,7 @@ impl Default for ReplayOptions {
             batch_size: 5_000,
             fresh: false,
             seal_timeout: Duration::from_secs(30),
+            lock_wait: Duration::from_secs(10),
         }
     }
 }
@@ -103,13 +132,7 @@ pub async fn replay(
     // A session lock on a connection taken out of the pool: it ends with this replay
     // (closing the connection releases it even if this future is dropped).
     let session = deadpool_postgres::Object::take(store.pool().get().await?);
-    let locked: bool = session
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&REPLAY_LOCK])
-        .await?
-        .try_get(0)?;
-    if !locked {
-        return Err(ProjectionError::Busy("another replay is running".into()));
-    }
+    take_replay_lock(&session, options.lock_wait, "another replay is running").await?;
     let result = rebuild_and_swap(store, options, &mut progress, started).await;
     // Closing the connection releases the lock too, but only once the server notices; a
     // replay that starts right after this one must find it free.
@@ -229,15 +252,12 @@ pub async fn check_read_models(
 ) -> Result<ReadModelCheck, ProjectionError> {
     has_room_for_a_rebuild(store)?;
     let session = deadpool_postgres::Object::take(store.pool().get().await?);
-    let locked: bool = session
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&REPLAY_LOCK])
-        .await?
-        .try_get(0)?;
-    if !locked {
-        return Err(ProjectionError::Busy(
-            "a replay or a check is running".into(),
-        ));
-    }
+    take_replay_lock(
+        &session,
+        options.lock_wait,
+        "a replay or a check is running",
+    )
+    .await?;
     let result = fold_and_compare(store, options).await;
     let _ = session
         .execute("SELECT pg_advisory_unlock($1)", &[&REPLAY_LOCK])

@@ -19,7 +19,8 @@ use projections::history::{self, AsOf};
 use projections::queries::{self, Viewer};
 use projections::testing::{self, Shape};
 use projections::{
-    Builder, BuilderOptions, CommandError, Kind, Publisher, ReplayOptions, READ_MODEL_TABLES,
+    Builder, BuilderOptions, CommandError, Kind, ProjectionError, Publisher, ReplayOptions,
+    READ_MODEL_TABLES,
 };
 use uuid::Uuid;
 
@@ -1661,6 +1662,65 @@ async fn a_replay_through_a_pool_of_two_connections_finishes_with_the_same_read_
     .expect("the replay finishes")
     .unwrap();
     assert!(replayed.events > 200);
+    assert_eq!(snapshot(&store).await, before);
+}
+
+/// One replay at a time: a second one waits for the first to let go of the lock, up to its
+/// `lock_wait`, and is refused saying why once that runs out. (A replay started right after
+/// another was killed finds the lock held until the server notices the dead client.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_replay_waits_for_the_first_and_is_refused_once_its_wait_runs_out() {
+    let db = TestDatabase::create().await;
+    let store = db.store();
+    testing::append_directly(
+        &store,
+        Shape {
+            services: 4,
+            incidents: 150,
+            updates_per_incident: 4,
+            maintenances: 4,
+        },
+    )
+    .await;
+    testing::seal_and_build(&store).await;
+    let before = snapshot(&store).await;
+    let (reached, mut reached_seen) = tokio::sync::watch::channel(0u64);
+    let slow = ReplayOptions {
+        batch_size: 5,
+        ..ReplayOptions::default()
+    };
+    let first = projections::replay(&store, &slow, move |position| {
+        reached.send_replace(position);
+    });
+    let others = async {
+        reached_seen.wait_for(|p| *p > 0).await.unwrap();
+        let impatient = ReplayOptions {
+            lock_wait: Duration::from_millis(50),
+            ..ReplayOptions::default()
+        };
+        let refused = projections::replay(&store, &impatient, |_| {}).await;
+        let patient = ReplayOptions {
+            lock_wait: Duration::from_secs(60),
+            ..ReplayOptions::default()
+        };
+        let waited = projections::replay(&store, &patient, |_| {}).await;
+        (refused, waited)
+    };
+    let (first, (refused, waited)) = tokio::time::timeout(Duration::from_secs(120), async {
+        tokio::join!(first, others)
+    })
+    .await
+    .expect("the replays end");
+    let first = first.unwrap();
+    match refused {
+        Err(ProjectionError::Busy(why)) => {
+            assert!(why.contains("another replay is running"), "{why}");
+            assert!(why.contains("50ms"), "{why}");
+        }
+        other => panic!("a replay while another runs: {other:?}"),
+    }
+    let waited = waited.unwrap();
+    assert!(waited.position >= first.position);
     assert_eq!(snapshot(&store).await, before);
 }
 
