@@ -244,6 +244,7 @@ async fn fan_out(
     };
     // Made here, not in the stream's closure, which would make the future's Send bound
     // higher-ranked over the borrow (a known limit of the compiler).
+    Notice::preload(store, owed.iter().map(|(notice, _)| notice)).await?;
     let renders: Vec<_> = owed
         .iter()
         .map(|(notice, endpoints)| bodies(store, site, notice, endpoints))

@@ -240,6 +240,60 @@ impl Notice {
         })
     }
 
+    /// Reads, in one round trip per kind, the resources of those of `notices` whose
+    /// read-model rows are still as each left them (the usual case for live notices): what
+    /// their first renderings would otherwise read one notice at a time, while a fan-out's
+    /// transaction waits. The rest are read as before, when first rendered.
+    pub async fn preload<'a>(
+        store: &EventStore,
+        notices: impl IntoIterator<Item = &'a Notice>,
+    ) -> Result<(), NoticeError> {
+        let (mut incidents, mut maintenances) = (Vec::new(), Vec::new());
+        for notice in notices {
+            if notice.state.initialized() {
+                continue;
+            }
+            match notice.kind {
+                ResourceKind::Incident => incidents.push(notice),
+                ResourceKind::Maintenance => maintenances.push(notice),
+                ResourceKind::Service => {}
+            }
+        }
+        if incidents.is_empty() && maintenances.is_empty() {
+            return Ok(());
+        }
+        let client = store.pool().get().await?;
+        let ids = |notices: &[&Notice]| notices.iter().map(|n| n.resource_id).collect::<Vec<_>>();
+        let rows =
+            queries::incidents_with_ids(&client, &ids(&incidents), &Viewer::Everyone).await?;
+        Notice::settle(incidents, rows, Resource::Incident);
+        let rows =
+            queries::maintenances_with_ids(&client, &ids(&maintenances), &Viewer::Everyone).await?;
+        Notice::settle(maintenances, rows, Resource::Maintenance);
+        Ok(())
+    }
+
+    /// Gives each of `notices` the one of `rows` at its version, if any.
+    fn settle<T>(
+        notices: Vec<&Notice>,
+        rows: Vec<Versioned<T>>,
+        resource: impl Fn(Versioned<T>) -> Resource,
+    ) {
+        let mut rows: HashMap<Uuid, Versioned<T>> = rows.into_iter().map(|r| (r.id, r)).collect();
+        for notice in notices {
+            let id = notice.resource_id;
+            // Of the notices of one resource, only the last is at the row's version.
+            if rows
+                .get(&id)
+                .is_some_and(|r| r.version == notice.stream_version)
+            {
+                if let Some(row) = rows.remove(&id) {
+                    let _ = notice.state.set(Some(Arc::new(resource(row))));
+                }
+            }
+        }
+    }
+
     /// The resource as it stood right after this event: the read-model row when it is at
     /// that version (the usual case for a live notice), else folded from the log.
     async fn load(&self, store: &EventStore) -> Result<Option<Arc<Resource>>, NoticeError> {
@@ -539,4 +593,90 @@ async fn render_data(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use std::time::Duration;
+
+    use domain::incident::{Command, PostUpdate};
+    use domain::values::{Audience, IncidentStatus};
+    use eventstore::testing::TestDatabase;
+    use eventstore::Metadata;
+    use projections::Publisher;
+
+    use super::*;
+
+    /// Notices read together render exactly as notices read one at a time: the read-model
+    /// row serves only the notice at its version, and an earlier notice of the same
+    /// incident is still folded from the log.
+    #[tokio::test]
+    async fn notices_preloaded_together_render_as_notices_read_one_at_a_time() {
+        let db = TestDatabase::create().await;
+        let store = db.store();
+        let publisher = Publisher::new(&store);
+        let by = Metadata::by("publisher");
+        let id = Uuid::new_v4();
+        let declare =
+            projections::testing::declaration(id, Vec::new(), Audience::Public, Utc::now());
+        publisher
+            .execute::<IncidentDecider>(id, &declare, None, &by)
+            .await
+            .unwrap();
+        let update = Command::PostUpdate(PostUpdate {
+            update_id: Uuid::new_v4(),
+            status: IncidentStatus::Identified,
+            message: "The cause is found.".into(),
+            impact: None,
+            affected_services: None,
+            client_action: None,
+            translations: Default::default(),
+            default_language: Language::english(),
+            author: "publisher".into(),
+            at: Utc::now(),
+        });
+        publisher
+            .execute::<IncidentDecider>(id, &update, None, &by)
+            .await
+            .unwrap();
+        store.seal_all(Duration::from_secs(5)).await.unwrap();
+        let events = eventstore::testing::whole_log(&store).await;
+        let notices = || events.iter().filter_map(Notice::of).collect::<Vec<_>>();
+        let (alone, together) = (notices(), notices());
+        assert_eq!(together.len(), 2);
+
+        Notice::preload(&store, &together).await.unwrap();
+        assert!(
+            !together[0].state.initialized(),
+            "the row is past the declaration"
+        );
+        assert!(together[1].state.initialized(), "the row is at the update");
+        let site = Site::default();
+        let everything = NoticeFilter::default();
+        for (one, other) in alone.iter().zip(&together) {
+            let one = one
+                .render_for(&store, &Viewer::Public, &everything, &site)
+                .await
+                .unwrap()
+                .unwrap();
+            let other = other
+                .render_for(&store, &Viewer::Public, &everything, &site)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(one.json, other.json);
+        }
+        // And each shows the incident as it stood after its own event.
+        let statuses: Vec<String> = together
+            .iter()
+            .map(|notice| {
+                let rendered = notice.rendered.lock().unwrap();
+                let json = &rendered.values().next().unwrap().as_ref().unwrap().json;
+                let value: serde_json::Value = serde_json::from_slice(json).unwrap();
+                value["data"]["status"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        assert_eq!(statuses, ["investigating", "identified"]);
+    }
 }

@@ -269,7 +269,9 @@ pub async fn service<C: GenericClient>(
 }
 
 /// The services of `ids` that exist, retired or not, in the order of `ids`: what
-/// [`service`] gives for each, read in one round trip.
+/// [`service`] gives for each, read in one round trip. (Put in order here rather than by
+/// joining `unnest($3) WITH ORDINALITY`: a join with a short array was planned afresh on
+/// every call, as [`padded_for_a_generic_plan`] tells; this lookup renders every notice.)
 pub async fn services_with_ids<C: GenericClient>(
     client: &C,
     ids: &[Uuid],
@@ -282,14 +284,19 @@ pub async fn services_with_ids<C: GenericClient>(
     let statement = client
         .prepare_cached(&format!(
             "SELECT s.id, s.version, s.state, {DERIVED_STATUS} \
-               FROM unnest($3::uuid[]) WITH ORDINALITY AS w(id, place) \
-               JOIN rm_services s ON s.id = w.id ORDER BY w.place"
+               FROM rm_services s WHERE s.id = ANY($3)"
         ))
         .await?;
+    let padded = padded_for_a_generic_plan(ids);
     let rows = client
-        .query(&statement, &[&everyone, &tenant, &ids])
+        .query(&statement, &[&everyone, &tenant, &padded.as_ref()])
         .await?;
-    rows.iter().map(service_view).collect()
+    let mut found = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let view = service_view(row)?;
+        found.insert(view.service.id, view);
+    }
+    Ok(ids.iter().filter_map(|id| found.get(id).cloned()).collect())
 }
 
 /// Every service that is not retired, by group and name.
@@ -349,6 +356,57 @@ pub async fn maintenance<C: GenericClient>(
     viewer: &Viewer,
 ) -> Result<Option<Versioned<Maintenance>>, ProjectionError> {
     visible(client, "rm_maintenances", id, viewer).await
+}
+
+/// Those of `ids` that are incidents the viewer may see, in no particular order: what
+/// [`incident`] gives for each, read in one round trip.
+pub async fn incidents_with_ids<C: GenericClient>(
+    client: &C,
+    ids: &[Uuid],
+    viewer: &Viewer,
+) -> Result<Vec<Versioned<Incident>>, ProjectionError> {
+    visible_with_ids(client, "rm_incidents", ids, viewer).await
+}
+
+/// Those of `ids` that are maintenances the viewer may see, in no particular order: what
+/// [`maintenance`] gives for each, read in one round trip.
+pub async fn maintenances_with_ids<C: GenericClient>(
+    client: &C,
+    ids: &[Uuid],
+    viewer: &Viewer,
+) -> Result<Vec<Versioned<Maintenance>>, ProjectionError> {
+    visible_with_ids(client, "rm_maintenances", ids, viewer).await
+}
+
+/// [`visible`] for many ids at once.
+async fn visible_with_ids<C: GenericClient, T: StoredState + Notice>(
+    client: &C,
+    table: &str,
+    ids: &[Uuid],
+    viewer: &Viewer,
+) -> Result<Vec<Versioned<T>>, ProjectionError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (everyone, tenant) = viewer.filter();
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT r.id, r.version, r.state, {} AS timeline FROM {table} r \
+              WHERE r.id = ANY($3) AND ($1 OR r.public OR $2 = ANY(r.tenants))",
+            T::TIMELINE
+        ))
+        .await?;
+    let ids = padded_for_a_generic_plan(ids);
+    let rows = client
+        .query(&statement, &[&everyone, &tenant, &ids.as_ref()])
+        .await?;
+    let mut visible = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if let Some(notice) = for_viewer(versioned(row)?, viewer) {
+            visible.push(notice);
+        }
+    }
+    Ok(visible)
 }
 
 /// The current versions of those of `ids` that are rows of `table` (`rm_incidents`,
