@@ -37,8 +37,8 @@
 //!    to be written), so the next send need not wait for the database, and the delivery
 //!    keeps its lease until its record is written, so no claim takes it meanwhile.
 //!
-//! The delivery tables (`webhook_endpoints`, `webhook_deliveries`, `webhook_attempts`,
-//! `webhook_secrets`) are not read models and `crier replay` leaves them alone: they record
+//! The delivery tables (`webhook_endpoints`, `webhook_deliveries`, `webhook_bodies`,
+//! `webhook_attempts`, `webhook_secrets`) are not read models and `crier replay` leaves them alone: they record
 //! what was sent to whom and when, which no fold of the history can recompute (an attempt's
 //! outcome is the endpoint's, not an event), and rebuilding them would send every notice
 //! again. The endpoints' registrations themselves are events and their read model,

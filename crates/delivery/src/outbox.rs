@@ -9,6 +9,11 @@
 //! notice that would owe more than a few thousand deliveries, and the next one goes on from
 //! there at once: the sender starts on one batch's deliveries while the next is written.
 //!
+//! A notice's body is written once for all the endpoints that see it alike (`webhook_bodies`,
+//! one row per notice and rendering), and each delivery names it: stored in every delivery
+//! row, the same kilobyte or two was most of what a batch wrote, and written again with
+//! each row's new version when its attempt was recorded.
+//!
 //! A delivery due at once (the first of its queue) is written already leased to this
 //! process's sender when the sender has room for it, and handed to it in memory after the
 //! commit: its first attempt then costs no claim, which wrote the row a second time and took
@@ -92,7 +97,7 @@ impl Endpoint {
     }
 }
 
-/// Deliveries to write, one column per vector.
+/// Deliveries to write, one column per vector, and their bodies.
 #[derive(Default)]
 struct NewDeliveries {
     webhook_ids: Vec<Uuid>,
@@ -100,6 +105,10 @@ struct NewDeliveries {
     message_ids: Vec<Uuid>,
     event_types: Vec<&'static str>,
     ordering_keys: Vec<String>,
+    /// Each delivery's body: its place in `bodies`, counted from 1.
+    body_places: Vec<i64>,
+    /// The distinct bodies of the deliveries: one per notice and rendering, however many
+    /// endpoints take it.
     bodies: Vec<String>,
 }
 
@@ -255,16 +264,28 @@ async fn fan_out(
         .await?;
     let mut deliveries = NewDeliveries::default();
     for ((notice, _), bodies) in owed.iter().zip(rendered) {
+        // Endpoints that see the notice alike get the same body: a notice has a few at most.
+        let notice_bodies_from = deliveries.bodies.len();
         for (endpoint_id, body) in bodies {
             if ended.contains(&endpoint_id) {
                 continue;
             }
+            let known = deliveries.bodies[notice_bodies_from..]
+                .iter()
+                .position(|b| *b == body);
+            let place = match known {
+                Some(offset) => notice_bodies_from + offset,
+                None => {
+                    deliveries.bodies.push(body);
+                    deliveries.bodies.len() - 1
+                }
+            };
+            deliveries.body_places.push(place as i64 + 1);
             deliveries.webhook_ids.push(endpoint_id);
             deliveries.positions.push(position_i64(notice.position)?);
             deliveries.message_ids.push(notice.event_id());
             deliveries.event_types.push(notice.notice_type.as_str());
             deliveries.ordering_keys.push(notice.ordering_key());
-            deliveries.bodies.push(body);
         }
     }
     let written = deliveries.webhook_ids.len();
@@ -367,37 +388,49 @@ async fn insert_deliveries<C: GenericClient>(
     }
     let leased: Vec<bool> = reserved.iter().map(Option::is_some).collect();
     let lease = sender.map_or(0.0, |s| s.handed_lease().as_secs_f64());
-    // Endpoints deleted since (their row is no longer active) get nothing more.
+    // Endpoints deleted since (their row is no longer active) get nothing more. Each body
+    // gets its id first, and is stored only if a delivery written names it.
     let inserted = transaction
         .query(
-            "INSERT INTO webhook_deliveries (webhook_id, position, message_id, event_type, \
-                                             ordering_key, body, state, next_attempt_at, \
-                                             leased_until, attempts) \
-             SELECT d.webhook_id, d.position, d.message_id, d.event_type, d.ordering_key, \
-                    d.body, 'pending', \
-                    CASE WHEN d.waiting THEN 'infinity'::timestamptz \
-                         WHEN d.leased THEN now() + make_interval(secs => $9) \
-                         ELSE now() END, \
-                    CASE WHEN d.leased THEN now() + make_interval(secs => $9) END, \
-                    CASE WHEN d.leased THEN 1 ELSE 0 END \
-               FROM unnest($1::uuid[], $2::int8[], $3::uuid[], $4::text[], $5::text[], \
-                           $6::text[], $7::bool[], $8::bool[]) \
-                    AS d(webhook_id, position, message_id, event_type, ordering_key, body, \
-                         waiting, leased) \
-               JOIN rm_webhooks w ON w.id = d.webhook_id \
-              WHERE w.active \
-             ON CONFLICT (webhook_id, position) DO NOTHING \
-             RETURNING webhook_id, position, leased_until IS NOT NULL AS leased",
+            "WITH bodies AS MATERIALIZED ( \
+               SELECT nextval('webhook_body_ids') AS id, b.body, b.place \
+                 FROM unnest($10::text[]) WITH ORDINALITY AS b(body, place)), \
+             written AS ( \
+               INSERT INTO webhook_deliveries (webhook_id, position, message_id, event_type, \
+                                               ordering_key, body_id, state, next_attempt_at, \
+                                               leased_until, attempts) \
+               SELECT d.webhook_id, d.position, d.message_id, d.event_type, d.ordering_key, \
+                      b.id, 'pending', \
+                      CASE WHEN d.waiting THEN 'infinity'::timestamptz \
+                           WHEN d.leased THEN now() + make_interval(secs => $9) \
+                           ELSE now() END, \
+                      CASE WHEN d.leased THEN now() + make_interval(secs => $9) END, \
+                      CASE WHEN d.leased THEN 1 ELSE 0 END \
+                 FROM unnest($1::uuid[], $2::int8[], $3::uuid[], $4::text[], $5::text[], \
+                             $6::int8[], $7::bool[], $8::bool[]) \
+                      AS d(webhook_id, position, message_id, event_type, ordering_key, \
+                           body_place, waiting, leased) \
+                 JOIN bodies b ON b.place = d.body_place \
+                 JOIN rm_webhooks w ON w.id = d.webhook_id \
+                WHERE w.active \
+               ON CONFLICT (webhook_id, position) DO NOTHING \
+               RETURNING webhook_id, position, body_id, leased_until IS NOT NULL AS leased), \
+             stored AS ( \
+               INSERT INTO webhook_bodies (id, body) \
+               SELECT b.id, b.body FROM bodies b \
+                WHERE b.id IN (SELECT written.body_id FROM written)) \
+             SELECT webhook_id, position, leased FROM written",
             &[
                 &deliveries.webhook_ids,
                 &deliveries.positions,
                 &deliveries.message_ids,
                 &deliveries.event_types,
                 &deliveries.ordering_keys,
-                &deliveries.bodies,
+                &deliveries.body_places,
                 &waiting,
                 &leased,
                 &lease,
+                &deliveries.bodies,
             ],
         )
         .await?;
@@ -434,6 +467,7 @@ async fn insert_deliveries<C: GenericClient>(
         positions,
         message_ids,
         ordering_keys,
+        body_places,
         bodies,
         ..
     } = deliveries;
@@ -443,9 +477,9 @@ async fn insert_deliveries<C: GenericClient>(
         .zip(positions)
         .zip(message_ids)
         .zip(ordering_keys)
-        .zip(bodies)
+        .zip(body_places)
         .zip(reserved);
-    for (((((webhook_id, position), message_id), ordering_key), body), reservation) in columns {
+    for (((((webhook_id, position), message_id), ordering_key), place), reservation) in columns {
         // Dropped, a reservation gives its slot back; a delivery written leased but not
         // handed over is sent by a claim once its lease runs out.
         let Some(reservation) = reservation else {
@@ -457,12 +491,15 @@ async fn insert_deliveries<C: GenericClient>(
         let Some((url, secret)) = targets.get(&webhook_id) else {
             continue;
         };
+        let Some(body) = usize::try_from(place - 1).ok().and_then(|i| bodies.get(i)) else {
+            continue;
+        };
         let delivery = Claimed {
             webhook_id,
             position,
             message_id,
             ordering_key,
-            body,
+            body: body.clone(),
             attempt: 1,
             url: url.clone(),
             secret: secret.clone(),
@@ -681,6 +718,15 @@ pub(crate) mod tests {
 
     /// Registers an endpoint taking notices of `event_types` (empty: every type).
     async fn register_endpoint(store: &EventStore, event_types: Vec<NoticeType>) -> Uuid {
+        register_endpoint_as(store, event_types, WebhookFormat::Cloudevents).await
+    }
+
+    /// [`register_endpoint`] for messages in `format`.
+    async fn register_endpoint_as(
+        store: &EventStore,
+        event_types: Vec<NoticeType>,
+        format: WebhookFormat,
+    ) -> Uuid {
         let webhook_id = Uuid::new_v4();
         let register = webhook::Command::Register(webhook::Register {
             webhook_id,
@@ -689,7 +735,7 @@ pub(crate) mod tests {
             service_ids: Vec::new(),
             tenant: None,
             language: None,
-            format: WebhookFormat::Cloudevents,
+            format,
             author: "admin".into(),
             at: Utc::now(),
         });
@@ -698,6 +744,82 @@ pub(crate) mod tests {
             .await
             .unwrap();
         webhook_id
+    }
+
+    /// A notice's body is stored once for the endpoints that see it alike, not once per
+    /// delivery, and a claim sends each delivery the body of its own rendering, or the one
+    /// in its row (where deliveries written before bodies had a table keep theirs).
+    #[tokio::test]
+    async fn endpoints_that_see_a_notice_alike_share_one_stored_body() {
+        let db = TestDatabase::create().await;
+        let store = db.store();
+        let alike = [
+            register_endpoint(&store, Vec::new()).await,
+            register_endpoint(&store, Vec::new()).await,
+        ];
+        let slack = register_endpoint_as(&store, Vec::new(), WebhookFormat::Slack).await;
+        declare_incident(&store).await;
+        store.seal_all(Duration::from_secs(5)).await.unwrap();
+        let site = Site::default();
+        while fan_out(&store, &site, None, DELIVERIES_PER_BATCH)
+            .await
+            .unwrap()
+            .events
+            > 0
+        {}
+        let client = store.pool().get().await.unwrap();
+        let rows = client
+            .query(
+                "SELECT d.webhook_id, b.body FROM webhook_deliveries d \
+                   JOIN webhook_bodies b ON b.id = d.body_id WHERE d.body IS NULL",
+                &[],
+            )
+            .await
+            .unwrap();
+        let body_of: HashMap<Uuid, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        assert_eq!(body_of.len(), 3);
+        assert_eq!(body_of[&alike[0]], body_of[&alike[1]]);
+        assert_ne!(body_of[&alike[0]], body_of[&slack]);
+        let stored: i64 = client
+            .query_one("SELECT count(*) FROM webhook_bodies", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(stored, 2);
+
+        client
+            .execute(
+                "INSERT INTO webhook_secrets (webhook_id, secret) \
+                 SELECT id, 'whsec_x' FROM rm_webhooks",
+                &[],
+            )
+            .await
+            .unwrap();
+        client
+            .execute(
+                "INSERT INTO webhook_deliveries (webhook_id, position, message_id, event_type, \
+                                                 ordering_key, body, state, next_attempt_at) \
+                 VALUES ($1, 1, gen_random_uuid(), 'incident.declared', 'incident-old', \
+                         '{\"old\": true}', 'pending', now())",
+                &[&alike[0]],
+            )
+            .await
+            .unwrap();
+        let sender = Sender::new(
+            &store,
+            crate::WebhookSettings::default(),
+            Arc::new(Notify::new()),
+        )
+        .unwrap();
+        let claimed = sender.claim(10).await.unwrap();
+        assert_eq!(claimed.len(), 4);
+        for delivery in claimed {
+            let expected = match delivery.position {
+                1 => "{\"old\": true}",
+                _ => &body_of[&delivery.webhook_id],
+            };
+            assert_eq!(delivery.body, expected, "{}", delivery.position);
+        }
     }
 
     #[tokio::test]

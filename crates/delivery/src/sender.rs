@@ -556,7 +556,7 @@ impl Sender {
     /// flight still counts as due, which only shrinks the share (more claims, nothing
     /// missed): leaving leased rows out of the count made it walk past them, and that bench
     /// ran slower (5,363–6,106 against 5,638–7,540 deliveries/s).
-    async fn claim(&self, limit: usize) -> Result<Vec<Claimed>, DeliveryError> {
+    pub(crate) async fn claim(&self, limit: usize) -> Result<Vec<Claimed>, DeliveryError> {
         let (busy_ids, busy_counts): (Vec<Uuid>, Vec<i64>) = self
             .in_flight
             .lock()
@@ -611,7 +611,9 @@ impl Sender {
                    FROM locked, webhook_secrets s, rm_webhooks w \
                   WHERE d.webhook_id = locked.webhook_id AND d.position = locked.position \
                     AND s.webhook_id = d.webhook_id AND w.id = d.webhook_id \
-                 RETURNING d.webhook_id, d.position, d.message_id, d.ordering_key, d.body, \
+                 RETURNING d.webhook_id, d.position, d.message_id, d.ordering_key, \
+                           coalesce(d.body, (SELECT b.body FROM webhook_bodies b \
+                                              WHERE b.id = d.body_id)) AS body, \
                            d.attempts, w.state->>'url' AS url, s.secret",
             )
             .await?;

@@ -277,6 +277,11 @@ impl TestDatabase {
 /// that migrating again runs V9 and the rest on it: for tests of V9 and of earlier
 /// migrations. A new migration adds its undo at the front.
 pub const UNDO_V9_SQL: &str = concat!(
+    // V19: webhook bodies once per rendering.
+    "UPDATE webhook_deliveries d SET body = b.body FROM webhook_bodies b \
+      WHERE b.id = d.body_id; \
+     ALTER TABLE webhook_deliveries DROP COLUMN body_id, ALTER COLUMN body SET NOT NULL; \
+     DROP TABLE webhook_bodies; ",
     // V18: webhook deliveries lighter to record.
     "DROP INDEX webhook_deliveries_waiting, webhook_deliveries_due; \
      CREATE INDEX webhook_deliveries_due \
