@@ -251,36 +251,27 @@ async fn fan_out(
             wakes_sender: false,
         });
     };
+    Notice::preload(store, owed.iter().map(|(notice, _)| notice)).await?;
     // Made here, not in the stream's closure, which would make the future's Send bound
     // higher-ranked over the borrow (a known limit of the compiler).
-    Notice::preload(store, owed.iter().map(|(notice, _)| notice)).await?;
     let renders: Vec<_> = owed
         .iter()
         .map(|(notice, endpoints)| bodies(store, site, notice, endpoints))
         .collect();
-    let rendered: Vec<Vec<(Uuid, String)>> = futures_util::stream::iter(renders)
+    let rendered: Vec<NoticeBodies> = futures_util::stream::iter(renders)
         .buffered(RENDERED_AT_ONCE)
         .try_collect()
         .await?;
     let mut deliveries = NewDeliveries::default();
     for ((notice, _), bodies) in owed.iter().zip(rendered) {
-        // Endpoints that see the notice alike get the same body: a notice has a few at most.
-        let notice_bodies_from = deliveries.bodies.len();
-        for (endpoint_id, body) in bodies {
+        // Places in the batch's bodies count from 1, as `WITH ORDINALITY` does.
+        let first_place = deliveries.bodies.len() as i64 + 1;
+        deliveries.bodies.extend(bodies.distinct);
+        for (endpoint_id, place) in bodies.taken_by {
             if ended.contains(&endpoint_id) {
                 continue;
             }
-            let known = deliveries.bodies[notice_bodies_from..]
-                .iter()
-                .position(|b| *b == body);
-            let place = match known {
-                Some(offset) => notice_bodies_from + offset,
-                None => {
-                    deliveries.bodies.push(body);
-                    deliveries.bodies.len() - 1
-                }
-            };
-            deliveries.body_places.push(place as i64 + 1);
+            deliveries.body_places.push(first_place + place as i64);
             deliveries.webhook_ids.push(endpoint_id);
             deliveries.positions.push(position_i64(notice.position)?);
             deliveries.message_ids.push(notice.event_id());
@@ -323,27 +314,54 @@ async fn fan_out(
     })
 }
 
-/// The body of `notice` for each of `endpoints` that takes it, in their order.
+/// The bodies of `notice` for `endpoints`: each distinct one once, and each endpoint that
+/// takes the notice, in their order, with the place of its body among them.
+///
+/// Endpoints that see the notice alike share its rendering (the notice renders once per
+/// kind of viewer and language, and hands out that one buffer), so a body is told apart by
+/// its rendering's buffer and its format, without comparing kilobytes of text. Each buffer
+/// told apart is held until the end, so that no other rendering can be given its address.
 async fn bodies(
     store: &EventStore,
     site: &Site,
     notice: &Notice,
     endpoints: &[Endpoint],
-) -> Result<Vec<(Uuid, String)>, DeliveryError> {
-    let mut bodies = Vec::new();
+) -> Result<NoticeBodies, DeliveryError> {
+    let mut bodies = NoticeBodies::default();
+    let mut places: HashMap<(usize, usize, WebhookFormat), usize> = HashMap::new();
+    let mut held = Vec::new();
     for endpoint in endpoints {
         let rendered = notice
             .render_for(store, &endpoint.viewer, &endpoint.filter, site)
             .await?;
-        if let Some(rendered) = rendered {
-            let body = match endpoint.format {
-                WebhookFormat::Cloudevents => String::from_utf8(rendered.json.to_vec())?,
-                chat => crate::chat::message(chat, &rendered.json, site)?,
-            };
-            bodies.push((endpoint.id, body));
-        }
+        let Some(rendered) = rendered else {
+            continue;
+        };
+        let json = &rendered.json;
+        let rendering = (json.as_ptr() as usize, json.len(), endpoint.format);
+        let place = match places.get(&rendering) {
+            Some(place) => *place,
+            None => {
+                bodies.distinct.push(match endpoint.format {
+                    WebhookFormat::Cloudevents => String::from_utf8(json.to_vec())?,
+                    chat => crate::chat::message(chat, json, site)?,
+                });
+                places.insert(rendering, bodies.distinct.len() - 1);
+                held.push(rendered);
+                bodies.distinct.len() - 1
+            }
+        };
+        bodies.taken_by.push((endpoint.id, place));
     }
     Ok(bodies)
+}
+
+/// What [`bodies`] gives for one notice.
+#[derive(Default)]
+struct NoticeBodies {
+    distinct: Vec<String>,
+    /// Each endpoint that takes the notice, with the place of its body in `distinct`.
+    taken_by: Vec<(Uuid, usize)>,
 }
 
 /// Writes the deliveries, each waiting (`next_attempt_at` infinity) when an earlier one of
