@@ -397,6 +397,12 @@ pub async fn seal_and_build(store: &EventStore) {
         .unwrap_or_else(|e| panic!("build: {e}"));
 }
 
+/// [`append_directly`], then [`seal_and_build`]: a history of `shape` with its read models.
+pub async fn append_and_build(store: &EventStore, shape: Shape) {
+    append_directly(store, shape).await;
+    seal_and_build(store).await;
+}
+
 /// Every read-model table's rows as text, in order: equal snapshots mean equal read models.
 pub async fn read_model_snapshot(
     store: &EventStore,

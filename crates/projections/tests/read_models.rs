@@ -455,7 +455,7 @@ async fn a_private_notice_and_its_effect_on_status_reach_only_its_tenant() {
 async fn rows_the_builder_derives_carry_their_notices_audience() {
     let db = TestDatabase::create().await;
     let store = db.store();
-    testing::append_directly(
+    testing::append_and_build(
         &store,
         Shape {
             services: 4,
@@ -465,7 +465,6 @@ async fn rows_the_builder_derives_carry_their_notices_audience() {
         },
     )
     .await;
-    testing::seal_and_build(&store).await;
     let client = store.pool().get().await.unwrap();
     let row = client
         .query_one(
@@ -655,8 +654,7 @@ async fn a_builder_aborted_at_any_moment_resumes_without_applying_anything_twice
 
     let reference = TestDatabase::create().await;
     let reference_store = reference.store();
-    testing::append_directly(&reference_store, shape).await;
-    testing::seal_and_build(&reference_store).await;
+    testing::append_and_build(&reference_store, shape).await;
     let (got, want) = (snapshot(&store).await, snapshot(&reference_store).await);
     assert_eq!(got["rm_checkpoint"], want["rm_checkpoint"]);
     assert_eq!(got, want);
@@ -1638,7 +1636,7 @@ async fn a_replay_through_a_pool_of_two_connections_finishes_with_the_same_read_
     let mut config = db.config();
     config.pool_size = 2;
     let store = EventStore::connect(config).unwrap();
-    testing::append_directly(
+    testing::append_and_build(
         &store,
         Shape {
             services: 4,
@@ -1648,7 +1646,6 @@ async fn a_replay_through_a_pool_of_two_connections_finishes_with_the_same_read_
         },
     )
     .await;
-    testing::seal_and_build(&store).await;
     let before = snapshot(&store).await;
     let options = ReplayOptions {
         batch_size: 40,
@@ -1672,17 +1669,12 @@ async fn a_replay_through_a_pool_of_two_connections_finishes_with_the_same_read_
 async fn a_second_replay_waits_for_the_first_and_is_refused_once_its_wait_runs_out() {
     let db = TestDatabase::create().await;
     let store = db.store();
-    testing::append_directly(
-        &store,
-        Shape {
-            services: 4,
-            incidents: 150,
-            updates_per_incident: 4,
-            maintenances: 4,
-        },
-    )
-    .await;
-    testing::seal_and_build(&store).await;
+    // Long enough a replay (in batches of 5) for the second to find it running.
+    let shape = Shape {
+        incidents: 150,
+        ..SMALL
+    };
+    testing::append_and_build(&store, shape).await;
     let before = snapshot(&store).await;
     let (reached, mut reached_seen) = tokio::sync::watch::channel(0u64);
     let slow = ReplayOptions {
