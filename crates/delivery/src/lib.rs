@@ -38,12 +38,12 @@
 //!    keeps its lease until its record is written, so no claim takes it meanwhile.
 //!
 //! The delivery tables (`webhook_endpoints`, `webhook_deliveries`, `webhook_bodies`,
-//! `webhook_attempts`, `webhook_secrets`) are not read models and `crier replay` leaves them alone: they record
-//! what was sent to whom and when, which no fold of the history can recompute (an attempt's
-//! outcome is the endpoint's, not an event), and rebuilding them would send every notice
-//! again. The endpoints' registrations themselves are events and their read model,
-//! `rm_webhooks`, is rebuilt like any other. Secrets live in `webhook_secrets`, written in the
-//! registration's own transaction, never in an event.
+//! `webhook_attempts`, `webhook_secrets`) are not read models and `crier replay` leaves them
+//! alone: they record what was sent to whom and when, which no fold of the history can
+//! recompute (an attempt's outcome is the endpoint's, not an event), and rebuilding them
+//! would send every notice again. The endpoints' registrations themselves are events and
+//! their read model, `rm_webhooks`, is rebuilt like any other. Secrets live in
+//! `webhook_secrets`, written in the registration's own transaction, never in an event.
 //!
 //! The crate knows nothing of the HTTP server; its errors are its own ([`DeliveryError`]).
 

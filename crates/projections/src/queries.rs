@@ -16,9 +16,10 @@
 //! Incident and maintenance states are read with their timelines in the same statement (see
 //! [`StoredState`]).
 //!
-//! The lookups by a list of keys that run on every request (key verifiers, notice versions,
-//! services named, key tenants) pass their list padded to [`GENERIC_PLAN_ARRAY_LENGTH`]
-//! ([`padded_for_a_generic_plan`]), so that PostgreSQL plans each once per connection.
+//! The lookups by a list of keys that run on every request or notice (key verifiers, notice
+//! versions, services named, key tenants, services and notices read by ids) pass their list
+//! padded to [`GENERIC_PLAN_ARRAY_LENGTH`] ([`padded_for_a_generic_plan`]), so that
+//! PostgreSQL plans each once per connection.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -315,6 +316,17 @@ pub async fn services<C: GenericClient>(
     rows.iter().map(service_view).collect()
 }
 
+/// The statement of [`visible`] and [`visible_with_ids`]: the notice-carrying rows of
+/// `table` (`rm_incidents`, `rm_maintenances`) whose id is `id_is`, that the viewer may see
+/// (`$1` everyone, `$2` its tenant).
+fn visible_rows_sql<T: StoredState>(table: &str, id_is: &str) -> String {
+    format!(
+        "SELECT r.id, r.version, r.state, {} AS timeline FROM {table} r \
+          WHERE r.id {id_is} AND ($1 OR r.public OR $2 = ANY(r.tenants))",
+        T::TIMELINE
+    )
+}
+
 /// One notice-carrying row of `table` (`rm_incidents`, `rm_maintenances`) if the viewer
 /// may see it.
 async fn visible<C: GenericClient, T: StoredState + Notice>(
@@ -325,11 +337,7 @@ async fn visible<C: GenericClient, T: StoredState + Notice>(
 ) -> Result<Option<Versioned<T>>, ProjectionError> {
     let (everyone, tenant) = viewer.filter();
     let statement = client
-        .prepare_cached(&format!(
-            "SELECT r.id, r.version, r.state, {} AS timeline FROM {table} r \
-              WHERE r.id = $3 AND ($1 OR r.public OR $2 = ANY(r.tenants))",
-            T::TIMELINE
-        ))
+        .prepare_cached(&visible_rows_sql::<T>(table, "= $3"))
         .await?;
     let row = client
         .query_opt(&statement, &[&everyone, &tenant, &id])
@@ -390,11 +398,7 @@ async fn visible_with_ids<C: GenericClient, T: StoredState + Notice>(
     }
     let (everyone, tenant) = viewer.filter();
     let statement = client
-        .prepare_cached(&format!(
-            "SELECT r.id, r.version, r.state, {} AS timeline FROM {table} r \
-              WHERE r.id = ANY($3) AND ($1 OR r.public OR $2 = ANY(r.tenants))",
-            T::TIMELINE
-        ))
+        .prepare_cached(&visible_rows_sql::<T>(table, "= ANY($3)"))
         .await?;
     let ids = padded_for_a_generic_plan(ids);
     let rows = client
