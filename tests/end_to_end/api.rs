@@ -349,6 +349,11 @@ async fn every_documented_error_status_is_a_problem() {
 
     // 404: unknown route, unknown resource; 405 for a method a path does not have.
     api.get("/v1/nothing-here", None).await.problem(404);
+    // Paths under a scope of the router (`/v1/incidents/…`) that no route of it takes.
+    api.get(&format!("/v1/incidents/{id}/nothing-here"), None)
+        .await
+        .problem(404);
+    api.get("/v1/incidents/", None).await.problem(404);
     api.get(&format!("/v1/incidents/{}", uuid::Uuid::new_v4()), None)
         .await
         .problem(404);
@@ -363,6 +368,17 @@ async fn every_documented_error_status_is_a_problem() {
         .send(Method::PUT, "/v1/incidents", Some(&comms), &[], None)
         .await;
     assert_eq!(not_allowed.header("allow"), Some("GET, HEAD, POST"));
+    not_allowed.problem(405);
+    let not_allowed = api
+        .send(
+            Method::DELETE,
+            &format!("/v1/incidents/{id}/updates"),
+            Some(&comms),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(not_allowed.header("allow"), Some("POST"));
     not_allowed.problem(405);
     let not_allowed = api.send(Method::POST, "/healthz", None, &[], None).await;
     assert_eq!(not_allowed.header("allow"), Some("GET, HEAD"));

@@ -74,7 +74,9 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
             .app_data(web::PathConfig::default().error_handler(|e, _| {
                 ApiError::BadRequest(format!("bad path: {e} (ids are UUIDs)")).into()
             }));
-        routes::configure(&mut Routes::new(cfg));
+        let mut routes = Routes::new(cfg);
+        routes::configure(&mut routes);
+        routes.register();
         cfg.route(
             "/docs",
             web::get().to(|| async {

@@ -24,7 +24,8 @@ use crate::routing::Routes;
 /// and a path with a `{segment}` costs a regular-expression match: the reads that carry an
 /// outage's load (the Statuspage documents and feeds, the status page, the stream) come
 /// first, so that they are found before any such match is tried (`benches/public/summary.sh`:
-/// the regular expressions of the routes before them were 15 % of the server's CPU).
+/// the regular expressions of the routes before them were 15 % of the server's CPU), and
+/// [`Routes::register`] scopes the rest so that a request tries only its own scope's.
 pub fn configure(routes: &mut Routes<'_>) {
     public::configure(routes);
     crate::status_page::configure(routes);
