@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use deadpool_postgres::GenericClient;
 use eventstore::EventStore;
+use tokio_postgres::types::ToSql;
 
 use crate::builder::{Builder, BuilderOptions, Folded};
 use crate::{ProjectionError, PROJECTIONS_LOCK, READ_MODEL_TABLES};
@@ -576,105 +577,125 @@ async fn prepare_rebuild_schema(
     Ok((0, expected))
 }
 
-/// Each index of `schema.table` by what it indexes (so that a rebuilt table's indexes can
-/// take the names the migrations gave the live ones).
-async fn index_names<C: GenericClient>(
-    client: &C,
-    schema: &str,
-    table: &str,
-) -> Result<HashMap<(bool, String), String>, ProjectionError> {
-    let rows = client
-        .query(
-            "SELECT c.relname::text AS name, x.indisunique AS is_unique, \
-                    regexp_replace(pg_get_indexdef(x.indexrelid), '^.* USING ', '') AS definition \
+/// Replaces each live table by its rebuilt twin, keeping the live owner, privileges and
+/// index names. Writers wait on the exclusive lock while this runs, so the catalog is read
+/// in one pipelined round trip and every change goes as one batch (a statement at a time, it
+/// was seven or more round trips a table).
+async fn swap_in<C: GenericClient>(transaction: &C) -> Result<(), ProjectionError> {
+    let catalog = SwapCatalog::read(transaction).await?;
+    transaction.batch_execute(&catalog.statements()?).await?;
+    Ok(())
+}
+
+/// What the swap keeps of the live tables, and the names the rebuilt indexes were given.
+struct SwapCatalog {
+    /// Each live table's owner (quoted).
+    owners: HashMap<String, String>,
+    /// Each live table's grants to others than its owner: (table, grantee, privileges).
+    grants: Vec<(String, String, String)>,
+    /// Each index by (schema, table) and by what it indexes: (unique, definition) → name.
+    indexes: HashMap<(String, String), HashMap<(bool, String), String>>,
+}
+
+impl SwapCatalog {
+    async fn read<C: GenericClient>(client: &C) -> Result<SwapCatalog, ProjectionError> {
+        let tables = READ_MODEL_TABLES.as_slice();
+        let just_tables: [&(dyn ToSql + Sync); 1] = [&tables];
+        let tables_and_schema: [&(dyn ToSql + Sync); 2] = [&tables, &REBUILD_SCHEMA];
+        // `LIKE` copies neither the owner nor the privileges.
+        let owners = client.query(
+            "SELECT t, quote_ident(pg_get_userbyid(c.relowner)) \
+               FROM unnest($1::text[]) AS t \
+               JOIN pg_class c ON c.oid = ('public.' || t)::regclass",
+            &just_tables,
+        );
+        let grants = client.query(
+            "SELECT t, CASE WHEN a.grantee = 0 THEN 'PUBLIC' \
+                            ELSE quote_ident(pg_get_userbyid(a.grantee)) END, \
+                    string_agg(a.privilege_type, ', ' ORDER BY a.privilege_type) \
+               FROM unnest($1::text[]) AS t \
+               JOIN pg_class c ON c.oid = ('public.' || t)::regclass, \
+                    aclexplode(c.relacl) AS a \
+              WHERE a.grantee <> c.relowner \
+              GROUP BY 1, 2",
+            &just_tables,
+        );
+        // An index is known by what it indexes, so that a rebuilt table's indexes can take
+        // the names the migrations gave the live ones.
+        let indexes = client.query(
+            "SELECT n.nspname::text, t.relname::text, c.relname::text, x.indisunique, \
+                    regexp_replace(pg_get_indexdef(x.indexrelid), '^.* USING ', '') \
                FROM pg_index x \
                JOIN pg_class c ON c.oid = x.indexrelid \
                JOIN pg_class t ON t.oid = x.indrelid \
                JOIN pg_namespace n ON n.oid = t.relnamespace \
-              WHERE n.nspname = $1 AND t.relname = $2",
-            &[&schema, &table],
-        )
-        .await?;
-    rows.iter()
-        .map(|row| {
-            Ok((
-                (row.try_get("is_unique")?, row.try_get("definition")?),
-                row.try_get("name")?,
-            ))
-        })
-        .collect()
-}
-
-/// Gives the rebuilt `table` the live one's owner and privileges (`LIKE` copies neither),
-/// so that roles that used the live tables can use the rebuilt ones.
-async fn copy_owner_and_grants<C: GenericClient>(
-    transaction: &C,
-    table: &str,
-) -> Result<(), ProjectionError> {
-    let live = format!("public.{table}");
-    let owner: String = transaction
-        .query_one(
-            "SELECT quote_ident(pg_get_userbyid(relowner)) FROM pg_class WHERE oid = $1::text::regclass",
-            &[&live],
-        )
-        .await?
-        .try_get(0)?;
-    transaction
-        .batch_execute(&format!(
-            "ALTER TABLE {REBUILD_SCHEMA}.{table} OWNER TO {owner}"
-        ))
-        .await?;
-    let grants = transaction
-        .query(
-            "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' \
-                         ELSE quote_ident(pg_get_userbyid(a.grantee)) END AS grantee, \
-                    string_agg(a.privilege_type, ', ') AS privileges \
-               FROM pg_class c, aclexplode(c.relacl) a \
-              WHERE c.oid = $1::text::regclass AND a.grantee <> c.relowner \
-              GROUP BY 1",
-            &[&live],
-        )
-        .await?;
-    for grant in grants {
-        let grantee: String = grant.try_get("grantee")?;
-        let privileges: String = grant.try_get("privileges")?;
-        transaction
-            .batch_execute(&format!(
-                "GRANT {privileges} ON {REBUILD_SCHEMA}.{table} TO {grantee}"
-            ))
-            .await?;
+              WHERE n.nspname::text IN ('public', $2::text) AND t.relname::text = ANY($1::text[])",
+            &tables_and_schema,
+        );
+        let (owners, grants, indexes) = futures_util::try_join!(owners, grants, indexes)?;
+        let mut catalog = SwapCatalog {
+            owners: HashMap::new(),
+            grants: Vec::new(),
+            indexes: HashMap::new(),
+        };
+        for row in owners {
+            catalog.owners.insert(row.try_get(0)?, row.try_get(1)?);
+        }
+        for row in grants {
+            catalog
+                .grants
+                .push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
+        }
+        for row in indexes {
+            catalog
+                .indexes
+                .entry((row.try_get(0)?, row.try_get(1)?))
+                .or_default()
+                .insert((row.try_get(3)?, row.try_get(4)?), row.try_get(2)?);
+        }
+        Ok(catalog)
     }
-    Ok(())
-}
 
-/// Replaces each live table by its rebuilt twin, keeping the live owner, privileges and
-/// index names.
-async fn swap_in<C: GenericClient>(transaction: &C) -> Result<(), ProjectionError> {
-    for table in READ_MODEL_TABLES {
-        copy_owner_and_grants(transaction, table).await?;
-        let live = index_names(transaction, "public", table).await?;
-        let rebuilt = index_names(transaction, REBUILD_SCHEMA, table).await?;
-        transaction
-            .batch_execute(&format!(
+    /// The swap as one batch: per table, the live owner and grants given to the rebuilt
+    /// twin, the live table dropped and the twin moved in, its indexes renamed to the live
+    /// names; then the empty schema dropped.
+    fn statements(&self) -> Result<String, ProjectionError> {
+        let mut ddl = String::new();
+        for table in READ_MODEL_TABLES {
+            let owner = self.owners.get(table).ok_or_else(|| {
+                ProjectionError::Corrupt(format!("the live table {table} is missing"))
+            })?;
+            ddl.push_str(&format!(
+                "ALTER TABLE {REBUILD_SCHEMA}.{table} OWNER TO {owner};"
+            ));
+            for (_, grantee, privileges) in self.grants.iter().filter(|g| g.0 == table) {
+                ddl.push_str(&format!(
+                    "GRANT {privileges} ON {REBUILD_SCHEMA}.{table} TO {grantee};"
+                ));
+            }
+            ddl.push_str(&format!(
                 "DROP TABLE public.{table}; ALTER TABLE {REBUILD_SCHEMA}.{table} SET SCHEMA public;"
-            ))
-            .await?;
-        for (shape, rebuilt_name) in rebuilt {
-            if let Some(live_name) = live.get(&shape).filter(|name| **name != rebuilt_name) {
-                transaction
-                    .batch_execute(&format!(
-                        "ALTER INDEX public.{} RENAME TO {}",
-                        quote(&rebuilt_name),
+            ));
+            let no_indexes = HashMap::new();
+            let indexes_of = |schema: &str| {
+                (self.indexes)
+                    .get(&(schema.to_owned(), table.to_owned()))
+                    .unwrap_or(&no_indexes)
+            };
+            let live = indexes_of("public");
+            for (shape, rebuilt_name) in indexes_of(REBUILD_SCHEMA) {
+                if let Some(live_name) = live.get(shape).filter(|name| *name != rebuilt_name) {
+                    ddl.push_str(&format!(
+                        "ALTER INDEX public.{} RENAME TO {};",
+                        quote(rebuilt_name),
                         quote(live_name)
-                    ))
-                    .await?;
+                    ));
+                }
             }
         }
+        ddl.push_str(&format!("DROP SCHEMA {REBUILD_SCHEMA};"));
+        Ok(ddl)
     }
-    transaction
-        .batch_execute(&format!("DROP SCHEMA {REBUILD_SCHEMA}"))
-        .await?;
-    Ok(())
 }
 
 fn quote(identifier: &str) -> String {

@@ -108,6 +108,31 @@ async fn snapshot(store: &EventStore) -> BTreeMap<&'static str, Vec<String>> {
     testing::read_model_snapshot(store).await
 }
 
+/// Each live read-model table's owner, and each privilege it grants: `table owner`, and
+/// `table grantee privilege`.
+async fn owners_and_privileges(store: &EventStore) -> Vec<String> {
+    let client = store.pool().get().await.unwrap();
+    client
+        .query(
+            "SELECT c.relname || ' owner ' || pg_get_userbyid(c.relowner) FROM pg_class c \
+               JOIN pg_namespace n ON n.oid = c.relnamespace \
+              WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname LIKE 'rm\\_%' \
+             UNION ALL \
+             SELECT c.relname || ' ' || CASE WHEN a.grantee = 0 THEN 'PUBLIC' \
+                                            ELSE pg_get_userbyid(a.grantee) END \
+                    || ' ' || a.privilege_type FROM pg_class c \
+               JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) a \
+              WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname LIKE 'rm\\_%' \
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 /// `table.column` of every live read-model column compressed with lz4.
 async fn lz4_columns(store: &EventStore) -> Vec<String> {
     let client = store.pool().get().await.unwrap();
@@ -686,6 +711,10 @@ async fn replay_rebuilds_every_table_exactly_as_it_was() {
         .await
         .unwrap();
     drop(client);
+    let access = owners_and_privileges(&store).await;
+    assert!(access
+        .iter()
+        .any(|a| a.contains("rm_incidents PUBLIC SELECT")));
 
     let mut positions = Vec::new();
     let options = ReplayOptions {
@@ -703,6 +732,11 @@ async fn replay_rebuilds_every_table_exactly_as_it_was() {
         index_names(&store).await,
         indexes,
         "index names survive the swap"
+    );
+    assert_eq!(
+        owners_and_privileges(&store).await,
+        access,
+        "owners and privileges survive the swap"
     );
     assert_eq!(
         lz4_columns(&store).await,
