@@ -579,8 +579,8 @@ async fn prepare_rebuild_schema(
 
 /// Replaces each live table by its rebuilt twin, keeping the live owner, privileges and
 /// index names. Writers wait on the exclusive lock while this runs, so the catalog is read
-/// in one pipelined round trip and every change goes as one batch (a statement at a time, it
-/// was seven or more round trips a table).
+/// with three queries sent together and every change goes as one batch (a statement at a
+/// time, it was seven or more round trips a table).
 async fn swap_in<C: GenericClient>(transaction: &C) -> Result<(), ProjectionError> {
     let catalog = SwapCatalog::read(transaction).await?;
     transaction.batch_execute(&catalog.statements()?).await?;

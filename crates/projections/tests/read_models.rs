@@ -108,63 +108,52 @@ async fn snapshot(store: &EventStore) -> BTreeMap<&'static str, Vec<String>> {
     testing::read_model_snapshot(store).await
 }
 
+/// The first column of every row `sql` returns, as text.
+async fn strings(store: &EventStore, sql: &str) -> Vec<String> {
+    let client = store.pool().get().await.unwrap();
+    let rows = client.query(sql, &[]).await.unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
 /// Each live read-model table's owner, and each privilege it grants: `table owner`, and
 /// `table grantee privilege`.
 async fn owners_and_privileges(store: &EventStore) -> Vec<String> {
-    let client = store.pool().get().await.unwrap();
-    client
-        .query(
-            "SELECT c.relname || ' owner ' || pg_get_userbyid(c.relowner) FROM pg_class c \
-               JOIN pg_namespace n ON n.oid = c.relnamespace \
-              WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname LIKE 'rm\\_%' \
-             UNION ALL \
-             SELECT c.relname || ' ' || CASE WHEN a.grantee = 0 THEN 'PUBLIC' \
-                                            ELSE pg_get_userbyid(a.grantee) END \
-                    || ' ' || a.privilege_type FROM pg_class c \
-               JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) a \
-              WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname LIKE 'rm\\_%' \
-             ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    strings(
+        store,
+        "SELECT c.relname || ' owner ' || pg_get_userbyid(c.relowner) FROM pg_class c \
+           JOIN pg_namespace n ON n.oid = c.relnamespace \
+          WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname LIKE 'rm\\_%' \
+         UNION ALL \
+         SELECT c.relname || ' ' || CASE WHEN a.grantee = 0 THEN 'PUBLIC' \
+                                        ELSE pg_get_userbyid(a.grantee) END \
+                || ' ' || a.privilege_type FROM pg_class c \
+           JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) a \
+          WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname LIKE 'rm\\_%' \
+         ORDER BY 1",
+    )
+    .await
 }
 
 /// `table.column` of every live read-model column compressed with lz4.
 async fn lz4_columns(store: &EventStore) -> Vec<String> {
-    let client = store.pool().get().await.unwrap();
-    client
-        .query(
-            "SELECT c.relname || '.' || a.attname FROM pg_attribute a \
-               JOIN pg_class c ON c.oid = a.attrelid \
-               JOIN pg_namespace n ON n.oid = c.relnamespace \
-              WHERE n.nspname = 'public' AND c.relname LIKE 'rm\\_%' AND a.attcompression = 'l' \
-              ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    strings(
+        store,
+        "SELECT c.relname || '.' || a.attname FROM pg_attribute a \
+           JOIN pg_class c ON c.oid = a.attrelid \
+           JOIN pg_namespace n ON n.oid = c.relnamespace \
+          WHERE n.nspname = 'public' AND c.relname LIKE 'rm\\_%' AND a.attcompression = 'l' \
+          ORDER BY 1",
+    )
+    .await
 }
 
 async fn index_names(store: &EventStore) -> Vec<String> {
-    let client = store.pool().get().await.unwrap();
-    client
-        .query(
-            "SELECT indexname::text FROM pg_indexes WHERE schemaname = 'public' \
-               AND tablename LIKE 'rm\\_%' ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    strings(
+        store,
+        "SELECT indexname::text FROM pg_indexes WHERE schemaname = 'public' \
+           AND tablename LIKE 'rm\\_%' ORDER BY 1",
+    )
+    .await
 }
 
 #[tokio::test]
