@@ -12,6 +12,10 @@ SMTP_SINK_TLS=starttls (STARTTLS required before MAIL) or implicit (TLS from the
 with SMTP_SINK_CERT and SMTP_SINK_KEY (PEM files), serve TLS; each message then records
 whether it came over TLS ("tls").
 
+It offers PIPELINING (RFC 2920), as Postfix and Exim do (aiosmtpd reads pipelined commands
+but does not say so); SMTP_SINK_PIPELINING=off does not. Each message records whether its
+envelope came pipelined (its DATA already waiting when MAIL was read: "pipelined").
+
 DIR/control.json, read at every command, tells it to misbehave:
     {"refuse": {"<address>": 550}}   refuse these recipients with that code
     {"defer": 451}                   defer every message at DATA with that code
@@ -50,6 +54,20 @@ class Recorder:
             f.write(str(self.count))
         os.replace(os.path.join(self.directory, "count.tmp"), os.path.join(self.directory, "count"))
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if os.environ.get("SMTP_SINK_PIPELINING") != "off":
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        # What the client sent after MAIL without waiting for its reply.
+        waiting = bytes(getattr(server._reader, "_buffer", b""))
+        envelope.pipelined = b"DATA" in waiting
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         code = control(self.directory).get("refuse", {}).get(address)
         if code:
@@ -75,6 +93,7 @@ class Recorder:
         record = {
             "mail_from": envelope.mail_from,
             "rcpt_tos": envelope.rcpt_tos,
+            "pipelined": getattr(envelope, "pipelined", False),
             "content_type": message.get_content_type(),
             "headers": {name.lower(): str(value) for name, value in message.items()},
             "text": text.get_content() if text else None,

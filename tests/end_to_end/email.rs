@@ -109,6 +109,8 @@ async fn a_subscriber_confirms_then_gets_each_notice_in_its_language_threaded_wi
     }
     let confirmation = sink.wait_for("nurse@nhs.example", 1).await.remove(0);
     assert_eq!(confirmation["content_type"], "multipart/alternative");
+    // The sink, as Postfix does, offers PIPELINING: the envelope went in one write.
+    assert_eq!(confirmation["pipelined"], true);
     assert!(confirmation["headers"]["subject"]
         .as_str()
         .unwrap()
@@ -745,6 +747,7 @@ async fn email_goes_over_starttls_and_implicit_tls_to_a_relay_of_a_private_ca_an
         subscribe(&api, json!({"email": address})).await.expect(202);
         let messages = sink.wait_for(&address, 1).await;
         assert_eq!(messages[0]["tls"], true, "{mode}: {messages:#?}");
+        assert_eq!(messages[0]["pipelined"], true, "{mode}: {messages:#?}");
         drop(api);
 
         // Not trusting it: nothing is sent (the certificate is refused), and nothing in

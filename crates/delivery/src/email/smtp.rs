@@ -8,6 +8,14 @@
 //! with `TCP_NODELAY`, and handed to lettre's `AsyncSmtpConnection`, which does the rest:
 //! the greeting, EHLO, STARTTLS, authentication and the transaction.
 //!
+//! Where the server offers `PIPELINING` (RFC 2920; Postfix and Exim do), a message's envelope
+//! goes in one write: `MAIL`, each `RCPT` and `DATA` together, their replies read in order,
+//! then the content. Two round trips a message instead of four (one recipient): a relay
+//! 10 ms away takes a connection's message every 20 ms rather than every 40. lettre reads only
+//! the extensions it knows from the greeting's EHLO, so one more EHLO, before authentication,
+//! asks for the rest. A refusal anywhere in the group fails the message, as a refusal does
+//! unpipelined, and the connection is closed: its state is not known.
+//!
 //! `CRIER_SMTP_URL` reads as lettre's `from_url` reads it: `smtp://host` (port 25, plain),
 //! `smtp://host?tls=required` or `?tls=opportunistic` (port 587, STARTTLS), `smtps://host`
 //! (port 465, TLS from the first byte), with credentials in the user and password parts
@@ -21,7 +29,8 @@ use std::time::{Duration, Instant};
 
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
-use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::Message;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -185,7 +194,7 @@ impl SmtpServer {
     }
 
     /// A new connection, greeted, secured and authenticated as configured.
-    async fn connect(&self) -> Result<AsyncSmtpConnection, SendError> {
+    async fn connect(&self) -> Result<Connection, SendError> {
         let tcp = tokio::time::timeout(
             self.timeout,
             TcpStream::connect((self.host.as_str(), self.port)),
@@ -219,17 +228,127 @@ impl SmtpServer {
                         .map_err(SendError::Smtp)?;
                 }
             }
+            let pipelining = offers_pipelining(&mut connection, &self.hello).await?;
             if let Some(credentials) = &self.credentials {
                 connection
                     .auth(&[Mechanism::Plain, Mechanism::Login], credentials)
                     .await
                     .map_err(SendError::Smtp)?;
             }
-            Ok(connection)
+            Ok(Connection {
+                smtp: connection,
+                pipelining,
+            })
         };
         tokio::time::timeout(self.timeout * 3, opening)
             .await
             .map_err(|_| SendError::Timeout)?
+    }
+}
+
+/// Asks the server (EHLO once more) whether it takes commands pipelined. A server that
+/// refuses the repeated EHLO stays as it was (RFC 5321, 4.1.4), so that is a no.
+async fn offers_pipelining(
+    connection: &mut AsyncSmtpConnection,
+    hello: &ClientId,
+) -> Result<bool, SendError> {
+    match connection.command(Ehlo::new(hello.clone())).await {
+        // The first line is the server's name; each after it, a keyword and its arguments.
+        Ok(answer) => Ok(answer.message().skip(1).any(|line| {
+            line.split_whitespace()
+                .next()
+                .is_some_and(|keyword| keyword.eq_ignore_ascii_case("PIPELINING"))
+        })),
+        Err(e) if e.status().is_some() => Ok(false),
+        Err(e) => Err(SendError::Smtp(e)),
+    }
+}
+
+/// A connection, and whether its server takes the envelope in one write.
+struct Connection {
+    smtp: AsyncSmtpConnection,
+    pipelining: bool,
+}
+
+impl Connection {
+    async fn send(&mut self, message: &ReadyMessage) -> Result<(), lettre::transport::smtp::Error> {
+        let envelope = &message.envelope;
+        let group = if self.pipelining {
+            EnvelopeGroup::for_server(envelope, &message.bytes, self.smtp.server_info())
+        } else {
+            None
+        };
+        let Some(group) = group else {
+            // lettre's own transaction, which also says why a message the server cannot
+            // take (an international address, 8-bit content) is refused.
+            return self.smtp.send(envelope, &message.bytes).await.map(|_| ());
+        };
+        // Written at once; `command` reads the first reply (MAIL's), each reply after it is
+        // read in turn, and the first refusal ends the message.
+        self.smtp.command(&group).await?;
+        for _ in &group.recipients {
+            self.smtp.read_response().await?;
+        }
+        self.smtp.read_response().await?; // DATA's 354
+        self.smtp.message(&message.bytes).await.map(|_| ())
+    }
+
+    fn can_be_reused(&self) -> bool {
+        !self.smtp.has_broken()
+    }
+}
+
+/// `MAIL`, every `RCPT` and `DATA`, as one write (RFC 2920).
+struct EnvelopeGroup {
+    mail: Mail,
+    recipients: Vec<Rcpt>,
+}
+
+impl EnvelopeGroup {
+    /// The group for `envelope`, with the parameters lettre would give `MAIL`; `None` when
+    /// the message needs an extension the server lacks (lettre's transaction says so).
+    fn for_server(
+        envelope: &lettre::address::Envelope,
+        content: &[u8],
+        server: &lettre::transport::smtp::extension::ServerInfo,
+    ) -> Option<EnvelopeGroup> {
+        let mut parameters = Vec::new();
+        let international = envelope
+            .from()
+            .into_iter()
+            .chain(envelope.to())
+            .any(|address| !AsRef::<str>::as_ref(address).is_ascii());
+        if international {
+            if !server.supports_feature(Extension::SmtpUtfEight) {
+                return None;
+            }
+            parameters.push(MailParameter::SmtpUtfEight);
+        }
+        if !content.is_ascii() {
+            if !server.supports_feature(Extension::EightBitMime) {
+                return None;
+            }
+            parameters.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        Some(EnvelopeGroup {
+            mail: Mail::new(envelope.from().cloned(), parameters),
+            recipients: envelope
+                .to()
+                .iter()
+                .map(|to| Rcpt::new(to.clone(), Vec::new()))
+                .collect(),
+        })
+    }
+}
+
+impl std::fmt::Display for EnvelopeGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Each command ends its own line.
+        self.mail.fmt(f)?;
+        for recipient in &self.recipients {
+            recipient.fmt(f)?;
+        }
+        Data.fmt(f)
     }
 }
 
@@ -313,7 +432,7 @@ impl From<&Message> for ReadyMessage {
 /// caller's to bound (the sender sends on at most `connections` at a time).
 pub struct SmtpPool {
     server: SmtpServer,
-    idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
+    idle: Mutex<Vec<(Connection, Instant)>>,
 }
 
 impl SmtpPool {
@@ -332,14 +451,10 @@ impl SmtpPool {
     /// [`SmtpPool::send`] of a message put into its bytes beforehand.
     pub async fn send_ready(&self, message: &ReadyMessage) -> Result<(), SendError> {
         let mut connection = self.take().await?;
-        let sent = tokio::time::timeout(
-            self.server.timeout * 3,
-            connection.send(&message.envelope, &message.bytes),
-        )
-        .await;
+        let sent = tokio::time::timeout(self.server.timeout * 3, connection.send(message)).await;
         match sent {
-            Ok(Ok(_)) => {
-                if !connection.has_broken() {
+            Ok(Ok(())) => {
+                if connection.can_be_reused() {
                     if let Ok(mut idle) = self.idle.lock() {
                         idle.push((connection, Instant::now()));
                     }
@@ -352,19 +467,20 @@ impl SmtpPool {
         }
     }
 
-    async fn take(&self) -> Result<AsyncSmtpConnection, SendError> {
+    async fn take(&self) -> Result<Connection, SendError> {
         loop {
             let popped = self.idle.lock().ok().and_then(|mut idle| idle.pop());
             let Some((mut connection, since)) = popped else {
                 return self.server.connect().await;
             };
             let idle_for = since.elapsed();
-            if connection.has_broken() || idle_for > IDLE_LIMIT {
+            if !connection.can_be_reused() || idle_for > IDLE_LIMIT {
                 continue;
             }
             if idle_for > TEST_AFTER {
                 let alive =
-                    tokio::time::timeout(self.server.timeout, connection.test_connected()).await;
+                    tokio::time::timeout(self.server.timeout, connection.smtp.test_connected())
+                        .await;
                 if alive != Ok(true) {
                     continue;
                 }
@@ -404,5 +520,197 @@ mod tests {
         ] {
             assert!(SmtpServer::from_url(bad, t).is_err(), "{bad}");
         }
+    }
+
+    /// What a test server saw.
+    #[derive(Default)]
+    struct Seen {
+        connections: usize,
+        /// For each `MAIL`: were its `RCPT` and `DATA` already in, unanswered?
+        mail_pipelined: Vec<bool>,
+        /// Each message's recipients, once its content was accepted.
+        delivered: Vec<String>,
+    }
+
+    /// A small SMTP server on loopback: offers `PIPELINING` or not, refuses the recipients
+    /// `refused` names with the code given, and answers `DATA` with 554 when no recipient
+    /// was taken (as RFC 2920 asks of a server).
+    struct TestServer {
+        port: u16,
+        seen: Arc<Mutex<Seen>>,
+    }
+
+    impl TestServer {
+        async fn start(pipelining: bool, refused: &[(&str, u16)]) -> TestServer {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let seen = Arc::new(Mutex::new(Seen::default()));
+            let refused: Arc<Vec<(String, u16)>> =
+                Arc::new(refused.iter().map(|(a, c)| (a.to_string(), *c)).collect());
+            let shared = seen.clone();
+            tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    shared.lock().unwrap().connections += 1;
+                    let (seen, refused) = (shared.clone(), refused.clone());
+                    tokio::spawn(converse(stream, pipelining, seen, refused));
+                }
+            });
+            TestServer { port, seen }
+        }
+
+        fn pool(&self) -> SmtpPool {
+            let url = format!("smtp://127.0.0.1:{}", self.port);
+            SmtpPool::new(SmtpServer::from_url(&url, Duration::from_secs(5)).unwrap())
+        }
+    }
+
+    async fn converse(
+        stream: TcpStream,
+        pipelining: bool,
+        seen: Arc<Mutex<Seen>>,
+        refused: Arc<Vec<(String, u16)>>,
+    ) -> std::io::Result<()> {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read);
+        write.write_all(b"220 test ESMTP\r\n").await?;
+        let mut recipients = Vec::new();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if lines.read_line(&mut line).await? == 0 {
+                return Ok(());
+            }
+            let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+            let answer: String = match verb.as_str() {
+                "EHLO" if pipelining => "250-test\r\n250-PIPELINING\r\n250 8BITMIME\r\n".into(),
+                "EHLO" => "250-test\r\n250 8BITMIME\r\n".into(),
+                "MAIL" => {
+                    let waiting = String::from_utf8_lossy(lines.buffer()).into_owned();
+                    seen.lock()
+                        .unwrap()
+                        .mail_pipelined
+                        .push(waiting.contains("RCPT") && waiting.contains("DATA"));
+                    recipients.clear();
+                    "250 2.1.0 OK\r\n".into()
+                }
+                "RCPT" => {
+                    let address = line
+                        .split_once('<')
+                        .and_then(|(_, rest)| rest.split_once('>'))
+                        .map(|(address, _)| address.to_owned())
+                        .unwrap_or_default();
+                    match refused.iter().find(|(a, _)| *a == address) {
+                        Some((_, code)) => format!("{code} refused\r\n"),
+                        None => {
+                            recipients.push(address);
+                            "250 2.1.5 OK\r\n".into()
+                        }
+                    }
+                }
+                "DATA" if recipients.is_empty() => "554 5.5.1 no valid recipients\r\n".into(),
+                "DATA" => {
+                    write.write_all(b"354 go ahead\r\n").await?;
+                    loop {
+                        line.clear();
+                        if lines.read_line(&mut line).await? == 0 {
+                            return Ok(());
+                        }
+                        if line == ".\r\n" {
+                            break;
+                        }
+                    }
+                    seen.lock().unwrap().delivered.append(&mut recipients);
+                    "250 2.0.0 accepted\r\n".into()
+                }
+                "NOOP" | "RSET" => "250 OK\r\n".into(),
+                "QUIT" => {
+                    write.write_all(b"221 bye\r\n").await?;
+                    return Ok(());
+                }
+                _ => "502 5.5.2 not implemented\r\n".into(),
+            };
+            write.write_all(answer.as_bytes()).await?;
+        }
+    }
+
+    fn message_to(address: &str) -> Message {
+        Message::builder()
+            .from("Status <status@example.com>".parse().unwrap())
+            .to(address.parse().unwrap())
+            .subject("Users cannot sign in")
+            .body(String::from(
+                "Restart your client to recover.\n.\nA line with a dot.",
+            ))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_envelope_goes_in_one_write_where_the_server_offers_pipelining() {
+        let server = TestServer::start(true, &[]).await;
+        let pool = server.pool();
+        for n in 0..3 {
+            pool.send(&message_to(&format!("user{n}@example.com")))
+                .await
+                .unwrap();
+        }
+        let seen = server.seen.lock().unwrap();
+        assert_eq!(seen.mail_pipelined, [true, true, true]);
+        assert_eq!(
+            seen.delivered,
+            [
+                "user0@example.com",
+                "user1@example.com",
+                "user2@example.com"
+            ]
+        );
+        assert_eq!(seen.connections, 1, "the connection is reused");
+    }
+
+    #[tokio::test]
+    async fn each_command_waits_for_its_reply_where_the_server_does_not_offer_pipelining() {
+        let server = TestServer::start(false, &[]).await;
+        let pool = server.pool();
+        for n in 0..2 {
+            pool.send(&message_to(&format!("user{n}@example.com")))
+                .await
+                .unwrap();
+        }
+        let seen = server.seen.lock().unwrap();
+        assert_eq!(seen.mail_pipelined, [false, false]);
+        assert_eq!(seen.delivered, ["user0@example.com", "user1@example.com"]);
+        assert_eq!(seen.connections, 1);
+    }
+
+    #[tokio::test]
+    async fn a_recipient_refused_in_a_pipelined_envelope_fails_that_message_alone() {
+        let server = TestServer::start(
+            true,
+            &[("gone@example.com", 550), ("later@example.com", 451)],
+        )
+        .await;
+        let pool = server.pool();
+        let gone = pool
+            .send(&message_to("gone@example.com"))
+            .await
+            .unwrap_err();
+        assert_eq!(gone.code(), Some(550));
+        assert!(gone.is_permanent() && !gone.is_transient());
+        let later = pool
+            .send(&message_to("later@example.com"))
+            .await
+            .unwrap_err();
+        assert_eq!(later.code(), Some(451));
+        assert!(later.is_transient() && !later.is_permanent());
+        pool.send(&message_to("here@example.com")).await.unwrap();
+        let seen = server.seen.lock().unwrap();
+        assert_eq!(
+            seen.delivered,
+            ["here@example.com"],
+            "no content for the refused"
+        );
+        assert_eq!(seen.mail_pipelined, [true, true, true]);
+        // A refusal leaves the conversation's state unknown: that connection is closed.
+        assert_eq!(seen.connections, 3);
     }
 }
