@@ -24,6 +24,11 @@
 //! `--outage S` makes the sink refuse every connection and command for S seconds half-way.
 //! `--notices K` declares K incidents one after another (each a notice to every subscriber)
 //! and the clock runs until every subscriber has K notice emails.
+//!
+//! The sink offers `PIPELINING` (RFC 2920) as Postfix and Exim do, and answers what came in
+//! one write with one write; `--pipelining off` makes it a server that does not offer it.
+//! `--reply-delay-ms D` holds each of its writes D ms, as a relay that far away would (one
+//! round trip each).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic here is a failed benchmark
 
 use std::collections::HashMap;
@@ -49,6 +54,8 @@ struct Args {
     kill_at: Option<f64>,
     outage: Option<u64>,
     notices: usize,
+    pipelining: bool,
+    reply_delay: Duration,
 }
 
 fn args() -> Args {
@@ -58,6 +65,8 @@ fn args() -> Args {
         kill_at: None,
         outage: None,
         notices: 1,
+        pipelining: true,
+        reply_delay: Duration::ZERO,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -68,6 +77,10 @@ fn args() -> Args {
             ("--kill-at", Some(v)) => args.kill_at = Some(v.parse().expect("a fraction")),
             ("--outage", Some(v)) => args.outage = Some(v.parse().expect("seconds")),
             ("--notices", Some(v)) => args.notices = v.parse::<usize>().expect("a number").max(1),
+            ("--pipelining", Some(v)) => args.pipelining = v != "off",
+            ("--reply-delay-ms", Some(v)) => {
+                args.reply_delay = Duration::from_millis(v.parse().expect("milliseconds"))
+            }
             _ => {}
         }
     }
@@ -86,6 +99,10 @@ struct Sink {
     arrivals: Mutex<Vec<Instant>>,
     /// Refusing everything (the server "down").
     down: AtomicBool,
+    /// Offers PIPELINING.
+    pipelining: bool,
+    /// How long each of its writes is held.
+    reply_delay: Duration,
 }
 
 impl Sink {
@@ -105,13 +122,32 @@ impl Sink {
     }
 }
 
+/// Writes the replies gathered, held `delay` first.
+async fn reply(
+    write: &mut tokio::net::tcp::OwnedWriteHalf,
+    replies: &mut Vec<u8>,
+    delay: Duration,
+) -> std::io::Result<()> {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    write.write_all(replies).await?;
+    replies.clear();
+    Ok(())
+}
+
 async fn conversation(stream: TcpStream, sink: Arc<Sink>) -> std::io::Result<()> {
     if sink.down.load(Ordering::Relaxed) {
         return Ok(()); // closed at once, as a dead server's port would be
     }
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
-    write.write_all(b"220 sink.bench ESMTP\r\n").await?;
+    // Replies wait here until nothing more is waiting to be read: a pipelined group is
+    // answered in one write, as a real server answers it.
+    let mut replies: Vec<u8> = Vec::new();
+    let delay = sink.reply_delay;
+    replies.extend_from_slice(b"220 sink.bench ESMTP\r\n");
+    reply(&mut write, &mut replies, delay).await?;
     let mut recipients: Vec<String> = Vec::new();
     let mut line = String::new();
     loop {
@@ -127,6 +163,7 @@ async fn conversation(stream: TcpStream, sink: Arc<Sink>) -> std::io::Result<()>
         }
         let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
         let answer: &[u8] = match verb.as_str() {
+            "EHLO" if sink.pipelining => b"250-sink.bench\r\n250 PIPELINING\r\n",
             "EHLO" | "HELO" => b"250 sink.bench\r\n",
             "MAIL" | "RSET" => {
                 recipients.clear();
@@ -142,7 +179,8 @@ async fn conversation(stream: TcpStream, sink: Arc<Sink>) -> std::io::Result<()>
                 b"250 2.1.5 OK\r\n"
             }
             "DATA" => {
-                write.write_all(b"354 go ahead\r\n").await?;
+                replies.extend_from_slice(b"354 go ahead\r\n");
+                reply(&mut write, &mut replies, delay).await?;
                 let mut subject = String::new();
                 let mut headers = true;
                 loop {
@@ -167,12 +205,16 @@ async fn conversation(stream: TcpStream, sink: Arc<Sink>) -> std::io::Result<()>
             }
             "NOOP" => b"250 OK\r\n",
             "QUIT" => {
-                write.write_all(b"221 bye\r\n").await?;
+                replies.extend_from_slice(b"221 bye\r\n");
+                reply(&mut write, &mut replies, delay).await?;
                 return Ok(());
             }
             _ => b"502 5.5.2 not implemented\r\n",
         };
-        write.write_all(answer).await?;
+        replies.extend_from_slice(answer);
+        if lines.buffer().is_empty() {
+            reply(&mut write, &mut replies, delay).await?;
+        }
     }
 }
 
@@ -264,7 +306,20 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 async fn main() {
     let args = args();
     let n = args.subscribers;
-    let sink = Arc::new(Sink::default());
+    let sink = Arc::new(Sink {
+        pipelining: args.pipelining,
+        reply_delay: args.reply_delay,
+        ..Sink::default()
+    });
+    println!(
+        "the sink: PIPELINING {}, each write held {} ms",
+        if args.pipelining {
+            "offered"
+        } else {
+            "not offered"
+        },
+        args.reply_delay.as_millis()
+    );
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind the sink");
