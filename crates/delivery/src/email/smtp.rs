@@ -298,7 +298,9 @@ impl Connection {
     }
 }
 
-/// `MAIL`, every `RCPT` and `DATA`, as one write (RFC 2920).
+/// `MAIL`, every `RCPT` and `DATA`, as one write (RFC 2920). A notice email has one
+/// recipient, so the group is some hundred bytes, far inside a TCP window (RFC 2920, 5: a
+/// group must not wait on the server's replies to be written).
 struct EnvelopeGroup {
     mail: Mail,
     recipients: Vec<Rcpt>,
@@ -530,29 +532,37 @@ mod tests {
         mail_pipelined: Vec<bool>,
         /// Each message's recipients, once its content was accepted.
         delivered: Vec<String>,
+        /// Message contents received, with recipients or without.
+        contents: usize,
     }
 
-    /// A small SMTP server on loopback: offers `PIPELINING` or not, refuses the recipients
-    /// `refused` names with the code given, and answers `DATA` with 554 when no recipient
-    /// was taken (as RFC 2920 asks of a server).
+    /// How a test server behaves.
+    #[derive(Default)]
+    struct Rules {
+        pipelining: bool,
+        /// Recipients refused, with the code.
+        refused: Vec<(&'static str, u16)>,
+        /// Answers DATA with 354 though no recipient was taken (RFC 2920 asks for a refusal).
+        data_without_recipients: bool,
+    }
+
+    /// A small SMTP server on loopback, as its [`Rules`] say.
     struct TestServer {
         port: u16,
         seen: Arc<Mutex<Seen>>,
     }
 
     impl TestServer {
-        async fn start(pipelining: bool, refused: &[(&str, u16)]) -> TestServer {
+        async fn start(rules: Rules) -> TestServer {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let port = listener.local_addr().unwrap().port();
             let seen = Arc::new(Mutex::new(Seen::default()));
-            let refused: Arc<Vec<(String, u16)>> =
-                Arc::new(refused.iter().map(|(a, c)| (a.to_string(), *c)).collect());
+            let rules = Arc::new(rules);
             let shared = seen.clone();
             tokio::spawn(async move {
                 while let Ok((stream, _)) = listener.accept().await {
                     shared.lock().unwrap().connections += 1;
-                    let (seen, refused) = (shared.clone(), refused.clone());
-                    tokio::spawn(converse(stream, pipelining, seen, refused));
+                    tokio::spawn(converse(stream, rules.clone(), shared.clone()));
                 }
             });
             TestServer { port, seen }
@@ -566,9 +576,8 @@ mod tests {
 
     async fn converse(
         stream: TcpStream,
-        pipelining: bool,
+        rules: Arc<Rules>,
         seen: Arc<Mutex<Seen>>,
-        refused: Arc<Vec<(String, u16)>>,
     ) -> std::io::Result<()> {
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
         let (read, mut write) = stream.into_split();
@@ -583,7 +592,9 @@ mod tests {
             }
             let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
             let answer: String = match verb.as_str() {
-                "EHLO" if pipelining => "250-test\r\n250-PIPELINING\r\n250 8BITMIME\r\n".into(),
+                "EHLO" if rules.pipelining => {
+                    "250-test\r\n250-PIPELINING\r\n250 8BITMIME\r\n".into()
+                }
                 "EHLO" => "250-test\r\n250 8BITMIME\r\n".into(),
                 "MAIL" => {
                     let waiting = String::from_utf8_lossy(lines.buffer()).into_owned();
@@ -600,7 +611,7 @@ mod tests {
                         .and_then(|(_, rest)| rest.split_once('>'))
                         .map(|(address, _)| address.to_owned())
                         .unwrap_or_default();
-                    match refused.iter().find(|(a, _)| *a == address) {
+                    match rules.refused.iter().find(|(a, _)| *a == address) {
                         Some((_, code)) => format!("{code} refused\r\n"),
                         None => {
                             recipients.push(address);
@@ -608,7 +619,9 @@ mod tests {
                         }
                     }
                 }
-                "DATA" if recipients.is_empty() => "554 5.5.1 no valid recipients\r\n".into(),
+                "DATA" if recipients.is_empty() && !rules.data_without_recipients => {
+                    "554 5.5.1 no valid recipients\r\n".into()
+                }
                 "DATA" => {
                     write.write_all(b"354 go ahead\r\n").await?;
                     loop {
@@ -620,7 +633,9 @@ mod tests {
                             break;
                         }
                     }
-                    seen.lock().unwrap().delivered.append(&mut recipients);
+                    let mut seen = seen.lock().unwrap();
+                    seen.contents += 1;
+                    seen.delivered.append(&mut recipients);
                     "250 2.0.0 accepted\r\n".into()
                 }
                 "NOOP" | "RSET" => "250 OK\r\n".into(),
@@ -647,7 +662,11 @@ mod tests {
 
     #[tokio::test]
     async fn the_envelope_goes_in_one_write_where_the_server_offers_pipelining() {
-        let server = TestServer::start(true, &[]).await;
+        let server = TestServer::start(Rules {
+            pipelining: true,
+            ..Rules::default()
+        })
+        .await;
         let pool = server.pool();
         for n in 0..3 {
             pool.send(&message_to(&format!("user{n}@example.com")))
@@ -669,7 +688,7 @@ mod tests {
 
     #[tokio::test]
     async fn each_command_waits_for_its_reply_where_the_server_does_not_offer_pipelining() {
-        let server = TestServer::start(false, &[]).await;
+        let server = TestServer::start(Rules::default()).await;
         let pool = server.pool();
         for n in 0..2 {
             pool.send(&message_to(&format!("user{n}@example.com")))
@@ -684,10 +703,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_recipient_refused_in_a_pipelined_envelope_fails_that_message_alone() {
-        let server = TestServer::start(
-            true,
-            &[("gone@example.com", 550), ("later@example.com", 451)],
-        )
+        let server = TestServer::start(Rules {
+            pipelining: true,
+            refused: vec![("gone@example.com", 550), ("later@example.com", 451)],
+            ..Rules::default()
+        })
         .await;
         let pool = server.pool();
         let gone = pool
@@ -711,6 +731,40 @@ mod tests {
         );
         assert_eq!(seen.mail_pipelined, [true, true, true]);
         // A refusal leaves the conversation's state unknown: that connection is closed.
+        assert_eq!(seen.connections, 3);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_before_a_354_sends_no_content_even_to_a_server_that_waits_for_it() {
+        // A server that answers DATA with 354 after refusing every recipient, and a message
+        // whose second recipient is refused after its first was taken: either way the
+        // client stops at the refusal, and the connection goes without the content.
+        let server = TestServer::start(Rules {
+            pipelining: true,
+            refused: vec![("gone@example.com", 550)],
+            data_without_recipients: true,
+        })
+        .await;
+        let pool = server.pool();
+        let alone = pool
+            .send(&message_to("gone@example.com"))
+            .await
+            .unwrap_err();
+        assert_eq!(alone.code(), Some(550));
+        let two = Message::builder()
+            .from("Status <status@example.com>".parse().unwrap())
+            .to("here@example.com".parse().unwrap())
+            .to("gone@example.com".parse().unwrap())
+            .subject("Users cannot sign in")
+            .body(String::from("Restart your client to recover."))
+            .unwrap();
+        let second = pool.send(&two).await.unwrap_err();
+        assert_eq!(second.code(), Some(550));
+        pool.send(&message_to("here@example.com")).await.unwrap();
+        let seen = server.seen.lock().unwrap();
+        assert_eq!(seen.contents, 1, "only the last message's content was sent");
+        assert_eq!(seen.delivered, ["here@example.com"]);
+        assert_eq!(seen.mail_pipelined, [true, true, true]);
         assert_eq!(seen.connections, 3);
     }
 }
