@@ -650,9 +650,15 @@ mod tests {
     }
 
     fn message_to(address: &str) -> Message {
-        Message::builder()
-            .from("Status <status@example.com>".parse().unwrap())
-            .to(address.parse().unwrap())
+        message_to_all(&[address])
+    }
+
+    fn message_to_all(addresses: &[&str]) -> Message {
+        let mut message = Message::builder().from("Status <status@example.com>".parse().unwrap());
+        for address in addresses {
+            message = message.to(address.parse().unwrap());
+        }
+        message
             .subject("Users cannot sign in")
             .body(String::from(
                 "Restart your client to recover.\n.\nA line with a dot.",
@@ -751,13 +757,7 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(alone.code(), Some(550));
-        let two = Message::builder()
-            .from("Status <status@example.com>".parse().unwrap())
-            .to("here@example.com".parse().unwrap())
-            .to("gone@example.com".parse().unwrap())
-            .subject("Users cannot sign in")
-            .body(String::from("Restart your client to recover."))
-            .unwrap();
+        let two = message_to_all(&["here@example.com", "gone@example.com"]);
         let second = pool.send(&two).await.unwrap_err();
         assert_eq!(second.code(), Some(550));
         pool.send(&message_to("here@example.com")).await.unwrap();
