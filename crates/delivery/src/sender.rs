@@ -730,9 +730,12 @@ impl Sender {
         }
         let timestamp = Utc::now().timestamp();
         let message_id = delivery.message_id.to_string();
-        let signature = match standardwebhooks::Webhook::new(&delivery.secret)
-            .and_then(|w| w.sign(&message_id, timestamp, delivery.body.as_bytes()))
-        {
+        let signature = match crate::webhook::signature(
+            &delivery.secret,
+            &message_id,
+            timestamp,
+            delivery.body.as_bytes(),
+        ) {
             Ok(signature) => signature,
             Err(e) => return failed(format!("cannot sign: {e}")),
         };
