@@ -105,6 +105,9 @@ struct NewDeliveries {
     message_ids: Vec<Uuid>,
     event_types: Vec<&'static str>,
     ordering_keys: Vec<String>,
+    /// Whether an earlier notice of its resource may have a delivery stored in its queue:
+    /// not when it is the first notice of its resource (a declaration, a scheduling).
+    may_follow_stored: Vec<bool>,
     /// Each delivery's body: its place in `bodies`, counted from 1.
     body_places: Vec<i64>,
     /// The distinct bodies of the deliveries: one per notice and rendering, however many
@@ -277,6 +280,7 @@ async fn fan_out(
             deliveries.message_ids.push(notice.event_id());
             deliveries.event_types.push(notice.notice_type.as_str());
             deliveries.ordering_keys.push(notice.ordering_key());
+            deliveries.may_follow_stored.push(!notice.opens_thread());
         }
     }
     let written = deliveries.webhook_ids.len();
@@ -371,23 +375,38 @@ struct NoticeBodies {
 /// The stored pending deliveries of those queues are share-locked first, in a fixed order:
 /// a recorder finishing one of them waits for this transaction, and then sees the new
 /// deliveries when it releases the next one; one that finished before is not pending any
-/// more when the lock is granted.
+/// more when the lock is granted. The queues of a resource's first notice are not looked
+/// up: nothing of theirs can be stored yet. (With 170,000 deliveries stored, looking up
+/// the 2,000 queues of a batch of declarations to 20 endpoints took 20 ms, a quarter of
+/// PostgreSQL's time in such a run.)
 async fn insert_deliveries<C: GenericClient>(
     transaction: &C,
     deliveries: NewDeliveries,
     sender: Option<&Arc<Sender>>,
 ) -> Result<Vec<(Claimed, Reservation)>, DeliveryError> {
-    let locked = transaction
-        .query(
-            "SELECT d.webhook_id, d.ordering_key FROM webhook_deliveries d \
-               JOIN unnest($1::uuid[], $2::text[]) AS q(webhook_id, ordering_key) \
-                 ON d.webhook_id = q.webhook_id AND d.ordering_key = q.ordering_key \
-              WHERE d.state = 'pending' \
-              ORDER BY d.webhook_id, d.position \
-                FOR SHARE OF d",
-            &[&deliveries.webhook_ids, &deliveries.ordering_keys],
-        )
-        .await?;
+    let (probed_ids, probed_keys): (Vec<Uuid>, Vec<&str>) = deliveries
+        .webhook_ids
+        .iter()
+        .zip(&deliveries.ordering_keys)
+        .zip(&deliveries.may_follow_stored)
+        .filter(|(_, may_follow)| **may_follow)
+        .map(|((id, key), _)| (*id, key.as_str()))
+        .unzip();
+    let locked = if probed_ids.is_empty() {
+        Vec::new()
+    } else {
+        transaction
+            .query(
+                "SELECT d.webhook_id, d.ordering_key FROM webhook_deliveries d \
+                   JOIN unnest($1::uuid[], $2::text[]) AS q(webhook_id, ordering_key) \
+                     ON d.webhook_id = q.webhook_id AND d.ordering_key = q.ordering_key \
+                  WHERE d.state = 'pending' \
+                  ORDER BY d.webhook_id, d.position \
+                    FOR SHARE OF d",
+                &[&probed_ids, &probed_keys],
+            )
+            .await?
+    };
     let mut busy: HashSet<(Uuid, String)> = HashSet::with_capacity(locked.len());
     for row in &locked {
         busy.insert((row.try_get(0)?, row.try_get(1)?));
