@@ -277,6 +277,8 @@ impl TestDatabase {
 /// that migrating again runs V9 and the rest on it: for tests of V9 and of earlier
 /// migrations. A new migration adds its undo at the front.
 pub const UNDO_V9_SQL: &str = concat!(
+    // V20: a service's worst impact by index.
+    "DROP INDEX rm_service_impacts_worst; ",
     // V19: webhook bodies once per rendering.
     "UPDATE webhook_deliveries d SET body = b.body FROM webhook_bodies b \
       WHERE b.id = d.body_id; \
