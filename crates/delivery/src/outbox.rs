@@ -733,8 +733,10 @@ where
 #[cfg(test)]
 pub(crate) mod tests {
     use chrono::Utc;
-    use domain::incident::IncidentDecider;
+    use domain::incident::{self, IncidentDecider};
+    use domain::language::Language;
     use domain::values::Audience;
+    use domain::values::IncidentStatus;
     use domain::webhook;
     use eventstore::testing::TestDatabase;
     use eventstore::Metadata;
@@ -781,6 +783,68 @@ pub(crate) mod tests {
             .await
             .unwrap();
         webhook_id
+    }
+
+    /// A resource's later notice waits behind its earlier one still pending from an earlier
+    /// batch; a resource's first notice has nothing before it in its queue (it is not looked
+    /// up) and is due at once, whatever else the endpoint has pending.
+    #[tokio::test]
+    async fn a_later_notice_waits_behind_its_resource_s_pending_one_and_a_first_one_for_nothing() {
+        let db = TestDatabase::create().await;
+        let store = db.store();
+        let site = Site::default();
+        let endpoint = register_endpoint(&store, Vec::new()).await;
+        let fan_out_all = || async {
+            store.seal_all(Duration::from_secs(5)).await.unwrap();
+            while fan_out(&store, &site, None, DELIVERIES_PER_BATCH)
+                .await
+                .unwrap()
+                .events
+                > 0
+            {}
+        };
+        let first = Uuid::new_v4();
+        let publisher = Publisher::new(&store);
+        let declare =
+            projections::testing::declaration(first, Vec::new(), Audience::Public, Utc::now());
+        publisher
+            .execute::<IncidentDecider>(first, &declare, None, &Metadata::by("publisher"))
+            .await
+            .unwrap();
+        fan_out_all().await;
+
+        let update = incident::Command::PostUpdate(incident::PostUpdate {
+            update_id: Uuid::new_v4(),
+            status: IncidentStatus::Identified,
+            message: "A certificate expired.".into(),
+            impact: None,
+            affected_services: None,
+            client_action: None,
+            translations: Default::default(),
+            default_language: Language::english(),
+            author: "publisher".into(),
+            at: Utc::now(),
+        });
+        publisher
+            .execute::<IncidentDecider>(first, &update, None, &Metadata::by("publisher"))
+            .await
+            .unwrap();
+        declare_incident(&store).await;
+        fan_out_all().await;
+
+        let client = store.pool().get().await.unwrap();
+        let rows = client
+            .query(
+                "SELECT ordering_key = $2, next_attempt_at = 'infinity' \
+                   FROM webhook_deliveries WHERE webhook_id = $1 ORDER BY position",
+                &[&endpoint, &format!("incident-{first}")],
+            )
+            .await
+            .unwrap();
+        let written: Vec<(bool, bool)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        // (of the first incident, waiting): its declaration, its update, the second
+        // incident's declaration.
+        assert_eq!(written, [(true, false), (true, true), (false, false)]);
     }
 
     /// A notice's body is stored once for the endpoints that see it alike, not once per
