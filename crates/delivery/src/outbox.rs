@@ -733,8 +733,7 @@ where
 #[cfg(test)]
 pub(crate) mod tests {
     use chrono::Utc;
-    use domain::incident::{self, IncidentDecider};
-    use domain::language::Language;
+    use domain::incident::IncidentDecider;
     use domain::values::Audience;
     use domain::values::IncidentStatus;
     use domain::webhook;
@@ -813,18 +812,11 @@ pub(crate) mod tests {
             .unwrap();
         fan_out_all().await;
 
-        let update = incident::Command::PostUpdate(incident::PostUpdate {
-            update_id: Uuid::new_v4(),
-            status: IncidentStatus::Identified,
-            message: "A certificate expired.".into(),
-            impact: None,
-            affected_services: None,
-            client_action: None,
-            translations: Default::default(),
-            default_language: Language::english(),
-            author: "publisher".into(),
-            at: Utc::now(),
-        });
+        let update = projections::testing::update(
+            IncidentStatus::Identified,
+            "A certificate expired.",
+            Utc::now(),
+        );
         publisher
             .execute::<IncidentDecider>(first, &update, None, &Metadata::by("publisher"))
             .await

@@ -600,7 +600,6 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use std::time::Duration;
 
-    use domain::incident::{Command, PostUpdate};
     use domain::values::{Audience, IncidentStatus};
     use eventstore::testing::TestDatabase;
     use eventstore::Metadata;
@@ -624,18 +623,11 @@ mod tests {
             .execute::<IncidentDecider>(id, &declare, None, &by)
             .await
             .unwrap();
-        let update = Command::PostUpdate(PostUpdate {
-            update_id: Uuid::new_v4(),
-            status: IncidentStatus::Identified,
-            message: "The cause is found.".into(),
-            impact: None,
-            affected_services: None,
-            client_action: None,
-            translations: Default::default(),
-            default_language: Language::english(),
-            author: "publisher".into(),
-            at: Utc::now(),
-        });
+        let update = projections::testing::update(
+            IncidentStatus::Identified,
+            "The cause is found.",
+            Utc::now(),
+        );
         publisher
             .execute::<IncidentDecider>(id, &update, None, &by)
             .await

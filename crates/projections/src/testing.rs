@@ -112,6 +112,23 @@ pub fn declaration(
     })
 }
 
+/// An update of an incident as a test needs one: `status` and `message` in the default
+/// language, changing nothing else.
+pub fn update(status: IncidentStatus, message: &str, at: DateTime<Utc>) -> incident::Command {
+    incident::Command::PostUpdate(incident::PostUpdate {
+        update_id: Uuid::new_v4(),
+        status,
+        message: message.into(),
+        impact: None,
+        affected_services: None,
+        client_action: None,
+        translations: Default::default(),
+        default_language: Language::english(),
+        author: "publisher".into(),
+        at,
+    })
+}
+
 /// An admin key, a publisher bound to a tenant, and a reader key that was revoked.
 fn key_scripts() -> Vec<Script> {
     let roles = [
