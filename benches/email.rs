@@ -37,6 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use delivery::email::smtp::{SmtpPool, SmtpServer};
+use delivery::email::testing::{envelope_address, read_content};
 use eventstore::testing::TestDatabase;
 use futures_util::StreamExt;
 use lettre::message::{Mailbox, MultiPart};
@@ -170,12 +171,7 @@ async fn conversation(stream: TcpStream, sink: Arc<Sink>) -> std::io::Result<()>
                 b"250 2.1.0 OK\r\n"
             }
             "RCPT" => {
-                let address = line
-                    .split_once('<')
-                    .and_then(|(_, rest)| rest.split_once('>'))
-                    .map(|(address, _)| address.to_owned())
-                    .unwrap_or_default();
-                recipients.push(address);
+                recipients.push(envelope_address(&line));
                 b"250 2.1.5 OK\r\n"
             }
             "DATA" => {
@@ -183,14 +179,7 @@ async fn conversation(stream: TcpStream, sink: Arc<Sink>) -> std::io::Result<()>
                 reply(&mut write, &mut replies, delay).await?;
                 let mut subject = String::new();
                 let mut headers = true;
-                loop {
-                    line.clear();
-                    if lines.read_line(&mut line).await? == 0 {
-                        return Ok(());
-                    }
-                    if line == ".\r\n" {
-                        break;
-                    }
+                let whole = read_content(&mut lines, |line| {
                     if headers {
                         if line == "\r\n" {
                             headers = false;
@@ -198,6 +187,10 @@ async fn conversation(stream: TcpStream, sink: Arc<Sink>) -> std::io::Result<()>
                             subject = line[9..].trim_end().to_owned();
                         }
                     }
+                })
+                .await?;
+                if !whole {
+                    return Ok(());
                 }
                 sink.accept(&subject, &recipients);
                 recipients.clear();

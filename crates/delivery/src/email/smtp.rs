@@ -579,6 +579,7 @@ mod tests {
         rules: Arc<Rules>,
         seen: Arc<Mutex<Seen>>,
     ) -> std::io::Result<()> {
+        use crate::email::testing::{envelope_address, read_content};
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
         let (read, mut write) = stream.into_split();
         let mut lines = BufReader::new(read);
@@ -606,11 +607,7 @@ mod tests {
                     "250 2.1.0 OK\r\n".into()
                 }
                 "RCPT" => {
-                    let address = line
-                        .split_once('<')
-                        .and_then(|(_, rest)| rest.split_once('>'))
-                        .map(|(address, _)| address.to_owned())
-                        .unwrap_or_default();
+                    let address = envelope_address(&line);
                     match rules.refused.iter().find(|(a, _)| *a == address) {
                         Some((_, code)) => format!("{code} refused\r\n"),
                         None => {
@@ -624,14 +621,8 @@ mod tests {
                 }
                 "DATA" => {
                     write.write_all(b"354 go ahead\r\n").await?;
-                    loop {
-                        line.clear();
-                        if lines.read_line(&mut line).await? == 0 {
-                            return Ok(());
-                        }
-                        if line == ".\r\n" {
-                            break;
-                        }
+                    if !read_content(&mut lines, |_| {}).await? {
+                        return Ok(());
                     }
                     let mut seen = seen.lock().unwrap();
                     seen.contents += 1;
@@ -646,6 +637,15 @@ mod tests {
                 _ => "502 5.5.2 not implemented\r\n".into(),
             };
             write.write_all(answer.as_bytes()).await?;
+        }
+    }
+
+    /// One message each to `user0@example.com`, `user1@example.com` and so on.
+    async fn send_to_users(pool: &SmtpPool, count: usize) {
+        for n in 0..count {
+            pool.send(&message_to(&format!("user{n}@example.com")))
+                .await
+                .unwrap();
         }
     }
 
@@ -674,11 +674,7 @@ mod tests {
         })
         .await;
         let pool = server.pool();
-        for n in 0..3 {
-            pool.send(&message_to(&format!("user{n}@example.com")))
-                .await
-                .unwrap();
-        }
+        send_to_users(&pool, 3).await;
         let seen = server.seen.lock().unwrap();
         assert_eq!(seen.mail_pipelined, [true, true, true]);
         assert_eq!(
@@ -696,11 +692,7 @@ mod tests {
     async fn each_command_waits_for_its_reply_where_the_server_does_not_offer_pipelining() {
         let server = TestServer::start(Rules::default()).await;
         let pool = server.pool();
-        for n in 0..2 {
-            pool.send(&message_to(&format!("user{n}@example.com")))
-                .await
-                .unwrap();
-        }
+        send_to_users(&pool, 2).await;
         let seen = server.seen.lock().unwrap();
         assert_eq!(seen.mail_pipelined, [false, false]);
         assert_eq!(seen.delivered, ["user0@example.com", "user1@example.com"]);

@@ -1,6 +1,7 @@
 //! Subscribers requested and confirmed, one or many at once, for tests and benchmarks of a
 //! fan-out: what `POST /v1/subscribers` and the confirmation link do, through the same
-//! publisher and the same key table, without the mail in between.
+//! publisher and the same key table, without the mail in between. And the pieces the SMTP
+//! servers of the tests and the email benchmark share.
 
 use chrono::Utc;
 use domain::subscriber::{self, SubscriberDecider};
@@ -76,4 +77,38 @@ pub async fn confirm(store: &EventStore, id: Uuid) -> Result<(), DeliveryError> 
         .await
         .map_err(DeliveryError::Command)?;
     Ok(())
+}
+
+/// The address between `<` and `>` in a `MAIL FROM:` or `RCPT TO:` command line, empty when
+/// there is none.
+pub fn envelope_address(command: &str) -> String {
+    command
+        .split_once('<')
+        .and_then(|(_, rest)| rest.split_once('>'))
+        .map(|(address, _)| address.to_owned())
+        .unwrap_or_default()
+}
+
+/// Reads a message's content after the server's `354`, up to the line holding a lone dot,
+/// giving every line before it (with its CRLF, dots as sent) to `each_line`. Answers false
+/// when the connection closed first.
+pub async fn read_content<R>(
+    lines: &mut R,
+    mut each_line: impl FnMut(&str),
+) -> std::io::Result<bool>
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+{
+    use tokio::io::AsyncBufReadExt;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if lines.read_line(&mut line).await? == 0 {
+            return Ok(false);
+        }
+        if line == ".\r\n" {
+            return Ok(true);
+        }
+        each_line(&line);
+    }
 }
