@@ -130,10 +130,7 @@ impl Application {
             // Compression outermost: every answer, problem+json made from actix's own
             // errors included, is final before it is compressed.
             App::new()
-                .wrap(middleware::from_fn(api::readiness::until_prepared))
-                .wrap(middleware::from_fn(api::limits::bounded_requests))
-                .wrap(middleware::from_fn(api::observe::middleware))
-                .wrap(middleware::from_fn(api::cors::middleware))
+                .wrap(middleware::from_fn(api::edge::every_request))
                 .wrap(middleware::Compress::default())
                 .configure(api::configure(state.clone()))
         };

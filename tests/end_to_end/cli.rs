@@ -181,9 +181,39 @@ async fn serve_starts_while_the_database_is_down_and_migrates_once_it_is_up() {
     let client = reqwest::Client::new();
     assert_alive(&client, &server).await;
     wait_for_status(&client, &server.url("/readyz"), 503).await;
+    // Until the database is prepared, what would read it is refused plainly, and a request
+    // over its bounds is still refused for that first.
+    let early = client
+        .get(server.url("/api/v2/summary.json"))
+        .send()
+        .await
+        .expect("summary");
+    assert_eq!(early.status(), 503);
+    assert!(early.headers().contains_key("retry-after"));
+    assert!(early.headers().contains_key("x-request-id"));
+    let problem: Value = early.json().await.expect("problem+json");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("preparing its database")),
+        "{problem}"
+    );
+    let oversized = client
+        .get(server.url("/api/v2/summary.json"))
+        .header("x-padding", "p".repeat(20 * 1024))
+        .send()
+        .await
+        .expect("oversized");
+    assert_eq!(oversized.status(), 431);
 
     proxy.restore();
     wait_for_status(&client, &server.url("/readyz"), 200).await;
+    let ready = client
+        .get(server.url("/api/v2/summary.json"))
+        .send()
+        .await
+        .expect("summary");
+    assert_eq!(ready.status(), 200);
     assert!(server.terminate().success());
 }
 

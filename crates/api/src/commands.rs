@@ -53,13 +53,12 @@ pub fn metadata(request: &HttpRequest, key: &Versioned<ApiKey>) -> Metadata {
 /// The metadata of a write by `actor` (a key id, or who acts without one: `anonymous`,
 /// `subscriber`), with the request's id.
 pub fn metadata_by(request: &HttpRequest, actor: String) -> Metadata {
-    let request_id = request.extensions().get::<RequestId>().cloned();
+    let extensions = request.extensions();
+    let request_id = extensions.get::<RequestId>().map(RequestId::as_str);
     Metadata {
         actor,
-        correlation_id: request_id
-            .as_ref()
-            .and_then(|id| Uuid::parse_str(&id.0).ok()),
-        request_id: request_id.map(|id| id.0),
+        correlation_id: request_id.and_then(|id| Uuid::parse_str(id).ok()),
+        request_id: request_id.map(str::to_owned),
         causation_id: None,
     }
 }

@@ -17,12 +17,10 @@
 //! Answers expose the headers a client acts on: `ETag`, `Location`, `Retry-After`,
 //! `Idempotent-Replayed`, `X-Request-Id`, `Content-Language`, `Crier-Export-Head`.
 
-use actix_web::body::{BoxBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::dev::ServiceRequest;
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::http::{Method, StatusCode};
-use actix_web::middleware::Next;
-use actix_web::{web, Error, HttpResponse};
+use actix_web::{web, HttpResponse};
 
 use crate::problem::Problem;
 
@@ -121,40 +119,59 @@ fn preflight(headers: &HeaderMap, origin: &str, origins: &CorsOrigins) -> HttpRe
     .response()
 }
 
-pub async fn middleware(
-    request: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, Error> {
+/// The answer to `request` if it is a preflight, given before any route.
+pub fn preflight_answer(request: &ServiceRequest) -> Option<HttpResponse> {
+    if request.method() != Method::OPTIONS
+        || !request
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+    {
+        return None;
+    }
+    let origin = origin_of(request.headers())?;
+    let no_origins = CorsOrigins::default();
     let origins = request
         .app_data::<web::Data<CorsOrigins>>()
-        .map(|o| o.get_ref().clone())
-        .unwrap_or_default();
-    let origin = origin_of(request.headers());
-    let is_preflight = request.method() == Method::OPTIONS
-        && request
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-    if let (true, Some(origin)) = (is_preflight, origin.as_deref()) {
-        let answer = preflight(request.headers(), origin, &origins);
-        return Ok(request.into_response(answer));
+        .map_or(&no_origins, |o| o.get_ref());
+    Some(preflight(request.headers(), &origin, origins))
+}
+
+/// The CORS headers `request`'s answer gets, decided from the request alone.
+pub struct AnswerHeaders {
+    keyed: bool,
+    allowed_origin: Option<HeaderValue>,
+}
+
+impl AnswerHeaders {
+    pub fn for_request(request: &ServiceRequest) -> AnswerHeaders {
+        let keyed = request.headers().contains_key(header::AUTHORIZATION);
+        let allowed_origin = if !keyed {
+            Some(HeaderValue::from_static("*"))
+        } else {
+            origin_of(request.headers())
+                .filter(|origin| {
+                    request
+                        .app_data::<web::Data<CorsOrigins>>()
+                        .is_some_and(|origins| origins.allows(origin))
+                })
+                .and_then(|origin| HeaderValue::from_str(&origin).ok())
+        };
+        AnswerHeaders {
+            keyed,
+            allowed_origin,
+        }
     }
-    let keyed = request.headers().contains_key(header::AUTHORIZATION);
-    let mut response = next.call(request).await?.map_into_boxed_body();
-    let allowed = match origin {
-        _ if !keyed => Some(HeaderValue::from_static("*")),
-        Some(origin) if origins.allows(&origin) => HeaderValue::from_str(&origin).ok(),
-        _ => None,
-    };
-    let headers = response.headers_mut();
-    if keyed {
-        headers.append(header::VARY, HeaderValue::from_static("Origin"));
+
+    pub fn apply(self, headers: &mut HeaderMap) {
+        if self.keyed {
+            headers.append(header::VARY, HeaderValue::from_static("Origin"));
+        }
+        if let Some(allowed) = self.allowed_origin {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
+            headers.insert(
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                HeaderValue::from_static(EXPOSED),
+            );
+        }
     }
-    if let Some(allowed) = allowed {
-        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
-        headers.insert(
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static(EXPOSED),
-        );
-    }
-    Ok(response)
 }

@@ -16,6 +16,7 @@ mod coalesce;
 pub mod commands;
 pub mod cors;
 mod documents;
+pub mod edge;
 pub mod extract;
 mod feeds;
 pub mod language;
@@ -56,7 +57,7 @@ pub fn audit_stream_url_prefix(public_url: &str) -> String {
 }
 
 /// Registers every route, the documentation and the problem+json answers for requests no
-/// route takes. Wrap the app in [`observe::middleware`].
+/// route takes. Wrap the app in [`edge::every_request`].
 pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(web::Data::from(state.limits.clone()))

@@ -19,12 +19,11 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix_web::body::{BoxBody, MessageBody};
+use actix_web::body::BoxBody;
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
 use actix_web::http::{header, StatusCode};
-use actix_web::middleware::Next;
-use actix_web::{web, HttpMessage};
+use actix_web::{web, HttpMessage, HttpResponse};
 use futures_util::StreamExt;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -378,58 +377,73 @@ impl Limits {
     }
 }
 
-/// Refuses a request whose line and headers are over [`LimitSettings::max_head_bytes`]
-/// (431), and one whose body has not arrived within [`LimitSettings::body_timeout`] of its
-/// head (408, closing the connection), before any handler spends more on it. actix itself
-/// caps a head at 128 KiB and gives up on a head not sent within 5 s.
-pub async fn bounded_requests(
-    mut request: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let settings = request
+/// Whether a request's body missed [`LimitSettings::body_timeout`]; see [`BodyDeadline::set`].
+pub struct BodyDeadline(Option<Rc<Cell<bool>>>);
+
+fn settings_of(request: &actix_web::HttpRequest) -> LimitSettings {
+    request
         .app_data::<web::Data<Limits>>()
         .map(|limits| limits.settings())
-        .unwrap_or_default();
-    let head_bytes = head_bytes(&request);
-    if head_bytes > settings.max_head_bytes {
-        let refusal = Problem::new(
+        .unwrap_or_default()
+}
+
+/// 431 for a request whose line and headers are over [`LimitSettings::max_head_bytes`],
+/// before any handler spends more on it. actix itself caps a head at 128 KiB and gives up on
+/// a head not sent within 5 s.
+pub fn head_refusal(request: &ServiceRequest) -> Option<HttpResponse> {
+    let max_head_bytes = settings_of(request.request()).max_head_bytes;
+    let head_bytes = head_bytes(request);
+    (head_bytes > max_head_bytes).then(|| {
+        Problem::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             format!(
-                "the request line and headers take {head_bytes} bytes, more than the {} allowed",
-                settings.max_head_bytes
+                "the request line and headers take {head_bytes} bytes, more than the \
+                 {max_head_bytes} allowed"
             ),
-        );
-        return Ok(request.into_response(refusal.response()));
-    }
-    let timed_out = Rc::new(Cell::new(false));
-    // Only a request that announces a body has one to wait for.
-    let has_body = request.headers().contains_key(header::CONTENT_LENGTH)
-        || request.headers().contains_key(header::TRANSFER_ENCODING);
-    if has_body {
+        )
+        .response()
+    })
+}
+
+impl BodyDeadline {
+    /// Gives `request`'s body until [`LimitSettings::body_timeout`] from now to arrive.
+    pub fn set(request: &mut ServiceRequest) -> BodyDeadline {
+        // Only a request that announces a body has one to wait for.
+        let has_body = request.headers().contains_key(header::CONTENT_LENGTH)
+            || request.headers().contains_key(header::TRANSFER_ENCODING);
+        if !has_body {
+            return BodyDeadline(None);
+        }
+        let timed_out = Rc::new(Cell::new(false));
         let payload = request.take_payload();
         request.set_payload(Payload::from(body_within(
             payload,
-            tokio::time::Instant::now() + settings.body_timeout,
+            tokio::time::Instant::now() + settings_of(request.request()).body_timeout,
             timed_out.clone(),
         )));
+        BodyDeadline(Some(timed_out))
     }
-    let response = next.call(request).await?;
-    if !timed_out.get() {
-        return Ok(response.map_into_boxed_body());
+
+    /// `response`, or 408 (closing the connection) if the body arrived too late for it.
+    pub fn enforce(self, response: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> {
+        if !self.0.is_some_and(|timed_out| timed_out.get()) {
+            return response;
+        }
+        let (request, _) = response.into_parts();
+        let body_timeout = settings_of(&request).body_timeout;
+        let mut refusal = Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} s",
+                body_timeout.as_secs_f64()
+            ),
+        )
+        .response();
+        refusal
+            .head_mut()
+            .set_connection_type(actix_web::http::ConnectionType::Close);
+        ServiceResponse::new(request, refusal)
     }
-    let (request, _) = response.into_parts();
-    let mut refusal = Problem::new(
-        StatusCode::REQUEST_TIMEOUT,
-        format!(
-            "the request body did not arrive within {} s",
-            settings.body_timeout.as_secs_f64()
-        ),
-    )
-    .response();
-    refusal
-        .head_mut()
-        .set_connection_type(actix_web::http::ConnectionType::Close);
-    Ok(ServiceResponse::new(request, refusal))
 }
 
 /// The request line and headers as sent, near enough: method, target, and each header's

@@ -1,10 +1,10 @@
-//! The middleware every request passes: a request id (taken from `X-Request-Id` when the
-//! caller sent a sane one, made otherwise) in a tracing span around the request and in the
-//! answer; Prometheus metrics by route and status; and problem+json for every error answer,
-//! including those actix makes itself (unknown method, unreadable body, …); security
-//! headers (`X-Content-Type-Options` everywhere, a strict `Content-Security-Policy` and
-//! `X-Frame-Options` on the interactive docs); and, when metrics have an address of their
-//! own, nothing but `/metrics` on it.
+//! What every request gets from [`crate::edge::every_request`]: a request id (taken from
+//! `X-Request-Id` when the caller sent a sane one, made otherwise) in a tracing span around
+//! the request and in the answer; Prometheus metrics by route and status; problem+json for
+//! every error answer, including those actix makes itself (unknown method, unreadable body,
+//! …); security headers (`X-Content-Type-Options` everywhere, a strict
+//! `Content-Security-Policy` and `X-Frame-Options` on the interactive docs); and, when
+//! metrics have an address of their own, nothing but `/metrics` on it.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -14,7 +14,6 @@ use actix_web::body::{self, BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
-use actix_web::middleware::Next;
 use actix_web::{web, Error, HttpMessage, HttpRequest};
 use metrics::{Counter, Histogram};
 use tracing::Instrument;
@@ -48,29 +47,47 @@ impl MetricsAccess {
     }
 }
 
-/// The id of the request being served, in its extensions.
+/// The id of the request being served, in its extensions: kept as the header value it is
+/// answered with, so that it is made once.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestId(pub String);
+pub struct RequestId(HeaderValue);
 
-fn request_id(request: &ServiceRequest) -> String {
-    request
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= MAX_REQUEST_ID_LEN
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        })
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+impl RequestId {
+    pub fn as_str(&self) -> &str {
+        // Only ASCII letters, digits and `-_.` are ever kept (see `request_id`).
+        self.0.to_str().unwrap_or_default()
+    }
 }
 
-pub async fn middleware(
+fn request_id(request: &ServiceRequest) -> RequestId {
+    let sent = request.headers().get(REQUEST_ID_HEADER).filter(|v| {
+        !v.is_empty()
+            && v.len() <= MAX_REQUEST_ID_LEN
+            && v.as_bytes()
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    });
+    RequestId(match sent {
+        Some(sent) => sent.clone(),
+        None => {
+            let mut text = uuid::Uuid::encode_buffer();
+            let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+            HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("unknown"))
+        }
+    })
+}
+
+/// Runs `serve` on `request` inside everything [`crate::edge::every_request`] owes it
+/// here: the metrics-only address, the request id and its span, problem+json for errors,
+/// the security headers, the metrics and the access log line.
+pub async fn observed<F, Fut>(
     request: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, Error> {
+    serve: F,
+) -> Result<ServiceResponse<BoxBody>, Error>
+where
+    F: FnOnce(ServiceRequest) -> Fut,
+    Fut: std::future::Future<Output = Result<ServiceResponse<BoxBody>, Error>>,
+{
     let started = Instant::now();
     let metrics_only = request
         .app_data::<web::Data<MetricsAccess>>()
@@ -81,22 +98,19 @@ pub async fn middleware(
         return Ok(request.into_response(answer));
     }
     let id = request_id(&request);
-    request.extensions_mut().insert(RequestId(id.clone()));
+    request.extensions_mut().insert(id.clone());
     let method = method_label(request.method());
     let interactive_docs = request.path().starts_with("/docs");
-    let span = tracing::info_span!("request", request_id = %id, method, path = %request.path());
+    let span =
+        tracing::info_span!("request", request_id = id.as_str(), method, path = %request.path());
     let mut response = async {
-        let response = next.call(request).await?;
+        let response = serve(request).await?;
         problem_for_every_error(response).await
     }
     .instrument(span.clone())
     .await?;
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response
-            .headers_mut()
-            .insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
-    }
     let headers = response.headers_mut();
+    headers.insert(HeaderName::from_static(REQUEST_ID_HEADER), id.0);
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

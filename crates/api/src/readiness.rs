@@ -6,11 +6,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use actix_web::body::{BoxBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::dev::ServiceRequest;
 use actix_web::http::StatusCode;
-use actix_web::middleware::Next;
-use actix_web::{web, Error};
+use actix_web::{web, HttpResponse};
 
 use crate::problem::Problem;
 
@@ -26,20 +24,20 @@ fn open_before_preparation(path: &str) -> bool {
         || path.starts_with("/docs/")
 }
 
-pub async fn until_prepared(
-    request: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, Error> {
+/// 503 with `Retry-After` for `request` while the database is being prepared, unless it
+/// answers without the database.
+pub fn refusal(request: &ServiceRequest) -> Option<HttpResponse> {
     let prepared = request
         .app_data::<web::Data<Preparation>>()
         .is_none_or(|p| p.0.load(Ordering::Acquire));
     if prepared || open_before_preparation(request.path()) {
-        return Ok(next.call(request).await?.map_into_boxed_body());
+        return None;
     }
-    let answer = Problem::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the server is preparing its database; retry shortly",
+    Some(
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is preparing its database; retry shortly",
+        )
+        .response(),
     )
-    .response();
-    Ok(request.into_response(answer))
 }
