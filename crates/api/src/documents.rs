@@ -36,7 +36,7 @@ const MAX_AGE_IN_MEMORY: Duration = Duration::from_secs(1);
 /// How long after a failed rendering the last good one is served without trying again.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 /// What clients and CDNs are told.
-pub const CACHE_CONTROL: &str = "public, max-age=5";
+pub const CACHE_CONTROL: HeaderValue = HeaderValue::from_static("public, max-age=5");
 
 /// The smallest body kept gzipped as well: below it the gain is small, and the compression
 /// middleware compresses the few bytes per request cheaply.
@@ -71,11 +71,11 @@ impl Payload {
 
     /// The `Vary` of an answer carrying these bytes to a caller whose key may see more than
     /// the public (`Authorization`).
-    pub fn vary(&self) -> &'static str {
+    pub fn vary(&self) -> HeaderValue {
         if self.gzipped.is_some() {
-            "Authorization, Accept-Encoding"
+            HeaderValue::from_static("Authorization, Accept-Encoding")
         } else {
-            "Authorization"
+            HeaderValue::from_static("Authorization")
         }
     }
 
@@ -85,7 +85,7 @@ impl Payload {
     pub fn send(&self, request: &HttpRequest, mut response: HttpResponseBuilder) -> HttpResponse {
         match &self.gzipped {
             Some(gzipped) if accepts_gzip(request) => response
-                .insert_header((header::CONTENT_ENCODING, "gzip"))
+                .insert_header((header::CONTENT_ENCODING, HeaderValue::from_static("gzip")))
                 .body(gzipped.clone()),
             _ => response.body(self.plain.clone()),
         }
@@ -131,7 +131,7 @@ fn accepts_gzip(request: &HttpRequest) -> bool {
 pub struct Document {
     pub body: Payload,
     pub etag: HeaderValue,
-    pub content_type: &'static str,
+    pub content_type: HeaderValue,
 }
 
 impl Document {
@@ -143,7 +143,7 @@ impl Document {
         Document {
             etag: HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("W/\"0\"")),
             body: Payload::new(body),
-            content_type,
+            content_type: HeaderValue::from_static(content_type),
         }
     }
 
@@ -156,7 +156,7 @@ impl Document {
     pub fn respond_cached_as(
         &self,
         request: &HttpRequest,
-        cache_control: &'static str,
+        cache_control: HeaderValue,
     ) -> HttpResponse {
         let matches =
             crate::extract::if_none_match_names(request, self.etag.to_str().unwrap_or_default());
@@ -172,7 +172,7 @@ impl Document {
         if matches {
             response.finish()
         } else {
-            response.content_type(self.content_type);
+            response.insert_header((header::CONTENT_TYPE, self.content_type.clone()));
             self.body.send(request, response)
         }
     }

@@ -2,6 +2,7 @@
 //! key is sent) and the feeds (a key adds its tenant's notices, rendered for it and cached
 //! privately); the public renderings are served from memory (see `documents`).
 
+use actix_web::http::header::HeaderValue;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use projections::queries::Viewer;
 use utoipa::OpenApi;
@@ -139,7 +140,8 @@ async fn feed(
             feeds::render(&state.store, &state.page, &viewer, Some(&language), default).await?
         }
     };
-    let response = pick(&documents).respond_cached_as(request, "private, max-age=5");
+    let response =
+        pick(&documents).respond_cached_as(request, HeaderValue::from_static("private, max-age=5"));
     Ok(language::mark(response, &documents.language))
 }
 

@@ -63,7 +63,7 @@ const HISTORY_PAGE: usize = 20;
 /// Incident and history pages kept in memory (per generation, language and page).
 const PAGES_KEPT: usize = 128;
 /// Assets change only with the binary.
-const ASSET_CACHE_CONTROL: &str = "public, max-age=3600";
+const ASSET_CACHE_CONTROL: HeaderValue = HeaderValue::from_static("public, max-age=3600");
 
 /// The index page in one language, as rendered at one generation.
 pub struct IndexDocument {
