@@ -970,6 +970,12 @@ mod tests {
             db.forge(forgery).await;
             let client = store.pool().get().await.expect("client");
             let statements = BatchStatements::prepare(&client).await.expect("prepare");
+            let whole = read_batch_joined(&client, &statements, 0, 1000)
+                .await
+                .expect("join");
+            let rows_at = |rows: &[ChainRow], position: i64| {
+                rows.iter().filter(|row| row.position == position).count()
+            };
             // Batches that end inside a seal, at a hole, or past the end.
             for (after, count) in [0, 4, 9, 12]
                 .into_iter()
@@ -985,11 +991,24 @@ mod tests {
                     assert_eq!(cut.is_some(), cut_here, "{forgery}");
                 }
                 if let Some(cut) = cut {
+                    let (mut cut, mut joined) = (in_order(cut), in_order(joined.clone()));
+                    let positions =
+                        |rows: &[ChainRow]| rows.iter().map(|row| row.position).collect::<Vec<_>>();
                     assert_eq!(
-                        in_order(cut),
-                        in_order(joined.clone()),
+                        positions(&cut),
+                        positions(&joined),
                         "{forgery}, {count} after {after}"
                     );
+                    // A batch that ends part-way through a position linked twice holds
+                    // either of its rows there: the join's `ORDER BY` leaves ties open (and
+                    // verification names the overlapping seal apart from the rows).
+                    if let Some(end) = joined.last().map(|row| row.position) {
+                        if rows_at(&joined, end) < rows_at(&whole, end) {
+                            cut.retain(|row| row.position != end);
+                            joined.retain(|row| row.position != end);
+                        }
+                    }
+                    assert_eq!(cut, joined, "{forgery}, {count} after {after}");
                 }
                 assert!(after > 0 || !joined.is_empty(), "{forgery}: read nothing");
             }
