@@ -10,14 +10,16 @@ fresh_release_database() {
     psql "$PGURL/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
 }
 
-# start_crier PORT [NAME=VALUE...]: a release `crier serve` on 127.0.0.1:PORT against
-# $PGURL/$DB (bootstrap key $ADMIN, no write rate limit, plus the settings given), logging
-# to $WORK/crier-PORT.log; returns once it is ready. Its pid joins CRIER_PIDS.
+# start_crier PORT [NAME=VALUE...]: a release `crier serve` (or $CRIER_BENCH_BINARY) on
+# 127.0.0.1:PORT against $PGURL/$DB (bootstrap key $ADMIN, no write rate limit, plus the
+# settings given), logging to $WORK/crier-PORT.log; returns once it is ready. Its pid joins
+# CRIER_PIDS.
 start_crier() {
     local port=$1
     shift
     env DATABASE_URL="$PGURL/$DB" CRIER_BOOTSTRAP_ADMIN_KEY="$ADMIN" CRIER_WRITE_RATE_LIMIT=0 \
-        RUST_LOG=warn "$@" target/release/crier serve --listen "127.0.0.1:$port" \
+        RUST_LOG=warn "$@" "${CRIER_BENCH_BINARY:-target/release/crier}" serve \
+        --listen "127.0.0.1:$port" \
         >"$WORK/crier-$port.log" 2>&1 &
     CRIER_PIDS+=($!)
     for _ in $(seq 1 100); do

@@ -44,15 +44,10 @@ trap stop_everything EXIT
 
 # The page, made once by the first binary; each run serves it from the same database.
 psql "$PGURL/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
-cp "${BINARIES[0]}" "$WORK/crier-seed"
-env DATABASE_URL="$PGURL/$DB" CRIER_BOOTSTRAP_ADMIN_KEY="$ADMIN" CRIER_WRITE_RATE_LIMIT=0 \
-    RUST_LOG=warn "$WORK/crier-seed" serve --listen "127.0.0.1:$PORT" >"$WORK/seed.log" 2>&1 &
-seed_pid=$!
-CRIER_PIDS=("$seed_pid")
-for _ in $(seq 1 100); do curl -sf "$BASE/readyz" >/dev/null && break; sleep 0.2; done
+CRIER_BENCH_BINARY="${BINARIES[0]}" start_crier "$PORT"
 seed_public_page
-kill "$seed_pid"
-wait "$seed_pid" 2>/dev/null || true
+kill "${CRIER_PIDS[0]}"
+wait "${CRIER_PIDS[0]}" 2>/dev/null || true
 
 inclusive() { # annotation, function: its inclusive instructions
     awk -v f="$2" 'index($0, f) { gsub(",", "", $1); print $1; exit }' "$1"
