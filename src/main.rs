@@ -198,7 +198,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    // Dropped last: writes out the access lines still gathered.
+    let _access_log = telemetry::init(cli.log_format);
     // Before the first large allocation that matters; see ALLOCATOR. A kernel without the
     // setting leaves huge pages as they were: nothing depends on it but memory.
     if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {

@@ -156,6 +156,57 @@ async fn serve_answers_health_readiness_and_metrics_and_stops_cleanly_on_sigterm
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_logs_each_request_once_within_moments_and_the_last_ones_as_it_stops() {
+    let db = TestDatabase::create().await;
+    let log = std::env::temp_dir().join(format!("crier-access-{}.log", uuid::Uuid::new_v4()));
+    let mut server = Server::start_logging_to(crier(&db.url), &log);
+    let client = reqwest::Client::new();
+    wait_for_status(&client, &server.url("/readyz"), 200).await;
+    let access_lines = |request_id: &str| -> Vec<Value> {
+        let text = std::fs::read_to_string(&log).expect("read the log");
+        text.lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|line| {
+                line["target"] == "crier::access" && line["span"]["request_id"] == request_id
+            })
+            .collect()
+    };
+    let get = |path: &str, request_id: &str| {
+        client
+            .get(server.url(path))
+            .header("x-request-id", request_id)
+            .send()
+    };
+
+    // Access lines are gathered and written together, but none waits for more requests.
+    assert_eq!(
+        get("/healthz", "access-soon").await.expect("get").status(),
+        200
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let soon = loop {
+        let lines = access_lines("access-soon");
+        if !lines.is_empty() || tokio::time::Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(soon.len(), 1, "{soon:?}");
+    assert_eq!(soon[0]["status"], 200);
+    assert_eq!(soon[0]["span"]["method"], "GET");
+    assert_eq!(soon[0]["span"]["path"], "/healthz");
+
+    // Nor is the line of a request answered just before SIGTERM lost.
+    let last = get("/no/such/route", "access-last").await.expect("get");
+    assert_eq!(last.status(), 404);
+    assert!(server.terminate().success());
+    let last = access_lines("access-last");
+    assert_eq!(last.len(), 1, "{last:?}");
+    assert_eq!(last[0]["status"], 404);
+    std::fs::remove_file(&log).expect("remove the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_stays_alive_through_a_database_outage_and_becomes_ready_again_by_itself() {
     let db = TestDatabase::create().await;
     let proxy = OutageProxy::start().await;

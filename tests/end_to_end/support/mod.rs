@@ -43,11 +43,21 @@ impl Server {
     }
 
     /// A server on this address (port 0: a free one).
-    pub fn start_listening(mut command: Command, listen: &str) -> Server {
+    pub fn start_listening(command: Command, listen: &str) -> Server {
+        Server::start_logging(command, listen, Stdio::null())
+    }
+
+    /// A server on a free port whose log (its stderr) goes to the file at `log`.
+    pub fn start_logging_to(command: Command, log: &Path) -> Server {
+        let log = std::fs::File::create(log).expect("create the log file");
+        Server::start_logging(command, "127.0.0.1:0", Stdio::from(log))
+    }
+
+    fn start_logging(mut command: Command, listen: &str, log: Stdio) -> Server {
         let mut child = command
             .args(["serve", "--listen", listen, "--workers", "2"])
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start crier serve");
         let mut first_line = String::new();
