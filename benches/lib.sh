@@ -13,12 +13,13 @@ fresh_release_database() {
 # start_crier PORT [NAME=VALUE...]: a release `crier serve` (or $CRIER_BENCH_BINARY) on
 # 127.0.0.1:PORT against $PGURL/$DB (bootstrap key $ADMIN, no write rate limit, plus the
 # settings given), logging to $WORK/crier-PORT.log; returns once it is ready. Its pid joins
-# CRIER_PIDS.
+# CRIER_PIDS. It logs warnings only, as nginx logs no access (start_nginx), unless
+# CRIER_BENCH_ACCESS_LOG=1: then both log every request, as each does by default.
 start_crier() {
     local port=$1
     shift
     env DATABASE_URL="$PGURL/$DB" CRIER_BOOTSTRAP_ADMIN_KEY="$ADMIN" CRIER_WRITE_RATE_LIMIT=0 \
-        RUST_LOG=warn "$@" "${CRIER_BENCH_BINARY:-target/release/crier}" serve \
+        RUST_LOG="$(bench_log_level)" "$@" "${CRIER_BENCH_BINARY:-target/release/crier}" serve \
         --listen "127.0.0.1:$port" \
         >"$WORK/crier-$port.log" 2>&1 &
     CRIER_PIDS+=($!)
@@ -28,6 +29,12 @@ start_crier() {
     done
     echo "crier on port $port did not become ready" >&2
     exit 1
+}
+
+# bench_log_level: crier's RUST_LOG for a benchmark: its default (`info`, an access line a
+# request) with CRIER_BENCH_ACCESS_LOG=1, `warn` otherwise.
+bench_log_level() {
+    if [[ "${CRIER_BENCH_ACCESS_LOG:-0}" == 1 ]]; then echo info; else echo warn; fi
 }
 
 # stop_everything: the cleanup of an EXIT trap: crier processes, nginx, $DB and $WORK.
@@ -60,7 +67,7 @@ pid $WORK/nginx.pid;
 error_log $WORK/nginx.err;
 events { worker_connections 4096; }
 http {
-    access_log off;
+    access_log $(nginx_access_log);
     default_type application/json;
     client_body_temp_path $WORK;
     proxy_temp_path $WORK;
@@ -72,6 +79,12 @@ http {
 }
 CONF
     nginx -c "$WORK/nginx.conf"
+}
+
+# nginx_access_log: off, or with CRIER_BENCH_ACCESS_LOG=1 nginx's default: a line a request,
+# written to a file as it is served.
+nginx_access_log() {
+    if [[ "${CRIER_BENCH_ACCESS_LOG:-0}" == 1 ]]; then echo "$WORK/access.log"; else echo off; fi
 }
 
 # nginx_pids: the pids of the nginx started by start_nginx, its workers included.

@@ -14,6 +14,9 @@
 # Callgrind counts a `rep stosb` byte by byte: the two memsets of actix-http's header-index
 # arrays count about 6,000 instructions a request and cost the CPU far less.
 #
+# With CRIER_BENCH_ACCESS_LOG=1, crier runs at its default log level (an access line a
+# request) instead of warnings only.
+#
 # Usage: benches/public/instructions.sh [--rounds N] [--seconds S] [BINARY...]
 #   default: target/release/crier, 2 rounds, 10 s. Binaries take turns within each round.
 # Needs valgrind and wrk (Debian: apt-get install valgrind wrk).
@@ -59,7 +62,7 @@ for round in $(seq 1 "$ROUNDS"); do
     for binary in "${BINARIES[@]}"; do
         out="$WORK/callgrind.out"
         rm -f "$out"*
-        env DATABASE_URL="$PGURL/$DB" CRIER_BOOTSTRAP_ADMIN_KEY="$ADMIN" RUST_LOG=warn \
+        env DATABASE_URL="$PGURL/$DB" CRIER_BOOTSTRAP_ADMIN_KEY="$ADMIN" RUST_LOG="$(bench_log_level)" \
             CRIER_WORKERS=1 valgrind --tool=callgrind --instr-atstart=no \
             --callgrind-out-file="$out" "$binary" serve --listen "127.0.0.1:$PORT" \
             >"$WORK/valgrind.log" 2>&1 &
