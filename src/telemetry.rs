@@ -4,11 +4,12 @@
 //! Access lines (the target `crier::access`, one a request) are gathered in memory and
 //! written out together every [`ACCESS_FLUSH_EVERY`], or as soon as [`ACCESS_BUFFER_BYTES`]
 //! have gathered, as nginx's `access_log … buffer= flush=` does. Written one by one, each
-//! line was a `write(2)` behind the lock that every thread writing to stderr shares: at the
-//! default level that took a gzipped `summary.json` read from about 12 to about 20 µs of the
-//! server's CPU, most of it the two HTTP workers waiting on each other for that lock. Every
-//! other line is written at once, so a warning is never held back; a process killed with
-//! `kill -9` loses at most the last [`ACCESS_FLUSH_EVERY`] of access lines.
+//! line cost a `write(2)` behind the lock that every thread writing to stderr shares, and
+//! the two HTTP workers waited on each other for it: about a tenth of the server's CPU on a
+//! read at the default level (docs/PERFORMANCE.md). Every other line is written at once, so
+//! a warning is never held back; a process killed with `kill -9` loses at most the last
+//! [`ACCESS_FLUSH_EVERY`] of access lines, and a failed write drops what it held, as
+//! tracing's own writers drop a line.
 
 use std::io::{self, IsTerminal, Write};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -69,7 +70,8 @@ struct Gathered {
 }
 
 impl AccessLines {
-    /// Lines for `out`, flushed every [`ACCESS_FLUSH_EVERY`] by a thread of their own.
+    /// Lines for `out`, flushed every [`ACCESS_FLUSH_EVERY`] by a thread of their own, which
+    /// ends once the lines are dropped (never, in a process whose subscriber holds them).
     fn start(out: impl Write + Send + 'static) -> Self {
         let lines = Self::new(out);
         let flusher = Arc::downgrade(&lines.0);
