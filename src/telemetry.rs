@@ -92,9 +92,11 @@ impl AccessLines {
     }
 
     fn new(out: impl Write + Send + 'static) -> Self {
+        // The buffers grow with the first lines and keep their room (flushes swap them), so
+        // a command that logs no access line allocates nothing for them.
         Self(Arc::new(Gathered {
-            lines: Mutex::new(Vec::with_capacity(ACCESS_BUFFER_BYTES)),
-            out: Mutex::new((Box::new(out), Vec::with_capacity(ACCESS_BUFFER_BYTES))),
+            lines: Mutex::default(),
+            out: Mutex::new((Box::new(out), Vec::new())),
         }))
     }
 
