@@ -377,9 +377,6 @@ impl Limits {
     }
 }
 
-/// Whether a request's body missed [`LimitSettings::body_timeout`]; see [`BodyDeadline::set`].
-pub struct BodyDeadline(Option<Rc<Cell<bool>>>);
-
 fn settings_of(request: &actix_web::HttpRequest) -> LimitSettings {
     request
         .app_data::<web::Data<Limits>>()
@@ -404,6 +401,9 @@ pub fn head_refusal(request: &ServiceRequest) -> Option<HttpResponse> {
         .response()
     })
 }
+
+/// Whether a request's body missed [`LimitSettings::body_timeout`]; see [`BodyDeadline::set`].
+pub struct BodyDeadline(Option<Rc<Cell<bool>>>);
 
 impl BodyDeadline {
     /// Gives `request`'s body until [`LimitSettings::body_timeout`] from now to arrive.
