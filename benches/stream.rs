@@ -8,8 +8,18 @@
 //! Starts the release `crier serve` on a fresh database, opens the subscribers (plain
 //! HTTP/1.1 connections reading `GET /v1/stream`), measures the server's resident memory
 //! before and after, then publishes incidents one at a time (every 500 ms) and records, for
-//! each, the time from sending the POST until the last subscriber has read it. The
-//! baseline in the same run is the POST's own answer time (what a publisher waits for).
+//! each, the time from sending the POST until the last subscriber has read it. Two baselines
+//! come from the same run: the POST's own answer time (what a publisher waits for), and the
+//! floor.
+//!
+//! The floor: after crier is stopped, this program starts itself again as a bare writer
+//! (`--floor-writer`, a process of its own, as the server is) and the same client connects
+//! as many subscribers to it. The writer answers each with a stream's head, then sends each
+//! notice, as many bytes as crier's averaged on the wire, in an HTTP chunk with an `event:`
+//! line, to every connection with plain blocking `writev`s from two threads (crier's HTTP
+//! workers), and nothing else: no task, no ring, no filter, no timer. Its publish-to-last
+//! delivery is the least this machine's loopback, scheduler and client allow one notice to
+//! take, whatever the server; the table gives it and the ratio of the two p99s.
 //!
 //! Connections: each process (this one, and the server it starts) needs a file per
 //! subscriber, so the count asked for is lowered to what the open-file limit allows (with
@@ -180,6 +190,9 @@ struct Connection {
     is_open: bool,
     /// When each notice was read.
     arrivals: Vec<Instant>,
+    /// Bytes read since the stream opened: what the notices cost on the wire, which the
+    /// floor's writer then sends.
+    bytes_after_open: usize,
 }
 
 impl Connection {
@@ -191,6 +204,7 @@ impl Connection {
             buffer: Vec::with_capacity(2048 + 128),
             is_open: false,
             arrivals: Vec::with_capacity(notices),
+            bytes_after_open: 0,
         }
     }
 
@@ -212,6 +226,9 @@ impl Connection {
 
     /// Counts the notices in `bytes`, read at `now`.
     fn take(&mut self, index: usize, bytes: &[u8], now: Instant, opened: &AtomicUsize) {
+        if self.is_open {
+            self.bytes_after_open += bytes.len();
+        }
         let buffer = &mut self.buffer;
         buffer.extend_from_slice(bytes);
         if !self.is_open && buffer.starts_with(b"HTTP/1.1 ") && !buffer.starts_with(b"HTTP/1.1 200")
@@ -253,19 +270,30 @@ impl Connection {
     }
 }
 
+/// What one subscriber read: when each notice arrived, and how many bytes came after the
+/// stream opened.
+struct Heard {
+    arrivals: Vec<Instant>,
+    bytes: usize,
+}
+
 /// One reader thread: takes its share of the connections from `incoming` and reads them
-/// until `stop`; returns each subscriber's arrivals.
+/// until `stop`; returns what each subscriber heard.
 fn read_subscribers(
     incoming: mpsc::Receiver<(usize, std::net::TcpStream)>,
     notices: usize,
     opened: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
-) -> Vec<(usize, Vec<Instant>)> {
+) -> Vec<(usize, Heard)> {
     let mut poll = mio::Poll::new().expect("epoll");
     let mut events = mio::Events::with_capacity(EVENTS_PER_WAIT);
     let mut connections: HashMap<usize, Connection> = HashMap::new();
     let mut closed = Vec::new();
     let mut chunk = [0u8; 2048];
+    let heard = |c: Connection| Heard {
+        arrivals: c.arrivals,
+        bytes: c.bytes_after_open,
+    };
     while !stop.load(Ordering::Relaxed) {
         while let Ok((index, socket)) = incoming.try_recv() {
             let mut connection = Connection::new(socket, notices);
@@ -292,7 +320,7 @@ fn read_subscribers(
             };
             if !connection.read(index, &mut chunk, &opened) {
                 if let Some(connection) = connections.remove(&index) {
-                    closed.push((index, connection.arrivals));
+                    closed.push((index, heard(connection)));
                 }
             }
         }
@@ -301,16 +329,240 @@ fn read_subscribers(
             std::thread::sleep(GATHER);
         }
     }
-    closed.extend(
-        connections
-            .into_iter()
-            .map(|(index, c)| (index, c.arrivals)),
-    );
+    closed.extend(connections.into_iter().map(|(index, c)| (index, heard(c))));
     closed
+}
+
+/// Subscribers connected to one server and read by the client's reader threads.
+struct Subscribed {
+    readers: Vec<std::thread::JoinHandle<Vec<(usize, Heard)>>>,
+    stop: Arc<AtomicBool>,
+    connect_time: Duration,
+}
+
+/// Connects `subscribers` readers of `GET /v1/stream` to `address` and waits until every
+/// stream has opened.
+async fn subscribe(address: SocketAddr, subscribers: usize, notices: usize) -> Subscribed {
+    let opened = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (to_readers, readers): (Vec<_>, Vec<_>) = (0..READERS)
+        .map(|n| {
+            let (to_reader, incoming) = mpsc::channel();
+            let (opened, stop) = (opened.clone(), stop.clone());
+            let reader = std::thread::Builder::new()
+                .name(format!("subscribers-{n}"))
+                .spawn(move || read_subscribers(incoming, notices, opened, stop))
+                .expect("a reader thread");
+            (to_reader, reader)
+        })
+        .unzip();
+    let started = Instant::now();
+    for index in 0..subscribers {
+        let to_reader = to_readers[index % READERS].clone();
+        tokio::spawn(async move {
+            let socket = connect(address, index).await;
+            let _ = to_reader.send((index, socket));
+        });
+        // Connect in waves, as a crowd reconnecting after an outage would not all at once.
+        if index % 500 == 499 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    while opened.load(Ordering::Relaxed) < subscribers {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Subscribed {
+        readers,
+        stop,
+        connect_time: started.elapsed(),
+    }
+}
+
+impl Subscribed {
+    /// Stops reading and closes every connection; what each subscriber heard, in order.
+    fn finish(self, subscribers: usize) -> Vec<Heard> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all: Vec<Heard> = (0..subscribers)
+            .map(|_| Heard {
+                arrivals: Vec::new(),
+                bytes: 0,
+            })
+            .collect();
+        for reader in self.readers {
+            for (index, heard) in reader.join().expect("a reader thread") {
+                all[index] = heard;
+            }
+        }
+        all
+    }
+}
+
+/// Each notice's first and last delivery, and every delivery, in ms after it was sent.
+struct Latencies {
+    first: Vec<f64>,
+    last: Vec<f64>,
+    every: Vec<f64>,
+}
+
+fn latencies(all: &[Heard], published: &[Instant]) -> Latencies {
+    let mut latencies = Latencies {
+        first: Vec::new(),
+        last: Vec::new(),
+        every: Vec::new(),
+    };
+    for (n, sent) in published.iter().enumerate() {
+        let (mut earliest, mut latest) = (f64::MAX, 0.0f64);
+        for subscriber in all {
+            if let Some(at) = subscriber.arrivals.get(n) {
+                let ms = at.duration_since(*sent).as_secs_f64() * 1000.0;
+                latencies.every.push(ms);
+                earliest = earliest.min(ms);
+                latest = latest.max(ms);
+            }
+        }
+        latencies.first.push(earliest);
+        latencies.last.push(latest);
+    }
+    latencies
+}
+
+/// The argument that makes this program the floor's writer (see [`floor_writer`]).
+const FLOOR_WRITER: &str = "--floor-writer";
+/// Threads the floor's writer sends on: as many as the server's HTTP workers.
+const FLOOR_THREADS: usize = 2;
+
+/// The floor: the least any server could spend on the same fan-out on this machine. A
+/// process of its own (its sockets need a file each, as the server's do) that accepts
+/// `subscribers` connections, answers each with a stream's head and a `: connected`
+/// comment, then, for each line read on stdin, writes one message of `bytes` bytes (an
+/// SSE message with an `event:` line, in an HTTP chunk, as crier frames it) to every
+/// connection: plain blocking `writev`s from [`FLOOR_THREADS`] threads, each with its share
+/// of the connections, and nothing else. Prints its address first, and `sent` after each
+/// notice.
+fn floor_writer(subscribers: usize, bytes: usize) {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    println!("{}", listener.local_addr().expect("the floor's address"));
+    std::io::stdout().flush().expect("stdout");
+    let head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+                 transfer-encoding: chunked\r\n\r\nd\r\n: connected\n\n\r\n";
+    let mut shares: Vec<Vec<std::net::TcpStream>> =
+        (0..FLOOR_THREADS).map(|_| Vec::new()).collect();
+    for n in 0..subscribers {
+        let (mut connection, _) = listener.accept().expect("accept");
+        connection.set_nodelay(true).expect("nodelay");
+        connection.write_all(head).expect("the stream's head");
+        shares[n % FLOOR_THREADS].push(connection);
+    }
+    let (to_threads, done): (Vec<_>, Vec<_>) = shares
+        .into_iter()
+        .map(|mut share| {
+            let (to_thread, notices) = mpsc::channel::<Arc<Vec<u8>>>();
+            let (sent, done) = mpsc::channel::<()>();
+            std::thread::spawn(move || {
+                for message in notices {
+                    for connection in &mut share {
+                        connection.write_all(&message).expect("a delivery");
+                    }
+                    let _ = sent.send(());
+                }
+            });
+            (to_thread, done)
+        })
+        .unzip();
+    let mut out = std::io::stdout();
+    for (n, line) in std::io::stdin().lock().lines().enumerate() {
+        if line.is_err() {
+            break;
+        }
+        let message = Arc::new(floor_message(n, bytes));
+        for to_thread in &to_threads {
+            to_thread.send(message.clone()).expect("a writer thread");
+        }
+        for sent in &done {
+            sent.recv().expect("a writer thread");
+        }
+        let _ = writeln!(out, "sent");
+    }
+}
+
+/// The floor's `n`th message: an SSE event of `bytes` bytes on the wire with its chunk's
+/// framing, as the subscribers read crier's.
+fn floor_message(n: usize, bytes: usize) -> Vec<u8> {
+    let start = format!("id: {n}\nevent: floor.notice\ndata: ");
+    // The chunk's size line (hex digits and CRLF) and the CRLF after its data.
+    let framing = |payload: usize| format!("{payload:x}\r\n").len() + 2;
+    let mut payload = bytes.saturating_sub(framing(bytes)).max(start.len() + 2);
+    let mut event = start.into_bytes();
+    event.resize(payload - 2, b'x');
+    event.extend_from_slice(b"\n\n");
+    payload = event.len();
+    let mut message = format!("{payload:x}\r\n").into_bytes();
+    message.extend_from_slice(&event);
+    message.extend_from_slice(b"\r\n");
+    message
+}
+
+/// The floor's writer, started as a child of this program.
+struct FloorWriter {
+    child: tokio::process::Child,
+    commands: tokio::process::ChildStdin,
+    answers: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    address: SocketAddr,
+}
+
+impl FloorWriter {
+    async fn start(subscribers: usize, bytes: usize) -> FloorWriter {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(std::env::current_exe().expect("self"))
+            .args([FLOOR_WRITER, &subscribers.to_string(), &bytes.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the floor's writer");
+        let commands = child.stdin.take().expect("its stdin");
+        let mut answers =
+            tokio::io::BufReader::new(child.stdout.take().expect("its stdout")).lines();
+        let address = answers
+            .next_line()
+            .await
+            .expect("its address")
+            .expect("its address")
+            .parse()
+            .expect("an address");
+        FloorWriter {
+            child,
+            commands,
+            answers,
+            address,
+        }
+    }
+
+    /// Sends the next notice to every subscriber, without waiting for the writes.
+    async fn send(&mut self) {
+        self.commands
+            .write_all(b"notice\n")
+            .await
+            .expect("a notice");
+        self.commands.flush().await.expect("a notice");
+    }
+
+    /// Waits for the writes of a notice sent.
+    async fn sent(&mut self) {
+        self.answers.next_line().await.expect("sent").expect("sent");
+    }
 }
 
 #[tokio::main]
 async fn main() {
+    let mut raw = std::env::args().skip(1);
+    if raw.next().as_deref() == Some(FLOOR_WRITER) {
+        let mut number = || raw.next().and_then(|v| v.parse().ok()).expect("a number");
+        let (subscribers, bytes) = (number(), number());
+        floor_writer(subscribers, bytes);
+        return;
+    }
     let args = args();
     let (subscribers, files) = subscribers_that_fit(args.subscribers);
     if subscribers < args.subscribers {
@@ -336,36 +588,8 @@ async fn main() {
     let before = resident_kib(server.child.id());
     let (client_cpu_at_start, server_cpu_at_start) =
         (cpu_seconds("self"), cpu_seconds(&server_pid));
-    let opened = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (to_readers, readers): (Vec<_>, Vec<_>) = (0..READERS)
-        .map(|n| {
-            let (to_reader, incoming) = mpsc::channel();
-            let (opened, stop) = (opened.clone(), stop.clone());
-            let notices = args.notices;
-            let reader = std::thread::Builder::new()
-                .name(format!("subscribers-{n}"))
-                .spawn(move || read_subscribers(incoming, notices, opened, stop))
-                .expect("a reader thread");
-            (to_reader, reader)
-        })
-        .unzip();
-    let started = Instant::now();
-    for index in 0..subscribers {
-        let to_reader = to_readers[index % READERS].clone();
-        tokio::spawn(async move {
-            let socket = connect(address, index).await;
-            let _ = to_reader.send((index, socket));
-        });
-        // Connect in waves, as a crowd reconnecting after an outage would not all at once.
-        if index % 500 == 499 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    while opened.load(Ordering::Relaxed) < subscribers {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let connect_time = started.elapsed();
+    let subscribed = subscribe(address, subscribers, args.notices).await;
+    let connect_time = subscribed.connect_time;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let after = resident_kib(server.child.id());
     let (client_cpu_connected, server_cpu_connected) =
@@ -385,32 +609,46 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let publishing = publishing.elapsed();
     let (client_cpu_end, server_cpu_end) = (cpu_seconds("self"), cpu_seconds(&server_pid));
-
-    stop.store(true, Ordering::Relaxed);
-    let mut all = vec![Vec::new(); subscribers];
-    for reader in readers {
-        for (index, arrivals) in reader.join().expect("a reader thread") {
-            all[index] = arrivals;
-        }
-    }
-    let complete = all.iter().filter(|a| a.len() >= args.notices).count();
-    let mut last_delivery = Vec::new();
-    let mut first_delivery = Vec::new();
-    let mut every_delivery = Vec::new();
-    for (n, sent) in published.iter().enumerate() {
-        let (mut earliest, mut latest) = (f64::MAX, 0.0f64);
-        for subscriber in &all {
-            if let Some(at) = subscriber.get(n) {
-                let ms = at.duration_since(*sent).as_secs_f64() * 1000.0;
-                every_delivery.push(ms);
-                earliest = earliest.min(ms);
-                latest = latest.max(ms);
-            }
-        }
-        first_delivery.push(earliest);
-        last_delivery.push(latest);
-    }
+    let all = subscribed.finish(subscribers);
+    let complete = all
+        .iter()
+        .filter(|h| h.arrivals.len() >= args.notices)
+        .count();
+    let crier = latencies(&all, &published);
     drop(server);
+    // What a notice cost each subscriber on the wire, the floor's message size.
+    let message_bytes =
+        all.iter().map(|h| h.bytes).sum::<usize>() / (subscribers * args.notices).max(1);
+    drop(all);
+
+    // The floor, on the same machine in the same run: the same bytes to as many
+    // connections, read by the same client.
+    let mut floor = FloorWriter::start(subscribers, message_bytes).await;
+    let floor_pid = floor
+        .child
+        .id()
+        .map(|id| id.to_string())
+        .unwrap_or_default();
+    let subscribed = subscribe(floor.address, subscribers, args.notices).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (client_cpu_floor, floor_cpu_start) = (cpu_seconds("self"), cpu_seconds(&floor_pid));
+    let mut floor_published = Vec::new();
+    for _ in 0..args.notices {
+        let sent = Instant::now();
+        floor.send().await;
+        floor_published.push(sent);
+        floor.sent().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (client_cpu_floor_end, floor_cpu_end) = (cpu_seconds("self"), cpu_seconds(&floor_pid));
+    let floor_all = subscribed.finish(subscribers);
+    let floor_complete = floor_all
+        .iter()
+        .filter(|h| h.arrivals.len() >= args.notices)
+        .count();
+    let floor_latencies = latencies(&floor_all, &floor_published);
+    drop(floor);
 
     println!();
     println!(
@@ -424,37 +662,43 @@ async fn main() {
     println!("subscribers that received every notice: {complete}");
     println!("| measurement | p50 | p99 | max |");
     println!("|---|---:|---:|---:|");
-    println!(
-        "| POST /v1/incidents answered (baseline) | {:.1} ms | {:.1} ms | {:.1} ms |",
-        percentile(answer_times.clone(), 50.0),
-        percentile(answer_times.clone(), 99.0),
-        percentile(answer_times, 100.0)
-    );
-    println!(
-        "| publish to delivery, every subscriber | {:.1} ms | {:.1} ms | {:.1} ms |",
-        percentile(every_delivery.clone(), 50.0),
-        percentile(every_delivery.clone(), 99.0),
-        percentile(every_delivery, 100.0)
-    );
+    let row = |what: &str, times: &[f64]| {
+        println!(
+            "| {what} | {:.1} ms | {:.1} ms | {:.1} ms |",
+            percentile(times.to_vec(), 50.0),
+            percentile(times.to_vec(), 99.0),
+            percentile(times.to_vec(), 100.0)
+        )
+    };
+    row("POST /v1/incidents answered (baseline)", &answer_times);
+    row("publish to delivery, every subscriber", &crier.every);
     let in_order = |times: &[f64]| {
         let times: Vec<String> = times.iter().map(|ms| format!("{ms:.0}")).collect();
         times.join(", ")
     };
     println!(
         "each notice's last delivery, in order (ms): {}",
-        in_order(&last_delivery)
+        in_order(&crier.last)
     );
     // From publishing to the fan-out's start: the POST, the log's sealing and the follower.
     println!(
         "each notice's first delivery, in order (ms): {}",
-        in_order(&first_delivery)
+        in_order(&crier.first)
     );
-    let p99 = percentile(last_delivery.clone(), 99.0);
+    row("publish to LAST delivery, per notice", &crier.last);
+    row(
+        &format!("floor: {message_bytes} bytes to each by plain writev, to the LAST"),
+        &floor_latencies.last,
+    );
+    let p99 = percentile(crier.last.clone(), 99.0);
+    let floor_p99 = percentile(floor_latencies.last.clone(), 99.0);
     println!(
-        "| publish to LAST delivery, per notice | {:.1} ms | {:.1} ms | {:.1} ms |",
-        percentile(last_delivery.clone(), 50.0),
-        p99,
-        percentile(last_delivery, 100.0)
+        "floor: every notice to all {floor_complete} subscribers; p99 floor / crier: {:.2}; \
+         CPU seconds over its {} notices: client {:.1}, writer {:.1}",
+        floor_p99 / p99,
+        args.notices,
+        client_cpu_floor_end - client_cpu_floor,
+        floor_cpu_end - floor_cpu_start
     );
     // Each notice is written to every subscriber, so the time to the last grows with their
     // number: 180 ms at 18,000 is under 1 s at 100,000. Below 18,000 it is not judged.
