@@ -69,12 +69,14 @@ echo "GET / gzipped: $(wc -c <"$WORK/www/index.html.gz") bytes"
 python3 - "$PLAIN_RATIO" "$RATIO" "$WORK/first.txt" "$WORK/warm.txt" <<'PY'
 import statistics, sys
 ratio, gzipped = float(sys.argv[1]), float(sys.argv[2])
-first = sorted(float(x) * 1000 for x in open(sys.argv[3]))
+in_order = [float(x) * 1000 for x in open(sys.argv[3])]
+first = sorted(in_order)
 warm = sorted(float(x) * 1000 for x in open(sys.argv[4]))
 print(f"ratio crier/nginx {ratio:.2f} (median of the paired rounds; target >= 0.6: {'met' if ratio >= 0.6 else 'NOT met'})")
 print(f"ratio gzipped crier/nginx {gzipped:.2f} (median of the paired rounds; target >= 0.6: {'met' if gzipped >= 0.6 else 'NOT met'})")
 print(f"first GET / after a notice ({len(first)} rounds): median {statistics.median(first):.1f} ms, "
       f"max {first[-1]:.1f} ms (target < 50: {'met' if first[-1] < 50 else 'NOT met'}); "
       f"a GET from memory: median {statistics.median(warm):.1f} ms")
+print("first GET / after each notice, in order (ms): " + ", ".join(f"{ms:.0f}" for ms in in_order))
 PY
 echo "crier resident memory after the runs: $((RSS / 1024)) MiB"
