@@ -397,6 +397,11 @@ impl Subscribed {
     }
 }
 
+/// How many subscribers read every one of `notices`.
+fn heard_every_notice(all: &[Heard], notices: usize) -> usize {
+    all.iter().filter(|h| h.arrivals.len() >= notices).count()
+}
+
 /// Each notice's first and last delivery, and every delivery, in ms after it was sent.
 struct Latencies {
     first: Vec<f64>,
@@ -610,10 +615,7 @@ async fn main() {
     let publishing = publishing.elapsed();
     let (client_cpu_end, server_cpu_end) = (cpu_seconds("self"), cpu_seconds(&server_pid));
     let all = subscribed.finish(subscribers);
-    let complete = all
-        .iter()
-        .filter(|h| h.arrivals.len() >= args.notices)
-        .count();
+    let complete = heard_every_notice(&all, args.notices);
     let crier = latencies(&all, &published);
     drop(server);
     // What a notice cost each subscriber on the wire, the floor's message size.
@@ -643,10 +645,7 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (client_cpu_floor_end, floor_cpu_end) = (cpu_seconds("self"), cpu_seconds(&floor_pid));
     let floor_all = subscribed.finish(subscribers);
-    let floor_complete = floor_all
-        .iter()
-        .filter(|h| h.arrivals.len() >= args.notices)
-        .count();
+    let floor_complete = heard_every_notice(&floor_all, args.notices);
     let floor_latencies = latencies(&floor_all, &floor_published);
     drop(floor);
 
