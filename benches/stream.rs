@@ -16,10 +16,12 @@
 //! (`--floor-writer`, a process of its own, as the server is) and the same client connects
 //! as many subscribers to it. The writer answers each with a stream's head, then sends each
 //! notice, as many bytes as crier's averaged on the wire, in an HTTP chunk with an `event:`
-//! line, to every connection with plain blocking `writev`s from two threads (crier's HTTP
-//! workers), and nothing else: no task, no ring, no filter, no timer. Its publish-to-last
-//! delivery is the least this machine's loopback, scheduler and client allow one notice to
-//! take, whatever the server; the table gives it and the ratio of the two p99s.
+//! line, to every connection, one blocking `writev` each as crier writes it, from two
+//! threads (crier's HTTP workers), and nothing else: no task, no ring, no filter, no timer.
+//! Its notices are paced as crier's are (every 500 ms, not waiting for the writes). Its
+//! publish-to-last delivery is the least this machine's loopback, scheduler and client allow
+//! one notice to take, whatever the server; the table gives it, how many subscribers it
+//! reached, and the ratio of the two p99s.
 //!
 //! Connections: each process (this one, and the server it starts) needs a file per
 //! subscriber, so the count asked for is lowered to what the open-file limit allows (with
@@ -440,12 +442,15 @@ const FLOOR_THREADS: usize = 2;
 /// process of its own (its sockets need a file each, as the server's do) that accepts
 /// `subscribers` connections, answers each with a stream's head and a `: connected`
 /// comment, then, for each line read on stdin, writes one message of `bytes` bytes (an
-/// SSE message with an `event:` line, in an HTTP chunk, as crier frames it) to every
-/// connection: plain blocking `writev`s from [`FLOOR_THREADS`] threads, each with its share
-/// of the connections, and nothing else. Prints its address first, and `sent` after each
-/// notice.
+/// SSE message with an `event:` line in an HTTP chunk, written as crier writes it: one
+/// `writev` of the chunk's size line, the message and the CRLF after it) to every
+/// connection, from [`FLOOR_THREADS`] threads with their shares of the connections, and
+/// nothing else. Prints its address first. Ends when stdin does, or with this program.
 fn floor_writer(subscribers: usize, bytes: usize) {
-    use std::io::{BufRead, Write};
+    use std::io::{BufRead, IoSlice, Write};
+    // Whatever way the bench ends, an orphaned writer would hold its sockets for good.
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .expect("a parent-death signal");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
     println!("{}", listener.local_addr().expect("the floor's address"));
     std::io::stdout().flush().expect("stdout");
@@ -459,60 +464,67 @@ fn floor_writer(subscribers: usize, bytes: usize) {
         connection.write_all(head).expect("the stream's head");
         shares[n % FLOOR_THREADS].push(connection);
     }
-    let (to_threads, done): (Vec<_>, Vec<_>) = shares
+    let to_threads: Vec<_> = shares
         .into_iter()
         .map(|mut share| {
-            let (to_thread, notices) = mpsc::channel::<Arc<Vec<u8>>>();
-            let (sent, done) = mpsc::channel::<()>();
+            let (to_thread, notices) = mpsc::channel::<Arc<FloorMessage>>();
             std::thread::spawn(move || {
                 for message in notices {
                     for connection in &mut share {
-                        connection.write_all(&message).expect("a delivery");
+                        let mut slices = [
+                            IoSlice::new(&message.size_line),
+                            IoSlice::new(&message.event),
+                            IoSlice::new(b"\r\n"),
+                        ];
+                        let mut slices = &mut slices[..];
+                        while !slices.is_empty() {
+                            let written = connection.write_vectored(slices).expect("a delivery");
+                            IoSlice::advance_slices(&mut slices, written);
+                        }
                     }
-                    let _ = sent.send(());
                 }
             });
-            (to_thread, done)
+            to_thread
         })
-        .unzip();
-    let mut out = std::io::stdout();
+        .collect();
     for (n, line) in std::io::stdin().lock().lines().enumerate() {
         if line.is_err() {
             break;
         }
-        let message = Arc::new(floor_message(n, bytes));
+        let message = Arc::new(FloorMessage::new(n, bytes));
         for to_thread in &to_threads {
             to_thread.send(message.clone()).expect("a writer thread");
         }
-        for sent in &done {
-            sent.recv().expect("a writer thread");
-        }
-        let _ = writeln!(out, "sent");
     }
 }
 
-/// The floor's `n`th message: an SSE event of `bytes` bytes on the wire with its chunk's
-/// framing, as the subscribers read crier's.
-fn floor_message(n: usize, bytes: usize) -> Vec<u8> {
-    let start = format!("id: {n}\nevent: floor.notice\ndata: ");
-    // The chunk's size line (hex digits and CRLF) and the CRLF after its data.
-    let framing = |payload: usize| format!("{payload:x}\r\n").len() + 2;
-    let mut payload = bytes.saturating_sub(framing(bytes)).max(start.len() + 2);
-    let mut event = start.into_bytes();
-    event.resize(payload - 2, b'x');
-    event.extend_from_slice(b"\n\n");
-    payload = event.len();
-    let mut message = format!("{payload:x}\r\n").into_bytes();
-    message.extend_from_slice(&event);
-    message.extend_from_slice(b"\r\n");
-    message
+/// The floor's message: an SSE event in an HTTP chunk, `bytes` bytes on the wire in all.
+struct FloorMessage {
+    size_line: Vec<u8>,
+    event: Vec<u8>,
+}
+
+impl FloorMessage {
+    /// The `n`th message.
+    fn new(n: usize, bytes: usize) -> FloorMessage {
+        let start = format!("id: {n}\nevent: floor.notice\ndata: ");
+        // The chunk's size line (hex digits and CRLF) and the CRLF after its data.
+        let framing = |payload: usize| format!("{payload:x}\r\n").len() + 2;
+        let payload = bytes.saturating_sub(framing(bytes)).max(start.len() + 2);
+        let mut event = start.into_bytes();
+        event.resize(payload - 2, b'x');
+        event.extend_from_slice(b"\n\n");
+        FloorMessage {
+            size_line: format!("{:x}\r\n", event.len()).into_bytes(),
+            event,
+        }
+    }
 }
 
 /// The floor's writer, started as a child of this program.
 struct FloorWriter {
     child: tokio::process::Child,
     commands: tokio::process::ChildStdin,
-    answers: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
     address: SocketAddr,
 }
 
@@ -539,23 +551,18 @@ impl FloorWriter {
         FloorWriter {
             child,
             commands,
-            answers,
             address,
         }
     }
 
-    /// Sends the next notice to every subscriber, without waiting for the writes.
+    /// Sends the next notice to every subscriber, without waiting for the writes (as a
+    /// publisher does not wait for crier's).
     async fn send(&mut self) {
         self.commands
             .write_all(b"notice\n")
             .await
             .expect("a notice");
         self.commands.flush().await.expect("a notice");
-    }
-
-    /// Waits for the writes of a notice sent.
-    async fn sent(&mut self) {
-        self.answers.next_line().await.expect("sent").expect("sent");
     }
 }
 
@@ -639,10 +646,9 @@ async fn main() {
         let sent = Instant::now();
         floor.send().await;
         floor_published.push(sent);
-        floor.sent().await;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let (client_cpu_floor_end, floor_cpu_end) = (cpu_seconds("self"), cpu_seconds(&floor_pid));
     let floor_all = subscribed.finish(subscribers);
     let floor_complete = heard_every_notice(&floor_all, args.notices);
@@ -686,14 +692,14 @@ async fn main() {
     );
     row("publish to LAST delivery, per notice", &crier.last);
     row(
-        &format!("floor: {message_bytes} bytes to each by plain writev, to the LAST"),
+        &format!("floor: {message_bytes} bytes to each by bare writev, to the LAST"),
         &floor_latencies.last,
     );
     let p99 = percentile(crier.last.clone(), 99.0);
     let floor_p99 = percentile(floor_latencies.last.clone(), 99.0);
     println!(
-        "floor: every notice to all {floor_complete} subscribers; p99 floor / crier: {:.2}; \
-         CPU seconds over its {} notices: client {:.1}, writer {:.1}",
+        "floor: {floor_complete} of {subscribers} subscribers read every notice; p99 floor / \
+         crier: {:.2}; CPU seconds over its {} notices: client {:.1}, writer {:.1}",
         floor_p99 / p99,
         args.notices,
         client_cpu_floor_end - client_cpu_floor,
