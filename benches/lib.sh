@@ -31,10 +31,16 @@ start_crier() {
     exit 1
 }
 
+# logging_each_request: whether CRIER_BENCH_ACCESS_LOG=1 asks both servers to log every
+# request, as each does by default (crier's RUST_LOG, nginx's access_log).
+logging_each_request() {
+    [[ "${CRIER_BENCH_ACCESS_LOG:-0}" == 1 ]]
+}
+
 # bench_log_level: crier's RUST_LOG for a benchmark: its default (`info`, an access line a
-# request) with CRIER_BENCH_ACCESS_LOG=1, `warn` otherwise.
+# request) when logging_each_request, `warn` otherwise.
 bench_log_level() {
-    if [[ "${CRIER_BENCH_ACCESS_LOG:-0}" == 1 ]]; then echo info; else echo warn; fi
+    if logging_each_request; then echo info; else echo warn; fi
 }
 
 # stop_everything: the cleanup of an EXIT trap: crier processes, nginx, $DB and $WORK.
@@ -81,10 +87,10 @@ CONF
     nginx -c "$WORK/nginx.conf"
 }
 
-# nginx_access_log: off, or with CRIER_BENCH_ACCESS_LOG=1 nginx's default: a line a request,
+# nginx_access_log: off, or when logging_each_request nginx's default: a line a request,
 # written to a file as it is served.
 nginx_access_log() {
-    if [[ "${CRIER_BENCH_ACCESS_LOG:-0}" == 1 ]]; then echo "$WORK/access.log"; else echo off; fi
+    if logging_each_request; then echo "$WORK/access.log"; else echo off; fi
 }
 
 # nginx_pids: the pids of the nginx started by start_nginx, its workers included.
