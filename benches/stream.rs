@@ -274,6 +274,7 @@ impl Connection {
 
 /// What one subscriber read: when each notice arrived, and how many bytes came after the
 /// stream opened.
+#[derive(Default)]
 struct Heard {
     arrivals: Vec<Instant>,
     bytes: usize,
@@ -384,12 +385,7 @@ impl Subscribed {
     /// Stops reading and closes every connection; what each subscriber heard, in order.
     fn finish(self, subscribers: usize) -> Vec<Heard> {
         self.stop.store(true, Ordering::Relaxed);
-        let mut all: Vec<Heard> = (0..subscribers)
-            .map(|_| Heard {
-                arrivals: Vec::new(),
-                bytes: 0,
-            })
-            .collect();
+        let mut all: Vec<Heard> = (0..subscribers).map(|_| Heard::default()).collect();
         for reader in self.readers {
             for (index, heard) in reader.join().expect("a reader thread") {
                 all[index] = heard;
