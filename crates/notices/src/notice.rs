@@ -240,6 +240,29 @@ impl Notice {
         })
     }
 
+    /// A service's notice at `position`, already rendered for the public as `sse` (as
+    /// the follower renders each notice before handing it on).
+    #[cfg(test)]
+    pub(crate) fn rendered_for_tests(position: u64, sse: &str) -> Notice {
+        let id = Uuid::new_v4();
+        let rendered = Rendered {
+            json: Bytes::new(),
+            sse: Bytes::from(sse.to_owned()),
+        };
+        Notice {
+            position,
+            notice_type: NoticeType::ServiceUpdated,
+            kind: ResourceKind::Service,
+            resource_id: id,
+            stream_version: 1,
+            event_id: Uuid::new_v4(),
+            recorded_at: Utc::now(),
+            state: tokio::sync::OnceCell::new_with(Some(Some(Arc::new(Resource::Service(id))))),
+            services_before: tokio::sync::OnceCell::new(),
+            rendered: Mutex::new(HashMap::from([((ViewerKey::Public, None), Some(rendered))])),
+        }
+    }
+
     /// Reads, in one round trip per kind, the resources of those of `notices` whose
     /// read-model rows are still as each left them (the usual case for live notices): what
     /// their first renderings would otherwise read one notice at a time, while a fan-out's
@@ -357,24 +380,85 @@ impl Notice {
         resource: &Resource,
         filter: &NoticeFilter,
     ) -> Result<bool, NoticeError> {
+        if let Some(wanted) = self.wanted_without(resource, filter, self.services_before.get()) {
+            return Ok(wanted);
+        }
+        let before = self
+            .services_before
+            .get_or_try_init(|| self.load_services_before(store))
+            .await?;
+        Ok(self
+            .wanted_without(resource, filter, Some(before))
+            .unwrap_or(false))
+    }
+
+    /// [`Notice::wanted`] when it can be told without the services affected before
+    /// (`before`, if read already); `None` when only they can tell.
+    fn wanted_without(
+        &self,
+        resource: &Resource,
+        filter: &NoticeFilter,
+        before: Option<&Vec<Uuid>>,
+    ) -> Option<bool> {
         if resource.matches(filter) {
-            return Ok(true);
+            return Some(true);
         }
         if filter.services.is_empty() || self.kind != ResourceKind::Incident {
-            return Ok(false);
+            return Some(false);
         }
         let region_only = NoticeFilter {
             region: filter.region.clone(),
             ..NoticeFilter::default()
         };
         if !resource.matches(&region_only) {
-            return Ok(false);
+            return Some(false);
         }
-        let before = self
-            .services_before
-            .get_or_try_init(|| self.load_services_before(store))
-            .await?;
-        Ok(before.iter().any(|id| filter.services.contains(id)))
+        Some(before?.iter().any(|id| filter.services.contains(id)))
+    }
+
+    /// The rendering key of `viewer` for `filter`'s languages.
+    fn rendering_key(
+        resource: &Resource,
+        viewer: &Viewer,
+        filter: &NoticeFilter,
+        site: &Site,
+    ) -> RenderingKey {
+        // The usual subscriber asks for no language: nothing to negotiate (or clone).
+        let language = if filter.preferences.is_empty() {
+            None
+        } else {
+            resource.language(&Negotiation {
+                preferences: filter.preferences.clone(),
+                default: site.default_language.clone(),
+            })
+        };
+        (ViewerKey::from(viewer), language)
+    }
+
+    /// The Server-Sent Events message for `viewer` when it is known without waiting for
+    /// anything (the resource read, the rendering done): `Some(None)` when the notice is
+    /// not for this subscriber, `None` when only [`Notice::message_for`] can tell. A live
+    /// stream's relay writes most notices from this, with no task woken.
+    pub fn known_message_for(
+        &self,
+        viewer: &Viewer,
+        filter: &NoticeFilter,
+        site: &Site,
+    ) -> Option<Option<Bytes>> {
+        if !filter.takes_type(self.notice_type) {
+            return Some(None);
+        }
+        let Some(resource) = self.state.get()? else {
+            return Some(None);
+        };
+        if !self.wanted_without(resource, filter, self.services_before.get())? {
+            return Some(None);
+        }
+        let key = Notice::rendering_key(resource, viewer, filter, site);
+        let rendered = self.rendered.lock().ok()?;
+        rendered
+            .get(&key)
+            .map(|rendered| rendered.as_ref().map(|r| r.sse.clone()))
     }
 
     /// This notice rendered for `viewer`, or `None` if it may not see it or `filter`
@@ -400,15 +484,14 @@ impl Notice {
         if !self.wanted(store, &resource, filter).await? {
             return Ok(None);
         }
+        let key = Notice::rendering_key(&resource, viewer, filter, site);
+        if let Some(rendered) = self.rendered.lock().ok().and_then(|r| r.get(&key).cloned()) {
+            return Ok(rendered);
+        }
         let negotiation = Negotiation {
             preferences: filter.preferences.clone(),
             default: site.default_language.clone(),
         };
-        let language = resource.language(&negotiation);
-        let key = (ViewerKey::from(viewer), language);
-        if let Some(rendered) = self.rendered.lock().ok().and_then(|r| r.get(&key).cloned()) {
-            return Ok(rendered);
-        }
         let rendered = match render_data(store, (*resource).clone(), viewer, &negotiation).await? {
             None => None,
             Some(data) => Some(self.cloud_event(data, &site.source_base)?),
