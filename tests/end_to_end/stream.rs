@@ -140,6 +140,23 @@ async fn a_client_that_disconnects_resumes_with_nothing_missed_or_repeated() {
         "{:?}",
         everything.comments
     );
+
+    // Live notices to a stream with nothing else to send were written by its thread's
+    // relay, not by the stream's own task.
+    let metrics = api
+        .http
+        .get(api.server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let relayed = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("crier_stream_relay_writes_total "))
+        .and_then(|count| count.trim().parse::<f64>().ok());
+    assert!(relayed.is_some_and(|count| count >= 1.0), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,6 +24,14 @@
 //! actix-http untouched, so no request is refused or parsed differently for taking the
 //! other road.
 //!
+//! # Notices written by the relay
+//!
+//! A stream's route puts [`DirectWrites`] on its answer; the connection is put in it, and
+//! the stream's notices are then written to the socket by its thread's relay whenever the
+//! stream has nothing else to send, without waking the connection's task
+//! (`notices::direct`). A message the socket takes only part of leaves its rest here,
+//! written before the body's next chunk.
+//!
 //! # Invariants
 //! - A request served here is one actix-http would have parsed the same way: `GET`/`HEAD`,
 //!   HTTP/1.0 or 1.1, no body, no `Upgrade`/`Expect`, every header valid, one `Host` (and
@@ -35,10 +43,15 @@
 //! - Every branch of a connection's future that awaits is boxed: the connection's task
 //!   holds that future's size twice for as long as a stream lasts (an unboxed 408 branch
 //!   once cost every subscriber 1.7 KiB).
+//! - The socket is written by one side at a time, each message whole: the answer's writer
+//!   polls the body only with nothing left unwritten, and the relay writes only while the
+//!   body waits with the stream handed to it.
 
+use std::cell::{Cell, RefCell};
 use std::io::{self, IoSlice};
 use std::net::{SocketAddr, TcpListener};
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use actix_http::body::{BodySize, MessageBody};
@@ -52,6 +65,8 @@ use actix_web::body::BoxBody;
 use actix_web::dev::AppConfig;
 use actix_web::http::header::{self, HeaderName, HeaderValue, HttpDate};
 use actix_web::http::{Method, StatusCode, Uri, Version};
+use actix_web::web::Bytes;
+use notices::{LiveSocket, LiveWrite};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -270,6 +285,74 @@ fn parse_stream_request(bytes: &[u8], peer: Option<SocketAddr>) -> Option<(Reque
     Some((request, head_len))
 }
 
+/// Put on a stream's answer by its route: the lean dispatcher puts the connection in it,
+/// so that the stream's notices can be written to it by its thread's relay. Answers served
+/// by actix-http leave it empty.
+#[derive(Clone, Default)]
+pub struct DirectWrites(Rc<Cell<Option<Rc<dyn LiveSocket>>>>);
+
+impl DirectWrites {
+    /// The connection, if the answer is written by the lean dispatcher.
+    pub fn take(&self) -> Option<Rc<dyn LiveSocket>> {
+        self.0.take()
+    }
+}
+
+/// A stream's connection, shared by the answer's writer and the thread's relay.
+struct StreamConnection {
+    socket: TcpStream,
+    /// Whether the body is sent in chunks (HTTP/1.1) or until the close (HTTP/1.0).
+    chunked: bool,
+    /// What a direct write left unwritten: written before anything else.
+    unwritten: RefCell<Vec<u8>>,
+}
+
+impl StreamConnection {
+    fn has_unwritten(&self) -> bool {
+        self.unwritten
+            .try_borrow()
+            .is_ok_and(|rest| !rest.is_empty())
+    }
+}
+
+impl LiveSocket for StreamConnection {
+    fn write_now(&self, message: &Bytes) -> LiveWrite {
+        let Ok(mut unwritten) = self.unwritten.try_borrow_mut() else {
+            return LiveWrite::Failed;
+        };
+        let mut prefix = [0; CHUNK_PREFIX_BYTES];
+        let (prefix, suffix): (&[u8], &[u8]) = if self.chunked {
+            (chunk_prefix(message.len(), &mut prefix), b"\r\n")
+        } else {
+            (b"", b"")
+        };
+        let parts: [&[u8]; 3] = [prefix, &message[..], suffix];
+        // Never reached (the relay writes only with nothing left unwritten), but bytes
+        // must not overtake bytes.
+        let written = if unwritten.is_empty() {
+            let slices = parts.map(IoSlice::new);
+            match self.socket.try_write_vectored(&slices) {
+                Ok(written) => written,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(_) => return LiveWrite::Failed,
+            }
+        } else {
+            0
+        };
+        let total = prefix.len() + message.len() + suffix.len();
+        if written == total {
+            return LiveWrite::Whole;
+        }
+        let mut skip = written;
+        for part in parts {
+            let taken = skip.min(part.len());
+            unwritten.extend_from_slice(&part[taken..]);
+            skip -= taken;
+        }
+        LiveWrite::Partly
+    }
+}
+
 /// Serves one stream request: reads its head off the connection, runs it through the app
 /// and writes the answer, then closes.
 async fn serve_stream<S, B>(mut connection: TcpStream, request: Request, head_len: usize, app: &S)
@@ -293,21 +376,39 @@ where
         Ok(response) => response.into().map_into_boxed_body(),
         Err(error) => error.into().error_response().into(),
     };
-    if write_answer(&mut connection, response, head_only, close_delimited)
-        .await
-        .is_ok()
-    {
+    let connection = Rc::new(StreamConnection {
+        socket: connection,
+        chunked: !close_delimited,
+        unwritten: RefCell::new(Vec::new()),
+    });
+    if !head_only {
+        if let Some(slot) = response.extensions().get::<DirectWrites>() {
+            slot.0.set(Some(connection.clone()));
+        }
+    }
+    let written = write_answer(&connection, response, head_only, close_delimited).await;
+    // The body, and with it every other holder of the connection, is gone.
+    if let (Ok(()), Ok(connection)) = (written, Rc::try_unwrap(connection)) {
         // Boxed: a stream's future would keep room for it while it streams.
-        Box::pin(close(connection)).await;
+        Box::pin(close(connection.socket)).await;
     }
 }
 
+/// What the answer's writer does next.
+enum Next<T> {
+    /// Writes what a direct write left.
+    Unwritten,
+    /// Writes the body's next chunk (or ends).
+    Chunk(Option<T>),
+}
+
 async fn write_answer(
-    connection: &mut TcpStream,
+    connection: &StreamConnection,
     response: Response<BoxBody>,
     head_only: bool,
     close_delimited: bool,
 ) -> io::Result<()> {
+    let socket = &connection.socket;
     let (head, body) = response.into_parts();
     let status = head.status();
     // As actix-http's encoder: these answers have no body and say no length.
@@ -354,16 +455,32 @@ async fn write_answer(
     // Its header map has room for a dozen headers of several values each (3.2 KiB): a stream
     // must not keep it for its life.
     drop(head);
-    connection.write_all(&out).await?;
+    write_all(socket, &mut [IoSlice::new(&out)]).await?;
     drop(out);
     if head_only || size == BodySize::None {
         return Ok(());
     }
     let mut body = std::pin::pin!(body);
-    while let Some(chunk) = std::future::poll_fn(|cx| body.as_mut().poll_next(cx)).await {
-        // A body that fails ends the answer short, as actix-http ends it.
-        let Ok(chunk) = chunk else {
-            return Ok(());
+    loop {
+        // What a direct write left goes first, and the body is polled only with nothing
+        // left: the relay is handed the stream from inside that poll.
+        let next = std::future::poll_fn(|cx| {
+            if connection.has_unwritten() {
+                return Poll::Ready(Next::Unwritten);
+            }
+            body.as_mut().poll_next(cx).map(Next::Chunk)
+        })
+        .await;
+        let chunk = match next {
+            Next::Unwritten => {
+                let rest = connection.unwritten.take();
+                write_all(socket, &mut [IoSlice::new(&rest)]).await?;
+                continue;
+            }
+            Next::Chunk(None) => break,
+            // A body that fails ends the answer short, as actix-http ends it.
+            Next::Chunk(Some(Err(_))) => return Ok(()),
+            Next::Chunk(Some(Ok(chunk))) => chunk,
         };
         if chunk.is_empty() {
             continue;
@@ -371,8 +488,8 @@ async fn write_answer(
         if chunked {
             let mut prefix = [0; CHUNK_PREFIX_BYTES];
             let prefix = chunk_prefix(chunk.len(), &mut prefix);
-            write_all_vectored(
-                connection,
+            write_all(
+                socket,
                 &mut [
                     IoSlice::new(prefix),
                     IoSlice::new(&chunk),
@@ -381,11 +498,11 @@ async fn write_answer(
             )
             .await?;
         } else {
-            connection.write_all(&chunk).await?;
+            write_all(socket, &mut [IoSlice::new(&chunk)]).await?;
         }
     }
     if chunked {
-        connection.write_all(b"0\r\n\r\n").await?;
+        write_all(socket, &mut [IoSlice::new(b"0\r\n\r\n")]).await?;
     }
     Ok(())
 }
@@ -411,16 +528,17 @@ fn chunk_prefix(length: usize, buffer: &mut [u8; CHUNK_PREFIX_BYTES]) -> &[u8] {
     &buffer[start..]
 }
 
-async fn write_all_vectored(
-    connection: &mut TcpStream,
-    mut slices: &mut [IoSlice<'_>],
-) -> io::Result<()> {
+/// Writes all of `slices` to a socket shared with the relay (whose writes go through
+/// `&TcpStream` too).
+async fn write_all(socket: &TcpStream, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
     while !slices.is_empty() {
-        let written = connection.write_vectored(slices).await?;
-        if written == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
+        socket.writable().await?;
+        match socket.try_write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => IoSlice::advance_slices(&mut slices, written),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
         }
-        IoSlice::advance_slices(&mut slices, written);
     }
     Ok(())
 }
@@ -462,6 +580,55 @@ mod tests {
         assert!(
             parse(b"GET /v1/stream HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n").is_some()
         );
+    }
+
+    #[tokio::test]
+    async fn what_a_direct_write_leaves_unwritten_is_written_after_it_in_order() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let (mut client, (socket, _)) = (client.unwrap(), accepted.unwrap());
+        let connection = StreamConnection {
+            socket,
+            chunked: true,
+            unwritten: RefCell::new(Vec::new()),
+        };
+        connection.socket.writable().await.unwrap();
+        // Written until the socket, unread, takes only part of one.
+        let message = Bytes::from(vec![b'x'; 65_536]);
+        let mut whole = 0;
+        loop {
+            match connection.write_now(&message) {
+                LiveWrite::Whole => whole += 1,
+                LiveWrite::Partly => break,
+                LiveWrite::Failed => panic!("the socket is open"),
+            }
+            assert!(whole < 10_000, "the socket never filled");
+        }
+        assert!(connection.has_unwritten());
+        // Nothing overtakes what is left.
+        let next = Bytes::from_static(b"next");
+        assert_eq!(connection.write_now(&next), LiveWrite::Partly);
+        let reading = tokio::spawn(async move {
+            let mut read = Vec::new();
+            client.read_to_end(&mut read).await.unwrap();
+            read
+        });
+        let rest = connection.unwritten.take();
+        write_all(&connection.socket, &mut [IoSlice::new(&rest)])
+            .await
+            .unwrap();
+        drop(connection);
+        let read = reading.await.unwrap();
+        let mut expected = Vec::new();
+        for _ in 0..=whole {
+            expected.extend_from_slice(b"10000\r\n");
+            expected.extend_from_slice(&message);
+            expected.extend_from_slice(b"\r\n");
+        }
+        expected.extend_from_slice(b"4\r\nnext\r\n");
+        assert_eq!(read.len(), expected.len());
+        assert!(read == expected, "the bytes arrive whole and in order");
     }
 
     #[test]

@@ -32,7 +32,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,6 +44,7 @@ use tasks::Chain;
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
+use crate::direct::{DirectList, GivenBack, Live, LiveSocket};
 use crate::notice::{Notice, NoticeFilter, Site};
 use crate::NoticeError;
 
@@ -128,11 +129,16 @@ impl NoticeHub {
 
     /// Joins the ring: every notice after the returned position arrives on the receiver.
     /// `None` until the follower has started.
-    fn join(&self) -> Option<(broadcast::Receiver<Arc<Notice>>, u64)> {
+    fn join(&self) -> Option<Joined> {
         if self.per_thread {
             self.join_thread_ring()
         } else {
-            self.join_process_ring()
+            let (receiver, at) = self.join_process_ring()?;
+            Some(Joined {
+                receiver,
+                at,
+                thread_ring: Weak::new(),
+            })
         }
     }
 
@@ -147,12 +153,16 @@ impl NoticeHub {
     }
 
     /// Joins this thread's ring, starting its relay if it has none.
-    fn join_thread_ring(&self) -> Option<(broadcast::Receiver<Arc<Notice>>, u64)> {
+    fn join_thread_ring(&self) -> Option<Joined> {
         let joined = THREAD_RINGS.with_borrow(|rings| {
             rings
                 .iter()
                 .find(|(hub, _)| *hub == self.id)
-                .map(|(_, ring)| (ring.sender.subscribe(), ring.relayed.get()))
+                .map(|(_, ring)| Joined {
+                    receiver: ring.sender.subscribe(),
+                    at: ring.relayed.get(),
+                    thread_ring: Rc::downgrade(ring),
+                })
         });
         if joined.is_some() {
             return joined;
@@ -162,16 +172,22 @@ impl NoticeHub {
         let ring = Rc::new(ThreadRing {
             sender,
             relayed: Cell::new(published),
+            direct: DirectList::default(),
         });
+        let thread_ring = Rc::downgrade(&ring);
         // Spawned before it is registered: no ring is joined that no relay feeds. (The relay
         // does not run before this returns: it is on this thread.)
         let registration = Registration {
             hub: self.id,
             ring: ring.clone(),
         };
-        tokio::task::spawn_local(relay(registration, process_ring));
+        tokio::task::spawn_local(relay(registration, process_ring, self.site.clone()));
         THREAD_RINGS.with_borrow_mut(|rings| rings.push((self.id, ring)));
-        Some((receiver, published))
+        Some(Joined {
+            receiver,
+            at: published,
+            thread_ring,
+        })
     }
 
     /// Whether the follower has started, so that streams can be opened.
@@ -314,41 +330,67 @@ thread_local! {
     static THREAD_RINGS: RefCell<Vec<(u64, Rc<ThreadRing>)>> = const { RefCell::new(Vec::new()) };
 }
 
+/// A ring joined: its notices after `at` arrive on `receiver`.
+struct Joined {
+    receiver: broadcast::Receiver<Arc<Notice>>,
+    at: u64,
+    /// The thread's ring it is (none for the process ring).
+    thread_ring: Weak<ThreadRing>,
+}
+
+#[cfg(test)]
+impl Joined {
+    fn parts(self) -> (broadcast::Receiver<Arc<Notice>>, u64) {
+        (self.receiver, self.at)
+    }
+}
+
 /// One thread's ring of a hub's notices.
 struct ThreadRing {
     sender: broadcast::Sender<Arc<Notice>>,
     /// The position of the last notice handed on (at first, the process ring's position
     /// when the relay joined it).
     relayed: Cell<u64>,
+    /// The streams the relay writes to itself (see [`crate::direct`]).
+    direct: DirectList,
 }
 
-/// Hands the process ring's notices on to this thread's ring, in order, until the thread
-/// has no subscriber left or falls more than a ring behind.
+/// Hands the process ring's notices on to this thread's ring, in order, and writes them to
+/// the streams of its direct list, until the thread has no subscriber left or falls more
+/// than a ring behind.
 ///
 /// However the relay ends (returned, or its task dropped with its runtime, polled or not),
 /// `registration` goes with it, and its ring is no longer joined: a subscriber must never
 /// wait on a ring that nothing feeds.
-async fn relay(registration: Registration, mut process_ring: broadcast::Receiver<Arc<Notice>>) {
+async fn relay(
+    registration: Registration,
+    mut process_ring: broadcast::Receiver<Arc<Notice>>,
+    site: Site,
+) {
     let ring = &registration.ring;
     loop {
         let received = tokio::select! {
             biased;
             received = process_ring.recv() => received,
             // The last subscriber gone: let go of the process ring at once, so that the
-            // follower renders nothing for nobody.
-            () = ring.sender.closed() => {
+            // follower renders nothing for nobody. (A stream in the direct list holds no
+            // receiver: the list must be empty too.)
+            () = ring.sender.closed(), if ring.direct.is_empty() => {
                 // A subscriber may have joined between the wake-up and this poll.
-                if ring.sender.receiver_count() == 0 {
+                if ring.sender.receiver_count() == 0 && ring.direct.is_empty() {
                     return;
                 }
                 continue;
             }
+            () = ring.direct.emptied(), if !ring.direct.is_empty() => continue,
         };
         match received {
             Ok(notice) => {
                 ring.relayed.set(notice.position);
+                // First into the ring: a stream given back reads on from right after it.
                 // No receiver left is not an error: `closed` ends the relay next.
-                let _ = ring.sender.send(notice);
+                let _ = ring.sender.send(notice.clone());
+                ring.direct.write(&notice, &ring.sender, &site);
             }
             // Lagged: its subscribers missed what it missed, and ending their ring closes
             // them as too far behind (they resume from the log). Closed: the hub is closing,
@@ -374,6 +416,8 @@ impl Drop for Registration {
                 rings.retain(|(id, kept)| !(*id == self.hub && Rc::ptr_eq(kept, &self.ring)));
             }
         });
+        // Its streams' tasks take them back, and find the ring ended.
+        self.ring.direct.end();
     }
 }
 
@@ -392,14 +436,25 @@ pub struct Subscriber {
     revocations: broadcast::Receiver<Uuid>,
     /// The last position handled (delivered or left out).
     last: u64,
-    /// `None` while catching up from the log.
+    /// `None` while catching up from the log, and while the relay writes for it.
     ring: Option<broadcast::Receiver<Arc<Notice>>>,
+    /// The thread's ring `ring` reads (none for the process ring).
+    thread_ring: Weak<ThreadRing>,
     /// Where the catch-up must reach before the ring takes over.
     catch_up_to: Option<u64>,
+    /// A notice to handle before the ring's next: one the relay gave back, or one just
+    /// received.
+    pending: Option<Arc<Notice>>,
     ready: VecDeque<Bytes>,
     heartbeat: tokio::time::Interval,
     last_sent: tokio::time::Instant,
     done: bool,
+    /// The connection, when the thread's relay may write to it (see [`crate::direct`]).
+    socket: Option<Rc<dyn LiveSocket>>,
+    /// This stream's record for the relay, made the first time it is handed over.
+    live: Option<Rc<Live>>,
+    /// Whether the relay writes for it now (its record is in the thread ring's list).
+    direct: bool,
 }
 
 /// Ends a stream with a comment, and an `id:` line so that EventSource clients (which
@@ -437,12 +492,12 @@ impl Subscriber {
         let mut heartbeat = tokio::time::interval(hub.heartbeat);
         heartbeat.reset(); // the first tick after a period, not at once
         let revocations = hub.revocations.subscribe();
-        let (ring, last) = match after {
+        let (ring, thread_ring, last) = match after {
             None => {
-                let (ring, published) = hub.join()?;
-                (Some(ring), published)
+                let joined = hub.join()?;
+                (Some(joined.receiver), joined.thread_ring, joined.at)
             }
-            Some(after) if hub.is_started() => (None, after),
+            Some(after) if hub.is_started() => (None, Weak::new(), after),
             Some(_) => return None,
         };
         Some(Subscriber {
@@ -453,7 +508,12 @@ impl Subscriber {
             revocations,
             last,
             ring,
+            thread_ring,
             catch_up_to: None,
+            pending: None,
+            socket: None,
+            live: None,
+            direct: false,
             // The `id:` makes a client that hears no notice before it reconnects resume
             // from here rather than from "now".
             ready: VecDeque::from([Bytes::from(format!(
@@ -464,6 +524,91 @@ impl Subscriber {
             done: false,
             hub,
         })
+    }
+
+    /// The same stream, its notices written to `socket` by its thread's relay whenever the
+    /// stream has nothing else to send (see [`crate::direct`]). Only a hub that relays per
+    /// thread has a relay to write them.
+    pub fn writing_directly_to(mut self, socket: Rc<dyn LiveSocket>) -> Subscriber {
+        if self.hub.per_thread {
+            self.socket = Some(socket);
+        }
+        self
+    }
+
+    /// Hands the stream to its thread's relay, if it may: it has a socket to be written
+    /// to, and nothing left to send. Answers whether it did.
+    fn hand_to_relay(&mut self) -> bool {
+        let Some(socket) = &self.socket else {
+            return false;
+        };
+        let idle = self.ready.is_empty()
+            && self.pending.is_none()
+            && self.catch_up_to.is_none()
+            && self.ring.as_ref().is_some_and(|ring| ring.is_empty());
+        if !idle {
+            return false;
+        }
+        // A ring that has ended cannot be handed over to: its receiver says so next.
+        let Some(thread_ring) = self.thread_ring.upgrade() else {
+            return false;
+        };
+        let live = self.live.get_or_insert_with(|| {
+            Rc::new(Live::new(
+                socket.clone(),
+                self.viewer.clone(),
+                self.filter.clone(),
+            ))
+        });
+        thread_ring.direct.join(live, self.last, self.last_sent);
+        self.direct = true;
+        // The relay writes from here on; the ring is read again once it is taken back.
+        self.ring = None;
+        true
+    }
+
+    /// Takes the stream back from the relay (the task has something to send itself):
+    /// it reads its thread's ring on from where the relay got to.
+    fn take_from_relay(&mut self) {
+        if !self.direct {
+            return;
+        }
+        let Some(live) = self.live.clone() else {
+            return;
+        };
+        match live.take_given_back() {
+            Some(given) => self.given_back(given),
+            None => {
+                self.direct = false;
+                (self.last, self.last_sent) = live.progress();
+                self.ring = Some(match self.thread_ring.upgrade() {
+                    Some(thread_ring) => {
+                        thread_ring.direct.leave(&live);
+                        thread_ring.sender.subscribe()
+                    }
+                    // Not reached: a ring that ends gives every stream back first.
+                    None => ended_ring(),
+                });
+            }
+        }
+    }
+
+    /// Goes on from what the relay gave back.
+    fn given_back(&mut self, given: GivenBack) {
+        self.direct = false;
+        if let Some(live) = &self.live {
+            (self.last, self.last_sent) = live.progress();
+        }
+        match given {
+            GivenBack::Ring { receiver, notice } => {
+                self.ring = Some(receiver);
+                self.pending = notice;
+            }
+            // The client is gone: nothing more can be written.
+            GivenBack::Failed => self.done = true,
+            // Read as any ended ring is: a goodbye if the process stops, else too far behind.
+            GivenBack::RingEnded => self.ring = Some(ended_ring()),
+        }
     }
 
     /// Has this stream's key been revoked?
@@ -516,10 +661,11 @@ impl Subscriber {
             Some(_) => {}
             None if caught_up => {
                 // Join the ring, then fetch what was sealed between this read and the join.
-                if let Some((ring, published)) = self.hub.join() {
-                    self.ring = Some(ring);
-                    if published > self.last {
-                        self.catch_up_to = Some(published);
+                if let Some(joined) = self.hub.join() {
+                    self.ring = Some(joined.receiver);
+                    self.thread_ring = joined.thread_ring;
+                    if joined.at > self.last {
+                        self.catch_up_to = Some(joined.at);
                     }
                 }
             }
@@ -551,7 +697,12 @@ impl Subscriber {
             if self.done {
                 return None;
             }
+            if let Some(given) = self.live.as_ref().and_then(|live| live.take_given_back()) {
+                self.given_back(given);
+                continue;
+            }
             if self.hub.is_closing() {
+                self.take_from_relay();
                 self.done = true;
                 return Some(Bytes::from(format!(
                     "retry: {}\nid: {}\n: the server is stopping; reconnect to resume after {}\n\n",
@@ -561,8 +712,15 @@ impl Subscriber {
                 )));
             }
             if self.revoked() {
+                self.take_from_relay();
                 self.done = true;
                 return Some(farewell(self.last, "the key of this stream was revoked"));
+            }
+            if self.direct {
+                if let Some(bytes) = self.wait_while_direct().await {
+                    return Some(bytes);
+                }
+                continue;
             }
             if self.ring.is_none() || self.catch_up_to.is_some() {
                 // Boxed, as is the rendering below: their futures (database reads) are far
@@ -575,31 +733,21 @@ impl Subscriber {
                 }
                 continue;
             }
+            if let Some(notice) = self.pending.take() {
+                if let Some(end) = self.hear(&notice).await {
+                    return Some(end);
+                }
+                continue;
+            }
+            if self.hand_to_relay() {
+                continue;
+            }
             let Some(ring) = self.ring.as_mut() else {
                 continue;
             };
             tokio::select! {
                 received = ring.recv() => match received {
-                    Ok(notice) if notice.position <= self.last => {}
-                    Ok(notice) => {
-                        let rendering = notice.message_for(
-                            &self.store,
-                            &self.viewer,
-                            &self.filter,
-                            &self.hub.site,
-                        );
-                        match Box::pin(rendering).await {
-                            Ok(Some(message)) => self.ready.push_back(message),
-                            Ok(None) => {}
-                            Err(e) => {
-                                tracing::warn!(error = %Chain(&e), "a notice could not be rendered; closing the stream");
-                                self.done = true;
-                                // Resuming before this notice gets it then.
-                                return Some(farewell(self.last, "the history is unavailable"));
-                            }
-                        }
-                        self.last = notice.position;
-                    }
+                    Ok(notice) => self.pending = Some(notice),
                     // Ended because the process stops: the loop's top says goodbye.
                     Err(broadcast::error::RecvError::Closed) if self.hub.is_closing() => {}
                     // Too far behind (this subscriber, or its thread's relay, which then
@@ -618,15 +766,10 @@ impl Subscriber {
                         self.heartbeat.reset_at(due);
                         continue;
                     }
-                    return Some(Bytes::from(format!("id: {}\n: heartbeat\n\n", self.last)));
+                    return Some(heartbeat(self.last));
                 }
                 revoked = self.revocations.recv(), if self.key.is_some() => {
-                    let ends = match revoked {
-                        Ok(id) => Some(id) == self.key,
-                        Err(broadcast::error::RecvError::Lagged(_)) => true,
-                        Err(broadcast::error::RecvError::Closed) => false,
-                    };
-                    if ends {
+                    if self.revocation_ends(revoked) {
                         self.done = true;
                         return Some(farewell(self.last, "the key of this stream was revoked"));
                     }
@@ -634,6 +777,84 @@ impl Subscriber {
             }
         }
     }
+
+    /// Renders a notice for this stream and queues it; the stream's goodbye if it cannot.
+    async fn hear(&mut self, notice: &Notice) -> Option<Bytes> {
+        if notice.position <= self.last {
+            return None;
+        }
+        let rendering = notice.message_for(&self.store, &self.viewer, &self.filter, &self.hub.site);
+        match Box::pin(rendering).await {
+            Ok(Some(message)) => self.ready.push_back(message),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %Chain(&e), "a notice could not be rendered; closing the stream");
+                self.done = true;
+                // Resuming before this notice gets it then.
+                return Some(farewell(self.last, "the history is unavailable"));
+            }
+        }
+        self.last = notice.position;
+        None
+    }
+
+    /// Waits while the relay writes for this stream: until the relay gives it back, a
+    /// heartbeat is due, or its key is revoked. What to send, if anything.
+    async fn wait_while_direct(&mut self) -> Option<Bytes> {
+        let live = self.live.clone()?;
+        tokio::select! {
+            () = live.until_given_back() => None,
+            _ = self.heartbeat.tick() => {
+                let (_, last_sent) = live.progress();
+                let due = last_sent + self.hub.heartbeat;
+                if due > tokio::time::Instant::now() {
+                    self.heartbeat.reset_at(due);
+                    return None;
+                }
+                self.take_from_relay();
+                Some(heartbeat(self.last))
+            }
+            revoked = self.revocations.recv(), if self.key.is_some() => {
+                if !self.revocation_ends(revoked) {
+                    return None;
+                }
+                self.take_from_relay();
+                self.done = true;
+                Some(farewell(self.last, "the key of this stream was revoked"))
+            }
+        }
+    }
+
+    /// Whether a revocation heard ends this stream.
+    fn revocation_ends(&self, revoked: Result<Uuid, broadcast::error::RecvError>) -> bool {
+        match revoked {
+            Ok(id) => Some(id) == self.key,
+            // Missed some: assume the worst; the client reconnects and authenticates.
+            Err(broadcast::error::RecvError::Lagged(_)) => true,
+            Err(broadcast::error::RecvError::Closed) => false,
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        // Out of the relay's list: nothing is written for a stream that has ended.
+        if let (true, Some(live)) = (self.direct, &self.live) {
+            if let Some(thread_ring) = self.thread_ring.upgrade() {
+                thread_ring.direct.leave(live);
+            }
+        }
+    }
+}
+
+/// A stream's comment after a silent period.
+fn heartbeat(last: u64) -> Bytes {
+    Bytes::from(format!("id: {last}\n: heartbeat\n\n"))
+}
+
+/// A ring that has ended: reading it says so, as reading a ring whose relay ended does.
+fn ended_ring() -> broadcast::Receiver<Arc<Notice>> {
+    broadcast::channel(1).1
 }
 
 #[cfg(test)]
@@ -700,20 +921,20 @@ mod tests {
         LocalSet::new()
             .run_until(async {
                 let hub = started_hub(16);
-                let (mut first, at) = hub.join().unwrap();
+                let (mut first, at) = hub.join().unwrap().parts();
                 assert_eq!(at, 0);
                 publish(&hub, 1);
                 publish(&hub, 2);
                 // Joined before the relay handed 1 and 2 on: at the relay's position, so
                 // both still reach it.
-                let (mut second, at) = hub.join().unwrap();
+                let (mut second, at) = hub.join().unwrap().parts();
                 assert_eq!(at, 0);
                 assert_eq!(rings_of_this_thread(&hub), 1, "one relay for the thread");
                 for receiver in [&mut first, &mut second] {
                     assert_eq!(next(receiver).await, 1);
                     assert_eq!(next(receiver).await, 2);
                 }
-                let (mut third, at) = hub.join().unwrap();
+                let (mut third, at) = hub.join().unwrap().parts();
                 assert_eq!(at, 2, "joined after the relay handed 2 on");
                 publish(&hub, 3);
                 for receiver in [&mut first, &mut second, &mut third] {
@@ -724,12 +945,12 @@ mod tests {
                 hub.publish(4, None);
                 publish(&hub, 5);
                 hub.publish(6, None);
-                let (mut fourth, at) = hub.join().unwrap();
+                let (mut fourth, at) = hub.join().unwrap().parts();
                 assert_eq!(at, 3, "5 is not handed on yet, and 4 and 6 never are");
                 for receiver in [&mut first, &mut second, &mut third, &mut fourth] {
                     assert_eq!(next(receiver).await, 5);
                 }
-                let (_, at) = hub.join().unwrap();
+                let (_, at) = hub.join().unwrap().parts();
                 assert_eq!(at, 5);
             })
             .await;
@@ -740,8 +961,8 @@ mod tests {
         LocalSet::new()
             .run_until(async {
                 let hub = started_hub(16);
-                let (first, _) = hub.join().unwrap();
-                let (second, _) = hub.join().unwrap();
+                let (first, _) = hub.join().unwrap().parts();
+                let (second, _) = hub.join().unwrap().parts();
                 drop(first);
                 tokio::task::yield_now().await;
                 assert_eq!(rings_of_this_thread(&hub), 1, "one subscriber is left");
@@ -750,7 +971,7 @@ mod tests {
                 until(|| rings_of_this_thread(&hub) == 0).await;
                 until(|| hub.ring.lock().unwrap().sender.receiver_count() == 0).await;
                 publish(&hub, 1);
-                let (mut receiver, at) = hub.join().unwrap();
+                let (mut receiver, at) = hub.join().unwrap().parts();
                 assert_eq!(at, 1);
                 publish(&hub, 2);
                 assert_eq!(next(&mut receiver).await, 2);
@@ -762,13 +983,15 @@ mod tests {
     async fn a_relay_dropped_with_its_runtime_leaves_no_ring_behind_that_nothing_feeds() {
         let hub = started_hub(16);
         let local = LocalSet::new();
-        let receiver = local.run_until(async { hub.join().unwrap().0 }).await;
+        let receiver = local
+            .run_until(async { hub.join().unwrap().parts().0 })
+            .await;
         drop(local); // its tasks, the relay among them, are dropped unfinished
         assert_eq!(rings_of_this_thread(&hub), 0);
         drop(receiver);
         LocalSet::new()
             .run_until(async {
-                let (mut receiver, _) = hub.join().unwrap();
+                let (mut receiver, _) = hub.join().unwrap().parts();
                 publish(&hub, 1);
                 assert_eq!(next(&mut receiver).await, 1);
             })
@@ -780,7 +1003,7 @@ mod tests {
         LocalSet::new()
             .run_until(async {
                 let hub = started_hub(2);
-                let (mut receiver, _) = hub.join().unwrap();
+                let (mut receiver, _) = hub.join().unwrap().parts();
                 for position in 1..=4 {
                     publish(&hub, position); // the relay does not run meanwhile
                 }
@@ -789,7 +1012,7 @@ mod tests {
                     Err(broadcast::error::RecvError::Closed)
                 ));
                 assert_eq!(rings_of_this_thread(&hub), 0);
-                let (mut receiver, at) = hub.join().unwrap();
+                let (mut receiver, at) = hub.join().unwrap().parts();
                 assert_eq!(at, 4, "a new ring starts where the process ring is");
                 publish(&hub, 5);
                 assert_eq!(next(&mut receiver).await, 5);
@@ -844,7 +1067,7 @@ mod tests {
         let first = CancellationToken::new();
         let follower = follow(first.clone());
         hub.until_started().await;
-        let (mut ring, _) = hub.join().unwrap();
+        let (mut ring, _) = hub.join().unwrap().parts();
         first.cancel(); // as a failure would end it
         follower.await.unwrap().unwrap();
         // Declared while no follower runs.
@@ -883,7 +1106,8 @@ mod tests {
                         .build()
                         .unwrap();
                     LocalSet::new().block_on(&runtime, async {
-                        let mut receivers: Vec<_> = (0..3).map(|_| hub.join().unwrap().0).collect();
+                        let mut receivers: Vec<_> =
+                            (0..3).map(|_| hub.join().unwrap().parts().0).collect();
                         assert_eq!(rings_of_this_thread(&hub), 1);
                         joined.send(()).unwrap();
                         let mut got = Vec::new();
@@ -918,5 +1142,175 @@ mod tests {
             0,
             "the follower's thread has no ring"
         );
+    }
+
+    /// A connection that keeps what the relay writes to it, and answers as told.
+    #[derive(Default)]
+    struct Connection {
+        written: RefCell<Vec<String>>,
+        answer: Cell<Option<crate::LiveWrite>>,
+    }
+
+    impl LiveSocket for Connection {
+        fn write_now(&self, message: &Bytes) -> crate::LiveWrite {
+            let answer = self.answer.get().unwrap_or(crate::LiveWrite::Whole);
+            if answer != crate::LiveWrite::Failed {
+                let message = String::from_utf8_lossy(message).into_owned();
+                self.written.borrow_mut().push(message);
+            }
+            answer
+        }
+    }
+
+    /// Waits (in time, for a database's answer) until `done`.
+    async fn eventually(done: impl Fn() -> bool) {
+        for _ in 0..5_000 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("not done within 5 s");
+    }
+
+    fn written(connection: &Connection) -> Vec<String> {
+        connection.written.borrow().clone()
+    }
+
+    fn direct_streams(hub: &NoticeHub) -> usize {
+        THREAD_RINGS.with_borrow(|rings| {
+            (rings.iter())
+                .filter(|(id, _)| *id == hub.id)
+                .map(|(_, ring)| ring.direct.len())
+                .sum()
+        })
+    }
+
+    fn publish_rendered(hub: &NoticeHub, position: u64) {
+        let message = format!("id: {position}\n\n");
+        hub.publish(
+            position,
+            Some(Notice::rendered_for_tests(position, &message)),
+        );
+    }
+
+    /// A stream on `hub` written to `connection`, its task sending on what it writes
+    /// itself, once it has sent its opening.
+    async fn direct_stream(
+        store: EventStore,
+        hub: &Arc<NoticeHub>,
+        connection: &Rc<Connection>,
+    ) -> (
+        tokio::task::JoinHandle<()>,
+        tokio::sync::mpsc::UnboundedReceiver<String>,
+    ) {
+        let (viewer, filter) = (Viewer::Public, NoticeFilter::default());
+        let mut subscriber = Subscriber::new(store, hub.clone(), viewer, filter, None, None)
+            .unwrap()
+            .writing_directly_to(connection.clone());
+        let opening = subscriber.next_chunk().await.unwrap();
+        assert!(opening.ends_with(b": connected\n\n"));
+        let (sent, by_task) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::task::spawn_local(async move {
+            while let Some(chunk) = subscriber.next_chunk().await {
+                let _ = sent.send(String::from_utf8_lossy(&chunk).into_owned());
+            }
+        });
+        until(|| direct_streams(hub) == 1).await;
+        (task, by_task)
+    }
+
+    #[tokio::test]
+    async fn the_relay_writes_to_an_idle_stream_and_gives_it_back_when_it_cannot_finish() {
+        let database = eventstore::testing::TestDatabase::create().await;
+        LocalSet::new()
+            .run_until(async {
+                let hub = started_hub(16);
+                let connection = Rc::new(Connection::default());
+                let (task, mut by_task) = direct_stream(database.store(), &hub, &connection).await;
+                publish_rendered(&hub, 1);
+                until(|| written(&connection).len() == 1).await;
+                assert_eq!(written(&connection), ["id: 1\n\n"]);
+                // Only part taken: given back, the rest is the connection's to write, and
+                // the stream goes back to the relay once it has nothing left.
+                connection.answer.set(Some(crate::LiveWrite::Partly));
+                publish_rendered(&hub, 2);
+                until(|| written(&connection).len() == 2).await;
+                connection.answer.set(None);
+                until(|| direct_streams(&hub) == 1).await;
+                // Not rendered yet (an incident the relay has not read): the task renders
+                // it (here, an incident that does not exist, so nothing is sent), and the
+                // relay writes the next.
+                publish(&hub, 3);
+                until(|| direct_streams(&hub) == 0).await;
+                eventually(|| direct_streams(&hub) == 1).await;
+                publish_rendered(&hub, 4);
+                until(|| written(&connection).len() == 3).await;
+                assert_eq!(written(&connection)[2], "id: 4\n\n");
+                assert!(by_task.try_recv().is_err(), "the task wrote nothing itself");
+                // The process stops: the task says goodbye, from where the relay got.
+                hub.close();
+                let goodbye = tokio::time::timeout(Duration::from_secs(5), by_task.recv())
+                    .await
+                    .expect("closing wakes a stream the relay writes to")
+                    .unwrap();
+                assert!(
+                    goodbye.contains("id: 4\n: the server is stopping"),
+                    "{goodbye}"
+                );
+                task.await.unwrap();
+                assert_eq!(direct_streams(&hub), 0);
+            })
+            .await;
+    }
+
+    #[tokio::test]
+    async fn a_stream_the_relay_writes_to_hears_a_heartbeat_from_where_the_relay_got() {
+        let database = eventstore::testing::TestDatabase::create().await;
+        LocalSet::new()
+            .run_until(async {
+                let hub = NoticeHub::new(16, Duration::from_millis(200), Site::default());
+                let hub = Arc::new(hub.relaying_per_thread());
+                hub.publish(0, None);
+                let connection = Rc::new(Connection::default());
+                let (task, mut by_task) = direct_stream(database.store(), &hub, &connection).await;
+                publish_rendered(&hub, 1);
+                let heartbeat = tokio::time::timeout(Duration::from_secs(5), by_task.recv())
+                    .await
+                    .expect("a heartbeat after a silent period")
+                    .unwrap();
+                assert_eq!(heartbeat, "id: 1\n: heartbeat\n\n");
+                // Then back to the relay.
+                until(|| direct_streams(&hub) == 1).await;
+                publish_rendered(&hub, 2);
+                until(|| written(&connection).len() == 2).await;
+                task.abort();
+                let _ = task.await;
+                assert_eq!(direct_streams(&hub), 0, "a stream gone leaves the list");
+                // With no stream left, the relay ends.
+                until(|| rings_of_this_thread(&hub) == 0).await;
+            })
+            .await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_ends_the_stream() {
+        let database = eventstore::testing::TestDatabase::create().await;
+        LocalSet::new()
+            .run_until(async {
+                let hub = started_hub(16);
+                let connection = Rc::new(Connection::default());
+                let (task, mut by_task) = direct_stream(database.store(), &hub, &connection).await;
+                connection.answer.set(Some(crate::LiveWrite::Failed));
+                publish_rendered(&hub, 1);
+                tokio::time::timeout(Duration::from_secs(5), task)
+                    .await
+                    .expect("the stream ends")
+                    .unwrap();
+                assert!(by_task.try_recv().is_err(), "nothing more is written");
+                assert_eq!(direct_streams(&hub), 0);
+                until(|| rings_of_this_thread(&hub) == 0).await;
+            })
+            .await;
     }
 }

@@ -12,10 +12,12 @@
 //! The crate knows nothing of HTTP servers: it produces bytes (a CloudEvent, an SSE
 //! message) and the routes in `api` and the channels in `delivery` carry them.
 
+pub mod direct;
 pub mod hub;
 pub mod notice;
 pub mod representation;
 
+pub use direct::{LiveSocket, LiveWrite};
 pub use hub::{NoticeHub, StreamKey, Subscriber};
 pub use notice::{Notice, NoticeFilter, Rendered, Site};
 

@@ -19,6 +19,7 @@ use crate::auth::Caller;
 use crate::extract;
 use crate::problem::ApiError;
 use crate::routing::{self, Routes};
+use crate::server::DirectWrites;
 use crate::state::AppState;
 
 pub fn configure(routes: &mut Routes<'_>) {
@@ -128,7 +129,9 @@ pub async fn stream(
         key: caller.key.as_ref().map(|key| StreamKey { id: key.id }),
         after,
         announced: false,
+        direct: DirectWrites::default(),
     };
+    let direct = opening.direct.clone();
     // The slot travels with the stream and is given back when the stream ends.
     let body = futures_util::stream::unfold(
         (Phase::Opening(Box::new(opening)), slot),
@@ -137,14 +140,17 @@ pub async fn stream(
             Some((Ok::<_, Infallible>(chunk), (next, slot)))
         },
     );
-    Ok(HttpResponse::Ok()
+    let mut response = HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         // Compression would hold messages back until a buffer fills.
         .insert_header(ContentEncoding::Identity)
         .insert_header(("X-Accel-Buffering", "no"))
         .insert_header((header::VARY, "Accept-Language"))
-        .streaming(body))
+        .streaming(body);
+    // The lean dispatcher puts the connection in it, for the thread's relay to write to.
+    response.extensions_mut().insert(direct);
+    Ok(response)
 }
 
 /// A stream before its subscriber exists: it may have to wait for the process's notice hub
@@ -160,6 +166,8 @@ struct Opening {
     key: Option<StreamKey>,
     after: Option<u64>,
     announced: bool,
+    /// Where the connection arrives, when the relay may write to it.
+    direct: DirectWrites,
 }
 
 enum Phase {
@@ -214,9 +222,17 @@ impl Phase {
                     filter,
                     key,
                     after,
+                    direct,
                     ..
                 } = *opening;
-                match Subscriber::new(store, hub, viewer, filter, key, after) {
+                let subscriber =
+                    Subscriber::new(store, hub, viewer, filter, key, after).map(|subscriber| {
+                        match direct.take() {
+                            Some(socket) => subscriber.writing_directly_to(socket),
+                            None => subscriber,
+                        }
+                    });
+                match subscriber {
                     Some(subscriber) => Phase::Streaming(Box::new(subscriber)).next_chunk().await,
                     None => Some((stopping(), Phase::Done)),
                 }
