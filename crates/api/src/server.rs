@@ -317,6 +317,8 @@ impl StreamConnection {
 
 impl LiveSocket for StreamConnection {
     fn write_now(&self, message: &Bytes) -> LiveWrite {
+        // Not reached (only `write_answer` borrows it, between writes of its own), but a
+        // message that cannot be kept in order must end the stream rather than be lost.
         let Ok(mut unwritten) = self.unwritten.try_borrow_mut() else {
             return LiveWrite::Failed;
         };

@@ -20,6 +20,8 @@
 //! - the socket took only part of a message: the connection keeps the rest, and the task
 //!   writes it before anything else;
 //! - the write failed (the client is gone): the stream ends;
+//! - the stream's key was revoked since the relay last looked: the task says goodbye
+//!   before the notice (the follower hands a revocation on before any later notice);
 //! - the ring ends (the process stops, or the relay fell more than a ring behind).
 //!
 //! The task takes its stream back itself for a heartbeat, a revoked key, or the process
@@ -43,8 +45,10 @@ use std::task::{Poll, Waker};
 
 use bytes::Bytes;
 use projections::queries::Viewer;
+use tokio::sync::broadcast::error::TryRecvError;
 use tokio::sync::{broadcast, Notify};
 use tokio::time::Instant;
+use uuid::Uuid;
 
 use crate::notice::{Notice, NoticeFilter, Site};
 
@@ -82,11 +86,48 @@ pub(crate) enum GivenBack {
     RingEnded,
 }
 
+/// The keys revoked since the relay last looked.
+pub(crate) enum Revoked {
+    None,
+    Keys(Vec<Uuid>),
+    /// More than the revocations channel holds: any key may be among them.
+    Unknown,
+}
+
+impl Revoked {
+    /// Drains what `revocations` heard since the last time.
+    pub(crate) fn since(revocations: &mut broadcast::Receiver<Uuid>) -> Revoked {
+        let mut keys = Vec::new();
+        loop {
+            match revocations.try_recv() {
+                Ok(key) => keys.push(key),
+                Err(TryRecvError::Lagged(_)) => return Revoked::Unknown,
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+            }
+        }
+        if keys.is_empty() {
+            Revoked::None
+        } else {
+            Revoked::Keys(keys)
+        }
+    }
+
+    fn may_end(&self, key: Option<Uuid>) -> bool {
+        match (self, key) {
+            (Revoked::None, _) | (_, None) => false,
+            (Revoked::Unknown, Some(_)) => true,
+            (Revoked::Keys(keys), Some(key)) => keys.contains(&key),
+        }
+    }
+}
+
 /// A stream's record in its thread ring's list: what the relay needs to write to it.
 pub(crate) struct Live {
     socket: Rc<dyn LiveSocket>,
     viewer: Viewer,
     filter: NoticeFilter,
+    /// The key the stream was opened with: its revocation ends the stream.
+    key: Option<Uuid>,
     /// Public, unfiltered, in the default language: it gets the notice's one shared
     /// rendering, looked up once per notice rather than once per stream.
     plain: bool,
@@ -102,7 +143,12 @@ pub(crate) struct Live {
 }
 
 impl Live {
-    pub(crate) fn new(socket: Rc<dyn LiveSocket>, viewer: Viewer, filter: NoticeFilter) -> Live {
+    pub(crate) fn new(
+        socket: Rc<dyn LiveSocket>,
+        viewer: Viewer,
+        filter: NoticeFilter,
+        key: Option<Uuid>,
+    ) -> Live {
         let plain = viewer == Viewer::Public
             && filter.services.is_empty()
             && filter.region.is_none()
@@ -112,6 +158,7 @@ impl Live {
             socket,
             viewer,
             filter,
+            key,
             plain,
             last: Cell::new(0),
             last_sent: Cell::new(Instant::now()),
@@ -185,6 +232,9 @@ impl DirectList {
     /// Takes a stream out of the list (its task takes it back, or it ends).
     pub(crate) fn leave(&self, live: &Rc<Live>) {
         let Ok(mut lives) = self.lives.try_borrow_mut() else {
+            // Not reached: the list is borrowed only inside these methods, which call
+            // nothing that leaves it.
+            tracing::error!("a stream could not leave its relay's list");
             return;
         };
         let index = live.index.get();
@@ -202,29 +252,43 @@ impl DirectList {
     }
 
     /// Writes `notice` to every stream in the list, and gives back each that it cannot
-    /// finish alone. `sender` is the thread's ring, which holds `notice` already.
+    /// finish alone. `sender` is the thread's ring, which holds `notice` already; `revoked`
+    /// the keys revoked since the last notice. Answers how many streams it looked at.
     pub(crate) fn write(
         &self,
         notice: &Arc<Notice>,
         sender: &broadcast::Sender<Arc<Notice>>,
         site: &Site,
-    ) {
+        revoked: &Revoked,
+    ) -> usize {
         let Ok(mut lives) = self.lives.try_borrow_mut() else {
-            return;
+            tracing::error!("a relay could not write to its list");
+            return 0;
         };
-        if lives.is_empty() {
-            return;
+        let looked_at = lives.len();
+        if looked_at == 0 {
+            return 0;
         }
         let now = Instant::now();
         let position = notice.position;
         let mut plain: Option<Option<Option<Bytes>>> = None;
-        let (mut written, mut rendering, mut partial, mut failed) = (0u64, 0u64, 0u64, 0u64);
+        let (mut written, mut rendering, mut partial, mut failed, mut revoking) =
+            (0u64, 0u64, 0u64, 0u64, 0u64);
         let mut index = 0;
         while index < lives.len() {
             let live = &lives[index];
             // A stream that caught up from the log may be ahead of the ring.
             if position <= live.last.get() {
                 index += 1;
+                continue;
+            }
+            if revoked.may_end(live.key) {
+                // Its task looks at its revocations before it handles the notice.
+                revoking += 1;
+                remove(&mut lives, index).give_back(GivenBack::Ring {
+                    receiver: sender.subscribe(),
+                    notice: Some(notice.clone()),
+                });
                 continue;
             }
             let known = if live.plain {
@@ -287,17 +351,20 @@ impl DirectList {
             ("rendering", rendering),
             ("partial_write", partial),
             ("failed_write", failed),
+            ("revoked_key", revoking),
         ] {
             if count > 0 {
                 metrics::counter!("crier_stream_relay_returns_total", "reason" => reason)
                     .increment(count);
             }
         }
+        looked_at
     }
 
     /// The ring ends: every stream goes back to its task.
     pub(crate) fn end(&self) {
         let Ok(mut lives) = self.lives.try_borrow_mut() else {
+            tracing::error!("a relay could not give its streams back");
             return;
         };
         for live in std::mem::take(&mut *lives) {

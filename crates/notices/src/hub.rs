@@ -28,7 +28,8 @@
 //! relay's position exactly as it would join the process's ring at the follower's. A
 //! relay that falls more than a ring behind ends its ring, and its subscribers are closed
 //! as too far behind (they resume from the log); the last subscriber of a thread to go
-//! ends its relay, which lets go of the process ring.
+//! ends its relay, which lets go of the process ring. A stream with nothing else to send
+//! is not woken at all: the relay writes to its socket itself (see [`crate::direct`]).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -44,7 +45,7 @@ use tasks::Chain;
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
-use crate::direct::{DirectList, GivenBack, Live, LiveSocket};
+use crate::direct::{DirectList, GivenBack, Live, LiveSocket, Revoked};
 use crate::notice::{Notice, NoticeFilter, Site};
 use crate::NoticeError;
 
@@ -181,7 +182,13 @@ impl NoticeHub {
             hub: self.id,
             ring: ring.clone(),
         };
-        tokio::task::spawn_local(relay(registration, process_ring, self.site.clone()));
+        let revocations = self.revocations.subscribe();
+        tokio::task::spawn_local(relay(
+            registration,
+            process_ring,
+            revocations,
+            self.site.clone(),
+        ));
         THREAD_RINGS.with_borrow_mut(|rings| rings.push((self.id, ring)));
         Some(Joined {
             receiver,
@@ -365,6 +372,7 @@ struct ThreadRing {
 async fn relay(
     registration: Registration,
     mut process_ring: broadcast::Receiver<Arc<Notice>>,
+    mut revocations: broadcast::Receiver<Uuid>,
     site: Site,
 ) {
     let ring = &registration.ring;
@@ -390,7 +398,12 @@ async fn relay(
                 // First into the ring: a stream given back reads on from right after it.
                 // No receiver left is not an error: `closed` ends the relay next.
                 let _ = ring.sender.send(notice.clone());
-                ring.direct.write(&notice, &ring.sender, &site);
+                let revoked = Revoked::since(&mut revocations);
+                if ring.direct.write(&notice, &ring.sender, &site, &revoked) > 0 {
+                    // A burst of notices, each written to thousands of sockets, must not
+                    // keep the thread's requests waiting until the burst is through.
+                    tokio::task::yield_now().await;
+                }
             }
             // Lagged: its subscribers missed what it missed, and ending their ring closes
             // them as too far behind (they resume from the log). Closed: the hub is closing,
@@ -558,6 +571,7 @@ impl Subscriber {
                 socket.clone(),
                 self.viewer.clone(),
                 self.filter.clone(),
+                self.key,
             ))
         });
         thread_ring.direct.join(live, self.last, self.last_sent);
@@ -1200,12 +1214,14 @@ mod tests {
         store: EventStore,
         hub: &Arc<NoticeHub>,
         connection: &Rc<Connection>,
+        key: Option<Uuid>,
     ) -> (
         tokio::task::JoinHandle<()>,
         tokio::sync::mpsc::UnboundedReceiver<String>,
     ) {
         let (viewer, filter) = (Viewer::Public, NoticeFilter::default());
-        let mut subscriber = Subscriber::new(store, hub.clone(), viewer, filter, None, None)
+        let key = key.map(|id| StreamKey { id });
+        let mut subscriber = Subscriber::new(store, hub.clone(), viewer, filter, key, None)
             .unwrap()
             .writing_directly_to(connection.clone());
         let opening = subscriber.next_chunk().await.unwrap();
@@ -1216,7 +1232,8 @@ mod tests {
                 let _ = sent.send(String::from_utf8_lossy(&chunk).into_owned());
             }
         });
-        until(|| direct_streams(hub) == 1).await;
+        let before = direct_streams(hub);
+        until(|| direct_streams(hub) == before + 1).await;
         (task, by_task)
     }
 
@@ -1227,7 +1244,8 @@ mod tests {
             .run_until(async {
                 let hub = started_hub(16);
                 let connection = Rc::new(Connection::default());
-                let (task, mut by_task) = direct_stream(database.store(), &hub, &connection).await;
+                let (task, mut by_task) =
+                    direct_stream(database.store(), &hub, &connection, None).await;
                 publish_rendered(&hub, 1);
                 until(|| written(&connection).len() == 1).await;
                 assert_eq!(written(&connection), ["id: 1\n\n"]);
@@ -1273,7 +1291,8 @@ mod tests {
                 let hub = Arc::new(hub.relaying_per_thread());
                 hub.publish(0, None);
                 let connection = Rc::new(Connection::default());
-                let (task, mut by_task) = direct_stream(database.store(), &hub, &connection).await;
+                let (task, mut by_task) =
+                    direct_stream(database.store(), &hub, &connection, None).await;
                 publish_rendered(&hub, 1);
                 let heartbeat = tokio::time::timeout(Duration::from_secs(5), by_task.recv())
                     .await
@@ -1300,7 +1319,8 @@ mod tests {
             .run_until(async {
                 let hub = started_hub(16);
                 let connection = Rc::new(Connection::default());
-                let (task, mut by_task) = direct_stream(database.store(), &hub, &connection).await;
+                let (task, mut by_task) =
+                    direct_stream(database.store(), &hub, &connection, None).await;
                 connection.answer.set(Some(crate::LiveWrite::Failed));
                 publish_rendered(&hub, 1);
                 tokio::time::timeout(Duration::from_secs(5), task)
@@ -1310,6 +1330,98 @@ mod tests {
                 assert!(by_task.try_recv().is_err(), "nothing more is written");
                 assert_eq!(direct_streams(&hub), 0);
                 until(|| rings_of_this_thread(&hub) == 0).await;
+            })
+            .await;
+    }
+
+    #[tokio::test]
+    async fn a_key_revoked_before_a_notice_ends_its_stream_before_the_relay_writes_that_notice() {
+        let database = eventstore::testing::TestDatabase::create().await;
+        LocalSet::new()
+            .run_until(async {
+                let hub = started_hub(16);
+                let (key, other) = (Uuid::new_v4(), Uuid::new_v4());
+                let (revoked, kept) = (
+                    Rc::new(Connection::default()),
+                    Rc::new(Connection::default()),
+                );
+                let (task, mut by_task) =
+                    direct_stream(database.store(), &hub, &revoked, Some(key)).await;
+                let (_kept_task, _) =
+                    direct_stream(database.store(), &hub, &kept, Some(other)).await;
+                // As the follower does: the revocation first, then the next notice, both
+                // before the relay or the stream's task runs.
+                hub.revocations.send(key).unwrap();
+                publish_rendered(&hub, 1);
+                let goodbye = tokio::time::timeout(Duration::from_secs(5), by_task.recv())
+                    .await
+                    .expect("the revoked stream says goodbye")
+                    .unwrap();
+                assert!(
+                    goodbye.starts_with("id: 0\n: the key of this stream was revoked"),
+                    "{goodbye}"
+                );
+                task.await.unwrap();
+                assert!(written(&revoked).is_empty(), "{:?}", written(&revoked));
+                until(|| written(&kept).len() == 1).await;
+                assert_eq!(
+                    direct_streams(&hub),
+                    1,
+                    "the other key's stream is still written to"
+                );
+            })
+            .await;
+    }
+
+    #[tokio::test]
+    async fn streams_the_relay_writes_to_are_closed_resumably_when_it_falls_a_ring_behind() {
+        let database = eventstore::testing::TestDatabase::create().await;
+        LocalSet::new()
+            .run_until(async {
+                let hub = started_hub(2);
+                let connection = Rc::new(Connection::default());
+                let (task, mut by_task) =
+                    direct_stream(database.store(), &hub, &connection, None).await;
+                publish_rendered(&hub, 1);
+                until(|| written(&connection).len() == 1).await;
+                for position in 2..=5 {
+                    publish_rendered(&hub, position); // the relay does not run meanwhile
+                }
+                let goodbye = tokio::time::timeout(Duration::from_secs(5), by_task.recv())
+                    .await
+                    .expect("the stream is closed")
+                    .unwrap();
+                assert!(goodbye.starts_with("id: 1\n: too far behind"), "{goodbye}");
+                task.await.unwrap();
+                assert_eq!(written(&connection).len(), 1);
+                assert_eq!(rings_of_this_thread(&hub), 0);
+            })
+            .await;
+    }
+
+    #[tokio::test]
+    async fn a_stream_leaving_the_middle_of_the_list_leaves_the_others_written_to() {
+        let database = eventstore::testing::TestDatabase::create().await;
+        LocalSet::new()
+            .run_until(async {
+                let hub = started_hub(16);
+                let connections: Vec<_> = (0..3).map(|_| Rc::new(Connection::default())).collect();
+                let mut tasks = Vec::new();
+                for connection in &connections {
+                    tasks.push(
+                        direct_stream(database.store(), &hub, connection, None)
+                            .await
+                            .0,
+                    );
+                }
+                tasks.remove(1).abort();
+                until(|| direct_streams(&hub) == 2).await;
+                publish_rendered(&hub, 1);
+                publish_rendered(&hub, 2);
+                until(|| written(&connections[2]).len() == 2).await;
+                assert_eq!(written(&connections[0]), ["id: 1\n\n", "id: 2\n\n"]);
+                assert_eq!(written(&connections[2]), ["id: 1\n\n", "id: 2\n\n"]);
+                assert!(written(&connections[1]).is_empty());
             })
             .await;
     }
