@@ -534,7 +534,10 @@ fn chunk_prefix(length: usize, buffer: &mut [u8; CHUNK_PREFIX_BYTES]) -> &[u8] {
 /// `&TcpStream` too).
 async fn write_all(socket: &TcpStream, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
     while !slices.is_empty() {
-        socket.writable().await?;
+        // Not `writable()`: its future holds a waiter of its own, kept in every stream's
+        // state; the socket's own writer slot will do, this task being its only writer
+        // that waits.
+        std::future::poll_fn(|cx| socket.poll_write_ready(cx)).await?;
         match socket.try_write_vectored(slices) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(written) => IoSlice::advance_slices(&mut slices, written),
