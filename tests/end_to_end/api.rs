@@ -1063,15 +1063,7 @@ async fn every_answer_has_a_request_id_and_metrics_count_requests_by_route() {
         )
         .await;
     assert!(odd.status.is_client_error(), "{:?}", odd.status);
-    let metrics = api
-        .http
-        .get(api.server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api.text("/metrics").await;
     assert!(
         metrics.contains(
             "crier_http_requests_total{method=\"GET\",route=\"/v1/services\",status=\"200\"}"

@@ -234,15 +234,7 @@ async fn statuspage_documents_and_feeds_render_in_the_readers_language() {
         .unwrap();
     assert!(rss.contains("<language>cy</language>"), "{rss}");
     assert!(rss.contains(WELSH_TITLE), "{rss}");
-    let rss = api
-        .http
-        .get(api.server.url("/v1/feed.rss"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let rss = api.text("/v1/feed.rss").await;
     assert!(rss.contains("<language>en</language>") && !rss.contains(WELSH_TITLE));
 }
 

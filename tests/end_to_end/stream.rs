@@ -149,16 +149,8 @@ async fn a_client_that_disconnects_resumes_with_nothing_missed_or_repeated() {
 
 /// A counter of the server's `/metrics` (0 if it has not counted yet).
 async fn metric(api: &Api, series: &str) -> f64 {
-    let metrics = api
-        .http
-        .get(api.server.url("/metrics"))
-        .send()
+    api.text("/metrics")
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    metrics
         .lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
         .map_or(0.0, |count| count.trim().parse().unwrap())

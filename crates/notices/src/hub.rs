@@ -1208,17 +1208,31 @@ mod tests {
         );
     }
 
-    /// A stream on `hub` written to `connection`, its task sending on what it writes
-    /// itself, once it has sent its opening.
+    /// A stream the relay writes to: its connection, and its task, which sends on what it
+    /// writes itself.
+    struct DirectStream {
+        connection: Rc<Connection>,
+        task: tokio::task::JoinHandle<()>,
+        by_task: tokio::sync::mpsc::UnboundedReceiver<String>,
+    }
+
+    impl DirectStream {
+        /// The next thing the stream's task writes itself (`what`: what it should be).
+        async fn said(&mut self, what: &str) -> String {
+            tokio::time::timeout(Duration::from_secs(5), self.by_task.recv())
+                .await
+                .expect(what)
+                .unwrap_or_default()
+        }
+    }
+
+    /// A stream on `hub`, handed to the relay once it has sent its opening.
     async fn direct_stream(
         store: EventStore,
         hub: &Arc<NoticeHub>,
-        connection: &Rc<Connection>,
         key: Option<Uuid>,
-    ) -> (
-        tokio::task::JoinHandle<()>,
-        tokio::sync::mpsc::UnboundedReceiver<String>,
-    ) {
+    ) -> DirectStream {
+        let connection = Rc::new(Connection::default());
         let (viewer, filter) = (Viewer::Public, NoticeFilter::default());
         let key = key.map(|id| StreamKey { id });
         let mut subscriber = Subscriber::new(store, hub.clone(), viewer, filter, key, None)
@@ -1234,7 +1248,11 @@ mod tests {
         });
         let before = direct_streams(hub);
         until(|| direct_streams(hub) == before + 1).await;
-        (task, by_task)
+        DirectStream {
+            connection,
+            task,
+            by_task,
+        }
     }
 
     #[tokio::test]
@@ -1243,9 +1261,8 @@ mod tests {
         LocalSet::new()
             .run_until(async {
                 let hub = started_hub(16);
-                let connection = Rc::new(Connection::default());
-                let (task, mut by_task) =
-                    direct_stream(database.store(), &hub, &connection, None).await;
+                let mut stream = direct_stream(database.store(), &hub, None).await;
+                let connection = stream.connection.clone();
                 publish_rendered(&hub, 1);
                 until(|| written(&connection).len() == 1).await;
                 assert_eq!(written(&connection), ["id: 1\n\n"]);
@@ -1265,18 +1282,20 @@ mod tests {
                 publish_rendered(&hub, 4);
                 until(|| written(&connection).len() == 3).await;
                 assert_eq!(written(&connection)[2], "id: 4\n\n");
-                assert!(by_task.try_recv().is_err(), "the task wrote nothing itself");
+                assert!(
+                    stream.by_task.try_recv().is_err(),
+                    "the task wrote nothing itself"
+                );
                 // The process stops: the task says goodbye, from where the relay got.
                 hub.close();
-                let goodbye = tokio::time::timeout(Duration::from_secs(5), by_task.recv())
-                    .await
-                    .expect("closing wakes a stream the relay writes to")
-                    .unwrap();
+                let goodbye = stream
+                    .said("closing wakes a stream the relay writes to")
+                    .await;
                 assert!(
                     goodbye.contains("id: 4\n: the server is stopping"),
                     "{goodbye}"
                 );
-                task.await.unwrap();
+                stream.task.await.unwrap();
                 assert_eq!(direct_streams(&hub), 0);
             })
             .await;
@@ -1290,21 +1309,17 @@ mod tests {
                 let hub = NoticeHub::new(16, Duration::from_millis(200), Site::default());
                 let hub = Arc::new(hub.relaying_per_thread());
                 hub.publish(0, None);
-                let connection = Rc::new(Connection::default());
-                let (task, mut by_task) =
-                    direct_stream(database.store(), &hub, &connection, None).await;
+                let mut stream = direct_stream(database.store(), &hub, None).await;
+                let connection = stream.connection.clone();
                 publish_rendered(&hub, 1);
-                let heartbeat = tokio::time::timeout(Duration::from_secs(5), by_task.recv())
-                    .await
-                    .expect("a heartbeat after a silent period")
-                    .unwrap();
+                let heartbeat = stream.said("a heartbeat after a silent period").await;
                 assert_eq!(heartbeat, "id: 1\n: heartbeat\n\n");
                 // Then back to the relay.
                 until(|| direct_streams(&hub) == 1).await;
                 publish_rendered(&hub, 2);
                 until(|| written(&connection).len() == 2).await;
-                task.abort();
-                let _ = task.await;
+                stream.task.abort();
+                let _ = stream.task.await;
                 assert_eq!(direct_streams(&hub), 0, "a stream gone leaves the list");
                 // With no stream left, the relay ends.
                 until(|| rings_of_this_thread(&hub) == 0).await;
@@ -1318,16 +1333,18 @@ mod tests {
         LocalSet::new()
             .run_until(async {
                 let hub = started_hub(16);
-                let connection = Rc::new(Connection::default());
-                let (task, mut by_task) =
-                    direct_stream(database.store(), &hub, &connection, None).await;
+                let mut stream = direct_stream(database.store(), &hub, None).await;
+                let connection = stream.connection.clone();
                 connection.answer.set(Some(crate::LiveWrite::Failed));
                 publish_rendered(&hub, 1);
-                tokio::time::timeout(Duration::from_secs(5), task)
+                tokio::time::timeout(Duration::from_secs(5), stream.task)
                     .await
                     .expect("the stream ends")
                     .unwrap();
-                assert!(by_task.try_recv().is_err(), "nothing more is written");
+                assert!(
+                    stream.by_task.try_recv().is_err(),
+                    "nothing more is written"
+                );
                 assert_eq!(direct_streams(&hub), 0);
                 until(|| rings_of_this_thread(&hub) == 0).await;
             })
@@ -1341,27 +1358,19 @@ mod tests {
             .run_until(async {
                 let hub = started_hub(16);
                 let (key, other) = (Uuid::new_v4(), Uuid::new_v4());
-                let (revoked, kept) = (
-                    Rc::new(Connection::default()),
-                    Rc::new(Connection::default()),
-                );
-                let (task, mut by_task) =
-                    direct_stream(database.store(), &hub, &revoked, Some(key)).await;
-                let (_kept_task, _) =
-                    direct_stream(database.store(), &hub, &kept, Some(other)).await;
+                let mut stream = direct_stream(database.store(), &hub, Some(key)).await;
+                let kept = direct_stream(database.store(), &hub, Some(other)).await;
+                let (revoked, kept) = (stream.connection.clone(), kept.connection);
                 // As the follower does: the revocation first, then the next notice, both
                 // before the relay or the stream's task runs.
                 hub.revocations.send(key).unwrap();
                 publish_rendered(&hub, 1);
-                let goodbye = tokio::time::timeout(Duration::from_secs(5), by_task.recv())
-                    .await
-                    .expect("the revoked stream says goodbye")
-                    .unwrap();
+                let goodbye = stream.said("the revoked stream says goodbye").await;
                 assert!(
                     goodbye.starts_with("id: 0\n: the key of this stream was revoked"),
                     "{goodbye}"
                 );
-                task.await.unwrap();
+                stream.task.await.unwrap();
                 assert!(written(&revoked).is_empty(), "{:?}", written(&revoked));
                 until(|| written(&kept).len() == 1).await;
                 assert_eq!(
@@ -1379,20 +1388,16 @@ mod tests {
         LocalSet::new()
             .run_until(async {
                 let hub = started_hub(2);
-                let connection = Rc::new(Connection::default());
-                let (task, mut by_task) =
-                    direct_stream(database.store(), &hub, &connection, None).await;
+                let mut stream = direct_stream(database.store(), &hub, None).await;
+                let connection = stream.connection.clone();
                 publish_rendered(&hub, 1);
                 until(|| written(&connection).len() == 1).await;
                 for position in 2..=5 {
                     publish_rendered(&hub, position); // the relay does not run meanwhile
                 }
-                let goodbye = tokio::time::timeout(Duration::from_secs(5), by_task.recv())
-                    .await
-                    .expect("the stream is closed")
-                    .unwrap();
+                let goodbye = stream.said("the stream is closed").await;
                 assert!(goodbye.starts_with("id: 1\n: too far behind"), "{goodbye}");
-                task.await.unwrap();
+                stream.task.await.unwrap();
                 assert_eq!(written(&connection).len(), 1);
                 assert_eq!(rings_of_this_thread(&hub), 0);
             })
@@ -1405,14 +1410,11 @@ mod tests {
         LocalSet::new()
             .run_until(async {
                 let hub = started_hub(16);
-                let connections: Vec<_> = (0..3).map(|_| Rc::new(Connection::default())).collect();
-                let mut tasks = Vec::new();
-                for connection in &connections {
-                    tasks.push(
-                        direct_stream(database.store(), &hub, connection, None)
-                            .await
-                            .0,
-                    );
+                let (mut connections, mut tasks) = (Vec::new(), Vec::new());
+                for _ in 0..3 {
+                    let stream = direct_stream(database.store(), &hub, None).await;
+                    connections.push(stream.connection);
+                    tasks.push(stream.task);
                 }
                 tasks.remove(1).abort();
                 until(|| direct_streams(&hub) == 2).await;

@@ -241,6 +241,12 @@ impl Api {
         self.send(Method::GET, path, key, &[], None).await
     }
 
+    /// The body of a plain `GET` (no key, no headers), as text.
+    pub async fn text(&self, path: &str) -> String {
+        let response = self.http.get(self.server.url(path)).send().await;
+        response.expect("send").text().await.expect("body")
+    }
+
     pub async fn post(&self, path: &str, key: &str, body: Value) -> Answer {
         self.send(Method::POST, path, Some(key), &[], Some(&body))
             .await
