@@ -430,6 +430,13 @@ async fn subscribers_in_two_languages_get_the_same_notices_in_order_each_in_its_
         in_welsh[2].data["data"]["updates"][2]["message"],
         "Wedi'i drwsio."
     );
+    // Each notice was ready in both languages before it reached the streams: their
+    // threads' relays wrote them all (these six among them), waking neither stream's
+    // task to render one.
+    let relayed = api.metric("crier_stream_relay_writes_total").await;
+    let rendering = "crier_stream_relay_returns_total{reason=\"rendering\"}";
+    assert!(relayed >= 6.0, "{relayed}");
+    assert_eq!(api.metric(rendering).await, 0.0);
 
     let delivered = welsh_hook
         .wait_until("three Welsh notices", |lines| {

@@ -143,17 +143,8 @@ async fn a_client_that_disconnects_resumes_with_nothing_missed_or_repeated() {
 
     // Live notices to a stream with nothing else to send were written by its thread's
     // relay, not by the stream's own task.
-    let relayed = metric(&api, "crier_stream_relay_writes_total").await;
+    let relayed = api.metric("crier_stream_relay_writes_total").await;
     assert!(relayed >= 1.0, "{relayed}");
-}
-
-/// A counter of the server's `/metrics` (0 if it has not counted yet).
-async fn metric(api: &Api, series: &str) -> f64 {
-    api.text("/metrics")
-        .await
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |count| count.trim().parse().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -402,11 +393,9 @@ async fn a_subscriber_too_far_behind_is_closed_resumably_and_slows_nobody() {
     assert!(ids.windows(2).all(|w| w[0] < w[1]));
     // The slow reader's socket took only part of a message the relay wrote: the rest went
     // out from the stream's own task, before anything else, as what it read shows.
-    let partial = metric(
-        &api,
-        "crier_stream_relay_returns_total{reason=\"partial_write\"}",
-    )
-    .await;
+    let partial = api
+        .metric("crier_stream_relay_returns_total{reason=\"partial_write\"}")
+        .await;
     assert!(partial >= 1.0, "{partial}");
 }
 

@@ -315,14 +315,11 @@ impl NoticeHub {
                 // Nobody listening on this process: no reading or rendering on the write
                 // path's database for nothing (a catch-up renders what it needs).
                 if let Some(notice) = notice.as_ref().filter(|_| listened) {
-                    // Read the resource and render the public message once here, so that
-                    // most subscribers only copy bytes and none falls behind waiting for
-                    // the database. A failure is retried by whichever subscriber needs it.
-                    let everyone = NoticeFilter::default();
-                    if let Err(e) = notice
-                        .message_for(&store, &Viewer::Public, &everyone, &self.site)
-                        .await
-                    {
+                    // Read the resource and render the public messages once here, so that
+                    // most subscribers only copy bytes (their relay writes them) and none
+                    // falls behind waiting for the database. A failure is retried by
+                    // whichever subscriber needs it.
+                    if let Err(e) = notice.render_for_the_public(&store, &self.site).await {
                         tracing::warn!(error = %Chain(&e), position = event.position, "could not prepare a notice");
                     }
                 }

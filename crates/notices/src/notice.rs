@@ -152,6 +152,15 @@ impl Resource {
         }
     }
 
+    /// The languages it has texts in besides the default one.
+    fn languages(&self) -> Vec<Language> {
+        match self {
+            Resource::Incident(i) => i.state.languages().into_iter().cloned().collect(),
+            Resource::Maintenance(m) => m.state.languages().into_iter().cloned().collect(),
+            Resource::Service(_) => Vec::new(),
+        }
+    }
+
     /// The services it concerns as it stands.
     fn services(&self) -> Vec<Uuid> {
         match self {
@@ -433,6 +442,32 @@ impl Notice {
             })
         };
         (ViewerKey::from(viewer), language)
+    }
+
+    /// Renders the notice for the public in the default language and in each language its
+    /// resource has texts in: every public reader's rendering, whatever language it asks
+    /// for, is then ready for the relays to write.
+    pub async fn render_for_the_public(
+        &self,
+        store: &EventStore,
+        site: &Site,
+    ) -> Result<(), NoticeError> {
+        let everyone = NoticeFilter::default();
+        self.message_for(store, &Viewer::Public, &everyone, site)
+            .await?;
+        let languages = match self.state.get() {
+            Some(Some(resource)) => resource.languages(),
+            _ => Vec::new(),
+        };
+        for language in languages {
+            let reader = NoticeFilter {
+                preferences: Preferences::only(language),
+                ..NoticeFilter::default()
+            };
+            self.message_for(store, &Viewer::Public, &reader, site)
+                .await?;
+        }
+        Ok(())
     }
 
     /// The Server-Sent Events message for `viewer` when it is known without waiting for

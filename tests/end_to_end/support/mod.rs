@@ -247,6 +247,16 @@ impl Api {
         response.expect("send").text().await.expect("body")
     }
 
+    /// A counter of the server's `/metrics`, `series` its name and labels (0 if it has not
+    /// counted yet).
+    pub async fn metric(&self, series: &str) -> f64 {
+        self.text("/metrics")
+            .await
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .map_or(0.0, |count| count.trim().parse().expect("a number"))
+    }
+
     pub async fn post(&self, path: &str, key: &str, body: Value) -> Answer {
         self.send(Method::POST, path, Some(key), &[], Some(&body))
             .await
