@@ -1205,6 +1205,13 @@ mod tests {
         );
     }
 
+    /// Runs `test` in a local set, as a server's worker runs its streams, with the store of
+    /// a database of its own.
+    async fn on_a_worker(test: impl AsyncFnOnce(EventStore)) {
+        let database = eventstore::testing::TestDatabase::create().await;
+        LocalSet::new().run_until(test(database.store())).await;
+    }
+
     /// A stream the relay writes to: its connection, and its task, which sends on what it
     /// writes itself.
     struct DirectStream {
@@ -1254,174 +1261,162 @@ mod tests {
 
     #[tokio::test]
     async fn the_relay_writes_to_an_idle_stream_and_gives_it_back_when_it_cannot_finish() {
-        let database = eventstore::testing::TestDatabase::create().await;
-        LocalSet::new()
-            .run_until(async {
-                let hub = started_hub(16);
-                let mut stream = direct_stream(database.store(), &hub, None).await;
-                let connection = stream.connection.clone();
-                publish_rendered(&hub, 1);
-                until(|| written(&connection).len() == 1).await;
-                assert_eq!(written(&connection), ["id: 1\n\n"]);
-                // Only part taken: given back, the rest is the connection's to write, and
-                // the stream goes back to the relay once it has nothing left.
-                connection.answer.set(Some(crate::LiveWrite::Partly));
-                publish_rendered(&hub, 2);
-                until(|| written(&connection).len() == 2).await;
-                connection.answer.set(None);
-                until(|| direct_streams(&hub) == 1).await;
-                // Not rendered yet (an incident the relay has not read): the task renders
-                // it (here, an incident that does not exist, so nothing is sent), and the
-                // relay writes the next.
-                publish(&hub, 3);
-                until(|| direct_streams(&hub) == 0).await;
-                eventually(|| direct_streams(&hub) == 1).await;
-                publish_rendered(&hub, 4);
-                until(|| written(&connection).len() == 3).await;
-                assert_eq!(written(&connection)[2], "id: 4\n\n");
-                assert!(
-                    stream.by_task.try_recv().is_err(),
-                    "the task wrote nothing itself"
-                );
-                // The process stops: the task says goodbye, from where the relay got.
-                hub.close();
-                let goodbye = stream
-                    .said("closing wakes a stream the relay writes to")
-                    .await;
-                assert!(
-                    goodbye.contains("id: 4\n: the server is stopping"),
-                    "{goodbye}"
-                );
-                stream.task.await.unwrap();
-                assert_eq!(direct_streams(&hub), 0);
-            })
-            .await;
+        on_a_worker(async |store| {
+            let hub = started_hub(16);
+            let mut stream = direct_stream(store.clone(), &hub, None).await;
+            let connection = stream.connection.clone();
+            publish_rendered(&hub, 1);
+            until(|| written(&connection).len() == 1).await;
+            assert_eq!(written(&connection), ["id: 1\n\n"]);
+            // Only part taken: given back, the rest is the connection's to write, and
+            // the stream goes back to the relay once it has nothing left.
+            connection.answer.set(Some(crate::LiveWrite::Partly));
+            publish_rendered(&hub, 2);
+            until(|| written(&connection).len() == 2).await;
+            connection.answer.set(None);
+            until(|| direct_streams(&hub) == 1).await;
+            // Not rendered yet (an incident the relay has not read): the task renders
+            // it (here, an incident that does not exist, so nothing is sent), and the
+            // relay writes the next.
+            publish(&hub, 3);
+            until(|| direct_streams(&hub) == 0).await;
+            eventually(|| direct_streams(&hub) == 1).await;
+            publish_rendered(&hub, 4);
+            until(|| written(&connection).len() == 3).await;
+            assert_eq!(written(&connection)[2], "id: 4\n\n");
+            assert!(
+                stream.by_task.try_recv().is_err(),
+                "the task wrote nothing itself"
+            );
+            // The process stops: the task says goodbye, from where the relay got.
+            hub.close();
+            let goodbye = stream
+                .said("closing wakes a stream the relay writes to")
+                .await;
+            assert!(
+                goodbye.contains("id: 4\n: the server is stopping"),
+                "{goodbye}"
+            );
+            stream.task.await.unwrap();
+            assert_eq!(direct_streams(&hub), 0);
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn a_stream_the_relay_writes_to_hears_a_heartbeat_from_where_the_relay_got() {
-        let database = eventstore::testing::TestDatabase::create().await;
-        LocalSet::new()
-            .run_until(async {
-                let hub = NoticeHub::new(16, Duration::from_millis(200), Site::default());
-                let hub = Arc::new(hub.relaying_per_thread());
-                hub.publish(0, None);
-                let mut stream = direct_stream(database.store(), &hub, None).await;
-                let connection = stream.connection.clone();
-                publish_rendered(&hub, 1);
-                let heartbeat = stream.said("a heartbeat after a silent period").await;
-                assert_eq!(heartbeat, "id: 1\n: heartbeat\n\n");
-                // Then back to the relay.
-                until(|| direct_streams(&hub) == 1).await;
-                publish_rendered(&hub, 2);
-                until(|| written(&connection).len() == 2).await;
-                stream.task.abort();
-                let _ = stream.task.await;
-                assert_eq!(direct_streams(&hub), 0, "a stream gone leaves the list");
-                // With no stream left, the relay ends.
-                until(|| rings_of_this_thread(&hub) == 0).await;
-            })
-            .await;
+        on_a_worker(async |store| {
+            let hub = NoticeHub::new(16, Duration::from_millis(200), Site::default());
+            let hub = Arc::new(hub.relaying_per_thread());
+            hub.publish(0, None);
+            let mut stream = direct_stream(store.clone(), &hub, None).await;
+            let connection = stream.connection.clone();
+            publish_rendered(&hub, 1);
+            let heartbeat = stream.said("a heartbeat after a silent period").await;
+            assert_eq!(heartbeat, "id: 1\n: heartbeat\n\n");
+            // Then back to the relay.
+            until(|| direct_streams(&hub) == 1).await;
+            publish_rendered(&hub, 2);
+            until(|| written(&connection).len() == 2).await;
+            stream.task.abort();
+            let _ = stream.task.await;
+            assert_eq!(direct_streams(&hub), 0, "a stream gone leaves the list");
+            // With no stream left, the relay ends.
+            until(|| rings_of_this_thread(&hub) == 0).await;
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn a_failed_write_ends_the_stream() {
-        let database = eventstore::testing::TestDatabase::create().await;
-        LocalSet::new()
-            .run_until(async {
-                let hub = started_hub(16);
-                let mut stream = direct_stream(database.store(), &hub, None).await;
-                let connection = stream.connection.clone();
-                connection.answer.set(Some(crate::LiveWrite::Failed));
-                publish_rendered(&hub, 1);
-                tokio::time::timeout(Duration::from_secs(5), stream.task)
-                    .await
-                    .expect("the stream ends")
-                    .unwrap();
-                assert!(
-                    stream.by_task.try_recv().is_err(),
-                    "nothing more is written"
-                );
-                assert_eq!(direct_streams(&hub), 0);
-                until(|| rings_of_this_thread(&hub) == 0).await;
-            })
-            .await;
+        on_a_worker(async |store| {
+            let hub = started_hub(16);
+            let mut stream = direct_stream(store.clone(), &hub, None).await;
+            let connection = stream.connection.clone();
+            connection.answer.set(Some(crate::LiveWrite::Failed));
+            publish_rendered(&hub, 1);
+            tokio::time::timeout(Duration::from_secs(5), stream.task)
+                .await
+                .expect("the stream ends")
+                .unwrap();
+            assert!(
+                stream.by_task.try_recv().is_err(),
+                "nothing more is written"
+            );
+            assert_eq!(direct_streams(&hub), 0);
+            until(|| rings_of_this_thread(&hub) == 0).await;
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn a_key_revoked_before_a_notice_ends_its_stream_before_the_relay_writes_that_notice() {
-        let database = eventstore::testing::TestDatabase::create().await;
-        LocalSet::new()
-            .run_until(async {
-                let hub = started_hub(16);
-                let (key, other) = (Uuid::new_v4(), Uuid::new_v4());
-                let mut stream = direct_stream(database.store(), &hub, Some(key)).await;
-                let kept = direct_stream(database.store(), &hub, Some(other)).await;
-                let (revoked, kept) = (stream.connection.clone(), kept.connection);
-                // As the follower does: the revocation first, then the next notice, both
-                // before the relay or the stream's task runs.
-                hub.revocations.send(key).unwrap();
-                publish_rendered(&hub, 1);
-                let goodbye = stream.said("the revoked stream says goodbye").await;
-                assert!(
-                    goodbye.starts_with("id: 0\n: the key of this stream was revoked"),
-                    "{goodbye}"
-                );
-                stream.task.await.unwrap();
-                assert!(written(&revoked).is_empty(), "{:?}", written(&revoked));
-                until(|| written(&kept).len() == 1).await;
-                assert_eq!(
-                    direct_streams(&hub),
-                    1,
-                    "the other key's stream is still written to"
-                );
-            })
-            .await;
+        on_a_worker(async |store| {
+            let hub = started_hub(16);
+            let (key, other) = (Uuid::new_v4(), Uuid::new_v4());
+            let mut stream = direct_stream(store.clone(), &hub, Some(key)).await;
+            let kept = direct_stream(store.clone(), &hub, Some(other)).await;
+            let (revoked, kept) = (stream.connection.clone(), kept.connection);
+            // As the follower does: the revocation first, then the next notice, both
+            // before the relay or the stream's task runs.
+            hub.revocations.send(key).unwrap();
+            publish_rendered(&hub, 1);
+            let goodbye = stream.said("the revoked stream says goodbye").await;
+            assert!(
+                goodbye.starts_with("id: 0\n: the key of this stream was revoked"),
+                "{goodbye}"
+            );
+            stream.task.await.unwrap();
+            assert!(written(&revoked).is_empty(), "{:?}", written(&revoked));
+            until(|| written(&kept).len() == 1).await;
+            assert_eq!(
+                direct_streams(&hub),
+                1,
+                "the other key's stream is still written to"
+            );
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn streams_the_relay_writes_to_are_closed_resumably_when_it_falls_a_ring_behind() {
-        let database = eventstore::testing::TestDatabase::create().await;
-        LocalSet::new()
-            .run_until(async {
-                let hub = started_hub(2);
-                let mut stream = direct_stream(database.store(), &hub, None).await;
-                let connection = stream.connection.clone();
-                publish_rendered(&hub, 1);
-                until(|| written(&connection).len() == 1).await;
-                for position in 2..=5 {
-                    publish_rendered(&hub, position); // the relay does not run meanwhile
-                }
-                let goodbye = stream.said("the stream is closed").await;
-                assert!(goodbye.starts_with("id: 1\n: too far behind"), "{goodbye}");
-                stream.task.await.unwrap();
-                assert_eq!(written(&connection).len(), 1);
-                assert_eq!(rings_of_this_thread(&hub), 0);
-            })
-            .await;
+        on_a_worker(async |store| {
+            let hub = started_hub(2);
+            let mut stream = direct_stream(store.clone(), &hub, None).await;
+            let connection = stream.connection.clone();
+            publish_rendered(&hub, 1);
+            until(|| written(&connection).len() == 1).await;
+            for position in 2..=5 {
+                publish_rendered(&hub, position); // the relay does not run meanwhile
+            }
+            let goodbye = stream.said("the stream is closed").await;
+            assert!(goodbye.starts_with("id: 1\n: too far behind"), "{goodbye}");
+            stream.task.await.unwrap();
+            assert_eq!(written(&connection).len(), 1);
+            assert_eq!(rings_of_this_thread(&hub), 0);
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn a_stream_leaving_the_middle_of_the_list_leaves_the_others_written_to() {
-        let database = eventstore::testing::TestDatabase::create().await;
-        LocalSet::new()
-            .run_until(async {
-                let hub = started_hub(16);
-                let (mut connections, mut tasks) = (Vec::new(), Vec::new());
-                for _ in 0..3 {
-                    let stream = direct_stream(database.store(), &hub, None).await;
-                    connections.push(stream.connection);
-                    tasks.push(stream.task);
-                }
-                tasks.remove(1).abort();
-                until(|| direct_streams(&hub) == 2).await;
-                publish_rendered(&hub, 1);
-                publish_rendered(&hub, 2);
-                until(|| written(&connections[2]).len() == 2).await;
-                assert_eq!(written(&connections[0]), ["id: 1\n\n", "id: 2\n\n"]);
-                assert_eq!(written(&connections[2]), ["id: 1\n\n", "id: 2\n\n"]);
-                assert!(written(&connections[1]).is_empty());
-            })
-            .await;
+        on_a_worker(async |store| {
+            let hub = started_hub(16);
+            let (mut connections, mut tasks) = (Vec::new(), Vec::new());
+            for _ in 0..3 {
+                let stream = direct_stream(store.clone(), &hub, None).await;
+                connections.push(stream.connection);
+                tasks.push(stream.task);
+            }
+            tasks.remove(1).abort();
+            until(|| direct_streams(&hub) == 2).await;
+            publish_rendered(&hub, 1);
+            publish_rendered(&hub, 2);
+            until(|| written(&connections[2]).len() == 2).await;
+            assert_eq!(written(&connections[0]), ["id: 1\n\n", "id: 2\n\n"]);
+            assert_eq!(written(&connections[2]), ["id: 1\n\n", "id: 2\n\n"]);
+            assert!(written(&connections[1]).is_empty());
+        })
+        .await;
     }
 }
