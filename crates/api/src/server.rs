@@ -322,12 +322,7 @@ impl LiveSocket for StreamConnection {
             return LiveWrite::Failed;
         };
         let mut prefix = [0; CHUNK_PREFIX_BYTES];
-        let (prefix, suffix): (&[u8], &[u8]) = if self.chunked {
-            (chunk_prefix(message.len(), &mut prefix), b"\r\n")
-        } else {
-            (b"", b"")
-        };
-        let parts: [&[u8]; 3] = [prefix, &message[..], suffix];
+        let parts = framed(self.chunked, message, &mut prefix);
         // Never reached (the relay writes only with nothing left unwritten), but bytes
         // must not overtake bytes.
         let written = if unwritten.is_empty() {
@@ -340,7 +335,7 @@ impl LiveSocket for StreamConnection {
         } else {
             0
         };
-        let total = prefix.len() + message.len() + suffix.len();
+        let total: usize = parts.iter().map(|part| part.len()).sum();
         if written == total {
             return LiveWrite::Whole;
         }
@@ -486,26 +481,31 @@ async fn write_answer(
         if chunk.is_empty() {
             continue;
         }
-        if chunked {
-            let mut prefix = [0; CHUNK_PREFIX_BYTES];
-            let prefix = chunk_prefix(chunk.len(), &mut prefix);
-            write_all(
-                socket,
-                &mut [
-                    IoSlice::new(prefix),
-                    IoSlice::new(&chunk),
-                    IoSlice::new(b"\r\n"),
-                ],
-            )
-            .await?;
-        } else {
-            write_all(socket, &mut [IoSlice::new(&chunk)]).await?;
-        }
+        let mut prefix = [0; CHUNK_PREFIX_BYTES];
+        write_all(
+            socket,
+            &mut framed(chunked, &chunk, &mut prefix).map(IoSlice::new),
+        )
+        .await?;
     }
     if chunked {
         write_all(socket, &mut [IoSlice::new(b"0\r\n\r\n")]).await?;
     }
     Ok(())
+}
+
+/// A message as the body carries it: as a chunk of its own (size line, message, CRLF), or
+/// as it is when the close delimits the body. `prefix` holds the size line.
+fn framed<'a>(
+    chunked: bool,
+    message: &'a [u8],
+    prefix: &'a mut [u8; CHUNK_PREFIX_BYTES],
+) -> [&'a [u8]; 3] {
+    if chunked {
+        [chunk_prefix(message.len(), prefix), message, b"\r\n"]
+    } else {
+        [b"", message, b""]
+    }
 }
 
 /// The longest chunk-size line: 16 hex digits and CRLF.
