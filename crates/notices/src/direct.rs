@@ -121,9 +121,12 @@ impl Revoked {
     }
 }
 
-/// A stream's record in its thread ring's list: what the relay needs to write to it.
+/// A stream's record: who it is for and what it takes, which its task reads too, and what
+/// the relay needs to write to it while the record is in its thread ring's list.
 pub(crate) struct Live {
-    socket: Rc<dyn LiveSocket>,
+    /// None while only its task writes to it (the answer is not written by the lean
+    /// dispatcher, or the hub relays for the whole process).
+    socket: Option<Rc<dyn LiveSocket>>,
     viewer: Viewer,
     filter: NoticeFilter,
     /// The key the stream was opened with: its revocation ends the stream.
@@ -143,19 +146,14 @@ pub(crate) struct Live {
 }
 
 impl Live {
-    pub(crate) fn new(
-        socket: Rc<dyn LiveSocket>,
-        viewer: Viewer,
-        filter: NoticeFilter,
-        key: Option<Uuid>,
-    ) -> Live {
+    pub(crate) fn new(viewer: Viewer, filter: NoticeFilter, key: Option<Uuid>) -> Live {
         let plain = viewer == Viewer::Public
             && filter.services.is_empty()
             && filter.region.is_none()
             && filter.types.is_empty()
             && filter.preferences.is_empty();
         Live {
-            socket,
+            socket: None,
             viewer,
             filter,
             key,
@@ -166,6 +164,27 @@ impl Live {
             given_back: Cell::new(None),
             waker: Cell::new(None),
         }
+    }
+
+    /// The relay may write its notices to `socket`.
+    pub(crate) fn write_to(&mut self, socket: Rc<dyn LiveSocket>) {
+        self.socket = Some(socket);
+    }
+
+    pub(crate) fn has_socket(&self) -> bool {
+        self.socket.is_some()
+    }
+
+    pub(crate) fn viewer(&self) -> &Viewer {
+        &self.viewer
+    }
+
+    pub(crate) fn filter(&self) -> &NoticeFilter {
+        &self.filter
+    }
+
+    pub(crate) fn key(&self) -> Option<Uuid> {
+        self.key
     }
 
     /// Where the relay got to for this stream, and when it last wrote to it.
@@ -224,7 +243,12 @@ impl DirectList {
         live.last.set(last);
         live.last_sent.set(last_sent);
         live.given_back.set(None);
-        let mut lives = self.lives.borrow_mut();
+        let Ok(mut lives) = self.lives.try_borrow_mut() else {
+            // Not reached, as in `leave`; the stream goes back to its task at once.
+            tracing::error!("a stream could not join its relay's list");
+            live.give_back(GivenBack::RingEnded);
+            return;
+        };
         live.index.set(lives.len());
         lives.push(live.clone());
     }
@@ -305,14 +329,16 @@ impl DirectList {
                     live.last.set(position);
                     None
                 }
-                Some(Some(message)) => match live.socket.write_now(&message) {
-                    LiveWrite::Whole => {
+                // Without a socket (not reached: a stream joins the list only with one),
+                // the stream is given back as if its write failed.
+                Some(Some(message)) => match live.socket.as_ref().map(|s| s.write_now(&message)) {
+                    Some(LiveWrite::Whole) => {
                         live.last.set(position);
                         live.last_sent.set(now);
                         written += 1;
                         None
                     }
-                    LiveWrite::Partly => {
+                    Some(LiveWrite::Partly) => {
                         live.last.set(position);
                         live.last_sent.set(now);
                         partial += 1;
@@ -321,7 +347,7 @@ impl DirectList {
                             notice: None,
                         })
                     }
-                    LiveWrite::Failed => {
+                    Some(LiveWrite::Failed) | None => {
                         failed += 1;
                         Some(GivenBack::Failed)
                     }
