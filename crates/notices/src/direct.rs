@@ -121,14 +121,16 @@ impl Revoked {
     }
 }
 
-/// A stream's record: who it is for and what it takes, which its task reads too, and what
-/// the relay needs to write to it while the record is in its thread ring's list.
+/// Who a stream is for and what it takes: its task and its relay read the one copy.
+pub(crate) struct Scope {
+    pub(crate) viewer: Viewer,
+    pub(crate) filter: NoticeFilter,
+}
+
+/// A stream's record in its thread ring's list: what the relay needs to write to it.
 pub(crate) struct Live {
-    /// None while only its task writes to it (the answer is not written by the lean
-    /// dispatcher, or the hub relays for the whole process).
-    socket: Option<Rc<dyn LiveSocket>>,
-    viewer: Viewer,
-    filter: NoticeFilter,
+    socket: Rc<dyn LiveSocket>,
+    scope: Rc<Scope>,
     /// The key the stream was opened with: its revocation ends the stream.
     key: Option<Uuid>,
     /// Public, unfiltered, in the default language: it gets the notice's one shared
@@ -146,16 +148,16 @@ pub(crate) struct Live {
 }
 
 impl Live {
-    pub(crate) fn new(viewer: Viewer, filter: NoticeFilter, key: Option<Uuid>) -> Live {
-        let plain = viewer == Viewer::Public
+    pub(crate) fn new(socket: Rc<dyn LiveSocket>, scope: Rc<Scope>, key: Option<Uuid>) -> Live {
+        let Scope { viewer, filter } = &*scope;
+        let plain = *viewer == Viewer::Public
             && filter.services.is_empty()
             && filter.region.is_none()
             && filter.types.is_empty()
             && filter.preferences.is_empty();
         Live {
-            socket: None,
-            viewer,
-            filter,
+            socket,
+            scope,
             key,
             plain,
             last: Cell::new(0),
@@ -164,27 +166,6 @@ impl Live {
             given_back: Cell::new(None),
             waker: Cell::new(None),
         }
-    }
-
-    /// The relay may write its notices to `socket`.
-    pub(crate) fn write_to(&mut self, socket: Rc<dyn LiveSocket>) {
-        self.socket = Some(socket);
-    }
-
-    pub(crate) fn has_socket(&self) -> bool {
-        self.socket.is_some()
-    }
-
-    pub(crate) fn viewer(&self) -> &Viewer {
-        &self.viewer
-    }
-
-    pub(crate) fn filter(&self) -> &NoticeFilter {
-        &self.filter
-    }
-
-    pub(crate) fn key(&self) -> Option<Uuid> {
-        self.key
     }
 
     /// Where the relay got to for this stream, and when it last wrote to it.
@@ -322,23 +303,21 @@ impl DirectList {
                     })
                     .clone()
             } else {
-                notice.known_message_for(&live.viewer, &live.filter, site)
+                notice.known_message_for(&live.scope.viewer, &live.scope.filter, site)
             };
             let given_back = match known {
                 Some(None) => {
                     live.last.set(position);
                     None
                 }
-                // Without a socket (not reached: a stream joins the list only with one),
-                // the stream is given back as if its write failed.
-                Some(Some(message)) => match live.socket.as_ref().map(|s| s.write_now(&message)) {
-                    Some(LiveWrite::Whole) => {
+                Some(Some(message)) => match live.socket.write_now(&message) {
+                    LiveWrite::Whole => {
                         live.last.set(position);
                         live.last_sent.set(now);
                         written += 1;
                         None
                     }
-                    Some(LiveWrite::Partly) => {
+                    LiveWrite::Partly => {
                         live.last.set(position);
                         live.last_sent.set(now);
                         partial += 1;
@@ -347,7 +326,7 @@ impl DirectList {
                             notice: None,
                         })
                     }
-                    Some(LiveWrite::Failed) | None => {
+                    LiveWrite::Failed => {
                         failed += 1;
                         Some(GivenBack::Failed)
                     }

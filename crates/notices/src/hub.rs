@@ -45,7 +45,7 @@ use tasks::Chain;
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
-use crate::direct::{DirectList, GivenBack, Live, LiveSocket, Revoked};
+use crate::direct::{DirectList, GivenBack, Live, LiveSocket, Revoked, Scope};
 use crate::notice::{Notice, NoticeFilter, Site};
 use crate::NoticeError;
 
@@ -440,9 +440,9 @@ pub struct StreamKey {
 pub struct Subscriber {
     store: EventStore,
     hub: Arc<NoticeHub>,
-    /// Who it is for and what it takes (viewer, filter, key), and its connection if the
-    /// relay may write to it: the one record the relay reads too (see [`crate::direct`]).
-    live: Rc<Live>,
+    /// Who it is for and what it takes, shared with its record for the relay.
+    scope: Rc<Scope>,
+    key: Option<Uuid>,
     revocations: broadcast::Receiver<Uuid>,
     /// The last position handled (delivered or left out).
     last: u64,
@@ -459,6 +459,10 @@ pub struct Subscriber {
     heartbeat: tokio::time::Interval,
     last_sent: tokio::time::Instant,
     done: bool,
+    /// The connection, when the thread's relay may write to it (see [`crate::direct`]).
+    socket: Option<Rc<dyn LiveSocket>>,
+    /// This stream's record for the relay, made the first time it is handed over.
+    live: Option<Rc<Live>>,
     /// Whether the relay writes for it now (its record is in the thread ring's list).
     direct: bool,
 }
@@ -508,13 +512,16 @@ impl Subscriber {
         };
         Some(Subscriber {
             store,
-            live: Rc::new(Live::new(viewer, filter, key.map(|k| k.id))),
+            scope: Rc::new(Scope { viewer, filter }),
+            key: key.map(|k| k.id),
             revocations,
             last,
             ring,
             thread_ring,
             catch_up_to: None,
             pending: None,
+            socket: None,
+            live: None,
             direct: false,
             // The `id:` makes a client that hears no notice before it reconnects resume
             // from here rather than from "now".
@@ -533,11 +540,7 @@ impl Subscriber {
     /// thread has a relay to write them.
     pub fn writing_directly_to(mut self, socket: Rc<dyn LiveSocket>) -> Subscriber {
         if self.hub.per_thread {
-            // Not shared yet: only the relay's list holds it besides, once handed over.
-            match Rc::get_mut(&mut self.live) {
-                Some(live) => live.write_to(socket),
-                None => tracing::error!("a stream's record was shared before its socket came"),
-            }
+            self.socket = Some(socket);
         }
         self
     }
@@ -545,9 +548,9 @@ impl Subscriber {
     /// Hands the stream to its thread's relay, if it may: it has a socket to be written
     /// to, and nothing left to send. Answers whether it did.
     fn hand_to_relay(&mut self) -> bool {
-        if !self.live.has_socket() {
+        let Some(socket) = &self.socket else {
             return false;
-        }
+        };
         let idle = self.ready.is_empty()
             && self.pending.is_none()
             && self.catch_up_to.is_none()
@@ -559,9 +562,10 @@ impl Subscriber {
         let Some(thread_ring) = self.thread_ring.upgrade() else {
             return false;
         };
-        thread_ring
-            .direct
-            .join(&self.live, self.last, self.last_sent);
+        let live = self.live.get_or_insert_with(|| {
+            Rc::new(Live::new(socket.clone(), self.scope.clone(), self.key))
+        });
+        thread_ring.direct.join(live, self.last, self.last_sent);
         self.direct = true;
         // The relay writes from here on; the ring is read again once it is taken back.
         self.ring = None;
@@ -574,7 +578,9 @@ impl Subscriber {
         if !self.direct {
             return;
         }
-        let live = self.live.clone();
+        let Some(live) = self.live.clone() else {
+            return;
+        };
         match live.take_given_back() {
             Some(given) => self.given_back(given),
             None => {
@@ -595,7 +601,9 @@ impl Subscriber {
     /// Goes on from what the relay gave back.
     fn given_back(&mut self, given: GivenBack) {
         self.direct = false;
-        (self.last, self.last_sent) = self.live.progress();
+        if let Some(live) = &self.live {
+            (self.last, self.last_sent) = live.progress();
+        }
         match given {
             GivenBack::Ring { receiver, notice } => {
                 self.ring = Some(receiver);
@@ -610,7 +618,7 @@ impl Subscriber {
 
     /// Has this stream's key been revoked?
     fn revoked(&mut self) -> bool {
-        let Some(key) = self.live.key() else {
+        let Some(key) = self.key else {
             return false;
         };
         loop {
@@ -645,8 +653,8 @@ impl Subscriber {
                 if let Some(message) = notice
                     .message_for(
                         &self.store,
-                        self.live.viewer(),
-                        self.live.filter(),
+                        &self.scope.viewer,
+                        &self.scope.filter,
                         &self.hub.site,
                     )
                     .await?
@@ -699,7 +707,7 @@ impl Subscriber {
             if self.done {
                 return None;
             }
-            if let Some(given) = self.live.take_given_back() {
+            if let Some(given) = self.live.as_ref().and_then(|live| live.take_given_back()) {
                 self.given_back(given);
                 continue;
             }
@@ -770,7 +778,7 @@ impl Subscriber {
                     }
                     return Some(heartbeat(self.last));
                 }
-                revoked = self.revocations.recv(), if self.live.key().is_some() => {
+                revoked = self.revocations.recv(), if self.key.is_some() => {
                     if self.revocation_ends(revoked) {
                         self.done = true;
                         return Some(farewell(self.last, "the key of this stream was revoked"));
@@ -787,8 +795,8 @@ impl Subscriber {
         }
         let rendering = notice.message_for(
             &self.store,
-            self.live.viewer(),
-            self.live.filter(),
+            &self.scope.viewer,
+            &self.scope.filter,
             &self.hub.site,
         );
         match Box::pin(rendering).await {
@@ -808,7 +816,7 @@ impl Subscriber {
     /// Waits while the relay writes for this stream: until the relay gives it back, a
     /// heartbeat is due, or its key is revoked. What to send, if anything.
     async fn wait_while_direct(&mut self) -> Option<Bytes> {
-        let live = self.live.clone();
+        let live = self.live.clone()?;
         tokio::select! {
             () = live.until_given_back() => None,
             _ = self.heartbeat.tick() => {
@@ -821,7 +829,7 @@ impl Subscriber {
                 self.take_from_relay();
                 Some(heartbeat(self.last))
             }
-            revoked = self.revocations.recv(), if self.live.key().is_some() => {
+            revoked = self.revocations.recv(), if self.key.is_some() => {
                 if !self.revocation_ends(revoked) {
                     return None;
                 }
@@ -835,7 +843,7 @@ impl Subscriber {
     /// Whether a revocation heard ends this stream.
     fn revocation_ends(&self, revoked: Result<Uuid, broadcast::error::RecvError>) -> bool {
         match revoked {
-            Ok(id) => Some(id) == self.live.key(),
+            Ok(id) => Some(id) == self.key,
             // Missed some: assume the worst; the client reconnects and authenticates.
             Err(broadcast::error::RecvError::Lagged(_)) => true,
             Err(broadcast::error::RecvError::Closed) => false,
@@ -846,9 +854,9 @@ impl Subscriber {
 impl Drop for Subscriber {
     fn drop(&mut self) {
         // Out of the relay's list: nothing is written for a stream that has ended.
-        if self.direct {
+        if let (true, Some(live)) = (self.direct, &self.live) {
             if let Some(thread_ring) = self.thread_ring.upgrade() {
-                thread_ring.direct.leave(&self.live);
+                thread_ring.direct.leave(live);
             }
         }
     }
