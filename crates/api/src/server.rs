@@ -8,7 +8,7 @@
 //! and uses neither after its first bytes: they were two thirds of the 12.4 KiB a
 //! subscriber cost, and one process must hold 100,000 subscribers. Served here, with the
 //! answer's head dropped once written and the stream's future boxed apart from its task, a
-//! subscriber costs 3.5 KiB, the relay's record of it included (`cargo bench --bench
+//! subscriber costs 3.3 KiB, the relay's record of it included (`cargo bench --bench
 //! stream -- --subscribers 18000`; docs/PERFORMANCE.md says where the rest goes).
 //!
 //! So a new connection's first bytes are peeked at (not read) once they arrive. When they
