@@ -7,7 +7,7 @@
 //! webhooks) is never a notice. The resource is read once per notice and each viewer's
 //! rendering made once, however many subscribers share it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -145,19 +145,15 @@ impl Resource {
         if negotiation.preferences.is_empty() {
             return None; // the usual subscriber: no texts to look through
         }
-        match self {
-            Resource::Incident(i) => negotiation.choose(i.state.languages()).cloned(),
-            Resource::Maintenance(m) => negotiation.choose(m.state.languages()).cloned(),
-            Resource::Service(_) => None,
-        }
+        negotiation.choose(self.languages()).cloned()
     }
 
     /// The languages it has texts in besides the default one.
-    fn languages(&self) -> Vec<Language> {
+    fn languages(&self) -> BTreeSet<&Language> {
         match self {
-            Resource::Incident(i) => i.state.languages().into_iter().cloned().collect(),
-            Resource::Maintenance(m) => m.state.languages().into_iter().cloned().collect(),
-            Resource::Service(_) => Vec::new(),
+            Resource::Incident(i) => i.state.languages(),
+            Resource::Maintenance(m) => m.state.languages(),
+            Resource::Service(_) => BTreeSet::new(),
         }
     }
 
@@ -455,13 +451,12 @@ impl Notice {
         let everyone = NoticeFilter::default();
         self.message_for(store, &Viewer::Public, &everyone, site)
             .await?;
-        let languages = match self.state.get() {
-            Some(Some(resource)) => resource.languages(),
-            _ => Vec::new(),
+        let Some(Some(resource)) = self.state.get() else {
+            return Ok(());
         };
-        for language in languages {
+        for language in resource.languages() {
             let reader = NoticeFilter {
-                preferences: Preferences::only(language),
+                preferences: Preferences::only(language.clone()),
                 ..NoticeFilter::default()
             };
             self.message_for(store, &Viewer::Public, &reader, site)
