@@ -4,9 +4,12 @@
 
 CRIER_PIDS=()
 
-# fresh_release_database: builds the release binary and drops $DB (crier creates it).
+# fresh_release_database: builds the release binary (unless $CRIER_BENCH_BINARY names the
+# build to serve) and drops $DB (crier creates it).
 fresh_release_database() {
-    cargo build --release --quiet --bin crier
+    if [ -z "${CRIER_BENCH_BINARY:-}" ]; then
+        cargo build --release --quiet --bin crier
+    fi
     psql "$PGURL/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
 }
 
