@@ -2,6 +2,8 @@
 //! tenants, filters, several processes, heartbeats, and a slow subscriber that is closed
 //! without slowing anyone else.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use eventstore::testing::TestDatabase;
@@ -351,23 +353,16 @@ async fn a_subscriber_too_far_behind_is_closed_resumably_and_slows_nobody() {
     // ahead of what it has read. Unpaced, this (unoptimised) test client parsing 10 KB
     // messages on two busy cores fell more than the ring and its socket buffers behind
     // during a full test run, and was rightly closed.
-    let read_so_far = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let read_so_far = Arc::new(AtomicUsize::new(0));
     let progress = read_so_far.clone();
     let fast_reader = tokio::spawn(async move {
-        let mut got = 0;
-        while got < total {
-            if fast.next_incident(Duration::from_secs(10)).await.is_none() {
-                break;
-            }
-            got += 1;
-            progress.store(got, std::sync::atomic::Ordering::Release);
-        }
-        (got, fast.comments.clone())
+        let got = fast.incidents_counted(total, &progress).await;
+        (got.len(), fast.comments.clone())
     });
     let long = "x".repeat(9000);
     for n in 0..total {
         let paced_until = tokio::time::Instant::now() + Duration::from_secs(10);
-        while n > read_so_far.load(std::sync::atomic::Ordering::Acquire) + 16
+        while n > read_so_far.load(Ordering::Acquire) + 16
             && !fast_reader.is_finished()
             && tokio::time::Instant::now() < paced_until
         {

@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -511,12 +512,19 @@ impl SseClient {
 
     /// `count` incident notices (fewer if the wait runs out).
     pub async fn incidents(&mut self, count: usize) -> Vec<Message> {
+        self.incidents_counted(count, &AtomicUsize::new(0)).await
+    }
+
+    /// The same, storing in `so_far` how many have come as each comes: a publisher can
+    /// pace itself by what this reader has read.
+    pub async fn incidents_counted(&mut self, count: usize, so_far: &AtomicUsize) -> Vec<Message> {
         let mut out = Vec::new();
         while out.len() < count {
             match self.next_incident(Duration::from_secs(10)).await {
                 Some(message) => out.push(message),
                 None => break,
             }
+            so_far.store(out.len(), Ordering::Release);
         }
         out
     }
